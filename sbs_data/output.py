@@ -1,0 +1,92 @@
+"""One way to print data for every command: `--format table|csv|json|jsonl`."""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import decimal
+import io
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+FORMATS = ("table", "csv", "json", "jsonl")
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, (_dt.datetime, _dt.date, _dt.time)):
+        return v.isoformat()
+    if isinstance(v, decimal.Decimal):
+        return float(v)
+    if isinstance(v, (bytes, bytearray)):
+        return v.hex()
+    if isinstance(v, dict):
+        return {k: _plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    return v
+
+
+def render(rows: Sequence[dict[str, Any]], fmt: str = "table", columns: Sequence[str] | None = None, title: str | None = None) -> str:
+    """Rows (dicts) as text in the chosen format; the column order is that of the first row."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    cols = list(columns) if columns is not None else (list(rows[0].keys()) if rows else [])
+    if fmt == "json":
+        return json.dumps([{c: _plain(r.get(c)) for c in cols} for r in rows], indent=2, ensure_ascii=False)
+    if fmt == "jsonl":
+        return "\n".join(json.dumps({c: _plain(r.get(c)) for c in cols}, ensure_ascii=False) for r in rows)
+    if fmt == "csv":
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(cols)
+        for r in rows:
+            w.writerow([_csv_cell(r.get(c)) for c in cols])
+        return buf.getvalue().rstrip("\n")
+    table = Table(title=title, show_lines=False)
+    for c in cols:
+        table.add_column(str(c), overflow="fold")
+    for r in rows:
+        table.add_row(*[_cell(r.get(c)) for c in cols])
+    console = Console(file=io.StringIO(), width=max(100, _term_width()), force_terminal=False)
+    console.print(table)
+    if not rows:
+        console.print("(no rows)")
+    return console.file.getvalue().rstrip("\n")
+
+
+def _csv_cell(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, (dict, list, tuple)):
+        return json.dumps(_plain(v), ensure_ascii=False)
+    return str(_plain(v))
+
+
+def _cell(v: Any) -> str:
+    if v is None:
+        return "∅"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, (dict, list, tuple)):
+        s = json.dumps(_plain(v), ensure_ascii=False)
+    else:
+        s = str(_plain(v))
+    return s if len(s) <= 200 else s[:197] + "..."
+
+
+def _term_width() -> int:
+    try:
+        import shutil
+
+        return shutil.get_terminal_size((120, 20)).columns
+    except OSError:
+        return 120
+
+
+def emit(rows: Sequence[dict[str, Any]], fmt: str = "table", columns: Sequence[str] | None = None, title: str | None = None) -> None:
+    sys.stdout.write(render(rows, fmt, columns, title) + "\n")

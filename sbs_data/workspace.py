@@ -1,0 +1,482 @@
+"""The workspace: one DuckDB file holding every version of every dataset, with lineage.
+
+A version is created inside one transaction and stays `pending` until that transaction commits, so a
+crash never leaves a half-written version visible: readers (and the SQL views) only see `committed`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from sbs_data import SbsError
+
+DEFAULT_DB = "sbs.duckdb"
+KINDS = ("examples", "generations", "scores", "selection", "merge")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+
+
+def resolve_db_path(db: str | os.PathLike | None = None) -> Path:
+    """`--db PATH`, else `$SBS_DB`, else `./sbs.duckdb`."""
+    return Path(db or os.environ.get("SBS_DB") or DEFAULT_DB)
+
+
+def config_hash(config: Any) -> str:
+    """Stable hash of a config (task, teacher, prompt, params or recipe) for lineage."""
+    blob = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def parse_ref(ref: str) -> tuple[str, int | None]:
+    """`NAME@N` -> (NAME, N); `NAME` -> (NAME, None) meaning the latest."""
+    name, sep, num = ref.partition("@")
+    if not name or not _NAME_RE.match(name):
+        raise SbsError(f"bad version reference {ref!r}: expected NAME or NAME@N")
+    if not sep:
+        return name, None
+    if not num.isdigit() or int(num) < 1:
+        raise SbsError(f"bad version reference {ref!r}: the part after '@' must be a positive integer")
+    return name, int(num)
+
+
+def check_name(name: str) -> str:
+    if not _NAME_RE.match(name or ""):
+        raise SbsError(f"bad dataset name {name!r}: use letters, digits, '.', '_' and '-' (no '@')")
+    return name
+
+
+@dataclass(frozen=True)
+class Version:
+    version_id: int
+    dataset: str
+    num: int
+    kind: str
+    task: str | None
+    parents: tuple[int, ...]
+    examples_id: int | None
+    base_id: int | None
+    scores_id: int | None
+    selection_id: int | None
+    config_hash: str
+    config: dict
+    run_id: str | None
+    row_count: int | None
+    stats: dict | None
+    status: str
+    created_at: datetime
+    note: str | None
+
+    @property
+    def ref(self) -> str:
+        return f"{self.dataset}@{self.num}"
+
+    def as_row(self) -> dict[str, Any]:
+        return {
+            "ref": self.ref,
+            "kind": self.kind,
+            "task": self.task,
+            "rows": self.row_count,
+            "config_hash": self.config_hash,
+            "run_id": self.run_id,
+            "created_at": self.created_at.isoformat(sep=" ", timespec="seconds"),
+            "note": self.note or "",
+        }
+
+
+_VERSION_COLS = (
+    "version_id, dataset, num, kind, task, parents, examples_id, base_id, scores_id, selection_id, "
+    "config_hash, config, run_id, row_count, stats, status, created_at, note"
+)
+
+
+def _version(row: tuple) -> Version:
+    vals = list(row)
+    vals[5] = tuple(vals[5] or ())
+    vals[11] = json.loads(vals[11]) if vals[11] else {}
+    vals[14] = json.loads(vals[14]) if vals[14] else None
+    return Version(*vals)
+
+
+def _migrations() -> list[tuple[int, str, str]]:
+    out = []
+    for f in resources.files("sbs_data.migrations").iterdir():
+        m = re.match(r"^(\d+)_(.+)\.sql$", f.name)
+        if m:
+            out.append((int(m.group(1)), m.group(2), f.read_text()))
+    out.sort()
+    nums = [n for n, _, _ in out]
+    if len(set(nums)) != len(nums):
+        raise RuntimeError(f"duplicate migration numbers: {nums}")
+    return out
+
+
+class Workspace:
+    """An open workspace. Use `Workspace.open(...)` and close it (or use `with`)."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, path: Path, read_only: bool):
+        self.con = con
+        self.path = path
+        self.read_only = read_only
+        self._in_tx = False
+
+    # -- opening & migrations -----------------------------------------------------------------
+    @classmethod
+    def open(cls, db: str | os.PathLike | None = None, read_only: bool = False) -> Workspace:
+        path = resolve_db_path(db)
+        if read_only and not path.exists():
+            raise SbsError(f"{path}: no workspace here (run `sbs-data init` or an ingest first)")
+        if not read_only and path.parent and not path.parent.exists():
+            raise SbsError(f"{path}: folder {path.parent} does not exist")
+        if read_only:
+            # Migrate first if needed, so a read-only command on an older workspace still works.
+            con = cls._connect(path, read_only=True)
+            pending = cls._pending(con, path)
+            if pending:
+                con.close()
+                cls.open(path, read_only=False).close()
+                con = cls._connect(path, read_only=True)
+            return cls(con, path, True)
+        con = cls._connect(path, read_only=False)
+        ws = cls(con, path, False)
+        ws._migrate()
+        return ws
+
+    @staticmethod
+    def _connect(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
+        try:
+            return duckdb.connect(str(path), read_only=read_only)
+        except duckdb.IOException as e:
+            msg = str(e)
+            if "lock" in msg.lower():
+                raise SbsError(f"{path}: the workspace is in use by another sbs-data process ({msg})") from e
+            raise SbsError(f"{path}: cannot open workspace: {msg}") from e
+        except duckdb.Error as e:
+            raise SbsError(f"{path}: not a DuckDB workspace or corrupt: {e}") from e
+
+    @staticmethod
+    def _applied(con: duckdb.DuckDBPyConnection) -> list[int]:
+        has = con.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'sbs_migrations'"
+        ).fetchall()[0][0]
+        if not has:
+            return []
+        return [r[0] for r in con.execute("SELECT version FROM sbs_migrations ORDER BY version").fetchall()]
+
+    @classmethod
+    def _pending(cls, con: duckdb.DuckDBPyConnection, path: Path) -> list[tuple[int, str, str]]:
+        applied = cls._applied(con)
+        known = _migrations()
+        newest_known = known[-1][0] if known else 0
+        if applied and max(applied) > newest_known:
+            raise SbsError(
+                f"{path}: this workspace has schema version {max(applied)}, newer than this sbs-data "
+                f"understands ({newest_known}); upgrade sbs-data to open it"
+            )
+        return [m for m in known if m[0] not in set(applied)]
+
+    def _migrate(self) -> None:
+        pending = self._pending(self.con, self.path)
+        if not pending:
+            return
+        self.con.execute(
+            "CREATE TABLE IF NOT EXISTS sbs_migrations (version INTEGER PRIMARY KEY, name VARCHAR NOT NULL, "
+            "applied_at TIMESTAMP NOT NULL DEFAULT current_timestamp)"
+        )
+        for num, name, sql in pending:
+            with self.transaction():
+                self.con.execute(sql)
+                self.con.execute("INSERT INTO sbs_migrations (version, name) VALUES (?, ?)", [num, name])
+
+    def schema_version(self) -> int:
+        applied = self._applied(self.con)
+        return max(applied) if applied else 0
+
+    def close(self) -> None:
+        self.con.close()
+
+    def __enter__(self) -> Workspace:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- transactions ---------------------------------------------------------------------------
+    @contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """All-or-nothing: on any exception the workspace is exactly as before."""
+        if self._in_tx:
+            yield self.con
+            return
+        self._require_writable()
+        self.con.execute("BEGIN TRANSACTION")
+        self._in_tx = True
+        try:
+            yield self.con
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            raise
+        else:
+            self.con.execute("COMMIT")
+        finally:
+            self._in_tx = False
+
+    def _require_writable(self) -> None:
+        if self.read_only:
+            raise SbsError("this workspace connection is read-only")
+
+    # -- runs -------------------------------------------------------------------------------------
+    def start_run(self, command: str) -> str:
+        run_id = datetime.now().strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+        with self.transaction():
+            self.con.execute("INSERT INTO sbs_runs (run_id, command) VALUES (?, ?)", [run_id, command])
+        return run_id
+
+    def finish_run(self, run_id: str, status: str = "ok", stats: dict | None = None) -> None:
+        with self.transaction():
+            self.con.execute(
+                "UPDATE sbs_runs SET finished_at = current_timestamp, status = ?, stats = ? WHERE run_id = ?",
+                [status, json.dumps(stats or {}, default=str), run_id],
+            )
+
+    # -- versions catalog -----------------------------------------------------------------------
+    def versions(self, dataset: str | None = None, include_pending: bool = False) -> list[Version]:
+        where, params = [], []
+        if not include_pending:
+            where.append("status = 'committed'")
+        if dataset:
+            where.append("dataset = ?")
+            params.append(dataset)
+        sql = f"SELECT {_VERSION_COLS} FROM sbs_versions"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY dataset, num"
+        return [_version(r) for r in self.con.execute(sql, params).fetchall()]
+
+    def by_id(self, version_id: int) -> Version:
+        row = self.con.execute(
+            f"SELECT {_VERSION_COLS} FROM sbs_versions WHERE version_id = ?", [version_id]
+        ).fetchall()
+        if not row:
+            raise SbsError(f"no version with id {version_id}")
+        return _version(row[0])
+
+    def get(self, ref: str, kinds: tuple[str, ...] | None = None) -> Version:
+        """Resolve `NAME@N` or `NAME` (latest committed) to a version, optionally of given kinds."""
+        name, num = parse_ref(ref)
+        if num is None:
+            row = self.con.execute(
+                f"SELECT {_VERSION_COLS} FROM sbs_versions WHERE dataset = ? AND status = 'committed' "
+                "ORDER BY num DESC LIMIT 1",
+                [name],
+            ).fetchall()
+        else:
+            row = self.con.execute(
+                f"SELECT {_VERSION_COLS} FROM sbs_versions WHERE dataset = ? AND num = ? AND status = 'committed'",
+                [name, num],
+            ).fetchall()
+        if not row:
+            known = [r[0] for r in self.con.execute("SELECT DISTINCT dataset FROM sbs_versions ORDER BY 1").fetchall()]
+            hint = f" (datasets: {', '.join(known)})" if known else " (the workspace is empty)"
+            raise SbsError(f"no such version {ref!r} in {self.path}{hint}")
+        v = _version(row[0])
+        if kinds and v.kind not in kinds and not (v.kind != "examples" and "generations" in kinds):
+            raise SbsError(f"{v.ref} is a {v.kind} version; expected {' or '.join(kinds)}")
+        return v
+
+    def next_num(self, dataset: str) -> int:
+        return self.con.execute(
+            "SELECT coalesce(max(num), 0) + 1 FROM sbs_versions WHERE dataset = ?", [dataset]
+        ).fetchall()[0][0]
+
+    @contextmanager
+    def new_version(
+        self,
+        dataset: str,
+        kind: str,
+        config: dict,
+        parents: list[Version] | tuple[Version, ...] = (),
+        task: str | None = None,
+        note: str | None = None,
+        run_id: str | None = None,
+    ) -> Iterator[Version]:
+        """Create `dataset@N` inside one transaction; the caller writes its rows, then it is committed.
+
+        Rows are written to the content table that matches the kind, keyed by `version.version_id`.
+        If the body raises, nothing (neither rows nor the catalog entry) remains.
+        """
+        if kind not in KINDS:
+            raise ValueError(f"unknown kind {kind}")
+        check_name(dataset)
+        with self.transaction():
+            num = self.next_num(dataset)
+            parent = parents[0] if parents else None
+            vid = self.con.execute("SELECT nextval('sbs_version_seq')").fetchall()[0][0]
+            examples_id = vid if kind == "examples" else (parent.examples_id if parent else None)
+            if kind == "generations" and parent is not None and parent.kind == "examples":
+                examples_id = parent.version_id
+            base_id = vid if kind in ("examples", "generations", "merge") else (parent.base_id if parent else None)
+            scores_id = vid if kind == "scores" else (parent.scores_id if parent and kind != "generations" else None)
+            selection_id = (
+                vid if kind == "selection" else (parent.selection_id if parent and kind == "scores" else None)
+            )
+            self.con.execute(
+                "INSERT INTO sbs_versions (version_id, dataset, num, kind, task, parents, examples_id, base_id, "
+                "scores_id, selection_id, config_hash, config, run_id, status, note) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?)",
+                [
+                    vid,
+                    dataset,
+                    num,
+                    kind,
+                    task or (parent.task if parent else None),
+                    [p.version_id for p in parents],
+                    examples_id,
+                    base_id,
+                    scores_id,
+                    selection_id,
+                    config_hash(config),
+                    json.dumps(config, sort_keys=True, default=str),
+                    run_id,
+                    note,
+                ],
+            )
+            pending = self.by_id(vid)
+            yield pending
+            count, stats = self._count(pending)
+            self.con.execute(
+                "UPDATE sbs_versions SET status = 'committed', row_count = ?, stats = ? WHERE version_id = ?",
+                [count, json.dumps(stats), vid],
+            )
+
+    def _count(self, v: Version) -> tuple[int, dict]:
+        """Visible row count of a version and its per-split breakdown."""
+        sql, params = self.rows_query(v, columns="split")
+        rows = self.con.execute(f"SELECT split, count(*) FROM ({sql}) GROUP BY split ORDER BY split", params).fetchall()
+        by_split = {s: n for s, n in rows}
+        return sum(by_split.values()), {"rows_by_split": by_split}
+
+    def one(self, sql: str, params: list | None = None) -> Any:
+        """First column of the first row (or None). duckdb 2 refuses new work while a result is half-read,
+        so helpers here always fetch results completely; use them instead of `fetchone()`."""
+        rows = self.con.execute(sql, params or []).fetchall()
+        return rows[0][0] if rows else None
+
+    def all(self, sql: str, params: list | None = None) -> list[tuple]:
+        return self.con.execute(sql, params or []).fetchall()
+
+    def append(self, table: str, version: Version, rows: Any) -> int:
+        """Append rows (a polars/pandas DataFrame or a pyarrow Table) to a content table for `version`.
+
+        Columns are matched by name; `version_id` is filled in. Must run inside `new_version`.
+        """
+        if version.status != "pending":
+            raise SbsError(f"{version.ref} is committed and immutable")
+        self.con.execute("SELECT 1").fetchall()  # finish any pending result; duckdb refuses register() otherwise
+        self.con.register("_sbs_append", rows)
+        try:
+            self.con.execute(
+                f"INSERT INTO {table} BY NAME SELECT ? AS version_id, * FROM _sbs_append", [version.version_id]
+            )
+        finally:
+            self.con.unregister("_sbs_append")
+        return len(rows)
+
+    def set_note(self, ref: str, note: str) -> Version:
+        v = self.get(ref)
+        with self.transaction():
+            self.con.execute("UPDATE sbs_versions SET note = ? WHERE version_id = ?", [note, v.version_id])
+        return self.by_id(v.version_id)
+
+    # -- reading rows -----------------------------------------------------------------------------
+    def rows_query(self, v: Version, columns: str = "*") -> tuple[str, list]:
+        """SQL (and params) for the rows visible in a version: its content filtered by its selection."""
+        if v.kind == "examples":
+            return f"SELECT {columns} FROM sbs_examples WHERE version_id = ?", [v.base_id]
+        if v.selection_id is None:
+            return f"SELECT {columns} FROM sbs_generations WHERE version_id = ?", [v.base_id]
+        cols = columns if columns == "*" else ", ".join(f"g.{c.strip()}" for c in columns.split(","))
+        if columns == "*":
+            cols = "g.*"
+        return (
+            f"SELECT {cols} FROM sbs_generations g JOIN sbs_selections s ON s.version_id = ? "
+            "AND s.example_id = g.example_id AND s.sample_idx = g.sample_idx AND s.keep WHERE g.version_id = ?",
+            [v.selection_id, v.base_id],
+        )
+
+    def lineage(self, ref: str) -> list[Version]:
+        """The version and all its ancestors, newest first (breadth-first over parents)."""
+        start = self.get(ref)
+        out, seen, queue = [], set(), [start]
+        while queue:
+            v = queue.pop(0)
+            if v.version_id in seen:
+                continue
+            seen.add(v.version_id)
+            out.append(v)
+            queue.extend(self.by_id(p) for p in v.parents)
+        return out
+
+    def diff(self, a_ref: str, b_ref: str) -> dict[str, Any]:
+        """Rows added / removed / changed from A to B, keyed by example (and sample for generations)."""
+        a, b = self.get(a_ref), self.get(b_ref)
+        if (a.kind == "examples") != (b.kind == "examples"):
+            raise SbsError(f"cannot diff {a.ref} ({a.kind}) with {b.ref} ({b.kind}): one holds examples, one generations")
+        if a.kind == "examples":
+            key, content = "example_id", "md5(concat_ws('|', split, input_text, coalesce(label, ''), coalesce(CAST(choices AS VARCHAR), '')))"
+        else:
+            key = "example_id, sample_idx"
+            content = "md5(concat_ws('|', split, coalesce(raw, ''), coalesce(rationale, ''), coalesce(pred_label, ''), parse_status))"
+        qa, pa = self.rows_query(a)
+        qb, pb = self.rows_query(b)
+        keycols = [k.strip() for k in key.split(",")]
+        on = " AND ".join(f"a.{k} = b.{k}" for k in keycols)
+        sql = f"""
+            WITH a AS (SELECT {key}, {content} AS h FROM ({qa})), b AS (SELECT {key}, {content} AS h FROM ({qb}))
+            SELECT
+              count(*) FILTER (WHERE a.h IS NULL) AS added,
+              count(*) FILTER (WHERE b.h IS NULL) AS removed,
+              count(*) FILTER (WHERE a.h IS NOT NULL AND b.h IS NOT NULL AND a.h <> b.h) AS changed,
+              count(*) FILTER (WHERE a.h = b.h) AS unchanged
+            FROM a FULL OUTER JOIN b ON {on}
+        """
+        added, removed, changed, unchanged = self.con.execute(sql, pa + pb).fetchall()[0]
+        sample_sql = f"""
+            WITH a AS (SELECT {key}, {content} AS h FROM ({qa})), b AS (SELECT {key}, {content} AS h FROM ({qb}))
+            SELECT CASE WHEN a.h IS NULL THEN 'added' WHEN b.h IS NULL THEN 'removed' ELSE 'changed' END AS change,
+                   {", ".join(f"coalesce(a.{k}, b.{k}) AS {k}" for k in keycols)}
+            FROM a FULL OUTER JOIN b ON {on}
+            WHERE a.h IS DISTINCT FROM b.h ORDER BY 1, 2 LIMIT 20
+        """
+        examples = [dict(zip(["change", *keycols], r)) for r in self.con.execute(sample_sql, pa + pb).fetchall()]
+        return {
+            "a": a.ref,
+            "b": b.ref,
+            "added": added,
+            "removed": removed,
+            "changed": changed,
+            "unchanged": unchanged,
+            "examples": examples,
+        }
+
+    def tables(self) -> list[dict[str, Any]]:
+        rows = self.con.execute(
+            "SELECT table_name, table_type FROM information_schema.tables "
+            "WHERE table_schema = 'main' ORDER BY table_type, table_name"
+        ).fetchall()
+        out = []
+        for name, ttype in rows:
+            n = self.con.execute(f'SELECT count(*) FROM "{name}"').fetchall()[0][0]
+            out.append({"name": name, "type": "view" if "VIEW" in ttype else "table", "rows": n})
+        return out
