@@ -122,15 +122,15 @@ def log(ref: Annotated[str, typer.Argument(help="NAME or NAME@N")], db: Db = Non
         for v in chain:
             row = v.as_row()
             row["parents"] = ", ".join(ws.by_id(p).ref for p in v.parents)
-            row["config"] = _config_summary(v.config)
+            row["config"] = _config_summary(v.config, 70 if fmt == "table" else 10_000)
             rows.append(row)
-        emit(rows, fmt, columns=["ref", "kind", "task", "rows", "parents", "config_hash", "config", "run_id", "created_at", "note"])
+        emit(rows, fmt, columns=["ref", "kind", "task", "rows", "parents", "config_hash", "config", "created_at", "note"])
 
 
-def _config_summary(config: dict) -> str:
+def _config_summary(config: dict, width: int) -> str:
     keep = {k: v for k, v in config.items() if k not in ("task_def",)}
     s = json.dumps(keep, sort_keys=True, default=str)
-    return s if len(s) < 160 else s[:157] + "..."
+    return s if len(s) <= width else s[: width - 3] + "..."
 
 
 @app.command()

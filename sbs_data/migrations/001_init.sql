@@ -107,9 +107,10 @@ FROM sbs_latest l JOIN sbs_examples e ON e.version_id = l.base_id
 WHERE l.kind = 'examples';
 
 CREATE VIEW generations AS
-SELECT l.dataset, g.*
+SELECT l.dataset, g.*, e.label AS gold_label, e.input_text
 FROM sbs_latest l
 JOIN sbs_generations g ON g.version_id = l.base_id
+LEFT JOIN sbs_examples e ON e.version_id = l.examples_id AND e.example_id = g.example_id
 LEFT JOIN sbs_selections s
   ON s.version_id = l.selection_id AND s.example_id = g.example_id AND s.sample_idx = g.sample_idx
 WHERE l.kind <> 'examples' AND (l.selection_id IS NULL OR s.keep);
@@ -122,8 +123,9 @@ SELECT e.* EXCLUDE (source) FROM sbs_examples e
 WHERE e.version_id = (SELECT examples_id FROM sbs_versions WHERE version_id = sbs_version_id(ref));
 
 CREATE MACRO generations_at(ref) AS TABLE
-SELECT g.* FROM sbs_generations g
+SELECT g.*, e.label AS gold_label, e.input_text FROM sbs_generations g
 JOIN (SELECT * FROM sbs_versions WHERE version_id = sbs_version_id(ref)) v ON g.version_id = v.base_id
+LEFT JOIN sbs_examples e ON e.version_id = v.examples_id AND e.example_id = g.example_id
 LEFT JOIN sbs_selections s
   ON s.version_id = v.selection_id AND s.example_id = g.example_id AND s.sample_idx = g.sample_idx
 WHERE v.kind <> 'examples' AND (v.selection_id IS NULL OR s.keep);

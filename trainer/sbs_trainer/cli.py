@@ -1,0 +1,73 @@
+"""`sbs-train`: command-line front end of `sbs_trainer.train.run`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .data import MODES, ExportError
+from .model import TINY_NAME, ModelError
+from .train import TrainConfig, run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="sbs-train",
+        description="Train a seq2seq student on an sbs-data export (Distilling Step-by-Step). "
+        "Run under `torchrun --nproc_per_node N` for DDP.",
+    )
+    a = p.add_argument
+    a("--data", required=True, help="export folder holding manifest.json and <split>/part-*.parquet")
+    a("--model", required=True, help=f"hub name or local folder of a seq2seq model, or {TINY_NAME!r} (offline tiny T5)")
+    a("--mode", choices=MODES, default="sbs", help="sbs: label+rationale multi-task; standard: gold label; distill: teacher label")
+    a("--output", required=True, help="output folder (metrics.json, predictions.jsonl, checkpoint/, best/, final/)")
+    a("--alpha", type=float, default=0.5, help="sbs loss = alpha*label_loss + (1-alpha)*rationale_loss")
+    a("--max-steps", type=int, default=None, help="optimizer steps (default: --epochs worth)")
+    a("--epochs", type=float, default=1.0)
+    a("--batch-size", type=int, default=8, help="rows per micro-batch per process")
+    a("--eval-batch-size", type=int, default=None)
+    a("--grad-accum", type=int, default=1)
+    a("--lr", type=float, default=5e-5)
+    a("--weight-decay", type=float, default=0.0)
+    a("--warmup-steps", type=int, default=0)
+    a("--max-grad-norm", type=float, default=1.0)
+    a("--max-input-len", type=int, default=1024)
+    a("--max-target-len", type=int, default=256)
+    a("--eval-every", type=int, default=0, help="validate every N steps (0: only at the end)")
+    a("--max-eval-examples", type=int, default=None, help="cap on validation examples")
+    a("--save-every", type=int, default=None, help="checkpoint every N steps (default: --eval-every)")
+    a("--log-every", type=int, default=10)
+    a("--seed", type=int, default=42)
+    a("--resume", action="store_true", help="continue from OUT/checkpoint exactly where it stopped")
+    a("--precision", choices=("auto", "fp32", "bf16"), default="auto", help="auto: bf16 autocast on CUDA, fp32 on CPU")
+    a("--compile", action="store_true", help="torch.compile the model (helps on GPU; slow on CPU)")
+    a("--no-group-by-length", dest="group_by_length", action="store_false", help="random batches (more padding)")
+    a("--device", default="auto", help="auto, cpu or cuda")
+    a("--stop-after", type=int, default=None, help=argparse.SUPPRESS)  # simulate pre-emption in tests
+    return p
+
+
+def config_from_args(argv: list[str] | None = None) -> TrainConfig:
+    return TrainConfig(**vars(build_parser().parse_args(argv)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = config_from_args(argv)
+    try:
+        metrics = run(cfg)
+    except (ExportError, ModelError) as e:
+        print(f"sbs-train: error: {e}", file=sys.stderr)
+        return 2
+    if metrics is not None:
+        summary = {
+            "validation": metrics["validation"].get("accuracy"),
+            "test": metrics["test"].get("accuracy"),
+            **{k: metrics["train"][k] for k in ("steps", "examples_per_s", "final_loss")},
+        }
+        print(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

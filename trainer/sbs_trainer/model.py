@@ -1,0 +1,130 @@
+"""Load any Hugging Face seq2seq student and compute the per-task losses of a micro-batch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .batching import IGNORE
+
+TINY_NAME = "tiny-t5"
+
+
+class ModelError(ValueError):
+    """The model cannot serve as a seq2seq student."""
+
+
+def load_student(name_or_path: str, seed: int = 0):
+    """(model, tokenizer) from a hub name, a local folder, or the offline special name `tiny-t5`."""
+    import transformers
+    from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer
+
+    transformers.utils.logging.disable_progress_bar()
+    if name_or_path == TINY_NAME and not Path(name_or_path).exists():
+        from .tiny import tiny_t5
+
+        torch.manual_seed(seed)
+        return tiny_t5()
+    try:
+        config = AutoConfig.from_pretrained(name_or_path)
+    except (OSError, ValueError) as e:
+        raise ModelError(f"cannot load a model config from {name_or_path!r}: {e}") from e
+    if not getattr(config, "is_encoder_decoder", False):
+        raise ModelError(
+            f"{name_or_path!r} is a {config.model_type!r} model, not an encoder-decoder (seq2seq) model; "
+            "use T5, Flan-T5, BART or an EncoderDecoderModel"
+        )
+    try:
+        model = AutoModelForSeq2SeqLM.from_pretrained(name_or_path)
+    except ValueError as e:
+        raise ModelError(f"{name_or_path!r} has no seq2seq LM head in transformers: {e}") from e
+    tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    _fill_special_ids(model, tokenizer)
+    return model, tokenizer
+
+
+def _fill_special_ids(model, tokenizer) -> None:
+    """EncoderDecoderModels warm-started from two encoders often lack start/pad ids; borrow the tokenizer's."""
+    cfg = model.config
+    if getattr(cfg, "pad_token_id", None) is None:
+        cfg.pad_token_id = tokenizer.pad_token_id
+    if getattr(cfg, "decoder_start_token_id", None) is None:
+        start = getattr(model.generation_config, "decoder_start_token_id", None)
+        cfg.decoder_start_token_id = start if start is not None else (tokenizer.cls_token_id or tokenizer.bos_token_id)
+    for key in ("pad_token_id", "decoder_start_token_id"):
+        if getattr(model.generation_config, key, None) is None:
+            setattr(model.generation_config, key, getattr(cfg, key))
+    if getattr(model.generation_config, "eos_token_id", None) is None:
+        model.generation_config.eos_token_id = tokenizer.sep_token_id or tokenizer.eos_token_id
+
+
+def token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over non-pad target tokens, in fp32 (what HF's seq2seq loss computes)."""
+    return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=IGNORE)
+
+
+def _decoder_input_ids(model, labels: torch.Tensor) -> torch.Tensor:
+    return model.prepare_decoder_input_ids_from_labels(labels=labels)
+
+
+def decode_loss(model, encoder_hidden: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Decoder pass over given encoder states: the second half of a seq2seq forward."""
+    out = model(
+        encoder_outputs=(encoder_hidden,),
+        attention_mask=attention_mask,
+        decoder_input_ids=_decoder_input_ids(model, labels),
+        use_cache=False,
+    )
+    return token_loss(out.logits, labels)
+
+
+class StudentStep(nn.Module):
+    """Per-task losses of one micro-batch; one module so DDP sees a single forward per step.
+
+    sbs batches hold the `predict:` rows stacked on the `explain:` rows: one encoder call encodes
+    both, then each decoder half runs on its own targets over its own (trimmed) padding, which
+    gives the same per-task losses as the original two full forward passes.
+    """
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        labels: torch.Tensor,
+        rationale_labels: torch.Tensor | None = None,
+        split_cols: tuple[int, int] | None = None,
+    ) -> dict[str, torch.Tensor]:
+        if rationale_labels is None:
+            out = self.model(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                decoder_input_ids=_decoder_input_ids(self.model, labels),
+                use_cache=False,
+            )
+            return {"label": token_loss(out.logits, labels)}
+        b = labels.size(0)
+        lp, le = split_cols if split_cols is not None else (input_ids.size(1), input_ids.size(1))
+        h = self.model.get_encoder()(input_ids=input_ids, attention_mask=attention_mask, return_dict=True).last_hidden_state
+        return {
+            "label": decode_loss(self.model, h[:b, :lp], attention_mask[:b, :lp], labels),
+            "rationale": decode_loss(self.model, h[b:, :le], attention_mask[b:, :le], rationale_labels),
+        }
+
+
+def combine(losses: dict[str, torch.Tensor], alpha: float) -> torch.Tensor:
+    """alpha * label_loss + (1 - alpha) * rationale_loss, as in the paper's code; the label loss alone otherwise."""
+    if "rationale" not in losses:
+        return losses["label"]
+    return alpha * losses["label"] + (1.0 - alpha) * losses["rationale"]
+
+
+def two_pass_losses(model, batches: dict[str, dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """The original compute pattern: one full `model(**inputs, labels=...)` per task; the reference."""
+    return {task: model(**b).loss for task, b in batches.items()}

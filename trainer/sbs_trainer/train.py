@@ -1,0 +1,373 @@
+"""The training loop: one readable function, AdamW + linear warm-up/decay, accumulation, clipping, DDP.
+
+Reading order: `run` sets up data, model and optimiser, then loops over optimizer steps; each step
+pulls world*grad_accum micro-batches from a deterministic `BatchStream`, evaluates on validation
+every --eval-every steps (keeping the best checkpoint), and at the end evaluates test with the best
+weights and writes OUT/metrics.json and OUT/predictions.jsonl.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from .batching import BatchStream, collate, count_tokens, encode_rows, pad_inputs
+from .data import PREDICT_PREFIX, Row, build_rows, check_columns, read_manifest, read_split_rows
+from .metrics import accuracy, is_arithmetic, is_correct
+from .model import StudentStep, combine, load_student
+
+# Checkpoint fields that must match for --resume to continue the same run exactly.
+_RESUME_KEYS = ("mode", "alpha", "seed", "batch_size", "grad_accum", "world_size", "group_by_length")
+
+
+@dataclass
+class TrainConfig:
+    data: str
+    model: str
+    output: str
+    mode: str = "sbs"
+    alpha: float = 0.5
+    max_steps: int | None = None
+    epochs: float = 1.0
+    batch_size: int = 8
+    eval_batch_size: int | None = None
+    grad_accum: int = 1
+    lr: float = 5e-5
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    max_grad_norm: float = 1.0
+    max_input_len: int = 1024
+    max_target_len: int = 256
+    eval_every: int = 0
+    max_eval_examples: int | None = None
+    save_every: int | None = None
+    log_every: int = 10
+    seed: int = 42
+    resume: bool = False
+    precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 elsewhere
+    compile: bool = False
+    group_by_length: bool = True
+    device: str = "auto"
+    stop_after: int | None = None  # stop (checkpointed, as if pre-empted) after this many steps
+    world_size: int = field(default=1, init=False)
+
+
+# ---------------------------------------------------------------------------------------------- setup
+
+
+def _setup_distributed(device: str) -> tuple[int, int, torch.device]:
+    """(rank, world, device); under torchrun initialise NCCL on GPU, gloo on CPU."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    use_cuda = torch.cuda.is_available() if device == "auto" else device.startswith("cuda")
+    if world > 1:
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        if use_cuda:
+            torch.cuda.set_device(local)
+        if not dist.is_initialized():
+            dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        return dist.get_rank(), world, torch.device(f"cuda:{local}" if use_cuda else "cpu")
+    return 0, 1, torch.device("cuda" if use_cuda else "cpu")
+
+
+def _log(rank: int, msg: str) -> None:
+    if rank == 0:
+        print(msg, flush=True)
+
+
+def _lr_lambda(warmup: int, total: int):
+    def f(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    return f
+
+
+def _rng_state() -> dict:
+    state = {"python": random.getstate(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _atomic_save(obj, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+# ------------------------------------------------------------------------------------------ evaluation
+
+
+@torch.no_grad()
+def predict(model, tokenizer, rows: list[Row], prefix: str, cfg: TrainConfig, device, bf16: bool, rank: int, world: int) -> list[str]:
+    """Greedy generations for `rows`, sharded over ranks (longest first) and gathered on every rank."""
+    model.eval()
+    ids = tokenizer([prefix + r.input for r in rows], truncation=True, max_length=cfg.max_input_len)["input_ids"]
+    mine = sorted(range(len(rows)), key=lambda i: -len(ids[i]))[rank::world]
+    bs = cfg.eval_batch_size or cfg.batch_size
+    out: dict[int, str] = {}
+    for start in range(0, len(mine), bs):
+        idx = mine[start : start + bs]
+        x, m = pad_inputs([ids[i] for i in idx], tokenizer.pad_token_id)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            gen = model.generate(
+                input_ids=x.to(device),
+                attention_mask=m.to(device),
+                max_new_tokens=cfg.max_target_len,
+                do_sample=False,
+                num_beams=1,
+            )
+        out.update(zip(idx, tokenizer.batch_decode(gen, skip_special_tokens=True), strict=True))
+    if world > 1:
+        parts: list[dict[int, str]] = [{} for _ in range(world)]
+        dist.all_gather_object(parts, out)
+        out = {k: v for p in parts for k, v in p.items()}
+    return [out[i].strip() for i in range(len(rows))]
+
+
+def evaluate(model, tokenizer, rows: list[Row], split: str, cfg: TrainConfig, device, bf16: bool, rank: int, world: int):
+    """(metrics, prediction records) for one split, with task-aware comparison."""
+    prefix = PREDICT_PREFIX if cfg.mode == "sbs" else ""
+    preds = predict(model, tokenizer, rows, prefix, cfg, device, bf16, rank, world)
+    golds = [r.gold for r in rows]
+    task = rows[0].task if rows else ""
+    arith = is_arithmetic(task, golds)
+    records = [
+        {
+            "split": split,
+            "example_id": r.example_id,
+            "input": r.input,
+            "prediction": p,
+            "gold": r.gold,
+            "correct": is_correct(p, r.gold, arith),
+        }
+        for r, p in zip(rows, preds, strict=True)
+    ]
+    return accuracy(preds, golds, task), records
+
+
+# --------------------------------------------------------------------------------------------- training
+
+
+def run(cfg: TrainConfig) -> dict | None:
+    """Train, evaluate and write OUT/metrics.json; returns the metrics (None when stopped by --stop-after)."""
+    rank, world, device = _setup_distributed(cfg.device)
+    cfg.world_size = world
+    try:
+        return _run(cfg, rank, world, device)
+    finally:
+        if world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _run(cfg: TrainConfig, rank: int, world: int, device: torch.device) -> dict | None:
+    out = Path(cfg.output)
+    ckpt_dir = out / "checkpoint"
+    random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
+
+    # -- data: read shards, keep rows that have the mode's targets, tokenise once
+    manifest = read_manifest(cfg.data)
+    check_columns(cfg.data, manifest, cfg.mode)
+    train_rows, dropped = build_rows(read_split_rows(cfg.data, manifest, "train"), cfg.mode, "train", training=True)
+    if not train_rows:
+        raise ValueError(f"{cfg.data}: the export has no train rows")
+    val_rows, _ = build_rows(read_split_rows(cfg.data, manifest, "validation"), cfg.mode, "validation", False)
+    test_rows, _ = build_rows(read_split_rows(cfg.data, manifest, "test"), cfg.mode, "test", False)
+    val_rows = val_rows[: cfg.max_eval_examples] if cfg.max_eval_examples else val_rows
+    if dropped:
+        _log(rank, f"note: {dropped} train rows lack a {cfg.mode} target and are skipped")
+
+    model, tokenizer = load_student(cfg.model, cfg.seed)
+    enc = encode_rows(train_rows, tokenizer, cfg.mode, cfg.max_input_len, cfg.max_target_len)
+    stream = BatchStream(enc.lengths(), cfg.batch_size, cfg.seed, cfg.group_by_length)
+    per_step = world * cfg.grad_accum
+    max_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * stream.batches_per_epoch() / per_step))
+    _log(rank, f"{len(train_rows)} train rows, {len(val_rows)} validation, {len(test_rows)} test; {max_steps} steps on {world} x {device}")
+
+    # -- model, optimiser, schedule
+    model.to(device)
+    step_module: torch.nn.Module = StudentStep(model)
+    if cfg.compile:
+        step_module = torch.compile(step_module)
+    if world > 1:
+        unused = model.config.model_type == "encoder-decoder"  # e.g. BERT poolers take no part in the loss
+        step_module = torch.nn.parallel.DistributedDataParallel(
+            step_module, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=unused
+        )
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg.warmup_steps, max_steps))
+    state = {"step": 0, "examples": 0, "tokens": 0, "runtime_s": 0.0, "best": None, "history": [], "last": {}}
+
+    if cfg.resume and (ckpt_dir / "state.pt").is_file():
+        ck = torch.load(ckpt_dir / "state.pt", map_location="cpu", weights_only=False)
+        for k in _RESUME_KEYS:
+            if ck["config"].get(k) != asdict(cfg).get(k):
+                raise ValueError(f"--resume: {k} was {ck['config'].get(k)!r}, now {asdict(cfg).get(k)!r}")
+        model.load_state_dict(ck["model"])
+        optimizer.load_state_dict(ck["optimizer"])
+        scheduler.load_state_dict(ck["scheduler"])
+        stream.load_state(ck["stream"])
+        state = ck["state"]
+        _set_rng_state(torch.load(ckpt_dir / f"rng-rank{rank}.pt", weights_only=False))
+        _log(rank, f"resumed from {ckpt_dir} at step {state['step']}")
+    elif rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "train_log.jsonl").write_text("")
+
+    def save_checkpoint() -> None:
+        if rank == 0:
+            ckpt_dir.mkdir(parents=True, exist_ok=True)
+        if world > 1:
+            dist.barrier()
+        _atomic_save(_rng_state(), ckpt_dir / f"rng-rank{rank}.pt")
+        if rank == 0:
+            _atomic_save(
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "stream": stream.state(),
+                    "state": state,
+                    "config": asdict(cfg),
+                },
+                ckpt_dir / "state.pt",
+            )
+        if world > 1:
+            dist.barrier()
+
+    def validate() -> None:
+        """Evaluate validation at the current step; keep the weights if it is the best so far."""
+        if not val_rows:
+            return
+        m, records = evaluate(model, tokenizer, val_rows, "validation", cfg, device, bf16, rank, world)
+        state["history"].append({"step": state["step"], **m})
+        _log(rank, f"step {state['step']}: validation accuracy {m['accuracy']} (n={m['n']})")
+        best = state["best"]
+        if best is None or (m["accuracy"] or 0.0) > (best["accuracy"] or 0.0):
+            state["best"] = {"step": state["step"], **m, "records": records}
+            if rank == 0:
+                model.save_pretrained(out / "best")
+                tokenizer.save_pretrained(out / "best")
+        if world > 1:
+            dist.barrier()
+
+    # -- the loop
+    save_every = cfg.save_every if cfg.save_every is not None else cfg.eval_every
+    log_file = (out / "train_log.jsonl").open("a") if rank == 0 else None
+    while state["step"] < max_steps:
+        t0 = time.perf_counter()
+        step_module.train()
+        sums = torch.zeros(4, dtype=torch.float64)  # label loss, rationale loss, examples, tokens
+        for micro in range(cfg.grad_accum):
+            idx = stream.take(world, rank)
+            batch = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in collate(enc, idx, tokenizer.pad_token_id).items()}
+            sync = world == 1 or micro == cfg.grad_accum - 1
+            with (contextlib.nullcontext() if sync else step_module.no_sync()):
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                    losses = step_module(**batch)
+                    loss = combine(losses, cfg.alpha) / cfg.grad_accum
+                loss.backward()
+            sums[0] += losses["label"].item() / cfg.grad_accum
+            sums[1] += losses["rationale"].item() / cfg.grad_accum if "rationale" in losses else 0.0
+            sums[2] += len(idx)
+            sums[3] += count_tokens(batch)
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf"))
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        if world > 1:
+            dist.all_reduce(sums)
+            sums[:2] /= world
+        state["runtime_s"] += time.perf_counter() - t0
+        state["step"] += 1
+        state["examples"] += int(sums[2])
+        state["tokens"] += int(sums[3])
+        last = {"label": sums[0].item()}
+        if cfg.mode == "sbs":
+            last["rationale"] = sums[1].item()
+            last["total"] = cfg.alpha * last["label"] + (1 - cfg.alpha) * last["rationale"]
+        state["last"] = last
+        if log_file:
+            rec = {"step": state["step"], "loss": last, "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm)}
+            log_file.write(json.dumps(rec) + "\n")
+            log_file.flush()
+        if cfg.log_every and state["step"] % cfg.log_every == 0:
+            rate = state["examples"] / max(state["runtime_s"], 1e-9)
+            _log(rank, f"step {state['step']}/{max_steps} loss {last} lr {scheduler.get_last_lr()[0]:.2e} {rate:.1f} ex/s")
+        if cfg.eval_every and state["step"] % cfg.eval_every == 0 and state["step"] < max_steps:
+            validate()
+        if cfg.stop_after and state["step"] >= cfg.stop_after and state["step"] < max_steps:
+            save_checkpoint()
+            _log(rank, f"stopped after step {state['step']} (--stop-after); continue with --resume")
+            return None
+        if save_every and state["step"] % save_every == 0:
+            save_checkpoint()
+    if log_file:
+        log_file.close()
+
+    # -- the end: final validation, checkpoint, test with the best weights, metrics
+    if val_rows and not any(h["step"] == state["step"] for h in state["history"]):
+        validate()
+    save_checkpoint()
+    if rank == 0:
+        model.save_pretrained(out / "final")
+        tokenizer.save_pretrained(out / "final")
+    best = state["best"]
+    eval_model = model
+    if best is not None and best["step"] != state["step"]:
+        eval_model = type(model).from_pretrained(out / "best").to(device)
+    test_m, test_records = (
+        evaluate(eval_model, tokenizer, test_rows, "test", cfg, device, bf16, rank, world) if test_rows else ({}, [])
+    )
+    runtime = state["runtime_s"]
+    train = {
+        "steps": state["step"],
+        "examples_seen": state["examples"],
+        "tokens_seen": state["tokens"],
+        "train_runtime_s": round(runtime, 3),
+        "examples_per_s": state["examples"] / runtime if runtime else None,
+        "tokens_per_s": state["tokens"] / runtime if runtime else None,
+        "final_loss": state["last"],
+        "rows": len(train_rows),
+        "rows_skipped": dropped,
+    }
+    if device.type == "cuda":
+        train["peak_memory_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
+    metrics = {
+        "mode": cfg.mode,
+        "alpha": cfg.alpha if cfg.mode == "sbs" else None,
+        "task": manifest.get("task"),
+        "model": cfg.model,
+        "world_size": world,
+        "device": str(device),
+        "precision": "bf16" if bf16 else "fp32",
+        "train": train,
+        "validation": ({k: v for k, v in best.items() if k != "records"} if best else {}),
+        "validation_history": state["history"],
+        "test": {**test_m, "checkpoint_step": best["step"] if best else state["step"]} if test_m else {},
+    }
+    if rank == 0:
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        with (out / "predictions.jsonl").open("w") as f:
+            for r in (best["records"] if best else []) + test_records:
+                f.write(json.dumps(r) + "\n")
+    return metrics
