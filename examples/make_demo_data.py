@@ -18,7 +18,18 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent / "demo"
 
 NAMES = ["Maya", "Tom", "Priya", "Leo", "Sara", "Omar", "Lena", "Ben", "Aiko", "Jonas", "Nina", "Carlos"]
-ITEMS = ["apples", "marbles", "stickers", "books", "pencils", "cookies", "shells", "cards", "balloons", "coins"]
+ITEMS = [
+    "apples",
+    "marbles",
+    "stickers",
+    "books",
+    "pencils",
+    "cookies",
+    "shells",
+    "cards",
+    "balloons",
+    "coins",
+]
 
 
 def _math_problem(rng: random.Random, i: int) -> tuple[dict, str]:
@@ -70,21 +81,96 @@ def _math_problem(rng: random.Random, i: int) -> tuple[dict, str]:
 
 # (premise, entailed hypothesis, neutral hypothesis, contradicted hypothesis, rationale stems)
 NLI_SCENES = [
-    ("A woman in a red coat is walking her dog through a snowy park.", "A person is outside with an animal.", "The woman is walking to her office.", "The woman is sitting indoors by a fire."),
-    ("Two children are building a sandcastle on the beach.", "Kids are playing with sand.", "The children are brother and sister.", "The children are asleep in their beds."),
-    ("A chef is slicing vegetables in a busy restaurant kitchen.", "Someone is preparing food.", "The chef is cooking for a wedding.", "The chef is swimming in a lake."),
-    ("An old man is reading a newspaper on a park bench.", "A man is reading.", "The man is waiting for his grandson.", "The man is running a marathon."),
-    ("A group of cyclists is riding up a steep mountain road.", "People are riding bikes.", "The cyclists are training for a race.", "The cyclists are riding down a flat beach path."),
-    ("A musician is playing the violin on a crowded street corner.", "A person is playing an instrument.", "The musician is hoping to earn money.", "The street corner is completely empty."),
-    ("A girl in a yellow dress is blowing out candles on a cake.", "A child is near a cake.", "It is the girl's seventh birthday.", "The girl is eating soup alone."),
-    ("Firefighters are spraying water on a burning building.", "A building is on fire.", "The fire was started by faulty wiring.", "The firefighters are sleeping at the station."),
-    ("A farmer is driving a tractor across a wheat field.", "A vehicle is in a field.", "The farmer is harvesting wheat for bread.", "The farmer is flying a plane over the ocean."),
-    ("Students are listening to a lecture in a large hall.", "People are in a room.", "The lecture is about chemistry.", "The hall is empty and dark."),
-    ("A dog is catching a frisbee in mid-air.", "An animal is jumping.", "The dog belongs to a family of four.", "The dog is asleep on the couch."),
-    ("A man is repairing the roof of a small house.", "Someone is working on a house.", "The roof was damaged in a storm.", "The man is lying in a hospital bed."),
-    ("Two women are drinking coffee at an outdoor cafe.", "People are having drinks.", "The women are old friends.", "The women are climbing a mountain."),
-    ("A boy is flying a kite on a windy hill.", "A child is outside.", "The kite was a gift from his father.", "The boy is taking a bath."),
-    ("A team of scientists is examining samples under microscopes.", "People are doing lab work.", "The scientists are studying a new virus.", "The scientists are dancing at a party."),
+    (
+        "A woman in a red coat is walking her dog through a snowy park.",
+        "A person is outside with an animal.",
+        "The woman is walking to her office.",
+        "The woman is sitting indoors by a fire.",
+    ),
+    (
+        "Two children are building a sandcastle on the beach.",
+        "Kids are playing with sand.",
+        "The children are brother and sister.",
+        "The children are asleep in their beds.",
+    ),
+    (
+        "A chef is slicing vegetables in a busy restaurant kitchen.",
+        "Someone is preparing food.",
+        "The chef is cooking for a wedding.",
+        "The chef is swimming in a lake.",
+    ),
+    (
+        "An old man is reading a newspaper on a park bench.",
+        "A man is reading.",
+        "The man is waiting for his grandson.",
+        "The man is running a marathon.",
+    ),
+    (
+        "A group of cyclists is riding up a steep mountain road.",
+        "People are riding bikes.",
+        "The cyclists are training for a race.",
+        "The cyclists are riding down a flat beach path.",
+    ),
+    (
+        "A musician is playing the violin on a crowded street corner.",
+        "A person is playing an instrument.",
+        "The musician is hoping to earn money.",
+        "The street corner is completely empty.",
+    ),
+    (
+        "A girl in a yellow dress is blowing out candles on a cake.",
+        "A child is near a cake.",
+        "It is the girl's seventh birthday.",
+        "The girl is eating soup alone.",
+    ),
+    (
+        "Firefighters are spraying water on a burning building.",
+        "A building is on fire.",
+        "The fire was started by faulty wiring.",
+        "The firefighters are sleeping at the station.",
+    ),
+    (
+        "A farmer is driving a tractor across a wheat field.",
+        "A vehicle is in a field.",
+        "The farmer is harvesting wheat for bread.",
+        "The farmer is flying a plane over the ocean.",
+    ),
+    (
+        "Students are listening to a lecture in a large hall.",
+        "People are in a room.",
+        "The lecture is about chemistry.",
+        "The hall is empty and dark.",
+    ),
+    (
+        "A dog is catching a frisbee in mid-air.",
+        "An animal is jumping.",
+        "The dog belongs to a family of four.",
+        "The dog is asleep on the couch.",
+    ),
+    (
+        "A man is repairing the roof of a small house.",
+        "Someone is working on a house.",
+        "The roof was damaged in a storm.",
+        "The man is lying in a hospital bed.",
+    ),
+    (
+        "Two women are drinking coffee at an outdoor cafe.",
+        "People are having drinks.",
+        "The women are old friends.",
+        "The women are climbing a mountain.",
+    ),
+    (
+        "A boy is flying a kite on a windy hill.",
+        "A child is outside.",
+        "The kite was a gift from his father.",
+        "The boy is taking a bath.",
+    ),
+    (
+        "A team of scientists is examining samples under microscopes.",
+        "People are doing lab work.",
+        "The scientists are studying a new virus.",
+        "The scientists are dancing at a party.",
+    ),
 ]
 
 
@@ -131,7 +217,11 @@ def main() -> None:
     _write("demo-nli", {"train": nli[:33], "valid": nli[33:39], "test": nli[39:]})
     # A CQA-style CSV the demo loads with plain `ingest`, choices as a JSON list cell.
     rows = [
-        ("Where would you keep milk cold?", ["oven", "refrigerator", "drawer", "garden", "bookshelf"], "refrigerator"),
+        (
+            "Where would you keep milk cold?",
+            ["oven", "refrigerator", "drawer", "garden", "bookshelf"],
+            "refrigerator",
+        ),
         ("What do you use to write on paper?", ["spoon", "pen", "pillow", "shoe", "cup"], "pen"),
         ("Where do fish live?", ["desert", "attic", "water", "oven", "cloud"], "water"),
         ("What do people wear on their feet?", ["hat", "gloves", "shoes", "scarf", "ring"], "shoes"),

@@ -30,7 +30,9 @@ app = typer.Typer(
 # Shared options: every command takes --db, every command that prints data takes --format.
 Db = Annotated[
     Path | None,
-    typer.Option("--db", help="Workspace DuckDB file (default: $SBS_DB, else ./sbs.duckdb).", show_default=False),
+    typer.Option(
+        "--db", help="Workspace DuckDB file (default: $SBS_DB, else ./sbs.duckdb).", show_default=False
+    ),
 ]
 Fmt = Annotated[str, typer.Option("--format", "-f", help=f"Output format: {'|'.join(FORMATS)}.")]
 
@@ -95,7 +97,9 @@ def init(db: Db = None) -> None:
     path = resolve_db_path(db)
     existed = path.exists()
     with Workspace.open(path) as ws:
-        typer.echo(f"{'Opened' if existed else 'Created'} workspace {path} (schema version {ws.schema_version()})")
+        typer.echo(
+            f"{'Opened' if existed else 'Created'} workspace {path} (schema version {ws.schema_version()})"
+        )
 
 
 @app.command()
@@ -114,7 +118,9 @@ def versions(
 
 @app.command()
 @friendly
-def log(ref: Annotated[str, typer.Argument(help="NAME or NAME@N")], db: Db = None, fmt: Fmt = "table") -> None:
+def log(
+    ref: Annotated[str, typer.Argument(help="NAME or NAME@N")], db: Db = None, fmt: Fmt = "table"
+) -> None:
     """Show the lineage chain of a version: its parents, their parents, and what made each."""
     with Workspace.open(db, read_only=True) as ws:
         chain = ws.lineage(ref)
@@ -124,7 +130,11 @@ def log(ref: Annotated[str, typer.Argument(help="NAME or NAME@N")], db: Db = Non
             row["parents"] = ", ".join(ws.by_id(p).ref for p in v.parents)
             row["config"] = _config_summary(v.config, 70 if fmt == "table" else 10_000)
             rows.append(row)
-        emit(rows, fmt, columns=["ref", "kind", "task", "rows", "parents", "config_hash", "config", "created_at", "note"])
+        emit(
+            rows,
+            fmt,
+            columns=["ref", "kind", "task", "rows", "parents", "config_hash", "config", "created_at", "note"],
+        )
 
 
 def _config_summary(config: dict, width: int) -> str:
@@ -161,8 +171,12 @@ def note(ref: str, text: str, db: Db = None) -> None:
 @app.command()
 @friendly
 def sql(
-    query: Annotated[str, typer.Argument(help="SQL to run; the views examples, generations, versions... are there.")],
-    write: Annotated[bool, typer.Option("--write", help="Allow statements that change the workspace.")] = False,
+    query: Annotated[
+        str, typer.Argument(help="SQL to run; the views examples, generations, versions... are there.")
+    ],
+    write: Annotated[
+        bool, typer.Option("--write", help="Allow statements that change the workspace.")
+    ] = False,
     db: Db = None,
     fmt: Fmt = "table",
 ) -> None:
@@ -175,7 +189,9 @@ def sql(
         except duckdb.Error as e:
             msg = str(e)
             if not write and ("read-only" in msg.lower() or "read only" in msg.lower()):
-                raise SbsError(f"{msg}\n(the connection is read-only; pass --write to change the workspace)") from e
+                raise SbsError(
+                    f"{msg}\n(the connection is read-only; pass --write to change the workspace)"
+                ) from e
             raise SbsError(f"SQL error: {msg}") from e
         if cur.description is None:
             typer.echo("OK")
@@ -205,7 +221,12 @@ def tasks_cmd(fmt: Fmt = "table") -> None:
 
     emit(
         [
-            {"task": t.name, "fields": ", ".join(t.fields), "label_space": t.label_space, "description": t.description}
+            {
+                "task": t.name,
+                "fields": ", ".join(t.fields),
+                "label_space": t.label_space,
+                "description": t.description,
+            }
             for t in BUILTIN.values()
         ],
         fmt,
@@ -215,13 +236,25 @@ def tasks_cmd(fmt: Fmt = "table") -> None:
 @app.command()
 @friendly
 def ingest(
-    source: Annotated[str, typer.Argument(help="JSONL / CSV / parquet file, a datasets save_to_disk folder, or hf:NAME.")],
+    source: Annotated[
+        str, typer.Argument(help="JSONL / CSV / parquet file, a datasets save_to_disk folder, or hf:NAME.")
+    ],
     task: Annotated[str, typer.Option("--task", "-t", help="Built-in task name or a task YAML file.")],
-    split: Annotated[str, typer.Option("--split", "-s", help="Split these rows belong to (train, validation, test...).")],
-    name: Annotated[str | None, typer.Option("--name", "-n", help="Dataset name (default: the file stem).")] = None,
-    map_: Annotated[list[str] | None, typer.Option("--map", help="Rename a source column: SRC=DST (repeatable).")] = None,
-    id_field: Annotated[str | None, typer.Option("--id-field", help="Column holding a stable example id.")] = None,
-    hf_split: Annotated[str | None, typer.Option("--hf-split", help="Split to read from a Hugging Face dataset.")] = None,
+    split: Annotated[
+        str, typer.Option("--split", "-s", help="Split these rows belong to (train, validation, test...).")
+    ],
+    name: Annotated[
+        str | None, typer.Option("--name", "-n", help="Dataset name (default: the file stem).")
+    ] = None,
+    map_: Annotated[
+        list[str] | None, typer.Option("--map", help="Rename a source column: SRC=DST (repeatable).")
+    ] = None,
+    id_field: Annotated[
+        str | None, typer.Option("--id-field", help="Column holding a stable example id.")
+    ] = None,
+    hf_split: Annotated[
+        str | None, typer.Option("--hf-split", help="Split to read from a Hugging Face dataset.")
+    ] = None,
     note_: Annotated[str | None, typer.Option("--note", help="Free note stored with the version.")] = None,
     db: Db = None,
     fmt: Fmt = "table",
@@ -231,8 +264,15 @@ def ingest(
 
     with Workspace.open(db) as ws:
         v = do_ingest(
-            ws, source, task=task, split=split, name=name, mapping=parse_pairs(map_, "--map"),
-            id_field=id_field, hf_split=hf_split, note=note_,
+            ws,
+            source,
+            task=task,
+            split=split,
+            name=name,
+            mapping=parse_pairs(map_, "--map"),
+            id_field=id_field,
+            hf_split=hf_split,
+            note=note_,
         )
         emit([v.as_row()], fmt)
 
@@ -240,9 +280,13 @@ def ingest(
 @app.command("import-original")
 @friendly
 def import_original(
-    folder: Annotated[Path, typer.Argument(help="A dataset folder of the paper's release, e.g. datasets/cqa.")],
+    folder: Annotated[
+        Path, typer.Argument(help="A dataset folder of the paper's release, e.g. datasets/cqa.")
+    ],
     task: Annotated[str, typer.Option("--task", "-t", help="cqa | svamp | anli | esnli")],
-    name: Annotated[str | None, typer.Option("--name", "-n", help="Dataset name (default: the folder name).")] = None,
+    name: Annotated[
+        str | None, typer.Option("--name", "-n", help="Dataset name (default: the folder name).")
+    ] = None,
     db: Db = None,
     fmt: Fmt = "table",
 ) -> None:

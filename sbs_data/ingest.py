@@ -130,7 +130,11 @@ def read_rows(source: str, hf_split: str | None = None) -> Iterator[tuple[str, d
     """Rows of any supported source, each with a location string for error messages."""
     path = Path(source)
     if source.startswith("hf:") or path.is_dir():
-        if path.is_dir() and not (path / "dataset_info.json").exists() and not (path / "dataset_dict.json").exists():
+        if (
+            path.is_dir()
+            and not (path / "dataset_info.json").exists()
+            and not (path / "dataset_dict.json").exists()
+        ):
             raise SbsError(f"{source}: a folder, but not a datasets `save_to_disk` folder")
         return _read_hf(source, hf_split)
     if not path.exists():
@@ -259,6 +263,19 @@ def ingest(
         raise SbsError(f"dataset {dataset!r} holds {parent.kind}, not examples; choose another --name")
     if parent is not None and parent.task != t.name:
         raise SbsError(f"dataset {dataset!r} is task {parent.task!r}, not {t.name!r}")
+    if parent is not None:
+        others = dict(
+            ws.all(
+                "SELECT example_id, split FROM sbs_examples WHERE version_id = ? AND split <> ?",
+                [parent.base_id, split],
+            )
+        )
+        clash = next((i for i in df["example_id"] if i in others), None)
+        if clash is not None:
+            raise SbsError(
+                f"{source}: duplicate example id {clash!r}: already in split {others[clash]!r} of "
+                f"{parent.ref} (the same input in two splits would leak between them)"
+            )
     config = {
         "op": "ingest",
         "source": str(source),
@@ -271,7 +288,9 @@ def ingest(
     }
     run_id = ws.start_run(f"ingest {source} --task {task} --split {split}")
     try:
-        with ws.new_version(dataset, "examples", config, [parent] if parent else [], task=t.name, note=note, run_id=run_id) as v:
+        with ws.new_version(
+            dataset, "examples", config, [parent] if parent else [], task=t.name, note=note, run_id=run_id
+        ) as v:
             if parent is not None:
                 ws.con.execute(
                     "INSERT INTO sbs_examples SELECT ? AS version_id, * EXCLUDE (version_id) FROM sbs_examples "
@@ -350,7 +369,9 @@ def import_original(
         chunks = _llm_chunks(folder, file_split)
         if not gold.exists():
             if chunks:
-                warn(f"warning: skipping split {split}: gold file {gold.name} is missing ({len(chunks)} teacher file(s) found without it)")
+                warn(
+                    f"warning: skipping split {split}: gold file {gold.name} is missing ({len(chunks)} teacher file(s) found without it)"
+                )
                 skipped.append(split)
             continue
         df = build_examples(list(_read_jsonl(gold)), t, split, positional_ids=not _has_ids(gold, t))
@@ -364,7 +385,9 @@ def import_original(
                 )
             completions[split] = comps
         else:
-            warn(f"warning: split {split}: no teacher completions (llm/{file_split}_CoT_*.json); examples only")
+            warn(
+                f"warning: split {split}: no teacher completions (llm/{file_split}_CoT_*.json); examples only"
+            )
     if not frames:
         raise SbsError(f"{folder}: no gold files named {ds}_{{train,valid,test}}.json")
     examples = pl.concat(frames)
@@ -390,7 +413,12 @@ def import_original(
             made.append(ev)
             if completions:
                 gens = _palm_rows(t, examples, completions)
-                gconfig = {"op": "import-original", "teacher": PALM_TEACHER, "source": ev.ref, "folder": config["folder"]}
+                gconfig = {
+                    "op": "import-original",
+                    "teacher": PALM_TEACHER,
+                    "source": ev.ref,
+                    "folder": config["folder"],
+                }
                 gname = check_name(f"{dataset}-palm")
                 with ws.new_version(gname, "generations", gconfig, [ev], task=t.name, run_id=run_id) as gv:
                     ws.append("sbs_generations", gv, gens)

@@ -31,7 +31,12 @@ def _plain(v: Any) -> Any:
     return v
 
 
-def render(rows: Sequence[dict[str, Any]], fmt: str = "table", columns: Sequence[str] | None = None, title: str | None = None) -> str:
+def render(
+    rows: Sequence[dict[str, Any]],
+    fmt: str = "table",
+    columns: Sequence[str] | None = None,
+    title: str | None = None,
+) -> str:
     """Rows (dicts) as text in the chosen format; the column order is that of the first row."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
@@ -88,5 +93,10 @@ def _term_width() -> int:
         return 120
 
 
-def emit(rows: Sequence[dict[str, Any]], fmt: str = "table", columns: Sequence[str] | None = None, title: str | None = None) -> None:
+def emit(
+    rows: Sequence[dict[str, Any]],
+    fmt: str = "table",
+    columns: Sequence[str] | None = None,
+    title: str | None = None,
+) -> None:
     sys.stdout.write(render(rows, fmt, columns, title) + "\n")

@@ -287,7 +287,10 @@ class Workspace:
                 [name, num],
             ).fetchall()
         if not row:
-            known = [r[0] for r in self.con.execute("SELECT DISTINCT dataset FROM sbs_versions ORDER BY 1").fetchall()]
+            known = [
+                r[0]
+                for r in self.con.execute("SELECT DISTINCT dataset FROM sbs_versions ORDER BY 1").fetchall()
+            ]
             hint = f" (datasets: {', '.join(known)})" if known else " (the workspace is empty)"
             raise SbsError(f"no such version {ref!r} in {self.path}{hint}")
         v = _version(row[0])
@@ -326,8 +329,12 @@ class Workspace:
             examples_id = vid if kind == "examples" else (parent.examples_id if parent else None)
             if kind == "generations" and parent is not None and parent.kind == "examples":
                 examples_id = parent.version_id
-            base_id = vid if kind in ("examples", "generations", "merge") else (parent.base_id if parent else None)
-            scores_id = vid if kind == "scores" else (parent.scores_id if parent and kind != "generations" else None)
+            base_id = (
+                vid if kind in ("examples", "generations", "merge") else (parent.base_id if parent else None)
+            )
+            scores_id = (
+                vid if kind == "scores" else (parent.scores_id if parent and kind != "generations" else None)
+            )
             selection_id = (
                 vid if kind == "selection" else (parent.selection_id if parent and kind == "scores" else None)
             )
@@ -363,7 +370,9 @@ class Workspace:
     def _count(self, v: Version) -> tuple[int, dict]:
         """Visible row count of a version and its per-split breakdown."""
         sql, params = self.rows_query(v, columns="split")
-        rows = self.con.execute(f"SELECT split, count(*) FROM ({sql}) GROUP BY split ORDER BY split", params).fetchall()
+        rows = self.con.execute(
+            f"SELECT split, count(*) FROM ({sql}) GROUP BY split ORDER BY split", params
+        ).fetchall()
         by_split = {s: n for s, n in rows}
         return sum(by_split.values()), {"rows_by_split": by_split}
 
@@ -383,11 +392,14 @@ class Workspace:
         """
         if version.status != "pending":
             raise SbsError(f"{version.ref} is committed and immutable")
-        self.con.execute("SELECT 1").fetchall()  # finish any pending result; duckdb refuses register() otherwise
+        self.con.execute(
+            "SELECT 1"
+        ).fetchall()  # finish any pending result; duckdb refuses register() otherwise
         self.con.register("_sbs_append", rows)
         try:
             self.con.execute(
-                f"INSERT INTO {table} BY NAME SELECT ? AS version_id, * FROM _sbs_append", [version.version_id]
+                f"INSERT INTO {table} BY NAME SELECT ? AS version_id, * FROM _sbs_append",
+                [version.version_id],
             )
         finally:
             self.con.unregister("_sbs_append")
@@ -432,9 +444,14 @@ class Workspace:
         """Rows added / removed / changed from A to B, keyed by example (and sample for generations)."""
         a, b = self.get(a_ref), self.get(b_ref)
         if (a.kind == "examples") != (b.kind == "examples"):
-            raise SbsError(f"cannot diff {a.ref} ({a.kind}) with {b.ref} ({b.kind}): one holds examples, one generations")
+            raise SbsError(
+                f"cannot diff {a.ref} ({a.kind}) with {b.ref} ({b.kind}): one holds examples, one generations"
+            )
         if a.kind == "examples":
-            key, content = "example_id", "md5(concat_ws('|', split, input_text, coalesce(label, ''), coalesce(CAST(choices AS VARCHAR), '')))"
+            key, content = (
+                "example_id",
+                "md5(concat_ws('|', split, input_text, coalesce(label, ''), coalesce(CAST(choices AS VARCHAR), '')))",
+            )
         else:
             key = "example_id, sample_idx"
             content = "md5(concat_ws('|', split, coalesce(raw, ''), coalesce(rationale, ''), coalesce(pred_label, ''), parse_status))"
@@ -459,7 +476,9 @@ class Workspace:
             FROM a FULL OUTER JOIN b ON {on}
             WHERE a.h IS DISTINCT FROM b.h ORDER BY 1, 2 LIMIT 20
         """
-        examples = [dict(zip(["change", *keycols], r)) for r in self.con.execute(sample_sql, pa + pb).fetchall()]
+        examples = [
+            dict(zip(["change", *keycols], r)) for r in self.con.execute(sample_sql, pa + pb).fetchall()
+        ]
         return {
             "a": a.ref,
             "b": b.ref,

@@ -45,7 +45,9 @@ def make_examples(ws: Workspace, name: str, task: str, rows: list[dict], split: 
     return ws.by_id(v.version_id)
 
 
-def make_generations(ws: Workspace, examples: Version, rows: list[dict], name: str | None = None, teacher: str = "fake:model") -> Version:
+def make_generations(
+    ws: Workspace, examples: Version, rows: list[dict], name: str | None = None, teacher: str = "fake:model"
+) -> Version:
     """A generations version; each row needs example_id and raw (sample_idx defaults to 0)."""
     t = get_task(examples.task)
     ex = {
@@ -74,6 +76,8 @@ def make_generations(ws: Workspace, examples: Version, rows: list[dict], name: s
                 "cost_usd": r.get("cost_usd", 0.0001),
             }
         )
-    with ws.new_version(name or f"{examples.dataset}-gen", "generations", {"teacher": teacher}, parents=[examples]) as v:
+    with ws.new_version(
+        name or f"{examples.dataset}-gen", "generations", {"teacher": teacher}, parents=[examples]
+    ) as v:
         ws.append("sbs_generations", v, pl.DataFrame(out))
     return ws.by_id(v.version_id)

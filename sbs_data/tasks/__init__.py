@@ -48,7 +48,9 @@ def get_task(name_or_path: str, stored: dict | None = None) -> Task:
         return load_task_file(p)
     if stored is not None:
         return task_from_stored(stored)
-    raise SbsError(f"unknown task {name_or_path!r}: use one of {sorted(BUILTIN)} or a path to a task YAML file")
+    raise SbsError(
+        f"unknown task {name_or_path!r}: use one of {sorted(BUILTIN)} or a path to a task YAML file"
+    )
 
 
 def task_from_stored(d: dict | str) -> Task:

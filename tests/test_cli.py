@@ -1,0 +1,88 @@
+"""The CLI: same --db/--format everywhere, read-only SQL by default, clean errors."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pytest
+from test_ingest import make_original
+from typer.testing import CliRunner
+
+from sbs_data.cli import app
+
+runner = CliRunner()
+
+
+def run(*args: str, ok: bool = True):
+    r = runner.invoke(app, list(args))
+    if ok:
+        assert r.exit_code == 0, r.output
+    return r
+
+
+@pytest.fixture
+def db(tmp_path):
+    path = str(tmp_path / "cli.duckdb")
+    run("init", "--db", path)
+    run("import-original", str(make_original(tmp_path)), "--task", "svamp", "--db", path)
+    return path
+
+
+def test_versions_in_every_format(db):
+    rows = json.loads(run("versions", "--db", db, "--format", "json").stdout)
+    assert [r["ref"] for r in rows] == ["mini@1", "mini-palm@1"]
+    out = run("versions", "mini", "--db", db, "--format", "csv").stdout
+    parsed = list(csv.DictReader(io.StringIO(out)))
+    assert parsed[0]["ref"] == "mini@1" and parsed[0]["rows"] == "8"
+    lines = run("versions", "--db", db, "-f", "jsonl").stdout.strip().splitlines()
+    assert len(lines) == 2 and json.loads(lines[1])["kind"] == "generations"
+    assert "mini-palm@1" in run("versions", "--db", db).stdout
+    r = run("versions", "--db", db, "--format", "xml", ok=False)
+    assert r.exit_code == 1 and "--format must be one of" in r.output
+
+
+def test_log_and_diff(db):
+    chain = json.loads(run("log", "mini-palm", "--db", db, "-f", "json").stdout)
+    assert [c["ref"] for c in chain] == ["mini-palm@1", "mini@1"]
+    assert chain[0]["parents"] == "mini@1"
+    d = json.loads(run("diff", "mini-palm@1", "mini-palm@1", "--db", db, "-f", "json").stdout)
+    assert d["unchanged"] == 8 and d["added"] == d["removed"] == d["changed"] == 0
+
+
+def test_sql_is_read_only_unless_write(db):
+    out = json.loads(run("sql", "SELECT count(*) AS n FROM generations", "--db", db, "-f", "json").stdout)
+    assert out == [{"n": 8}]
+    r = run("sql", "DELETE FROM sbs_generations", "--db", db, ok=False)
+    assert r.exit_code == 1 and "--write" in r.output
+    assert json.loads(
+        run("sql", "SELECT count(*) AS n FROM sbs_generations", "--db", db, "-f", "json").stdout
+    ) == [{"n": 8}]
+    run("sql", "CREATE TABLE scratch AS SELECT 1 AS x", "--write", "--db", db)
+    r = run("sql", "SELEC nonsense", "--db", db, ok=False)
+    assert "SQL error" in r.output
+
+
+def test_tables_note_tasks(db):
+    tables = {t["name"]: t for t in json.loads(run("tables", "--db", db, "-f", "json").stdout)}
+    assert tables["generations"]["type"] == "view" and tables["generations"]["rows"] == 8
+    run("note", "mini@1", "first import", "--db", db)
+    assert json.loads(run("versions", "mini", "--db", db, "-f", "json").stdout)[0]["note"] == "first import"
+    names = [t["task"] for t in json.loads(run("tasks", "-f", "json").stdout)]
+    assert names == ["esnli", "anli", "cqa", "svamp"]
+
+
+def test_errors_are_one_clean_line(db, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"input": "x"\n')
+    r = run("ingest", str(bad), "--task", "svamp", "--split", "train", "--db", db, ok=False)
+    assert r.exit_code == 1 and "bad.jsonl:1: malformed JSON" in r.output and "Traceback" not in r.output
+    r = run("log", "nope@3", "--db", db, ok=False)
+    assert r.exit_code == 1 and "no such version" in r.output
+
+
+def test_db_from_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("SBS_DB", str(tmp_path / "env.duckdb"))
+    run("init")
+    assert (tmp_path / "env.duckdb").exists()

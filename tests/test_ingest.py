@@ -1,0 +1,251 @@
+"""Ingest from every format, bad input (workspace unchanged), and the paper's released layout."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from conftest import SHARED
+
+from sbs_data import SbsError
+from sbs_data.ingest import import_original, ingest
+from sbs_data.workspace import Workspace
+
+NLI = [
+    {"premise": "A dog runs.", "hypothesis": "An animal moves.", "label": 0},
+    {"premise": "A dog runs.", "hypothesis": "The dog is brown.", "label": 1},
+    {"premise": "A dog runs.", "hypothesis": "The dog sleeps.", "label": "contradiction"},
+]
+CQA = [
+    {
+        "id": "q1",
+        "question": "Where is milk kept?",
+        "choices": ["fridge", "oven", "bed", "car", "sea"],
+        "answer": "fridge",
+    },
+    {"id": "q2", "question": "What writes?", "choices": ["pen", "cup", "hat", "dog", "sun"], "answer": "pen"},
+]
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def state(ws: Workspace) -> tuple:
+    return (
+        ws.all("SELECT dataset, num, kind, status, row_count FROM sbs_versions ORDER BY 1, 2"),
+        ws.one("SELECT count(*) FROM sbs_examples"),
+        ws.one("SELECT count(*) FROM sbs_generations"),
+    )
+
+
+def test_ingest_jsonl_with_content_ids(ws, tmp_path):
+    v = ingest(ws, str(write_jsonl(tmp_path / "nli.jsonl", NLI)), task="anli", split="train")
+    assert v.ref == "nli@1" and v.row_count == 3 and v.kind == "examples"
+    labels = [r[0] for r in ws.all("SELECT label FROM examples ORDER BY row_idx")]
+    assert labels == ["entailment", "neutral", "contradiction"]
+    ids1 = ws.all("SELECT example_id FROM sbs_examples WHERE version_id = ? ORDER BY row_idx", [v.version_id])
+    # a second split is added beside the first
+    test_rows = [dict(r, premise="A cat sits.") for r in NLI[:2]]
+    v2 = ingest(ws, str(write_jsonl(tmp_path / "t.jsonl", test_rows)), task="anli", split="test", name="nli")
+    assert v2.ref == "nli@2" and v2.row_count == 5 and v2.parents == (v.version_id,)
+    assert v2.stats["rows_by_split"] == {"test": 2, "train": 3}
+    # same content -> same ids
+    ids_train = ws.all(
+        "SELECT example_id FROM sbs_examples WHERE version_id = ? AND split = 'train' ORDER BY row_idx",
+        [v2.version_id],
+    )
+    assert ids_train == ids1
+    # the same input in two splits is refused (it would leak), and nothing changes
+    with pytest.raises(SbsError, match="already in split 'train'"):
+        ingest(ws, str(write_jsonl(tmp_path / "leak.jsonl", NLI[:1])), task="anli", split="test", name="nli")
+    # re-ingesting a split replaces it
+    v3 = ingest(
+        ws, str(write_jsonl(tmp_path / "t2.jsonl", test_rows[:1])), task="anli", split="test", name="nli"
+    )
+    assert v3.stats["rows_by_split"] == {"test": 1, "train": 3}
+    assert ws.diff("nli@2", "nli@3")["removed"] == 1
+
+
+def test_ingest_csv_with_map_and_id_field(ws, tmp_path):
+    f = tmp_path / "q.csv"
+    with f.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["qid", "q", "options", "gold"])
+        for r in CQA:
+            w.writerow([r["id"], r["question"], json.dumps(r["choices"]), r["answer"]])
+    v = ingest(
+        ws,
+        str(f),
+        task="cqa",
+        split="train",
+        name="mini",
+        mapping={"q": "question", "options": "choices", "gold": "answer"},
+        id_field="qid",
+    )
+    rows = ws.all("SELECT example_id, label, choices FROM examples ORDER BY example_id")
+    assert rows[0] == ("q1", "fridge", ["fridge", "oven", "bed", "car", "sea"])
+    assert v.config["mapping"] == {"q": "question", "options": "choices", "gold": "answer"}
+
+
+def test_ingest_parquet(ws, tmp_path):
+    f = tmp_path / "cqa.parquet"
+    pq.write_table(pa.Table.from_pylist(CQA), f)
+    v = ingest(ws, str(f), task="cqa", split="validation")
+    assert v.row_count == 2
+    assert ws.one("SELECT split FROM examples LIMIT 1") == "validation"
+
+
+def test_ingest_hf_save_to_disk(ws, tmp_path):
+    import datasets
+
+    d = tmp_path / "hfds"
+    datasets.Dataset.from_list(NLI[:2] + [dict(NLI[2], label=2)]).save_to_disk(str(d))
+    v = ingest(ws, str(d), task="esnli", split="train", name="hfnli")
+    assert v.row_count == 3
+    dd = tmp_path / "hfdd"
+    datasets.DatasetDict({"train": datasets.Dataset.from_list(NLI[:1])}).save_to_disk(str(dd))
+    with pytest.raises(SbsError, match="--hf-split"):
+        ingest(ws, str(dd), task="esnli", split="train", name="hfnli")
+    assert ingest(ws, str(dd), task="esnli", split="train", name="hfnli", hf_split="train").row_count == 1
+
+
+def test_svamp_original_fields_and_split_alias(ws, tmp_path):
+    rows = [
+        {
+            "ID": "chal-1",
+            "Body": "Jack had 8 pens.",
+            "Question": "He lost 3. How many now?",
+            "Equation": "( 8.0 - 3.0 )",
+            "Answer": 5.0,
+        }
+    ]
+    v = ingest(
+        ws, str(write_jsonl(tmp_path / "svamp.json", rows)), task="svamp", split="valid", id_field="ID"
+    )
+    assert ws.all("SELECT example_id, split, label FROM examples") == [
+        ("chal-1", "validation", "( 8.0 - 3.0 )")
+    ]
+    assert v.row_count == 1
+
+
+BAD_CASES = {
+    "malformed line": (
+        "bad.jsonl",
+        '{"premise": "a", "hypothesis": "b", "label": 0}\n{"premise": "a", oops}\n',
+        r"bad\.jsonl:2: malformed JSON",
+    ),
+    "missing field": (
+        "miss.jsonl",
+        '{"premise": "a", "hypothesis": "b", "label": 0}\n{"premise": "a", "label": 0}\n',
+        r"miss\.jsonl:2: field 'hypothesis'",
+    ),
+    "unknown label": (
+        "lab.jsonl",
+        '{"premise": "a", "hypothesis": "b", "label": "maybe-ish"}\n',
+        r"lab\.jsonl:1: field 'label': unknown label",
+    ),
+    "duplicate id": (
+        "dup.jsonl",
+        '{"uid": "x", "premise": "a", "hypothesis": "b", "label": 0}\n{"uid": "x", "premise": "c", "hypothesis": "d", "label": 1}\n',
+        r"dup\.jsonl:2: duplicate example id 'x' \(first seen at .*dup\.jsonl:1\)",
+    ),
+    "not parquet": ("fake.parquet", "premise,hypothesis\n", r"fake\.parquet: not a parquet file"),
+    "binary as jsonl": ("bin.jsonl", b"\x89PNG\r\n\x1a\n\xff\xfe\x00", r"bin\.jsonl: not a UTF-8 text file"),
+    "csv too many cells": ("x.csv", "premise,hypothesis,label\na,b,0,extra\n", r"x\.csv:2: more cells"),
+    "empty": ("empty.jsonl", "", r"no rows"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CASES))
+def test_bad_input_fails_cleanly_and_changes_nothing(ws, tmp_path, case):
+    ingest(ws, str(write_jsonl(tmp_path / "good.jsonl", NLI)), task="anli", split="train", name="nli")
+    before = state(ws)
+    fname, content, pattern = BAD_CASES[case]
+    f = tmp_path / fname
+    f.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(SbsError, match=pattern):
+        ingest(ws, str(f), task="anli", split="train", name="nli")
+    assert state(ws) == before
+
+
+def test_bad_map_and_task_mismatch(ws, tmp_path):
+    f = write_jsonl(tmp_path / "nli.jsonl", NLI)
+    with pytest.raises(SbsError, match="--map nope=premise: no column 'nope'"):
+        ingest(ws, str(f), task="anli", split="train", mapping={"nope": "premise"})
+    ingest(ws, str(f), task="anli", split="train", name="d")
+    with pytest.raises(SbsError, match="is task 'anli', not 'esnli'"):
+        ingest(ws, str(f), task="esnli", split="test", name="d")
+
+
+# ---------------------------------------------------------------------------------------------
+# import-original
+
+
+def make_original(root: Path, ds: str = "mini") -> Path:
+    folder = root / ds
+    (folder / "llm").mkdir(parents=True)
+    gold = {
+        "train": [
+            {"input": f"Ann has {i} apples and gets 2 more.\nHow many?", "label": f"( {i}.0 + 2.0 )"}
+            for i in range(5)
+        ],
+        "test": [
+            {"input": f"Bo has {i} pens and 3 more.\nHow many?", "label": f"( {i}.0 + 3.0 )"}
+            for i in range(3)
+        ],
+    }
+    for split, rows in gold.items():
+        write_jsonl(folder / f"{ds}_{split}.json", rows)
+    train = [f"{i} + 2 = {i + 2}. The answer is ({i} + 2).\n\nQ: made up\nA: more" for i in range(5)]
+    train[3] = "I do not know.\n\nQ: x"
+    (folder / "llm" / "train_CoT_0.json").write_text(json.dumps(train[:3]))
+    (folder / "llm" / "train_CoT_1.json").write_text(json.dumps(train[3:]))
+    (folder / "llm" / "test_CoT_0.json").write_text(
+        json.dumps([f"The answer is ({i} + 3)." for i in range(3)])
+    )
+    (folder / "llm" / "valid_CoT_0.json").write_text(json.dumps(["The answer is 1."]))  # no gold: skipped
+    return folder
+
+
+def test_import_original_layout(ws, tmp_path):
+    warnings = []
+    made = import_original(ws, make_original(tmp_path), task="svamp", warn=warnings.append)
+    assert [v.ref for v in made] == ["mini@1", "mini-palm@1"]
+    ex, gen = made
+    assert ex.stats["rows_by_split"] == {"test": 3, "train": 5}
+    assert gen.parents == (ex.version_id,) and gen.config["teacher"] == "palm-540b"
+    assert any("skipping split validation" in w and "mini_valid.json is missing" in w for w in warnings)
+    rows = ws.all(
+        "SELECT example_id, rationale, pred_label, parse_status, raw FROM generations WHERE split = 'train' ORDER BY example_id"
+    )
+    assert rows[1][1:4] == ("1 + 2 = 3.", "1 + 2", "ok")
+    assert rows[3][3] == "no_answer" and rows[3][4].startswith("I do not know.")  # kept, flagged
+    assert ws.one("SELECT count(*) FROM generations WHERE teacher = 'palm-540b'") == 8
+
+
+def test_import_original_misaligned_changes_nothing(ws, tmp_path):
+    folder = make_original(tmp_path)
+    (folder / "llm" / "train_CoT_1.json").write_text(json.dumps(["only one"]))
+    before = state(ws)
+    with pytest.raises(SbsError, match="4 completions for 5 gold rows"):
+        import_original(ws, folder, task="svamp", warn=lambda m: None)
+    assert state(ws) == before
+
+
+@pytest.mark.skipif(not (SHARED / "cqa").exists(), reason="shared paper data not present")
+def test_import_real_cqa_and_svamp(ws):
+    cqa = import_original(ws, SHARED / "cqa", task="cqa", warn=lambda m: None)
+    assert cqa[0].stats["rows_by_split"] == {"test": 1221, "train": 9741}
+    assert cqa[1].row_count == 9741 + 1221
+    sv = import_original(ws, SHARED / "svamp", task="svamp", warn=lambda m: None)
+    assert sv[0].stats["rows_by_split"] == {"test": 200, "train": 800}
+    assert sv[1].row_count == 1000
+    # a few percent of PaLM completions cannot be parsed; they are kept and flagged, not dropped
+    bad = ws.one("SELECT count(*) FROM generations WHERE dataset = 'svamp-palm' AND parse_status <> 'ok'")
+    assert 0 < bad < 50

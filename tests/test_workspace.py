@@ -1,0 +1,204 @@
+"""Workspace: migrations, versions, lineage, diff, time travel, and all-or-nothing writes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+from conftest import make_examples, make_generations
+
+from sbs_data import SbsError
+from sbs_data import workspace as wsmod
+from sbs_data.workspace import Workspace, parse_ref
+
+SV = [
+    {"input": "Ann has 3 apples and gets 4 more. How many?", "label": "( 3.0 + 4.0 )"},
+    {"input": "Bo has 10 pens and loses 2. How many?", "label": "( 10.0 - 2.0 )"},
+    {"input": "5 boxes hold 6 eggs each. How many eggs?", "label": "( 5.0 * 6.0 )"},
+]
+
+
+def snapshot(ws: Workspace) -> dict:
+    return {
+        t["name"]: t["rows"]
+        for t in ws.tables()
+        if t["name"].startswith("sbs_") and t["name"] not in ("sbs_runs",)
+    }
+
+
+def test_fresh_workspace_is_fully_migrated(ws):
+    known = [n for n, _, _ in wsmod._migrations()]
+    assert ws.schema_version() == max(known)
+    applied = [r[0] for r in ws.all("SELECT version FROM sbs_migrations ORDER BY 1")]
+    assert applied == known
+    names = {t["name"] for t in ws.tables()}
+    assert {"versions", "examples", "generations", "selections", "sbs_versions"} <= names
+
+
+def test_older_workspace_is_migrated_on_open(tmp_path, monkeypatch):
+    allm = wsmod._migrations()
+    monkeypatch.setattr(wsmod, "_migrations", lambda: allm[:1])
+    Workspace.open(tmp_path / "old.duckdb").close()
+    monkeypatch.setattr(wsmod, "_migrations", lambda: allm)
+    with Workspace.open(tmp_path / "old.duckdb", read_only=True) as ws:  # read-only open migrates first
+        assert ws.schema_version() == allm[-1][0]
+
+
+def test_newer_workspace_fails_clearly(tmp_path):
+    with Workspace.open(tmp_path / "new.duckdb") as ws:
+        ws.con.execute("INSERT INTO sbs_migrations (version, name) VALUES (9999, 'future')")
+    with pytest.raises(SbsError, match="newer than this sbs-data"):
+        Workspace.open(tmp_path / "new.duckdb")
+
+
+def test_versions_lineage_and_refs(ws):
+    e1 = make_examples(ws, "sv", "svamp", SV)
+    e2 = make_examples(ws, "sv", "svamp", SV[:2])
+    assert (e1.ref, e2.ref) == ("sv@1", "sv@2")
+    assert ws.get("sv").ref == "sv@2"
+    assert ws.get("sv@1").row_count == 3
+    g = make_generations(
+        ws, e1, [{"example_id": "train-0", "raw": "3 + 4 = 7. The answer is (3 + 4)."}], name="sv-t"
+    )
+    assert g.examples_id == e1.version_id and g.base_id == g.version_id
+    chain = [v.ref for v in ws.lineage("sv-t@1")]
+    assert chain == ["sv-t@1", "sv@1"]
+    assert parse_ref("a-b.c@12") == ("a-b.c", 12)
+    for bad in ("x@0", "x@y", "@1", "a b"):
+        with pytest.raises(SbsError):
+            parse_ref(bad)
+    with pytest.raises(SbsError, match="no such version"):
+        ws.get("sv@7")
+    with pytest.raises(SbsError, match="expected examples"):
+        ws.get("sv-t", kinds=("examples",))
+
+
+def test_failed_write_leaves_nothing(ws):
+    make_examples(ws, "sv", "svamp", SV)
+    before = snapshot(ws)
+    versions_before = ws.versions(include_pending=True)
+    with pytest.raises(RuntimeError):
+        with ws.new_version("sv", "examples", {"x": 1}, task="svamp") as v:
+            ws.con.execute(
+                "INSERT INTO sbs_examples (version_id, example_id, split, row_idx, task, input_text, fields) "
+                "VALUES (?, 'z', 'train', 0, 'svamp', 'x', '{}')",
+                [v.version_id],
+            )
+            raise RuntimeError("crash mid-write")
+    assert snapshot(ws) == before
+    assert ws.versions(include_pending=True) == versions_before
+    assert ws.next_num("sv") == 2
+
+
+def test_killed_process_never_leaves_a_half_version(tmp_path):
+    db = tmp_path / "k.duckdb"
+    Workspace.open(db).close()
+    script = textwrap.dedent(
+        f"""
+        import sys, time
+        from sbs_data.workspace import Workspace
+        ws = Workspace.open({str(db)!r})
+        with ws.new_version("big", "examples", {{"x": 1}}, task="svamp") as v:
+            for i in range(200):
+                ws.con.execute(
+                    "INSERT INTO sbs_examples (version_id, example_id, split, row_idx, task, input_text, fields) "
+                    "VALUES (?, ?, 'train', ?, 'svamp', 'x', '{{}}')", [v.version_id, f"e{{i}}", i])
+            print("writing", flush=True)
+            time.sleep(60)
+        """
+    )
+    p = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "writing"
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    time.sleep(0.1)
+    with Workspace.open(db, read_only=True) as ws:
+        assert ws.versions(include_pending=True) == []
+        assert ws.one("SELECT count(*) FROM sbs_examples") == 0
+        assert ws.one("SELECT count(*) FROM versions") == 0
+
+
+def test_time_travel_views_and_macros(ws):
+    make_examples(ws, "sv", "svamp", SV)
+    make_examples(ws, "sv", "svamp", SV[:1])
+    assert ws.one("SELECT count(*) FROM examples WHERE dataset = 'sv'") == 1
+    assert ws.one("SELECT count(*) FROM examples_at('sv@1')") == 3
+    assert ws.one("SELECT count(*) FROM examples_at('sv@2')") == 1
+    assert ws.one("SELECT count(*) FROM examples_at('sv')") == 1
+    refs = [r[0] for r in ws.all("SELECT ref FROM versions ORDER BY ref")]
+    assert refs == ["sv@1", "sv@2"]
+
+
+def test_selection_view_hides_dropped_rows(ws):
+    e = make_examples(ws, "sv", "svamp", SV)
+    g = make_generations(
+        ws, e, [{"example_id": f"train-{i}", "raw": f"The answer is {i}."} for i in range(3)], name="gen"
+    )
+    import polars as pl
+
+    with ws.new_version("gen", "selection", {"recipe": "keep-first"}, parents=[g]) as s:
+        ws.append(
+            "sbs_selections",
+            s,
+            pl.DataFrame(
+                {
+                    "example_id": ["train-0", "train-1", "train-2"],
+                    "sample_idx": [0, 0, 0],
+                    "keep": [True, False, False],
+                    "reason": [None, "r", "r"],
+                }
+            ),
+        )
+    s = ws.by_id(s.version_id)
+    assert s.row_count == 1 and s.base_id == g.version_id and s.selection_id == s.version_id
+    assert ws.one("SELECT count(*) FROM generations WHERE dataset = 'gen'") == 1
+    assert ws.one("SELECT count(*) FROM generations_at('gen@1')") == 3
+    assert ws.one("SELECT count(*) FROM generations_at('gen@2')") == 1
+    assert ws.one("SELECT gold_label FROM generations_at('gen@2')") == "( 3.0 + 4.0 )"
+    d = ws.diff("gen@1", "gen@2")
+    assert (d["added"], d["removed"], d["changed"], d["unchanged"]) == (0, 2, 0, 1)
+
+
+def test_diff_reports_added_removed_changed(ws):
+    make_examples(ws, "sv", "svamp", SV)
+    changed = [dict(SV[0], label="( 3.0 + 5.0 )"), SV[1], {"input": "New one: 2 + 2?", "label": "4"}]
+    make_examples(ws, "sv", "svamp", changed)
+    d = ws.diff("sv@1", "sv@2")
+    # example ids are positional in the builder: train-0 changed label, train-1 same, train-2 changed input
+    assert d["added"] == 0 and d["removed"] == 0
+    assert d["changed"] == 2 and d["unchanged"] == 1
+    make_examples(ws, "sv", "svamp", SV[:2])
+    d = ws.diff("sv@1", "sv@3")
+    assert (d["added"], d["removed"], d["unchanged"]) == (0, 1, 2)
+    d = ws.diff("sv@3", "sv@1")
+    assert d["added"] == 1
+
+
+def test_read_only_connection_refuses_writes(ws, tmp_path):
+    make_examples(ws, "sv", "svamp", SV)
+    ws.close()
+    ro = Workspace.open(tmp_path / "ws.duckdb", read_only=True)
+    with pytest.raises(Exception, match="(?i)read.only"):
+        ro.con.execute("DELETE FROM sbs_examples")
+    with pytest.raises(SbsError, match="read-only"):
+        with ro.transaction():
+            pass
+    ro.close()
+
+
+def test_missing_workspace_read_only_is_clear(tmp_path):
+    with pytest.raises(SbsError, match="no workspace here"):
+        Workspace.open(tmp_path / "nope.duckdb", read_only=True)
+
+
+def test_db_path_resolution(monkeypatch, tmp_path):
+    monkeypatch.delenv("SBS_DB", raising=False)
+    assert str(wsmod.resolve_db_path(None)) == "sbs.duckdb"
+    monkeypatch.setenv("SBS_DB", str(tmp_path / "env.duckdb"))
+    assert wsmod.resolve_db_path(None) == tmp_path / "env.duckdb"
+    assert str(wsmod.resolve_db_path("x.duckdb")) == "x.duckdb"
