@@ -170,6 +170,21 @@ def note(ref: str, text: str, db: Db = None) -> None:
 
 @app.command()
 @friendly
+def merge(
+    refs: Annotated[list[str], typer.Argument(help="Two or more generation versions (NAME or NAME@N).")],
+    name: Annotated[str, typer.Option("--name", "-n", help="Dataset name of the merged version.")],
+    db: Db = None,
+    fmt: Fmt = "table",
+) -> None:
+    """Merge generation versions of the same examples (e.g. two teachers) into a new version."""
+    from sbs_data.merge import merge as do_merge
+
+    with Workspace.open(db) as ws:
+        emit([do_merge(ws, refs, name).as_row()], fmt)
+
+
+@app.command()
+@friendly
 def sql(
     query: Annotated[
         str, typer.Argument(help="SQL to run; the views examples, generations, versions... are there.")

@@ -332,8 +332,9 @@ class Workspace:
             base_id = (
                 vid if kind in ("examples", "generations", "merge") else (parent.base_id if parent else None)
             )
+            # A scores version keeps the chain's selection and vice versa; new content starts clean.
             scores_id = (
-                vid if kind == "scores" else (parent.scores_id if parent and kind != "generations" else None)
+                vid if kind == "scores" else (parent.scores_id if parent and kind == "selection" else None)
             )
             selection_id = (
                 vid if kind == "selection" else (parent.selection_id if parent and kind == "scores" else None)

@@ -202,3 +202,30 @@ def test_db_path_resolution(monkeypatch, tmp_path):
     monkeypatch.setenv("SBS_DB", str(tmp_path / "env.duckdb"))
     assert wsmod.resolve_db_path(None) == tmp_path / "env.duckdb"
     assert str(wsmod.resolve_db_path("x.duckdb")) == "x.duckdb"
+
+
+def test_merge_two_teachers(ws):
+    from sbs_data.merge import merge
+
+    e = make_examples(ws, "sv", "svamp", SV)
+    a = make_generations(
+        ws,
+        e,
+        [{"example_id": f"train-{i}", "raw": "The answer is 1."} for i in range(3)],
+        name="a",
+        teacher="t:a",
+    )
+    b = make_generations(
+        ws, e, [{"example_id": "train-0", "raw": "The answer is 2."}], name="b", teacher="t:b"
+    )
+    m = merge(ws, ["a", "b@1"], "both")
+    assert m.kind == "merge" and m.row_count == 4 and m.parents == (a.version_id, b.version_id)
+    assert m.examples_id == e.version_id and m.scores_id is None and m.selection_id is None
+    rows = ws.all(
+        "SELECT example_id, sample_idx, teacher FROM generations WHERE dataset = 'both' ORDER BY 1, 2"
+    )
+    assert rows[:2] == [("train-0", 0, "t:a"), ("train-0", 1, "t:b")]
+    other = make_examples(ws, "other", "svamp", SV[:1])
+    c = make_generations(ws, other, [{"example_id": "train-0", "raw": "x"}], name="c")
+    with pytest.raises(SbsError, match="different examples versions"):
+        merge(ws, ["a", c.ref], "bad")
