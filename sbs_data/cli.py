@@ -316,13 +316,341 @@ def import_original(
 # ---------------------------------------------------------------------------------------------
 # Generate (teachers, cache, batches)  -- commands below are registered by sbs_data.generate
 
+Teacher = Annotated[
+    str,
+    typer.Option(
+        "--teacher", "-T",
+        help="openai:MODEL | anthropic:MODEL | openai-compat:MODEL (with --base-url) | hf:NAME_OR_PATH | replay:NAME@N",
+    ),
+]
+BaseUrl = Annotated[
+    list[str] | None, typer.Option("--base-url", help="API base URL; repeat to spread load over replicas (openai-compat).")
+]
+GenSplit = Annotated[str | None, typer.Option("--split", "-s", help="Only this split.")]
+GenLimit = Annotated[int | None, typer.Option("--limit", help="Only the first N examples (in split, row order).")]
+Samples = Annotated[int, typer.Option("--samples", "-k", help="Completions per example (each its own cache key).")]
+PromptFile = Annotated[Path | None, typer.Option("--prompt", help="Prompt template file (.yaml or .txt with {input}).")]
+JsonMode = Annotated[bool, typer.Option("--json", help="Ask for {rationale, label} JSON and validate it.")]
+Temperature = Annotated[float | None, typer.Option("--temperature", help="Default 0 (0.7 with --samples > 1).")]
+TopP = Annotated[float | None, typer.Option("--top-p")]
+MaxTokens = Annotated[int | None, typer.Option("--max-tokens", help="Completion token limit (default 256).")]
+Seed = Annotated[int | None, typer.Option("--seed", help="Sampling seed, where the provider supports one.")]
+Stop = Annotated[list[str] | None, typer.Option("--stop", help="Stop sequence (repeatable).")]
+
+
+def _gen_params(temperature: float | None, top_p: float | None, max_tokens: int | None, seed: int | None, stop: list[str] | None) -> dict:
+    return {"temperature": temperature, "top_p": top_p, "max_tokens": max_tokens, "seed": seed, "stop": list(stop) if stop else None}
+
+
+@app.command()
+@friendly
+def generate(
+    ref: Annotated[str, typer.Argument(help="Examples version to answer: NAME or NAME@N.")],
+    teacher: Teacher,
+    base_url: BaseUrl = None,
+    split: GenSplit = None,
+    limit: GenLimit = None,
+    samples: Samples = 1,
+    concurrency: Annotated[int, typer.Option("--concurrency", "-c", help="Requests in flight at most.")] = 64,
+    rpm: Annotated[float | None, typer.Option("--rpm", help="Requests per minute at most.")] = None,
+    tpm: Annotated[float | None, typer.Option("--tpm", help="Tokens per minute at most (estimated up front).")] = None,
+    prompt: PromptFile = None,
+    json_mode: JsonMode = False,
+    temperature: Temperature = None,
+    top_p: TopP = None,
+    max_tokens: MaxTokens = None,
+    seed: Seed = None,
+    stop: Stop = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Render prompts, count requests, tokens and cost; call nothing.")] = False,
+    offline: Annotated[bool, typer.Option("--offline", help="Never call the network; fail on a cache miss.")] = False,
+    max_usd: Annotated[float | None, typer.Option("--max-usd", help="Stop cleanly once this much is spent.")] = None,
+    name: Annotated[str | None, typer.Option("--name", "-n", help="Output dataset (default NAME-<model>).")] = None,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds per request.")] = 60.0,
+    max_attempts: Annotated[int, typer.Option("--max-attempts", help="Tries per request for retryable errors.")] = 6,
+    backoff: Annotated[float, typer.Option("--backoff", help="First retry delay in seconds (doubles, jittered).")] = 1.0,
+    progress: Annotated[bool | None, typer.Option("--progress/--no-progress", help="Progress bar (default: on a terminal).")] = None,
+    db: Db = None,
+    fmt: Fmt = "table",
+) -> None:
+    """Answer an examples version with a teacher LLM -> a new generation version (cached, resumable)."""
+    from sbs_data.generate.run import Settings
+    from sbs_data.generate.run import generate as do_generate
+
+    settings = Settings(
+        concurrency=concurrency, rpm=rpm, tpm=tpm, max_attempts=max_attempts, backoff_base=backoff,
+        backoff_max=max(60.0, backoff), timeout=timeout, progress=progress,
+    )
+    with Workspace.open(db) as ws:
+        res = do_generate(
+            ws, ref, teacher, split=split, limit=limit, samples=samples, prompt_path=prompt, json_mode=json_mode,
+            params=_gen_params(temperature, top_p, max_tokens, seed, stop), base_urls=base_url or [],
+            settings=settings, dry_run=dry_run, offline=offline, max_usd=max_usd, name=name, warn=info,
+            command=" ".join(["generate", *sys.argv[2:]]) if len(sys.argv) > 1 else "generate",
+        )
+    if res.dry_run and res.preview and fmt == "table":
+        system, user = res.preview
+        info(f"--- first request ({res.summary['prompt']}) ---")
+        if system:
+            info(f"[system]\n{system}")
+        info(f"[user]\n{user if len(user) < 4000 else user[:1500] + ' ... ' + user[-1500:]}\n---")
+    if res.summary.get("stopped"):
+        info(f"Stopped: {res.summary['stopped']}; what arrived is committed, rerun to resume.")
+    emit([res.summary], fmt)
+
+
+cache_app = typer.Typer(help="The request cache: stats, and why a request missed.", no_args_is_help=True)
+app.add_typer(cache_app, name="cache")
+
+
+@cache_app.command("stats")
+@friendly
+def cache_stats(db: Db = None, fmt: Fmt = "table") -> None:
+    """Cached answers, tokens, cost and open failures per provider/model."""
+    from sbs_data.generate.cache import stats
+
+    with Workspace.open(db, read_only=True) as ws:
+        emit(stats(ws), fmt)
+
+
+@cache_app.command("explain")
+@friendly
+def cache_explain(
+    ref: Annotated[str, typer.Argument(help="Examples version, as given to generate.")],
+    teacher: Teacher,
+    base_url: BaseUrl = None,
+    split: GenSplit = None,
+    limit: GenLimit = None,
+    samples: Samples = 1,
+    prompt: PromptFile = None,
+    json_mode: JsonMode = False,
+    temperature: Temperature = None,
+    top_p: TopP = None,
+    max_tokens: MaxTokens = None,
+    seed: Seed = None,
+    stop: Stop = None,
+    rows: Annotated[int, typer.Option("--rows", help="Explain at most this many requests.")] = 20,
+    all_: Annotated[bool, typer.Option("--all", help="Show hits too, not only misses.")] = False,
+    db: Db = None,
+    fmt: Fmt = "table",
+) -> None:
+    """For the requests `generate` would make with these options: hit, or which key ingredient differs."""
+    from sbs_data.generate.run import explain
+
+    with Workspace.open(db, read_only=True) as ws:
+        out = explain(
+            ws, ref, teacher, limit_rows=rows, only_misses=not all_, base_urls=base_url or [], split=split, limit=limit,
+            samples=samples, prompt_path=prompt, json_mode=json_mode,
+            params=_gen_params(temperature, top_p, max_tokens, seed, stop),
+        )
+    if not out and fmt == "table":
+        info("every request is cached")
+    emit(out, fmt, columns=["example_id", "sample_idx", "key", "status", "reason"])
+
 
 # ---------------------------------------------------------------------------------------------
 # Score / filter / report  -- quality commands
 
 
+@app.command()
+@friendly
+def score(
+    ref: Annotated[str, typer.Argument(help="Generations (or selection) version to score: NAME or NAME@N.")],
+    name: Annotated[str | None, typer.Option("--name", "-n", help="Dataset for the new version (default: REF's).")] = None,
+    near_threshold: Annotated[float, typer.Option("--near-threshold", help="Near-duplicate Jaccard threshold.")] = 0.8,
+    num_perm: Annotated[int, typer.Option("--num-perm", help="MinHash permutations for near-duplicates.")] = 32,
+    note_: Annotated[str | None, typer.Option("--note", help="Free note stored with the version.")] = None,
+    db: Db = None,
+    fmt: Fmt = "table",
+) -> None:
+    """Compute quality signals for every visible row into a new scores version (parent = REF)."""
+    from sbs_data.quality.signals import ScoreParams
+    from sbs_data.quality.signals import score as do_score
+
+    with Workspace.open(db) as ws:
+        run_id = ws.start_run(f"score {ref}")
+        try:
+            v = do_score(ws, ref, name=name, params=ScoreParams(near_threshold, num_perm), note=note_, run_id=run_id)
+        except BaseException:
+            ws.finish_run(run_id, "failed")
+            raise
+        ws.finish_run(run_id, "ok", {"version": v.ref, "rows": v.row_count})
+        info(f"scored {v.row_count} rows of {ref} -> {v.ref}")
+        emit([v.as_row()], fmt)
+
+
+@app.command("filter")
+@friendly
+def filter_cmd(
+    ref: Annotated[str, typer.Argument(help="Version to filter: NAME or NAME@N (scored first if it has no scores).")],
+    recipe: Annotated[str, typer.Option("--recipe", "-r", help="Recipe YAML file, or a shipped recipe: default, strict.")],
+    name: Annotated[str | None, typer.Option("--name", "-n", help="Dataset for the new version (default: REF's).")] = None,
+    no_score: Annotated[bool, typer.Option("--no-score", help="Fail instead of scoring REF when it has no scores.")] = False,
+    note_: Annotated[str | None, typer.Option("--note", help="Free note stored with the version.")] = None,
+    db: Db = None,
+    fmt: Fmt = "table",
+) -> None:
+    """Apply a recipe: a new selection version with keep/drop and the first rule that dropped each row."""
+    from sbs_data.quality.filter import filter_version
+    from sbs_data.quality.recipes import load_recipe
+
+    rec = load_recipe(recipe)  # validated before the workspace is even opened
+    with Workspace.open(db) as ws:
+        run_id = ws.start_run(f"filter {ref} --recipe {recipe}")
+        try:
+            res = filter_version(ws, ref, rec, name=name, auto_score=not no_score, note=note_, run_id=run_id, info=info)
+        except BaseException:
+            ws.finish_run(run_id, "failed")
+            raise
+        ws.finish_run(run_id, "ok", {"version": res.version.ref, "recipe_file": rec.source, "funnel": res.funnel})
+        if res.scored:
+            info(f"scored {res.scored.row_count} rows -> {res.scored.ref}")
+        info(f"{rec.name} ({rec.hash}): kept {res.version.row_count} of {res.funnel[0]['in']} rows -> {res.version.ref}")
+        rows = [{k: f[k] for k in ("step", "rule", "in", "dropped", "out")} for f in res.funnel]
+        if fmt == "json":
+            typer.echo(json.dumps({"version": res.version.ref, "recipe": rec.name, "recipe_hash": rec.hash,
+                                   "funnel": res.funnel}, indent=2))
+        else:
+            emit(rows, fmt)
+
+
+@app.command()
+@friendly
+def report(
+    ref: Annotated[str, typer.Argument(help="Version to report on: NAME or NAME@N.")],
+    html_: Annotated[Path | None, typer.Option("--html", help="Also write a self-contained HTML report here.")] = None,
+    db: Db = None,
+    fmt: Fmt = "table",
+) -> None:
+    """Funnel per rule, distribution of every signal per split, per-teacher quality and cost."""
+    from sbs_data.quality import report as rp
+
+    with Workspace.open(db, read_only=True) as ws:
+        rep = rp.report(ws, ref)
+    if html_ is not None:
+        try:
+            html_.write_text(rp.to_html(rep), encoding="utf-8")
+        except OSError as e:
+            raise SbsError(f"{html_}: cannot write HTML report: {e}") from e
+        info(f"wrote {html_}")
+    if fmt == "json":
+        typer.echo(json.dumps(rep, indent=2, default=str))
+        return
+    if fmt in ("csv", "jsonl"):
+        emit(rp.signal_rows(rep), fmt)
+        return
+    head = f"{rep['version']} ({rep['kind']}, task {rep['task']}): rows of {rep['base']}"
+    head += f", scores {rep['scores']}" if rep["scores"] else ""
+    head += f", selection {rep['selection']}" if rep["selection"] else ""
+    if rep["recipe"]:
+        head += f", recipe {rep['recipe']['name']} ({rep['recipe']['hash']})"
+    typer.echo(head)
+    for n in rep["notes"]:
+        info(n)
+    if rep["funnel"]:
+        emit(rp.funnel_rows(rep), fmt, title="funnel")
+    if rep["signals"]:
+        emit(rp.signal_table(rep), fmt, title="signals over the rows visible in this version (mean:SPLIT per split)")
+    emit(rep["teachers"], fmt, title="per teacher (all generated rows)")
+
+
 # ---------------------------------------------------------------------------------------------
 # Export / push
+
+_ShardFmt = Annotated[str, typer.Option("--format", "-f", help="Shard file format: parquet|jsonl.")]
+_Report = Annotated[str, typer.Option("--report", help=f"How to print the summary: {'|'.join(FORMATS)}.")]
+_MaxRows = Annotated[int, typer.Option("--max-rows-per-shard", help="Rows per shard file.")]
+_Splits = Annotated[str | None, typer.Option("--splits", help="Comma-separated splits to export (default: all).")]
+_ValFrac = Annotated[
+    float | None, typer.Option("--validation-fraction", help="Carve this fraction of train examples into validation.")
+]
+_Seed = Annotated[int, typer.Option("--seed", help="Seed of the validation carve.")]
+_LabelSrc = Annotated[str, typer.Option("--label-source", help="Training label: gold|teacher.")]
+_DropCont = Annotated[
+    bool, typer.Option("--drop-contaminated", help="Drop train rows overlapping validation/test inputs.")
+]
+_License = Annotated[str | None, typer.Option("--license", help="Card licence id (default: the task's source licence).")]
+
+
+def _export_opts(fmt_, max_rows, splits, val_frac, seed, label_source, drop_cont, license_) -> dict[str, Any]:
+    return {
+        "file_format": fmt_,
+        "max_rows_per_shard": max_rows,
+        "splits": [s for s in (splits or "").split(",") if s.strip()] or None,
+        "validation_fraction": val_frac,
+        "seed": seed,
+        "label_source": label_source,
+        "drop_contaminated": drop_cont,
+        "license": license_,
+    }
+
+
+@app.command()
+@friendly
+def export(
+    ref: Annotated[str, typer.Argument(help="NAME or NAME@N to export.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write (replaced if it holds an earlier export).")],
+    file_format: _ShardFmt = "parquet",
+    max_rows_per_shard: _MaxRows = 50_000,
+    splits: _Splits = None,
+    validation_fraction: _ValFrac = None,
+    seed: _Seed = 0,
+    label_source: _LabelSrc = "gold",
+    drop_contaminated: _DropCont = False,
+    license_: _License = None,
+    db: Db = None,
+    report: _Report = "table",
+) -> None:
+    """Write shards (parquet/jsonl) + manifest.json + a Hugging Face dataset card for a version."""
+    from sbs_data.export.shards import export as do_export
+
+    _check_fmt(report)
+    opts = _export_opts(file_format, max_rows_per_shard, splits, validation_fraction, seed, label_source, drop_contaminated, license_)
+    with Workspace.open(db) as ws:
+        res = do_export(ws, ref, out, **opts)
+    cont = res.manifest["contamination"]
+    if cont.get("flagged_rows"):
+        info(
+            f"contamination: {cont['flagged_rows']} train row(s) overlap validation/test inputs"
+            + (f", {cont['dropped_rows']} dropped" if cont["dropped_rows"] else " (kept; --drop-contaminated removes them)")
+            + "; details in manifest.json"
+        )
+    emit(res.summary_rows(), report)
+    info(f"load it: python -c \"import datasets; print(datasets.load_dataset('{res.out}'))\"")
+
+
+@app.command()
+@friendly
+def push(
+    ref: Annotated[str, typer.Argument(help="NAME or NAME@N to push.")],
+    repo: Annotated[str, typer.Option("--repo", help="Hub dataset repo ORG/NAME (created if missing).")],
+    private: Annotated[bool, typer.Option("--private", help="Create the repo private (refuses a public one).")] = False,
+    revision: Annotated[str | None, typer.Option("--revision", help="Branch to commit to (default main).")] = None,
+    tag: Annotated[str | None, typer.Option("--tag", help="Tag for the commit (default NAME-vN).")] = None,
+    from_export: Annotated[
+        Path | None, typer.Option("--from-export", help="Upload this existing export folder instead of exporting.")
+    ] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Keep the export in this folder.")] = None,
+    file_format: _ShardFmt = "parquet",
+    max_rows_per_shard: _MaxRows = 50_000,
+    splits: _Splits = None,
+    validation_fraction: _ValFrac = None,
+    seed: _Seed = 0,
+    label_source: _LabelSrc = "gold",
+    drop_contaminated: _DropCont = False,
+    license_: _License = None,
+    db: Db = None,
+    report: _Report = "table",
+) -> None:
+    """Export and upload a version to the Hugging Face Hub in one commit, tag it, record it (token: HF_TOKEN or login)."""
+    from sbs_data.export.hub import push as do_push
+
+    _check_fmt(report)
+    opts = {} if from_export else _export_opts(
+        file_format, max_rows_per_shard, splits, validation_fraction, seed, label_source, drop_contaminated, license_
+    )
+    with Workspace.open(db) as ws:
+        res = do_push(ws, ref, repo, private=private, revision=revision, tag=tag, from_export=from_export, out=out, log=info, **opts)
+    emit([res.as_row()], report)
 
 
 def main() -> None:  # pragma: no cover - console entry

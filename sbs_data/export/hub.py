@@ -1,0 +1,259 @@
+"""Push an export to the Hugging Face Hub as one atomic commit, tag it with the version, record it.
+
+Why this shape:
+- One `upload_folder` commit with `parent_commit` = the branch head we looked at: a concurrent commit makes the
+  Hub answer 412 instead of silently interleaving; we then re-read the head and retry (tenacity; also on 409,
+  429, 5xx and dropped connections). Stale shards of an earlier push are deleted in the same commit.
+- Idempotent: a push whose tag already marks identical files (or that the workspace already recorded) makes
+  no commit at all; `huggingface_hub` also skips unchanged files, so re-uploading equal content is a no-op.
+- The token comes from `HF_TOKEN` or the saved login (`huggingface_hub.get_token`) and is only handed to the
+  client; it is never printed, written to the card/manifest, or stored in the workspace.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from sbs_data import SbsError, __version__
+from sbs_data.export.shards import _sha256, export, folder_fingerprint
+from sbs_data.workspace import Version, Workspace
+
+RETRY_STATUS = {409, 412, 429, 500, 502, 503, 504}
+SHARD_PATTERNS = ["*/part-*.parquet", "*/part-*.jsonl"]
+
+
+@dataclass
+class PushResult:
+    ref: str
+    repo: str
+    revision: str
+    commit_id: str
+    tag: str
+    status: str  # pushed | unchanged
+    url: str
+    attempts: int
+
+    def as_row(self) -> dict[str, Any]:
+        return {
+            "ref": self.ref,
+            "repo": self.repo,
+            "revision": self.revision,
+            "commit": self.commit_id,
+            "tag": self.tag,
+            "status": self.status,
+            "attempts": self.attempts,
+            "url": self.url,
+        }
+
+
+def default_tag(v: Version) -> str:
+    """`cqa-palm@3` -> `cqa-palm-v3` (git tags may not hold every character a ref can)."""
+    return f"{v.dataset}-v{v.num}"
+
+
+def _public_endpoint(endpoint: str) -> str:
+    """The endpoint without any user:password@ part, safe to store."""
+    parts = urlsplit(endpoint)
+    netloc = parts.hostname or ""
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
+
+
+def _git_blob_sha1(path: Path) -> str:
+    data = path.read_bytes()
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def _status(exc: BaseException) -> int | None:
+    resp = getattr(exc, "response", None)
+    return getattr(resp, "status_code", None)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """409/412/429/5xx from the Hub, or a dropped connection anywhere in the exception chain."""
+    import httpx2
+
+    seen = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if _status(e) in RETRY_STATUS:
+            return True
+        if isinstance(e, (httpx2.TransportError, ConnectionError, TimeoutError)):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
+def _verify_export(folder: Path, v: Version) -> dict[str, Any]:
+    """Check that a folder holds an intact export of `v` before uploading it."""
+    mpath = folder / "manifest.json"
+    if not mpath.is_file() or not (folder / "README.md").is_file():
+        raise SbsError(f"--from-export {folder}: no manifest.json/README.md; run `sbs-data export` first")
+    manifest = json.loads(mpath.read_text(encoding="utf-8"))
+    if manifest.get("source") != v.ref:
+        raise SbsError(f"--from-export {folder}: it holds an export of {manifest.get('source')}, not {v.ref}")
+    for split, info in manifest.get("splits", {}).items():
+        for shard in info.get("shards", []):
+            p = folder / shard["path"]
+            if not p.is_file() or _sha256(p) != shard["sha256"]:
+                raise SbsError(
+                    f"--from-export {folder}: {shard['path']} is missing or changed since export (split {split})"
+                )
+    return manifest
+
+
+def push(
+    ws: Workspace,
+    ref: str,
+    repo: str,
+    *,
+    private: bool = False,
+    revision: str | None = None,
+    tag: str | None = None,
+    from_export: str | Path | None = None,
+    out: str | Path | None = None,
+    token: str | None = None,
+    endpoint: str | None = None,
+    max_attempts: int = 6,
+    wait_max: float = 8.0,
+    log: Callable[[str], None] | None = None,
+    **export_options: Any,
+) -> PushResult:
+    """Export `ref` (or reuse `from_export`) and commit it to the dataset repo `repo` on the Hub."""
+    from huggingface_hub import HfApi, get_token
+    from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
+
+    say = log or (lambda _m: None)
+    if repo.count("/") != 1 or not all(repo.split("/")):
+        raise SbsError(f"--repo {repo!r}: expected ORG/NAME")
+    if ws.read_only:
+        raise SbsError("push records the commit in the workspace; open it writable")
+    v = ws.get(ref)
+    token = token or get_token()
+    if not token:
+        raise SbsError("no Hugging Face token: set HF_TOKEN or run `hf auth login`")
+    endpoint = (endpoint or os.environ.get("HF_ENDPOINT") or "").rstrip("/") or None
+    api = HfApi(endpoint=endpoint, token=token)
+    endpoint = api.endpoint
+    branch = revision or "main"
+    tag = tag or default_tag(v)
+
+    with tempfile.TemporaryDirectory(prefix="sbs-push-") as tmp:
+        if from_export is not None:
+            folder = Path(from_export)
+            manifest = _verify_export(folder, v)
+        else:
+            folder = Path(out) if out is not None else Path(tmp) / "export"
+            manifest = export(ws, v.ref, folder, **export_options).manifest
+        fingerprint = folder_fingerprint(folder)
+        files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+        rows = sum(s["rows"] for s in manifest["splits"].values())
+
+        def record(commit_id: str, new_commit: bool) -> None:
+            with ws.transaction():
+                ws.con.execute(
+                    "INSERT INTO sbs_pushes (version_id, ref, endpoint, repo, revision, commit_id, tag, private, "
+                    "new_commit, fingerprint, files, rows, toolkit_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [v.version_id, v.ref, _public_endpoint(endpoint), repo, branch, commit_id, tag, private,
+                     new_commit, fingerprint, len(files), rows, __version__],
+                )  # fmt: skip
+
+        def result(commit_id: str, status: str, attempts: int) -> PushResult:
+            url = f"{endpoint}/datasets/{repo}/tree/{tag}"
+            return PushResult(v.ref, repo, branch, commit_id, tag, status, url, attempts)
+
+        attempts = 0
+
+        def remote_tag() -> str | None:
+            refs = api.list_repo_refs(repo, repo_type="dataset")
+            return next((t.target_commit for t in refs.tags if t.name == tag), None)
+
+        def attempt() -> PushResult:
+            nonlocal attempts
+            attempts += 1
+            say(f"push {v.ref} -> {repo}@{branch} (attempt {attempts})")
+            api.create_repo(repo, repo_type="dataset", private=private, exist_ok=True)
+            info = api.repo_info(repo, repo_type="dataset")
+            if private and not info.private:
+                raise SbsError(f"{repo} exists and is public; refusing a --private push into it")
+            tagged = remote_tag()
+            known = ws.all(
+                "SELECT commit_id FROM sbs_pushes WHERE repo = ? AND revision = ? AND version_id = ? AND tag = ? "
+                "AND fingerprint = ? AND endpoint = ? ORDER BY push_id DESC LIMIT 1",
+                [repo, branch, v.version_id, tag, fingerprint, _public_endpoint(endpoint)],
+            )
+            if tagged is not None:
+                if known and known[0][0] == tagged:
+                    return result(tagged, "unchanged", attempts)
+                remote = {
+                    f.path: (f.lfs.sha256 if f.lfs else f.blob_id)
+                    for f in api.get_paths_info(repo, files, repo_type="dataset", revision=tagged)
+                }
+                local = {
+                    f: (
+                        _sha256(folder / f)
+                        if remote.get(f) and len(remote[f]) == 64
+                        else _git_blob_sha1(folder / f)
+                    )
+                    for f in files
+                }
+                if remote == local:
+                    record(tagged, False)
+                    return result(tagged, "unchanged", attempts)
+                raise SbsError(
+                    f"{repo}: tag {tag} already marks a different export of {v.ref} (other export options?); "
+                    "pass --tag NAME to push it under another tag"
+                )
+            if branch != "main":
+                api.create_branch(repo, repo_type="dataset", branch=branch, exist_ok=True)
+            head = api.repo_info(repo, repo_type="dataset", revision=branch).sha
+            commit = api.upload_folder(
+                repo_id=repo,
+                repo_type="dataset",
+                folder_path=folder,
+                revision=branch,
+                commit_message=f"sbs-data: {v.ref}",
+                commit_description=(
+                    f"Export of {v.ref} ({manifest['task']}, {rows} rows, label source {manifest['label_source']}) "
+                    f"by sbs-data {__version__}. Files fingerprint {fingerprint}."
+                ),
+                parent_commit=head,
+                delete_patterns=SHARD_PATTERNS,
+            )
+            commit_id = commit.oid
+            api.create_tag(
+                repo, repo_type="dataset", tag=tag, revision=commit_id, tag_message=f"{v.ref}", exist_ok=True
+            )
+            if remote_tag() != commit_id:
+                raise SbsError(f"{repo}: tag {tag} was created concurrently on another commit")
+            record(commit_id, commit_id != head)
+            return result(commit_id, "pushed" if commit_id != head else "unchanged", attempts)
+
+        try:
+            retrying = Retrying(
+                stop=stop_after_attempt(max_attempts),
+                wait=wait_exponential(multiplier=0.5, min=0.2, max=wait_max),
+                retry=retry_if_exception(is_transient),
+                reraise=True,
+            )
+            return retrying(attempt)
+        except SbsError:
+            raise
+        except Exception as e:
+            status = _status(e)
+            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+            if status in (401, 403):
+                raise SbsError(
+                    f"{repo}: the Hub refused the token ({status}); check HF_TOKEN or `hf auth login`"
+                ) from None
+            raise SbsError(f"push of {v.ref} to {repo} failed after {attempts} attempt(s): {msg}") from None

@@ -1,0 +1,644 @@
+"""Export a version as training shards: `DIR/<split>/part-NNNNN.parquet|jsonl`, `manifest.json`, `README.md`.
+
+The shards are the only contract with any trainer (`schemas/shard.schema.json`, `schemas/manifest.schema.json`).
+Output is deterministic: rows are sorted, the parquet writer settings are pinned, nothing time-dependent goes
+into shards, and the manifest carries the version's own `created_at`, never the export time. The same version
+and options therefore give byte-identical files (with the same pyarrow, which stamps its version in parquet).
+The folder is written next to DIR and swapped in at the end, so a failed export never leaves half a folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from sbs_data import SbsError, __version__
+from sbs_data.export.contamination import find_contamination
+from sbs_data.export.validate import validate_table
+from sbs_data.schemas import load_schema, validate
+from sbs_data.workspace import Version, Workspace, config_hash
+
+SPLITS = ("train", "validation", "test")
+SPLIT_ALIASES = {"valid": "validation", "val": "validation", "dev": "validation", "validation": "validation"}
+FILE_FORMATS = ("parquet", "jsonl")
+LABEL_SOURCES = ("gold", "teacher")
+DEFAULT_MAX_ROWS = 50_000
+#: Row columns in contract order (the shard schema's `required` list).
+COLUMNS: list[str] = list(load_schema("shard")["required"])
+_PART_RE = re.compile(r"^(train|validation|test)/part-\d{5}\.(parquet|jsonl)$")
+_SECRET_KEY = re.compile(r"(api[_-]?key|token|secret|password|passwd|authorization|credential)", re.I)
+_SECRET_VALUE = re.compile(r"^(hf_|sk-|sk_|xai-|gsk_)[A-Za-z0-9_\-]{8,}$")
+# Pinned so that the bytes only depend on the rows (and the pyarrow version, which parquet records).
+_PARQUET_OPTS: dict[str, Any] = {
+    "compression": "zstd",
+    "compression_level": 3,
+    "use_dictionary": True,
+    "write_statistics": True,
+    "version": "2.6",
+    "data_page_version": "1.0",
+    "data_page_size": 1 << 20,
+    "write_page_index": False,
+    "store_schema": True,
+}
+_ROW_GROUP = 16_384
+
+
+@dataclass
+class ExportResult:
+    """What `export` wrote: the folder, its manifest, and the contamination report."""
+
+    out: Path
+    manifest: dict[str, Any]
+
+    def summary_rows(self) -> list[dict[str, Any]]:
+        rows = []
+        for split, info in self.manifest["splits"].items():
+            rows.append(
+                {
+                    "split": split,
+                    "rows": info["rows"],
+                    "examples": info.get("examples"),
+                    "shards": len(info["shards"]),
+                    "path": str(self.out / split),
+                }
+            )
+        return rows
+
+
+def normalize_split(name: str) -> str:
+    """`valid`/`val`/`dev` -> `validation`; other names lower-cased."""
+    s = name.strip().lower()
+    return SPLIT_ALIASES.get(s, s)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading rows
+
+
+def _signal_columns(ws: Workspace) -> list[tuple[str, str]]:
+    """(name, duckdb type) of the signal columns of `sbs_scores`, if that table exists."""
+    rows = ws.all(
+        "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'sbs_scores' "
+        "AND table_schema = 'main' ORDER BY ordinal_position"
+    )
+    skip = {"version_id", "example_id", "sample_idx", "split", "teacher"}  # keys and copies, not signals
+    return [(n, t) for n, t in rows if n not in skip]
+
+
+def _signal_expr(name: str, dtype: str) -> str:
+    col = 'q."' + name.replace('"', '""') + '"'
+    t = dtype.upper()
+    if t == "BOOLEAN":
+        return col
+    if t in ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT", "UINTEGER"):
+        return f"{col}::BIGINT"
+    if t in ("FLOAT", "DOUBLE", "REAL") or t.startswith("DECIMAL"):
+        return f"CASE WHEN isfinite({col}::DOUBLE) THEN {col}::DOUBLE END"
+    return f"{col}::VARCHAR"  # UBIGINT hashes etc. do not fit int64: keep them exact as text
+
+
+def _load_rows(ws: Workspace, v: Version) -> pa.Table:
+    """All rows visible in `v` joined to their examples (and quality signals), one per (example, sample)."""
+    if v.examples_id is None:
+        raise SbsError(f"{v.ref}: no examples version behind it; nothing to export")
+    if v.kind == "examples":
+        inner, params = ws.rows_query(v, columns="example_id")
+        gen = (
+            f"SELECT example_id, 0::BIGINT AS sample_idx, NULL::VARCHAR AS teacher, NULL::VARCHAR AS rationale, "
+            f"NULL::VARCHAR AS pred_label, NULL::BIGINT AS prompt_tokens, NULL::BIGINT AS completion_tokens, "
+            f"NULL::DOUBLE AS cost_usd FROM ({inner})"
+        )
+    else:
+        inner, params = ws.rows_query(
+            v,
+            columns="example_id, sample_idx, teacher, rationale, pred_label, prompt_tokens, completion_tokens, cost_usd",
+        )
+        gen = f"SELECT * FROM ({inner})"
+    params = list(params) + [v.examples_id]
+    signals = _signal_columns(ws) if v.scores_id is not None else []
+    if signals:
+        fields = ", ".join("'" + n.replace("'", "''") + "': " + _signal_expr(n, t) for n, t in signals)
+        quality = f"CASE WHEN q.example_id IS NULL THEN NULL ELSE {{{fields}}} END"
+        join_q = (
+            "LEFT JOIN sbs_scores q ON q.version_id = ? AND q.example_id = g.example_id "
+            "AND q.sample_idx = g.sample_idx"
+        )
+        params.append(v.scores_id)
+    else:
+        quality, join_q = "NULL", ""
+    sql = f"""
+        SELECT g.example_id, e.task,
+               CASE lower(trim(e.split)) WHEN 'valid' THEN 'validation' WHEN 'val' THEN 'validation'
+                    WHEN 'dev' THEN 'validation' ELSE lower(trim(e.split)) END AS split,
+               e.input_text AS input, e.label AS gold_label, g.pred_label AS teacher_label,
+               g.rationale, g.teacher, g.sample_idx::BIGINT AS sample_idx, e.choices, {quality} AS quality,
+               g.prompt_tokens::BIGINT AS _prompt_tokens, g.completion_tokens::BIGINT AS _completion_tokens,
+               g.cost_usd::DOUBLE AS _cost_usd, e.example_id IS NULL AS _missing
+        FROM ({gen}) g
+        LEFT JOIN sbs_examples e ON e.version_id = ? AND e.example_id = g.example_id
+        {join_q}
+    """
+    ws.con.execute("SELECT 1").fetchall()  # no half-read result may be pending
+    table = ws.con.sql(sql, params=params).to_arrow_table()
+    missing = pc.sum(table.column("_missing").cast(pa.int64())).as_py() or 0
+    if missing:
+        ids = pc.filter(table.column("example_id"), table.column("_missing")).to_pylist()[:5]
+        raise SbsError(
+            f"{v.ref}: {missing} row(s) answer examples absent from {ws.by_id(v.examples_id).ref} "
+            f"(e.g. {', '.join(map(str, ids))}); the workspace is inconsistent"
+        )
+    keys = pc.binary_join_element_wise(
+        table.column("example_id"), pc.cast(table.column("sample_idx"), pa.string()), "\x1f"
+    )
+    if pc.count_distinct(keys).as_py() != table.num_rows:
+        raise SbsError(f"{v.ref}: duplicate (example_id, sample_idx) rows; are there duplicate scores rows?")
+    return table.drop_columns(["_missing"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Splits, labels, shaping
+
+
+def carve_validation(example_ids: list[str], fraction: float, seed: int) -> set[str]:
+    """Pick round(fraction * n) example ids, deterministically from (seed, id) alone: order-independent."""
+    ids = sorted(set(example_ids), key=lambda e: (hashlib.sha256(f"{seed}:{e}".encode()).hexdigest(), e))
+    k = round(fraction * len(ids))
+    if fraction > 0 and len(ids) >= 2:
+        k = min(max(k, 1), len(ids) - 1)
+    return set(ids[:k])
+
+
+def _out_schema(quality_type: pa.DataType) -> pa.Schema:
+    if pa.types.is_struct(quality_type):
+        fields = []
+        for f in quality_type:
+            t = f.type
+            if pa.types.is_integer(t):
+                t = pa.int64()
+            elif pa.types.is_floating(t) or pa.types.is_decimal(t):
+                t = pa.float64()
+            elif not pa.types.is_boolean(t):
+                t = pa.string()
+            fields.append(pa.field(f.name, t))
+        quality_type = pa.struct(fields)
+    else:
+        quality_type = pa.null()
+    s = pa.string()
+    types = {
+        "example_id": s, "task": s, "split": s, "input": s, "label": s, "gold_label": s, "teacher_label": s,
+        "rationale": s, "teacher": s, "sample_idx": pa.int64(), "choices": pa.list_(pa.string()), "quality": quality_type,
+    }  # fmt: skip
+    return pa.schema([pa.field(c, types[c]) for c in COLUMNS])
+
+
+def _shape(table: pa.Table, label_source: str) -> pa.Table:
+    label = table.column("gold_label" if label_source == "gold" else "teacher_label")
+    table = table.append_column("label", label)
+    schema = _out_schema(table.schema.field("quality").type)
+    cols = []
+    for f in schema:
+        col = table.column(f.name)
+        cols.append(col if col.type == f.type else col.cast(f.type))
+    return pa.Table.from_arrays(cols, schema=schema)
+
+
+def _sort(table: pa.Table) -> pa.Table:
+    if table.num_rows == 0:
+        return table
+    idx = pc.sort_indices(table, sort_keys=[("example_id", "ascending"), ("sample_idx", "ascending")])
+    return table.take(idx)
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _write_shard(table: pa.Table, path: Path, file_format: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if file_format == "parquet":
+        pq.write_table(table, path, row_group_size=_ROW_GROUP, **_PARQUET_OPTS)
+        return
+    with open(path, "w", encoding="utf-8", newline="\n") as f:
+        for batch in table.to_batches(max_chunksize=8192):
+            for row in batch.to_pylist():
+                f.write(json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n")
+
+
+def _check_out(out: Path) -> None:
+    """Refuse to replace a folder that holds anything other than a previous export."""
+    if out.exists() and not out.is_dir():
+        raise SbsError(f"--out {out}: exists and is not a folder")
+    if not out.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        return
+    foreign = []
+    for p in sorted(out.rglob("*")):
+        rel = p.relative_to(out).as_posix()
+        if p.is_dir():
+            if rel not in SPLITS:
+                foreign.append(rel + "/")
+        elif rel not in ("manifest.json", "README.md") and not _PART_RE.match(rel):
+            foreign.append(rel)
+    if foreign:
+        raise SbsError(
+            f"--out {out}: holds files that are not part of an sbs-data export ({', '.join(foreign[:5])}); "
+            "choose an empty or new folder"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Lineage, totals, stats
+
+
+def _sanitize(obj: Any) -> Any:
+    """Drop anything that looks like a credential from a config before it goes into a public manifest."""
+    if isinstance(obj, dict):
+        return {k: ("<redacted>" if _SECRET_KEY.search(str(k)) else _sanitize(v)) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_sanitize(x) for x in obj]
+    if isinstance(obj, str) and _SECRET_VALUE.match(obj):
+        return "<redacted>"
+    return obj
+
+
+def _hashes(config: Any, out: dict[str, Any], prefix: str = "") -> None:
+    """Collect `*_hash` values, and hash `prompt`/`recipe` sections that have none, anywhere in a config."""
+    if not isinstance(config, dict):
+        return
+    for k, val in config.items():
+        key = str(k)
+        if key.endswith("_hash") and isinstance(val, str):
+            out.setdefault(key, val)
+        elif (
+            key in ("prompt", "recipe", "prompt_template", "template") and val and f"{key}_hash" not in config
+        ):
+            out.setdefault(f"{key}_hash", config_hash(val))
+        if isinstance(val, dict):
+            _hashes(val, out, prefix + key + ".")
+
+
+def lineage(ws: Workspace, ref: str) -> list[dict[str, Any]]:
+    """The version and its ancestors with what made each: kinds, config hashes, teachers, prompt/recipe hashes."""
+    out = []
+    for v in ws.lineage(ref):
+        entry: dict[str, Any] = {
+            "ref": v.ref,
+            "kind": v.kind,
+            "task": v.task,
+            "parents": [ws.by_id(p).ref for p in v.parents],
+            "config_hash": v.config_hash,
+            "rows": v.row_count,
+            "created_at": v.created_at.isoformat(sep=" ", timespec="seconds"),
+        }
+        if v.base_id == v.version_id and v.kind != "examples":
+            entry["teachers"] = [
+                r[0]
+                for r in ws.all(
+                    "SELECT DISTINCT teacher FROM sbs_generations WHERE version_id = ? ORDER BY 1",
+                    [v.version_id],
+                )
+            ]
+        elif isinstance(v.config.get("teacher"), str):
+            entry["teachers"] = [v.config["teacher"]]
+        hashes: dict[str, Any] = {}
+        _hashes(v.config, hashes)
+        entry.update(dict(sorted(hashes.items())))
+        if v.note:
+            entry["note"] = v.note
+        entry["config"] = _sanitize({k: c for k, c in v.config.items() if k not in ("task_def",)})
+        out.append(entry)
+    return out
+
+
+def _totals(ws: Workspace, v: Version, table: pa.Table) -> dict[str, Any]:
+    def s(col: str, digits: int | None = None) -> Any:
+        x = pc.sum(table.column(col)).as_py() or 0
+        return round(x, digits) if digits is not None else int(x)
+
+    totals: dict[str, Any] = {
+        "rows": table.num_rows,
+        "examples": pc.count_distinct(table.column("example_id")).as_py() if table.num_rows else 0,
+        "exported": {
+            "prompt_tokens": s("_prompt_tokens"),
+            "completion_tokens": s("_completion_tokens"),
+            "cost_usd": s("_cost_usd", 6),
+        },
+    }
+    if v.kind != "examples" and v.base_id is not None:
+        n, pt, ct, cost = ws.all(
+            "SELECT count(*), coalesce(sum(prompt_tokens), 0), coalesce(sum(completion_tokens), 0), "
+            "coalesce(sum(cost_usd), 0) FROM sbs_generations WHERE version_id = ?",
+            [v.base_id],
+        )[0]
+        totals["generated"] = {
+            "generations": int(n),
+            "prompt_tokens": int(pt),
+            "completion_tokens": int(ct),
+            "cost_usd": round(float(cost), 6),
+        }
+    return totals
+
+
+def _funnel(ws: Workspace, v: Version) -> list[dict[str, Any]]:
+    """Per-reason drop counts of the version's selection (recipe steps), largest first."""
+    if v.selection_id is None:
+        return []
+    rows = ws.all(
+        "SELECT coalesce(reason, '(no reason)'), count(*) FROM sbs_selections WHERE version_id = ? AND NOT keep "
+        "GROUP BY 1 ORDER BY 2 DESC, 1",
+        [v.selection_id],
+    )
+    return [{"step": r, "dropped": int(n)} for r, n in rows]
+
+
+def _quality_stats(table: pa.Table) -> dict[str, dict[str, Any]]:
+    q = table.column("quality")
+    if not pa.types.is_struct(q.type) or table.num_rows == 0:
+        return {}
+    arr = q.combine_chunks()
+    out: dict[str, dict[str, Any]] = {}
+    for i, f in enumerate(q.type):
+        col = arr.field(i)
+        present = len(col) - col.null_count
+        st: dict[str, Any] = {"present": present}
+        if present and (pa.types.is_integer(f.type) or pa.types.is_floating(f.type)):
+            mm = pc.min_max(col).as_py()
+            st.update(mean=round(pc.mean(col).as_py(), 4), min=mm["min"], max=mm["max"])
+        elif present and pa.types.is_boolean(f.type):
+            st["true_rate"] = round((pc.sum(col.cast(pa.int64())).as_py() or 0) / present, 4)
+        elif present:
+            vc = pc.value_counts(pc.drop_null(col)).to_pylist()
+            vc.sort(key=lambda d: (-d["counts"], str(d["values"])))
+            st["top"] = {str(d["values"]): d["counts"] for d in vc[:3]}
+        out[f.name] = st
+    return out
+
+
+def _label_stats(table: pa.Table, task: str | None) -> dict[str, Any]:
+    n = table.num_rows
+    rat = n - table.column("rationale").null_count
+    stats: dict[str, Any] = {"rationale_rate": round(rat / n, 4) if n else None}
+    gold, teacher = table.column("gold_label").to_pylist(), table.column("teacher_label").to_pylist()
+    pairs = [
+        (g, t, c)
+        for g, t, c in zip(gold, teacher, table.column("choices").to_pylist())
+        if g is not None and t is not None
+    ]
+    if pairs:
+        try:
+            from sbs_data.tasks import get_task
+
+            same = get_task(task).same_label if task else None
+        except Exception:  # unknown / user task not resolvable here: fall back to exact comparison
+            same = None
+        memo: dict[tuple, bool] = {}
+
+        def agrees(g: str, t: str, c: list | None) -> bool:
+            if g == t or same is None:
+                return g == t
+            key = (g, t, tuple(c or ()))
+            if key not in memo:
+                memo[key] = bool(same(g, t, c))
+            return memo[key]
+
+        agree = sum(1 for g, t, c in pairs if agrees(g, t, c))
+        stats["teacher_agreement"] = round(agree / len(pairs), 4)
+        stats["teacher_labelled"] = len(pairs)
+    return stats
+
+
+# ---------------------------------------------------------------------------------------------
+# The export
+
+
+def export(
+    ws: Workspace,
+    ref: str,
+    out: str | Path,
+    *,
+    file_format: str = "parquet",
+    max_rows_per_shard: int = DEFAULT_MAX_ROWS,
+    splits: list[str] | None = None,
+    validation_fraction: float | None = None,
+    seed: int = 0,
+    label_source: str = "gold",
+    drop_contaminated: bool = False,
+    ngram: int = 8,
+    threshold: float = 0.8,
+    license: str | None = None,
+) -> ExportResult:
+    """Write `ref` as validated shards + manifest + dataset card into `out` (replacing a previous export there)."""
+    if file_format not in FILE_FORMATS:
+        raise SbsError(f"--format must be one of {', '.join(FILE_FORMATS)}, not {file_format!r}")
+    if label_source not in LABEL_SOURCES:
+        raise SbsError(f"--label-source must be gold or teacher, not {label_source!r}")
+    if max_rows_per_shard < 1:
+        raise SbsError("--max-rows-per-shard must be at least 1")
+    if validation_fraction is not None and not 0 < validation_fraction < 1:
+        raise SbsError(
+            f"--validation-fraction must be between 0 and 1 (exclusive), not {validation_fraction}"
+        )
+    if not 1 <= ngram <= 64 or not 0 < threshold <= 1:
+        raise SbsError("contamination n-gram must be 1..64 and threshold in (0, 1]")
+    wanted = None
+    if splits:
+        wanted = [normalize_split(s) for s in splits]
+        bad = [s for s in wanted if s not in SPLITS]
+        if bad:
+            raise SbsError(f"--splits: unknown split(s) {', '.join(bad)}; choose from {', '.join(SPLITS)}")
+    out = Path(out)
+    _check_out(out)
+
+    v = ws.get(ref)
+    if v.kind == "examples" and label_source == "teacher":
+        raise SbsError(f"{v.ref} holds examples only (no teacher labels); use --label-source gold")
+    table = _load_rows(ws, v)
+    loaded = table.num_rows
+
+    present = sorted(set(table.column("split").to_pylist()))
+    if validation_fraction is not None:
+        if "validation" in present:
+            raise SbsError(f"{v.ref} already has a validation split; drop --validation-fraction")
+        train_ids = pc.filter(
+            table.column("example_id"), pc.equal(table.column("split"), "train")
+        ).to_pylist()
+        if not train_ids:
+            raise SbsError(
+                f"{v.ref}: --validation-fraction needs train rows to carve from, and there are none"
+            )
+        carved = carve_validation(train_ids, validation_fraction, seed)
+        moved = pc.and_(
+            pc.equal(table.column("split"), "train"),
+            pc.is_in(table.column("example_id"), pa.array(sorted(carved), pa.string())),
+        )
+        split_col = pc.if_else(moved, pa.scalar("validation"), table.column("split"))
+        table = table.set_column(table.schema.get_field_index("split"), "split", split_col)
+        present = sorted(set(table.column("split").to_pylist()))
+    keep_splits = wanted or [s for s in SPLITS if s in present]
+    unknown = sorted(set(present) - set(SPLITS))
+    unknown_kept = [s for s in unknown if wanted is None]
+    if unknown_kept:
+        raise SbsError(
+            f"{v.ref}: split(s) {', '.join(unknown_kept)} are not train/validation/test; "
+            "rename them at ingest or pick splits with --splits"
+        )
+    table = table.filter(pc.is_in(table.column("split"), pa.array(keep_splits, pa.string())))
+    after_splits = table.num_rows
+
+    cont = find_contamination(table, ngram=ngram, threshold=threshold)
+    dropped = 0
+    if drop_contaminated and cont.flagged:
+        bad = pa.array(sorted(f"{e}\x1f{s}" for e, s in cont.keys()), pa.string())
+        keys = pc.binary_join_element_wise(
+            table.column("example_id"), pc.cast(table.column("sample_idx"), pa.string()), "\x1f"
+        )
+        mask = pc.invert(pc.is_in(keys, bad))
+        dropped = table.num_rows - (pc.sum(mask.cast(pa.int64())).as_py() or 0)
+        table = table.filter(mask)
+    if table.num_rows == 0:
+        raise SbsError(f"{v.ref}: no rows left to export (splits: {', '.join(keep_splits)})")
+
+    totals = _totals(ws, v, table)
+    task = v.task or ",".join(sorted(set(table.column("task").to_pylist())))
+    label_stats = _label_stats(table, v.task)
+    shaped = _shape(table, label_source)
+    validate_table(shaped, "shard", key_columns=("example_id", "sample_idx"))
+
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        split_info: dict[str, Any] = {}
+        sizes: dict[str, dict[str, int]] = {}
+        ext = "parquet" if file_format == "parquet" else "jsonl"
+        for split in SPLITS:
+            if split not in keep_splits:
+                continue
+            part = _sort(shaped.filter(pc.equal(shaped.column("split"), split)))
+            if part.num_rows == 0:
+                continue
+            shards, nbytes = [], 0
+            for i, start in enumerate(range(0, part.num_rows, max_rows_per_shard)):
+                chunk = part.slice(start, max_rows_per_shard)
+                rel = f"{split}/part-{i:05d}.{ext}"
+                _write_shard(chunk, tmp / rel, file_format)
+                nbytes += (tmp / rel).stat().st_size
+                shards.append({"path": rel, "rows": chunk.num_rows, "sha256": _sha256(tmp / rel)})
+            split_info[split] = {
+                "rows": part.num_rows,
+                "examples": pc.count_distinct(part.column("example_id")).as_py(),
+                "shards": shards,
+            }
+            sizes[split] = {"num_bytes": int(part.nbytes), "download_size": nbytes}
+        manifest: dict[str, Any] = {
+            "format": "sbs-data-shards",
+            "schema_version": 1,
+            "toolkit_version": __version__,
+            "source": v.ref,
+            "source_kind": v.kind,
+            "source_created_at": v.created_at.isoformat(sep=" ", timespec="seconds"),
+            "task": task,
+            "label_source": label_source,
+            "file_format": file_format,
+            "columns": COLUMNS,
+            "splits": split_info,
+            "options": {
+                "splits": keep_splits,
+                "validation_fraction": validation_fraction,
+                "seed": seed if validation_fraction is not None else None,
+                "max_rows_per_shard": max_rows_per_shard,
+                "drop_contaminated": drop_contaminated,
+            },
+            "lineage": lineage(ws, v.ref),
+            "totals": totals,
+            "funnel": {
+                "source_rows": v.row_count,
+                "selection": _funnel(ws, v),
+                "loaded": loaded,
+                "outside_splits": loaded - after_splits,
+                "contaminated_dropped": dropped,
+                "exported": table.num_rows,
+            },
+            "contamination": cont.report(dropped),
+        }
+        validate(manifest, "manifest", where="manifest.json")
+        (tmp / "manifest.json").write_text(
+            json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+        )
+        from sbs_data.export.card import build_card
+
+        card = build_card(
+            manifest,
+            shaped.schema,
+            sizes,
+            quality_stats=_quality_stats(shaped),
+            label_stats=label_stats,
+            license=license,
+        )
+        (tmp / "README.md").write_text(card, encoding="utf-8")
+        _swap_in(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    result = ExportResult(out=out, manifest=manifest)
+    _record(ws, v, result)
+    return result
+
+
+def _swap_in(tmp: Path, out: Path) -> None:
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:8]}")
+        out.rename(old)
+        tmp.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.rename(out)
+
+
+def folder_fingerprint(folder: Path) -> str:
+    """sha256 over (path, sha256) of every file in an export folder: equal folders, equal fingerprints."""
+    h = hashlib.sha256()
+    for p in sorted(q for q in folder.rglob("*") if q.is_file()):
+        h.update(f"{p.relative_to(folder).as_posix()}\0{_sha256(p)}\n".encode())
+    return h.hexdigest()
+
+
+def _record(ws: Workspace, v: Version, result: ExportResult) -> None:
+    """Note the export in `sbs_exports` when the workspace is writable (exports work read-only too)."""
+    if ws.read_only or not ws.one(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'sbs_exports'"
+    ):
+        return
+    m = result.manifest
+    with ws.transaction():
+        ws.con.execute(
+            "INSERT INTO sbs_exports (version_id, ref, path, file_format, label_source, options, rows, fingerprint) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                v.version_id,
+                v.ref,
+                str(result.out.resolve()),
+                m["file_format"],
+                m["label_source"],
+                json.dumps(m["options"], sort_keys=True),
+                m["totals"]["rows"],
+                folder_fingerprint(result.out),
+            ],
+        )
