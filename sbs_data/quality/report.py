@@ -1,0 +1,462 @@
+"""`sbs-data report`: the funnel, the distribution of every signal per split, per-teacher quality and cost.
+
+One dict (`report`) feeds every output: tables, `--format json`, and a self-contained HTML page whose
+charts are inline SVG drawn here (no scripts, no CDN, opens offline).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from typing import Any
+
+from sbs_data import SbsError
+from sbs_data.quality.recipes import Recipe, parse_recipe
+from sbs_data.quality.signals import SIGNALS
+from sbs_data.workspace import Version, Workspace
+
+QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+_STATS_SIGNALS = [s for s in SIGNALS if s.dtype in ("bool", "int", "float", "str")]
+_HIST_BINS = 20
+
+
+def report(ws: Workspace, ref: str) -> dict[str, Any]:
+    """Everything `sbs-data report REF` shows, as plain data."""
+    v = ws.get(ref)
+    if v.kind == "examples":
+        raise SbsError(f"{v.ref} holds examples; report on a generations, scores or selection version")
+    out: dict[str, Any] = {
+        "version": v.ref,
+        "kind": v.kind,
+        "task": v.task,
+        "base": ws.by_id(v.base_id).ref,
+        "scores": ws.by_id(v.scores_id).ref if v.scores_id else None,
+        "selection": ws.by_id(v.selection_id).ref if v.selection_id else None,
+        "rows": (v.stats or {}).get("rows_by_split", {}),
+        "recipe": None,
+        "funnel": [],
+        "signals": {},
+        "histograms": {},
+        "teachers": [],
+        "notes": [],
+    }
+    if v.selection_id:
+        sel = ws.by_id(v.selection_id)
+        cfg = sel.config
+        if "recipe" in cfg:
+            out["recipe"] = {"name": cfg.get("recipe_name"), "hash": cfg.get("recipe_hash")}
+            out["funnel"] = funnel(ws, sel)
+    if v.scores_id:
+        out["signals"] = signal_stats(ws, v)
+        out["histograms"] = histograms(ws, v)
+    else:
+        out["notes"].append(f"{v.ref} has no scores: run `sbs-data score {v.ref}` for signal distributions")
+    out["teachers"] = teacher_stats(ws, v)
+    return out
+
+
+def funnel(ws: Workspace, sel: Version) -> list[dict[str, Any]]:
+    """Rows in / dropped / out per recipe step, overall and per split, from the stored reasons."""
+    rec: Recipe = parse_recipe(json.dumps(sel.config["recipe"]), where=f"{sel.ref} recipe")
+    parent = ws.by_id(sel.parents[0]) if sel.parents else None
+    earlier = parent.selection_id if parent else None
+    params: list[Any] = [sel.version_id]
+    join = ""
+    if earlier:
+        join = (
+            "LEFT JOIN sbs_selections p ON p.version_id = ? AND p.example_id = s.example_id "
+            "AND p.sample_idx = s.sample_idx"
+        )
+        params.append(earlier)
+    stage = (
+        "CASE WHEN s.keep THEN '~kept' "
+        + ("WHEN p.keep IS NOT TRUE THEN '~earlier' " if earlier else "")
+        + "ELSE s.reason END"
+    )
+    rows = ws.all(
+        f"""SELECT g.split, {stage} AS stage, count(*) FROM sbs_selections s
+        JOIN sbs_generations g ON g.version_id = ? AND g.example_id = s.example_id AND g.sample_idx = s.sample_idx
+        {join} WHERE s.version_id = ? GROUP BY ALL""",
+        [sel.base_id, *params[1:], params[0]],
+    )
+    counts: dict[str, dict[str, int]] = {}
+    for split, st, n in rows:
+        counts.setdefault(st, {})[split] = n
+    splits = sorted({sp for c in counts.values() for sp in c})
+    current = {sp: sum(c.get(sp, 0) for c in counts.values()) for sp in splits}
+    out = [_stage("(input)", f"rows of {ws.by_id(sel.base_id).ref}", current, current)]
+    stages = []
+    if earlier:
+        stages.append(
+            (
+                "~earlier",
+                f"earlier selection ({ws.by_id(earlier).ref})",
+                "rows an earlier selection dropped stay dropped",
+            )
+        )
+    if "unscored" in counts:
+        stages.append(("unscored", "unscored", "rows without scores"))
+    stages += [(st.name, st.name, st.describe()) for st in rec.steps]
+    for key, name, rule in stages:
+        dropped = counts.get(key, {})
+        after = {sp: current[sp] - dropped.get(sp, 0) for sp in splits}
+        out.append(_stage(name, rule, current, after))
+        current = after
+    return out
+
+
+def _stage(step: str, rule: str, before: dict[str, int], after: dict[str, int]) -> dict[str, Any]:
+    return {
+        "step": step,
+        "rule": rule,
+        "in": sum(before.values()),
+        "dropped": sum(before.values()) - sum(after.values()),
+        "out": sum(after.values()),
+        "by_split": {
+            sp: {"in": before[sp], "dropped": before[sp] - after[sp], "out": after[sp]} for sp in before
+        },
+    }
+
+
+def _scored_rows(ws: Workspace, v: Version) -> tuple[str, list]:
+    """SQL over the scores of the rows visible in `v`."""
+    if v.selection_id is None:
+        return "SELECT * FROM sbs_scores WHERE version_id = ?", [v.scores_id]
+    return (
+        "SELECT s.* FROM sbs_scores s JOIN sbs_selections k ON k.version_id = ? AND k.example_id = s.example_id "
+        "AND k.sample_idx = s.sample_idx AND k.keep WHERE s.version_id = ?",
+        [v.selection_id, v.scores_id],
+    )
+
+
+def signal_stats(ws: Workspace, v: Version) -> dict[str, dict[str, dict[str, Any]]]:
+    """{split | 'all': {signal: {count, mean or rate, quantiles...}}} over the rows visible in `v`."""
+    sql, params = _scored_rows(ws, v)
+    aggs, keys = [], []
+    for s in _STATS_SIGNALS:
+        c = s.name
+        if s.dtype == "bool":
+            aggs += [f"count({c})", f"avg({c}::INTEGER)"]
+            keys.append((c, "bool"))
+        elif s.dtype == "str":
+            aggs += [f"count({c})", f"count(DISTINCT {c})"]
+            keys.append((c, "str"))
+        else:
+            qs = ", ".join(str(q) for q in QUANTILES)
+            aggs += [f"count({c})", f"avg({c})", f"min({c})", f"max({c})", f"quantile_cont({c}, [{qs}])"]
+            keys.append((c, "num"))
+    rows = ws.all(
+        f"SELECT coalesce(split, '~all'), count(*), {', '.join(aggs)} FROM ({sql}) "
+        "GROUP BY GROUPING SETS ((split), ()) ORDER BY 1",
+        params,
+    )
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for row in rows:
+        split = "all" if row[0] == "~all" else row[0]
+        vals = list(row[2:])
+        d: dict[str, dict[str, Any]] = {}
+        for name, kind in keys:
+            if kind == "bool":
+                n, rate = vals[:2]
+                vals = vals[2:]
+                d[name] = {"type": "bool", "count": n, "rate": _r(rate)}
+            elif kind == "str":
+                n, distinct = vals[:2]
+                vals = vals[2:]
+                d[name] = {"type": "str", "count": n, "distinct": distinct}
+            else:
+                n, mean, lo, hi, qs = vals[:5]
+                vals = vals[5:]
+                d[name] = {
+                    "type": "number",
+                    "count": n,
+                    "mean": _r(mean),
+                    "min": _r(lo),
+                    "max": _r(hi),
+                    "quantiles": {f"p{int(q * 100):02d}": _r(x) for q, x in zip(QUANTILES, qs or [None] * 5)},
+                }
+        d["_rows"] = {"type": "rows", "count": row[1]}
+        out[split] = d
+    return dict(sorted(out.items(), key=lambda kv: (kv[0] == "all", kv[0])))
+
+
+def histograms(ws: Workspace, v: Version) -> dict[str, dict[str, Any]]:
+    """Equal-width histograms of every numeric signal over the rows visible in `v` (all splits)."""
+    sql, params = _scored_rows(ws, v)
+    out = {}
+    for s in _STATS_SIGNALS:
+        if s.dtype not in ("int", "float"):
+            continue
+        c = s.name
+        lo, hi = ws.all(f"SELECT min({c}), max({c}) FROM ({sql})", params)[0]
+        if lo is None:
+            continue
+        lo, hi = float(lo), float(hi)
+        if s.dtype == "int" and hi - lo + 1 <= _HIST_BINS:
+            nb, width = int(hi - lo + 1), 1.0
+            lo -= 0.5
+        else:
+            nb = _HIST_BINS
+            width = (hi - lo) / nb or 1.0
+        rows = ws.all(
+            f"SELECT least(CAST(floor(({c} - ?) / ?) AS INTEGER), ?) AS b, count(*) FROM ({sql}) "
+            f"WHERE {c} IS NOT NULL GROUP BY b ORDER BY b",
+            [lo, width, nb - 1, *params],
+        )
+        counts = [0] * nb
+        for b, n in rows:
+            counts[max(0, min(nb - 1, b))] += n
+        out[c] = {"edges": [_r(lo + i * width) for i in range(nb + 1)], "counts": counts}
+    return out
+
+
+def teacher_stats(ws: Workspace, v: Version) -> list[dict[str, Any]]:
+    """Per teacher over all generated rows of the base: quality rates, kept share, tokens and cost."""
+    params: list[Any] = []
+    score_cols = "NULL AS parse_ok, NULL AS label_in_space, NULL AS gold_match, NULL AS words"
+    sjoin = ""
+    if v.scores_id:
+        sjoin = (
+            "LEFT JOIN sbs_scores s ON s.version_id = ? AND s.example_id = g.example_id "
+            "AND s.sample_idx = g.sample_idx"
+        )
+        params.append(v.scores_id)
+        score_cols = "s.parse_ok, s.label_in_space, s.gold_match, s.words"
+    kjoin, kept = "", "true"
+    if v.selection_id:
+        kjoin = (
+            "LEFT JOIN sbs_selections k ON k.version_id = ? AND k.example_id = g.example_id "
+            "AND k.sample_idx = g.sample_idx"
+        )
+        params.append(v.selection_id)
+        kept = "coalesce(k.keep, false)"
+    params.append(v.base_id)
+    rows = ws.all(
+        f"""
+        SELECT teacher, count(*) AS rows, count(*) FILTER (WHERE kept) AS kept,
+               avg((parse_status = 'ok')::INTEGER) AS parse_ok_rate,
+               avg(label_in_space::INTEGER) AS label_in_space_rate,
+               avg(gold_match::INTEGER) AS gold_match_rate,
+               avg(words) AS mean_words,
+               sum(prompt_tokens) AS prompt_tokens, sum(completion_tokens) AS completion_tokens,
+               sum(cost_usd) AS cost_usd,
+               avg(latency_ms) AS mean_latency_ms
+        FROM (SELECT g.*, {score_cols}, {kept} AS kept FROM sbs_generations g {sjoin} {kjoin}
+              WHERE g.version_id = ?)
+        GROUP BY teacher ORDER BY teacher
+        """,
+        params,
+    )
+    cols = [
+        "teacher", "rows", "kept", "parse_ok_rate", "label_in_space_rate", "gold_match_rate", "mean_words",
+        "prompt_tokens", "completion_tokens", "cost_usd", "mean_latency_ms",
+    ]  # fmt: skip
+    out = []
+    for r in rows:
+        d = {c: (_r(x) if isinstance(x, float) else x) for c, x in zip(cols, r)}
+        d["cost_per_kept_usd"] = (
+            _r(d["cost_usd"] / d["kept"]) if d["cost_usd"] is not None and d["kept"] else None
+        )
+        out.append(d)
+    return out
+
+
+def _r(x: Any, nd: int = 6) -> Any:
+    if x is None:
+        return None
+    try:
+        return round(float(x), nd)
+    except (TypeError, ValueError):
+        return x
+
+
+# -- flat views for tables / csv -------------------------------------------------------------------------
+
+
+def signal_rows(rep: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per (split, signal) for table/csv output."""
+    out = []
+    for split, sigs in rep["signals"].items():
+        for name, d in sigs.items():
+            if name == "_rows":
+                continue
+            q = d.get("quantiles") or {}
+            out.append(
+                {
+                    "split": split,
+                    "signal": name,
+                    "count": d["count"],
+                    "mean/rate": d.get("rate", d.get("mean")),
+                    **{k: q.get(k) for k in ("p05", "p25", "p50", "p75", "p95")},
+                    "distinct": d.get("distinct"),
+                }
+            )
+    return out
+
+
+def signal_table(rep: dict[str, Any]) -> list[dict[str, Any]]:
+    """Compact table view: all-splits distribution, plus the mean/rate per split."""
+    sigs = rep["signals"]
+    splits = [sp for sp in sigs if sp != "all"]
+    out = []
+    for name, d in sigs.get("all", {}).items():
+        if name == "_rows":
+            continue
+        q = d.get("quantiles") or {}
+        row = {
+            "signal": name,
+            "count": d["count"],
+            "mean/rate": d.get("rate", d.get("mean")),
+            **{k: q.get(k) for k in ("p05", "p50", "p95")},
+        }
+        if len(splits) > 1:
+            for sp in splits:
+                x = sigs[sp].get(name, {})
+                row[f"mean:{sp}"] = x.get("rate", x.get("mean", x.get("distinct")))
+        out.append(row)
+    return out
+
+
+def funnel_rows(rep: dict[str, Any]) -> list[dict[str, Any]]:
+    splits = sorted({sp for f in rep["funnel"] for sp in f["by_split"]})
+    out = []
+    for f in rep["funnel"]:
+        row = {"step": f["step"], "rule": f["rule"], "in": f["in"], "dropped": f["dropped"], "out": f["out"]}
+        for sp in splits:
+            row[f"out:{sp}"] = f["by_split"].get(sp, {}).get("out")
+        out.append(row)
+    return out
+
+
+# -- HTML ---------------------------------------------------------------------------------------------------
+
+_CSS = """
+body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1100px;color:#222;padding:0 1em}
+h1{font-size:1.5em;margin-bottom:.2em}h2{margin-top:1.8em;border-bottom:1px solid #ddd;padding-bottom:.2em}
+table{border-collapse:collapse;margin:.5em 0;font-size:13px}td,th{border:1px solid #ddd;padding:3px 7px;text-align:right}
+th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}.meta{color:#555}
+.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(260px,1fr));gap:14px}
+figure{margin:0;border:1px solid #eee;padding:6px;border-radius:4px}figcaption{font-size:12px;color:#444}
+"""
+
+
+def _svg_funnel(funnel: list[dict[str, Any]]) -> str:
+    if not funnel:
+        return ""
+    w, bar_h, label_w = 760, 22, 220
+    top = max(f["in"] for f in funnel) or 1
+    h = bar_h * len(funnel) + 10
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" role="img" aria-label="funnel">'
+    ]
+    for i, f in enumerate(funnel):
+        y = 5 + i * bar_h
+        kept_w = (w - label_w - 90) * f["out"] / top
+        drop_w = (w - label_w - 90) * f["dropped"] / top
+        parts.append(f'<text x="0" y="{y + 15}" font-size="12">{html.escape(f["step"])}</text>')
+        parts.append(
+            f'<rect x="{label_w}" y="{y + 3}" width="{kept_w:.1f}" height="{bar_h - 6}" fill="#4c78a8"/>'
+        )
+        parts.append(
+            f'<rect x="{label_w + kept_w:.1f}" y="{y + 3}" width="{drop_w:.1f}" height="{bar_h - 6}" fill="#e45756"/>'
+        )
+        parts.append(
+            f'<text x="{label_w + kept_w + drop_w + 4:.1f}" y="{y + 15}" font-size="11">{f["out"]:,}'
+            + (f" (-{f['dropped']:,})" if f["dropped"] else "")
+            + "</text>"
+        )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _svg_hist(name: str, h: dict[str, Any]) -> str:
+    counts, edges = h["counts"], h["edges"]
+    w, ht, pad = 250, 120, 18
+    top = max(counts) or 1
+    bw = (w - 2) / len(counts)
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{ht + pad}" role="img" aria-label="{name}">'
+    ]
+    for i, c in enumerate(counts):
+        bh = (ht - 4) * c / top
+        tip = f"[{edges[i]:.4g}, {edges[i + 1]:.4g}): {c:,}"
+        parts.append(
+            f'<rect x="{1 + i * bw:.1f}" y="{ht - bh:.1f}" width="{max(bw - 1, 1):.1f}" height="{bh:.1f}" '
+            f'fill="#4c78a8"><title>{html.escape(tip)}</title></rect>'
+        )
+    parts.append(f'<text x="1" y="{ht + 13}" font-size="10">{edges[0]:.4g}</text>')
+    parts.append(f'<text x="{w - 1}" y="{ht + 13}" font-size="10" text-anchor="end">{edges[-1]:.4g}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _svg_rates(rates: list[tuple[str, float | None]]) -> str:
+    rates = [(n, r) for n, r in rates if r is not None]
+    if not rates:
+        return ""
+    w, bar_h, label_w = 560, 18, 170
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{bar_h * len(rates) + 6}" role="img" aria-label="rates">'
+    ]
+    for i, (n, r) in enumerate(rates):
+        y = 3 + i * bar_h
+        parts.append(f'<text x="0" y="{y + 13}" font-size="12">{html.escape(n)}</text>')
+        parts.append(
+            f'<rect x="{label_w}" y="{y + 2}" width="{(w - label_w - 60):.1f}" height="{bar_h - 5}" fill="#eee"/>'
+        )
+        parts.append(
+            f'<rect x="{label_w}" y="{y + 2}" width="{(w - label_w - 60) * r:.1f}" height="{bar_h - 5}" fill="#54a24b"/>'
+        )
+        parts.append(f'<text x="{w - 55}" y="{y + 13}" font-size="11">{r:.1%}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "<p>(none)</p>"
+    cols = list(rows[0])
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in cols)
+    body = []
+    for r in rows:
+        cells = []
+        for c in cols:
+            x = r.get(c)
+            s = "" if x is None else (f"{x:.4g}" if isinstance(x, float) else str(x))
+            cells.append(f"<td>{html.escape(s)}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def to_html(rep: dict[str, Any]) -> str:
+    """A self-contained HTML page: inline CSS and SVG only, nothing fetched."""
+    e = html.escape
+    title = f"sbs-data report: {rep['version']}"
+    meta = (
+        f"kind {e(rep['kind'])} · task {e(str(rep['task']))} · rows of {e(rep['base'])} · "
+        f"scores {e(str(rep['scores']))} · selection {e(str(rep['selection']))}"
+    )
+    if rep.get("recipe"):
+        meta += f" · recipe {e(str(rep['recipe']['name']))} ({e(str(rep['recipe']['hash']))})"
+    parts = [
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+        f"<title>{e(title)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>{e(title)}</h1><p class='meta'>{meta}</p>",
+    ]
+    for n in rep.get("notes", []):
+        parts.append(f"<p><b>Note:</b> {e(n)}</p>")
+    if rep["funnel"]:
+        parts.append("<h2>Funnel</h2>" + _svg_funnel(rep["funnel"]) + _table(funnel_rows(rep)))
+    if rep["signals"]:
+        all_sigs = rep["signals"].get("all", {})
+        rates = [(n, d.get("rate")) for n, d in all_sigs.items() if d.get("type") == "bool"]
+        parts.append("<h2>Boolean signals (rate over visible rows)</h2>" + _svg_rates(rates))
+        parts.append("<h2>Numeric signals</h2><div class='grid'>")
+        for name, h in rep["histograms"].items():
+            d = all_sigs.get(name, {})
+            cap = f"{name}: mean {d.get('mean')}, median {(d.get('quantiles') or {}).get('p50')}, n {d.get('count')}"
+            parts.append(f"<figure>{_svg_hist(name, h)}<figcaption>{e(cap)}</figcaption></figure>")
+        parts.append("</div><h2>Signals per split</h2>" + _table(signal_rows(rep)))
+    parts.append("<h2>Per teacher: quality and cost</h2>" + _table(rep["teachers"]))
+    parts.append("</body></html>")
+    return "\n".join(parts)
