@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from .data import MODES, ExportError
 from .model import TINY_NAME, ModelError
-from .train import TrainConfig, run
+from .train import ResumeError, TrainConfig, run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,9 +20,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     a = p.add_argument
     a("--data", required=True, help="export folder holding manifest.json and <split>/part-*.parquet")
-    a("--model", required=True, help=f"hub name or local folder of a seq2seq model, or {TINY_NAME!r} (offline tiny T5)")
-    a("--mode", choices=MODES, default="sbs", help="sbs: label+rationale multi-task; standard: gold label; distill: teacher label")
-    a("--output", required=True, help="output folder (metrics.json, predictions.jsonl, checkpoint/, best/, final/)")
+    a(
+        "--model",
+        required=True,
+        help=f"hub name or local folder of a seq2seq model, or {TINY_NAME!r} (offline tiny T5)",
+    )
+    a(
+        "--mode",
+        choices=MODES,
+        default="sbs",
+        help="sbs: label+rationale multi-task; standard: gold label; distill: teacher label",
+    )
+    a(
+        "--output",
+        required=True,
+        help="output folder (metrics.json, predictions.jsonl, checkpoint/, best/, final/)",
+    )
     a("--alpha", type=float, default=0.5, help="sbs loss = alpha*label_loss + (1-alpha)*rationale_loss")
     a("--max-steps", type=int, default=None, help="optimizer steps (default: --epochs worth)")
     a("--epochs", type=float, default=1.0)
@@ -40,9 +54,19 @@ def build_parser() -> argparse.ArgumentParser:
     a("--log-every", type=int, default=10)
     a("--seed", type=int, default=42)
     a("--resume", action="store_true", help="continue from OUT/checkpoint exactly where it stopped")
-    a("--precision", choices=("auto", "fp32", "bf16"), default="auto", help="auto: bf16 autocast on CUDA, fp32 on CPU")
+    a(
+        "--precision",
+        choices=("auto", "fp32", "bf16"),
+        default="auto",
+        help="auto: bf16 autocast on CUDA, fp32 on CPU",
+    )
     a("--compile", action="store_true", help="torch.compile the model (helps on GPU; slow on CPU)")
-    a("--no-group-by-length", dest="group_by_length", action="store_false", help="random batches (more padding)")
+    a(
+        "--no-group-by-length",
+        dest="group_by_length",
+        action="store_false",
+        help="random batches (more padding)",
+    )
     a("--device", default="auto", help="auto, cpu or cuda")
     a("--stop-after", type=int, default=None, help=argparse.SUPPRESS)  # simulate pre-emption in tests
     return p
@@ -56,10 +80,10 @@ def main(argv: list[str] | None = None) -> int:
     cfg = config_from_args(argv)
     try:
         metrics = run(cfg)
-    except (ExportError, ModelError) as e:
+    except (ExportError, ModelError, ResumeError) as e:
         print(f"sbs-train: error: {e}", file=sys.stderr)
         return 2
-    if metrics is not None:
+    if metrics is not None and os.environ.get("RANK", "0") == "0":
         summary = {
             "validation": metrics["validation"].get("accuracy"),
             "test": metrics["test"].get("accuracy"),

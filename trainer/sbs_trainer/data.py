@@ -125,7 +125,11 @@ def build_rows(raw: list[dict], mode: str, split: str, training: bool) -> tuple[
         out.append(Row(r["example_id"], r.get("task") or "", r.get("input") or "", gold, targets))
     if training and raw and not out:
         missing = ", ".join(f"'{c}'" for c in cols.values())
-        hint = " (export with rationales, e.g. from a generations version, or use --mode standard)" if mode == "sbs" else ""
+        hint = (
+            " (export with rationales, e.g. from a generations version, or use --mode standard)"
+            if mode == "sbs"
+            else ""
+        )
         raise ExportError(f"mode {mode!r} needs column(s) {missing} but no {split} row has them{hint}")
     return out, dropped
 

@@ -39,9 +39,20 @@ def load_student(name_or_path: str, seed: int = 0):
         )
     try:
         model = AutoModelForSeq2SeqLM.from_pretrained(name_or_path)
-    except ValueError as e:
-        raise ModelError(f"{name_or_path!r} has no seq2seq LM head in transformers: {e}") from e
-    tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    except (OSError, ValueError) as e:
+        raise ModelError(f"cannot load {name_or_path!r} as a seq2seq LM: {e}") from e
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    except (OSError, ValueError) as e:
+        raise ModelError(
+            f"cannot load a tokenizer from {name_or_path!r} (save it next to the model): {e}"
+        ) from e
+    probe = tokenizer("The answer is 42 apples.", add_special_tokens=False)["input_ids"]
+    if not probe or sum(i == tokenizer.unk_token_id for i in probe) * 2 >= len(probe):
+        # transformers may build a vocabulary-less tokenizer from a folder that has none
+        raise ModelError(
+            f"the tokenizer in {name_or_path!r} has no vocabulary; save the tokenizer next to the model"
+        )
     _fill_special_ids(model, tokenizer)
     return model, tokenizer
 
@@ -53,7 +64,9 @@ def _fill_special_ids(model, tokenizer) -> None:
         cfg.pad_token_id = tokenizer.pad_token_id
     if getattr(cfg, "decoder_start_token_id", None) is None:
         start = getattr(model.generation_config, "decoder_start_token_id", None)
-        cfg.decoder_start_token_id = start if start is not None else (tokenizer.cls_token_id or tokenizer.bos_token_id)
+        cfg.decoder_start_token_id = (
+            start if start is not None else (tokenizer.cls_token_id or tokenizer.bos_token_id)
+        )
     for key in ("pad_token_id", "decoder_start_token_id"):
         if getattr(model.generation_config, key, None) is None:
             setattr(model.generation_config, key, getattr(cfg, key))
@@ -63,14 +76,18 @@ def _fill_special_ids(model, tokenizer) -> None:
 
 def token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy over non-pad target tokens, in fp32 (what HF's seq2seq loss computes)."""
-    return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=IGNORE)
+    return F.cross_entropy(
+        logits.float().reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=IGNORE
+    )
 
 
 def _decoder_input_ids(model, labels: torch.Tensor) -> torch.Tensor:
     return model.prepare_decoder_input_ids_from_labels(labels=labels)
 
 
-def decode_loss(model, encoder_hidden: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def decode_loss(
+    model, encoder_hidden: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor
+) -> torch.Tensor:
     """Decoder pass over given encoder states: the second half of a seq2seq forward."""
     out = model(
         encoder_outputs=(encoder_hidden,),
@@ -111,7 +128,9 @@ class StudentStep(nn.Module):
             return {"label": token_loss(out.logits, labels)}
         b = labels.size(0)
         lp, le = split_cols if split_cols is not None else (input_ids.size(1), input_ids.size(1))
-        h = self.model.get_encoder()(input_ids=input_ids, attention_mask=attention_mask, return_dict=True).last_hidden_state
+        h = self.model.get_encoder()(
+            input_ids=input_ids, attention_mask=attention_mask, return_dict=True
+        ).last_hidden_state
         return {
             "label": decode_loss(self.model, h[:b, :lp], attention_mask[:b, :lp], labels),
             "rationale": decode_loss(self.model, h[b:, :le], attention_mask[b:, :le], rationale_labels),

@@ -10,7 +10,9 @@ import argparse
 from pathlib import Path
 
 
-def tiny_t5(d_model: int = 64, layers: int = 2, heads: int = 4, d_ff: int | None = None, dropout: float = 0.1):
+def tiny_t5(
+    d_model: int = 64, layers: int = 2, heads: int = 4, d_ff: int | None = None, dropout: float = 0.1
+):
     """(T5ForConditionalGeneration, ByT5Tokenizer) small enough to train on a laptop CPU in seconds."""
     from transformers import ByT5Tokenizer, T5Config, T5ForConditionalGeneration
 
@@ -34,7 +36,9 @@ def tiny_t5(d_model: int = 64, layers: int = 2, heads: int = 4, d_ff: int | None
 def write_tiny_t5(path: str | Path, seed: int = 0, **kw) -> Path:
     """Save a seeded tiny T5 and its tokenizer with save_pretrained; returns the folder."""
     import torch
+    import transformers
 
+    transformers.utils.logging.disable_progress_bar()
     torch.manual_seed(seed)
     model, tok = tiny_t5(**kw)
     path = Path(path)
@@ -51,9 +55,6 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--heads", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
-    import transformers
-
-    transformers.utils.logging.disable_progress_bar()
     print(write_tiny_t5(a.out, seed=a.seed, d_model=a.d_model, layers=a.layers, heads=a.heads))
 
 

@@ -21,12 +21,16 @@ import torch
 import torch.distributed as dist
 
 from .batching import BatchStream, collate, count_tokens, encode_rows, pad_inputs
-from .data import PREDICT_PREFIX, Row, build_rows, check_columns, read_manifest, read_split_rows
+from .data import PREDICT_PREFIX, ExportError, Row, build_rows, check_columns, read_manifest, read_split_rows
 from .metrics import accuracy, is_arithmetic, is_correct
 from .model import StudentStep, combine, load_student
 
 # Checkpoint fields that must match for --resume to continue the same run exactly.
 _RESUME_KEYS = ("mode", "alpha", "seed", "batch_size", "grad_accum", "world_size", "group_by_length")
+
+
+class ResumeError(ValueError):
+    """--resume was asked to continue a run with settings that would change its trajectory."""
 
 
 @dataclass
@@ -116,10 +120,22 @@ def _atomic_save(obj, path: Path) -> None:
 
 
 @torch.no_grad()
-def predict(model, tokenizer, rows: list[Row], prefix: str, cfg: TrainConfig, device, bf16: bool, rank: int, world: int) -> list[str]:
+def predict(
+    model,
+    tokenizer,
+    rows: list[Row],
+    prefix: str,
+    cfg: TrainConfig,
+    device,
+    bf16: bool,
+    rank: int,
+    world: int,
+) -> list[str]:
     """Greedy generations for `rows`, sharded over ranks (longest first) and gathered on every rank."""
     model.eval()
-    ids = tokenizer([prefix + r.input for r in rows], truncation=True, max_length=cfg.max_input_len)["input_ids"]
+    ids = tokenizer([prefix + r.input for r in rows], truncation=True, max_length=cfg.max_input_len)[
+        "input_ids"
+    ]
     mine = sorted(range(len(rows)), key=lambda i: -len(ids[i]))[rank::world]
     bs = cfg.eval_batch_size or cfg.batch_size
     out: dict[int, str] = {}
@@ -142,7 +158,9 @@ def predict(model, tokenizer, rows: list[Row], prefix: str, cfg: TrainConfig, de
     return [out[i].strip() for i in range(len(rows))]
 
 
-def evaluate(model, tokenizer, rows: list[Row], split: str, cfg: TrainConfig, device, bf16: bool, rank: int, world: int):
+def evaluate(
+    model, tokenizer, rows: list[Row], split: str, cfg: TrainConfig, device, bf16: bool, rank: int, world: int
+):
     """(metrics, prediction records) for one split, with task-aware comparison."""
     prefix = PREDICT_PREFIX if cfg.mode == "sbs" else ""
     preds = predict(model, tokenizer, rows, prefix, cfg, device, bf16, rank, world)
@@ -187,9 +205,11 @@ def _run(cfg: TrainConfig, rank: int, world: int, device: torch.device) -> dict 
     # -- data: read shards, keep rows that have the mode's targets, tokenise once
     manifest = read_manifest(cfg.data)
     check_columns(cfg.data, manifest, cfg.mode)
-    train_rows, dropped = build_rows(read_split_rows(cfg.data, manifest, "train"), cfg.mode, "train", training=True)
+    train_rows, dropped = build_rows(
+        read_split_rows(cfg.data, manifest, "train"), cfg.mode, "train", training=True
+    )
     if not train_rows:
-        raise ValueError(f"{cfg.data}: the export has no train rows")
+        raise ExportError(f"{cfg.data}: the export has no train rows")
     val_rows, _ = build_rows(read_split_rows(cfg.data, manifest, "validation"), cfg.mode, "validation", False)
     test_rows, _ = build_rows(read_split_rows(cfg.data, manifest, "test"), cfg.mode, "test", False)
     val_rows = val_rows[: cfg.max_eval_examples] if cfg.max_eval_examples else val_rows
@@ -201,7 +221,10 @@ def _run(cfg: TrainConfig, rank: int, world: int, device: torch.device) -> dict 
     stream = BatchStream(enc.lengths(), cfg.batch_size, cfg.seed, cfg.group_by_length)
     per_step = world * cfg.grad_accum
     max_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * stream.batches_per_epoch() / per_step))
-    _log(rank, f"{len(train_rows)} train rows, {len(val_rows)} validation, {len(test_rows)} test; {max_steps} steps on {world} x {device}")
+    _log(
+        rank,
+        f"{len(train_rows)} train rows, {len(val_rows)} validation, {len(test_rows)} test; {max_steps} steps on {world} x {device}",
+    )
 
     # -- model, optimiser, schedule
     model.to(device)
@@ -211,17 +234,28 @@ def _run(cfg: TrainConfig, rank: int, world: int, device: torch.device) -> dict 
     if world > 1:
         unused = model.config.model_type == "encoder-decoder"  # e.g. BERT poolers take no part in the loss
         step_module = torch.nn.parallel.DistributedDataParallel(
-            step_module, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=unused
+            step_module,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=unused,
         )
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg.warmup_steps, max_steps))
-    state = {"step": 0, "examples": 0, "tokens": 0, "runtime_s": 0.0, "best": None, "history": [], "last": {}}
+    state = {
+        "step": 0,
+        "examples": 0,
+        "tokens": 0,
+        "runtime_s": 0.0,
+        "cpu_s": 0.0,
+        "best": None,
+        "history": [],
+        "last": {},
+    }
 
     if cfg.resume and (ckpt_dir / "state.pt").is_file():
         ck = torch.load(ckpt_dir / "state.pt", map_location="cpu", weights_only=False)
         for k in _RESUME_KEYS:
             if ck["config"].get(k) != asdict(cfg).get(k):
-                raise ValueError(f"--resume: {k} was {ck['config'].get(k)!r}, now {asdict(cfg).get(k)!r}")
+                raise ResumeError(f"--resume: {k} was {ck['config'].get(k)!r}, now {asdict(cfg).get(k)!r}")
         model.load_state_dict(ck["model"])
         optimizer.load_state_dict(ck["optimizer"])
         scheduler.load_state_dict(ck["scheduler"])
@@ -274,14 +308,17 @@ def _run(cfg: TrainConfig, rank: int, world: int, device: torch.device) -> dict 
     save_every = cfg.save_every if cfg.save_every is not None else cfg.eval_every
     log_file = (out / "train_log.jsonl").open("a") if rank == 0 else None
     while state["step"] < max_steps:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         step_module.train()
         sums = torch.zeros(4, dtype=torch.float64)  # label loss, rationale loss, examples, tokens
         for micro in range(cfg.grad_accum):
             idx = stream.take(world, rank)
-            batch = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in collate(enc, idx, tokenizer.pad_token_id).items()}
+            batch = {
+                k: (v.to(device) if torch.is_tensor(v) else v)
+                for k, v in collate(enc, idx, tokenizer.pad_token_id).items()
+            }
             sync = world == 1 or micro == cfg.grad_accum - 1
-            with (contextlib.nullcontext() if sync else step_module.no_sync()):
+            with contextlib.nullcontext() if sync else step_module.no_sync():
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                     losses = step_module(**batch)
                     loss = combine(losses, cfg.alpha) / cfg.grad_accum
@@ -290,7 +327,9 @@ def _run(cfg: TrainConfig, rank: int, world: int, device: torch.device) -> dict 
             sums[1] += losses["rationale"].item() / cfg.grad_accum if "rationale" in losses else 0.0
             sums[2] += len(idx)
             sums[3] += count_tokens(batch)
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf"))
+        grad_norm = torch.nn.utils.clip_grad_norm_(
+            model.parameters(), cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf")
+        )
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
@@ -298,6 +337,7 @@ def _run(cfg: TrainConfig, rank: int, world: int, device: torch.device) -> dict 
             dist.all_reduce(sums)
             sums[:2] /= world
         state["runtime_s"] += time.perf_counter() - t0
+        state["cpu_s"] += time.process_time() - c0
         state["step"] += 1
         state["examples"] += int(sums[2])
         state["tokens"] += int(sums[3])
@@ -307,12 +347,20 @@ def _run(cfg: TrainConfig, rank: int, world: int, device: torch.device) -> dict 
             last["total"] = cfg.alpha * last["label"] + (1 - cfg.alpha) * last["rationale"]
         state["last"] = last
         if log_file:
-            rec = {"step": state["step"], "loss": last, "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm)}
+            rec = {
+                "step": state["step"],
+                "loss": last,
+                "lr": scheduler.get_last_lr()[0],
+                "grad_norm": float(grad_norm),
+            }
             log_file.write(json.dumps(rec) + "\n")
             log_file.flush()
         if cfg.log_every and state["step"] % cfg.log_every == 0:
             rate = state["examples"] / max(state["runtime_s"], 1e-9)
-            _log(rank, f"step {state['step']}/{max_steps} loss {last} lr {scheduler.get_last_lr()[0]:.2e} {rate:.1f} ex/s")
+            _log(
+                rank,
+                f"step {state['step']}/{max_steps} loss {last} lr {scheduler.get_last_lr()[0]:.2e} {rate:.1f} ex/s",
+            )
         if cfg.eval_every and state["step"] % cfg.eval_every == 0 and state["step"] < max_steps:
             validate()
         if cfg.stop_after and state["step"] >= cfg.stop_after and state["step"] < max_steps:
@@ -336,7 +384,9 @@ def _run(cfg: TrainConfig, rank: int, world: int, device: torch.device) -> dict 
     if best is not None and best["step"] != state["step"]:
         eval_model = type(model).from_pretrained(out / "best").to(device)
     test_m, test_records = (
-        evaluate(eval_model, tokenizer, test_rows, "test", cfg, device, bf16, rank, world) if test_rows else ({}, [])
+        evaluate(eval_model, tokenizer, test_rows, "test", cfg, device, bf16, rank, world)
+        if test_rows
+        else ({}, [])
     )
     runtime = state["runtime_s"]
     train = {
@@ -344,6 +394,7 @@ def _run(cfg: TrainConfig, rank: int, world: int, device: torch.device) -> dict 
         "examples_seen": state["examples"],
         "tokens_seen": state["tokens"],
         "train_runtime_s": round(runtime, 3),
+        "train_cpu_s": round(state["cpu_s"], 3),  # this process's CPU time: steadier on a shared machine
         "examples_per_s": state["examples"] / runtime if runtime else None,
         "tokens_per_s": state["tokens"] / runtime if runtime else None,
         "final_loss": state["last"],
