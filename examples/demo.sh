@@ -22,6 +22,19 @@ step "How often the NLI teacher's label matches gold (plain SQL over the views)"
                 FROM generations WHERE dataset = 'demo-nli-palm' GROUP BY ALL ORDER BY ALL"
 step "Time travel: an old version stays queryable" \
   sbs-data sql "SELECT split, count(*) AS n FROM examples_at('demo-svamp@1') GROUP BY ALL ORDER BY ALL"
-# -- generate / score / filter / export / train steps are appended below as they land --
+# -- generate (replay teacher) lands here --
+step "Score the teacher's rationales (rationale-aware quality signals)" sbs-data score demo-svamp-palm
+step "Filter with the strict recipe (keeps keep/drop + the first rule that dropped each row)" \
+  sbs-data filter demo-svamp-palm --recipe strict
+step "Report: funnel, signal distributions, per-teacher quality and cost (+ an offline HTML report)" \
+  sbs-data report demo-svamp-palm --html "$OUT/report.html"
+step "Export parquet shards + manifest + Hugging Face dataset card" \
+  sbs-data export demo-svamp-palm --out "$OUT/export"
+step "Read the export back with Hugging Face datasets" \
+  python -c "import datasets; print(datasets.load_dataset('$OUT/export'))"
+step "Train a tiny student the step-by-step way (predict: + explain:)" \
+  sbs-train --data "$OUT/export" --model tiny-t5 --mode sbs --output "$OUT/student" \
+  --max-steps 30 --batch-size 8 --lr 1e-3 --max-target-len 64
+step "Student metrics" python -c "import json; m = json.load(open('$OUT/student/metrics.json')); print(json.dumps({k: m[k] for k in ('mode', 'train', 'validation', 'test')}, indent=2))"
 
 printf '\nDemo workspace: %s  (try: sbs-data tables --db %s)\n' "$SBS_DB" "$SBS_DB"
