@@ -319,27 +319,49 @@ def import_original(
 Teacher = Annotated[
     str,
     typer.Option(
-        "--teacher", "-T",
+        "--teacher",
+        "-T",
         help="openai:MODEL | anthropic:MODEL | openai-compat:MODEL (with --base-url) | hf:NAME_OR_PATH | replay:NAME@N",
     ),
 ]
 BaseUrl = Annotated[
-    list[str] | None, typer.Option("--base-url", help="API base URL; repeat to spread load over replicas (openai-compat).")
+    list[str] | None,
+    typer.Option("--base-url", help="API base URL; repeat to spread load over replicas (openai-compat)."),
 ]
 GenSplit = Annotated[str | None, typer.Option("--split", "-s", help="Only this split.")]
-GenLimit = Annotated[int | None, typer.Option("--limit", help="Only the first N examples (in split, row order).")]
-Samples = Annotated[int, typer.Option("--samples", "-k", help="Completions per example (each its own cache key).")]
-PromptFile = Annotated[Path | None, typer.Option("--prompt", help="Prompt template file (.yaml or .txt with {input}).")]
+GenLimit = Annotated[
+    int | None, typer.Option("--limit", help="Only the first N examples (in split, row order).")
+]
+Samples = Annotated[
+    int, typer.Option("--samples", "-k", help="Completions per example (each its own cache key).")
+]
+PromptFile = Annotated[
+    Path | None, typer.Option("--prompt", help="Prompt template file (.yaml or .txt with {input}).")
+]
 JsonMode = Annotated[bool, typer.Option("--json", help="Ask for {rationale, label} JSON and validate it.")]
-Temperature = Annotated[float | None, typer.Option("--temperature", help="Default 0 (0.7 with --samples > 1).")]
+Temperature = Annotated[
+    float | None, typer.Option("--temperature", help="Default 0 (0.7 with --samples > 1).")
+]
 TopP = Annotated[float | None, typer.Option("--top-p")]
 MaxTokens = Annotated[int | None, typer.Option("--max-tokens", help="Completion token limit (default 256).")]
 Seed = Annotated[int | None, typer.Option("--seed", help="Sampling seed, where the provider supports one.")]
 Stop = Annotated[list[str] | None, typer.Option("--stop", help="Stop sequence (repeatable).")]
 
 
-def _gen_params(temperature: float | None, top_p: float | None, max_tokens: int | None, seed: int | None, stop: list[str] | None) -> dict:
-    return {"temperature": temperature, "top_p": top_p, "max_tokens": max_tokens, "seed": seed, "stop": list(stop) if stop else None}
+def _gen_params(
+    temperature: float | None,
+    top_p: float | None,
+    max_tokens: int | None,
+    seed: int | None,
+    stop: list[str] | None,
+) -> dict:
+    return {
+        "temperature": temperature,
+        "top_p": top_p,
+        "max_tokens": max_tokens,
+        "seed": seed,
+        "stop": list(stop) if stop else None,
+    }
 
 
 @app.command()
@@ -353,7 +375,9 @@ def generate(
     samples: Samples = 1,
     concurrency: Annotated[int, typer.Option("--concurrency", "-c", help="Requests in flight at most.")] = 64,
     rpm: Annotated[float | None, typer.Option("--rpm", help="Requests per minute at most.")] = None,
-    tpm: Annotated[float | None, typer.Option("--tpm", help="Tokens per minute at most (estimated up front).")] = None,
+    tpm: Annotated[
+        float | None, typer.Option("--tpm", help="Tokens per minute at most (estimated up front).")
+    ] = None,
     prompt: PromptFile = None,
     json_mode: JsonMode = False,
     temperature: Temperature = None,
@@ -361,14 +385,28 @@ def generate(
     max_tokens: MaxTokens = None,
     seed: Seed = None,
     stop: Stop = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Render prompts, count requests, tokens and cost; call nothing.")] = False,
-    offline: Annotated[bool, typer.Option("--offline", help="Never call the network; fail on a cache miss.")] = False,
-    max_usd: Annotated[float | None, typer.Option("--max-usd", help="Stop cleanly once this much is spent.")] = None,
-    name: Annotated[str | None, typer.Option("--name", "-n", help="Output dataset (default NAME-<model>).")] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Render prompts, count requests, tokens and cost; call nothing.")
+    ] = False,
+    offline: Annotated[
+        bool, typer.Option("--offline", help="Never call the network; fail on a cache miss.")
+    ] = False,
+    max_usd: Annotated[
+        float | None, typer.Option("--max-usd", help="Stop cleanly once this much is spent.")
+    ] = None,
+    name: Annotated[
+        str | None, typer.Option("--name", "-n", help="Output dataset (default NAME-<model>).")
+    ] = None,
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds per request.")] = 60.0,
-    max_attempts: Annotated[int, typer.Option("--max-attempts", help="Tries per request for retryable errors.")] = 6,
-    backoff: Annotated[float, typer.Option("--backoff", help="First retry delay in seconds (doubles, jittered).")] = 1.0,
-    progress: Annotated[bool | None, typer.Option("--progress/--no-progress", help="Progress bar (default: on a terminal).")] = None,
+    max_attempts: Annotated[
+        int, typer.Option("--max-attempts", help="Tries per request for retryable errors.")
+    ] = 6,
+    backoff: Annotated[
+        float, typer.Option("--backoff", help="First retry delay in seconds (doubles, jittered).")
+    ] = 1.0,
+    progress: Annotated[
+        bool | None, typer.Option("--progress/--no-progress", help="Progress bar (default: on a terminal).")
+    ] = None,
     db: Db = None,
     fmt: Fmt = "table",
 ) -> None:
@@ -377,14 +415,33 @@ def generate(
     from sbs_data.generate.run import generate as do_generate
 
     settings = Settings(
-        concurrency=concurrency, rpm=rpm, tpm=tpm, max_attempts=max_attempts, backoff_base=backoff,
-        backoff_max=max(60.0, backoff), timeout=timeout, progress=progress,
+        concurrency=concurrency,
+        rpm=rpm,
+        tpm=tpm,
+        max_attempts=max_attempts,
+        backoff_base=backoff,
+        backoff_max=max(60.0, backoff),
+        timeout=timeout,
+        progress=progress,
     )
     with Workspace.open(db) as ws:
         res = do_generate(
-            ws, ref, teacher, split=split, limit=limit, samples=samples, prompt_path=prompt, json_mode=json_mode,
-            params=_gen_params(temperature, top_p, max_tokens, seed, stop), base_urls=base_url or [],
-            settings=settings, dry_run=dry_run, offline=offline, max_usd=max_usd, name=name, warn=info,
+            ws,
+            ref,
+            teacher,
+            split=split,
+            limit=limit,
+            samples=samples,
+            prompt_path=prompt,
+            json_mode=json_mode,
+            params=_gen_params(temperature, top_p, max_tokens, seed, stop),
+            base_urls=base_url or [],
+            settings=settings,
+            dry_run=dry_run,
+            offline=offline,
+            max_usd=max_usd,
+            name=name,
+            warn=info,
             command=" ".join(["generate", *sys.argv[2:]]) if len(sys.argv) > 1 else "generate",
         )
     if res.dry_run and res.preview and fmt == "table":
@@ -395,7 +452,10 @@ def generate(
         info(f"[user]\n{user if len(user) < 4000 else user[:1500] + ' ... ' + user[-1500:]}\n---")
     if res.summary.get("stopped"):
         info(f"Stopped: {res.summary['stopped']}; what arrived is committed, rerun to resume.")
-    emit([res.summary], fmt)
+    if fmt == "table":  # one wide row reads badly in a terminal: show it as field / value
+        emit([{"field": k, "value": "" if v is None else v} for k, v in res.summary.items()], fmt)
+    else:
+        emit([res.summary], fmt)
 
 
 cache_app = typer.Typer(help="The request cache: stats, and why a request missed.", no_args_is_help=True)
@@ -438,8 +498,17 @@ def cache_explain(
 
     with Workspace.open(db, read_only=True) as ws:
         out = explain(
-            ws, ref, teacher, limit_rows=rows, only_misses=not all_, base_urls=base_url or [], split=split, limit=limit,
-            samples=samples, prompt_path=prompt, json_mode=json_mode,
+            ws,
+            ref,
+            teacher,
+            limit_rows=rows,
+            only_misses=not all_,
+            base_urls=base_url or [],
+            split=split,
+            limit=limit,
+            samples=samples,
+            prompt_path=prompt,
+            json_mode=json_mode,
             params=_gen_params(temperature, top_p, max_tokens, seed, stop),
         )
     if not out and fmt == "table":

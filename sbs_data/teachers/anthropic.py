@@ -1,0 +1,167 @@
+"""Anthropic messages through the official SDK (aiohttp transport, SDK retries off: the engine retries)."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+import os
+from typing import Any
+
+from pydantic import ValidationError
+
+from sbs_data import SbsError
+from sbs_data.teachers.base import (
+    AuthError,
+    ContextLength,
+    Permanent,
+    RateLimited,
+    Request,
+    Response,
+    Teacher,
+    Transient,
+    parse_retry_after,
+    redact,
+    safe_url,
+)
+
+_FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "refusal": "content_filter"}
+DEFAULT_MAX_TOKENS = 512  # the messages API requires max_tokens
+
+
+def classify(e: BaseException, secrets: tuple[str, ...] = ()) -> Exception:
+    import anthropic
+
+    if isinstance(e, anthropic.APIStatusError):
+        status = e.status_code
+        ra = parse_retry_after(getattr(e.response, "headers", None))
+        msg = f"anthropic HTTP {status}: {redact(_body_message(e), secrets)}"
+        if status in (429, 529):
+            return RateLimited(msg, status=status, retry_after=ra)
+        if status in (408, 409, 425) or status >= 500:
+            return Transient(msg, status=status, retry_after=ra)
+        if status in (401, 403):
+            return AuthError(msg, status=status)
+        low = msg.lower()
+        if status in (400, 413) and ("too long" in low or "context" in low and "window" in low):
+            return ContextLength(msg, status=status)
+        return Permanent(msg, status=status)
+    if isinstance(e, anthropic.APITimeoutError):
+        return Transient("anthropic: request timed out")
+    if isinstance(e, anthropic.APIConnectionError):
+        cause = e.__cause__ or e.__context__
+        return Transient(f"anthropic: connection error ({type(cause).__name__ if cause else 'dropped'})")
+    if isinstance(e, (anthropic.APIResponseValidationError, json.JSONDecodeError, ValidationError)):
+        return Transient(f"anthropic: malformed response body ({type(e).__name__})")
+    return e
+
+
+@functools.cache
+def _create_params() -> frozenset[str]:
+    from anthropic.resources.messages import AsyncMessages
+
+    return frozenset(inspect.signature(AsyncMessages.create).parameters)
+
+
+def _body_message(e: Any) -> str:
+    body = getattr(e, "body", None)
+    if isinstance(body, dict):
+        err = body.get("error", body)
+        if isinstance(err, dict) and err.get("message"):
+            return str(err["message"])[:300]
+    return str(getattr(e, "message", e))[:300]
+
+
+class AnthropicTeacher(Teacher):
+    """`anthropic:MODEL`. Honours ANTHROPIC_API_KEY and ANTHROPIC_BASE_URL like the SDK does.
+
+    The messages API has no seed or n; structured output is asked for in the prompt and validated by the engine.
+    """
+
+    provider = "anthropic"
+    endpoint = "messages"
+    supports_json_schema = False
+
+    def __init__(
+        self,
+        model: str,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        timeout: float = 60.0,
+        transport: str = "aiohttp",
+    ):
+        super().__init__(model)
+        self.base_url = base_url or os.environ.get("ANTHROPIC_BASE_URL") or None
+        self._api_key = api_key or os.environ.get("ANTHROPIC_API_KEY")
+        self.timeout = timeout
+        self.transport = transport
+        self._client: Any = None
+
+    def preflight(self) -> None:
+        if not self._api_key:
+            raise SbsError(
+                f"{self.spec}: set ANTHROPIC_API_KEY (the key is read from the environment, never stored)"
+            )
+
+    def secrets(self) -> tuple[str, ...]:
+        return (self._api_key,) if self._api_key else ()
+
+    def lineage(self) -> dict[str, Any]:
+        return {**super().lineage(), "base_url": safe_url(self.base_url)}
+
+    def client(self) -> Any:
+        if self._client is None:
+            import anthropic
+
+            kw: dict[str, Any] = {
+                "api_key": self._api_key,
+                "base_url": self.base_url,
+                "timeout": self.timeout,
+                "max_retries": 0,
+            }
+            if self.transport == "aiohttp":
+                kw["http_client"] = anthropic.DefaultAioHttpClient(timeout=self.timeout)
+            self._client = anthropic.AsyncAnthropic(**kw)
+        return self._client
+
+    def build_kwargs(self, req: Request) -> dict[str, Any]:
+        p = req.params
+        kw: dict[str, Any] = {
+            "model": self.model,
+            "messages": list(req.messages),
+            "max_tokens": p.get("max_tokens") or DEFAULT_MAX_TOKENS,
+        }
+        if req.system:
+            kw["system"] = req.system
+        extra: dict[str, Any] = {}
+        for k in ("temperature", "top_p"):
+            if p.get(k) is not None:
+                # Newer SDKs dropped some sampling params from the typed signature; the API still takes them.
+                (kw if k in _create_params() else extra)[k] = p[k]
+        if p.get("stop"):
+            kw["stop_sequences"] = list(p["stop"]) if not isinstance(p["stop"], str) else [p["stop"]]
+        if extra:
+            kw["extra_body"] = extra
+        return kw
+
+    async def complete(self, req: Request) -> Response:
+        try:
+            r = await self.client().messages.create(**self.build_kwargs(req))
+        except Exception as e:  # noqa: BLE001 - classified below, unknown ones propagate
+            raise classify(e, self.secrets()) from None
+        try:
+            text = "".join(b.text for b in r.content if getattr(b, "type", None) == "text")
+            return Response(
+                text=text,
+                finish_reason=_FINISH.get(r.stop_reason, r.stop_reason),
+                prompt_tokens=getattr(r.usage, "input_tokens", None),
+                completion_tokens=getattr(r.usage, "output_tokens", None),
+                request_id=getattr(r, "id", None),
+            )
+        except (AttributeError, TypeError) as e:
+            raise Transient(f"anthropic: malformed response body ({type(e).__name__})") from None
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None

@@ -1,0 +1,174 @@
+"""OpenAI chat completions through the official SDK (aiohttp transport, SDK retries off: the engine retries)."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from pydantic import ValidationError
+
+from sbs_data import SbsError
+from sbs_data.teachers.base import (
+    AuthError,
+    ContextLength,
+    Permanent,
+    RateLimited,
+    Request,
+    Response,
+    Teacher,
+    Transient,
+    parse_retry_after,
+    redact,
+    safe_url,
+)
+
+
+def make_client(base_url: str | None, api_key: str | None, timeout: float, transport: str = "aiohttp") -> Any:
+    """An AsyncOpenAI client with retries disabled; `transport="aiohttp"` is ~5x faster than httpx at high
+    concurrency (see benchmarks/RESULTS_generate.md)."""
+    import openai
+
+    kwargs: dict[str, Any] = {"api_key": api_key, "base_url": base_url, "timeout": timeout, "max_retries": 0}
+    if transport == "aiohttp":
+        kwargs["http_client"] = openai.DefaultAioHttpClient(timeout=timeout)
+    return openai.AsyncOpenAI(**kwargs)
+
+
+def classify(e: BaseException, provider: str = "openai", secrets: tuple[str, ...] = ()) -> Exception:
+    """Map an openai SDK exception onto the engine's error classes (never the key: SDK messages carry
+    only the server's error body, and the engine redacts anything key-shaped on top)."""
+    import openai
+
+    if isinstance(e, openai.APIStatusError):
+        status = e.status_code
+        ra = parse_retry_after(getattr(e.response, "headers", None))
+        msg = f"{provider} HTTP {status}: {redact(_body_message(e), secrets)}"
+        if status == 429:
+            return RateLimited(msg, status=status, retry_after=ra)
+        if status in (408, 409, 425) or status >= 500:
+            return Transient(msg, status=status, retry_after=ra)
+        if status in (401, 403):
+            return AuthError(msg, status=status)
+        if status in (400, 413, 422) and _is_context_length(e):
+            return ContextLength(msg, status=status)
+        return Permanent(msg, status=status)
+    if isinstance(e, openai.APITimeoutError):
+        cause = e.__cause__ or e.__context__
+        return Transient(
+            f"{provider}: request timed out or dropped ({type(cause).__name__ if cause else 'timeout'})"
+        )
+    if isinstance(e, openai.APIConnectionError):
+        cause = e.__cause__ or e.__context__
+        return Transient(f"{provider}: connection error ({type(cause).__name__ if cause else 'dropped'})")
+    if isinstance(e, (openai.APIResponseValidationError, json.JSONDecodeError, ValidationError)):
+        return Transient(f"{provider}: malformed response body ({type(e).__name__})")
+    return e
+
+
+def _body_message(e: Any) -> str:
+    body = getattr(e, "body", None)
+    if isinstance(body, dict):
+        err = body.get("error", body)
+        if isinstance(err, dict) and err.get("message"):
+            return str(err["message"])[:300]
+    return str(getattr(e, "message", e))[:300]
+
+
+def _is_context_length(e: Any) -> bool:
+    body = getattr(e, "body", None)
+    code = ""
+    if isinstance(body, dict):
+        err = body.get("error", body)
+        if isinstance(err, dict):
+            code = str(err.get("code") or err.get("type") or "")
+    text = (code + " " + _body_message(e)).lower()
+    return (
+        "context_length" in text
+        or "context length" in text
+        or "maximum context" in text
+        or "too long" in text
+    )
+
+
+class OpenAITeacher(Teacher):
+    """`openai:MODEL`. Honours OPENAI_API_KEY and OPENAI_BASE_URL like the SDK does."""
+
+    provider = "openai"
+    endpoint = "chat.completions"
+    max_tokens_param = "max_completion_tokens"  # OpenAI's current name; compat servers use max_tokens
+
+    def __init__(
+        self,
+        model: str,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        timeout: float = 60.0,
+        transport: str = "aiohttp",
+    ):
+        super().__init__(model)
+        self.base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
+        self._api_key = api_key or os.environ.get("OPENAI_API_KEY")
+        self.timeout = timeout
+        self.transport = transport
+        self._client: Any = None
+
+    def preflight(self) -> None:
+        if not self._api_key:
+            raise SbsError(
+                f"{self.spec}: set OPENAI_API_KEY (the key is read from the environment, never stored)"
+            )
+
+    def secrets(self) -> tuple[str, ...]:
+        return (self._api_key,) if self._api_key else ()
+
+    def lineage(self) -> dict[str, Any]:
+        return {**super().lineage(), "base_url": safe_url(self.base_url)}
+
+    def client(self) -> Any:
+        if self._client is None:  # created lazily inside the running event loop (aiohttp needs one)
+            self._client = make_client(self.base_url, self._api_key, self.timeout, self.transport)
+        return self._client
+
+    def build_kwargs(self, req: Request) -> dict[str, Any]:
+        messages = ([{"role": "system", "content": req.system}] if req.system else []) + list(req.messages)
+        kw: dict[str, Any] = {"model": self.model, "messages": messages}
+        for k, v in req.params.items():
+            if v is None or k == "n":
+                continue
+            kw[self.max_tokens_param if k == "max_tokens" else k] = v
+        if req.json_schema is not None:
+            kw["response_format"] = self.response_format(req.json_schema)
+        return kw
+
+    def response_format(self, schema: dict) -> dict:
+        return {
+            "type": "json_schema",
+            "json_schema": {"name": "teacher_output", "schema": schema, "strict": True},
+        }
+
+    async def complete(self, req: Request) -> Response:
+        return await self._call(self.client(), req)
+
+    async def _call(self, client: Any, req: Request) -> Response:
+        try:
+            r = await client.chat.completions.create(**self.build_kwargs(req))
+        except Exception as e:  # noqa: BLE001 - classified below, unknown ones propagate
+            raise classify(e, self.provider, self.secrets()) from None
+        try:
+            choice = r.choices[0]
+            usage = r.usage
+            return Response(
+                text=choice.message.content,
+                finish_reason=choice.finish_reason,
+                prompt_tokens=getattr(usage, "prompt_tokens", None),
+                completion_tokens=getattr(usage, "completion_tokens", None),
+                request_id=getattr(r, "id", None),
+            )
+        except (AttributeError, IndexError, TypeError) as e:
+            raise Transient(f"{self.provider}: malformed response body ({type(e).__name__})") from None
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None

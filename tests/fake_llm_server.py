@@ -1,0 +1,389 @@
+"""A loopback stand-in for the OpenAI chat-completions and Anthropic messages HTTP APIs, with fault injection.
+
+Used by the tests (in a background thread: `with FakeLLMServer(latency=0.05) as srv: srv.openai_url`) and by
+the throughput benchmark (as a separate process: `python tests/fake_llm_server.py --latency 0.1`, which
+prints `READY <url>` and is steered over HTTP at /_control/*).
+
+Faults, by name (a name may carry a number after a colon):
+  429[:S]        rate limited; with S, a `Retry-After: S` header (seconds, may be fractional)
+  500, 503[:S]   server errors (503 optionally with Retry-After)
+  529            Anthropic "overloaded"
+  drop           close the connection without answering
+  malformed      200 with a truncated JSON body
+  slow:S         answer after S extra seconds (trips client timeouts)
+  400, 401, 403  client errors (never worth retrying)
+  context        400 "context_length_exceeded"
+  badjson        200 whose completion text is not valid JSON (structured-output mode)
+They are applied by three rules, checked in order:
+  by_match {substring: [fault, ...]}   requests whose prompt contains substring get the faults in turn, one
+                                       per attempt (then normal answers): deterministic per row
+  queue [fault, ...]                   the next requests, whatever they are, in arrival order
+  rate R with kinds [..]               a stable R fraction of distinct prompts fails on its first attempt
+                                       with one of kinds (chosen by the prompt's hash)
+
+Adding endpoints (e.g. the OpenAI Batch API: POST /v1/files, POST /v1/batches, GET /v1/batches/{id},
+GET /v1/files/{id}/content; Anthropic Message Batches: POST /v1/messages/batches, GET .../{id},
+GET .../{id}/results): register them in `_routes()`, and build each line's answer with `answer_openai(body)` /
+`answer_anthropic(body)` so batch and online answers stay identical; `self.log` records every request.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import re
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+
+def prompt_of(body: dict) -> str:
+    """All the text of a request (system + messages), as one string."""
+    parts = []
+    if isinstance(body.get("system"), str):
+        parts.append(body["system"])
+    for m in body.get("messages") or []:
+        c = m.get("content")
+        if isinstance(c, list):
+            c = " ".join(b.get("text", "") for b in c if isinstance(b, dict))
+        parts.append(str(c))
+    return "\n".join(parts)
+
+
+def default_label(prompt: str) -> str:
+    """A plausible answer for the last question in the prompt, so the task parsers find a label."""
+    last = prompt.rsplit("\n\n", 1)[-1]
+    m = re.search(r"\(a\)\s*([^\n]+)", last)
+    if m:
+        return f"(a) {m.group(1).strip()}"
+    if "Premise:" in last or "Hypothesis:" in last:
+        return "entailment"
+    return "(40 + 2)"
+
+
+@dataclass
+class FaultPlan:
+    by_match: dict[str, list[str]] = field(default_factory=dict)
+    queue: list[str] = field(default_factory=list)
+    rate: float = 0.0
+    kinds: list[str] = field(default_factory=lambda: ["500"])
+    answers: dict[str, str] = field(default_factory=dict)  # substring -> completion text override
+    require_key: str | None = None  # answer 401 unless this key is sent
+
+
+class FakeLLMServer:
+    """Serve both APIs on 127.0.0.1; `latency` seconds per answer. Thread-safe counters in `self.log`."""
+
+    def __init__(
+        self, latency: float = 0.0, port: int = 0, faults: FaultPlan | None = None, record: bool = True
+    ):
+        self.latency = latency
+        self.port = port
+        self.faults = faults or FaultPlan()
+        self.record = record
+        self.bodies: list[dict] = []  # request bodies (and headers seen), when keep_bodies is set
+        self.keep_bodies = False
+        self.log: list[dict[str, Any]] = []
+        self.count = 0
+        self.outcomes: dict[str, int] = {}
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self._attempts: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runner: web.AppRunner | None = None
+        self._ready = threading.Event()
+
+    # -- urls ---------------------------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def openai_url(self) -> str:
+        return f"{self.url}/v1"
+
+    @property
+    def anthropic_url(self) -> str:
+        return self.url
+
+    # -- control ------------------------------------------------------------------------------
+    def set_faults(self, plan: FaultPlan | dict) -> None:
+        with self._lock:
+            self.faults = plan if isinstance(plan, FaultPlan) else FaultPlan(**plan)
+            self._attempts.clear()
+
+    def reset(self) -> None:
+        with self._lock:
+            self.log.clear()
+            self.outcomes.clear()
+            self.count = 0
+            self.max_in_flight = 0
+            self._attempts.clear()
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            outcomes = dict(self.outcomes)
+            return {
+                "count": self.count,
+                "in_flight": self.in_flight,
+                "max_in_flight": self.max_in_flight,
+                "outcomes": outcomes,
+            }
+
+    # -- answers (shared by online and, later, batch endpoints) ----------------------------------
+    def _completion_text(self, body: dict, json_mode: bool) -> str:
+        prompt = prompt_of(body)
+        for sub, text in self.faults.answers.items():
+            if sub in prompt:
+                return text
+        h = hashlib.sha1(prompt.encode()).hexdigest()[:8]
+        label = default_label(prompt)
+        rationale = f"The fake teacher reasons about request {h} step by step."
+        if json_mode:
+            return json.dumps({"rationale": rationale, "label": label})
+        return f"{rationale} So the answer is {label}."
+
+    def answer_openai(self, body: dict, fault: str | None = None) -> dict:
+        json_mode = bool(body.get("response_format")) or "JSON" in prompt_of(body)[:2000]
+        text = "{not json" if fault == "badjson" else self._completion_text(body, json_mode)
+        pt = max(1, len(prompt_of(body)) // 4)
+        ct = max(1, len(text) // 4)
+        return {
+            "id": f"chatcmpl-{uuid.uuid4().hex[:12]}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body.get("model", "fake"),
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text},
+                    "finish_reason": "stop",
+                    "logprobs": None,
+                }
+            ],
+            "usage": {"prompt_tokens": pt, "completion_tokens": ct, "total_tokens": pt + ct},
+        }
+
+    def answer_anthropic(self, body: dict, fault: str | None = None) -> dict:
+        json_mode = "JSON" in prompt_of(body)[:2000]
+        text = "{not json" if fault == "badjson" else self._completion_text(body, json_mode)
+        return {
+            "id": f"msg_{uuid.uuid4().hex[:12]}",
+            "type": "message",
+            "role": "assistant",
+            "model": body.get("model", "fake"),
+            "content": [{"type": "text", "text": text}],
+            "stop_reason": "end_turn",
+            "stop_sequence": None,
+            "usage": {
+                "input_tokens": max(1, len(prompt_of(body)) // 4),
+                "output_tokens": max(1, len(text) // 4),
+            },
+        }
+
+    # -- fault selection ----------------------------------------------------------------------
+    def _pick_fault(self, prompt: str) -> str | None:
+        f = self.faults
+        h = hashlib.sha1(prompt.encode()).hexdigest()
+        with self._lock:
+            n = self._attempts.get(h, 0)
+            self._attempts[h] = n + 1
+            for sub, faults in f.by_match.items():
+                if sub in prompt:
+                    return faults[n] if n < len(faults) else None
+            if f.queue:
+                return f.queue.pop(0)
+        if f.rate and n == 0 and int(h[:8], 16) / 0xFFFFFFFF < f.rate:
+            return f.kinds[int(h[8:12], 16) % len(f.kinds)]
+        return None
+
+    # -- HTTP ---------------------------------------------------------------------------------
+    def _error(
+        self, provider: str, status: int, etype: str, message: str, headers: dict | None = None
+    ) -> web.Response:
+        if provider == "anthropic":
+            body = {"type": "error", "error": {"type": etype, "message": message}}
+        else:
+            body = {"error": {"message": message, "type": etype, "code": etype, "param": None}}
+        return web.json_response(body, status=status, headers=headers)
+
+    async def _handle(self, request: web.Request, provider: str) -> web.StreamResponse:
+        t_recv = time.time()
+        with self._lock:
+            self.count += 1
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        outcome = "ok"
+        prompt = ""
+        try:
+            try:
+                body = await request.json()
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                outcome = "400"
+                return self._error(provider, 400, "invalid_request_error", "body is not JSON")
+            prompt = prompt_of(body)
+            key = request.headers.get("x-api-key") or request.headers.get("authorization", "").removeprefix(
+                "Bearer "
+            )
+            if self.keep_bodies:
+                with self._lock:
+                    self.bodies.append({"path": request.path, "body": body, "key": key})
+            if self.faults.require_key is not None and key != self.faults.require_key:
+                outcome = "401"
+                # Echo the key like careless servers do: the client must still never store or print it.
+                return self._error(provider, 401, "authentication_error", f"invalid api key {key!r}")
+            fault = self._pick_fault(prompt)
+            name, _, arg = (fault or "").partition(":")
+            if name == "slow":
+                await asyncio.sleep(float(arg or 5))
+            elif self.latency:
+                await asyncio.sleep(self.latency)
+            outcome = fault or "ok"
+            if name in ("429", "503"):
+                headers = {"Retry-After": arg} if arg else None
+                etype = "rate_limit_error" if name == "429" else "overloaded_error"
+                return self._error(provider, int(name), etype, "slow down", headers)
+            if name in ("500", "529"):
+                etype = "api_error" if name == "500" else "overloaded_error"
+                return self._error(provider, int(name), etype, "the fake server failed")
+            if name in ("400", "403"):
+                return self._error(
+                    provider, int(name), "invalid_request_error", "the fake server refuses this request"
+                )
+            if name == "401":
+                return self._error(provider, 401, "authentication_error", f"invalid api key {key!r}")
+            if name == "context":
+                msg = "This model's maximum context length is 8192 tokens; prompt is too long"
+                return self._error(provider, 400, "context_length_exceeded", msg)
+            if name == "drop":
+                if request.transport is not None:
+                    request.transport.abort()
+                raise asyncio.CancelledError
+            if name == "malformed":
+                return web.Response(
+                    text='{"id": "x", "choices": [{"message": ', content_type="application/json"
+                )
+            payload = (
+                self.answer_anthropic(body, name)
+                if provider == "anthropic"
+                else self.answer_openai(body, name)
+            )
+            return web.json_response(payload, headers={"x-request-id": payload["id"]})
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+                self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+                if self.record:
+                    self.log.append(
+                        {
+                            "t_recv": t_recv,
+                            "t_sent": time.time(),
+                            "provider": provider,
+                            "outcome": outcome,
+                            "prompt_sha": hashlib.sha1(prompt.encode()).hexdigest()[:12],
+                        }
+                    )
+
+    async def _openai(self, request: web.Request) -> web.StreamResponse:
+        return await self._handle(request, "openai")
+
+    async def _anthropic(self, request: web.Request) -> web.StreamResponse:
+        return await self._handle(request, "anthropic")
+
+    async def _control_faults(self, request: web.Request) -> web.Response:
+        self.set_faults(await request.json())
+        return web.json_response({"ok": True})
+
+    async def _control_stats(self, request: web.Request) -> web.Response:
+        return web.json_response(self.stats())
+
+    async def _control_reset(self, request: web.Request) -> web.Response:
+        self.reset()
+        return web.json_response({"ok": True})
+
+    def _routes(self) -> list[web.RouteDef]:
+        return [
+            web.post("/v1/chat/completions", self._openai),
+            web.post("/v1/messages", self._anthropic),
+            # batch endpoints go here (see the module docstring)
+            web.post("/_control/faults", self._control_faults),
+            web.get("/_control/stats", self._control_stats),
+            web.post("/_control/reset", self._control_reset),
+        ]
+
+    async def _start(self) -> None:
+        app = web.Application(client_max_size=64 * 1024**2)
+        app.add_routes(self._routes())
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.2)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", self.port, backlog=4096)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+
+    # -- running in a thread (tests) -------------------------------------------------------------
+    def start(self) -> FakeLLMServer:
+        def run() -> None:
+            self._loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(self._loop)
+            self._loop.run_until_complete(self._start())
+            self._ready.set()
+            self._loop.run_forever()
+            self._loop.run_until_complete(self._runner.cleanup())
+            self._loop.close()
+
+        self._thread = threading.Thread(target=run, name="fake-llm-server", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("fake LLM server did not start")
+        return self
+
+    def stop(self) -> None:
+        if self._loop is not None and self._thread is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+            self._thread = None
+
+    def __enter__(self) -> FakeLLMServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def main() -> None:
+    """Serve in the foreground (a separate process for benchmarks); prints `READY <url>` once listening."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--latency", type=float, default=0.1)
+    ap.add_argument("--no-record", action="store_true", help="keep no per-request log (long benchmarks)")
+    args = ap.parse_args()
+    srv = FakeLLMServer(latency=args.latency, port=args.port, record=not args.no_record)
+    try:
+        import uvloop  # type: ignore[import-not-found]
+
+        uvloop.install()
+    except ImportError:
+        pass
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    loop.run_until_complete(srv._start())
+    print(f"READY {srv.url}", flush=True)
+    try:
+        loop.run_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        loop.run_until_complete(srv._runner.cleanup())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""Shared bits for the generation tests: a loopback server fixture, toy examples, fast engine settings."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import make_examples
+from fake_llm_server import FakeLLMServer
+
+from sbs_data.generate.run import Settings
+
+FAKE_KEY = "sk-fake-SUPERSECRET-0123456789abcdef"
+CHOICES = ["alpha", "beta", "gamma", "delta", "epsilon"]
+
+
+@pytest.fixture
+def server(monkeypatch: pytest.MonkeyPatch):
+    """A loopback OpenAI/Anthropic stand-in; the SDKs find it (and a fake key) through their usual env vars."""
+    with FakeLLMServer(latency=0.0) as srv:
+        monkeypatch.setenv("OPENAI_API_KEY", FAKE_KEY)
+        monkeypatch.setenv("OPENAI_BASE_URL", srv.openai_url)
+        monkeypatch.setenv("ANTHROPIC_API_KEY", FAKE_KEY)
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", srv.anthropic_url)
+        yield srv
+
+
+def fast(**kw) -> Settings:
+    """Engine settings with test-sized backoffs and timeouts."""
+    base = {
+        "concurrency": 16,
+        "backoff_base": 0.02,
+        "backoff_max": 0.2,
+        "timeout": 2.0,
+        "flush_interval": 0.05,
+        "progress": False,
+    }
+    base.update(kw)
+    return Settings(**base)
+
+
+def cqa_examples(ws, name: str = "toy", n: int = 20, split: str = "train"):
+    rows = [
+        {"id": f"q{i}", "question": f"Which word is number {i}?", "choices": CHOICES, "answer": "alpha"}
+        for i in range(n)
+    ]
+    return make_examples(ws, name, "cqa", rows, split)
+
+
+def question(i: int) -> str:
+    """A substring that identifies example q{i}'s prompt (for per-row fault plans)."""
+    return f"Which word is number {i}?"
+
+
+def gen_rows(ws, ref: str) -> list[tuple]:
+    return ws.all(
+        "SELECT example_id, sample_idx, parse_status, pred_label, error, raw, cache_key FROM generations_at(?) "
+        "ORDER BY example_id, sample_idx",
+        [ref],
+    )

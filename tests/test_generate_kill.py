@@ -1,0 +1,80 @@
+"""kill -9 in the middle of `sbs-data generate`, then rerun: every row present once, little paid twice."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from fake_llm_server import FakeLLMServer
+from generate_helpers import FAKE_KEY, cqa_examples
+
+from sbs_data.generate.run import generate
+from sbs_data.workspace import Workspace
+
+N, CONCURRENCY, LATENCY = 80, 8, 0.2
+
+
+def test_sigkill_mid_run_then_resume(tmp_path, monkeypatch):
+    db = tmp_path / "kill.duckdb"
+    ws = Workspace.open(db)
+    cqa_examples(ws, n=N)
+    ws.close()
+    with FakeLLMServer(latency=LATENCY) as srv:
+        env = {**os.environ, "OPENAI_API_KEY": FAKE_KEY, "OPENAI_BASE_URL": srv.openai_url}
+        cmd = [
+            sys.executable,
+            "-m",
+            "sbs_data.cli",
+            "generate",
+            "toy",
+            "--teacher",
+            "openai:gpt-4o-mini",
+            "--db",
+            str(db),
+            "--concurrency",
+            str(CONCURRENCY),
+            "--no-progress",
+        ]
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        deadline = time.time() + 60
+        while srv.count < N // 2 and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.01)
+        assert proc.poll() is None, proc.communicate()
+        os.kill(proc.pid, signal.SIGKILL)
+        t_kill = time.time()
+        proc.wait()
+        time.sleep(LATENCY + 0.1)  # let the server finish the requests it was answering
+        paid_first = srv.count
+        # answers the client may have received but not yet committed: one flush window (0.25 s) plus slack
+        recent = sum(1 for e in srv.log if e["outcome"] == "ok" and t_kill - 0.6 < e["t_sent"] <= t_kill)
+
+        ws = Workspace.open(db)
+        try:
+            kept = ws.one("SELECT count(*) FROM sbs_cache")
+            assert ws.one("SELECT count(*) FROM sbs_versions WHERE dataset = 'toy-gpt-4o-mini'") == 0
+            assert kept > 0, "nothing was committed before the kill"
+            monkeypatch.setenv("OPENAI_API_KEY", FAKE_KEY)
+            monkeypatch.setenv("OPENAI_BASE_URL", srv.openai_url)
+            from generate_helpers import fast
+
+            res = generate(ws, "toy", "openai:gpt-4o-mini", settings=fast(concurrency=CONCURRENCY))
+            repaid = srv.count - paid_first
+            rows = ws.all(
+                "SELECT example_id, sample_idx, parse_status FROM generations_at(?)", [res.version.ref]
+            )
+            assert len(rows) == N and len({(r[0], r[1]) for r in rows}) == N
+            assert all(r[2] == "ok" for r in rows)
+            assert (
+                ws.one("SELECT count(*) FROM sbs_cache")
+                == ws.one("SELECT count(DISTINCT cache_key) FROM sbs_cache")
+                == N
+            )
+            assert repaid == N - kept  # the rerun asks only for what is not cached
+            paid_twice = paid_first - kept
+            assert paid_twice <= CONCURRENCY + recent, (paid_twice, kept, paid_first, recent)
+            assert res.summary["cached"] == kept
+        finally:
+            ws.close()
