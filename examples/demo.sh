@@ -22,14 +22,18 @@ step "How often the NLI teacher's label matches gold (plain SQL over the views)"
                 FROM generations WHERE dataset = 'demo-nli-palm' GROUP BY ALL ORDER BY ALL"
 step "Time travel: an old version stays queryable" \
   sbs-data sql "SELECT split, count(*) AS n FROM examples_at('demo-svamp@1') GROUP BY ALL ORDER BY ALL"
-# -- generate (replay teacher) lands here --
-step "Score the teacher's rationales (rationale-aware quality signals)" sbs-data score demo-svamp-palm
+step "Generate with the replay teacher (offline: the recorded completions, through the engine and its cache)" \
+  sbs-data generate demo-svamp --teacher replay:demo-svamp-palm@1 --offline --name demo-svamp-replay
+step "What a real teacher would cost: renders the prompts, calls nothing" \
+  sbs-data generate demo-svamp --teacher openai:gpt-4o-mini --dry-run --limit 3
+step "The request cache" sbs-data cache stats
+step "Score the teacher's rationales (rationale-aware quality signals)" sbs-data score demo-svamp-replay
 step "Filter with the strict recipe (keeps keep/drop + the first rule that dropped each row)" \
-  sbs-data filter demo-svamp-palm --recipe strict
+  sbs-data filter demo-svamp-replay --recipe strict
 step "Report: funnel, signal distributions, per-teacher quality and cost (+ an offline HTML report)" \
-  sbs-data report demo-svamp-palm --html "$OUT/report.html"
+  sbs-data report demo-svamp-replay --html "$OUT/report.html"
 step "Export parquet shards + manifest + Hugging Face dataset card" \
-  sbs-data export demo-svamp-palm --out "$OUT/export"
+  sbs-data export demo-svamp-replay --out "$OUT/export"
 step "Read the export back with Hugging Face datasets" \
   python -c "import datasets; print(datasets.load_dataset('$OUT/export'))"
 step "Train a tiny student the step-by-step way (predict: + explain:)" \
