@@ -407,10 +407,22 @@ def generate(
     progress: Annotated[
         bool | None, typer.Option("--progress/--no-progress", help="Progress bar (default: on a terminal).")
     ] = None,
+    mode: Annotated[
+        str,
+        typer.Option(
+            "--mode",
+            help="online, or batch (openai:/anthropic: batch APIs at the batch price; see `batches`).",
+        ),
+    ] = "online",
+    max_rounds: Annotated[
+        int,
+        typer.Option("--max-rounds", help="Batch mode: submissions per request (failed/expired re-sent)."),
+    ] = 3,
     db: Db = None,
     fmt: Fmt = "table",
 ) -> None:
     """Answer an examples version with a teacher LLM -> a new generation version (cached, resumable)."""
+    from sbs_data.generate.batch import BatchSettings
     from sbs_data.generate.run import Settings
     from sbs_data.generate.run import generate as do_generate
 
@@ -443,6 +455,8 @@ def generate(
             name=name,
             warn=info,
             command=" ".join(["generate", *sys.argv[2:]]) if len(sys.argv) > 1 else "generate",
+            mode=mode,
+            batch_settings=BatchSettings(max_rounds=max_rounds),
         )
     if res.dry_run and res.preview and fmt == "table":
         system, user = res.preview
@@ -514,6 +528,108 @@ def cache_explain(
     if not out and fmt == "table":
         info("every request is cached")
     emit(out, fmt, columns=["example_id", "sample_idx", "key", "status", "reason"])
+
+
+batches_app = typer.Typer(
+    help="Batch runs (generate --mode batch): status, wait, collect, cancel. RUN: run id, prefix or output name.",
+    no_args_is_help=True,
+)
+app.add_typer(batches_app, name="batches")
+RunArg = Annotated[
+    str | None,
+    typer.Argument(help="Run id (or a unique prefix, or the output name); default: every open run."),
+]
+
+
+@batches_app.command("status")
+@friendly
+def batches_status(
+    run: RunArg = None,
+    no_poll: Annotated[
+        bool, typer.Option("--no-poll", help="Show what is recorded; ask the provider nothing.")
+    ] = False,
+    db: Db = None,
+    fmt: Fmt = "table",
+) -> None:
+    """Every job of the run(s), refreshed from the provider (submits and downloads nothing)."""
+    from sbs_data.generate.batch import status
+
+    with Workspace.open(db, read_only=no_poll) as ws:
+        rows = status(ws, run, poll=not no_poll, warn=info)
+    if not rows and fmt == "table":
+        info("no batch runs")
+    emit(
+        rows,
+        fmt,
+        columns=None
+        if fmt != "table"
+        else [
+            "run_id",
+            "job_id",
+            "round",
+            "state",
+            "provider_status",
+            "n_requests",
+            "n_succeeded",
+            "n_errored",
+            "n_expired",
+            "n_canceled",
+            "error",
+        ],
+    )
+
+
+@batches_app.command("wait")
+@friendly
+def batches_wait(
+    run: RunArg = None,
+    poll_interval: Annotated[float, typer.Option("--poll-interval", help="Seconds between polls.")] = 30.0,
+    timeout: Annotated[
+        float | None, typer.Option("--timeout", help="Give up waiting after this many seconds.")
+    ] = None,
+    collect_: Annotated[
+        bool,
+        typer.Option(
+            "--collect/--no-collect", help="Collect and re-submit on the way (default) or only wait."
+        ),
+    ] = True,
+    progress: Annotated[bool | None, typer.Option("--progress/--no-progress")] = None,
+    db: Db = None,
+    fmt: Fmt = "table",
+) -> None:
+    """Block (with a progress display) until the run(s) are finished; the generation version is built."""
+    from sbs_data.generate.batch import BatchSettings, wait
+
+    s = BatchSettings(poll_interval=poll_interval, progress=progress)
+    with Workspace.open(db) as ws:
+        out = wait(ws, run, settings=s, collect_results=collect_, timeout=timeout, warn=info)
+    emit(out, fmt)
+
+
+@batches_app.command("collect")
+@friendly
+def batches_collect(run: RunArg = None, db: Db = None, fmt: Fmt = "table") -> None:
+    """Fetch ended jobs into the cache, re-submit failed/expired requests, build finished versions (idempotent)."""
+    from sbs_data.generate.batch import collect
+
+    with Workspace.open(db) as ws:
+        out = collect(ws, run, warn=info)
+    for r in out:
+        if r["state"] != "done":
+            info(f"{r['run']}: {r['open_jobs']} job(s) still running; collect again later or `batches wait`")
+    emit(out, fmt)
+
+
+@batches_app.command("cancel")
+@friendly
+def batches_cancel(run: RunArg = None, db: Db = None, fmt: Fmt = "table") -> None:
+    """Cancel the run's open jobs at the provider; `collect` then keeps what was answered (partial version)."""
+    from sbs_data.generate.batch import cancel
+
+    with Workspace.open(db) as ws:
+        out = cancel(ws, run)
+    info("cancel requested; run `sbs-data batches collect` to keep the answers that arrived")
+    emit(out, fmt)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -21,10 +21,14 @@ They are applied by three rules, checked in order:
   rate R with kinds [..]               a stable R fraction of distinct prompts fails on its first attempt
                                        with one of kinds (chosen by the prompt's hash)
 
-Adding endpoints (e.g. the OpenAI Batch API: POST /v1/files, POST /v1/batches, GET /v1/batches/{id},
-GET /v1/files/{id}/content; Anthropic Message Batches: POST /v1/messages/batches, GET .../{id},
-GET .../{id}/results): register them in `_routes()`, and build each line's answer with `answer_openai(body)` /
-`answer_anthropic(body)` so batch and online answers stay identical; `self.log` records every request.
+Batch endpoints (OpenAI Batch API: POST /v1/files, GET /v1/files/{id}/content, POST /v1/batches,
+GET /v1/batches[/{id}], POST /v1/batches/{id}/cancel; Anthropic Message Batches: POST /v1/messages/batches,
+GET /v1/messages/batches[/{id}[/results]], POST .../{id}/cancel). Each line is answered with
+`answer_openai(body)` / `answer_anthropic(body)`, so batch and online answers are identical, and the same fault
+plan applies per line (one attempt per submission): `expire` makes the line expire; 400/401/403/context/
+429/5xx become per-line errors; badjson as online. A batch ends after `batch_polls` retrieves (0: at once);
+cancelling answers the first half of the lines and cancels the rest. Counters: `batch_calls` (per endpoint)
+and `batch_submitted` (per custom_id: how many times it was sent in a batch).
 """
 
 from __future__ import annotations
@@ -42,6 +46,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+
+
+def _iso(offset: float = 0.0) -> str:
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(time.time() + offset, timezone.utc).isoformat().replace("+00:00", "Z")
 
 
 def prompt_of(body: dict) -> str:
@@ -101,6 +111,15 @@ class FakeLLMServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
         self._ready = threading.Event()
+        # batch APIs
+        self.batch_polls = 1
+        self.batch_calls: dict[str, int] = {}
+        self.batch_submitted: dict[str, int] = {}
+        self.batch_keys: list[str] = []  # API keys seen by batch endpoints (tests check none is stored)
+        self.files: dict[str, bytes] = {}
+        self.batches: dict[str, dict] = {}  # openai
+        self.msg_batches: dict[str, dict] = {}  # anthropic
+        self._batch_state: dict[str, dict] = {}
 
     # -- urls ---------------------------------------------------------------------------------
     @property
@@ -310,11 +329,335 @@ class FakeLLMServer:
         self.reset()
         return web.json_response({"ok": True})
 
+    # -- batch APIs ---------------------------------------------------------------------------
+    def _bcount(self, request: web.Request, name: str) -> None:
+        key = request.headers.get("x-api-key") or request.headers.get("authorization", "").removeprefix(
+            "Bearer "
+        )
+        with self._lock:
+            self.batch_calls[name] = self.batch_calls.get(name, 0) + 1
+            if key:
+                self.batch_keys.append(key)
+
+    def _line_outcome(self, body: dict, provider: str) -> tuple[str, Any]:
+        """('ok', payload) | ('expired', None) | ('error', (status, etype, message)) for one batch line."""
+        fault = self._pick_fault(prompt_of(body))
+        name = (fault or "").partition(":")[0]
+        with self._lock:
+            self.outcomes[fault or "ok"] = self.outcomes.get(fault or "ok", 0) + 1
+        if name == "expire":
+            return "expired", None
+        if name in ("", "badjson"):
+            payload = (
+                self.answer_anthropic(body, name)
+                if provider == "anthropic"
+                else self.answer_openai(body, name)
+            )
+            return "ok", payload
+        if name == "context":
+            return "error", (400, "invalid_request_error", "prompt is too long: context_length_exceeded")
+        status = int(name) if name.isdigit() else 500
+        etype = {
+            400: "invalid_request_error",
+            401: "authentication_error",
+            403: "permission_error",
+            429: "rate_limit_error",
+            529: "overloaded_error",
+        }.get(status, "api_error")
+        return "error", (status, etype, "the fake server failed this request")
+
+    def _finish_openai(self, b: dict, cancelled: bool = False) -> None:
+        st = self._batch_state[b["id"]]
+        out, err = [], []
+        n_ok = n_fail = 0
+        expired = False
+        lines = st["lines"]
+        for i, line in enumerate(lines):
+            cid = line["custom_id"]
+            if cancelled and i >= len(lines) // 2:
+                continue  # never ran: no line at all
+            kind, val = self._line_outcome(line["body"], "openai")
+            if kind == "ok":
+                n_ok += 1
+                resp = {"status_code": 200, "request_id": f"req_{uuid.uuid4().hex[:8]}", "body": val}
+                out.append(
+                    {
+                        "id": f"batch_req_{uuid.uuid4().hex[:8]}",
+                        "custom_id": cid,
+                        "response": resp,
+                        "error": None,
+                    }
+                )
+            elif kind == "expired":
+                expired = True
+                n_fail += 1
+                err.append(
+                    {
+                        "id": f"batch_req_{uuid.uuid4().hex[:8]}",
+                        "custom_id": cid,
+                        "response": None,
+                        "error": {
+                            "code": "batch_expired",
+                            "message": "This request could not be executed before the completion window expired.",
+                        },
+                    }
+                )
+            else:
+                n_fail += 1
+                status, etype, msg = val
+                body = {"error": {"message": msg, "type": etype, "code": etype, "param": None}}
+                resp = {"status_code": status, "request_id": f"req_{uuid.uuid4().hex[:8]}", "body": body}
+                err.append(
+                    {
+                        "id": f"batch_req_{uuid.uuid4().hex[:8]}",
+                        "custom_id": cid,
+                        "response": resp,
+                        "error": None,
+                    }
+                )
+        now = int(time.time())
+        if out:
+            fid = f"file-out-{uuid.uuid4().hex[:10]}"
+            self.files[fid] = "".join(json.dumps(x) + "\n" for x in out).encode()
+            b["output_file_id"] = fid
+        if err:
+            fid = f"file-err-{uuid.uuid4().hex[:10]}"
+            self.files[fid] = "".join(json.dumps(x) + "\n" for x in err).encode()
+            b["error_file_id"] = fid
+        b["status"] = "cancelled" if cancelled else "expired" if expired else "completed"
+        b[
+            {"cancelled": "cancelled_at", "expired": "expired_at", "completed": "completed_at"}[b["status"]]
+        ] = now
+        b["request_counts"] = {"total": len(lines), "completed": n_ok, "failed": n_fail}
+
+    async def _o_file_create(self, request: web.Request) -> web.Response:
+        self._bcount(request, "files.create")
+        form = await request.post()
+        f = form["file"]
+        data = f.file.read()
+        fid = f"file-{uuid.uuid4().hex[:12]}"
+        self.files[fid] = data
+        return web.json_response(
+            {
+                "id": fid,
+                "object": "file",
+                "bytes": len(data),
+                "created_at": int(time.time()),
+                "filename": f.filename,
+                "purpose": form.get("purpose", "batch"),
+                "status": "processed",
+            }
+        )
+
+    async def _o_file_content(self, request: web.Request) -> web.Response:
+        self._bcount(request, "files.content")
+        fid = request.match_info["id"]
+        if fid not in self.files:
+            return self._error("openai", 404, "not_found", f"no file {fid}")
+        return web.Response(body=self.files[fid], content_type="application/octet-stream")
+
+    async def _o_batch_create(self, request: web.Request) -> web.Response:
+        self._bcount(request, "batches.create")
+        body = await request.json()
+        fid = body.get("input_file_id")
+        if fid not in self.files:
+            return self._error("openai", 400, "invalid_request_error", f"no file {fid}")
+        lines = [json.loads(x) for x in self.files[fid].decode().splitlines() if x.strip()]
+        for line in lines:
+            self.batch_submitted[line["custom_id"]] = self.batch_submitted.get(line["custom_id"], 0) + 1
+        bid = f"batch_{uuid.uuid4().hex[:12]}"
+        b = {
+            "id": bid,
+            "object": "batch",
+            "endpoint": body.get("endpoint"),
+            "errors": None,
+            "input_file_id": fid,
+            "completion_window": body.get("completion_window", "24h"),
+            "status": "validating",
+            "output_file_id": None,
+            "error_file_id": None,
+            "created_at": int(time.time()),
+            "expires_at": int(time.time()) + 86400,
+            "request_counts": {"total": len(lines), "completed": 0, "failed": 0},
+            "metadata": body.get("metadata"),
+        }
+        self.batches[bid] = b
+        self._batch_state[bid] = {"lines": lines, "polls": self.batch_polls}
+        if self.batch_polls <= 0:
+            self._finish_openai(b)
+        return web.json_response(b)
+
+    async def _o_batch_get(self, request: web.Request) -> web.Response:
+        self._bcount(request, "batches.retrieve")
+        b = self.batches.get(request.match_info["id"])
+        if b is None:
+            return self._error("openai", 404, "not_found", "no such batch")
+        st = self._batch_state[b["id"]]
+        if b["status"] == "cancelling":
+            self._finish_openai(b, cancelled=True)
+        elif b["status"] in ("validating", "in_progress"):
+            st["polls"] -= 1
+            if st["polls"] <= 0:
+                self._finish_openai(b)
+            else:
+                b["status"] = "in_progress"
+        return web.json_response(b)
+
+    async def _o_batch_cancel(self, request: web.Request) -> web.Response:
+        self._bcount(request, "batches.cancel")
+        b = self.batches.get(request.match_info["id"])
+        if b is None:
+            return self._error("openai", 404, "not_found", "no such batch")
+        if b["status"] in ("validating", "in_progress"):
+            b["status"] = "cancelling"
+            b["cancelling_at"] = int(time.time())
+        return web.json_response(b)
+
+    async def _o_batch_list(self, request: web.Request) -> web.Response:
+        self._bcount(request, "batches.list")
+        items = sorted(self.batches.values(), key=lambda b: b["created_at"], reverse=True)
+        after, limit = request.query.get("after"), int(request.query.get("limit", 20))
+        if after:
+            ids = [b["id"] for b in items]
+            items = items[ids.index(after) + 1 :] if after in ids else []
+        page = items[:limit]
+        return web.json_response(
+            {
+                "object": "list",
+                "data": page,
+                "first_id": page[0]["id"] if page else None,
+                "last_id": page[-1]["id"] if page else None,
+                "has_more": len(items) > limit,
+            }
+        )
+
+    def _a_view(self, b: dict) -> dict:
+        return {k: v for k, v in b.items() if not k.startswith("_")}
+
+    def _finish_anthropic(self, b: dict, cancelled: bool = False) -> None:
+        st = self._batch_state[b["id"]]
+        results = []
+        counts = {"processing": 0, "succeeded": 0, "errored": 0, "canceled": 0, "expired": 0}
+        reqs = st["lines"]
+        for i, r in enumerate(reqs):
+            if cancelled and i >= len(reqs) // 2:
+                res = {"type": "canceled"}
+            else:
+                kind, val = self._line_outcome(r["params"], "anthropic")
+                if kind == "ok":
+                    res = {"type": "succeeded", "message": val}
+                elif kind == "expired":
+                    res = {"type": "expired"}
+                else:
+                    status, etype, msg = val
+                    res = {
+                        "type": "errored",
+                        "error": {"type": "error", "error": {"type": etype, "message": msg}},
+                    }
+            counts[res["type"]] += 1
+            results.append({"custom_id": r["custom_id"], "result": res})
+        st["results"] = results
+        b["processing_status"] = "ended"
+        b["ended_at"] = _iso()
+        b["request_counts"] = counts
+        b["results_url"] = f"{self.url}/v1/messages/batches/{b['id']}/results"
+
+    async def _a_batch_create(self, request: web.Request) -> web.Response:
+        self._bcount(request, "messages.batches.create")
+        body = await request.json()
+        reqs = body.get("requests") or []
+        for r in reqs:
+            self.batch_submitted[r["custom_id"]] = self.batch_submitted.get(r["custom_id"], 0) + 1
+        bid = f"msgbatch_{uuid.uuid4().hex[:12]}"
+        b = {
+            "id": bid,
+            "type": "message_batch",
+            "processing_status": "in_progress",
+            "request_counts": {
+                "processing": len(reqs),
+                "succeeded": 0,
+                "errored": 0,
+                "canceled": 0,
+                "expired": 0,
+            },
+            "ended_at": None,
+            "created_at": _iso(),
+            "expires_at": _iso(86400),
+            "archived_at": None,
+            "cancel_initiated_at": None,
+            "results_url": None,
+            "_t": time.time(),
+        }
+        self.msg_batches[bid] = b
+        self._batch_state[bid] = {"lines": reqs, "polls": self.batch_polls}
+        if self.batch_polls <= 0:
+            self._finish_anthropic(b)
+        return web.json_response(self._a_view(b))
+
+    async def _a_batch_get(self, request: web.Request) -> web.Response:
+        self._bcount(request, "messages.batches.retrieve")
+        b = self.msg_batches.get(request.match_info["id"])
+        if b is None:
+            return self._error("anthropic", 404, "not_found_error", "no such batch")
+        st = self._batch_state[b["id"]]
+        if b["processing_status"] == "canceling":
+            self._finish_anthropic(b, cancelled=True)
+        elif b["processing_status"] == "in_progress":
+            st["polls"] -= 1
+            if st["polls"] <= 0:
+                self._finish_anthropic(b)
+        return web.json_response(self._a_view(b))
+
+    async def _a_batch_results(self, request: web.Request) -> web.Response:
+        self._bcount(request, "messages.batches.results")
+        b = self.msg_batches.get(request.match_info["id"])
+        if b is None or b["processing_status"] != "ended":
+            return self._error("anthropic", 404, "not_found_error", "results not available")
+        text = "".join(json.dumps(x) + "\n" for x in self._batch_state[b["id"]]["results"])
+        return web.Response(text=text, content_type="application/binary")
+
+    async def _a_batch_cancel(self, request: web.Request) -> web.Response:
+        self._bcount(request, "messages.batches.cancel")
+        b = self.msg_batches.get(request.match_info["id"])
+        if b is None:
+            return self._error("anthropic", 404, "not_found_error", "no such batch")
+        if b["processing_status"] == "in_progress":
+            b["processing_status"] = "canceling"
+            b["cancel_initiated_at"] = _iso()
+        return web.json_response(self._a_view(b))
+
+    async def _a_batch_list(self, request: web.Request) -> web.Response:
+        self._bcount(request, "messages.batches.list")
+        items = sorted(self.msg_batches.values(), key=lambda b: b["_t"], reverse=True)
+        after, limit = request.query.get("after_id"), int(request.query.get("limit", 20))
+        if after:
+            ids = [b["id"] for b in items]
+            items = items[ids.index(after) + 1 :] if after in ids else []
+        page = items[:limit]
+        return web.json_response(
+            {
+                "data": [self._a_view(b) for b in page],
+                "first_id": page[0]["id"] if page else None,
+                "last_id": page[-1]["id"] if page else None,
+                "has_more": len(items) > limit,
+            }
+        )
+
     def _routes(self) -> list[web.RouteDef]:
         return [
             web.post("/v1/chat/completions", self._openai),
             web.post("/v1/messages", self._anthropic),
-            # batch endpoints go here (see the module docstring)
+            web.post("/v1/files", self._o_file_create),
+            web.get("/v1/files/{id}/content", self._o_file_content),
+            web.post("/v1/batches", self._o_batch_create),
+            web.get("/v1/batches", self._o_batch_list),
+            web.get("/v1/batches/{id}", self._o_batch_get),
+            web.post("/v1/batches/{id}/cancel", self._o_batch_cancel),
+            web.post("/v1/messages/batches", self._a_batch_create),
+            web.get("/v1/messages/batches", self._a_batch_list),
+            web.get("/v1/messages/batches/{id}", self._a_batch_get),
+            web.get("/v1/messages/batches/{id}/results", self._a_batch_results),
+            web.post("/v1/messages/batches/{id}/cancel", self._a_batch_cancel),
             web.post("/_control/faults", self._control_faults),
             web.get("/_control/stats", self._control_stats),
             web.post("/_control/reset", self._control_reset),

@@ -103,6 +103,30 @@ def _table(rows: list[dict], cols: list[str], types: dict[str, Any]) -> pl.DataF
     )
 
 
+def write(ws: Any, answers: list[dict], failures: list[dict]) -> None:
+    """Store answers (INSERT OR IGNORE on the key: an answer is never replaced) and failures, in one
+    transaction (joining the caller's, when there is one). Used by the online writer and batch collect."""
+    con = ws.con
+    with ws.transaction():
+        if answers:
+            con.register("_sbs_cache_batch", _table(answers, _CACHE_COLS, _CACHE_TYPES))
+            try:
+                con.execute(
+                    f"INSERT OR IGNORE INTO sbs_cache ({', '.join(_CACHE_COLS)}) "
+                    f"SELECT {', '.join(_CACHE_COLS)} FROM _sbs_cache_batch"
+                )
+            finally:
+                con.unregister("_sbs_cache_batch")
+        if failures:
+            con.register("_sbs_fail_batch", _table(failures, _FAIL_COLS, _FAIL_TYPES))
+            try:
+                con.execute(
+                    f"INSERT INTO sbs_failures ({', '.join(_FAIL_COLS)}) SELECT {', '.join(_FAIL_COLS)} FROM _sbs_fail_batch"
+                )
+            finally:
+                con.unregister("_sbs_fail_batch")
+
+
 @dataclass
 class CacheWriter:
     """Commits answers and failures in small transactions, at most `flush_interval` s after they arrive.
@@ -150,25 +174,7 @@ class CacheWriter:
     def _write(self, batch: list[tuple[str, dict]]) -> None:
         answers = [r for k, r in batch if k == "a"]
         failures = [r for k, r in batch if k == "f"]
-        con = self.ws.con
-        with self.ws.transaction():
-            if answers:
-                con.register("_sbs_cache_batch", _table(answers, _CACHE_COLS, _CACHE_TYPES))
-                try:
-                    con.execute(
-                        f"INSERT OR IGNORE INTO sbs_cache ({', '.join(_CACHE_COLS)}) "
-                        f"SELECT {', '.join(_CACHE_COLS)} FROM _sbs_cache_batch"
-                    )
-                finally:
-                    con.unregister("_sbs_cache_batch")
-            if failures:
-                con.register("_sbs_fail_batch", _table(failures, _FAIL_COLS, _FAIL_TYPES))
-                try:
-                    con.execute(
-                        f"INSERT INTO sbs_failures ({', '.join(_FAIL_COLS)}) SELECT {', '.join(_FAIL_COLS)} FROM _sbs_fail_batch"
-                    )
-                finally:
-                    con.unregister("_sbs_fail_batch")
+        write(self.ws, answers, failures)
         self.written += len(answers)
         self.failures_written += len(failures)
         self.flushes += 1

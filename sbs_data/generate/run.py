@@ -594,12 +594,24 @@ def generate(
     prices_path: str | Path | None = None,
     warn: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
     command: str = "generate",
+    mode: str = "online",
+    batch_settings: Any = None,
 ) -> GenerateResult:
-    """Answer an examples version with a teacher; returns the new generation version and a summary."""
+    """Answer an examples version with a teacher; returns the new generation version and a summary.
+
+    `mode="batch"` (openai:/anthropic: teachers) submits the cache misses as provider batch jobs and returns
+    without a version; `sbs_data.generate.batch.collect` builds it later (see that module)."""
     s = settings or Settings()
     clock = {"start": time.perf_counter()}
+    if mode not in ("online", "batch"):
+        raise SbsError(f"--mode must be online or batch, not {mode!r}")
+    batch = mode == "batch"
     if isinstance(teacher, str):
         teacher = parse_spec(teacher, base_urls=base_urls, ws=ws, timeout=s.timeout)
+    if batch and teacher.provider not in ("openai", "anthropic"):
+        raise SbsError(
+            f"--mode batch needs an openai: or anthropic: teacher, not {teacher.spec} (use online mode)"
+        )
     p = plan(
         ws,
         ref,
@@ -648,8 +660,8 @@ def generate(
         summary.update(
             est_prompt_tokens=est_in,
             max_completion_tokens=max_out,
-            est_cost_usd=None if price is None else round(price.cost(est_in, 0), 4),
-            max_cost_usd=None if price is None else round(price.cost(est_in, max_out), 4),
+            est_cost_usd=None if price is None else round(price.cost(est_in, 0, batch=batch), 4),
+            max_cost_usd=None if price is None else round(price.cost(est_in, max_out, batch=batch), 4),
             prompt=p.prompt.source,
             prompt_sha=p.prompt.sha,
         )
@@ -658,6 +670,8 @@ def generate(
             r = p.items[0].req
             preview = (r.system, r.messages[-1]["content"])
         asyncio.run(teacher.aclose())
+        if batch:
+            summary["mode"] = "batch"
         return GenerateResult(None, summary, dry_run=True, preview=preview)
     if misses and offline and teacher.network:
         first = misses[0]
@@ -668,6 +682,41 @@ def generate(
         )
     if misses:
         teacher.preflight()
+    if batch and misses:
+        from sbs_data.generate import batch as batch_mod
+
+        if max_usd is not None and price is not None:  # a batch cannot stop midway: check the worst case
+            worst = price.cost(
+                sum(estimate_tokens(it.req.prompt_chars) for it in misses),
+                len(misses) * int(p.params.get("max_tokens") or DEFAULT_MAX_TOKENS),
+                batch=True,
+            )
+            if worst > max_usd:
+                raise SbsError(
+                    f"--max-usd {max_usd:g}: a batch cannot stop midway and may cost up to ${worst:.4f} "
+                    "(at most max_tokens per answer); raise the limit, lower --limit, or use online mode"
+                )
+        args = {
+            "split": split,
+            "limit": limit,
+            "samples": samples,
+            "prompt_path": str(Path(prompt_path).resolve()) if prompt_path else None,
+            "json_mode": json_mode,
+            "params": p.params,
+            "prices_path": str(Path(prices_path).resolve()) if prices_path else None,
+        }
+        return batch_mod.submit(
+            ws,
+            p,
+            teacher,
+            misses,
+            out_name=out_name,
+            summary=summary,
+            args=args,
+            price=price,
+            settings=batch_settings,
+            command=command,
+        )
     run_id = ws.start_run(command)
     writer = cache_mod.CacheWriter(ws, flush_interval=s.flush_interval)
     progress = _Progress(

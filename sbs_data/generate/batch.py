@@ -1,0 +1,835 @@
+"""Batch generation: submit a plan's cache misses as provider batch jobs, then collect them later.
+
+Why batches: half the price, and the way large rationale sets are made. Why this much bookkeeping: a batch
+lives for hours while the process that submitted it may exit any number of times. So:
+
+* `submit` renders exactly the requests online mode would (same `plan`, same cache keys, same adapter
+  `build_kwargs`), skips what is cached or already pending in an open job, splits the rest within the
+  provider's limits, and for each job commits an intent row ('submitting', deterministic job id) BEFORE
+  calling the provider, then records the provider's batch id. A crash between create and record is healed
+  by `reconcile`: the provider's batch list is searched for the job (OpenAI: metadata sbs_job; Anthropic:
+  an unclaimed batch of the same size created after the intent) before anything is sent again.
+* `collect` polls, downloads ended jobs into the cache / failures tables (one transaction per job, then the
+  job is 'collected': never downloaded again), re-submits failed and expired requests in a follow-up round
+  (bounded by max_rounds), and once every request is answered or permanently failed builds the generation
+  version with the online engine's own `_build_version`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from types import SimpleNamespace
+from typing import Any
+
+from sbs_data import SbsError
+from sbs_data.generate import cache as cache_mod
+from sbs_data.generate.cost import Price, price_for
+from sbs_data.generate.parse import parse
+from sbs_data.teachers.base import Teacher, TeacherError, parse_spec, redact
+from sbs_data.teachers.batch import RETRYABLE_KINDS, BatchAPI, BatchInfo, batch_api
+from sbs_data.workspace import Workspace, config_hash
+
+OPEN_STATES = ("submitting", "submitted", "ended")
+_JOB_COLS = (
+    "job_id run_id provider model round part state provider_status provider_batch_id input_file_id "
+    "output_file_id error_file_id n_requests bytes n_succeeded n_errored n_expired n_canceled error "
+    "created_at submitted_at ended_at collected_at"
+).split()
+
+
+@dataclass
+class BatchSettings:
+    """Batch knobs; tests shrink the limits and the poll interval."""
+
+    max_requests: int | None = None  # per job; None: the provider's limit
+    max_bytes: int | None = None  # per job; None: the provider's limit
+    max_rounds: int = 3  # first submission + follow-ups for failed / expired requests
+    poll_interval: float = 30.0  # `wait`
+    call_timeout: float = 120.0  # one management call (upload, create, retrieve, download)
+    submit_attempts: int = 3  # transient errors at create: reconcile, then try again
+    retry_delay: float = 2.0
+    progress: bool | None = None  # None: a display when stderr is a terminal
+
+
+def _now() -> datetime:
+    """UTC, naive: every timestamp this module writes (the batches view shows UTC)."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def _epoch(dt: datetime) -> float:
+    return dt.replace(tzinfo=timezone.utc).timestamp()
+
+
+# -- bookkeeping ----------------------------------------------------------------------------------
+def _jobs(ws: Workspace, run_id: str) -> list[dict[str, Any]]:
+    rows = ws.all(
+        f"SELECT {', '.join(_JOB_COLS)} FROM sbs_batches WHERE run_id = ? ORDER BY round, part", [run_id]
+    )
+    return [dict(zip(_JOB_COLS, r)) for r in rows]
+
+
+def _update_job(ws: Workspace, job_id: str, **fields: Any) -> None:
+    fields["updated_at"] = _now()
+    sets = ", ".join(f"{k} = ?" for k in fields)
+    with ws.transaction():
+        ws.con.execute(f"UPDATE sbs_batches SET {sets} WHERE job_id = ?", [*fields.values(), job_id])
+
+
+def _job_keys(ws: Workspace, job_id: str) -> list[str]:
+    return [r[0] for r in ws.all("SELECT cache_key FROM sbs_batch_requests WHERE job_id = ?", [job_id])]
+
+
+def _pending_keys(ws: Workspace, exclude_run: str | None = None) -> set[str]:
+    """Keys inside jobs that may still answer them (not collected, not failed)."""
+    rows = ws.all(
+        "SELECT DISTINCT r.cache_key FROM sbs_batch_requests r JOIN sbs_batches b USING (job_id) "
+        f"WHERE b.state IN {OPEN_STATES} AND b.run_id IS DISTINCT FROM ?",
+        [exclude_run],
+    )
+    return {r[0] for r in rows}
+
+
+def _run_row(ws: Workspace, run_id: str) -> dict[str, Any]:
+    cols = "run_id provider model teacher source out_name args config_hash requests max_rounds status version_id".split()
+    rows = ws.all(f"SELECT {', '.join(cols)} FROM sbs_batch_runs WHERE run_id = ?", [run_id])
+    if not rows:
+        raise SbsError(f"no batch run {run_id!r}")
+    r = dict(zip(cols, rows[0]))
+    r["args"] = json.loads(r["args"])
+    return r
+
+
+def select_runs(ws: Workspace, run: str | None = None, *, only_open: bool = True) -> list[str]:
+    """RUN as a run id, a unique run-id prefix or an output dataset name; none: every unfinished run."""
+    if run is None:
+        where = "WHERE version_id IS NULL AND status IN ('open', 'cancelled')" if only_open else ""
+        return [r[0] for r in ws.all(f"SELECT run_id FROM sbs_batch_runs {where} ORDER BY created_at")]
+    exact = ws.all("SELECT run_id FROM sbs_batch_runs WHERE run_id = ?", [run])
+    if exact:
+        return [exact[0][0]]
+    pre = ws.all("SELECT run_id FROM sbs_batch_runs WHERE starts_with(run_id, ?) ORDER BY created_at", [run])
+    if len(pre) == 1:
+        return [pre[0][0]]
+    if len(pre) > 1:
+        raise SbsError(f"batch run {run!r} is ambiguous: {', '.join(r[0] for r in pre)}")
+    named = ws.all(
+        "SELECT run_id FROM sbs_batch_runs WHERE out_name = ? ORDER BY created_at DESC LIMIT 1", [run]
+    )
+    if named:
+        return [named[0][0]]
+    raise SbsError(f"no batch run {run!r} (see `sbs-data batches status`)")
+
+
+# -- the context of a run: re-planned requests, teacher, API, price ---------------------------------
+@dataclass
+class _Ctx:
+    run: dict[str, Any]
+    plan: Any
+    teacher: Teacher
+    api: BatchAPI
+    price: Price | None
+    items: dict[str, Any]  # key -> Item (first of duplicates)
+
+
+def _context(ws: Workspace, run_id: str, settings: BatchSettings, api: BatchAPI | None = None) -> _Ctx:
+    from sbs_data.generate.run import plan
+
+    r = _run_row(ws, run_id)
+    a = r["args"]
+    teacher = parse_spec(r["teacher"], base_urls=[a["base_url"]] if a.get("base_url") else (), ws=ws)
+    p = plan(
+        ws,
+        r["source"],
+        teacher,
+        split=a.get("split"),
+        limit=a.get("limit"),
+        samples=a.get("samples", 1),
+        prompt_path=a.get("prompt_path"),
+        json_mode=a.get("json_mode", False),
+        params=a.get("params"),
+    )
+    if _plan_hash(p.config) != r["config_hash"]:
+        raise SbsError(
+            f"batch run {run_id}: the requests no longer render as submitted (prompt file "
+            f"{a.get('prompt_path') or p.prompt.source} or the examples changed); restore it, or cancel the run"
+        )
+    items: dict[str, Any] = {}
+    for it in p.items:
+        items.setdefault(it.key, it)
+    price = price_for(teacher.provider, teacher.model, a.get("prices_path"))
+    return _Ctx(r, p, teacher, api or batch_api(teacher, settings.call_timeout), price, items)
+
+
+def _plan_hash(config: dict) -> str:
+    c = json.loads(json.dumps(config, default=str))
+    c.get("teacher", {}).pop("base_url", None)  # where the API lives is not what is asked
+    return config_hash(c)
+
+
+# -- submitting ---------------------------------------------------------------------------------
+def _split(api: BatchAPI, items: list[Any], s: BatchSettings) -> list[tuple[list[Any], list[dict], int]]:
+    """Parts within the provider's limits: (items, request lines, bytes)."""
+    max_n = min(s.max_requests or api.max_requests, api.max_requests)
+    max_b = min(s.max_bytes or api.max_bytes, api.max_bytes)
+    parts: list[tuple[list[Any], list[dict], int]] = []
+    cur: list[Any] = []
+    lines: list[dict] = []
+    size = 0
+    for it in items:
+        line = api.line(it.key, it.req)
+        n = len(json.dumps(line, ensure_ascii=False).encode()) + 1
+        if cur and (len(cur) >= max_n or size + n > max_b):
+            parts.append((cur, lines, size))
+            cur, lines, size = [], [], 0
+        cur.append(it)
+        lines.append(line)
+        size += n
+    if cur:
+        parts.append((cur, lines, size))
+    return parts
+
+
+def _payload(lines: list[dict]) -> bytes:
+    return b"".join(json.dumps(x, ensure_ascii=False).encode() + b"\n" for x in lines)
+
+
+def submit_round(ws: Workspace, ctx: _Ctx, round_: int, items: list[Any], s: BatchSettings) -> list[str]:
+    """Record every job of a round (committed) first, then submit them one by one."""
+    run_id = ctx.run["run_id"]
+    parts = _split(ctx.api, items, s)
+    now = _now()
+    jobs = []
+    with ws.transaction():
+        for i, (its, lines, size) in enumerate(parts):
+            job_id = f"sbs-{run_id}-r{round_}-p{i}"
+            ws.con.execute(
+                "INSERT INTO sbs_batches (job_id, run_id, provider, model, round, part, state, n_requests, bytes, "
+                "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, 'submitting', ?, ?, ?, ?)",
+                [
+                    job_id,
+                    run_id,
+                    ctx.teacher.provider,
+                    ctx.teacher.model,
+                    round_,
+                    i,
+                    len(its),
+                    size,
+                    now,
+                    now,
+                ],
+            )
+            import polars as pl
+
+            df = pl.DataFrame(
+                {
+                    "job_id": [job_id] * len(its),
+                    "cache_key": [it.key for it in its],
+                    "example_id": [it.example_id for it in its],
+                    "sample_idx": [it.sample_idx for it in its],
+                },
+                schema={
+                    "job_id": pl.Utf8,
+                    "cache_key": pl.Utf8,
+                    "example_id": pl.Utf8,
+                    "sample_idx": pl.Int32,
+                },
+            )
+            ws.con.register("_sbs_batch_reqs", df)
+            try:
+                ws.con.execute("INSERT INTO sbs_batch_requests SELECT * FROM _sbs_batch_reqs")
+            finally:
+                ws.con.unregister("_sbs_batch_reqs")
+            jobs.append((job_id, lines))
+    for job_id, lines in jobs:
+        job = {"job_id": job_id, "run_id": run_id, "created_at": now, "n_requests": len(lines)}
+        _submit_job(ws, ctx, job, lines, s, reconcile=False)
+    return [j for j, _ in jobs]
+
+
+def _claimed(ws: Workspace) -> set[str]:
+    return {
+        r[0] for r in ws.all("SELECT provider_batch_id FROM sbs_batches WHERE provider_batch_id IS NOT NULL")
+    }
+
+
+def _submit_job(
+    ws: Workspace, ctx: _Ctx, job: dict, lines: list[dict], s: BatchSettings, *, reconcile: bool
+) -> None:
+    """Create one job at the provider, unless reconciling finds it was created already."""
+    api, job_id = ctx.api, job["job_id"]
+    since = _epoch(job["created_at"])
+    file_id = job.get("input_file_id")
+    last: TeacherError | None = None
+    for attempt in range(max(1, s.submit_attempts)):
+        try:
+            if reconcile or attempt:
+                info = api.find(job_id, since, job["n_requests"], _claimed(ws))
+                if info is not None:
+                    _record_created(ws, job_id, info)
+                    return
+            if api.provider == "openai":
+                if not file_id:
+                    file_id = api.upload(job_id, _payload(lines))
+                    _update_job(ws, job_id, input_file_id=file_id)
+                info = api.create(job_id, job["run_id"], file_id)
+            else:
+                info = api.create(job_id, job["run_id"], lines)
+        except TeacherError as e:
+            last = e
+            _update_job(ws, job_id, error=redact(str(e), ctx.api.secrets))
+            if not e.retryable:
+                break
+            time.sleep(e.retry_after if e.retry_after is not None else s.retry_delay * (attempt + 1))
+            continue
+        _record_created(ws, job_id, info)
+        return
+    raise SbsError(
+        f"batch job {job_id} was not submitted ({last}); it stays recorded: `sbs-data batches collect "
+        f"{job['run_id']}` tries again (without submitting twice), `sbs-data batches cancel {job['run_id']}` gives up"
+    )
+
+
+def _record_created(ws: Workspace, job_id: str, info: BatchInfo) -> None:
+    _update_job(
+        ws,
+        job_id,
+        state="ended" if info.ended else "submitted",
+        provider_status=info.status,
+        provider_batch_id=info.batch_id,
+        submitted_at=_now(),
+        error=None,
+        **({"input_file_id": info.input_file_id} if info.input_file_id else {}),
+    )
+
+
+def resume(ws: Workspace, ctx: _Ctx, s: BatchSettings) -> int:
+    """Finish the submission of jobs left 'submitting' by an earlier process (reconciling first)."""
+    n = 0
+    for job in _jobs(ws, ctx.run["run_id"]):
+        if job["state"] != "submitting":
+            continue
+        if ctx.run["status"] == "cancelled":
+            info = ctx.api.find(job["job_id"], _epoch(job["created_at"]), job["n_requests"], _claimed(ws))
+            if info is None:
+                _update_job(ws, job["job_id"], state="failed", error="run cancelled before submission")
+            else:
+                _record_created(ws, job["job_id"], info)
+                _cancel_job(ws, ctx, {**job, "provider_batch_id": info.batch_id, "state": "submitted"})
+            continue
+        keys = _job_keys(ws, job["job_id"])
+        lines = [ctx.api.line(k, ctx.items[k].req) for k in keys]
+        _submit_job(ws, ctx, job, lines, s, reconcile=True)
+        n += 1
+    return n
+
+
+def submit(
+    ws: Workspace,
+    p: Any,
+    teacher: Teacher,
+    misses: list[Any],
+    *,
+    out_name: str,
+    summary: dict[str, Any],
+    args: dict[str, Any],
+    price: Price | None,
+    settings: BatchSettings | None = None,
+    command: str = "generate --mode batch",
+    api: BatchAPI | None = None,
+) -> Any:
+    """`generate --mode batch`: record and submit the plan's misses; returns a GenerateResult (no version yet)."""
+    from sbs_data.generate.run import GenerateResult
+
+    s = settings or BatchSettings()
+    api = api or batch_api(teacher, s.call_timeout)
+    chash = _plan_hash(p.config)
+    same = ws.all(
+        "SELECT run_id FROM sbs_batch_runs WHERE status = 'open' AND version_id IS NULL AND config_hash = ? "
+        "AND out_name = ? ORDER BY created_at DESC LIMIT 1",
+        [chash, out_name],
+    )
+    if same:  # the same command again before collecting: resume that run, submit nothing new
+        run_id = same[0][0]
+        ctx = _context(ws, run_id, s, api)
+        resume(ws, ctx, s)
+        jobs = _jobs(ws, run_id)
+        summary.update(mode="batch", run=run_id, jobs=len(jobs), submitted_now=0, note="already submitted")
+        summary["next"] = f"sbs-data batches wait {run_id}"
+        return GenerateResult(None, summary)
+    pending = _pending_keys(ws)
+    todo = [it for it in misses if it.key not in pending]
+    teacher.preflight()
+    run_id = ws.start_run(command)
+    stored = {**args, "base_url": _storable_url(getattr(teacher, "base_url", None))}
+    with ws.transaction():
+        ws.con.execute(
+            "INSERT INTO sbs_batch_runs (run_id, provider, model, teacher, source, out_name, args, config_hash, "
+            "requests, max_rounds, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                run_id,
+                teacher.provider,
+                teacher.model,
+                teacher.spec,
+                p.examples.ref,
+                out_name,
+                json.dumps(stored, default=str),
+                chash,
+                len(p.items),
+                max(1, s.max_rounds),
+                _now(),
+            ],
+        )
+    items = {}
+    for it in p.items:
+        items.setdefault(it.key, it)
+    ctx = _Ctx(_run_row(ws, run_id), p, teacher, api, price, items)
+    try:
+        job_ids = submit_round(ws, ctx, 0, todo, s) if todo else []
+    finally:
+        api.close()
+    ws.finish_run(
+        run_id, "submitted", {"requests": len(p.items), "submitted": len(todo), "jobs": len(job_ids)}
+    )
+    summary.update(
+        mode="batch",
+        run=run_id,
+        jobs=len(job_ids),
+        submitted_now=len(todo),
+        pending_elsewhere=len(misses) - len(todo),
+        next=f"sbs-data batches wait {run_id}",
+    )
+    return GenerateResult(None, summary)
+
+
+def _storable_url(url: str | None) -> str | None:
+    """A base URL is kept only when it carries no credentials (never store secrets)."""
+    if not url or "@" in url.split("//", 1)[-1].split("/", 1)[0]:
+        return None
+    return url
+
+
+# -- polling, collecting, finishing ---------------------------------------------------------------
+def _poll(ws: Workspace, ctx: _Ctx, warn: Callable[[str], None]) -> None:
+    for job in _jobs(ws, ctx.run["run_id"]):
+        if job["state"] != "submitted":
+            continue
+        try:
+            info = ctx.api.retrieve(job["provider_batch_id"])
+        except TeacherError as e:
+            if e.retryable:
+                warn(f"warning: {job['job_id']}: {e} (will poll again)")
+                continue
+            raise SbsError(f"{job['job_id']}: {e}") from None
+        _note_info(ws, job["job_id"], info)
+
+
+def _note_info(ws: Workspace, job_id: str, info: BatchInfo) -> None:
+    c = info.counts
+    fields: dict[str, Any] = {
+        "provider_status": info.status,
+        "n_succeeded": c.get("succeeded"),
+        "n_errored": c.get("errored"),
+        "n_expired": c.get("expired"),
+        "n_canceled": c.get("canceled"),
+    }
+    if info.output_file_id:
+        fields["output_file_id"] = info.output_file_id
+    if info.error_file_id:
+        fields["error_file_id"] = info.error_file_id
+    if info.error:
+        fields["error"] = info.error
+    if info.ended:
+        fields.update(state="ended", ended_at=_now())
+    _update_job(ws, job_id, **fields)
+
+
+def _collect_job(ws: Workspace, ctx: _Ctx, job: dict) -> dict[str, int]:
+    """Download one ended job into the cache and failures tables; the job becomes 'collected' in the
+    same transaction, so a crash means downloading again, never storing twice."""
+    t, run_id, round_ = ctx.teacher, ctx.run["run_id"], job["round"]
+    last_round = round_ + 1 >= ctx.run["max_rounds"]
+    info = BatchInfo(
+        job["provider_batch_id"],
+        job["provider_status"] or "",
+        True,
+        output_file_id=job["output_file_id"],
+        error_file_id=job["error_file_id"],
+    )
+    keys = set(_job_keys(ws, job["job_id"]))
+    answers, failures, seen = [], [], set()
+    counts = {"succeeded": 0, "errored": 0, "expired": 0, "canceled": 0}
+
+    def fail(key: str, kind: str, status: int | None, msg: str | None) -> None:
+        it = ctx.items.get(key)
+        failures.append(
+            {
+                "cache_key": key,
+                "provider": t.provider,
+                "model": t.model,
+                "example_id": it.example_id if it else None,
+                "sample_idx": it.sample_idx if it else None,
+                "kind": kind,
+                "status": status,
+                "error": redact(msg, ctx.api.secrets),
+                "attempts": round_ + 1,
+                "run_id": run_id,
+            }
+        )
+        counts[kind if kind in ("expired", "canceled") else "errored"] += 1
+
+    for r in ctx.api.results(info):
+        if r.key not in keys or r.key in seen:
+            continue
+        seen.add(r.key)
+        it = ctx.items.get(r.key)
+        if r.response is None or it is None:
+            fail(r.key, r.kind or "error", r.status, r.error or "no result")
+            continue
+        resp = r.response
+        if ctx.plan.json_mode and not last_round:
+            _, why = parse(ctx.plan.task, resp.text, it.choices, True)
+            if why is not None:  # like online mode: invalid structured output is asked again (bounded)
+                fail(r.key, "invalid_output", None, f"invalid structured output: {why}")
+                continue
+        answers.append(
+            {
+                "cache_key": r.key,
+                "provider": t.provider,
+                "endpoint": t.endpoint,
+                "model": t.model,
+                "subject": it.subject,
+                "request": it.ing,
+                "text": resp.text,
+                "finish_reason": resp.finish_reason,
+                "prompt_tokens": resp.prompt_tokens,
+                "completion_tokens": resp.completion_tokens,
+                "request_id": resp.request_id,
+                "latency_ms": None,
+                "cost_usd": ctx.price.cost(resp.prompt_tokens, resp.completion_tokens, batch=True)
+                if ctx.price
+                else None,
+                "attempts": round_ + 1,
+                "run_id": run_id,
+            }
+        )
+        counts["succeeded"] += 1
+    status = (job["provider_status"] or "").lower()
+    for key in sorted(keys - seen):
+        if status == "failed":
+            fail(
+                key,
+                "batch_failed",
+                None,
+                f"batch {job['provider_batch_id']} failed: {job['error'] or 'no reason'}",
+            )
+        elif status == "expired":
+            fail(key, "expired", None, "batch expired before this request ran")
+        elif status in ("cancelled", "canceled", "cancelling") or ctx.run["status"] == "cancelled":
+            fail(key, "canceled", None, "batch cancelled before this request ran")
+        else:
+            fail(key, "missing", None, "no result for this request in the batch output")
+    with ws.transaction():
+        cache_mod.write(ws, answers, failures)
+        _update_job(
+            ws,
+            job["job_id"],
+            state="collected",
+            collected_at=_now(),
+            n_succeeded=counts["succeeded"],
+            n_errored=counts["errored"],
+            n_expired=counts["expired"],
+            n_canceled=counts["canceled"],
+        )
+    return counts
+
+
+def _latest_failures(ws: Workspace, run_id: str) -> dict[str, tuple[str, str]]:
+    rows = ws.all(
+        "SELECT cache_key, arg_max(kind, attempts), arg_max(error, attempts) FROM sbs_failures "
+        "WHERE run_id = ? GROUP BY cache_key",
+        [run_id],
+    )
+    return {k: (kind, err) for k, kind, err in rows}
+
+
+def _advance(ws: Workspace, ctx: _Ctx, s: BatchSettings) -> str:
+    """After collecting: 'pending' (jobs still open), 'resubmitted' (a follow-up round), or 'done'."""
+    run_id = ctx.run["run_id"]
+    jobs = _jobs(ws, run_id)
+    if any(j["state"] in OPEN_STATES for j in jobs):
+        return "pending"
+    cached = cache_mod.lookup(ws.con, list(ctx.items))
+    unresolved = [k for k in ctx.items if k not in cached]
+    elsewhere = _pending_keys(ws, exclude_run=run_id) & set(unresolved)
+    if elsewhere:
+        return "pending"  # another run's open job will answer these
+    fails = _latest_failures(ws, run_id)
+    retry = [k for k in unresolved if k not in fails or fails[k][0] in RETRYABLE_KINDS]
+    next_round = max((j["round"] for j in jobs), default=-1) + 1
+    if retry and ctx.run["status"] == "open" and next_round < ctx.run["max_rounds"]:
+        submit_round(ws, ctx, next_round, [ctx.items[k] for k in retry], s)
+        return "resubmitted"
+    _finish(ws, ctx, cached, fails)
+    return "done"
+
+
+def _finish(ws: Workspace, ctx: _Ctx, cached: dict, fails: dict) -> None:
+    from sbs_data.generate.run import _build_version
+
+    run_id = ctx.run["run_id"]
+    cancelled = ctx.run["status"] == "cancelled"
+    engine = SimpleNamespace(failures=fails, stop_reason="batch run cancelled" if cancelled else None)
+    with ws.transaction():
+        v, by_status = _build_version(ws, ctx.plan, ctx.run["out_name"], cached, engine, run_id)
+        ws.con.execute(
+            "UPDATE sbs_batch_runs SET status = ?, version_id = ?, finished_at = ? WHERE run_id = ?",
+            ["cancelled" if cancelled else "done", v.version_id, _now(), run_id],
+        )
+    spent = ws.one("SELECT sum(cost_usd) FROM sbs_cache WHERE run_id = ?", [run_id])
+    ws.finish_run(
+        run_id,
+        "stopped" if cancelled else "ok",
+        {"requests": len(ctx.plan.items), "version": v.ref, "spent_usd": spent, **by_status},
+    )
+    ctx.run.update(version_id=v.version_id, status="cancelled" if cancelled else "done")
+
+
+def collect(
+    ws: Workspace,
+    run: str | None = None,
+    *,
+    settings: BatchSettings | None = None,
+    api: BatchAPI | None = None,
+    warn: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
+) -> list[dict[str, Any]]:
+    """Poll, download ended jobs, re-submit what can be retried, build versions of finished runs.
+    Idempotent: collected jobs and finished runs make no provider calls."""
+    s = settings or BatchSettings()
+    out = []
+    for run_id in select_runs(ws, run):
+        r = _run_row(ws, run_id)
+        if r["version_id"] is not None:
+            out.append(_run_summary(ws, run_id, "done"))
+            continue
+        ctx = _context(ws, run_id, s, api)
+        try:
+            resume(ws, ctx, s)
+            _poll(ws, ctx, warn)
+            for job in _jobs(ws, run_id):
+                if job["state"] == "ended":
+                    _collect_job(ws, ctx, job)
+            state = _advance(ws, ctx, s)
+        finally:
+            if api is None:
+                ctx.api.close()
+        out.append(_run_summary(ws, run_id, state))
+    return out
+
+
+def _run_summary(ws: Workspace, run_id: str, state: str) -> dict[str, Any]:
+    r = ws.all(
+        "SELECT r.teacher, r.out_name, r.requests, r.status, v.dataset || '@' || v.num FROM sbs_batch_runs r "
+        "LEFT JOIN sbs_versions v ON v.version_id = r.version_id WHERE r.run_id = ?",
+        [run_id],
+    )[0]
+    j = ws.all(
+        "SELECT count(*), count(*) FILTER (WHERE state IN ('submitting', 'submitted', 'ended')), "
+        "coalesce(sum(n_requests), 0), coalesce(sum(n_succeeded), 0), coalesce(sum(n_errored), 0), "
+        "coalesce(sum(n_expired), 0), coalesce(sum(n_canceled), 0), max(round) FROM sbs_batches WHERE run_id = ?",
+        [run_id],
+    )[0]
+    spent = ws.one("SELECT sum(cost_usd) FROM sbs_cache WHERE run_id = ?", [run_id])
+    return {
+        "run": run_id,
+        "teacher": r[0],
+        "output": r[1],
+        "requests": r[2],
+        "run_status": r[3],
+        "state": state,
+        "jobs": j[0],
+        "open_jobs": j[1],
+        "rounds": (j[7] + 1) if j[7] is not None else 0,
+        "submitted": j[2],
+        "succeeded": j[3],
+        "errored": j[4],
+        "expired": j[5],
+        "canceled": j[6],
+        "spent_usd": round(spent, 6) if spent is not None else None,
+        "version": r[4],
+    }
+
+
+def status(
+    ws: Workspace,
+    run: str | None = None,
+    *,
+    poll: bool = True,
+    settings: BatchSettings | None = None,
+    api: BatchAPI | None = None,
+    warn: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
+) -> list[dict[str, Any]]:
+    """One row per job of the selected runs, refreshed from the provider (submits and downloads nothing)."""
+    s = settings or BatchSettings()
+    runs = select_runs(ws, run, only_open=run is None)
+    if run is None and not runs:
+        runs = [r[0] for r in ws.all("SELECT run_id FROM sbs_batch_runs ORDER BY created_at DESC LIMIT 1")]
+    for run_id in runs:
+        if poll and ws.one(
+            "SELECT count(*) FROM sbs_batches WHERE run_id = ? AND state = 'submitted'", [run_id]
+        ):
+            ctx = _context(ws, run_id, s, api)
+            try:
+                _poll(ws, ctx, warn)
+            finally:
+                if api is None:
+                    ctx.api.close()
+    if not runs:
+        return []
+    marks = ", ".join("?" for _ in runs)
+    cols = (
+        "run_id job_id provider round part state provider_status provider_batch_id n_requests n_succeeded "
+        "n_errored n_expired n_canceled error submitted_at ended_at collected_at"
+    ).split()
+    rows = ws.all(
+        f"SELECT {', '.join(cols)} FROM sbs_batches WHERE run_id IN ({marks}) ORDER BY created_at, round, part",
+        runs,
+    )
+    return [dict(zip(cols, r)) for r in rows]
+
+
+def _cancel_job(ws: Workspace, ctx: _Ctx, job: dict) -> None:
+    info = ctx.api.cancel(job["provider_batch_id"])
+    _note_info(ws, job["job_id"], info)
+
+
+def cancel(
+    ws: Workspace,
+    run: str | None = None,
+    *,
+    settings: BatchSettings | None = None,
+    api: BatchAPI | None = None,
+) -> list[dict[str, Any]]:
+    """Ask the provider to cancel every open job of a run; answers that arrived are kept (collect them)."""
+    s = settings or BatchSettings()
+    runs = select_runs(ws, run)
+    if run is None and len(runs) > 1:
+        raise SbsError(f"several open batch runs ({', '.join(runs)}): name the one to cancel")
+    if not runs:
+        raise SbsError("no open batch run to cancel")
+    out = []
+    for run_id in runs:
+        with ws.transaction():
+            ws.con.execute(
+                "UPDATE sbs_batch_runs SET status = 'cancelled' WHERE run_id = ? AND version_id IS NULL",
+                [run_id],
+            )
+        ctx = _context(ws, run_id, s, api)
+        try:
+            resume(ws, ctx, s)  # a job left 'submitting' is found and cancelled, or marked never-submitted
+            for job in _jobs(ws, run_id):
+                if job["state"] == "submitted":
+                    _cancel_job(ws, ctx, job)
+        finally:
+            if api is None:
+                ctx.api.close()
+        out.append(_run_summary(ws, run_id, "cancelled"))
+    return out
+
+
+def wait(
+    ws: Workspace,
+    run: str | None = None,
+    *,
+    settings: BatchSettings | None = None,
+    api: BatchAPI | None = None,
+    collect_results: bool = True,
+    timeout: float | None = None,
+    warn: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
+    sleep: Callable[[float], None] = time.sleep,
+) -> list[dict[str, Any]]:
+    """Block until the selected runs are finished (collecting and re-submitting on the way), or with
+    `collect_results=False` until every submitted job has ended. A rich display shows progress."""
+    s = settings or BatchSettings()
+    runs = select_runs(ws, run)
+    if not runs:
+        return []
+    t0 = time.monotonic()
+    show = s.progress if s.progress is not None else sys.stderr.isatty()
+    display = _WaitDisplay(show)
+    try:
+        while True:
+            if collect_results:
+                summaries = [collect(ws, r, settings=s, api=api, warn=warn)[0] for r in runs]
+                finished = all(x["state"] == "done" for x in summaries)
+            else:
+                status(ws, run, settings=s, api=api, warn=warn)
+                summaries = [_run_summary(ws, r, "waiting") for r in runs]
+                finished = not any(
+                    ws.one(
+                        "SELECT count(*) FROM sbs_batches WHERE run_id = ? AND state IN ('submitting', 'submitted')",
+                        [r],
+                    )
+                    for r in runs
+                )
+            display.update(ws, runs)
+            if finished:
+                return summaries
+            if timeout is not None and time.monotonic() - t0 >= timeout:
+                raise SbsError(
+                    f"batch runs still open after {timeout:g} s; wait again later (nothing is lost)"
+                )
+            sleep(s.poll_interval)
+    finally:
+        display.close()
+
+
+class _WaitDisplay:
+    """One rich bar per run: requests with a result out of requests submitted, plus job states."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.tasks: dict[str, Any] = {}
+        if not enabled:
+            return
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.p = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[detail]}"),
+            TimeElapsedColumn(),
+            console=Console(stderr=True),
+            refresh_per_second=2,
+        )
+        self.p.start()
+
+    def update(self, ws: Workspace, runs: list[str]) -> None:
+        if not self.enabled:
+            return
+        for run_id in runs:
+            rows = ws.all(
+                "SELECT state, provider_status, n_requests, coalesce(n_succeeded, 0) + coalesce(n_errored, 0) + "
+                "coalesce(n_expired, 0) + coalesce(n_canceled, 0) FROM sbs_batches WHERE run_id = ?",
+                [run_id],
+            )
+            total = sum(r[2] for r in rows) or 1
+            done = sum(min(r[2], r[3]) for r in rows)
+            states: dict[str, int] = {}
+            for r in rows:
+                states[r[1] or r[0]] = states.get(r[1] or r[0], 0) + 1
+            detail = ", ".join(f"{n} {k}" for k, n in sorted(states.items()))
+            if run_id not in self.tasks:
+                self.tasks[run_id] = self.p.add_task(run_id, total=total, completed=done, detail=detail)
+            else:
+                self.p.update(self.tasks[run_id], total=total, completed=done, detail=detail)
+
+    def close(self) -> None:
+        if self.enabled:
+            self.p.stop()
