@@ -5,24 +5,21 @@ from __future__ import annotations
 import functools
 import inspect
 import json
-import os
 from typing import Any
 
 from pydantic import ValidationError
 
-from sbs_data import SbsError
 from sbs_data.teachers.base import (
     AuthError,
     ContextLength,
+    HostedTeacher,
     Permanent,
     RateLimited,
     Request,
     Response,
-    Teacher,
     Transient,
     parse_retry_after,
     redact,
-    safe_url,
 )
 
 _FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "refusal": "content_filter"}
@@ -72,7 +69,7 @@ def _body_message(e: Any) -> str:
     return str(getattr(e, "message", e))[:300]
 
 
-class AnthropicTeacher(Teacher):
+class AnthropicTeacher(HostedTeacher):
     """`anthropic:MODEL`. Honours ANTHROPIC_API_KEY and ANTHROPIC_BASE_URL like the SDK does.
 
     The messages API has no seed or n; structured output is asked for in the prompt and validated by the engine.
@@ -82,47 +79,21 @@ class AnthropicTeacher(Teacher):
     endpoint = "messages"
     supports_json_schema = False
 
-    def __init__(
-        self,
-        model: str,
-        base_url: str | None = None,
-        api_key: str | None = None,
-        timeout: float = 60.0,
-        transport: str = "aiohttp",
-    ):
-        super().__init__(model)
-        self.base_url = base_url or os.environ.get("ANTHROPIC_BASE_URL") or None
-        self._api_key = api_key or os.environ.get("ANTHROPIC_API_KEY")
-        self.timeout = timeout
-        self.transport = transport
-        self._client: Any = None
+    key_env = "ANTHROPIC_API_KEY"
+    base_url_env = "ANTHROPIC_BASE_URL"
 
-    def preflight(self) -> None:
-        if not self._api_key:
-            raise SbsError(
-                f"{self.spec}: set ANTHROPIC_API_KEY (the key is read from the environment, never stored)"
-            )
+    def make_client(self) -> Any:
+        import anthropic
 
-    def secrets(self) -> tuple[str, ...]:
-        return (self._api_key,) if self._api_key else ()
-
-    def lineage(self) -> dict[str, Any]:
-        return {**super().lineage(), "base_url": safe_url(self.base_url)}
-
-    def client(self) -> Any:
-        if self._client is None:
-            import anthropic
-
-            kw: dict[str, Any] = {
-                "api_key": self._api_key,
-                "base_url": self.base_url,
-                "timeout": self.timeout,
-                "max_retries": 0,
-            }
-            if self.transport == "aiohttp":
-                kw["http_client"] = anthropic.DefaultAioHttpClient(timeout=self.timeout)
-            self._client = anthropic.AsyncAnthropic(**kw)
-        return self._client
+        kw: dict[str, Any] = {
+            "api_key": self._api_key,
+            "base_url": self.base_url,
+            "timeout": self.timeout,
+            "max_retries": 0,
+        }
+        if self.transport == "aiohttp":
+            kw["http_client"] = anthropic.DefaultAioHttpClient(timeout=self.timeout)
+        return anthropic.AsyncAnthropic(**kw)
 
     def build_kwargs(self, req: Request) -> dict[str, Any]:
         p = req.params
@@ -160,8 +131,3 @@ class AnthropicTeacher(Teacher):
             )
         except (AttributeError, TypeError) as e:
             raise Transient(f"anthropic: malformed response body ({type(e).__name__})") from None
-
-    async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.close()
-            self._client = None

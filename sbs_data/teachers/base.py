@@ -187,6 +187,55 @@ class Teacher:
         return None
 
 
+class HostedTeacher(Teacher):
+    """A provider API reached through its official SDK: the key and base URL come from the SDK's usual
+    environment variables, the key is only ever held in memory, and the client is made lazily inside the
+    running event loop (the aiohttp transport needs one)."""
+
+    key_env: str = "?"
+    base_url_env: str = "?"
+
+    def __init__(
+        self,
+        model: str,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        timeout: float = 60.0,
+        transport: str = "aiohttp",
+    ):
+        super().__init__(model)
+        self.base_url = base_url or os.environ.get(self.base_url_env) or None
+        self._api_key = api_key or os.environ.get(self.key_env)
+        self.timeout = timeout
+        self.transport = transport
+        self._client: Any = None
+
+    def preflight(self) -> None:
+        if not self._api_key:
+            raise SbsError(
+                f"{self.spec}: set {self.key_env} (the key is read from the environment, never stored)"
+            )
+
+    def secrets(self) -> tuple[str, ...]:
+        return (self._api_key,) if self._api_key else ()
+
+    def lineage(self) -> dict[str, Any]:
+        return {**super().lineage(), "base_url": safe_url(self.base_url)}
+
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = self.make_client()
+        return self._client
+
+    def make_client(self) -> Any:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+
 def parse_spec(
     spec: str,
     *,

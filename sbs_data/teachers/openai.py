@@ -3,24 +3,21 @@
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
 from pydantic import ValidationError
 
-from sbs_data import SbsError
 from sbs_data.teachers.base import (
     AuthError,
     ContextLength,
+    HostedTeacher,
     Permanent,
     RateLimited,
     Request,
     Response,
-    Teacher,
     Transient,
     parse_retry_after,
     redact,
-    safe_url,
 )
 
 
@@ -91,44 +88,18 @@ def _is_context_length(e: Any) -> bool:
     )
 
 
-class OpenAITeacher(Teacher):
+class OpenAITeacher(HostedTeacher):
     """`openai:MODEL`. Honours OPENAI_API_KEY and OPENAI_BASE_URL like the SDK does."""
 
     provider = "openai"
     endpoint = "chat.completions"
     max_tokens_param = "max_completion_tokens"  # OpenAI's current name; compat servers use max_tokens
 
-    def __init__(
-        self,
-        model: str,
-        base_url: str | None = None,
-        api_key: str | None = None,
-        timeout: float = 60.0,
-        transport: str = "aiohttp",
-    ):
-        super().__init__(model)
-        self.base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
-        self._api_key = api_key or os.environ.get("OPENAI_API_KEY")
-        self.timeout = timeout
-        self.transport = transport
-        self._client: Any = None
+    key_env = "OPENAI_API_KEY"
+    base_url_env = "OPENAI_BASE_URL"
 
-    def preflight(self) -> None:
-        if not self._api_key:
-            raise SbsError(
-                f"{self.spec}: set OPENAI_API_KEY (the key is read from the environment, never stored)"
-            )
-
-    def secrets(self) -> tuple[str, ...]:
-        return (self._api_key,) if self._api_key else ()
-
-    def lineage(self) -> dict[str, Any]:
-        return {**super().lineage(), "base_url": safe_url(self.base_url)}
-
-    def client(self) -> Any:
-        if self._client is None:  # created lazily inside the running event loop (aiohttp needs one)
-            self._client = make_client(self.base_url, self._api_key, self.timeout, self.transport)
-        return self._client
+    def make_client(self) -> Any:
+        return make_client(self.base_url, self._api_key, self.timeout, self.transport)
 
     def build_kwargs(self, req: Request) -> dict[str, Any]:
         messages = ([{"role": "system", "content": req.system}] if req.system else []) + list(req.messages)
@@ -167,8 +138,3 @@ class OpenAITeacher(Teacher):
             )
         except (AttributeError, IndexError, TypeError) as e:
             raise Transient(f"{self.provider}: malformed response body ({type(e).__name__})") from None
-
-    async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.close()
-            self._client = None
