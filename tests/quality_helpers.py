@@ -28,25 +28,25 @@ SVAMP_EXAMPLES = [
 SVAMP_GENS = [
     # right answer, right arithmetic, concludes on the label's value
     {
-        "example_id": "test-0",
+        "example_id": "train-0",
         "sample_idx": 0,
         "raw": "There are 45 flower beds with 10 seeds each. 10 * 45 is 450. The answer is (10 * 45).\n\nQ: x",
     },
     # wrong arithmetic and wrong answer
     {
-        "example_id": "test-0",
+        "example_id": "train-0",
         "sample_idx": 1,
         "raw": "There are 45 flower beds with 10 seeds each. 10 * 45 = 460. The answer is 460.",
     },
     # right answer stated first (leakage); concludes on another number
     {
-        "example_id": "test-0",
+        "example_id": "train-0",
         "sample_idx": 2,
         "raw": "450. There are 45 flower beds with 10 seeds each. The answer is 450.",
     },
     # no answer sentence at all
     {
-        "example_id": "test-1",
+        "example_id": "train-1",
         "sample_idx": 0,
         "raw": "Jack got 3 emails and then 6 more emails in the evening.",
     },
@@ -54,7 +54,7 @@ SVAMP_GENS = [
 
 
 def svamp_scored(ws: Workspace) -> tuple[Version, Version]:
-    ex = make_examples(ws, "sv", "svamp", SVAMP_EXAMPLES, split="test")
+    ex = make_examples(ws, "sv", "svamp", SVAMP_EXAMPLES, split="train")
     gen = make_generations(ws, ex, SVAMP_GENS, name="sv-gen")
     return gen, score(ws, gen.ref)
 
@@ -103,6 +103,6 @@ CQA_GENS = [
 
 
 def cqa_scored(ws: Workspace) -> tuple[Version, Version]:
-    ex = make_examples(ws, "cq", "cqa", CQA_EXAMPLES, split="validation")
+    ex = make_examples(ws, "cq", "cqa", CQA_EXAMPLES, split="train")
     gen = make_generations(ws, ex, CQA_GENS, name="cq-gen")
     return gen, score(ws, gen.ref)

@@ -40,10 +40,10 @@ def test_filter_stores_first_reason_and_recipe_lineage(ws):
     assert v.config["recipe_hash"] == rec.hash and v.config["recipe"] == rec.content
     assert v.config["scores"] == sv.ref and res.scored is None
     assert _sel(ws, v) == {
-        ("test-0", 0): (True, None),
-        ("test-0", 1): (False, "gold_agrees"),
-        ("test-0", 2): (False, "consistent"),  # also leaks, but consistency comes first
-        ("test-1", 0): (False, "parsable"),
+        ("train-0", 0): (True, None),
+        ("train-0", 1): (False, "gold_agrees"),
+        ("train-0", 2): (False, "consistent"),  # also leaks, but consistency comes first
+        ("train-1", 0): (False, "parsable"),
     }
     assert v.row_count == 1
     # no text copies: the selection table holds keys, keep, reason only
@@ -154,7 +154,29 @@ def test_cli_score_filter_report(tmp_path):
     out = r.invoke(app, ["report", "sv-gen", "--db", str(db), "-f", "json", "--html", str(html)])
     assert out.exit_code == 0, out.output
     rep = json.loads(out.stdout)
-    assert rep["recipe"]["name"] == "strict" and rep["signals"]["test"]["gold_match"]["rate"] == 1.0
+    assert rep["recipe"]["name"] == "strict" and rep["signals"]["train"]["gold_match"]["rate"] == 1.0
     assert html.exists() and "<svg" in html.read_text()
     out = r.invoke(app, ["filter", "sv", "--recipe", "default", "--db", str(db)])
     assert out.exit_code == 1 and "holds examples" in out.output
+
+
+def test_recipes_filter_train_only_unless_told(ws):
+    """Dropping test rows on teacher quality (e.g. gold agreement) would bias evaluation."""
+    from conftest import make_examples, make_generations
+
+    rows = [{"input": f"Ann has {i} apples and gets 2 more.", "label": f"( {i}.0 + 2.0 )"} for i in range(4)]
+    ex = make_examples(
+        ws, "mix", "svamp", [dict(r, split="train" if i < 2 else "test") for i, r in enumerate(rows)]
+    )
+    wrong = [
+        {"example_id": f"train-{i}", "raw": f"{i} + 3 = {i + 3}. The answer is ({i} + 3)."} for i in range(4)
+    ]
+    gen = make_generations(ws, ex, wrong, name="mix-gen")
+    res = filter_version(ws, gen.ref, "strict")
+    sel = _sel(ws, res.version)
+    assert [sel[(f"train-{i}", 0)] for i in range(4)] == [(False, "gold_agrees")] * 2 + [(True, None)] * 2
+    everything = parse_recipe(
+        "name: all\nsplits: [all]\nsteps:\n  - {name: gold, signal: gold_match, equals: true}\n"
+    )
+    res2 = filter_version(ws, gen.ref, everything, name="mix-all")
+    assert res2.version.row_count == 0 and res2.version.config["filtered_splits"] == ["all"]

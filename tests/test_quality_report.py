@@ -19,9 +19,9 @@ def test_report_on_selection(ws):
     assert rep["funnel"] == sel.funnel  # recomputed from stored reasons = what filter saw
     assert rep["recipe"]["name"] == "strict" and rep["scores"] == sv.ref
     sig = rep["signals"]
-    assert set(sig) == {"test", "all"}
+    assert set(sig) == {"train", "all"}
     assert sig["all"]["_rows"]["count"] == 1  # only the visible (kept) row
-    full = report(ws, sv.ref)["signals"]["test"]
+    full = report(ws, sv.ref)["signals"]["train"]
     assert full["gold_match"] == {"type": "bool", "count": 4, "rate": 0.5}  # an unparsed row counts as a miss
     w = full["words"]
     assert (

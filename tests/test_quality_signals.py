@@ -44,7 +44,7 @@ def test_migration_has_one_column_per_signal(ws):
 def test_svamp_signals(ws):
     _, sv = svamp_scored(ws)
     s = scores_by_key(ws, sv)
-    a, b, c, d = s[("test-0", 0)], s[("test-0", 1)], s[("test-0", 2)], s[("test-1", 0)]
+    a, b, c, d = s[("train-0", 0)], s[("train-0", 1)], s[("train-0", 2)], s[("train-1", 0)]
     assert [x["parse_ok"] for x in (a, b, c, d)] == [True, True, True, False]
     assert [x["gold_match"] for x in (a, b, c, d)] == [True, False, True, False]
     assert [x["label_in_space"] for x in (a, b, c, d)] == [True, True, True, False]

@@ -64,6 +64,7 @@ def filter_version(
         "recipe": rec.content,
         "recipe_name": rec.name,
         "recipe_hash": rec.hash,
+        "filtered_splits": list(rec.splits),
     }
     with ws.new_version(name or v.dataset, "selection", config, parents=[v], note=note, run_id=run_id) as sel:
         funnel = apply_recipe(ws, v, rec)
@@ -132,11 +133,14 @@ def apply_recipe(ws: Workspace, v: Version, rec: Recipe) -> list[dict[str, Any]]
             f"WHEN s.version_id IS NULL THEN '{UNSCORED}' END"
         )
     params.append(v.base_id)
+    # Steps only drop rows of the recipe's splits (default: train), so evaluation splits stay unbiased.
+    scope = "true" if "all" in rec.splits else f"g.split IN ({', '.join(sql_str(x) for x in rec.splits)})"
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE _sf AS
         SELECT row_number() OVER (ORDER BY g.example_id, g.sample_idx) AS rid,
                g.example_id, g.sample_idx, g.split, {keep0} AS keep, {reason0}::VARCHAR AS reason,
+               {scope} AS in_scope,
                {", ".join(f"s.{c}" for c in sigs)}
         FROM sbs_generations g
         LEFT JOIN sbs_scores s ON s.version_id = ? AND s.example_id = g.example_id AND s.sample_idx = g.sample_idx
@@ -191,12 +195,14 @@ def apply_recipe(ws: Workspace, v: Version, rec: Recipe) -> list[dict[str, Any]]
     for st in rec.steps:
         name = sql_str(st.name)
         if st.kind == "threshold":
-            con.execute(f"UPDATE _sf SET keep = false, reason = {name} WHERE keep AND NOT {_cond(st)}")
+            con.execute(
+                f"UPDATE _sf SET keep = false, reason = {name} WHERE keep AND in_scope AND NOT {_cond(st)}"
+            )
         elif st.kind == "majority":
             share = f" AND vote_share >= {float(st.min_share)!r}" if st.min_share else ""
             con.execute(
                 f"UPDATE _sf SET keep = false, reason = {name} "
-                f"WHERE keep AND NOT (coalesce(majority_agree, false){share})"
+                f"WHERE keep AND in_scope AND NOT (coalesce(majority_agree, false){share})"
             )
         else:
             if st.kind == "best_per_example":
@@ -209,7 +215,7 @@ def apply_recipe(ws: Workspace, v: Version, rec: Recipe) -> list[dict[str, Any]]
                 f"""
                 UPDATE _sf SET keep = false, reason = {name}
                 FROM (SELECT rid, row_number() OVER (PARTITION BY {part} ORDER BY {_order(st.by)}) AS rn
-                      FROM _sf WHERE keep{where}) r
+                      FROM _sf WHERE keep AND in_scope{where}) r
                 WHERE _sf.rid = r.rid AND r.rn > {limit}
                 """
             )

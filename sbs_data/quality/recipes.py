@@ -78,6 +78,10 @@ class Recipe:
     source: str = ""
     description: str = ""
     hash: str = field(default="")
+    splits: tuple[str, ...] = ("train",)  # ("all",) = every split
+
+    def filters_split(self, split: str) -> bool:
+        return "all" in self.splits or split in self.splits
 
     def signals(self) -> set[str]:
         out = set()
@@ -131,6 +135,9 @@ def parse_recipe(text: str, where: str = "<recipe>") -> Recipe:
         source=where,
         description=data.get("description", ""),
         hash=config_hash(data),
+        splits=tuple(
+            "validation" if x in ("valid", "val", "dev") else x for x in data.get("splits", ["train"])
+        ),
     )
 
 
