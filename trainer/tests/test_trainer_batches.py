@@ -3,8 +3,18 @@
 from __future__ import annotations
 
 import random
+from unittest.mock import patch
 
-from sbs_trainer.batching import IGNORE, BatchStream, Encoded, collate, encode_rows, epoch_batches
+from sbs_trainer import batching
+from sbs_trainer.batching import (
+    IGNORE,
+    BatchStream,
+    Encoded,
+    collate,
+    encode_rows,
+    epoch_batches,
+    padded_cost,
+)
 from sbs_trainer.data import Row
 from transformers import ByT5Tokenizer
 
@@ -103,4 +113,19 @@ def test_lengths_cover_both_tasks():
         {"label": [[1, 2], [1]], "rationale": [[1, 2, 3], [1]]},
         {"label": [[1], [1]], "rationale": [[1, 2], [1]]},
     )
-    assert enc.lengths() == [(2, 3), (1, 1)] and len(enc) == 2
+    # (longest target, encoder tokens over both prefixed inputs, the other target)
+    assert enc.lengths() == [(2, 5, 1), (1, 2, 1)] and len(enc) == 2
+
+
+def test_refined_grouping_pads_less_than_two_sorts():
+    """Re-splitting neighbouring batches lowers the padded cost and keeps every row exactly once."""
+    rng = random.Random(1)
+    inputs = [rng.randint(20, 80) for _ in range(640)]  # (rationale, 2 prefixed inputs, label) lengths
+    lengths = [(x // 2 + rng.randint(5, 60), 2 * x, rng.randint(1, 15)) for x in inputs]
+    refined = epoch_batches(lengths, 16, seed=0, epoch=0)
+    assert sorted(i for b in refined for i in b) == list(range(640))
+    assert all(len(b) == 16 for b in refined)
+    with patch.object(batching, "_refine", lambda batches, keys: None):
+        unrefined = epoch_batches(lengths, 16, seed=0, epoch=0)
+    cost = sum(padded_cost(b, lengths) for b in refined)
+    assert cost < 0.985 * sum(padded_cost(b, lengths) for b in unrefined)

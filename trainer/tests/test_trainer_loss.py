@@ -1,12 +1,16 @@
-"""The one-encoder-call sbs step computes exactly the paper's two-pass loss (values and gradients)."""
+"""The one-encoder-call sbs step (output layer at real target positions only) computes exactly the paper's
+two-pass loss (values and gradients)."""
 
 from __future__ import annotations
 
+from unittest.mock import patch
+
 import pytest
 import torch
+from sbs_trainer import model as model_module
 from sbs_trainer.batching import Encoded, collate, encode_rows, two_pass_batches
 from sbs_trainer.data import Row
-from sbs_trainer.model import StudentStep, combine, two_pass_losses
+from sbs_trainer.model import StudentStep, combine, output_layer, two_pass_losses
 from sbs_trainer.tiny import tiny_t5
 from transformers import BartConfig, BartForConditionalGeneration
 
@@ -53,6 +57,18 @@ def test_one_encoder_pass_equals_two_passes(alpha):
     assert combine(ours, alpha).item() == pytest.approx(
         alpha * ours["label"].item() + (1 - alpha) * ours["rationale"].item()
     )
+
+
+def test_fallback_without_mirrored_output_layer_equals_two_passes():
+    """Families whose output layer is not mirrored run the model's full forward: same losses."""
+    model, tok = _t5()
+    enc = _encoded(tok)
+    assert output_layer(model) is not None
+    with patch.object(model_module, "output_layer", lambda m: None):
+        ours = StudentStep(model)(**collate(enc, [2, 0, 3], tok.pad_token_id))
+    ref = two_pass_losses(model, two_pass_batches(enc, [2, 0, 3], tok.pad_token_id))
+    for task in ("label", "rationale"):
+        assert ours[task].item() == pytest.approx(ref[task].item(), abs=1e-6)
 
 
 def test_standard_step_equals_model_loss():
