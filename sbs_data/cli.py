@@ -640,9 +640,15 @@ def batches_cancel(run: RunArg = None, db: Db = None, fmt: Fmt = "table") -> Non
 @friendly
 def score(
     ref: Annotated[str, typer.Argument(help="Generations (or selection) version to score: NAME or NAME@N.")],
-    name: Annotated[str | None, typer.Option("--name", "-n", help="Dataset for the new version (default: REF's).")] = None,
-    near_threshold: Annotated[float, typer.Option("--near-threshold", help="Near-duplicate Jaccard threshold.")] = 0.8,
-    num_perm: Annotated[int, typer.Option("--num-perm", help="MinHash permutations for near-duplicates.")] = 32,
+    name: Annotated[
+        str | None, typer.Option("--name", "-n", help="Dataset for the new version (default: REF's).")
+    ] = None,
+    near_threshold: Annotated[
+        float, typer.Option("--near-threshold", help="Near-duplicate Jaccard threshold.")
+    ] = 0.8,
+    num_perm: Annotated[
+        int, typer.Option("--num-perm", help="MinHash permutations for near-duplicates.")
+    ] = 32,
     note_: Annotated[str | None, typer.Option("--note", help="Free note stored with the version.")] = None,
     db: Db = None,
     fmt: Fmt = "table",
@@ -654,7 +660,9 @@ def score(
     with Workspace.open(db) as ws:
         run_id = ws.start_run(f"score {ref}")
         try:
-            v = do_score(ws, ref, name=name, params=ScoreParams(near_threshold, num_perm), note=note_, run_id=run_id)
+            v = do_score(
+                ws, ref, name=name, params=ScoreParams(near_threshold, num_perm), note=note_, run_id=run_id
+            )
         except BaseException:
             ws.finish_run(run_id, "failed")
             raise
@@ -666,10 +674,18 @@ def score(
 @app.command("filter")
 @friendly
 def filter_cmd(
-    ref: Annotated[str, typer.Argument(help="Version to filter: NAME or NAME@N (scored first if it has no scores).")],
-    recipe: Annotated[str, typer.Option("--recipe", "-r", help="Recipe YAML file, or a shipped recipe: default, strict.")],
-    name: Annotated[str | None, typer.Option("--name", "-n", help="Dataset for the new version (default: REF's).")] = None,
-    no_score: Annotated[bool, typer.Option("--no-score", help="Fail instead of scoring REF when it has no scores.")] = False,
+    ref: Annotated[
+        str, typer.Argument(help="Version to filter: NAME or NAME@N (scored first if it has no scores).")
+    ],
+    recipe: Annotated[
+        str, typer.Option("--recipe", "-r", help="Recipe YAML file, or a shipped recipe: default, strict.")
+    ],
+    name: Annotated[
+        str | None, typer.Option("--name", "-n", help="Dataset for the new version (default: REF's).")
+    ] = None,
+    no_score: Annotated[
+        bool, typer.Option("--no-score", help="Fail instead of scoring REF when it has no scores.")
+    ] = False,
     note_: Annotated[str | None, typer.Option("--note", help="Free note stored with the version.")] = None,
     db: Db = None,
     fmt: Fmt = "table",
@@ -682,18 +698,33 @@ def filter_cmd(
     with Workspace.open(db) as ws:
         run_id = ws.start_run(f"filter {ref} --recipe {recipe}")
         try:
-            res = filter_version(ws, ref, rec, name=name, auto_score=not no_score, note=note_, run_id=run_id, info=info)
+            res = filter_version(
+                ws, ref, rec, name=name, auto_score=not no_score, note=note_, run_id=run_id, info=info
+            )
         except BaseException:
             ws.finish_run(run_id, "failed")
             raise
-        ws.finish_run(run_id, "ok", {"version": res.version.ref, "recipe_file": rec.source, "funnel": res.funnel})
+        ws.finish_run(
+            run_id, "ok", {"version": res.version.ref, "recipe_file": rec.source, "funnel": res.funnel}
+        )
         if res.scored:
             info(f"scored {res.scored.row_count} rows -> {res.scored.ref}")
-        info(f"{rec.name} ({rec.hash}): kept {res.version.row_count} of {res.funnel[0]['in']} rows -> {res.version.ref}")
+        info(
+            f"{rec.name} ({rec.hash}): kept {res.version.row_count} of {res.funnel[0]['in']} rows -> {res.version.ref}"
+        )
         rows = [{k: f[k] for k in ("step", "rule", "in", "dropped", "out")} for f in res.funnel]
         if fmt == "json":
-            typer.echo(json.dumps({"version": res.version.ref, "recipe": rec.name, "recipe_hash": rec.hash,
-                                   "funnel": res.funnel}, indent=2))
+            typer.echo(
+                json.dumps(
+                    {
+                        "version": res.version.ref,
+                        "recipe": rec.name,
+                        "recipe_hash": rec.hash,
+                        "funnel": res.funnel,
+                    },
+                    indent=2,
+                )
+            )
         else:
             emit(rows, fmt)
 
@@ -702,7 +733,9 @@ def filter_cmd(
 @friendly
 def report(
     ref: Annotated[str, typer.Argument(help="Version to report on: NAME or NAME@N.")],
-    html_: Annotated[Path | None, typer.Option("--html", help="Also write a self-contained HTML report here.")] = None,
+    html_: Annotated[
+        Path | None, typer.Option("--html", help="Also write a self-contained HTML report here.")
+    ] = None,
     db: Db = None,
     fmt: Fmt = "table",
 ) -> None:
@@ -734,7 +767,11 @@ def report(
     if rep["funnel"]:
         emit(rp.funnel_rows(rep), fmt, title="funnel")
     if rep["signals"]:
-        emit(rp.signal_table(rep), fmt, title="signals over the rows visible in this version (mean:SPLIT per split)")
+        emit(
+            rp.signal_table(rep),
+            fmt,
+            title="signals over the rows visible in this version (mean:SPLIT per split)",
+        )
     emit(rep["teachers"], fmt, title="per teacher (all generated rows)")
 
 
@@ -744,16 +781,21 @@ def report(
 _ShardFmt = Annotated[str, typer.Option("--format", "-f", help="Shard file format: parquet|jsonl.")]
 _Report = Annotated[str, typer.Option("--report", help=f"How to print the summary: {'|'.join(FORMATS)}.")]
 _MaxRows = Annotated[int, typer.Option("--max-rows-per-shard", help="Rows per shard file.")]
-_Splits = Annotated[str | None, typer.Option("--splits", help="Comma-separated splits to export (default: all).")]
+_Splits = Annotated[
+    str | None, typer.Option("--splits", help="Comma-separated splits to export (default: all).")
+]
 _ValFrac = Annotated[
-    float | None, typer.Option("--validation-fraction", help="Carve this fraction of train examples into validation.")
+    float | None,
+    typer.Option("--validation-fraction", help="Carve this fraction of train examples into validation."),
 ]
 _Seed = Annotated[int, typer.Option("--seed", help="Seed of the validation carve.")]
 _LabelSrc = Annotated[str, typer.Option("--label-source", help="Training label: gold|teacher.")]
 _DropCont = Annotated[
     bool, typer.Option("--drop-contaminated", help="Drop train rows overlapping validation/test inputs.")
 ]
-_License = Annotated[str | None, typer.Option("--license", help="Card licence id (default: the task's source licence).")]
+_License = Annotated[
+    str | None, typer.Option("--license", help="Card licence id (default: the task's source licence).")
+]
 
 
 def _export_opts(fmt_, max_rows, splits, val_frac, seed, label_source, drop_cont, license_) -> dict[str, Any]:
@@ -773,7 +815,9 @@ def _export_opts(fmt_, max_rows, splits, val_frac, seed, label_source, drop_cont
 @friendly
 def export(
     ref: Annotated[str, typer.Argument(help="NAME or NAME@N to export.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write (replaced if it holds an earlier export).")],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Folder to write (replaced if it holds an earlier export).")
+    ],
     file_format: _ShardFmt = "parquet",
     max_rows_per_shard: _MaxRows = 50_000,
     splits: _Splits = None,
@@ -789,14 +833,27 @@ def export(
     from sbs_data.export.shards import export as do_export
 
     _check_fmt(report)
-    opts = _export_opts(file_format, max_rows_per_shard, splits, validation_fraction, seed, label_source, drop_contaminated, license_)
+    opts = _export_opts(
+        file_format,
+        max_rows_per_shard,
+        splits,
+        validation_fraction,
+        seed,
+        label_source,
+        drop_contaminated,
+        license_,
+    )
     with Workspace.open(db) as ws:
         res = do_export(ws, ref, out, **opts)
     cont = res.manifest["contamination"]
     if cont.get("flagged_rows"):
         info(
             f"contamination: {cont['flagged_rows']} train row(s) overlap validation/test inputs"
-            + (f", {cont['dropped_rows']} dropped" if cont["dropped_rows"] else " (kept; --drop-contaminated removes them)")
+            + (
+                f", {cont['dropped_rows']} dropped"
+                if cont["dropped_rows"]
+                else " (kept; --drop-contaminated removes them)"
+            )
             + "; details in manifest.json"
         )
     emit(res.summary_rows(), report)
@@ -808,11 +865,16 @@ def export(
 def push(
     ref: Annotated[str, typer.Argument(help="NAME or NAME@N to push.")],
     repo: Annotated[str, typer.Option("--repo", help="Hub dataset repo ORG/NAME (created if missing).")],
-    private: Annotated[bool, typer.Option("--private", help="Create the repo private (refuses a public one).")] = False,
-    revision: Annotated[str | None, typer.Option("--revision", help="Branch to commit to (default main).")] = None,
+    private: Annotated[
+        bool, typer.Option("--private", help="Create the repo private (refuses a public one).")
+    ] = False,
+    revision: Annotated[
+        str | None, typer.Option("--revision", help="Branch to commit to (default main).")
+    ] = None,
     tag: Annotated[str | None, typer.Option("--tag", help="Tag for the commit (default NAME-vN).")] = None,
     from_export: Annotated[
-        Path | None, typer.Option("--from-export", help="Upload this existing export folder instead of exporting.")
+        Path | None,
+        typer.Option("--from-export", help="Upload this existing export folder instead of exporting."),
     ] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Keep the export in this folder.")] = None,
     file_format: _ShardFmt = "parquet",
@@ -830,11 +892,33 @@ def push(
     from sbs_data.export.hub import push as do_push
 
     _check_fmt(report)
-    opts = {} if from_export else _export_opts(
-        file_format, max_rows_per_shard, splits, validation_fraction, seed, label_source, drop_contaminated, license_
+    opts = (
+        {}
+        if from_export
+        else _export_opts(
+            file_format,
+            max_rows_per_shard,
+            splits,
+            validation_fraction,
+            seed,
+            label_source,
+            drop_contaminated,
+            license_,
+        )
     )
     with Workspace.open(db) as ws:
-        res = do_push(ws, ref, repo, private=private, revision=revision, tag=tag, from_export=from_export, out=out, log=info, **opts)
+        res = do_push(
+            ws,
+            ref,
+            repo,
+            private=private,
+            revision=revision,
+            tag=tag,
+            from_export=from_export,
+            out=out,
+            log=info,
+            **opts,
+        )
     emit([res.as_row()], report)
 
 
