@@ -6,7 +6,10 @@ Phases, each in its own process so peak memory (ru_maxrss) is that phase's own:
   1. synth    build examples + generations in a fresh workspace (numpy/polars, not timed as scoring)
   2. run      `score` (all signals incl. MinHash-LSH near-dups) + `filter --recipe strict`; time + peak RSS
   3. baseline the same signals by a straightforward per-row Python loop (task methods, mathexpr,
-              datasketch MinHash/LSH) over the first --baseline-rows rows, extrapolated per row.
+              compiled regexes, sets/dicts, datasketch MinHash/LSH) over the first --baseline-rows rows,
+              extrapolated per row.
+Peak memory is ru_maxrss of the score+filter process (resource.getrusage). Load averages are recorded
+because the dev box is shared.
 Synthetic rows: templated arithmetic rationales of ~25-45 words with a random filler clause, 25% wrong
 answers, 5% wrong arithmetic, 2% leaked answers, 2% unparsable, 1% truncated, 3% copied rationales and
 2% near-copies (one word changed).
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import resource
@@ -138,6 +142,11 @@ def synth(db: str, rows: int, seed: int = 0) -> None:
             ws.append("sbs_generations", gv, gens)
 
 
+def _cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def run(db: str, threads: int) -> dict:
     from sbs_data.quality.filter import filter_version
     from sbs_data.quality.signals import score
@@ -145,7 +154,8 @@ def run(db: str, threads: int) -> dict:
 
     with Workspace.open(db) as ws:
         ws.con.execute(f"SET threads = {threads}")
-        t0 = time.perf_counter()
+        load = os.getloadavg()[0]
+        c0, t0 = _cpu_s(), time.perf_counter()
         sv = score(ws, "bench-gen@1")
         t1 = time.perf_counter()
         res = filter_version(ws, sv.ref, "strict")
@@ -155,94 +165,137 @@ def run(db: str, threads: int) -> dict:
             "score_s": round(t1 - t0, 2),
             "filter_strict_s": round(t2 - t1, 2),
             "total_s": round(t2 - t0, 2),
+            "cpu_s": round(_cpu_s() - c0, 1),
             "kept": res.version.row_count,
             "funnel": [(f["step"], f["dropped"]) for f in res.funnel],
             "peak_rss_mb": round(_rss_mb(), 1),
+            "load_1m_before": round(load, 2),
+            "load_1m_after": round(os.getloadavg()[0], 2),
         }
 
 
-_REFUSAL = re.compile(r"(i'm sorry|i am sorry|i cannot (help|answer)|i can't (help|answer)|as an ai)")
 _NUMRE = re.compile(r"(?:^|[^\d])(-?\d+(?:\.\d+)?)")
-_TOK = re.compile(r"\w+")
+_EXPRE = re.compile(r"(?:\(?\s*-?\d+(?:\.\d+)?\s*\)?\s*[-+*/x×÷]\s*)+\(?\s*-?\d+(?:\.\d+)?\s*\)?")
+_WORD = re.compile(r"[^\W_]+")  # runs of letters/digits
+_STARTS = re.compile(r"^\W*(so |therefore |thus )?(the )?(final )?answer\s*(is|:)")
+_LEAD_NUM = re.compile(r"^\W*-?\d")
+_PAD = str.maketrans("()=$", "    ")
+_SENT = str.maketrans("!?\n\t", "..  ")
 
 
 def baseline(db: str, limit: int) -> dict:
-    """The same signals, one row at a time in Python (the straightforward way)."""
+    """The same signals, one row at a time in plain Python: the straightforward way, written with care.
+
+    Compiled regexes, each label evaluated once per row (task.label_value: the safe AST evaluator), sets
+    and dicts for duplicates and votes, datasketch MinHash (permutations drawn once, not per row) and
+    MinHashLSH for near-duplicates. Not timed: reading the rows.
+    """
     from datasketch import MinHash, MinHashLSH
 
+    from sbs_data.quality.signals import _REFUSAL, _STOP
     from sbs_data.tasks import get_task, mathexpr
     from sbs_data.workspace import Workspace
 
     task = get_task("svamp")
+    refusal_re = re.compile(_REFUSAL)
+    stop = set(_STOP)
+    close = mathexpr.numbers_equal
     with Workspace.open(db, read_only=True) as ws:
         rows = ws.all(
-            "SELECT g.example_id, g.sample_idx, g.rationale, g.pred_label, g.parse_status, g.finish_reason, g.raw, "
-            "e.label, e.input_text FROM sbs_generations g JOIN sbs_examples e USING (example_id) "
+            "SELECT g.example_id, g.sample_idx, g.rationale, g.pred_label, g.parse_status, g.finish_reason, "
+            "left(g.raw, 400), e.label, e.input_text FROM sbs_generations g JOIN sbs_examples e USING (example_id) "
             "WHERE g.version_id = 2 AND e.version_id = 1 ORDER BY g.example_id, g.sample_idx LIMIT ?",
             [limit],
         )
+    load = os.getloadavg()[0]
     t0 = time.perf_counter()
-    out, votes, seen = [], defaultdict(Counter), Counter()
+    out, votes, seen, inputs = [], defaultdict(Counter), {}, {}
+    proto = MinHash(num_perm=32)
+    perms, scheme = proto.permutations, proto.scheme
     lsh = MinHashLSH(threshold=0.8, num_perm=32)
-    for i, (ex_id, _, rat, pred, status, finish, raw, gold, inp) in enumerate(rows):
+    for i, (ex_id, _, rat, pred, status, finish, raw_head, gold, inp) in enumerate(rows):
         rat = rat or ""
         lr = rat.lower()
-        pv = task.label_value(pred) if pred else None
-        nums = [float(x) for x in _NUMRE.findall(rat.replace(",", ""))]
-        toks = _TOK.findall(lr)
-        sents = [s.strip() for s in re.split(r"[.!?]+(?:\s+|$)", lr) if s.strip()]
-        grams = [" ".join(toks[j : j + 3]) for j in range(len(toks) - 2)]
-        rw = {w for w in toks if len(w) >= 3}
-        iw = {w for w in _TOK.findall(inp.lower()) if len(w) >= 3}
+        rc = rat.replace(",", "")
+        pv = task.label_value(pred) if pred is not None else None
+        gv = task.label_value(gold) if gold is not None else None
+        nums = _NUMRE.findall(rc)
+        first_num = float(nums[0]) if nums else None
+        last_num = float(nums[-1]) if nums else None
+        exprs = _EXPRE.findall(rc)
+        last_expr = mathexpr.try_evaluate(exprs[-1].replace("x", "*")) if exprs else None
         steps = mathexpr.arithmetic_steps(rat)
+        toks = _WORD.findall(lr)
+        sents = lr.translate(_SENT).rstrip(". ").split(". ") if lr.strip(" ") else []
+        grams = [(toks[j], toks[j + 1], toks[j + 2]) for j in range(len(toks) - 2)] or (
+            [tuple(toks)] if toks else []
+        )
+        if ex_id not in inputs:
+            inputs[ex_id] = set(_WORD.findall((inp or "").lower()))
+        content = set(toks) - stop
         first = None
-        if pv is not None:
-            m = re.search(rf"(?<![\d.]){re.escape(f'{pv:g}')}(?![\d])", rat)
-            first = m.start() / len(rat) if m else None
+        if pv is not None and rc:
+            vt = f"{pv:.0f}" if pv == int(pv) and abs(pv) < 1e15 else f"{round(pv, 6)}"
+            v = vt.lstrip("-")
+            pad = " " + rc.translate(_PAD) + " "
+            hits = [h for h in (pad.find(f" {v} "), pad.find(f" {v}.")) if h >= 0]
+            first = min(hits) / len(rc) if hits else None
+        norm = " ".join(toks)
         key = round(pv, 6) if pv is not None else None
         if key is not None:
             votes[ex_id][key] += 1
-        norm = " ".join(lr.split())
-        seen[norm] += 1
-        mh = MinHash(num_perm=32)
-        mh.update_batch([g.encode() for g in grams] or [norm.encode()])
-        near = bool(lsh.query(mh))
-        lsh.insert(str(i), mh)
+        if norm:
+            seen.setdefault(norm, []).append(i)
+        near = False
+        if grams:
+            mh = MinHash(num_perm=32, permutations=perms, scheme=scheme)
+            mh.update_batch([" ".join(g).encode() for g in grams])
+            near = bool(lsh.query(mh))
+            lsh.insert(i, mh)
         out.append(
             {
                 "parse_ok": status == "ok",
-                "truncated": finish == "length",
-                "refusal": bool(_REFUSAL.search((raw or "")[:400].lower())),
-                "label_in_space": task.in_label_space(pred),
-                "gold_match": task.same_label(pred, gold),
-                "conclusion_match": bool(nums) and pv is not None and mathexpr.numbers_equal(nums[-1], pv),
+                "truncated": None if finish is None else finish in ("length", "max_tokens"),
+                "refusal": bool(refusal_re.search((raw_head or rat).lower())),
+                "label_in_space": pv is not None,
+                "gold_match": None if gold is None else close(pv, gv),
+                "conclusion_match": None
+                if pv is None or (last_num is None and last_expr is None)
+                else close(last_num, pv) or close(last_expr, pv),
                 "answer_first_pos": first,
-                "words": len(rat.split()),
+                "starts_with_answer": bool(_STARTS.match(lr))
+                or (bool(_LEAD_NUM.match(rc)) and pv is not None and close(first_num, pv)),
+                "words": len(toks),
                 "sentences": len(sents),
                 "repeated_sentences": len(sents) - len(set(sents)),
                 "ngram_repetition": 1 - len(set(grams)) / len(grams) if grams else 0.0,
-                "input_overlap": len(rw & iw) / len(rw) if rw else None,
+                "input_overlap": len(content & inputs[ex_id]) / len(content) if content else None,
                 "arith_steps": len(steps),
                 "arith_correct_frac": sum(ok for *_, ok in steps) / len(steps) if steps else None,
-                "final_number_match": bool(nums) and mathexpr.numbers_equal(nums[-1], task.label_value(gold)),
-                "exact_dup": seen[norm] > 1,
+                "final_number_match": None if gv is None or last_num is None else close(last_num, gv),
+                "exact_dup": False,
                 "near_dup": near,
-                "key": (ex_id, key),
+                "key": (ex_id, key, norm),
             }
         )
-    for r in out:  # self-consistency needs every sample of the example first
-        ex_id, key = r.pop("key")
+    for r in out:  # self-consistency and exact duplicates need every row first
+        ex_id, key, norm = r.pop("key")
         c = votes[ex_id]
         total = sum(c.values())
         r["vote_share"] = c[key] / total if key is not None and total else 0.0
         r["majority_agree"] = key is not None and c.most_common(1)[0][0] == key
-        p = np.array(list(c.values()), dtype=float) / total if total else np.array([1.0])
-        r["vote_entropy"] = float(-(p * np.log2(p)).sum())
+        r["vote_entropy"] = -sum(n / total * math.log2(n / total) for n in c.values()) if total else 0.0
+        r["exact_dup_count"] = len(seen[norm]) if norm else None
+    for group in seen.values():
+        for j in group[1:]:
+            out[j]["exact_dup"] = True
     dt = time.perf_counter() - t0
     return {
         "rows": len(rows),
         "seconds": round(dt, 2),
         "per_1m_rows_s": round(dt / max(len(rows), 1) * 1_000_000, 1),
+        "load_1m_before": round(load, 2),
+        "load_1m_after": round(os.getloadavg()[0], 2),
     }
 
 
@@ -278,11 +331,15 @@ def main() -> None:
         print(f"score + strict filter: {json.dumps(r)}", flush=True)
         b = json.loads(phase("baseline"))
         print(f"per-row Python baseline: {json.dumps(b)}", flush=True)
-        speed = b["per_1m_rows_s"] / (r["score_s"] / r["rows"] * 1_000_000)
+        per_1m = 1_000_000 / r["rows"]
+        speed = b["per_1m_rows_s"] / (r["score_s"] * per_1m)
+        speed_total = b["per_1m_rows_s"] / (r["total_s"] * per_1m)
         print(
             f"RESULT rows={r['rows']:,} score={r['score_s']}s filter={r['filter_strict_s']}s total={r['total_s']}s "
-            f"peak_rss={r['peak_rss_mb']}MB | python loop ~{b['per_1m_rows_s']}s per 1M rows "
-            f"(measured on {b['rows']:,}) -> score is {speed:.1f}x faster"
+            f"(cpu {r['cpu_s']}s) peak_rss={r['peak_rss_mb']}MB (ru_maxrss of the score+filter process) "
+            f"load={r['load_1m_before']}->{r['load_1m_after']} | python loop ~{b['per_1m_rows_s']}s per 1M rows "
+            f"(measured on {b['rows']:,}, load={b['load_1m_before']}->{b['load_1m_after']}) -> score is "
+            f"{speed:.1f}x faster, score+filter {speed_total:.1f}x"
         )
 
 

@@ -1,25 +1,35 @@
-"""Rationale-aware quality signals, computed set-wise in DuckDB SQL.
+"""Rationale-aware quality signals, computed set-wise: DuckDB SQL, polars and numpy, no per-row Python.
 
-Every signal is one column of `sbs_scores`, keyed by (version_id, example_id, sample_idx). The text work
-(tokens, sentences, label mentions, arithmetic steps) is done by DuckDB in one pass per stage; Python only
-touches *distinct* labels and compound arithmetic expressions, where the task's safe evaluator
-(`Task.normalize_label`, `mathexpr.try_evaluate`) defines the semantics, and the MinHash near-duplicate
-pass (`dedup.py`, numpy). That is what makes 1M rows take seconds instead of minutes.
+Every signal is one column of `sbs_scores`, keyed by (version_id, example_id, sample_idx). Rows are
+scored in chunks of whole examples (bounded memory): per chunk, DuckDB does the label, position and
+arithmetic signals in a few SQL statements, and `textfeat` the text ones (each rationale tokenised once,
+tokens hashed once, set work on flat uint64 arrays). Python only touches *distinct* labels and compound
+arithmetic expressions, where the task's safe evaluator (`Task.normalize_label`, `mathexpr.try_evaluate`)
+defines the semantics. Exact and near duplicates (MinHash-LSH, `dedup.py`) are computed once over all
+rows at the end. That is what makes 1M rows take seconds instead of minutes.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import duckdb
+import numpy as np
 import polars as pl
+import pyarrow as pa
 
 from sbs_data import SbsError
 from sbs_data.tasks import Task, get_task, mathexpr
 from sbs_data.workspace import Version, Workspace
 
 #: Bump when a signal's definition changes, so score configs (and their hashes) tell old from new.
-SIGNALS_VERSION = 1
+#: 2: same definitions, new implementation: MinHash over 32-bit lanes (near-dup decisions at the
+#: threshold can differ), other key values for rationale_hash / near_dup_cluster.
+SIGNALS_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -80,11 +90,6 @@ _REFUSAL = (
     r"|i am unable to|i'm unable to|i won't be able|as an ai( language model)?)"
 )
 _NUM = r"-?\d+(?:\.\d+)?"
-# Same steps as mathexpr.arithmetic_steps; RE2 has no look-behind, so a non-capturing prefix stands in.
-_STEP = (
-    rf"(?:^|[^\w.])((?:\(?\s*{_NUM}\s*\)?\s*[-+*/x×÷]\s*)+\(?\s*{_NUM}\s*\)?)\s*(?:=|is|equals)\s*({_NUM})"
-)
-_EXPR = rf"(?:\(?\s*{_NUM}\s*\)?\s*[-+*/x×÷]\s*)+\(?\s*{_NUM}\s*\)?"
 _BINARY = rf"^\s*({_NUM})\s*([-+*/x×÷])\s*({_NUM})\s*$"
 _PLAIN = r"-?\d+(\.\d+)?"
 _STOP = [
@@ -157,79 +162,192 @@ def score(
         "signals_version": SIGNALS_VERSION,
         "near_dup": params.as_config(),
     }
-    with ws.new_version(name or v.dataset, "scores", config, parents=[v], note=note, run_id=run_id) as sv:
-        compute_scores(ws, v, task, sv.version_id, params)
+    if ws.read_only:
+        raise SbsError("this workspace connection is read-only")
+    with scoring_settings(ws):
+        try:
+            # Computed before the version's transaction opens, each statement committing on its own:
+            # inside one transaction DuckDB keeps every replaced per-chunk temp table until the end
+            # (~1.3 KB a row, 1.3 GB for 1M rows). Only the final insert needs to be all-or-nothing.
+            dups = compute_scores(ws, v, task, params)
+            with ws.new_version(
+                name or v.dataset, "scores", config, parents=[v], note=note, run_id=run_id
+            ) as sv:
+                write_scores(ws, sv.version_id, dups)
+        finally:
+            drop_temp(ws)
     return ws.by_id(sv.version_id)
 
 
-def compute_scores(ws: Workspace, v: Version, task: Task, out_version_id: int, params: ScoreParams) -> int:
-    """Write the signals of every row visible in `v` into sbs_scores under `out_version_id`."""
+#: Rows scored per chunk: bounds memory (text, token hashes and temp tables of one chunk at a time).
+CHUNK_ROWS = 100_000
+#: DuckDB's memory cap while scoring. Chunking keeps its working set small; without a cap its buffer
+#: pool keeps every block of the generations table it read (~0.2 GB per 100k rows), none of it needed.
+MEMORY_LIMIT_BYTES = 768 * 2**20
+_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
+_UNITS |= {"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40, "bytes": 1}
+
+
+def _bytes(setting: str) -> float:
+    """'18.6 GiB' -> bytes (DuckDB's memory_limit as text); inf when it cannot be read."""
+    m = re.fullmatch(r"\s*([\d.]+)\s*([a-zA-Z]+)\s*", str(setting))
+    if not m or m.group(2).lower() not in _UNITS:
+        return float("inf")
+    return float(m.group(1)) * _UNITS[m.group(2).lower()]
+
+
+@contextmanager
+def scoring_settings(ws: Workspace) -> Iterator[None]:
+    """Scoring-friendly DuckDB settings for the duration of a score, then the caller's back.
+
+    A lower memory limit (never a higher one; only for a workspace file, whose tables live on disk and
+    whose temp data can spill, not for an in-memory one) and no insertion-order bookkeeping; every stage
+    orders by rid explicitly where order matters. Restored after the version's transaction has ended,
+    since an aborted transaction refuses even SET.
+    """
     con = ws.con
-    ok = False
+    old_limit = ws.one("SELECT current_setting('memory_limit')")
+    old_order = ws.one("SELECT current_setting('preserve_insertion_order')")
+    on_disk = ws.one(
+        "SELECT path IS NOT NULL FROM duckdb_databases() WHERE database_name = current_database()"
+    )
+    if on_disk and _bytes(old_limit) > MEMORY_LIMIT_BYTES:
+        con.execute(f"SET memory_limit = '{MEMORY_LIMIT_BYTES // 2**20}MiB'")
+    con.execute("SET preserve_insertion_order = false")
+
+    def restore() -> None:
+        # the setting reads back rounded ("18.8 GiB"): reset to the default when that is what it was
+        con.execute("RESET memory_limit")
+        if ws.one("SELECT current_setting('memory_limit')") != old_limit:
+            con.execute(f"SET memory_limit = {sql_str(old_limit)}")
+        con.execute(f"SET preserve_insertion_order = {bool(old_order)}")
+
     try:
-        _stage_rows(ws, v)
-        _stage_labels(ws, task)
-        _stage_exprs(ws, task)
-        _stage_text(ws, task)
+        yield
+    except BaseException:
+        try:
+            restore()
+        except duckdb.Error:
+            pass  # inside a caller's aborted transaction: its error is the one to see
+        raise
+    restore()
+
+
+_DUP_COLS = ("exact_dup", "exact_dup_count", "near_dup", "near_dup_size", "near_dup_cluster")
+_TEMP = ("_sq_rows", "_sq_lab", "_sq_exv", "_sq_vote", "_sq_arith", "_sq_out")
+
+
+def compute_scores(
+    ws: Workspace, v: Version, task: Task, params: ScoreParams, chunk_rows: int | None = None
+) -> pa.Table:
+    """Signals of every row visible in `v`: per-row ones into temp table `_sq_out`; returns the
+    cross-row ones (rid, exact_dup, exact_dup_count, near_dup, near_dup_size, near_dup_cluster).
+
+    Rows are numbered (rid) in (example_id, sample_idx) order and scored in chunks of whole examples, so
+    per-example signals (votes, input overlap) stay within a chunk and memory stays bounded. Per chunk:
+    one SQL pass for the label/position/arithmetic signals and one polars/numpy pass for the text ones
+    (`textfeat`); the duplicate signals are computed once at the end from the rationale hashes and
+    MinHash signatures gathered on the way. `write_scores` stores both under a version.
+    """
+    con = ws.con
+    cache: dict[Any, Any] = {}
+    rids, hashes, sigs = [], [], []
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE _sq_out AS
+        SELECT 0::BIGINT AS rid, * EXCLUDE (version_id, {", ".join(_DUP_COLS)}) FROM sbs_scores LIMIT 0
+        """
+    )
+    for lo, hi, offset in _chunks(ws, v, chunk_rows or CHUNK_ROWS):
+        _stage_rows(ws, v, lo, hi, offset)
+        rows = con.sql("SELECT rid, example_id, rationale FROM _sq_rows ORDER BY rid").pl()
+        _stage_labels(ws, task, cache)
+        _stage_exprs(ws, task, cache, rows)
         _stage_votes(ws)
         _stage_arith(ws, task)
-        _stage_near(ws, params)
-        cols = ", ".join(s.name for s in SIGNALS)
+        rid, rhash, has, sig = _stage_text(ws, task, params, rows)
+        rids.append(rid)
+        hashes.append((rhash, has))
+        sigs.append(sig)
+    return _stage_dups(rids, hashes, sigs, params)
+
+
+def write_scores(ws: Workspace, out_version_id: int, dups: pa.Table) -> int:
+    """Insert `_sq_out` joined with the duplicate signals into sbs_scores under `out_version_id`."""
+    con = ws.con
+    con.execute("SELECT 1").fetchall()
+    con.register("_sq_dup", dups)
+    try:
         con.execute(
             f"""
             INSERT INTO sbs_scores BY NAME
-            SELECT {int(out_version_id)} AS version_id, r.example_id, r.sample_idx, r.split, r.teacher, {cols}
-            FROM _sq_rows r
-            JOIN _sq_text USING (rid) JOIN _sq_vote USING (rid) JOIN _sq_arith USING (rid)
-            JOIN _sq_near USING (rid)
+            SELECT {int(out_version_id)} AS version_id, o.* EXCLUDE (rid), d.* EXCLUDE (rid)
+            FROM _sq_out o JOIN _sq_dup d USING (rid)
             """
         )
-        n = ws.one("SELECT count(*) FROM _sq_rows")
-        ok = True
-        return n
     finally:
-        # after an error the transaction is aborted and its rollback discards the temp tables
-        for t in (
-            ()
-            if not ok
-            else (
-                "_sq_rows",
-                "_sq_lab",
-                "_sq_tok",
-                "_sq_text",
-                "_sq_vote",
-                "_sq_arith",
-                "_sq_near",
-                "_sq_exv",
-            )
-        ):
-            con.execute(f"DROP TABLE IF EXISTS {t}")
+        con.unregister("_sq_dup")
+    return dups.num_rows
+
+
+def drop_temp(ws: Workspace) -> None:
+    """Drop the scoring temp tables (also after a failure; never masking its error)."""
+    for t in (*_TEMP, "_sq_ex", "_sq_exprval", "_sq_norm", "_sq_val_pred_label", "_sq_val_gold"):
+        try:
+            ws.con.execute(f"DROP TABLE IF EXISTS {t}")
+        except duckdb.Error:
+            return  # inside a caller's aborted transaction, whose rollback drops them
 
 
 # -- stages --------------------------------------------------------------------------------------
 
 
-def _stage_rows(ws: Workspace, v: Version) -> None:
-    """The rows visible in `v`, numbered in (example_id, sample_idx) order, with their gold example."""
-    sel_join, sel_where, params = "", "", [v.base_id]
-    if v.selection_id is not None:
-        sel_join = (
-            "JOIN sbs_selections s ON s.version_id = ? AND s.example_id = g.example_id "
-            "AND s.sample_idx = g.sample_idx AND s.keep"
-        )
-        params = [v.selection_id, v.base_id]
+def _visible(v: Version) -> tuple[str, list[Any]]:
+    """FROM/WHERE over the generation rows visible in `v` (alias g), and its parameters."""
+    if v.selection_id is None:
+        return "sbs_generations g WHERE g.version_id = ?", [v.base_id]
+    return (
+        "sbs_generations g JOIN sbs_selections s ON s.version_id = ? AND s.example_id = g.example_id "
+        "AND s.sample_idx = g.sample_idx AND s.keep WHERE g.version_id = ?",
+        [v.selection_id, v.base_id],
+    )
+
+
+def _chunks(ws: Workspace, v: Version, chunk_rows: int) -> list[tuple[str, str | None, int]]:
+    """(first example_id, next chunk's first example_id or None, rows before) per chunk of whole examples."""
+    src, params = _visible(v)
+    starts = ws.all(
+        f"""
+        WITH c AS (SELECT g.example_id, count(*) AS n FROM {src} GROUP BY g.example_id),
+        w AS (SELECT example_id, (sum(n) OVER (ORDER BY example_id) - n)::BIGINT AS before FROM c)
+        SELECT example_id, before FROM w
+        QUALIFY row_number() OVER (PARTITION BY before // {max(1, int(chunk_rows))} ORDER BY example_id) = 1
+        ORDER BY example_id
+        """,
+        params,
+    )
+    return [
+        (ex, starts[i + 1][0] if i + 1 < len(starts) else None, off) for i, (ex, off) in enumerate(starts)
+    ]
+
+
+def _stage_rows(ws: Workspace, v: Version, lo: str, hi: str | None, offset: int) -> None:
+    """One chunk of the rows visible in `v` (examples lo <= id < hi), numbered globally, with their gold."""
+    src, params = _visible(v)
+    rng = "g.example_id >= ?" + ("" if hi is None else " AND g.example_id < ?")
+    bounds = [lo] if hi is None else [lo, hi]
     ws.con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE _sq_rows AS
-        SELECT (row_number() OVER (ORDER BY g.example_id, g.sample_idx) - 1)::BIGINT AS rid,
+        SELECT ({int(offset)} + row_number() OVER (ORDER BY g.example_id, g.sample_idx) - 1)::BIGINT AS rid,
                g.example_id, g.sample_idx, g.split, g.teacher, g.parse_status, g.finish_reason,
                left(g.raw, 400) AS raw_head, g.pred_label, coalesce(g.rationale, '') AS rationale,
                e.label AS gold, e.choices, coalesce(e.input_text, '') AS input_text
-        FROM sbs_generations g {sel_join}
-        LEFT JOIN sbs_examples e ON e.version_id = ? AND e.example_id = g.example_id
-        WHERE g.version_id = ? {sel_where}
+        FROM (SELECT g.* FROM {src} AND {rng}) g
+        LEFT JOIN (SELECT * FROM sbs_examples e WHERE e.version_id = ? AND {rng.replace("g.", "e.")}) e
+          ON e.example_id = g.example_id
         """,
-        [*params[:-1], v.examples_id, params[-1]],
+        [*params, *bounds, v.examples_id, *bounds],
     )
 
 
@@ -243,7 +361,18 @@ def _lookup(ws: Workspace, name: str, df: pl.DataFrame) -> None:
         ws.con.unregister("_sq_tmp")
 
 
-def _values(ws: Workspace, column: str) -> None:
+def _cached(cache: dict[Any, Any], kind: str, keys: list[Any], fn: Any) -> list[Any]:
+    """fn(key) per key, computed once per scoring run (labels repeat across chunks)."""
+    out = []
+    for k in keys:
+        ck = (kind, k)
+        if ck not in cache:
+            cache[ck] = fn(k)
+        out.append(cache[ck])
+    return out
+
+
+def _values(ws: Workspace, column: str, cache: dict[Any, Any]) -> None:
     """Numeric value of every distinct non-plain label in `column`, by the safe AST evaluator."""
     rows = ws.all(
         f"SELECT DISTINCT {column} FROM _sq_rows WHERE {column} IS NOT NULL "
@@ -251,13 +380,13 @@ def _values(ws: Workspace, column: str) -> None:
     )
     labels = [r[0] for r in rows]
     df = pl.DataFrame(
-        {"label": labels, "value": [mathexpr.try_evaluate(x) for x in labels]},
+        {"label": labels, "value": _cached(cache, "value", labels, mathexpr.try_evaluate)},
         schema={"label": pl.Utf8, "value": pl.Float64},
     )
     _lookup(ws, f"_sq_val_{column}", df)
 
 
-def _stage_labels(ws: Workspace, task: Task) -> None:
+def _stage_labels(ws: Workspace, task: Task, cache: dict[Any, Any]) -> None:
     """Per row: canonical predicted label, numeric values (numeric tasks), and the vote key.
 
     Labels are canonicalised once per distinct value with the task's own `normalize_label` /
@@ -265,8 +394,8 @@ def _stage_labels(ws: Workspace, task: Task) -> None:
     """
     con = ws.con
     if task.label_space == "numeric":
-        _values(ws, "pred_label")
-        _values(ws, "gold")
+        _values(ws, "pred_label", cache)
+        _values(ws, "gold", cache)
 
         def val(col: str) -> str:
             return (
@@ -301,7 +430,12 @@ def _stage_labels(ws: Workspace, task: Task) -> None:
             {
                 "label": [r[0] for r in rows],
                 "ckey": ["\x1f".join(r[1] or []) for r in rows],
-                "canon": [task.normalize_label(r[0], r[1]) for r in rows],
+                "canon": _cached(
+                    cache,
+                    "choice",
+                    [(r[0], tuple(r[1] or ())) for r in rows],
+                    lambda k: task.normalize_label(k[0], list(k[1])),
+                ),
             },
             schema={"label": pl.Utf8, "ckey": pl.Utf8, "canon": pl.Utf8},
         )
@@ -313,7 +447,10 @@ def _stage_labels(ws: Workspace, task: Task) -> None:
     else:
         rows = ws.all("SELECT DISTINCT pred_label FROM _sq_rows WHERE pred_label IS NOT NULL")
         df = pl.DataFrame(
-            {"label": [r[0] for r in rows], "canon": [task.normalize_label(r[0]) for r in rows]},
+            {
+                "label": [r[0] for r in rows],
+                "canon": _cached(cache, "label", [r[0] for r in rows], task.normalize_label),
+            },
             schema={"label": pl.Utf8, "canon": pl.Utf8},
         )
         _lookup(ws, "_sq_norm", df)
@@ -340,8 +477,19 @@ def _label_terms(task: Task) -> dict[str, list[str]]:
     return terms
 
 
-def _stage_text(ws: Workspace, task: Task) -> None:
-    """The main pass: parse/space/gold/conclusion/leakage/length/repetition/overlap/exact-dup signals."""
+def _stage_text(
+    ws: Workspace, task: Task, params: ScoreParams, rows: pl.DataFrame
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The chunk's main pass: every per-row signal into `_sq_out`.
+
+    Word/sentence/overlap/repetition features come from `textfeat` (tokenised once, in polars/numpy);
+    label, position and arithmetic signals from one SQL statement over the chunk. Returns what the
+    cross-row duplicate signals need: (rid, rationale hash, has words, MinHash signatures of the rows
+    that have words).
+    """
+    from sbs_data.quality.dedup import signatures
+    from sbs_data.quality.textfeat import text_features
+
     numeric = task.label_space == "numeric"
     # conclusion: the last sentence that names any label / choice is where the rationale concludes; it
     # concludes the predicted label when that sentence names it ("Of the above choices, only X is ...")
@@ -372,7 +520,7 @@ def _stage_text(ws: Workspace, task: Task) -> None:
 
     if numeric:
         # first space-delimited mention of the value ("is 450.", "= 450 ", "(450)")
-        pad = "(' ' || translate(t.rc, '()=$', '    ') || ' ')"
+        pad = "t.pad"
         v = "ltrim(l.vtext, '-')"
         first_pos = (
             "CASE WHEN l.vtext IS NULL OR length(t.rc) = 0 THEN NULL ELSE "
@@ -407,68 +555,111 @@ def _stage_text(ws: Workspace, task: Task) -> None:
         gold = "CASE WHEN r.gold IS NULL THEN NULL WHEN l.canon IS NULL THEN false ELSE l.canon = r.gold END"
         final_num = "NULL::BOOLEAN"
 
-    stop = "[" + ", ".join(sql_str(w) for w in _STOP) + "]"
-    ws.con.execute(
-        """
-        CREATE OR REPLACE TEMP TABLE _sq_tok AS
-        SELECT rid, CASE
-                 WHEN len(toks) >= 3 THEN list_transform(range(1, len(toks) - 1),
-                                            lambda i: hash(toks[i], toks[i + 1], toks[i + 2]))
-                 WHEN len(toks) > 0 THEN [hash(array_to_string(toks, ' '))]
-                 ELSE []::UBIGINT[] END AS sh
-        FROM (SELECT rid, regexp_extract_all(lower(rationale), '[\\pL\\pN]+') AS toks FROM _sq_rows)
-        """
+    con = ws.con
+    inputs = con.sql("SELECT example_id, any_value(input_text) AS input_text FROM _sq_rows GROUP BY ALL").pl()
+    feats, grams, soff = text_features(rows, inputs, _STOP, numbers=numeric)
+    del inputs
+    sents = (
+        "CASE WHEN trim(lr) = '' THEN []::VARCHAR[] "
+        "ELSE string_split(rtrim(" + _replace_chars("lr", "!?\n\t", "..  ") + ", '. '), '. ') END"
     )
-    ws.con.execute(
-        f"""
-        CREATE OR REPLACE TEMP TABLE _sq_text AS
-        WITH inp AS (
-          -- the input's content words, once per example (not once per sample)
-          SELECT example_id, list_distinct(regexp_extract_all(lower(any_value(input_text)), '[\\pL\\pN]+')) AS iw0
-          FROM _sq_rows GROUP BY example_id
-        ), t0 AS (
-          SELECT x.*, list_distinct(toks) AS rw0, inp.iw0,
-                 TRY_CAST(nums[1] AS DOUBLE) AS first_num, TRY_CAST(list_last(nums) AS DOUBLE) AS last_num,
-                 CASE WHEN len(toks) = 0 THEN NULL ELSE hash(array_to_string(toks, ' ')) END AS rationale_hash
-          FROM (
-            SELECT rid, example_id, choices, lr, rc,
-                   regexp_extract_all(lr, '[\\pL\\pN]+') AS toks,
-                   regexp_extract_all(rc, '(^|[^\\d])({_NUM})', 2) AS nums,
-                   CASE WHEN trim(lr) = '' THEN []::VARCHAR[]
-                        ELSE string_split(rtrim(translate(lr, '!?' || chr(10) || chr(9), '..  '), '. '), '. ') END AS sents
-            FROM (SELECT rid, example_id, choices, lower(rationale) AS lr, replace(rationale, ',', '') AS rc FROM _sq_rows)
-          ) x LEFT JOIN inp USING (example_id)
-        ), t1 AS (
-          SELECT *, len(toks) AS words, list_intersect(rw0, {stop}) AS rstop FROM t0
-        ), t AS (SELECT *, {concl} AS concl FROM t1)
-        SELECT r.rid,
-               r.parse_status = 'ok' AS parse_ok,
-               CASE WHEN r.finish_reason IS NULL THEN NULL
-                    ELSE r.finish_reason IN ('length', 'max_tokens') END AS truncated,
-               coalesce(regexp_matches(lower(coalesce(r.raw_head, r.rationale)), {sql_str(_REFUSAL)}), false) AS refusal,
-               coalesce({in_space}, false) AS label_in_space,
-               {gold} AS gold_match,
-               {conclusion} AS conclusion_match,
-               {first_pos} AS answer_first_pos,
-               coalesce({starts}, false) AS starts_with_answer,
-               t.words::INTEGER AS words,
-               len(t.sents)::INTEGER AS sentences,
-               (len(t.sents) - len(list_distinct(t.sents)))::INTEGER AS repeated_sentences,
-               CASE WHEN len(k.sh) = 0 THEN 0.0 ELSE 1.0 - len(list_distinct(k.sh)) / len(k.sh) END
-                   AS ngram_repetition,
-               CASE WHEN len(t.rw0) - len(t.rstop) = 0 THEN NULL
-                    ELSE (len(list_intersect(t.rw0, t.iw0)) - len(list_intersect(t.rstop, t.iw0)))
-                         / (len(t.rw0) - len(t.rstop)) END AS input_overlap,
-               {final_num} AS final_number_match,
-               t.rationale_hash,
-               CASE WHEN t.rationale_hash IS NULL THEN NULL
-                    ELSE (count(*) OVER (PARTITION BY t.rationale_hash))::INTEGER END AS exact_dup_count,
-               CASE WHEN t.rationale_hash IS NULL THEN false
-                    ELSE row_number() OVER (PARTITION BY t.rationale_hash ORDER BY r.rid) > 1 END AS exact_dup
-        FROM _sq_rows r JOIN t USING (rid) JOIN _sq_lab l USING (rid) JOIN _sq_tok k USING (rid)
-        LEFT JOIN (SELECT rid, value FROM _sq_exv WHERE kind = 'last') lx USING (rid)
-        """
+    concl = (
+        "NULL::VARCHAR" if mentions == "false" else f"list_last(list_filter({sents}, lambda s: {mentions}))"
     )
+    cols = ", ".join(s.name for s in SIGNALS if s.name not in _DUP_COLS)
+    con.execute("SELECT 1").fetchall()
+    con.register("_sq_feat", feats.to_arrow())
+    try:
+        con.execute(
+            f"""
+            INSERT INTO _sq_out BY NAME
+            WITH t AS (
+              SELECT rid, lr, rc, first_num, last_num, {concl} AS concl,
+                     {"' ' || " + _replace_chars("rc", "()=$", "    ") + " || ' '" if numeric else "NULL"} AS pad
+              FROM (SELECT rid, choices, lower(rationale) AS lr, replace(rationale, ',', '') AS rc FROM _sq_rows)
+              JOIN _sq_feat USING (rid)
+            ), x AS (
+              SELECT r.rid, r.example_id, r.sample_idx, r.split, r.teacher,
+                     r.parse_status = 'ok' AS parse_ok,
+                     CASE WHEN r.finish_reason IS NULL THEN NULL
+                          ELSE r.finish_reason IN ('length', 'max_tokens') END AS truncated,
+                     coalesce(regexp_matches(lower(coalesce(r.raw_head, r.rationale)), {sql_str(_REFUSAL)}), false)
+                         AS refusal,
+                     coalesce({in_space}, false) AS label_in_space,
+                     {gold} AS gold_match,
+                     {conclusion} AS conclusion_match,
+                     {first_pos} AS answer_first_pos,
+                     coalesce({starts}, false) AS starts_with_answer,
+                     {final_num} AS final_number_match
+              FROM _sq_rows r JOIN t USING (rid) JOIN _sq_lab l USING (rid)
+              LEFT JOIN (SELECT rid, value FROM _sq_exv WHERE kind = 'last') lx USING (rid)
+            )
+            SELECT rid, example_id, sample_idx, split, teacher, {cols}
+            FROM x JOIN _sq_feat USING (rid) JOIN _sq_vote USING (rid) JOIN _sq_arith USING (rid)
+            """
+        )
+    finally:
+        con.unregister("_sq_feat")
+    rid = feats["rid"].to_numpy().astype(np.int64)
+    rhash = feats["rationale_hash"].fill_null(0).to_numpy()
+    has = np.diff(soff) > 0
+    keep_off = np.concatenate([[0], np.cumsum(np.diff(soff)[has])])
+    sig = signatures(grams, keep_off, params.num_perm, params.seed)
+    return rid, rhash.astype(np.uint64), has, sig
+
+
+def _stage_dups(
+    rids: list[np.ndarray],
+    hashes: list[tuple[np.ndarray, np.ndarray]],
+    sigs: list[np.ndarray],
+    params: ScoreParams,
+) -> pa.Table:
+    """Exact and near duplicates over all rows (within and across examples).
+
+    A row is a duplicate of an *earlier* row (smaller rid); rows without words belong to no group.
+    Near-duplicate clusters: MinHash-LSH over the signatures gathered per chunk (`dedup`).
+    """
+    from sbs_data.quality.dedup import clusters_from_signatures
+
+    rid = np.concatenate(rids) if rids else np.empty(0, dtype=np.int64)
+    rhash = np.concatenate([h for h, _ in hashes]) if hashes else np.empty(0, dtype=np.uint64)
+    has = np.concatenate([m for _, m in hashes]) if hashes else np.empty(0, dtype=bool)
+    n = len(rid)
+    if n and not (np.diff(rid) > 0).all():
+        raise AssertionError("chunks must come in rid order")
+    exact_dup = np.zeros(n, dtype=bool)
+    exact_count = np.zeros(n, dtype=np.int32)
+    idx = np.nonzero(has)[0]
+    _, first, inv, counts = np.unique(rhash[idx], return_index=True, return_inverse=True, return_counts=True)
+    exact_dup[idx] = first[inv] != np.arange(len(idx))
+    exact_count[idx] = counts[inv]
+    sig = np.concatenate(sigs) if sigs else np.empty((0, params.num_perm), dtype=np.uint32)
+    sigs.clear()  # the per-chunk copies are no longer needed
+    rep, size = clusters_from_signatures(sig, params.near_threshold)
+    del sig
+    cluster = np.zeros(n, dtype=np.int64)
+    near_size = np.zeros(n, dtype=np.int32)
+    cluster[idx] = rid[idx][rep]
+    near_size[idx] = size
+    missing = ~has
+    return pa.table(
+        {
+            "rid": rid,
+            "exact_dup": exact_dup,
+            "exact_dup_count": pa.array(exact_count, mask=missing),
+            "near_dup": has & (cluster != rid),
+            "near_dup_size": pa.array(near_size, mask=missing),
+            "near_dup_cluster": pa.array(cluster, mask=missing),
+        }
+    )
+
+
+def _replace_chars(col: str, chars: str, to: str) -> str:
+    """SQL `translate(col, chars, to)` as nested replace() calls (DuckDB's translate is ~10x slower)."""
+    out = col
+    for a, b in zip(chars, to, strict=True):
+        out = f"replace({out}, {sql_str(a) if a.isprintable() else f'chr({ord(a)})'}, {sql_str(b)})"
+    return out
 
 
 def _close(a: str, b: str, rel: float) -> str:
@@ -505,11 +696,11 @@ def _stage_votes(ws: Workspace) -> None:
     )
 
 
-def _stage_exprs(ws: Workspace, task: Task) -> None:
+def _stage_exprs(ws: Workspace, task: Task, cache: dict[Any, Any], rows: pl.DataFrame) -> None:
     """Numeric tasks: every `a op b = c` step and the rationale's last expression, with their values.
 
-    Simple binary steps are computed in SQL; compound expressions go once per distinct text through the
-    safe AST evaluator (`mathexpr.try_evaluate`, never `eval`). Leaves `_sq_exv(rid, kind, claimed, value)`.
+    The steps are found by `textfeat.arithmetic_candidates` (polars); simple binary steps are computed in
+    SQL; compound expressions go once per distinct text through the safe AST evaluator (`mathexpr.try_evaluate`, never `eval`). Leaves `_sq_exv(rid, kind, claimed, value)`.
     """
     con = ws.con
     if task.label_space != "numeric":
@@ -517,21 +708,9 @@ def _stage_exprs(ws: Workspace, task: Task) -> None:
             "CREATE OR REPLACE TEMP TABLE _sq_exv (rid BIGINT, kind VARCHAR, claimed DOUBLE, value DOUBLE)"
         )
         return
-    con.execute(
-        f"""
-        CREATE OR REPLACE TEMP TABLE _sq_ex AS
-        WITH r AS (SELECT rid, replace(rationale, ',', '') AS rc FROM _sq_rows WHERE regexp_matches(rationale, '\\d'))
-        SELECT rid, 'step' AS kind, trim(expr) AS expr, CAST(claimed AS DOUBLE) AS claimed
-        FROM (
-          SELECT rid, unnest(regexp_extract_all(rc, '{_STEP}', 1)) AS expr,
-                      unnest(regexp_extract_all(rc, '{_STEP}', 2)) AS claimed
-          FROM r WHERE rc LIKE '%=%' OR rc LIKE '% is %' OR rc LIKE '%equals%'
-        )
-        UNION ALL
-        SELECT rid, 'last', trim(list_last(regexp_extract_all(rc, '{_EXPR}'))), NULL FROM r
-        WHERE regexp_matches(rc, '{_EXPR}')
-        """
-    )
+    from sbs_data.quality.textfeat import arithmetic_candidates
+
+    _lookup(ws, "_sq_ex", arithmetic_candidates(rows))
     a = f"TRY_CAST(regexp_extract(expr, '{_BINARY}', 1) AS DOUBLE)"
     op = f"regexp_extract(expr, '{_BINARY}', 2)"
     b = f"TRY_CAST(regexp_extract(expr, '{_BINARY}', 3) AS DOUBLE)"
@@ -542,10 +721,12 @@ def _stage_exprs(ws: Workspace, task: Task) -> None:
     )
     rows = ws.all(f"SELECT DISTINCT expr FROM _sq_ex WHERE NOT regexp_full_match(expr, '{_BINARY}')")
     exprs = [r[0] for r in rows]
-    values = [
-        mathexpr.try_evaluate(e.replace("x", "*").replace("\u00d7", "*").replace("\u00f7", "/"))
-        for e in exprs
-    ]
+    values = _cached(
+        cache,
+        "expr",
+        exprs,
+        lambda e: mathexpr.try_evaluate(e.replace("x", "*").replace("\u00d7", "*").replace("\u00f7", "/")),
+    )
     _lookup(
         ws,
         "_sq_exprval",
@@ -583,28 +764,3 @@ def _stage_arith(ws: Workspace, task: Task) -> None:
         FROM _sq_rows r LEFT JOIN agg USING (rid)
         """
     )
-    ws.con.execute("DROP TABLE IF EXISTS _sq_exv")
-
-
-def _stage_near(ws: Workspace, params: ScoreParams) -> None:
-    """Near-duplicate clusters over all rows (within and across examples) with MinHash-LSH."""
-    from sbs_data.quality.dedup import near_duplicate_clusters
-
-    reader = ws.con.sql("SELECT rid, sh FROM _sq_tok WHERE len(sh) > 0 ORDER BY rid").to_arrow_reader(200_000)
-    table = near_duplicate_clusters(
-        reader, threshold=params.near_threshold, num_perm=params.num_perm, seed=params.seed
-    )
-    ws.con.execute("SELECT 1").fetchall()
-    ws.con.register("_sq_near_arrow", table)
-    try:
-        ws.con.execute(
-            """
-            CREATE OR REPLACE TEMP TABLE _sq_near AS
-            SELECT r.rid, n.cluster AS near_dup_cluster, n.size AS near_dup_size,
-                   coalesce(n.cluster <> r.rid, false) AS near_dup
-            FROM _sq_rows r LEFT JOIN _sq_near_arrow n USING (rid)
-            """
-        )
-    finally:
-        ws.con.unregister("_sq_near_arrow")
-    ws.con.execute("DROP TABLE IF EXISTS _sq_tok")
