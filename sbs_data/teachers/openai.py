@@ -23,7 +23,7 @@ from sbs_data.teachers.base import (
 
 def make_client(base_url: str | None, api_key: str | None, timeout: float, transport: str = "aiohttp") -> Any:
     """An AsyncOpenAI client with retries disabled; `transport="aiohttp"` is ~5x faster than httpx at high
-    concurrency (see benchmarks/RESULTS_generate.md)."""
+    concurrency (see benchmarks/RESULTS.md)."""
     import openai
 
     kwargs: dict[str, Any] = {"api_key": api_key, "base_url": base_url, "timeout": timeout, "max_retries": 0}
