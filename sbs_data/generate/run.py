@@ -796,29 +796,27 @@ def _counters(c: Counters, elapsed: float) -> dict[str, Any]:
     }
 
 
+# The per-row values of a generation row, in the order `_build_version` computes them.
+_VALUE_COLS = (
+    "raw",
+    "rationale",
+    "pred_label",
+    "parse_status",
+    "finish_reason",
+    "prompt_tokens",
+    "completion_tokens",
+    "cost_usd",
+    "latency_ms",
+    "error",
+)
+
+
 def _build_version(
     ws: Workspace, p: Plan, out_name: str, answers: dict[str, tuple], engine: Engine, run_id: str
 ) -> tuple[Version, dict[str, int]]:
     """One row per (example, sample): answered rows parsed, failures and unrequested rows marked 'failed'."""
     cols: dict[str, list] = {
-        c: []
-        for c in (
-            "example_id",
-            "sample_idx",
-            "split",
-            "teacher",
-            "raw",
-            "rationale",
-            "pred_label",
-            "parse_status",
-            "finish_reason",
-            "prompt_tokens",
-            "completion_tokens",
-            "cost_usd",
-            "latency_ms",
-            "cache_key",
-            "error",
-        )
+        c: [] for c in ("example_id", "sample_idx", "split", "teacher", "cache_key", *_VALUE_COLS)
     }
     spec = p.teacher.spec
     counts: dict[str, int] = {}
@@ -834,21 +832,7 @@ def _build_version(
             vals = (None, None, None, "failed", None, None, None, None, None, err)
         status = vals[3]
         counts[status] = counts.get(status, 0) + 1
-        for c, v in zip(
-            (
-                "raw",
-                "rationale",
-                "pred_label",
-                "parse_status",
-                "finish_reason",
-                "prompt_tokens",
-                "completion_tokens",
-                "cost_usd",
-                "latency_ms",
-                "error",
-            ),
-            vals,
-        ):
+        for c, v in zip(_VALUE_COLS, vals):
             cols[c].append(v)
         cols["example_id"].append(it.example_id)
         cols["sample_idx"].append(it.sample_idx)
