@@ -237,10 +237,6 @@ def build_examples(
     )
 
 
-def _task_config(task: Task) -> dict:
-    return task.to_dict()
-
-
 def ingest(
     ws: Workspace,
     source: str,
@@ -282,7 +278,7 @@ def ingest(
         "source_sha256": _file_hash(source),
         "split": split,
         "task": t.name,
-        "task_def": _task_config(t),
+        "task_def": t.to_dict(),
         "mapping": mapping or {},
         "id_field": id_field,
     }
@@ -398,7 +394,7 @@ def import_original(
         "op": "import-original",
         "folder": str(folder.resolve()),
         "task": t.name,
-        "task_def": _task_config(t),
+        "task_def": t.to_dict(),
         "splits": [f.get_column("split")[0] for f in frames],
         "skipped": skipped,
     }

@@ -160,3 +160,15 @@ def test_user_task_yaml(tmp_path):
 def test_unknown_task():
     with pytest.raises(SbsError, match="unknown task"):
         get_task("nope")
+
+
+def test_user_task_survives_the_round_trip_through_a_version_config(tmp_path):
+    from sbs_data.tasks import task_from_stored
+
+    f = tmp_path / "sentiment.yaml"
+    f.write_text(
+        "name: sentiment\ninput_fields: [review]\ntemplate: 'Review: {review}'\nlabel_space: fixed\n"
+        "labels: [positive, negative]\nlabel_aliases: {'1': positive, '0': negative}\nlabel_field: stars\n"
+    )
+    t = task_from_stored(load_task_file(f).to_dict())
+    assert t.normalize_label("1") == "positive" and t.label_field == "stars"

@@ -26,11 +26,11 @@ import pyarrow.parquet as pq
 from sbs_data import SbsError, __version__
 from sbs_data.export.contamination import find_contamination
 from sbs_data.export.validate import validate_table
+from sbs_data.ingest import canonical_split
 from sbs_data.schemas import load_schema, validate
 from sbs_data.workspace import Version, Workspace, config_hash
 
 SPLITS = ("train", "validation", "test")
-SPLIT_ALIASES = {"valid": "validation", "val": "validation", "dev": "validation", "validation": "validation"}
 FILE_FORMATS = ("parquet", "jsonl")
 LABEL_SOURCES = ("gold", "teacher")
 DEFAULT_MAX_ROWS = 50_000
@@ -76,10 +76,7 @@ class ExportResult:
         return rows
 
 
-def normalize_split(name: str) -> str:
-    """`valid`/`val`/`dev` -> `validation`; other names lower-cased."""
-    s = name.strip().lower()
-    return SPLIT_ALIASES.get(s, s)
+normalize_split = canonical_split  # `valid`/`val`/`dev` -> `validation`; other names lower-cased
 
 
 # ---------------------------------------------------------------------------------------------

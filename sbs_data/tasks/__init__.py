@@ -65,6 +65,8 @@ def task_from_stored(d: dict | str) -> Task:
         template=d["template"],
         label_space=d["label_space"],
         labels=tuple(d.get("labels", ())),
+        label_aliases=dict(d.get("label_aliases") or {}),
+        label_field=d.get("label_field", "label"),
         normaliser=d.get("normaliser", "lower"),
-        choices_field="choices" if d["label_space"] == "choices" else None,
+        choices_field=d.get("choices_field") or ("choices" if d["label_space"] == "choices" else None),
     )

@@ -218,6 +218,9 @@ class Task:
             "template": self.template,
             "label_space": self.label_space,
             "labels": list(self.labels),
+            "label_aliases": dict(self.label_aliases),
+            "label_field": self.label_field,
+            "choices_field": self.choices_field,
             "normaliser": self.normaliser,
         }
 
