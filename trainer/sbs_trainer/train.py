@@ -9,6 +9,7 @@ weights and writes OUT/metrics.json and OUT/predictions.jsonl.
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import math
 import os
@@ -188,11 +189,26 @@ def run(cfg: TrainConfig) -> dict | None:
     """Train, evaluate and write OUT/metrics.json; returns the metrics (None when stopped by --stop-after)."""
     rank, world, device = _setup_distributed(cfg.device)
     cfg.world_size = world
+    ok = False
     try:
-        return _run(cfg, rank, world, device)
+        metrics = _run(cfg, rank, world, device)
+        ok = True
+        return metrics
     finally:
         if world > 1 and dist.is_initialized():
-            dist.destroy_process_group()
+            _teardown_distributed(ok)
+
+
+def _teardown_distributed(ok: bool) -> None:
+    """Free the DDP wrapper (it sits in reference cycles) while the process group is alive, let every rank
+    arrive, then destroy the group. Left to interpreter shutdown, gloo's objects were freed in an arbitrary
+    order and a rank now and then died with "terminate called without an active exception" (SIGABRT) after
+    finishing its work. After an error there is no barrier: the other ranks may never arrive."""
+    gc.collect()
+    if ok:
+        dist.barrier()
+    dist.destroy_process_group()
+    gc.collect()
 
 
 def _run(cfg: TrainConfig, rank: int, world: int, device: torch.device) -> dict | None:
