@@ -403,7 +403,7 @@ def generate(
     ] = 6,
     backoff: Annotated[
         float, typer.Option("--backoff", help="First retry delay in seconds (doubles, jittered).")
-    ] = 1.0,
+    ] = 0.5,
     progress: Annotated[
         bool | None, typer.Option("--progress/--no-progress", help="Progress bar (default: on a terminal).")
     ] = None,

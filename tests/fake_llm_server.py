@@ -255,7 +255,9 @@ class FakeLLMServer:
             )
             if self.keep_bodies:
                 with self._lock:
-                    self.bodies.append({"path": request.path, "body": body, "key": key})
+                    self.bodies.append(
+                        {"path": request.path, "body": body, "key": key, "headers": dict(request.headers)}
+                    )
             if self.faults.require_key is not None and key != self.faults.require_key:
                 outcome = "401"
                 # Echo the key like careless servers do: the client must still never store or print it.

@@ -97,6 +97,42 @@ def test_anthropic_request_and_response(server):  # noqa: F811
     assert r.request_id.startswith("msg_") and r.prompt_tokens > 0
 
 
+# Headers that differ between any two calls (or name the SDK method), not the request.
+_VOLATILE = {"content-length", "x-stainless-retry-count", "x-stainless-read-timeout", "x-stainless-timeout"}
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+def test_adapter_sends_what_the_typed_sdk_method_sends(server, provider):  # noqa: F811
+    """The adapters use the SDK's low-level `client.post` (for speed); the request on the wire must be the
+    one the typed method (`chat.completions.create` / `messages.create`) sends for the same arguments."""
+    server.keep_bodies = True
+    t = _teachers(server)[0 if provider == "openai" else 1]
+    req = Request(REQ.messages, REQ.system, REQ.params, json_schema={"type": "object"})
+    if provider == "anthropic":
+        req = REQ
+
+    async def both():
+        try:
+            ours = await t.complete(req)
+            kw = t.build_kwargs(req)
+            if provider == "openai":
+                typed = await t.client().chat.completions.create(**kw)
+                return ours, typed.choices[0].message.content, typed.id
+            extra = {k: kw.pop(k) for k in ("temperature", "top_p")}  # not typed params of this SDK
+            typed = await t.client().messages.create(**kw, extra_body=extra)
+            return ours, typed.content[0].text, typed.id
+        finally:
+            await t.aclose()
+
+    ours, typed_text, typed_id = asyncio.run(both())
+    a, b = server.bodies[-2:]
+    assert a["path"] == b["path"] and a["body"] == b["body"] and a["key"] == b["key"] == FAKE_KEY
+    ha = {k.lower(): v for k, v in a["headers"].items() if k.lower() not in _VOLATILE}
+    hb = {k.lower(): v for k, v in b["headers"].items() if k.lower() not in _VOLATILE}
+    assert ha == hb
+    assert ours.text == typed_text and ours.request_id[:4] == typed_id[:4]  # chat / msg_
+
+
 def test_compat_spreads_load_over_replicas():
     with FakeLLMServer(latency=0.05) as a, FakeLLMServer(latency=0.05) as b:
         t = CompatTeacher("llama", base_urls=[a.openai_url, b.openai_url])

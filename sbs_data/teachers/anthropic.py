@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-import inspect
 import json
 from typing import Any
 
@@ -53,13 +51,6 @@ def classify(e: BaseException, secrets: tuple[str, ...] = ()) -> Exception:
     return e
 
 
-@functools.cache
-def _create_params() -> frozenset[str]:
-    from anthropic.resources.messages import AsyncMessages
-
-    return frozenset(inspect.signature(AsyncMessages.create).parameters)
-
-
 def _body_message(e: Any) -> str:
     body = getattr(e, "body", None)
     if isinstance(body, dict):
@@ -96,6 +87,7 @@ class AnthropicTeacher(HostedTeacher):
         return anthropic.AsyncAnthropic(**kw)
 
     def build_kwargs(self, req: Request) -> dict[str, Any]:
+        """The request body exactly as the messages API (and a Message Batches line) takes it."""
         p = req.params
         kw: dict[str, Any] = {
             "model": self.model,
@@ -104,30 +96,30 @@ class AnthropicTeacher(HostedTeacher):
         }
         if req.system:
             kw["system"] = req.system
-        extra: dict[str, Any] = {}
         for k in ("temperature", "top_p"):
             if p.get(k) is not None:
-                # Newer SDKs dropped some sampling params from the typed signature; the API still takes them.
-                (kw if k in _create_params() else extra)[k] = p[k]
+                kw[k] = p[k]
         if p.get("stop"):
             kw["stop_sequences"] = list(p["stop"]) if not isinstance(p["stop"], str) else [p["stop"]]
-        if extra:
-            kw["extra_body"] = extra
         return kw
 
     async def complete(self, req: Request) -> Response:
+        # The SDK's documented low-level call, as in the OpenAI adapter: same transport, auth, headers and
+        # error classes as `messages.create`, with the answer read as the JSON the API documents.
         try:
-            r = await self.client().messages.create(**self.build_kwargs(req))
+            body = await self.client().post("/v1/messages", cast_to=object, body=self.build_kwargs(req))
         except Exception as e:  # noqa: BLE001 - classified below, unknown ones propagate
             raise classify(e, self.secrets()) from None
         try:
-            text = "".join(b.text for b in r.content if getattr(b, "type", None) == "text")
+            text = "".join(b["text"] for b in body["content"] if b.get("type") == "text")
+            usage = body.get("usage") or {}
+            stop = body.get("stop_reason")
             return Response(
                 text=text,
-                finish_reason=_FINISH.get(r.stop_reason, r.stop_reason),
-                prompt_tokens=getattr(r.usage, "input_tokens", None),
-                completion_tokens=getattr(r.usage, "output_tokens", None),
-                request_id=getattr(r, "id", None),
+                finish_reason=_FINISH.get(stop, stop),
+                prompt_tokens=usage.get("input_tokens"),
+                completion_tokens=usage.get("output_tokens"),
+                request_id=body.get("id"),
             )
-        except (AttributeError, TypeError) as e:
+        except (AttributeError, KeyError, TypeError) as e:
             raise Transient(f"anthropic: malformed response body ({type(e).__name__})") from None

@@ -282,9 +282,7 @@ class AnthropicBatchAPI(BatchAPI):
         return classify(e, self.secrets)
 
     def line(self, key: str, req: Any) -> dict[str, Any]:
-        params = self.teacher.build_kwargs(req)
-        params.update(params.pop("extra_body", None) or {})
-        return {"custom_id": key, "params": params}
+        return {"custom_id": key, "params": self.teacher.build_kwargs(req)}
 
     def upload(self, job_id: str, payload: bytes) -> None:
         return None  # requests travel inline with create
