@@ -71,7 +71,9 @@ def test_generate_with_replay_offline(ws, recorded):
     assert res.version.config["teacher"]["recorded_teacher"] == "palm-540b"
     # two samples: s1 has both recorded
     res2 = generate(ws, "demo-svamp", "replay:demo-svamp-palm@1", samples=2, params={"temperature": 0.7})
-    assert res2.version.ref == "demo-svamp-demo-svamp-palm-1@1" and res2.summary["ok"] == 3
+    assert res2.version.ref == "demo-svamp-palm-1@1" and res2.summary["ok"] == 3
+    # replay pins the version it serves, so the default name never lands on the replayed dataset itself
+    assert generate(ws, "demo-svamp", "replay:demo-svamp-palm").version.ref == "demo-svamp-palm-1@2"
 
 
 def test_replay_via_cli(tmp_path, recorded, ws):

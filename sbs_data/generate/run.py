@@ -126,10 +126,13 @@ def sanitize_name(text: str) -> str:
 
 
 def default_name(examples: Version, teacher: Teacher) -> str:
+    """`NAME-<model>`; a model part that already starts with NAME (e.g. `replay:NAME-palm@1`) is not
+    repeated: `NAME-palm-1`, not `NAME-NAME-palm-1`."""
     model = teacher.model
     if teacher.provider == "hf" and Path(model).exists():
         model = Path(model).resolve().name
-    return f"{examples.dataset}-{sanitize_name(model)}"
+    model = sanitize_name(model)
+    return model if model.startswith(f"{examples.dataset}-") else f"{examples.dataset}-{model}"
 
 
 def _task_of(v: Version) -> Task:
