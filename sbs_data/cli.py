@@ -649,19 +649,60 @@ def score(
     num_perm: Annotated[
         int, typer.Option("--num-perm", help="MinHash permutations for near-duplicates.")
     ] = 32,
+    judge: Annotated[
+        str | None,
+        typer.Option(
+            "--judge",
+            help="Also have this teacher grade each rationale 1-5 (judge_score); same specs as generate.",
+        ),
+    ] = None,
+    judge_prompt: Annotated[
+        Path | None, typer.Option("--judge-prompt", help="Judge prompt file (default recipes/judge.yaml).")
+    ] = None,
+    base_url: BaseUrl = None,
+    concurrency: Annotated[int, typer.Option("--concurrency", "-c", help="Judge requests in flight.")] = 16,
+    rpm: Annotated[float | None, typer.Option("--rpm", help="Judge requests per minute at most.")] = None,
+    offline: Annotated[
+        bool, typer.Option("--offline", help="Judge from the cache only; fail on a miss.")
+    ] = False,
+    max_usd: Annotated[
+        float | None, typer.Option("--max-usd", help="Stop judging once this much is spent.")
+    ] = None,
     note_: Annotated[str | None, typer.Option("--note", help="Free note stored with the version.")] = None,
     db: Db = None,
     fmt: Fmt = "table",
 ) -> None:
     """Compute quality signals for every visible row into a new scores version (parent = REF)."""
+    from sbs_data.generate.run import Settings
+    from sbs_data.quality.judge import Judge
     from sbs_data.quality.signals import ScoreParams
     from sbs_data.quality.signals import score as do_score
 
+    judge_ = None
+    if judge:
+        judge_ = Judge(
+            judge,
+            prompt_path=judge_prompt,
+            base_urls=tuple(base_url or ()),
+            settings=Settings(concurrency=concurrency, rpm=rpm),
+            offline=offline,
+            max_usd=max_usd,
+            warn=info,
+        )
+    elif judge_prompt or base_url or offline or max_usd is not None:
+        raise SbsError("--judge-prompt, --base-url, --offline and --max-usd only apply with --judge SPEC")
     with Workspace.open(db) as ws:
         run_id = ws.start_run(f"score {ref}")
         try:
             v = do_score(
-                ws, ref, name=name, params=ScoreParams(near_threshold, num_perm), note=note_, run_id=run_id
+                ws,
+                ref,
+                name=name,
+                params=ScoreParams(near_threshold, num_perm),
+                note=note_,
+                run_id=run_id,
+                judge=judge_,
+                info=info,
             )
         except BaseException:
             ws.finish_run(run_id, "failed")

@@ -165,6 +165,8 @@ class FakeLLMServer:
             if sub in prompt:
                 return text
         h = hashlib.sha1(prompt.encode()).hexdigest()[:8]
+        if 'Reply with one line: "Score: N"' in prompt:  # the LLM-judge prompt (recipes/judge.yaml)
+            return f"The steps hold up. Score: {1 + int(h, 16) % 5}"
         label = default_label(prompt)
         rationale = f"The fake teacher reasons about request {h} step by step."
         if json_mode:

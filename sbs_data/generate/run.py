@@ -508,7 +508,7 @@ class Engine:
 class _Progress:
     """A rich bar with rows/s, ETA, spend, retries and failures (stderr, only on a terminal)."""
 
-    def __init__(self, total: int, done: int, enabled: bool):
+    def __init__(self, total: int, done: int, enabled: bool, label: str = "generate"):
         self.enabled = enabled and total > 0
         if not self.enabled:
             return
@@ -516,7 +516,7 @@ class _Progress:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         self.p = Progress(
-            TextColumn("[bold]generate"),
+            TextColumn(f"[bold]{label}"),
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("{task.fields[rate]} rows/s"),
@@ -595,6 +595,57 @@ def _execute(engine: Engine, writer: cache_mod.CacheWriter, misses: list[Item]) 
             asyncio.run(main())
     finally:
         writer.drain_sync()  # anything queued when the loop was torn down (Ctrl-C) is still committed
+
+
+def answer(
+    ws: Workspace,
+    teacher: Teacher,
+    misses: list[Item],
+    settings: Settings,
+    *,
+    task: Task,
+    json_mode: bool = False,
+    price: Price | None = None,
+    max_usd: float | None = None,
+    run_id: str,
+    total: int | None = None,
+    cached: int = 0,
+    label: str = "generate",
+) -> Engine:
+    """Call the teacher for `misses` (cache misses, each key once) with limits, retries, durable cache
+    writes and a progress bar; returns the engine (its answers, failures and counters). Used by `generate`
+    and by the LLM-judge signal. An interrupted run is recorded as such in `runs` before the error goes on."""
+    writer = cache_mod.CacheWriter(ws, flush_interval=settings.flush_interval)
+    total = len(misses) + cached if total is None else total
+    progress = _Progress(
+        total,
+        total - len(misses),
+        settings.progress if settings.progress is not None else sys.stderr.isatty(),
+        label,
+    )
+    engine = Engine(
+        teacher,
+        settings,
+        writer,
+        task=task,
+        json_mode=json_mode,
+        price=price,
+        max_usd=max_usd,
+        run_id=run_id,
+        on_progress=progress.update if progress.enabled else None,
+    )
+    engine.c.total = total
+    engine.c.cached = cached
+    t0 = time.perf_counter()
+    try:
+        if misses:
+            _execute(engine, writer, misses)
+    except BaseException:
+        progress.close()
+        ws.finish_run(run_id, "interrupted", _counters(engine.c, time.perf_counter() - t0))
+        raise
+    progress.close()
+    return engine
 
 
 def generate(
@@ -741,34 +792,20 @@ def generate(
             command=command,
         )
     run_id = ws.start_run(command)
-    writer = cache_mod.CacheWriter(ws, flush_interval=s.flush_interval)
-    progress = _Progress(
-        len(p.items),
-        len(p.items) - len(misses),
-        s.progress if s.progress is not None else sys.stderr.isatty(),
-    )
-    engine = Engine(
+    t0 = time.perf_counter()
+    engine = answer(
+        ws,
         teacher,
+        misses,
         s,
-        writer,
         task=p.task,
         json_mode=json_mode,
         price=price,
         max_usd=max_usd,
         run_id=run_id,
-        on_progress=progress.update if progress.enabled else None,
+        total=len(p.items),
+        cached=summary["cached"],
     )
-    engine.c.total = len(p.items)
-    engine.c.cached = summary["cached"]
-    t0 = time.perf_counter()
-    try:
-        if misses:
-            _execute(engine, writer, misses)
-    except BaseException:
-        progress.close()
-        ws.finish_run(run_id, "interrupted", _counters(engine.c, time.perf_counter() - t0))
-        raise
-    progress.close()
     clock["called"] = time.perf_counter()
     if engine.stop_reason and engine.c.answered == 0 and engine.auth_errors:
         ws.finish_run(run_id, "failed", _counters(engine.c, time.perf_counter() - t0))

@@ -81,6 +81,11 @@ SIGNALS: tuple[Signal, ...] = (
     Signal("near_dup_size", "int", "rows in this rationale's near-duplicate cluster (1 = unique)"),
     Signal("rationale_hash", "key", "hash of the normalised rationale (exact-duplicate groups)"),
     Signal("near_dup_cluster", "key", "near-duplicate cluster id (the first member's position)"),
+    Signal(
+        "judge_score",
+        "int",
+        "an LLM judge's 1-5 grade of the rationale (`score --judge SPEC`); NULL when not judged",
+    ),
 )
 SIGNAL_BY_NAME: dict[str, Signal] = {s.name: s for s in SIGNALS}
 THRESHOLD_SIGNALS = tuple(s.name for s in SIGNALS if s.dtype != "key")
@@ -138,10 +143,14 @@ def score(
     params: ScoreParams | None = None,
     note: str | None = None,
     run_id: str | None = None,
+    judge: Any = None,
+    info: Any = None,
 ) -> Version:
     """Score every generation row visible in REF into a new `scores` version (parent = REF).
 
     The new version belongs to REF's dataset unless `name` is given; it reads as REF's rows plus signals.
+    With `judge` (a `quality.judge.Judge`), a teacher also grades each rationale (`judge_score`, 1-5);
+    without it that column stays NULL.
     """
     params = params or ScoreParams()
     if not 0 < params.near_threshold <= 1:
@@ -164,12 +173,26 @@ def score(
     }
     if ws.read_only:
         raise SbsError("this workspace connection is read-only")
+    judged = None
+    if judge is not None:
+        from sbs_data.quality.judge import run_judge
+
+        # Calls first (their answers are committed to the cache as they arrive, so an interrupted score
+        # resumes without paying twice); the version itself is still all-or-nothing below.
+        judged, config["judge"], summary = run_judge(ws, v, _visible(v), task, judge)
+        if info is not None:
+            info(
+                "judge: {judged} of {rows} rows graded ({cached} cached, {called} called, {failed} failed, "
+                "{unparsed} unparsed)".format(**summary)
+            )
     with scoring_settings(ws):
         try:
             # Computed before the version's transaction opens, each statement committing on its own:
             # inside one transaction DuckDB keeps every replaced per-chunk temp table until the end
             # (~1.3 KB a row, 1.3 GB for 1M rows). Only the final insert needs to be all-or-nothing.
             dups = compute_scores(ws, v, task, params)
+            if judged is not None:
+                _stage_judge(ws, judged)
             with ws.new_version(
                 name or v.dataset, "scores", config, parents=[v], note=note, run_id=run_id
             ) as sv:
@@ -288,6 +311,20 @@ def write_scores(ws: Workspace, out_version_id: int, dups: pa.Table) -> int:
     finally:
         con.unregister("_sq_dup")
     return dups.num_rows
+
+
+def _stage_judge(ws: Workspace, judged: pl.DataFrame) -> None:
+    """Copy the judge's grades into `_sq_out` (rows it did not grade keep NULL)."""
+    con = ws.con
+    con.execute("SELECT 1").fetchall()
+    con.register("_sq_judge", judged)
+    try:
+        con.execute(
+            "UPDATE _sq_out SET judge_score = j.judge_score FROM _sq_judge j "
+            "WHERE _sq_out.example_id = j.example_id AND _sq_out.sample_idx = j.sample_idx"
+        )
+    finally:
+        con.unregister("_sq_judge")
 
 
 def drop_temp(ws: Workspace) -> None:
@@ -566,7 +603,7 @@ def _stage_text(
     concl = (
         "NULL::VARCHAR" if mentions == "false" else f"list_last(list_filter({sents}, lambda s: {mentions}))"
     )
-    cols = ", ".join(s.name for s in SIGNALS if s.name not in _DUP_COLS)
+    cols = ", ".join(s.name for s in SIGNALS if s.name not in (*_DUP_COLS, "judge_score"))
     con.execute("SELECT 1").fetchall()
     con.register("_sq_feat", feats.to_arrow())
     try:

@@ -1,0 +1,198 @@
+"""The LLM-judge signal: a teacher grades each rationale from 1 to 5 (`sbs-data score --judge SPEC`).
+
+Judge requests go through the generation engine, so they are cached like any call (a re-score makes no
+network calls), retried, rate limited, costed and resumable. The prompt is `recipes/judge.yaml` or the
+user's own file with the same keys; its hash goes into the scores version's config.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import yaml
+
+from sbs_data import RECIPES_DIR, SbsError
+from sbs_data.generate import cache as cache_mod
+from sbs_data.generate.cost import price_for
+from sbs_data.generate.run import Item, Settings, answer
+from sbs_data.tasks import Task
+from sbs_data.teachers.base import Request, parse_spec
+from sbs_data.workspace import Version, Workspace
+
+DEFAULT_PROMPT = RECIPES_DIR / "judge.yaml"
+_FIELDS = ("input", "rationale", "label")
+_SCORE = re.compile(r"score\s*[:=]\s*\**\s*([1-5])\b", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class JudgePrompt:
+    system: str | None
+    template: str
+    source: str
+    sha: str
+
+    def render(self, input_text: str, rationale: str, label: str | None) -> str:
+        values = {
+            "input": input_text,
+            "rationale": rationale,
+            "label": label if label is not None else "(none)",
+        }
+        # str.replace, not str.format: rationales and inputs contain braces
+        out = self.template
+        for k, v in values.items():
+            out = out.replace("{" + k + "}", v)
+        return out
+
+
+def load_judge_prompt(path: str | Path | None = None) -> JudgePrompt:
+    """`recipes/judge.yaml`, or the user's file: a mapping with `template` (using {input}, {rationale} and
+    {label}) and an optional `system`."""
+    p = Path(path) if path is not None else DEFAULT_PROMPT
+    if not p.is_file():
+        raise SbsError(f"{p}: judge prompt file not found")
+    text = p.read_text()
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        raise SbsError(f"{p}{where}: not valid YAML ({getattr(e, 'problem', e)})") from None
+    if not isinstance(data, dict):
+        raise SbsError(f"{p}: expected a mapping with 'template' (and optionally 'system')")
+    unknown = sorted(set(data) - {"system", "template"})
+    if unknown:
+        raise SbsError(f"{p}: unknown field(s) {', '.join(unknown)}; expected 'template' and 'system'")
+    template, system = data.get("template"), data.get("system")
+    if not isinstance(template, str) or not template.strip():
+        raise SbsError(f"{p}: 'template' must be a non-empty string")
+    if system is not None and not isinstance(system, str):
+        raise SbsError(f"{p}: 'system' must be a string")
+    missing = [f"{{{f}}}" for f in _FIELDS if "{" + f + "}" not in template]
+    if missing:
+        raise SbsError(f"{p}: 'template' must use {', '.join(missing)}")
+    sha = hashlib.sha256(text.encode()).hexdigest()
+    return JudgePrompt(system, template, str(p), sha)
+
+
+def parse_score(text: str | None) -> int | None:
+    """The last "Score: N" (N = 1..5) in a judge's reply; a bare digit reply counts too; else None."""
+    if not text:
+        return None
+    found = _SCORE.findall(text)
+    if found:
+        return int(found[-1])
+    bare = text.strip().rstrip(".")
+    return int(bare) if bare in ("1", "2", "3", "4", "5") else None
+
+
+@dataclass
+class Judge:
+    """What `score --judge` needs: the teacher spec and how to call it."""
+
+    teacher: str
+    prompt_path: str | Path | None = None
+    base_urls: tuple[str, ...] = ()
+    settings: Settings = field(default_factory=Settings)
+    max_tokens: int = 256
+    offline: bool = False
+    max_usd: float | None = None
+    prices_path: str | Path | None = None
+    warn: Callable[[str], None] = lambda m: print(m, file=sys.stderr)
+
+
+def run_judge(ws: Workspace, v: Version, visible_sql: tuple[str, list[Any]], task: Task, judge: Judge):
+    """Grade every visible row that has a rationale. Returns (DataFrame of example_id, sample_idx,
+    judge_score; the config that goes into lineage; a summary). Rows without a rationale are not sent."""
+    prompt = load_judge_prompt(judge.prompt_path)
+    teacher = parse_spec(judge.teacher, base_urls=judge.base_urls, ws=ws, timeout=judge.settings.timeout)
+    params = {"temperature": 0.0, "max_tokens": judge.max_tokens}
+    src, sp = visible_sql
+    rows = ws.all(
+        f"""
+        SELECT g.example_id, g.sample_idx, coalesce(e.input_text, ''), g.rationale, g.pred_label
+        FROM (SELECT g.* FROM {src}) g
+        LEFT JOIN (SELECT * FROM sbs_examples WHERE version_id = ?) e USING (example_id)
+        WHERE g.rationale IS NOT NULL AND trim(g.rationale) <> ''
+        ORDER BY g.example_id, g.sample_idx
+        """,
+        [*sp, v.examples_id],
+    )
+    items: list[Item] = []
+    for example_id, sample_idx, input_text, rationale, label in rows:
+        req = Request(
+            ({"role": "user", "content": prompt.render(input_text, rationale, label)},),
+            prompt.system,
+            params,
+            None,
+            0,
+            example_id,
+        )
+        ing = cache_mod.canonical(cache_mod.ingredients(teacher, req))
+        subject = cache_mod.subject_of(input_text)
+        items.append(Item(example_id, "", sample_idx, None, req, ing, cache_mod.key_of(ing), subject))
+    config = {
+        "teacher": teacher.lineage(),
+        "prompt": prompt.source,
+        "prompt_sha": prompt.sha,
+        "params": params,
+    }
+    cached = cache_mod.lookup(ws.con, [it.key for it in items])
+    seen: set[str] = set()
+    misses = [it for it in items if it.key not in cached and not (it.key in seen or seen.add(it.key))]
+    if misses and judge.offline and teacher.network:
+        raise SbsError(
+            f"--offline: {len(misses)} of {len(items)} judge requests are not in the cache "
+            f"(first: example {misses[0].example_id!r}); run without --offline"
+        )
+    price = price_for(teacher.provider, teacher.model, judge.prices_path)
+    if price is None and misses:
+        judge.warn(f"warning: no price for {teacher.spec} in recipes/prices.yaml; judge cost is unknown")
+        if judge.max_usd is not None:
+            raise SbsError(f"--max-usd needs a price for the judge {teacher.spec} in recipes/prices.yaml")
+    if misses:
+        teacher.preflight()
+    run_id = ws.start_run(f"judge {v.ref} --judge {teacher.spec}")
+    engine = answer(
+        ws,
+        teacher,
+        misses,
+        judge.settings,
+        task=task,
+        price=price,
+        max_usd=judge.max_usd,
+        run_id=run_id,
+        total=len(items),
+        cached=len(items) - len(misses),
+        label="judge",
+    )
+    answers = {k: v[0] for k, v in cached.items()} | {k: v[0] for k, v in engine.answers.items()}
+    scores = [parse_score(answers.get(it.key)) for it in items]
+    summary = {
+        "judged": sum(s is not None for s in scores),
+        "rows": len(items),
+        "cached": len(items) - len(misses),
+        "called": engine.c.called,
+        "failed": engine.c.failed,
+        "unparsed": sum(s is None and it.key in answers for s, it in zip(scores, items, strict=True)),
+        "skipped": engine.c.skipped,
+        "spent_usd": round(engine.c.spend, 6) if engine.c.spend_known else None,
+    }
+    ws.finish_run(run_id, "ok" if not engine.stop_reason else "stopped", summary)
+    if engine.stop_reason:
+        judge.warn(f"judge stopped: {engine.stop_reason}; rows not graded keep judge_score NULL")
+    df = pl.DataFrame(
+        {
+            "example_id": [it.example_id for it in items],
+            "sample_idx": [it.sample_idx for it in items],
+            "judge_score": scores,
+        },
+        schema={"example_id": pl.Utf8, "sample_idx": pl.Int32, "judge_score": pl.Int32},
+    )
+    return df, config, summary
