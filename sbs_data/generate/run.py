@@ -597,6 +597,35 @@ def _execute(engine: Engine, writer: cache_mod.CacheWriter, misses: list[Item]) 
         writer.drain_sync()  # anything queued when the loop was torn down (Ctrl-C) is still committed
 
 
+def split_cached(ws: Workspace, items: list[Item]) -> tuple[dict[str, tuple], list[Item]]:
+    """(cached answers by key, the items still to call: each missing key once, in order)."""
+    cached = cache_mod.lookup(ws.con, [it.key for it in items])
+    seen: set[str] = set()
+    misses = []
+    for it in items:
+        if it.key not in cached and it.key not in seen:
+            seen.add(it.key)
+            misses.append(it)
+    return cached, misses
+
+
+def checked_price(
+    teacher: Teacher,
+    prices_path: str | Path | None,
+    max_usd: float | None,
+    warn: Callable[[str], None],
+) -> Price | None:
+    """The teacher's price; a missing one is a warning (unknown cost), or an error with --max-usd."""
+    price = price_for(teacher.provider, teacher.model, prices_path)
+    if price is None:
+        warn(f"warning: no price for {teacher.spec} in recipes/prices.yaml; cost is unknown")
+        if max_usd is not None:
+            raise SbsError(
+                f"--max-usd needs a price for {teacher.spec}: add it to recipes/prices.yaml (or drop --max-usd)"
+            )
+    return price
+
+
 def answer(
     ws: Workspace,
     teacher: Teacher,
@@ -608,15 +637,15 @@ def answer(
     price: Price | None = None,
     max_usd: float | None = None,
     run_id: str,
-    total: int | None = None,
-    cached: int = 0,
+    total: int,
+    cached: int,
     label: str = "generate",
 ) -> Engine:
-    """Call the teacher for `misses` (cache misses, each key once) with limits, retries, durable cache
+    """Call the teacher for `misses` (cache misses, each key once, of `total` requests of which `cached`
+    were answered already) with limits, retries, durable cache
     writes and a progress bar; returns the engine (its answers, failures and counters). Used by `generate`
     and by the LLM-judge signal. An interrupted run is recorded as such in `runs` before the error goes on."""
     writer = cache_mod.CacheWriter(ws, flush_interval=settings.flush_interval)
-    total = len(misses) + cached if total is None else total
     progress = _Progress(
         total,
         total - len(misses),
@@ -701,25 +730,12 @@ def generate(
     from sbs_data.workspace import check_name
 
     check_name(out_name)
-    price = price_for(teacher.provider, teacher.model, prices_path)
-    if price is None:
-        warn(f"warning: no price for {teacher.spec} in recipes/prices.yaml; cost is unknown")
-        if max_usd is not None:
-            raise SbsError(
-                f"--max-usd needs a price for {teacher.spec}: add it to recipes/prices.yaml (or drop --max-usd)"
-            )
+    price = checked_price(teacher, prices_path, max_usd, warn)
     if samples > 1 and not p.params.get("temperature"):
         warn("warning: --samples > 1 at temperature 0 asks for the same answer several times")
     clock["planned"] = time.perf_counter()
-    keys = [it.key for it in p.items]
-    cached = cache_mod.lookup(ws.con, keys)
+    cached, misses = split_cached(ws, p.items)
     clock["looked_up"] = time.perf_counter()
-    seen: set[str] = set()
-    misses = []
-    for it in p.items:
-        if it.key not in cached and it.key not in seen:
-            seen.add(it.key)
-            misses.append(it)
     summary: dict[str, Any] = {
         "source": p.examples.ref,
         "teacher": teacher.spec,

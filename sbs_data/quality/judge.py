@@ -20,8 +20,7 @@ import yaml
 
 from sbs_data import RECIPES_DIR, SbsError
 from sbs_data.generate import cache as cache_mod
-from sbs_data.generate.cost import price_for
-from sbs_data.generate.run import Item, Settings, answer
+from sbs_data.generate.run import Item, Settings, answer, checked_price, split_cached
 from sbs_data.tasks import Task
 from sbs_data.teachers.base import Request, parse_spec
 from sbs_data.workspace import Version, Workspace
@@ -107,7 +106,9 @@ class Judge:
     warn: Callable[[str], None] = lambda m: print(m, file=sys.stderr)
 
 
-def run_judge(ws: Workspace, v: Version, visible_sql: tuple[str, list[Any]], task: Task, judge: Judge):
+def run_judge(
+    ws: Workspace, v: Version, visible_sql: tuple[str, list[Any]], task: Task, judge: Judge
+) -> tuple[pl.DataFrame, dict[str, Any], dict[str, Any]]:
     """Grade every visible row that has a rationale. Returns (DataFrame of example_id, sample_idx,
     judge_score; the config that goes into lineage; a summary). Rows without a rationale are not sent."""
     prompt = load_judge_prompt(judge.prompt_path)
@@ -143,20 +144,15 @@ def run_judge(ws: Workspace, v: Version, visible_sql: tuple[str, list[Any]], tas
         "prompt_sha": prompt.sha,
         "params": params,
     }
-    cached = cache_mod.lookup(ws.con, [it.key for it in items])
-    seen: set[str] = set()
-    misses = [it for it in items if it.key not in cached and not (it.key in seen or seen.add(it.key))]
+    cached, misses = split_cached(ws, items)
     if misses and judge.offline and teacher.network:
         raise SbsError(
             f"--offline: {len(misses)} of {len(items)} judge requests are not in the cache "
             f"(first: example {misses[0].example_id!r}); run without --offline"
         )
-    price = price_for(teacher.provider, teacher.model, judge.prices_path)
-    if price is None and misses:
-        judge.warn(f"warning: no price for {teacher.spec} in recipes/prices.yaml; judge cost is unknown")
-        if judge.max_usd is not None:
-            raise SbsError(f"--max-usd needs a price for the judge {teacher.spec} in recipes/prices.yaml")
-    if misses:
+    price = None
+    if misses:  # nothing to pay for (or warn about) when every grade is cached
+        price = checked_price(teacher, judge.prices_path, judge.max_usd, judge.warn)
         teacher.preflight()
     run_id = ws.start_run(f"judge {v.ref} --judge {teacher.spec}")
     engine = answer(

@@ -12,10 +12,10 @@ rows at the end. That is what makes 1M rows take seconds instead of minutes.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import numpy as np
@@ -25,6 +25,9 @@ import pyarrow as pa
 from sbs_data import SbsError
 from sbs_data.tasks import Task, get_task, mathexpr
 from sbs_data.workspace import Version, Workspace
+
+if TYPE_CHECKING:
+    from sbs_data.quality.judge import Judge
 
 #: Bump when a signal's definition changes, so score configs (and their hashes) tell old from new.
 #: 2: same definitions, new implementation: MinHash over 32-bit lanes (near-dup decisions at the
@@ -143,8 +146,8 @@ def score(
     params: ScoreParams | None = None,
     note: str | None = None,
     run_id: str | None = None,
-    judge: Any = None,
-    info: Any = None,
+    judge: Judge | None = None,
+    info: Callable[[str], None] | None = None,
 ) -> Version:
     """Score every generation row visible in REF into a new `scores` version (parent = REF).
 
@@ -257,6 +260,8 @@ def scoring_settings(ws: Workspace) -> Iterator[None]:
 
 
 _DUP_COLS = ("exact_dup", "exact_dup_count", "near_dup", "near_dup_size", "near_dup_cluster")
+#: Filled after the per-chunk pass: duplicates at the end (`write_scores`), the judge's grades before it.
+_LATE_COLS = (*_DUP_COLS, "judge_score")
 _TEMP = ("_sq_rows", "_sq_lab", "_sq_exv", "_sq_vote", "_sq_arith", "_sq_out")
 
 
@@ -603,7 +608,7 @@ def _stage_text(
     concl = (
         "NULL::VARCHAR" if mentions == "false" else f"list_last(list_filter({sents}, lambda s: {mentions}))"
     )
-    cols = ", ".join(s.name for s in SIGNALS if s.name not in (*_DUP_COLS, "judge_score"))
+    cols = ", ".join(s.name for s in SIGNALS if s.name not in _LATE_COLS)
     con.execute("SELECT 1").fetchall()
     con.register("_sq_feat", feats.to_arrow())
     try:

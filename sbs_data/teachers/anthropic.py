@@ -2,62 +2,31 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from pydantic import ValidationError
-
-from sbs_data.teachers.base import (
-    AuthError,
-    ContextLength,
-    HostedTeacher,
-    Permanent,
-    RateLimited,
-    Request,
-    Response,
-    Transient,
-    parse_retry_after,
-    redact,
-)
+from sbs_data.teachers.base import HostedTeacher, Request, Response, Transient, classify_sdk_error
 
 _FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "refusal": "content_filter"}
 DEFAULT_MAX_TOKENS = 512  # the messages API requires max_tokens
 
 
 def classify(e: BaseException, secrets: tuple[str, ...] = ()) -> Exception:
+    """An anthropic SDK exception as one of the engine's error classes (529 overloaded is a rate limit)."""
     import anthropic
 
-    if isinstance(e, anthropic.APIStatusError):
-        status = e.status_code
-        ra = parse_retry_after(getattr(e.response, "headers", None))
-        msg = f"anthropic HTTP {status}: {redact(_body_message(e), secrets)}"
-        if status in (429, 529):
-            return RateLimited(msg, status=status, retry_after=ra)
-        if status in (408, 409, 425) or status >= 500:
-            return Transient(msg, status=status, retry_after=ra)
-        if status in (401, 403):
-            return AuthError(msg, status=status)
-        low = msg.lower()
-        if status in (400, 413) and ("too long" in low or "context" in low and "window" in low):
-            return ContextLength(msg, status=status)
-        return Permanent(msg, status=status)
-    if isinstance(e, anthropic.APITimeoutError):
-        return Transient("anthropic: request timed out")
-    if isinstance(e, anthropic.APIConnectionError):
-        cause = e.__cause__ or e.__context__
-        return Transient(f"anthropic: connection error ({type(cause).__name__ if cause else 'dropped'})")
-    if isinstance(e, (anthropic.APIResponseValidationError, json.JSONDecodeError, ValidationError)):
-        return Transient(f"anthropic: malformed response body ({type(e).__name__})")
-    return e
+    return classify_sdk_error(
+        e,
+        anthropic,
+        "anthropic",
+        secrets,
+        rate_limit_statuses=(429, 529),
+        is_context_length=_is_context_length,
+    )
 
 
-def _body_message(e: Any) -> str:
-    body = getattr(e, "body", None)
-    if isinstance(body, dict):
-        err = body.get("error", body)
-        if isinstance(err, dict) and err.get("message"):
-            return str(err["message"])[:300]
-    return str(getattr(e, "message", e))[:300]
+def _is_context_length(e: Any, msg: str) -> bool:
+    low = msg.lower()
+    return e.status_code in (400, 413) and ("too long" in low or "context" in low and "window" in low)
 
 
 class AnthropicTeacher(HostedTeacher):

@@ -2,23 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from pydantic import ValidationError
-
-from sbs_data.teachers.base import (
-    AuthError,
-    ContextLength,
-    HostedTeacher,
-    Permanent,
-    RateLimited,
-    Request,
-    Response,
-    Transient,
-    parse_retry_after,
-    redact,
-)
+from sbs_data.teachers.base import HostedTeacher, Request, Response, Transient, classify_sdk_error
 
 #: `client.post` is the SDK's documented low-level call: the same transport, auth, headers, timeouts and
 #: error classes as `chat.completions.create`, without its per-request TypedDict transform of the body and
@@ -40,53 +26,20 @@ def make_client(base_url: str | None, api_key: str | None, timeout: float, trans
 
 
 def classify(e: BaseException, provider: str = "openai", secrets: tuple[str, ...] = ()) -> Exception:
-    """Map an openai SDK exception onto the engine's error classes (never the key: SDK messages carry
-    only the server's error body, and the engine redacts anything key-shaped on top)."""
+    """An openai SDK exception as one of the engine's error classes."""
     import openai
 
-    if isinstance(e, openai.APIStatusError):
-        status = e.status_code
-        ra = parse_retry_after(getattr(e.response, "headers", None))
-        msg = f"{provider} HTTP {status}: {redact(_body_message(e), secrets)}"
-        if status == 429:
-            return RateLimited(msg, status=status, retry_after=ra)
-        if status in (408, 409, 425) or status >= 500:
-            return Transient(msg, status=status, retry_after=ra)
-        if status in (401, 403):
-            return AuthError(msg, status=status)
-        if status in (400, 413, 422) and _is_context_length(e):
-            return ContextLength(msg, status=status)
-        return Permanent(msg, status=status)
-    if isinstance(e, openai.APITimeoutError):
-        cause = e.__cause__ or e.__context__
-        return Transient(
-            f"{provider}: request timed out or dropped ({type(cause).__name__ if cause else 'timeout'})"
-        )
-    if isinstance(e, openai.APIConnectionError):
-        cause = e.__cause__ or e.__context__
-        return Transient(f"{provider}: connection error ({type(cause).__name__ if cause else 'dropped'})")
-    if isinstance(e, (openai.APIResponseValidationError, json.JSONDecodeError, ValidationError)):
-        return Transient(f"{provider}: malformed response body ({type(e).__name__})")
-    return e
+    return classify_sdk_error(e, openai, provider, secrets, is_context_length=_is_context_length)
 
 
-def _body_message(e: Any) -> str:
-    body = getattr(e, "body", None)
-    if isinstance(body, dict):
-        err = body.get("error", body)
-        if isinstance(err, dict) and err.get("message"):
-            return str(err["message"])[:300]
-    return str(getattr(e, "message", e))[:300]
-
-
-def _is_context_length(e: Any) -> bool:
+def _is_context_length(e: Any, msg: str) -> bool:
     body = getattr(e, "body", None)
     code = ""
     if isinstance(body, dict):
         err = body.get("error", body)
         if isinstance(err, dict):
             code = str(err.get("code") or err.get("type") or "")
-    text = (code + " " + _body_message(e)).lower()
+    text = (code + " " + msg).lower()
     return (
         "context_length" in text
         or "context length" in text
