@@ -8,7 +8,8 @@ from time import time
 import pytest
 
 from sbs_data import SbsError
-from sbs_data.teachers.base import parse_retry_after, parse_spec, redact, safe_url
+from sbs_data.teachers.base import parse_retry_after, redact, safe_url
+from sbs_data.teachers.registry import parse_spec
 
 
 def test_parse_spec_picks_adapters(monkeypatch):

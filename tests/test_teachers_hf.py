@@ -10,7 +10,7 @@ transformers = pytest.importorskip("transformers")
 from generate_helpers import cqa_examples  # noqa: E402
 
 from sbs_data.generate.run import Settings, generate  # noqa: E402
-from sbs_data.teachers.base import parse_spec  # noqa: E402
+from sbs_data.teachers.registry import parse_spec  # noqa: E402
 
 
 @pytest.fixture(scope="module")

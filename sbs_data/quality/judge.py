@@ -22,7 +22,8 @@ from sbs_data import RECIPES_DIR, SbsError
 from sbs_data.generate import cache as cache_mod
 from sbs_data.generate.run import Item, Settings, answer, checked_price, split_cached
 from sbs_data.tasks import Task
-from sbs_data.teachers.base import Request, parse_spec
+from sbs_data.teachers.base import Request
+from sbs_data.teachers.registry import parse_spec
 from sbs_data.workspace import Version, Workspace
 
 DEFAULT_PROMPT = RECIPES_DIR / "judge.yaml"

@@ -1,32 +1,90 @@
-"""Anthropic messages through the official SDK (aiohttp transport, SDK retries off: the engine retries)."""
+"""Anthropic: the messages API online and through Message Batches, one reader for both answers.
+
+The online call goes through the official SDK (aiohttp transport, SDK retries off: the engine retries). A batch
+request's params are `build_kwargs(req)`, so a request sent by batch is the same request (and cache key) as one
+sent online, and `read_message` turns either kind of answer into a Response.
+
+Prompt caching: when the shared prefix (system + the few-shot block, `Request.prefix_chars` characters of
+the first user message) is long enough for the model's cache, the first user message is sent as two text
+blocks, the few-shot block first and marked `cache_control: ephemeral` (5-minute cache), so every row's
+prefix is byte-identical and later rows read it at a tenth of the input price.
+"""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
 from typing import Any
 
-from sbs_data.teachers.base import HostedTeacher, Request, Response, Transient, classify_sdk_error
+from sbs_data import SbsError
+from sbs_data.teachers.base import (
+    HostedTeacher,
+    LimitHeaders,
+    RateLimits,
+    Request,
+    Response,
+    Teacher,
+    classify_sdk_error,
+    classify_status,
+    error_fields,
+    malformed,
+    read_limits,
+    redact,
+    sdk_response_class,
+)
+from sbs_data.teachers.batch import BatchAPI, BatchInfo, Result, epoch
+from sbs_data.teachers.models import estimate_tokens
 
 _FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "refusal": "content_filter"}
-DEFAULT_MAX_TOKENS = 512  # the messages API requires max_tokens
+_EPHEMERAL = {"type": "ephemeral"}
+
+#: Anthropic's rate-limit headers; resets are RFC 3339 times. Input and output tokens have their own limits.
+LIMIT_HEADERS: LimitHeaders = {
+    f"anthropic-ratelimit-{what}-{part}": (
+        f"{what.replace('-', '_')}_{part}",
+        "time" if part == "reset" else "int",
+    )
+    for what in ("requests", "tokens", "input-tokens", "output-tokens")
+    for part in ("limit", "remaining", "reset")
+}
 
 
 def classify(e: BaseException, secrets: tuple[str, ...] = ()) -> Exception:
     """An anthropic SDK exception as one of the engine's error classes (529 overloaded is a rate limit)."""
     import anthropic
 
-    return classify_sdk_error(
-        e,
-        anthropic,
-        "anthropic",
-        secrets,
-        rate_limit_statuses=(429, 529),
-        is_context_length=_is_context_length,
+    return classify_sdk_error(e, anthropic, "anthropic", secrets, limit_headers=LIMIT_HEADERS)
+
+
+def _count(d: dict, key: str) -> int | None:
+    v = d.get(key)
+    return v if isinstance(v, int) and not isinstance(v, bool) else None
+
+
+def read_message(body: dict, limits: RateLimits | None = None) -> Response:
+    """A Message (the online body, or a batch result's `result.message`) as a Response. `prompt_tokens`
+    is every input token: uncached, read from the cache and written to it.
+
+    Raises KeyError/TypeError/AttributeError when the body is not the documented shape."""
+    text = "".join(b["text"] for b in body["content"] if b.get("type") == "text")
+    usage = body.get("usage") or {}
+    fresh = _count(usage, "input_tokens")
+    read = _count(usage, "cache_read_input_tokens")
+    written = _count(usage, "cache_creation_input_tokens")
+    stop = body.get("stop_reason")
+    return Response(
+        text=text,
+        finish_reason=_FINISH.get(stop, stop),
+        prompt_tokens=None if fresh is None else fresh + (read or 0) + (written or 0),
+        completion_tokens=_count(usage, "output_tokens"),
+        request_id=body.get("id"),
+        cached_tokens=read,
+        cache_write_tokens=written,
+        limits=limits,
     )
 
 
-def _is_context_length(e: Any, msg: str) -> bool:
-    low = msg.lower()
-    return e.status_code in (400, 413) and ("too long" in low or "context" in low and "window" in low)
+_BAD_BODY = (AttributeError, IndexError, KeyError, TypeError, ValueError)
 
 
 class AnthropicTeacher(HostedTeacher):
@@ -56,15 +114,17 @@ class AnthropicTeacher(HostedTeacher):
         return anthropic.AsyncAnthropic(**kw)
 
     def build_kwargs(self, req: Request) -> dict[str, Any]:
-        """The request body exactly as the messages API (and a Message Batches line) takes it."""
+        """The request body exactly as the messages API (and a Message Batches request) takes it."""
         p = req.params
         kw: dict[str, Any] = {
             "model": self.model,
-            "messages": list(req.messages),
-            "max_tokens": p.get("max_tokens") or DEFAULT_MAX_TOKENS,
+            "messages": self._messages(req),
+            "max_tokens": p.get("max_tokens") or self.facts.default_max_tokens,  # the API requires it
         }
         if req.system:
             kw["system"] = req.system
+            if self._caches(req) and not req.prefix_chars:  # no few-shot block: cache a long system alone
+                kw["system"] = [{"type": "text", "text": req.system, "cache_control": _EPHEMERAL}]
         for k in ("temperature", "top_p"):
             if p.get(k) is not None:
                 kw[k] = p[k]
@@ -72,23 +132,193 @@ class AnthropicTeacher(HostedTeacher):
             kw["stop_sequences"] = list(p["stop"]) if not isinstance(p["stop"], str) else [p["stop"]]
         return kw
 
+    def _caches(self, req: Request) -> bool:
+        """Whether the prefix is worth marking: prompt caching on, and system + few-shot block estimated
+        (about 4 characters a token, `estimate_tokens`) to reach the model's minimum cacheable length. A
+        prefix marked below the minimum is simply not cached, so an estimate a little off costs nothing."""
+        if not self.prompt_cache:
+            return False
+        prefix = len(req.system or "") + max(0, req.prefix_chars)
+        return estimate_tokens(prefix) >= self.facts.min_cache_tokens
+
+    def _messages(self, req: Request) -> list[dict[str, Any]]:
+        msgs = list(req.messages)
+        if not msgs or req.prefix_chars <= 0 or not self._caches(req):
+            return msgs
+        first = msgs[0]
+        content = first.get("content")
+        if not isinstance(content, str) or req.prefix_chars > len(content):
+            return msgs
+        head, rest = content[: req.prefix_chars], content[req.prefix_chars :]
+        if not head.strip():
+            return msgs
+        blocks: list[dict[str, Any]] = [{"type": "text", "text": head, "cache_control": _EPHEMERAL}]
+        if rest.strip():  # the API rejects empty or blank text blocks
+            blocks.append({"type": "text", "text": rest})
+        else:
+            blocks[0] = {"type": "text", "text": content, "cache_control": _EPHEMERAL}
+        return [{**first, "content": blocks}, *msgs[1:]]
+
     async def complete(self, req: Request) -> Response:
         # The SDK's documented low-level call, as in the OpenAI adapter: same transport, auth, headers and
         # error classes as `messages.create`, with the answer read as the JSON the API documents.
         try:
-            body = await self.client().post("/v1/messages", cast_to=object, body=self.build_kwargs(req))
+            http = await self.client().post(
+                "/v1/messages", cast_to=sdk_response_class(), body=self.build_kwargs(req)
+            )
         except Exception as e:  # noqa: BLE001 - classified below, unknown ones propagate
             raise classify(e, self.secrets()) from None
+        limits = read_limits(http.headers, LIMIT_HEADERS)
         try:
-            text = "".join(b["text"] for b in body["content"] if b.get("type") == "text")
-            usage = body.get("usage") or {}
-            stop = body.get("stop_reason")
-            return Response(
-                text=text,
-                finish_reason=_FINISH.get(stop, stop),
-                prompt_tokens=usage.get("input_tokens"),
-                completion_tokens=usage.get("output_tokens"),
-                request_id=body.get("id"),
+            return read_message(json.loads(http.content), limits)
+        except _BAD_BODY as e:
+            raise malformed(self.provider, e, limits) from None
+
+
+class AnthropicBatchAPI(BatchAPI):
+    """POST /v1/messages/batches with the requests inline; results streamed as JSONL once ended."""
+
+    provider = "anthropic"
+    max_requests = 100_000
+    max_bytes = 256 * 1024**2
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            import anthropic
+
+            t = self.teacher
+            self._client = anthropic.Anthropic(
+                api_key=t._api_key, base_url=t.base_url, timeout=self.timeout, max_retries=2
             )
-        except (AttributeError, KeyError, TypeError) as e:
-            raise Transient(f"anthropic: malformed response body ({type(e).__name__})") from None
+        return self._client
+
+    def _classify(self, e: BaseException) -> BaseException:
+        return classify(e, self.secrets)
+
+    def line(self, key: str, req: Any) -> dict[str, Any]:
+        return {"custom_id": key, "params": self.teacher.build_kwargs(req)}
+
+    def upload(self, job_id: str, payload: bytes) -> None:
+        return None  # requests travel inline with create
+
+    def create(self, job_id: str, run_id: str, lines: list[dict]) -> BatchInfo:
+        b = self.call(
+            "create batch", self.client.with_options(max_retries=0).messages.batches.create, requests=lines
+        )
+        return self._info(b)
+
+    def find(self, job_id: str, since: float, n_requests: int, claimed: set[str]) -> BatchInfo | None:
+        """Message batches carry no metadata: the candidate is an unclaimed batch created after the intent
+        was recorded (less clock slack) with exactly the job's request count; the oldest such one wins."""
+        page = self.call("list batches", self.client.messages.batches.list, limit=100)
+        found = None
+        for b in page:
+            if epoch(b.created_at) < since - 300:
+                break
+            info = self._info(b)
+            if b.id not in claimed and sum(info.counts.values()) == n_requests:
+                found = info  # newest first: keep going to end at the oldest match
+        return found
+
+    def retrieve(self, batch_id: str) -> BatchInfo:
+        return self._info(self.call("retrieve batch", self.client.messages.batches.retrieve, batch_id))
+
+    def cancel(self, batch_id: str) -> BatchInfo:
+        return self._info(self.call("cancel batch", self.client.messages.batches.cancel, batch_id))
+
+    def _info(self, b: Any) -> BatchInfo:
+        rc = b.request_counts
+        counts = {
+            "processing": rc.processing,
+            "succeeded": rc.succeeded,
+            "errored": rc.errored,
+            "expired": rc.expired,
+            "canceled": rc.canceled,
+        }
+        return BatchInfo(
+            batch_id=b.id,
+            status=b.processing_status,
+            ended=b.processing_status == "ended",
+            created_at=epoch(b.created_at),
+            counts=counts,
+        )
+
+    def results(self, info: BatchInfo) -> Iterator[Result]:
+        """The results file read as the JSONL the API documents (streamed, not typed by the SDK), each line
+        through the same reader as an online answer."""
+        stream = self.client.messages.batches.with_streaming_response.results(info.batch_id)
+        http = self.call("download results", stream.__enter__)
+        try:
+            for n, line in enumerate(http.iter_lines(), 1):
+                if not line.strip():
+                    continue
+                try:
+                    yield self.result(json.loads(line))
+                except (ValueError, KeyError, TypeError, AttributeError) as e:
+                    raise SbsError(
+                        f"anthropic batch {info.batch_id} result line {n}: unreadable ({e})"
+                    ) from None
+        finally:
+            stream.__exit__(None, None, None)
+
+    def result(self, line: dict) -> Result:
+        """One line of a Message Batch's results."""
+        key = line["custom_id"]
+        r = line.get("result") or {}
+        t = r.get("type")
+        if t == "succeeded":
+            try:
+                return Result(key, read_message(r["message"]))
+            except _BAD_BODY:
+                return Result(key, kind="transient", error="anthropic batch: malformed response body")
+        if t == "errored":
+            msg, code, param = error_fields(r.get("error") or {})
+            status = _STATUS_OF_TYPE.get(code or "", 500)
+            return Result(
+                key,
+                kind=classify_status(status, msg, code).kind,
+                status=status,
+                error=f"anthropic {code or 'error'}: {redact(msg, self.secrets)}",
+                code=code,
+                param=param,
+            )
+        if t in ("canceled", "expired"):
+            return Result(key, kind=t, error=f"anthropic batch: request {t}")
+        return Result(key, kind="transient", error=f"anthropic batch: unknown result type {str(t)[:50]!r}")
+
+
+#: The HTTP status each documented error type stands for (a batch result carries the type only).
+_STATUS_OF_TYPE = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "billing_error": 402,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "timeout_error": 504,
+    "overloaded_error": 529,
+}
+
+
+def create(
+    model: str,
+    *,
+    base_urls: tuple[str, ...] = (),
+    ws: Any = None,
+    timeout: float = 60.0,
+    prompt_cache: bool = True,
+    **opts: Any,
+) -> Teacher:
+    """The registry's factory for `anthropic:MODEL` (one optional --base-url)."""
+    if len(base_urls) > 1:
+        raise SbsError("anthropic: takes at most one --base-url")
+    return AnthropicTeacher(
+        model,
+        base_url=base_urls[0] if base_urls else None,
+        timeout=timeout,
+        prompt_cache=prompt_cache,
+        **opts,
+    )

@@ -1,25 +1,31 @@
-"""What every teacher shares: the request and response shapes, the classified errors, the spec parser.
+"""What every teacher shares: request and response shapes, rate-limit headers, classified errors.
 
 An adapter is one small class with one async method, `complete(request) -> Response`, that either returns
-the completion or raises one of the errors below. Everything else (retries, rate limits, caching, storage,
-cost, progress) lives once, in the engine (`sbs_data.generate.run`), so adding a provider means writing
-one method that maps the provider's API and its exceptions onto these types.
+the completion or raises one of the errors below. Everything else (retries, pacing, caching, storage, cost,
+progress) lives once, in the engine (`sbs_data.generate`), so adding a provider means writing one module that
+maps the provider's API and its errors onto these types, and registering it (`sbs_data.teachers.registry`).
+This module imports no adapter.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from sbs_data import SbsError
 
+if TYPE_CHECKING:
+    from sbs_data.teachers.models import ModelFacts
+
 #: Generation params a request may carry; adapters pass through the ones their API supports.
-PARAMS = ("temperature", "top_p", "max_tokens", "seed", "stop", "n")
+PARAMS = ("temperature", "top_p", "max_tokens", "seed", "stop", "n", "reasoning_effort")
 
 
 @dataclass(frozen=True)
@@ -29,7 +35,9 @@ class Request:
     `system` and `messages` are fully rendered; `params` holds generation params (see PARAMS);
     `json_schema` asks for structured output. `sample_idx` separates the K samples of one example (each its
     own cache key). `example_id` travels along for adapters that serve recorded answers (replay) and for
-    error messages; it is not part of the cache key.
+    error messages; it is not part of the cache key. `prefix_chars` says how many leading characters of
+    `messages[0]["content"]` are the few-shot block shared byte for byte by every row, so an adapter can
+    mark it for the provider's prompt cache; it changes no answer and is not part of the cache key either.
     """
 
     messages: tuple[dict[str, str], ...]
@@ -38,6 +46,7 @@ class Request:
     json_schema: dict | None = None
     sample_idx: int = 0
     example_id: str | None = None
+    prefix_chars: int = 0
 
     @property
     def prompt_chars(self) -> int:
@@ -45,27 +54,77 @@ class Request:
 
 
 @dataclass(frozen=True)
+class RateLimits:
+    """The limits a provider reported with one response (or error), provider-neutral; None = not sent.
+
+    Resets and `retry_after` are seconds from when the response arrived. Anthropic reports input and
+    output tokens separately (`input_tokens_*`, `output_tokens_*`) as well as combined (`tokens_*`).
+    """
+
+    requests_limit: int | None = None
+    requests_remaining: int | None = None
+    requests_reset: float | None = None
+    tokens_limit: int | None = None
+    tokens_remaining: int | None = None
+    tokens_reset: float | None = None
+    input_tokens_limit: int | None = None
+    input_tokens_remaining: int | None = None
+    input_tokens_reset: float | None = None
+    output_tokens_limit: int | None = None
+    output_tokens_remaining: int | None = None
+    output_tokens_reset: float | None = None
+    retry_after: float | None = None
+
+
+@dataclass(frozen=True)
 class Response:
-    """A completion: the text exactly as returned, why it stopped, token usage and the provider's id."""
+    """A completion: the text exactly as returned, why it stopped, token usage and the provider's id.
+
+    `prompt_tokens` counts every input token, cached and cache-written ones included; `cached_tokens` of
+    them were read from the provider's prompt cache and `cache_write_tokens` were written to it (Anthropic).
+    `completion_tokens` includes `reasoning_tokens` (billed as output). `limits` is what the response's
+    headers said about the account's rate limits.
+    """
 
     text: str | None
     finish_reason: str | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     request_id: str | None = None
+    cached_tokens: int | None = None
+    cache_write_tokens: int | None = None
+    reasoning_tokens: int | None = None
+    limits: RateLimits | None = None
 
 
 # -- classified errors ----------------------------------------------------------------------------
 class TeacherError(Exception):
-    """Base class: `retryable` tells the engine whether another attempt can help."""
+    """Base class: `retryable` tells the engine whether another attempt can help.
+
+    Errors made from an HTTP response also carry the provider's error `code` (e.g. "model_not_found",
+    "unsupported_value", "invalid_request_error"), the request field it names (`param`, e.g. "temperature")
+    and the rate limits its headers reported, so the engine can stop at once on a systematic error.
+    """
 
     retryable = False
     kind = "error"
 
-    def __init__(self, message: str, *, status: int | None = None, retry_after: float | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+        code: str | None = None,
+        param: str | None = None,
+        limits: RateLimits | None = None,
+    ):
         super().__init__(message)
         self.status = status
         self.retry_after = retry_after
+        self.code = code
+        self.param = param
+        self.limits = limits
 
 
 class Transient(TeacherError):
@@ -99,6 +158,115 @@ class AuthError(Permanent):
     kind = "auth"
 
 
+_CONTEXT_WORDS = ("context_length", "context length", "maximum context", "context window", "too long")
+
+
+def classify_status(status: int, message: str = "", code: str | None = None) -> type[TeacherError]:
+    """The error class for an HTTP status, online or inside a batch result (one rule for every provider).
+
+    429 and Anthropic's 529 (overloaded) are rate limits; 408/409/425 and 5xx are transient; 401/403 are
+    auth; a 400/413/422 whose code or message speaks of the context window is ContextLength.
+    """
+    if status in (429, 529):
+        return RateLimited
+    if status in (408, 409, 425) or status >= 500:
+        return Transient
+    if status in (401, 403):
+        return AuthError
+    if status in (400, 413, 422):
+        text = f"{code or ''} {message}"[:2000].lower()
+        if any(w in text for w in _CONTEXT_WORDS):
+            return ContextLength
+    return Permanent
+
+
+# -- rate-limit headers ---------------------------------------------------------------------------
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(h|ms|m|s|us|µs|ns)")
+_DURATION_FULL = re.compile(r"(?:\d+(?:\.\d+)?(?:h|ms|m|s|us|µs|ns))+")
+_UNIT = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
+
+
+def parse_duration(text: str | None) -> float | None:
+    """Seconds from a Go-style duration as OpenAI sends it (`20ms`, `1s`, `6m0s`, `1h2m3.5s`) or a plain
+    number of seconds; None when unreadable. Bounded input, linear-time regexes."""
+    if text is None:
+        return None
+    t = text.strip()
+    if not t or len(t) > 64:
+        return None
+    try:
+        return max(0.0, float(t))
+    except ValueError:
+        pass
+    if not _DURATION_FULL.fullmatch(t):
+        return None
+    return sum(float(n) * _UNIT[u] for n, u in _DURATION.findall(t))
+
+
+def parse_reset_time(text: str | None, now: float | None = None) -> float | None:
+    """Seconds from `now` (default: the clock) until an RFC 3339 time as Anthropic sends it; never negative."""
+    if text is None:
+        return None
+    t = text.strip()
+    if not t or len(t) > 64:
+        return None
+    if t[-1] in "zZ":
+        t = t[:-1] + "+00:00"
+    try:
+        when = datetime.fromisoformat(t)
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    if now is None:
+        from time import time
+
+        now = time()
+    return max(0.0, when.timestamp() - now)
+
+
+def _int(text: str) -> int | None:
+    try:
+        return int(text.strip()) if len(text) <= 32 else None
+    except ValueError:
+        return None
+
+
+#: How a rate-limit header is read: header name (lower case) -> (RateLimits field, kind), where kind is
+#: "int", "duration" (OpenAI) or "time" (RFC 3339, Anthropic). Each provider module has its table.
+LimitHeaders = Mapping[str, tuple[str, str]]
+
+
+def read_limits(headers: Any, table: LimitHeaders, now: float | None = None) -> RateLimits | None:
+    """The rate limits in a response's headers, read in one pass over them; None when none were sent.
+
+    `retry-after-ms` / `retry-after` are read for every provider."""
+    if headers is None:
+        return None
+    found: dict[str, Any] = {}
+    try:
+        items: Iterable[tuple[str, str]] = headers.items()
+        for k, v in items:
+            k = k.lower()
+            spec = table.get(k)
+            if spec is not None:
+                name, how = spec
+                val = _int(v) if how == "int" else parse_duration(v) if how == "duration" else None
+                if how == "time":
+                    val = parse_reset_time(v, now)
+                if val is not None:
+                    found[name] = val
+            elif k == "retry-after" or k == "retry-after-ms":
+                found["_ra"] = True
+    except Exception:  # noqa: BLE001 - odd header objects: treat as absent
+        return None
+    if found.pop("_ra", False):
+        ra = parse_retry_after(headers)
+        if ra is not None:
+            found["retry_after"] = ra
+    return RateLimits(**found) if found else None
+
+
 def parse_retry_after(headers: Any) -> float | None:
     """Seconds to wait from `retry-after-ms` / `retry-after` (seconds or an HTTP date), else None."""
     if headers is None:
@@ -121,19 +289,31 @@ def parse_retry_after(headers: Any) -> float | None:
 
     try:
         return max(0.0, parsedate_to_datetime(ra).timestamp() - time())
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
 
 
 # -- the official SDKs' exceptions ----------------------------------------------------------------
+def error_fields(body: Any) -> tuple[str, str | None, str | None]:
+    """(message, code, param) from a provider's JSON error body, both providers' shapes:
+    OpenAI `{"error": {"message", "type", "code", "param"}}`, Anthropic `{"type": "error", "error":
+    {"type", "message"}}`. The message is cut to 300 characters."""
+    err = body.get("error", body) if isinstance(body, dict) else None
+    if not isinstance(err, dict):
+        return (str(body)[:300] if body is not None else ""), None, None
+    code = err.get("code") or err.get("type")
+    param = err.get("param")
+    return (
+        str(err.get("message") or "")[:300],
+        str(code)[:100] if code else None,
+        str(param)[:100] if param else None,
+    )
+
+
 def sdk_error_message(e: Any) -> str:
     """The server's own error message from an SDK exception (its parsed body), at most 300 characters."""
-    body = getattr(e, "body", None)
-    if isinstance(body, dict):
-        err = body.get("error", body)
-        if isinstance(err, dict) and err.get("message"):
-            return str(err["message"])[:300]
-    return str(getattr(e, "message", e))[:300]
+    msg, _, _ = error_fields(getattr(e, "body", None))
+    return msg or str(getattr(e, "message", e))[:300]
 
 
 def classify_sdk_error(
@@ -142,27 +322,29 @@ def classify_sdk_error(
     provider: str,
     secrets: tuple[str, ...] = (),
     *,
-    rate_limit_statuses: tuple[int, ...] = (429,),
-    is_context_length: Callable[[Any, str], bool],
+    limit_headers: LimitHeaders = {},  # noqa: B006 - read only
 ) -> Exception:
     """Map an exception of the `openai` or `anthropic` SDK (same exception classes, both generated by
-    Stainless) onto the engine's error classes. Messages carry only the server's error body, redacted.
-    `is_context_length(e, message)` tells a prompt-too-long 400 from other client errors."""
+    Stainless) onto the engine's error classes, through `classify_status`. Messages carry only the server's
+    error body, redacted; the error's code, param and the rate limits its headers sent ride along."""
     from pydantic import ValidationError  # the SDKs' own dependency, loaded only when they are
 
     if isinstance(e, sdk.APIStatusError):
         status = e.status_code
-        ra = parse_retry_after(getattr(e.response, "headers", None))
-        msg = f"{provider} HTTP {status}: {redact(sdk_error_message(e), secrets)}"
-        if status in rate_limit_statuses:
-            return RateLimited(msg, status=status, retry_after=ra)
-        if status in (408, 409, 425) or status >= 500:
-            return Transient(msg, status=status, retry_after=ra)
-        if status in (401, 403):
-            return AuthError(msg, status=status)
-        if status in (400, 413, 422) and is_context_length(e, msg):
-            return ContextLength(msg, status=status)
-        return Permanent(msg, status=status)
+        headers = getattr(e.response, "headers", None)
+        limits = read_limits(headers, limit_headers)
+        message, code, param = error_fields(getattr(e, "body", None))
+        message = message or str(getattr(e, "message", e))[:300]
+        msg = f"{provider} HTTP {status}: {redact(message, secrets)}"
+        cls = classify_status(status, message, code)
+        return cls(
+            msg,
+            status=status,
+            retry_after=limits.retry_after if limits and cls.retryable else None,
+            code=code,
+            param=param,
+            limits=limits,
+        )
     if isinstance(e, (sdk.APITimeoutError, sdk.APIConnectionError)):
         cause = e.__cause__ or e.__context__
         what = "request timed out or dropped" if isinstance(e, sdk.APITimeoutError) else "connection error"
@@ -171,6 +353,25 @@ def classify_sdk_error(
     if isinstance(e, (sdk.APIResponseValidationError, json.JSONDecodeError, ValidationError)):
         return Transient(f"{provider}: malformed response body ({type(e).__name__})")
     return e
+
+
+@functools.cache
+def sdk_response_class() -> type:
+    """The HTTP response class the installed SDKs return for `client.post(..., cast_to=it)`: the response
+    itself, body read, headers at hand (httpx2 in current SDKs, httpx in older ones)."""
+    try:
+        import httpx2
+
+        return httpx2.Response
+    except ImportError:
+        import httpx
+
+        return httpx.Response
+
+
+def malformed(provider: str, e: BaseException, limits: RateLimits | None = None) -> Transient:
+    """A 200 whose body is not the documented shape: worth another attempt."""
+    return Transient(f"{provider}: malformed response body ({type(e).__name__})", limits=limits)
 
 
 # -- secrets hygiene ------------------------------------------------------------------------------
@@ -207,13 +408,29 @@ class Teacher:
         True  # False for teachers that never leave the machine (replay, hf): allowed with --offline
     )
     supports_json_schema: bool = True  # the API can be told the output schema (else the prompt asks for it)
+    prompt_cache: bool = True  # mark the shared prefix for the provider's prompt cache where it needs marking
 
     def __init__(self, model: str):
         self.model = model
+        self._facts: ModelFacts | None = None
 
     @property
     def spec(self) -> str:
         return f"{self.provider}:{self.model}"
+
+    @property
+    def facts(self) -> ModelFacts:
+        """What the price table knows about this model; the registry sets it from `--prices`, else the
+        default table is read on first use."""
+        if self._facts is None:
+            from sbs_data.teachers.models import facts_for
+
+            self._facts = facts_for(self.provider, self.model)
+        return self._facts
+
+    @facts.setter
+    def facts(self, value: ModelFacts) -> None:
+        self._facts = value
 
     def preflight(self) -> None:
         """Raise SbsError when the teacher cannot be called at all (e.g. no API key); run before any call."""
@@ -252,12 +469,14 @@ class HostedTeacher(Teacher):
         api_key: str | None = None,
         timeout: float = 60.0,
         transport: str = "aiohttp",
+        prompt_cache: bool = True,
     ):
         super().__init__(model)
         self.base_url = base_url or os.environ.get(self.base_url_env) or None
         self._api_key = api_key or os.environ.get(self.key_env)
         self.timeout = timeout
         self.transport = transport
+        self.prompt_cache = prompt_cache
         self._client: Any = None
 
     def preflight(self) -> None:
@@ -284,58 +503,3 @@ class HostedTeacher(Teacher):
         if self._client is not None:
             await self._client.close()
             self._client = None
-
-
-def parse_spec(
-    spec: str,
-    *,
-    base_urls: list[str] | tuple[str, ...] = (),
-    ws: Any = None,
-    timeout: float = 60.0,
-    **opts: Any,
-) -> Teacher:
-    """`openai:MODEL`, `anthropic:MODEL`, `openai-compat:MODEL`, `hf:NAME_OR_PATH`, `replay:NAME@N` -> adapter."""
-    provider, sep, model = spec.partition(":")
-    provider = provider.strip().lower()
-    model = model.strip()
-    if not sep or not model:
-        raise SbsError(
-            f"bad teacher {spec!r}: expected PROVIDER:MODEL, e.g. openai:gpt-4o-mini, anthropic:claude-3-5-haiku-latest, "
-            "openai-compat:MODEL --base-url URL, hf:PATH, replay:NAME@N"
-        )
-    if base_urls and provider not in ("openai", "openai-compat", "anthropic"):
-        raise SbsError(f"--base-url does not apply to {provider}: teachers")
-    if provider == "openai":
-        from sbs_data.teachers.openai import OpenAITeacher
-
-        if len(base_urls) > 1:
-            raise SbsError(
-                "several --base-url values need openai-compat:MODEL (load spreading over replicas)"
-            )
-        return OpenAITeacher(model, base_url=base_urls[0] if base_urls else None, timeout=timeout, **opts)
-    if provider in ("openai-compat", "compat"):
-        from sbs_data.teachers.compat import CompatTeacher
-
-        urls = list(base_urls) or [u for u in [os.environ.get("OPENAI_BASE_URL")] if u]
-        if not urls:
-            raise SbsError("openai-compat:MODEL needs --base-url URL (e.g. http://localhost:8000/v1)")
-        return CompatTeacher(model, base_urls=urls, timeout=timeout, **opts)
-    if provider == "anthropic":
-        from sbs_data.teachers.anthropic import AnthropicTeacher
-
-        if len(base_urls) > 1:
-            raise SbsError("anthropic: takes at most one --base-url")
-        return AnthropicTeacher(model, base_url=base_urls[0] if base_urls else None, timeout=timeout, **opts)
-    if provider == "hf":
-        from sbs_data.teachers.hf import HFTeacher
-
-        return HFTeacher(model, **opts)
-    if provider == "replay":
-        from sbs_data.teachers.replay import ReplayTeacher
-
-        if ws is None:
-            raise SbsError("replay: teachers need a workspace")
-        return ReplayTeacher(model, ws)
-    raise SbsError(
-        f"unknown teacher provider {provider!r} in {spec!r}: use openai, anthropic, openai-compat, hf or replay"
-    )

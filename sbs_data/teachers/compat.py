@@ -9,7 +9,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from sbs_data.teachers.base import Request, Response, safe_url
+from sbs_data import SbsError
+from sbs_data.teachers.base import Request, Response, Teacher, safe_url
 from sbs_data.teachers.openai import OpenAITeacher, make_client
 
 
@@ -24,12 +25,20 @@ class CompatTeacher(OpenAITeacher):
         api_key: str | None = None,
         timeout: float = 60.0,
         transport: str = "aiohttp",
+        prompt_cache: bool = True,
     ):
         # Local servers usually need no key; the SDK insists on one, so a placeholder is sent.
         key = (
             api_key or os.environ.get("OPENAI_COMPAT_API_KEY") or os.environ.get("OPENAI_API_KEY") or "EMPTY"
         )
-        super().__init__(model, base_url=base_urls[0], api_key=key, timeout=timeout, transport=transport)
+        super().__init__(
+            model,
+            base_url=base_urls[0],
+            api_key=key,
+            timeout=timeout,
+            transport=transport,
+            prompt_cache=prompt_cache,
+        )
         self.base_urls = list(base_urls)
         self._clients: list[Any] = []
         self._inflight: list[int] = [0] * len(self.base_urls)
@@ -63,3 +72,19 @@ class CompatTeacher(OpenAITeacher):
         for c in self._clients:
             await c.close()
         self._clients = []
+
+
+def create(
+    model: str,
+    *,
+    base_urls: tuple[str, ...] = (),
+    ws: Any = None,
+    timeout: float = 60.0,
+    prompt_cache: bool = True,
+    **opts: Any,
+) -> Teacher:
+    """The registry's factory for `openai-compat:MODEL`: --base-url (repeatable), else OPENAI_BASE_URL."""
+    urls = list(base_urls) or [u for u in [os.environ.get("OPENAI_BASE_URL")] if u]
+    if not urls:
+        raise SbsError("openai-compat:MODEL needs --base-url URL (e.g. http://localhost:8000/v1)")
+    return CompatTeacher(model, base_urls=urls, timeout=timeout, prompt_cache=prompt_cache, **opts)

@@ -166,3 +166,12 @@ def _stops(stop: Any) -> list[str]:
     if not stop:
         return []
     return [stop] if isinstance(stop, str) else list(stop)
+
+
+def create(model: str, *, base_urls: tuple[str, ...] = (), ws: Any = None, **opts: Any) -> Teacher:
+    """The registry's factory for `hf:NAME_OR_PATH`; the engine's network options do not apply."""
+    if base_urls:
+        raise SbsError("--base-url does not apply to hf: teachers")
+    opts.pop("timeout", None)
+    opts.pop("prompt_cache", None)
+    return HFTeacher(model, **opts)

@@ -1,17 +1,51 @@
-"""OpenAI chat completions through the official SDK (aiohttp transport, SDK retries off: the engine retries)."""
+"""OpenAI: chat completions online and through the Batch API, one reader for both answers.
+
+The online call goes through the official SDK (aiohttp transport, SDK retries off: the engine retries). A batch
+line's body is `build_kwargs(req)`, so a request sent by batch is the same request (and cache key) as one sent
+online, and `read_body` turns either kind of answer into a Response.
+"""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
 from typing import Any
 
-from sbs_data.teachers.base import HostedTeacher, Request, Response, Transient, classify_sdk_error
+from sbs_data import SbsError
+from sbs_data.teachers.base import (
+    HostedTeacher,
+    LimitHeaders,
+    RateLimits,
+    Request,
+    Response,
+    Teacher,
+    classify_sdk_error,
+    classify_status,
+    error_fields,
+    malformed,
+    read_limits,
+    redact,
+    sdk_response_class,
+)
+from sbs_data.teachers.batch import BatchAPI, BatchInfo, Result, epoch
 
 #: `client.post` is the SDK's documented low-level call: the same transport, auth, headers, timeouts and
 #: error classes as `chat.completions.create`, without its per-request TypedDict transform of the body and
 #: pydantic construction of the answer, which took about a third of the client's CPU at high concurrency
-#: (benchmarks/RESULTS.md). The body is already plain JSON (it is what the cache key hashes), and the
-#: answer is read as the JSON the API documents.
+#: (benchmarks/RESULTS.md). `cast_to` the SDK's HTTP response class returns the response itself (its body
+#: already read), so the rate-limit headers come at no extra cost; the body is read as the JSON the API
+#: documents.
 _OPTIONS = {"security": {"bearer_auth": True}}
+
+#: OpenAI's rate-limit headers; resets are Go-style durations ("20ms", "1s", "6m0s").
+LIMIT_HEADERS: LimitHeaders = {
+    "x-ratelimit-limit-requests": ("requests_limit", "int"),
+    "x-ratelimit-remaining-requests": ("requests_remaining", "int"),
+    "x-ratelimit-reset-requests": ("requests_reset", "duration"),
+    "x-ratelimit-limit-tokens": ("tokens_limit", "int"),
+    "x-ratelimit-remaining-tokens": ("tokens_remaining", "int"),
+    "x-ratelimit-reset-tokens": ("tokens_reset", "duration"),
+}
 
 
 def make_client(base_url: str | None, api_key: str | None, timeout: float, transport: str = "aiohttp") -> Any:
@@ -29,23 +63,33 @@ def classify(e: BaseException, provider: str = "openai", secrets: tuple[str, ...
     """An openai SDK exception as one of the engine's error classes."""
     import openai
 
-    return classify_sdk_error(e, openai, provider, secrets, is_context_length=_is_context_length)
+    return classify_sdk_error(e, openai, provider, secrets, limit_headers=LIMIT_HEADERS)
 
 
-def _is_context_length(e: Any, msg: str) -> bool:
-    body = getattr(e, "body", None)
-    code = ""
-    if isinstance(body, dict):
-        err = body.get("error", body)
-        if isinstance(err, dict):
-            code = str(err.get("code") or err.get("type") or "")
-    text = (code + " " + msg).lower()
-    return (
-        "context_length" in text
-        or "context length" in text
-        or "maximum context" in text
-        or "too long" in text
+def _count(d: Any, key: str) -> int | None:
+    v = d.get(key) if isinstance(d, dict) else None
+    return v if isinstance(v, int) and not isinstance(v, bool) else None
+
+
+def read_body(body: dict, limits: RateLimits | None = None, request_id: str | None = None) -> Response:
+    """A chat completion body (online, or a batch output line's `response.body`) as a Response.
+
+    Raises KeyError/IndexError/TypeError/AttributeError when the body is not the documented shape."""
+    choice = body["choices"][0]
+    usage = body.get("usage") or {}
+    return Response(
+        text=choice["message"].get("content"),
+        finish_reason=choice.get("finish_reason"),
+        prompt_tokens=_count(usage, "prompt_tokens"),
+        completion_tokens=_count(usage, "completion_tokens"),
+        request_id=body.get("id") or request_id,
+        cached_tokens=_count(usage.get("prompt_tokens_details"), "cached_tokens"),
+        reasoning_tokens=_count(usage.get("completion_tokens_details"), "reasoning_tokens"),
+        limits=limits,
     )
+
+
+_BAD_BODY = (AttributeError, IndexError, KeyError, TypeError, ValueError)
 
 
 class OpenAITeacher(HostedTeacher):
@@ -62,6 +106,9 @@ class OpenAITeacher(HostedTeacher):
         return make_client(self.base_url, self._api_key, self.timeout, self.transport)
 
     def build_kwargs(self, req: Request) -> dict[str, Any]:
+        """The request body: exactly the params in `req.params`, nothing added (the planner decides what a
+        model gets, e.g. no temperature for a reasoning model); the shared few-shot prefix stays first in the
+        user message, which is what OpenAI's automatic prompt cache keys on."""
         messages = ([{"role": "system", "content": req.system}] if req.system else []) + list(req.messages)
         kw: dict[str, Any] = {"model": self.model, "messages": messages}
         for k, v in req.params.items():
@@ -83,20 +130,171 @@ class OpenAITeacher(HostedTeacher):
 
     async def _call(self, client: Any, req: Request) -> Response:
         try:
-            body = await client.post(
-                "/chat/completions", cast_to=object, body=self.build_kwargs(req), options=_OPTIONS
+            http = await client.post(
+                "/chat/completions",
+                cast_to=sdk_response_class(),
+                body=self.build_kwargs(req),
+                options=_OPTIONS,
             )
         except Exception as e:  # noqa: BLE001 - classified below, unknown ones propagate
             raise classify(e, self.provider, self.secrets()) from None
+        limits = read_limits(http.headers, LIMIT_HEADERS)
         try:
-            choice = body["choices"][0]
-            usage = body.get("usage") or {}
-            return Response(
-                text=choice["message"].get("content"),
-                finish_reason=choice.get("finish_reason"),
-                prompt_tokens=usage.get("prompt_tokens"),
-                completion_tokens=usage.get("completion_tokens"),
-                request_id=body.get("id"),
+            return read_body(json.loads(http.content), limits)
+        except _BAD_BODY as e:
+            raise malformed(self.provider, e, limits) from None
+
+
+class OpenAIBatchAPI(BatchAPI):
+    """POST /v1/files (purpose=batch) + POST /v1/batches; results in the output and error files."""
+
+    provider = "openai"
+    endpoint = "/v1/chat/completions"
+    max_requests = 50_000
+    max_bytes = 200 * 1024**2
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            import openai
+
+            t = self.teacher
+            self._client = openai.OpenAI(
+                api_key=t._api_key, base_url=t.base_url, timeout=self.timeout, max_retries=2
             )
-        except (AttributeError, IndexError, KeyError, TypeError) as e:
-            raise Transient(f"{self.provider}: malformed response body ({type(e).__name__})") from None
+        return self._client
+
+    def _classify(self, e: BaseException) -> BaseException:
+        return classify(e, "openai", self.secrets)
+
+    def line(self, key: str, req: Any) -> dict[str, Any]:
+        return {
+            "custom_id": key,
+            "method": "POST",
+            "url": self.endpoint,
+            "body": self.teacher.build_kwargs(req),
+        }
+
+    def upload(self, job_id: str, payload: bytes) -> str:
+        f = self.call(
+            "upload",
+            self.client.with_options(max_retries=0).files.create,
+            file=(f"{job_id}.jsonl", payload, "application/jsonl"),
+            purpose="batch",
+        )
+        return f.id
+
+    def create(self, job_id: str, run_id: str, input_file_id: str) -> BatchInfo:
+        b = self.call(
+            "create batch",
+            self.client.with_options(max_retries=0).batches.create,
+            input_file_id=input_file_id,
+            endpoint=self.endpoint,
+            completion_window="24h",
+            metadata={"sbs_job": job_id, "sbs_run": run_id},
+        )
+        return self._info(b)
+
+    def find(self, job_id: str, since: float, n_requests: int, claimed: set[str]) -> BatchInfo | None:
+        """The batch created for `job_id` (tagged with metadata sbs_job), if any: the newest-first list is
+        read back to a little before the intent was recorded."""
+        page = self.call("list batches", self.client.batches.list, limit=100)
+        for b in page:
+            if epoch(b.created_at) < since - 3600:
+                break
+            if (b.metadata or {}).get("sbs_job") == job_id:
+                return self._info(b)
+        return None
+
+    def retrieve(self, batch_id: str) -> BatchInfo:
+        return self._info(self.call("retrieve batch", self.client.batches.retrieve, batch_id))
+
+    def cancel(self, batch_id: str) -> BatchInfo:
+        return self._info(self.call("cancel batch", self.client.batches.cancel, batch_id))
+
+    def _info(self, b: Any) -> BatchInfo:
+        rc = b.request_counts
+        counts = {}
+        if rc is not None:
+            counts = {"succeeded": rc.completed, "errored": rc.failed, "total": rc.total}
+        err = None
+        if b.errors and getattr(b.errors, "data", None):
+            err = "; ".join(f"{d.code}: {d.message}" for d in b.errors.data if d)[:500]
+        return BatchInfo(
+            batch_id=b.id,
+            status=b.status,
+            ended=b.status in ("completed", "failed", "expired", "cancelled"),
+            created_at=epoch(b.created_at),
+            counts=counts,
+            input_file_id=b.input_file_id,
+            output_file_id=b.output_file_id,
+            error_file_id=b.error_file_id,
+            error=redact(err, self.secrets),
+            meta=dict(b.metadata or {}),
+        )
+
+    def results(self, info: BatchInfo) -> Iterator[Result]:
+        for fid in (info.output_file_id, info.error_file_id):
+            if not fid:
+                continue
+            text = self.call("download results", self.client.files.content, fid).text
+            for n, raw in enumerate(text.splitlines(), 1):
+                if not raw.strip():
+                    continue
+                try:
+                    yield self.result(json.loads(raw))
+                except (ValueError, KeyError, TypeError, AttributeError) as e:
+                    raise SbsError(
+                        f"openai batch {info.batch_id} file {fid} line {n}: unreadable ({e})"
+                    ) from None
+
+    def result(self, line: dict) -> Result:
+        """One line of a batch output or error file."""
+        key = line["custom_id"]
+        resp = line.get("response")
+        if resp and resp.get("status_code") == 200:
+            try:
+                return Result(key, read_body(resp["body"], request_id=resp.get("request_id")))
+            except _BAD_BODY:
+                return Result(key, kind="transient", error="openai batch: malformed response body")
+        if resp:
+            status = int(resp.get("status_code") or 0)
+            msg, code, param = error_fields(resp.get("body") or {})
+            return Result(
+                key,
+                kind=classify_status(status, msg, code).kind,
+                status=status,
+                error=f"openai HTTP {status}: {redact(msg, self.secrets)}",
+                code=code,
+                param=param,
+            )
+        err = line.get("error") or {}
+        code = str(err.get("code") or "")
+        kind = {"batch_expired": "expired", "batch_cancelled": "canceled"}.get(code, "transient")
+        return Result(
+            key,
+            kind=kind,
+            error=f"openai batch: {code or 'error'}: {redact(str(err.get('message')), self.secrets)}",
+            code=code or None,
+        )
+
+
+def create(
+    model: str,
+    *,
+    base_urls: tuple[str, ...] = (),
+    ws: Any = None,
+    timeout: float = 60.0,
+    prompt_cache: bool = True,
+    **opts: Any,
+) -> Teacher:
+    """The registry's factory for `openai:MODEL` (one optional --base-url)."""
+    if len(base_urls) > 1:
+        raise SbsError("several --base-url values need openai-compat:MODEL (load spreading over replicas)")
+    return OpenAITeacher(
+        model,
+        base_url=base_urls[0] if base_urls else None,
+        timeout=timeout,
+        prompt_cache=prompt_cache,
+        **opts,
+    )

@@ -44,3 +44,12 @@ class ReplayTeacher(Teacher):
             )
         raw, finish, pt, ct, _ = row
         return Response(text=raw, finish_reason=finish, prompt_tokens=pt, completion_tokens=ct)
+
+
+def create(model: str, *, base_urls: tuple[str, ...] = (), ws: Any = None, **opts: Any) -> Teacher:
+    """The registry's factory for `replay:NAME@N` (needs the workspace that holds NAME@N)."""
+    if base_urls:
+        raise SbsError("--base-url does not apply to replay: teachers")
+    if ws is None:
+        raise SbsError("replay: teachers need a workspace")
+    return ReplayTeacher(model, ws)
