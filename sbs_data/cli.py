@@ -200,7 +200,7 @@ def sql(
 
     with Workspace.open(db, read_only=not write) as ws:
         try:
-            cur = ws.con.execute(query)
+            cols, result = ws.query(query)
         except duckdb.Error as e:
             msg = str(e)
             if not write and ("read-only" in msg.lower() or "read only" in msg.lower()):
@@ -208,12 +208,10 @@ def sql(
                     f"{msg}\n(the connection is read-only; pass --write to change the workspace)"
                 ) from e
             raise SbsError(f"SQL error: {msg}") from e
-        if cur.description is None:
+        if cols is None:
             typer.echo("OK")
             return
-        cols = [d[0] for d in cur.description]
-        rows = [dict(zip(cols, r)) for r in cur.fetchall()]
-        emit(rows, fmt, columns=cols)
+        emit([dict(zip(cols, r)) for r in result], fmt, columns=cols)
 
 
 @app.command()
@@ -692,22 +690,15 @@ def score(
     elif judge_prompt or base_url or offline or max_usd is not None:
         raise SbsError("--judge-prompt, --base-url, --offline and --max-usd only apply with --judge SPEC")
     with Workspace.open(db) as ws:
-        run_id = ws.start_run(f"score {ref}")
-        try:
-            v = do_score(
-                ws,
-                ref,
-                name=name,
-                params=ScoreParams(near_threshold, num_perm),
-                note=note_,
-                run_id=run_id,
-                judge=judge_,
-                info=info,
-            )
-        except BaseException:
-            ws.finish_run(run_id, "failed")
-            raise
-        ws.finish_run(run_id, "ok", {"version": v.ref, "rows": v.row_count})
+        v = do_score(
+            ws,
+            ref,
+            name=name,
+            params=ScoreParams(near_threshold, num_perm),
+            note=note_,
+            judge=judge_,
+            info=info,
+        )
         info(f"scored {v.row_count} rows of {ref} -> {v.ref}")
         emit([v.as_row()], fmt)
 
@@ -737,17 +728,7 @@ def filter_cmd(
 
     rec = load_recipe(recipe)  # validated before the workspace is even opened
     with Workspace.open(db) as ws:
-        run_id = ws.start_run(f"filter {ref} --recipe {recipe}")
-        try:
-            res = filter_version(
-                ws, ref, rec, name=name, auto_score=not no_score, note=note_, run_id=run_id, info=info
-            )
-        except BaseException:
-            ws.finish_run(run_id, "failed")
-            raise
-        ws.finish_run(
-            run_id, "ok", {"version": res.version.ref, "recipe_file": rec.source, "funnel": res.funnel}
-        )
+        res = filter_version(ws, ref, rec, name=name, auto_score=not no_score, note=note_, info=info)
         if res.scored:
             info(f"scored {res.scored.row_count} rows -> {res.scored.ref}")
         info(

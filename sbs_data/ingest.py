@@ -282,22 +282,18 @@ def ingest(
         "mapping": mapping or {},
         "id_field": id_field,
     }
-    run_id = ws.start_run(f"ingest {source} --task {task} --split {split}")
-    try:
+    with ws.run(f"ingest {source} --task {task} --split {split}") as run:
         with ws.new_version(
-            dataset, "examples", config, [parent] if parent else [], task=t.name, note=note, run_id=run_id
+            dataset, "examples", config, [parent] if parent else [], task=t.name, note=note, run_id=run.run_id
         ) as v:
             if parent is not None:
-                ws.con.execute(
+                ws.execute(
                     "INSERT INTO sbs_examples SELECT ? AS version_id, * EXCLUDE (version_id) FROM sbs_examples "
                     "WHERE version_id = ? AND split <> ?",
                     [v.version_id, parent.base_id, split],
                 )
             ws.append("sbs_examples", v, df)
-    except BaseException:
-        ws.finish_run(run_id, "failed")
-        raise
-    ws.finish_run(run_id, "ok", {"rows": len(df)})
+        run.stats.update(rows=len(df), version=ws.by_id(v.version_id).ref)
     return ws.by_id(v.version_id)
 
 
@@ -398,12 +394,13 @@ def import_original(
         "splits": [f.get_column("split")[0] for f in frames],
         "skipped": skipped,
     }
-    run_id = ws.start_run(f"import-original {folder} --task {task}")
     made: list[Version] = []
-    try:
+    with ws.run(f"import-original {folder} --task {task}") as run:
         with ws.transaction():
             previous = ws.versions(dataset)
-            with ws.new_version(dataset, "examples", config, previous[-1:], task=t.name, run_id=run_id) as ev:
+            with ws.new_version(
+                dataset, "examples", config, previous[-1:], task=t.name, run_id=run.run_id
+            ) as ev:
                 ws.append("sbs_examples", ev, examples)
             ev = ws.by_id(ev.version_id)
             made.append(ev)
@@ -416,13 +413,12 @@ def import_original(
                     "folder": config["folder"],
                 }
                 gname = check_name(f"{dataset}-palm")
-                with ws.new_version(gname, "generations", gconfig, [ev], task=t.name, run_id=run_id) as gv:
+                with ws.new_version(
+                    gname, "generations", gconfig, [ev], task=t.name, run_id=run.run_id
+                ) as gv:
                     ws.append("sbs_generations", gv, gens)
                 made.append(ws.by_id(gv.version_id))
-    except BaseException:
-        ws.finish_run(run_id, "failed")
-        raise
-    ws.finish_run(run_id, "ok", {v.ref: v.row_count for v in made})
+        run.stats.update({v.ref: v.row_count for v in made})
     return made
 
 

@@ -32,7 +32,7 @@ def merge(ws: Workspace, refs: list[str], name: str, note: str | None = None) ->
         "source_hashes": [s.config_hash for s in sources],
     }
     with ws.new_version(name, "merge", config, parents=sources, task=sources[0].task, note=note) as v:
-        ws.con.execute(
+        ws.execute(
             f"""INSERT INTO sbs_generations BY NAME
                 SELECT ? AS version_id,
                        (row_number() OVER (PARTITION BY example_id ORDER BY _src, sample_idx) - 1)::INTEGER AS sample_idx,

@@ -13,7 +13,7 @@ import re
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from importlib import resources
 from pathlib import Path
@@ -95,6 +95,27 @@ class Version:
         }
 
 
+@dataclass
+class Run:
+    """One command's entry in `sbs_runs`, as the body of `Workspace.run` sees it.
+
+    The body may add to `stats` (stored when the run ends) and set `status` (e.g. "stopped" when it
+    ended early on purpose); an exception always wins and stores "failed" or "interrupted".
+    """
+
+    run_id: str
+    command: str
+    stats: dict[str, Any] = field(default_factory=dict)
+    status: str = "ok"
+
+
+#: Content table and the version column that keys it, per kind of rows a version can show.
+_CONTENT = {
+    "examples": ("sbs_examples", "base_id"),
+    "generations": ("sbs_generations", "base_id"),
+    "scores": ("sbs_scores", "scores_id"),
+}
+
 _VERSION_COLS = (
     "version_id, dataset, num, kind, task, parents, examples_id, base_id, scores_id, selection_id, "
     "config_hash, config, run_id, row_count, stats, status, created_at, note"
@@ -130,6 +151,7 @@ class Workspace:
         self.path = path
         self.read_only = read_only
         self._in_tx = False
+        self._run: Run | None = None
 
     # -- opening & migrations -----------------------------------------------------------------
     @classmethod
@@ -238,6 +260,7 @@ class Workspace:
 
     # -- runs -------------------------------------------------------------------------------------
     def start_run(self, command: str) -> str:
+        """Record a command as running; prefer `run()`, which also always finishes it."""
         run_id = datetime.now().strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
         with self.transaction():
             self.con.execute("INSERT INTO sbs_runs (run_id, command) VALUES (?, ?)", [run_id, command])
@@ -249,6 +272,32 @@ class Workspace:
                 "UPDATE sbs_runs SET finished_at = current_timestamp, status = ?, stats = ? WHERE run_id = ?",
                 [status, json.dumps(stats or {}, default=str), run_id],
             )
+
+    @contextmanager
+    def run(self, command: str) -> Iterator[Run]:
+        """Record the body as one run in `sbs_runs`: "ok" (or the body's `run.status`) with `run.stats`,
+        else "failed" / "interrupted" with the error text, so a library call leaves the same trace as the CLI.
+
+        A run opened inside another joins it (one run per top-level call: `filter` scoring first records
+        one run). Open it outside any `transaction()`: a run inside a rolled-back one would vanish with it.
+        """
+        if self._run is not None:
+            yield self._run
+            return
+        run = self._run = Run(self.start_run(command), command)
+        try:
+            yield run
+        except BaseException as e:
+            self._run = None
+            status = "interrupted" if isinstance(e, (KeyboardInterrupt, SystemExit)) else "failed"
+            error = (str(e) or type(e).__name__)[:2000]
+            try:
+                self.finish_run(run.run_id, status, {**run.stats, "error": error})
+            except duckdb.Error:
+                pass  # never mask the body's error with a bookkeeping one
+            raise
+        self._run = None
+        self.finish_run(run.run_id, run.status, run.stats)
 
     # -- versions catalog -----------------------------------------------------------------------
     def versions(self, dataset: str | None = None, include_pending: bool = False) -> list[Version]:
@@ -377,6 +426,11 @@ class Workspace:
         by_split = {s: n for s, n in rows}
         return sum(by_split.values()), {"rows_by_split": by_split}
 
+    # -- SQL idioms: every statement goes through these, so results never stay half-read ------------
+    def execute(self, sql: str, params: list | None = None) -> None:
+        """Run a statement for its effect (DDL, INSERT, UPDATE...); any result is consumed."""
+        self.con.execute(sql, params or []).fetchall()
+
     def one(self, sql: str, params: list | None = None) -> Any:
         """First column of the first row (or None). duckdb 2 refuses new work while a result is half-read,
         so helpers here always fetch results completely; use them instead of `fetchone()`."""
@@ -384,7 +438,59 @@ class Workspace:
         return rows[0][0] if rows else None
 
     def all(self, sql: str, params: list | None = None) -> list[tuple]:
+        """Every row of a query, as tuples."""
         return self.con.execute(sql, params or []).fetchall()
+
+    def query(self, sql: str, params: list | None = None) -> tuple[list[str] | None, list[tuple]]:
+        """Column names (None for a statement that returns no result set) and every row."""
+        cur = self.con.execute(sql, params or [])
+        if cur.description is None:
+            return None, []
+        return [d[0] for d in cur.description], cur.fetchall()
+
+    def arrow(self, sql: str, params: list | None = None) -> Any:
+        """A query's whole result as a pyarrow Table (columnar: no Python object per value)."""
+        self.con.execute("SELECT 1").fetchall()  # no half-read result may be pending
+        return self.con.sql(sql, params=params or None).to_arrow_table()
+
+    def batches(self, sql: str, params: list | None = None, batch_rows: int = 65_536) -> Iterator[Any]:
+        """A query's result as pyarrow RecordBatches of at most `batch_rows`, so memory stays bounded.
+
+        Runs on its own cursor, so the caller may use the workspace while iterating; that cursor sees
+        committed data only, so it refuses to run inside a `transaction()`.
+        """
+        if self._in_tx:
+            raise RuntimeError("Workspace.batches reads committed data; call it outside a transaction")
+        cur = self.con.cursor()
+        try:
+            reader = cur.sql(sql, params=params or None).to_arrow_reader(batch_rows)
+            yield from reader
+        finally:
+            cur.close()
+
+    @contextmanager
+    def registered(self, name: str, frame: Any) -> Iterator[str]:
+        """Make a polars/pandas DataFrame or pyarrow Table/RecordBatchReader queryable as `name` for the body,
+        and always unregister it (also on error), so no stale view of a freed frame survives."""
+        self.con.execute(
+            "SELECT 1"
+        ).fetchall()  # finish any pending result; duckdb refuses register() otherwise
+        self.con.register(name, frame)
+        try:
+            yield name
+        finally:
+            self.con.unregister(name)
+
+    def insert_frame(self, table: str, frame: Any, fixed: dict[str, Any] | None = None) -> int:
+        """Insert a frame's rows into `table`, columns matched by name; `fixed` sets columns to one value
+        for every row (e.g. {"version_id": 7}). Returns the number of rows inserted."""
+        fixed = fixed or {}
+        consts = "".join(f'? AS "{k}", ' for k in fixed)
+        with self.registered("_sbs_insert", frame) as src:
+            n = self.con.execute(
+                f"INSERT INTO {table} BY NAME SELECT {consts}* FROM {src}", list(fixed.values())
+            ).fetchall()
+        return int(n[0][0]) if n else 0
 
     def append(self, table: str, version: Version, rows: Any) -> int:
         """Append rows (a polars/pandas DataFrame or a pyarrow Table) to a content table for `version`.
@@ -393,18 +499,7 @@ class Workspace:
         """
         if version.status != "pending":
             raise SbsError(f"{version.ref} is committed and immutable")
-        self.con.execute(
-            "SELECT 1"
-        ).fetchall()  # finish any pending result; duckdb refuses register() otherwise
-        self.con.register("_sbs_append", rows)
-        try:
-            self.con.execute(
-                f"INSERT INTO {table} BY NAME SELECT ? AS version_id, * FROM _sbs_append",
-                [version.version_id],
-            )
-        finally:
-            self.con.unregister("_sbs_append")
-        return len(rows)
+        return self.insert_frame(table, rows, {"version_id": version.version_id})
 
     def set_note(self, ref: str, note: str) -> Version:
         v = self.get(ref)
@@ -413,20 +508,31 @@ class Workspace:
         return self.by_id(v.version_id)
 
     # -- reading rows -----------------------------------------------------------------------------
-    def rows_query(self, v: Version, columns: str = "*") -> tuple[str, list]:
-        """SQL (and params) for the rows visible in a version: its content filtered by its selection."""
-        if v.kind == "examples":
-            return f"SELECT {columns} FROM sbs_examples WHERE version_id = ?", [v.base_id]
-        if v.selection_id is None:
-            return f"SELECT {columns} FROM sbs_generations WHERE version_id = ?", [v.base_id]
-        cols = columns if columns == "*" else ", ".join(f"g.{c.strip()}" for c in columns.split(","))
-        if columns == "*":
-            cols = "g.*"
+    def visible(self, v: Version, rows: str | None = None, alias: str = "t") -> tuple[str, list]:
+        """FROM clause (table `alias`, WHERE included) over the rows `v` shows, and its parameters.
+
+        The one place that says which rows a version shows: its content (examples, generations, or with
+        `rows="scores"` its scores) keyed by the version's base (or scores) id, minus the rows its selection
+        drops. Append more conditions with `AND ...`.
+        """
+        rows = rows or ("examples" if v.kind == "examples" else "generations")
+        table, id_attr = _CONTENT[rows]
+        vid = getattr(v, id_attr)
+        if vid is None:
+            raise SbsError(f"{v.ref} has no {rows}")
+        if rows == "examples" or v.selection_id is None:
+            return f"{table} {alias} WHERE {alias}.version_id = ?", [vid]
         return (
-            f"SELECT {cols} FROM sbs_generations g JOIN sbs_selections s ON s.version_id = ? "
-            "AND s.example_id = g.example_id AND s.sample_idx = g.sample_idx AND s.keep WHERE g.version_id = ?",
-            [v.selection_id, v.base_id],
+            f"{table} {alias} JOIN sbs_selections _sel ON _sel.version_id = ? AND _sel.example_id = {alias}.example_id "
+            f"AND _sel.sample_idx = {alias}.sample_idx AND _sel.keep WHERE {alias}.version_id = ?",
+            [v.selection_id, vid],
         )
+
+    def rows_query(self, v: Version, columns: str = "*", rows: str | None = None) -> tuple[str, list]:
+        """SQL (and params) selecting `columns` (comma-separated names, or *) of the rows visible in `v`."""
+        src, params = self.visible(v, rows, alias="t")
+        cols = "t.*" if columns.strip() == "*" else ", ".join(f"t.{c.strip()}" for c in columns.split(","))
+        return f"SELECT {cols} FROM {src}", params
 
     def lineage(self, ref: str) -> list[Version]:
         """The version and all its ancestors, newest first (breadth-first over parents)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -229,3 +230,104 @@ def test_merge_two_teachers(ws):
     c = make_generations(ws, other, [{"example_id": "train-0", "raw": "x"}], name="c")
     with pytest.raises(SbsError, match="different examples versions"):
         merge(ws, ["a", c.ref], "bad")
+
+
+# -- the SQL idioms the workspace owns ----------------------------------------------------------------
+
+
+def test_registered_frame_is_always_unregistered(ws):
+    import polars as pl
+
+    frame = pl.DataFrame({"x": [1, 2, 3]})
+    with ws.registered("_t_frame", frame) as name:
+        assert ws.one(f"SELECT sum(x) FROM {name}") == 6
+    with pytest.raises(RuntimeError, match="boom"):
+        with ws.registered("_t_frame", frame):
+            raise RuntimeError("boom")
+    with pytest.raises(Exception, match="_t_frame"):
+        ws.all("SELECT * FROM _t_frame")
+
+
+def test_insert_frame_matches_columns_by_name_and_fills_fixed_ones(ws):
+    import pyarrow as pa
+
+    ws.execute("CREATE TEMP TABLE _t_ins (a INTEGER, b VARCHAR, c INTEGER)")
+    n = ws.insert_frame("_t_ins", pa.table({"b": ["x", "y"], "a": [1, 2]}), {"c": 9})
+    assert n == 2
+    assert ws.all("SELECT a, b, c FROM _t_ins ORDER BY a") == [(1, "x", 9), (2, "y", 9)]
+    cols, rows = ws.query("SELECT a FROM _t_ins ORDER BY a")
+    assert cols == ["a"] and rows == [(1,), (2,)]
+
+
+def test_run_records_ok_failed_interrupted_and_joins_nested_runs(ws):
+    with ws.run("cmd ok") as run:
+        run.stats["rows"] = 3
+        with ws.run("inner") as inner:  # a library call inside another joins its run
+            assert inner is run
+            inner.stats["inner"] = True
+    with pytest.raises(SbsError):
+        with ws.run("cmd failed") as run:
+            run.stats["partial"] = 1
+            raise SbsError("bad thing happened")
+    with pytest.raises(KeyboardInterrupt):
+        with ws.run("cmd interrupted"):
+            raise KeyboardInterrupt
+    with ws.run("cmd stopped") as run:
+        run.status = "stopped"
+    rows = {
+        c: (s, json.loads(st), fin is not None)
+        for c, s, st, fin in ws.all("SELECT command, status, stats, finished_at FROM sbs_runs")
+    }
+    assert rows["cmd ok"] == ("ok", {"rows": 3, "inner": True}, True)
+    assert rows["cmd failed"] == ("failed", {"partial": 1, "error": "bad thing happened"}, True)
+    assert rows["cmd interrupted"][0] == "interrupted" and rows["cmd interrupted"][1]["error"]
+    assert rows["cmd stopped"][0] == "stopped"
+    assert "inner" not in rows
+
+
+def test_visible_rows_are_defined_once(ws):
+    import polars as pl
+
+    e = make_examples(ws, "sv", "svamp", SV)
+    g = make_generations(
+        ws, e, [{"example_id": f"train-{i}", "raw": f"The answer is {i}."} for i in range(3)], name="gen"
+    )
+    with ws.new_version("gen", "selection", {"r": 1}, parents=[g]) as s:
+        ws.append(
+            "sbs_selections",
+            s,
+            pl.DataFrame(
+                {"example_id": ["train-0", "train-1", "train-2"], "sample_idx": [0, 0, 0]}
+            ).with_columns(keep=pl.Series([True, False, True]), reason=pl.Series([None, "r", None])),
+        )
+    s = ws.by_id(s.version_id)
+    src, params = ws.visible(s, alias="g")
+    assert [r[0] for r in ws.all(f"SELECT g.example_id FROM {src} ORDER BY 1", params)] == [
+        "train-0",
+        "train-2",
+    ]
+    sql, params = ws.rows_query(s, "example_id, split")
+    assert ws.all(sql + " ORDER BY 1", params) == [("train-0", "train"), ("train-2", "train")]
+    assert len(ws.all(*ws.rows_query(g))) == 3
+    assert ws.all(*ws.rows_query(e, "example_id"))[0][0].startswith("train-")
+    with pytest.raises(SbsError, match="has no scores"):
+        ws.visible(s, "scores")
+    batches = list(ws.batches(sql + " ORDER BY 1", params, batch_rows=1))
+    assert sum(b.num_rows for b in batches) == 2 and max(b.num_rows for b in batches) == 1
+
+
+@pytest.mark.xfail(strict=False, reason="generate/teachers/quality converted separately")
+def test_no_module_uses_the_raw_connection_outside_the_workspace():
+    """Statements go through Workspace helpers, which never leave a result half-read."""
+    import re
+    from pathlib import Path
+
+    root = Path(wsmod.__file__).parent
+    offenders = []
+    for p in sorted(root.rglob("*.py")):
+        if p.name == "workspace.py" and p.parent == root:
+            continue
+        for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
+            if re.search(r"\.con(\.|\)|\s*$|,)", line):
+                offenders.append(f"{p.relative_to(root.parent)}:{n}: {line.strip()}")
+    assert not offenders, "use the Workspace helpers instead of ws.con:\n" + "\n".join(offenders)

@@ -161,7 +161,7 @@ def push(
 
         def record(commit_id: str, new_commit: bool) -> None:
             with ws.transaction():
-                ws.con.execute(
+                ws.execute(
                     "INSERT INTO sbs_pushes (version_id, ref, endpoint, repo, revision, commit_id, tag, private, "
                     "new_commit, fingerprint, files, rows, toolkit_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [v.version_id, v.ref, _public_endpoint(endpoint), repo, branch, commit_id, tag, private,

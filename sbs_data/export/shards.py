@@ -146,8 +146,7 @@ def _load_rows(ws: Workspace, v: Version) -> pa.Table:
         LEFT JOIN sbs_examples e ON e.version_id = ? AND e.example_id = g.example_id
         {join_q}
     """
-    ws.con.execute("SELECT 1").fetchall()  # no half-read result may be pending
-    table = ws.con.sql(sql, params=params).to_arrow_table()
+    table = ws.arrow(sql, params)
     missing = pc.sum(table.column("_missing").cast(pa.int64())).as_py() or 0
     if missing:
         ids = pc.filter(table.column("example_id"), table.column("_missing")).to_pylist()[:5]
@@ -625,7 +624,7 @@ def _record(ws: Workspace, v: Version, result: ExportResult) -> None:
         return
     m = result.manifest
     with ws.transaction():
-        ws.con.execute(
+        ws.execute(
             "INSERT INTO sbs_exports (version_id, ref, path, file_format, label_source, options, rows, fingerprint) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             [
