@@ -8,15 +8,16 @@ import os
 import sys
 
 from .data import MODES, ExportError
+from .logs import REPORT_TO, TensorBoardMissing
 from .model import TINY_NAME, ModelError
-from .train import ResumeError, TrainConfig, run
+from .train import STRATEGIES, ConfigError, ResumeError, TrainConfig, run
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="sbs-train",
         description="Train a seq2seq student on an sbs-data export (Distilling Step-by-Step). "
-        "Run under `torchrun --nproc_per_node N` for DDP.",
+        "Run under `torchrun --nproc-per-node N` for DDP or FSDP (--strategy fsdp).",
     )
     a = p.add_argument
     a("--data", required=True, help="export folder holding manifest.json and <split>/part-*.parquet")
@@ -68,6 +69,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="random batches (more padding)",
     )
     a("--device", default="auto", help="auto, cpu or cuda")
+    a(
+        "--strategy",
+        choices=STRATEGIES,
+        default="ddp",
+        help="ddp: a full model copy per process; fsdp: weights, gradients and optimizer state sharded "
+        "over the processes (needs torchrun)",
+    )
+    a(
+        "--report-to",
+        choices=REPORT_TO,
+        default="none",
+        help="tensorboard: also write TensorBoard event files to OUT/runs (pip install 'sbs-trainer[tensorboard]')",
+    )
     a("--stop-after", type=int, default=None, help=argparse.SUPPRESS)  # simulate pre-emption in tests
     return p
 
@@ -80,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = config_from_args(argv)
     try:
         metrics = run(cfg)
-    except (ExportError, ModelError, ResumeError) as e:
+    except (ExportError, ModelError, ResumeError, ConfigError, TensorBoardMissing) as e:
         print(f"sbs-train: error: {e}", file=sys.stderr)
         return 2
     if metrics is not None and os.environ.get("RANK", "0") == "0":

@@ -133,7 +133,8 @@ class StudentStep(nn.Module):
     sbs batches hold the `predict:` rows stacked on the `explain:` rows: one encoder call encodes
     both, then each decoder half runs on its own targets over its own (trimmed) padding, and the
     output layer only at real target positions; this gives the same per-task losses as the original
-    two full forward passes.
+    two full forward passes. With `generate=` kwargs it returns `model.generate(...)` instead: under
+    FSDP this module is the root, and only a call of its forward gathers the root's weights.
     """
 
     def __init__(self, model: nn.Module):
@@ -144,10 +145,13 @@ class StudentStep(nn.Module):
         self,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
-        labels: torch.Tensor,
+        labels: torch.Tensor | None = None,
         rationale_labels: torch.Tensor | None = None,
         split_cols: tuple[int, int] | None = None,
-    ) -> dict[str, torch.Tensor]:
+        generate: dict | None = None,
+    ) -> dict[str, torch.Tensor] | torch.Tensor:
+        if generate is not None:  # generation inside this forward, so FSDP's root hooks gather the weights
+            return self.model.generate(input_ids=input_ids, attention_mask=attention_mask, **generate)
         h = self.model.get_encoder()(
             input_ids=input_ids, attention_mask=attention_mask, return_dict=True
         ).last_hidden_state

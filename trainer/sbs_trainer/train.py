@@ -1,9 +1,10 @@
-"""The training loop: one readable function, AdamW + linear warm-up/decay, accumulation, clipping, DDP.
+"""The training loop: one readable function, AdamW + linear warm-up/decay, accumulation, clipping, DDP or FSDP.
 
 Reading order: `run` sets up data, model and optimiser, then loops over optimizer steps; each step
 pulls world*grad_accum micro-batches from a deterministic `BatchStream`, evaluates on validation
 every --eval-every steps (keeping the best checkpoint), and at the end evaluates test with the best
-weights and writes OUT/metrics.json and OUT/predictions.jsonl.
+weights and writes OUT/metrics.json, OUT/predictions.jsonl and OUT/curves.png. What differs under
+--strategy fsdp (sharding, sharded checkpoints, gathering the weights to save them) is in sharding.py.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import json
 import math
 import os
 import random
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,17 +23,34 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from . import sharding
 from .batching import BatchStream, collate, count_tokens, encode_rows, pad_inputs
 from .data import PREDICT_PREFIX, ExportError, Row, build_rows, check_columns, read_manifest, read_split_rows
+from .logs import CURVES_NAME, LOG_NAME, RunLog, check_report_to, draw_curves
 from .metrics import accuracy, is_arithmetic, is_correct
 from .model import StudentStep, combine, load_student
 
+STRATEGIES = ("ddp", "fsdp")
 # Checkpoint fields that must match for --resume to continue the same run exactly.
-_RESUME_KEYS = ("mode", "alpha", "seed", "batch_size", "grad_accum", "world_size", "group_by_length")
+_RESUME_KEYS = (
+    "mode",
+    "alpha",
+    "seed",
+    "batch_size",
+    "grad_accum",
+    "world_size",
+    "group_by_length",
+    "strategy",
+)
+_RESUME_DEFAULTS = {"strategy": "ddp"}  # checkpoints written before the field existed
 
 
 class ResumeError(ValueError):
     """--resume was asked to continue a run with settings that would change its trajectory."""
+
+
+class ConfigError(ValueError):
+    """Options that cannot work together, or not in this environment."""
 
 
 @dataclass
@@ -62,6 +81,8 @@ class TrainConfig:
     compile: bool = False
     group_by_length: bool = True
     device: str = "auto"
+    strategy: str = "ddp"  # ddp: a full replica per process; fsdp: parameters sharded over processes
+    report_to: str = "none"  # none | tensorboard
     stop_after: int | None = None  # stop (checkpointed, as if pre-empted) after this many steps
     world_size: int = field(default=1, init=False)
 
@@ -69,11 +90,18 @@ class TrainConfig:
 # ---------------------------------------------------------------------------------------------- setup
 
 
-def _setup_distributed(device: str) -> tuple[int, int, torch.device]:
-    """(rank, world, device); under torchrun initialise NCCL on GPU, gloo on CPU."""
+def _setup_distributed(device: str, strategy: str) -> tuple[int, int, torch.device]:
+    """(rank, world, device); under torchrun initialise NCCL on GPU, gloo on CPU.
+
+    FSDP needs a process group even for one process; DDP with one process runs without one.
+    """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     use_cuda = torch.cuda.is_available() if device == "auto" else device.startswith("cuda")
-    if world > 1:
+    if strategy == "fsdp" and "LOCAL_RANK" not in os.environ:
+        raise ConfigError(
+            "--strategy fsdp runs under torchrun: torchrun --nproc-per-node N -m sbs_trainer ..."
+        )
+    if world > 1 or strategy == "fsdp":
         local = int(os.environ.get("LOCAL_RANK", "0"))
         if use_cuda:
             torch.cuda.set_device(local)
@@ -131,27 +159,35 @@ def predict(
     bf16: bool,
     rank: int,
     world: int,
+    fsdp_root: torch.nn.Module | None = None,
 ) -> list[str]:
-    """Greedy generations for `rows`, sharded over ranks (longest first) and gathered on every rank."""
+    """Greedy generations for `rows`, sharded over ranks (longest first) and gathered on every rank.
+
+    Under FSDP every forward is a collective, so generation runs through the sharded root's forward,
+    every rank runs the same number of batches (a rank out of rows repeats a row and drops the
+    output), and `synced_gpus` keeps a rank whose batch has finished stepping until all have.
+    """
     model.eval()
     ids = tokenizer([prefix + r.input for r in rows], truncation=True, max_length=cfg.max_input_len)[
         "input_ids"
     ]
     mine = sorted(range(len(rows)), key=lambda i: -len(ids[i]))[rank::world]
     bs = cfg.eval_batch_size or cfg.batch_size
+    n_batches = math.ceil(math.ceil(len(rows) / world) / bs) if fsdp_root else math.ceil(len(mine) / bs)
+    kw = {"max_new_tokens": cfg.max_target_len, "do_sample": False, "num_beams": 1}
     out: dict[int, str] = {}
-    for start in range(0, len(mine), bs):
-        idx = mine[start : start + bs]
-        x, m = pad_inputs([ids[i] for i in idx], tokenizer.pad_token_id)
+    for b in range(n_batches):
+        idx = mine[b * bs : (b + 1) * bs]
+        x, m = pad_inputs([ids[i] for i in idx or [0]], tokenizer.pad_token_id)
+        x, m = x.to(device), m.to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            gen = model.generate(
-                input_ids=x.to(device),
-                attention_mask=m.to(device),
-                max_new_tokens=cfg.max_target_len,
-                do_sample=False,
-                num_beams=1,
-            )
-        out.update(zip(idx, tokenizer.batch_decode(gen, skip_special_tokens=True), strict=True))
+            if fsdp_root is not None:
+                gen = fsdp_root(x, m, generate={**kw, "synced_gpus": world > 1})
+            else:
+                gen = model.generate(input_ids=x, attention_mask=m, **kw)
+        out.update(zip(idx, tokenizer.batch_decode(gen, skip_special_tokens=True)[: len(idx)], strict=True))
+    if fsdp_root is not None:
+        fsdp_root.reshard()  # the root keeps its gathered weights after a forward that has no backward
     if world > 1:
         parts: list[dict[int, str]] = [{} for _ in range(world)]
         dist.all_gather_object(parts, out)
@@ -160,11 +196,20 @@ def predict(
 
 
 def evaluate(
-    model, tokenizer, rows: list[Row], split: str, cfg: TrainConfig, device, bf16: bool, rank: int, world: int
+    model,
+    tokenizer,
+    rows: list[Row],
+    split: str,
+    cfg: TrainConfig,
+    device,
+    bf16: bool,
+    rank: int,
+    world: int,
+    fsdp_root: torch.nn.Module | None = None,
 ):
     """(metrics, prediction records) for one split, with task-aware comparison."""
     prefix = PREDICT_PREFIX if cfg.mode == "sbs" else ""
-    preds = predict(model, tokenizer, rows, prefix, cfg, device, bf16, rank, world)
+    preds = predict(model, tokenizer, rows, prefix, cfg, device, bf16, rank, world, fsdp_root)
     golds = [r.gold for r in rows]
     task = rows[0].task if rows else ""
     arith = is_arithmetic(task, golds)
@@ -187,7 +232,13 @@ def evaluate(
 
 def run(cfg: TrainConfig) -> dict | None:
     """Train, evaluate and write OUT/metrics.json; returns the metrics (None when stopped by --stop-after)."""
-    rank, world, device = _setup_distributed(cfg.device)
+    if cfg.strategy not in STRATEGIES:
+        raise ConfigError(f"--strategy must be one of {', '.join(STRATEGIES)}, not {cfg.strategy!r}")
+    if cfg.strategy == "fsdp" and cfg.compile:
+        raise ConfigError("--compile is not supported with --strategy fsdp")
+    check_report_to(cfg.report_to)
+    owns_group = not dist.is_initialized()  # a caller that set up the process group keeps it
+    rank, world, device = _setup_distributed(cfg.device, cfg.strategy)
     cfg.world_size = world
     ok = False
     try:
@@ -195,7 +246,7 @@ def run(cfg: TrainConfig) -> dict | None:
         ok = True
         return metrics
     finally:
-        if world > 1 and dist.is_initialized():
+        if owns_group and dist.is_initialized():
             _teardown_distributed(ok)
 
 
@@ -243,17 +294,29 @@ def _run(cfg: TrainConfig, rank: int, world: int, device: torch.device) -> dict 
     )
 
     # -- model, optimiser, schedule
-    model.to(device)
+    fsdp = cfg.strategy == "fsdp"
     step_module: torch.nn.Module = StudentStep(model)
-    if cfg.compile:
-        step_module = torch.compile(step_module)
+    if fsdp:  # fully_shard moves each block to the device as it shards it: no full copy on the GPU
+        blocks = sharding.shard(step_module, model, device, bf16)
+        _log(rank, f"FSDP over {world} processes: sharded {', '.join(blocks) or 'no blocks'} and the root")
+    else:
+        model.to(device)
+        if cfg.compile:
+            step_module = torch.compile(step_module)
+        if world > 1:
+            unused = (
+                model.config.model_type == "encoder-decoder"
+            )  # e.g. BERT poolers take no part in the loss
+            step_module = torch.nn.parallel.DistributedDataParallel(
+                step_module,
+                device_ids=[device.index] if device.type == "cuda" else None,
+                find_unused_parameters=unused,
+            )
+    fsdp_root = step_module if fsdp else None
+    params = {"total": sharding.full_numel(model), "per_rank": [sharding.local_numel(model)]}
     if world > 1:
-        unused = model.config.model_type == "encoder-decoder"  # e.g. BERT poolers take no part in the loss
-        step_module = torch.nn.parallel.DistributedDataParallel(
-            step_module,
-            device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=unused,
-        )
+        params["per_rank"] = [None] * world
+        dist.all_gather_object(params["per_rank"], sharding.local_numel(model))
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg.warmup_steps, max_steps))
     state = {
@@ -267,13 +330,18 @@ def _run(cfg: TrainConfig, rank: int, world: int, device: torch.device) -> dict 
         "last": {},
     }
 
-    if cfg.resume and (ckpt_dir / "state.pt").is_file():
+    resumed = cfg.resume and (ckpt_dir / "state.pt").is_file()
+    if resumed:
         ck = torch.load(ckpt_dir / "state.pt", map_location="cpu", weights_only=False)
+        was = {**_RESUME_DEFAULTS, **ck["config"]}
         for k in _RESUME_KEYS:
-            if ck["config"].get(k) != asdict(cfg).get(k):
-                raise ResumeError(f"--resume: {k} was {ck['config'].get(k)!r}, now {asdict(cfg).get(k)!r}")
-        model.load_state_dict(ck["model"])
-        optimizer.load_state_dict(ck["optimizer"])
+            if was.get(k) != asdict(cfg).get(k):
+                raise ResumeError(f"--resume: {k} was {was.get(k)!r}, now {asdict(cfg).get(k)!r}")
+        if fsdp:
+            sharding.load(model, optimizer, ckpt_dir / "sharded")
+        else:
+            model.load_state_dict(ck["model"])
+            optimizer.load_state_dict(ck["optimizer"])
         scheduler.load_state_dict(ck["scheduler"])
         stream.load_state(ck["stream"])
         state = ck["state"]
@@ -281,48 +349,71 @@ def _run(cfg: TrainConfig, rank: int, world: int, device: torch.device) -> dict 
         _log(rank, f"resumed from {ckpt_dir} at step {state['step']}")
     elif rank == 0:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "train_log.jsonl").write_text("")
+    run_log = (
+        RunLog(out, state["step"] if resumed else None, cfg.report_to == "tensorboard") if rank == 0 else None
+    )
+
+    def save_pretrained(folder: Path) -> None:
+        """A plain transformers folder; under FSDP the shards are gathered to rank 0 first."""
+        weights = sharding.full_state_dict(model) if fsdp else None
+        if rank == 0:
+            model.save_pretrained(folder, state_dict=weights)
+            tokenizer.save_pretrained(folder)
 
     def save_checkpoint() -> None:
+        """Written into checkpoint.tmp/, then swapped in whole, so a kill mid-save keeps the last one."""
+        tmp, old = out / "checkpoint.tmp", out / "checkpoint.old"
         if rank == 0:
-            ckpt_dir.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
         if world > 1:
             dist.barrier()
-        _atomic_save(_rng_state(), ckpt_dir / f"rng-rank{rank}.pt")
+        torch.save(_rng_state(), tmp / f"rng-rank{rank}.pt")
+        if fsdp:
+            sharding.save(model, optimizer, tmp / "sharded")
         if rank == 0:
-            _atomic_save(
+            torch.save(
                 {
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
+                    **({} if fsdp else {"model": model.state_dict(), "optimizer": optimizer.state_dict()}),
                     "scheduler": scheduler.state_dict(),
                     "stream": stream.state(),
                     "state": state,
                     "config": asdict(cfg),
                 },
-                ckpt_dir / "state.pt",
+                tmp / "state.pt",
             )
         if world > 1:
             dist.barrier()
+        if rank == 0:
+            if ckpt_dir.exists():
+                ckpt_dir.rename(old)
+            tmp.rename(ckpt_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        if world > 1:
+            dist.barrier()
 
-    def validate() -> None:
+    def validate() -> dict:
         """Evaluate validation at the current step; keep the weights if it is the best so far."""
-        if not val_rows:
-            return
-        m, records = evaluate(model, tokenizer, val_rows, "validation", cfg, device, bf16, rank, world)
+        m, records = evaluate(
+            model, tokenizer, val_rows, "validation", cfg, device, bf16, rank, world, fsdp_root
+        )
         state["history"].append({"step": state["step"], **m})
         _log(rank, f"step {state['step']}: validation accuracy {m['accuracy']} (n={m['n']})")
         best = state["best"]
         if best is None or (m["accuracy"] or 0.0) > (best["accuracy"] or 0.0):
             state["best"] = {"step": state["step"], **m, "records": records}
-            if rank == 0:
-                model.save_pretrained(out / "best")
-                tokenizer.save_pretrained(out / "best")
+            save_pretrained(out / "best")
         if world > 1:
             dist.barrier()
+        return m
+
+    def finish_log() -> None:
+        if run_log:
+            run_log.close()
+            draw_curves(out / LOG_NAME, out / CURVES_NAME)
 
     # -- the loop
     save_every = cfg.save_every if cfg.save_every is not None else cfg.eval_every
-    log_file = (out / "train_log.jsonl").open("a") if rank == 0 else None
     while state["step"] < max_steps:
         t0, c0 = time.perf_counter(), time.process_time()
         step_module.train()
@@ -333,8 +424,10 @@ def _run(cfg: TrainConfig, rank: int, world: int, device: torch.device) -> dict 
                 k: (v.to(device) if torch.is_tensor(v) else v)
                 for k, v in collate(enc, idx, tokenizer.pad_token_id).items()
             }
-            sync = world == 1 or micro == cfg.grad_accum - 1
-            with contextlib.nullcontext() if sync else step_module.no_sync():
+            # DDP all-reduces only the last micro-batch's gradients; FSDP reduce-scatters each one, so a
+            # rank never holds a full gradient
+            accumulate = world > 1 and not fsdp and micro < cfg.grad_accum - 1
+            with step_module.no_sync() if accumulate else contextlib.nullcontext():
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                     losses = step_module(**batch)
                     loss = combine(losses, cfg.alpha) / cfg.grad_accum
@@ -362,45 +455,47 @@ def _run(cfg: TrainConfig, rank: int, world: int, device: torch.device) -> dict 
             last["rationale"] = sums[1].item()
             last["total"] = cfg.alpha * last["label"] + (1 - cfg.alpha) * last["rationale"]
         state["last"] = last
-        if log_file:
-            rec = {
-                "step": state["step"],
-                "loss": last,
-                "lr": scheduler.get_last_lr()[0],
-                "grad_norm": float(grad_norm),
-            }
-            log_file.write(json.dumps(rec) + "\n")
-            log_file.flush()
+        rec = {
+            "step": state["step"],
+            "loss": last,
+            "lr": scheduler.get_last_lr()[0],
+            "grad_norm": sharding.as_float(grad_norm),
+        }
+        if val_rows and (
+            state["step"] == max_steps or (cfg.eval_every and state["step"] % cfg.eval_every == 0)
+        ):
+            rec["validation"] = {k: v for k, v in validate().items() if k in ("accuracy", "n")}
+        if run_log:
+            run_log.write(rec)
         if cfg.log_every and state["step"] % cfg.log_every == 0:
             rate = state["examples"] / max(state["runtime_s"], 1e-9)
             _log(
                 rank,
-                f"step {state['step']}/{max_steps} loss {last} lr {scheduler.get_last_lr()[0]:.2e} {rate:.1f} ex/s",
+                f"step {state['step']}/{max_steps} loss {last} lr {rec['lr']:.2e} {rate:.1f} ex/s",
             )
-        if cfg.eval_every and state["step"] % cfg.eval_every == 0 and state["step"] < max_steps:
-            validate()
         if cfg.stop_after and state["step"] >= cfg.stop_after and state["step"] < max_steps:
             save_checkpoint()
+            finish_log()
             _log(rank, f"stopped after step {state['step']} (--stop-after); continue with --resume")
             return None
-        if save_every and state["step"] % save_every == 0:
+        if save_every and state["step"] % save_every == 0 and state["step"] < max_steps:
             save_checkpoint()
-    if log_file:
-        log_file.close()
 
-    # -- the end: final validation, checkpoint, test with the best weights, metrics
+    # -- the end: checkpoint, final weights, test with the best weights, metrics, curves
     if val_rows and not any(h["step"] == state["step"] for h in state["history"]):
-        validate()
+        validate()  # a resumed run that had already taken its last step
     save_checkpoint()
-    if rank == 0:
-        model.save_pretrained(out / "final")
-        tokenizer.save_pretrained(out / "final")
+    save_pretrained(out / "final")
+    finish_log()
     best = state["best"]
     eval_model = model
     if best is not None and best["step"] != state["step"]:
-        eval_model = type(model).from_pretrained(out / "best").to(device)
+        if fsdp:  # the best weights go into the sharded model: no full copy per GPU
+            sharding.load_pretrained(model, out / "best")
+        else:
+            eval_model = type(model).from_pretrained(out / "best").to(device)
     test_m, test_records = (
-        evaluate(eval_model, tokenizer, test_rows, "test", cfg, device, bf16, rank, world)
+        evaluate(eval_model, tokenizer, test_rows, "test", cfg, device, bf16, rank, world, fsdp_root)
         if test_rows
         else ({}, [])
     )
@@ -425,6 +520,8 @@ def _run(cfg: TrainConfig, rank: int, world: int, device: torch.device) -> dict 
         "task": manifest.get("task"),
         "model": cfg.model,
         "world_size": world,
+        "strategy": cfg.strategy,
+        "parameters": params,  # per_rank: elements each process stores (a shard under FSDP)
         "device": str(device),
         "precision": "bf16" if bf16 else "fp32",
         "train": train,

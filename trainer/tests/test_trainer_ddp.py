@@ -1,51 +1,32 @@
-"""`torchrun --nproc_per_node 2` (gloo on CPU) trains the same model as one process with 2x accumulation."""
+"""`torchrun --nproc-per-node 2` (gloo on CPU) trains the same model as one process with 2x accumulation."""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import torch
 from safetensors.torch import load_file
 from sbs_trainer.cli import config_from_args
 from sbs_trainer.train import run
 
+from .conftest import DIST_ARGS
 from .helpers import train_args
 
 
-def test_two_process_ddp_matches_one_process(export_dir, tiny_model_dir, tmp_path):
-    extra = ["--max-steps", "3", "--batch-size", "2", "--eval-every", "2", "--max-target-len", "12"]
-    ddp_out, one_out = tmp_path / "ddp", tmp_path / "one"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        "-m",
-        "sbs_trainer",
-    ]
-    proc = subprocess.run(
-        cmd + train_args(export_dir, tiny_model_dir, ddp_out, *extra),
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.count('"steps": 3') == 1  # only rank 0 reports
+def _log(d) -> list[dict]:
+    return [json.loads(x) for x in (d / "train_log.jsonl").read_text().splitlines()]
+
+
+def test_two_process_ddp_matches_one_process(torchrun_runs, tiny_model_dir, tmp_path):
+    ddp_out, one_out = torchrun_runs["ddp"], tmp_path / "one"
+    assert torchrun_runs["stdout"].count('"steps": 4') == 3  # ddp, fsdp, fsdp resumed: only rank 0 reports
 
     # one process, each step accumulating the two micro-batches the two ranks took
-    run(config_from_args(train_args(export_dir, tiny_model_dir, one_out, *extra, "--grad-accum", "2")))
+    args = train_args(torchrun_runs["export"], tiny_model_dir, one_out, *DIST_ARGS, "--grad-accum", "2")
+    run(config_from_args(args))
 
-    logs = [
-        [json.loads(x) for x in (d / "train_log.jsonl").read_text().splitlines()] for d in (ddp_out, one_out)
-    ]
-    assert len(logs[0]) == len(logs[1]) == 3
+    logs = [_log(d) for d in (ddp_out, one_out)]
+    assert len(logs[0]) == len(logs[1]) == 4
     for a, b in zip(*logs, strict=True):
         for task in ("label", "rationale"):
             assert abs(a["loss"][task] - b["loss"][task]) < 1e-5
@@ -65,8 +46,9 @@ def test_two_process_ddp_matches_one_process(export_dir, tiny_model_dir, tmp_pat
 
     m = [json.loads((d / "metrics.json").read_text()) for d in (ddp_out, one_out)]
     assert m[0]["world_size"] == 2 and m[1]["world_size"] == 1
-    assert m[0]["train"]["examples_seen"] == m[1]["train"]["examples_seen"] == 12
+    assert m[0]["train"]["examples_seen"] == m[1]["train"]["examples_seen"] == 16
     assert m[0]["train"]["tokens_seen"] == m[1]["train"]["tokens_seen"]
-    assert m[0]["validation"]["n"] == m[0]["test"]["n"] == 4  # eval sharded over ranks, then gathered
+    assert m[0]["validation"]["n"] == 5 and m[0]["test"]["n"] == 3  # eval sharded over ranks, then gathered
+    assert m[0]["parameters"]["per_rank"] == [m[0]["parameters"]["total"]] * 2  # a full replica each
     preds = [(d / "predictions.jsonl").read_text() for d in (ddp_out, one_out)]
     assert len(preds[0].splitlines()) == 8
