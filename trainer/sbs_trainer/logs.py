@@ -84,14 +84,19 @@ class RunLog:
 
 def draw_curves(log_path: str | Path, png_path: str | Path) -> Path:
     """Label and rationale loss, learning rate and validation accuracy over steps, as one PNG."""
-    import matplotlib
+    fig = curves_figure(read_log(log_path))
+    png_path = Path(png_path)
+    fig.savefig(png_path, dpi=100)
+    return png_path
 
-    matplotlib.use("Agg")  # files only: no display, no network
-    import matplotlib.pyplot as plt
 
-    recs = read_log(log_path)
+def curves_figure(recs: list[dict]):
+    """The matplotlib Figure of `draw_curves` (three panels: losses, learning rate, validation accuracy)."""
+    from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend, nothing to close
+
     steps = [r["step"] for r in recs]
-    fig, (ax_loss, ax_lr, ax_acc) = plt.subplots(1, 3, figsize=(13, 3.6), constrained_layout=True)
+    fig = Figure(figsize=(13, 3.6), layout="constrained")
+    ax_loss, ax_lr, ax_acc = fig.subplots(1, 3)
     for task in ("label", "rationale", "total"):
         pts = [(r["step"], r["loss"][task]) for r in recs if task in r["loss"]]
         if pts:
@@ -116,10 +121,7 @@ def draw_curves(log_path: str | Path, png_path: str | Path) -> Path:
         ax.grid(alpha=0.3)
         if steps:
             ax.set_xlim(0, max(steps) + 1)
-    png_path = Path(png_path)
-    fig.savefig(png_path, dpi=100)
-    plt.close(fig)
-    return png_path
+    return fig
 
 
 def _positive(recs: list[dict]) -> bool:

@@ -34,6 +34,7 @@ def test_sbs_run_writes_metrics_and_predictions(export_dir, tiny_model_dir, tmp_
     assert [p["split"] for p in preds] == ["validation"] * 4 + ["test"] * 4
     assert {"example_id", "input", "prediction", "gold", "correct"} <= set(preds[0])
     assert (out / "best" / "config.json").is_file() and (out / "checkpoint" / "state.pt").is_file()
+    assert (out / "curves.png").is_file() and not (out / "checkpoint.tmp").exists()
 
 
 @pytest.mark.parametrize("mode", ["standard", "distill"])
@@ -90,6 +91,8 @@ def test_resume_equals_uninterrupted(export_dir, tmp_path):
     part = tmp_path / "part"
     assert run(config_from_args(train_args(export_dir, "tiny-t5", part, *extra, "--stop-after", "3"))) is None
     assert len(_losses(part)) == 3
+    with (part / "train_log.jsonl").open("a") as f:  # a step logged after the checkpoint, then killed
+        f.write(json.dumps({"step": 4, "loss": {"label": 9.0}, "lr": 0.0, "grad_norm": 0.0}) + "\n")
     m = run(config_from_args(train_args(export_dir, "tiny-t5", part, *extra, "--resume")))
     assert _losses(part) == _losses(full)
     a, b = load_file(full / "final" / "model.safetensors"), load_file(part / "final" / "model.safetensors")
