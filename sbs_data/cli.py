@@ -6,9 +6,14 @@ Python API mirrors the CLI.
 
 from __future__ import annotations
 
+import contextvars
+import dataclasses
+import inspect
 import json
 import sys
+import typing
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import wraps
 from pathlib import Path
 from typing import Annotated, Any
@@ -44,11 +49,13 @@ def _check_fmt(fmt: str) -> str:
 
 
 def friendly(fn: Callable) -> Callable:
-    """Print user errors as one clear line (no traceback) and exit 1."""
+    """Print user errors as one clear line (no traceback) and exit 1; `--db` may also come before the command."""
 
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
+            if "db" in kwargs and kwargs["db"] is None:
+                kwargs["db"] = _db_before_command()
             if "fmt" in kwargs:
                 _check_fmt(kwargs["fmt"])
             return fn(*args, **kwargs)
@@ -60,6 +67,59 @@ def friendly(fn: Callable) -> Callable:
             raise typer.Exit(130) from None
 
     return wrapper
+
+
+#: The --db given before the command (`sbs-data --db W versions`); set by the app callback on every call.
+_APP_DB: contextvars.ContextVar[Path | None] = contextvars.ContextVar("sbs_app_db", default=None)
+
+
+def _db_before_command() -> Path | None:
+    return _APP_DB.get()
+
+
+def options(group: type, param: str) -> Callable[[Callable], Callable]:
+    """Give a command the options declared once as the fields of dataclass `group` (each annotated with its
+    typer.Option, with its default), and hand the command one `group` instance as its parameter `param`.
+
+    Like sqlite-utils' shared click option decorators: a field added to the group is an option of every
+    command that uses it, declared and documented once.
+    """
+    hints = typing.get_type_hints(group, include_extras=True)
+    fields = dataclasses.fields(group)
+
+    def decorate(fn: Callable) -> Callable:
+        sig = inspect.signature(fn, eval_str=True)  # typer reads a set __signature__ as it is
+        own = list(sig.parameters.values())
+        at = [p.name for p in own].index(param)
+        positional = own[at].kind is not inspect.Parameter.KEYWORD_ONLY
+        added = [
+            inspect.Parameter(
+                f.name,
+                own[at].kind,
+                default=inspect.Parameter.empty if f.default is dataclasses.MISSING else f.default,
+                annotation=hints[f.name],
+            )
+            for f in fields
+        ]
+        clash = {f.name for f in fields} & {p.name for p in own}
+        if clash:
+            raise TypeError(f"{fn.__name__}: parameters {sorted(clash)} clash with {group.__name__}")
+        # Required options first: Python signatures cannot put a default before a non-default.
+        params = [*own[:at], *[p for p in added if p.default is inspect.Parameter.empty]]
+        params += [p for p in added if p.default is not inspect.Parameter.empty] + own[at + 1 :]
+        if positional and any(p.default is inspect.Parameter.empty for p in own[at + 1 :]):
+            raise TypeError(f"{fn.__name__}: put {param!r} after the parameters without a default")
+
+        @wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            kwargs[param] = group(**{f.name: kwargs.pop(f.name) for f in fields})
+            return fn(*args, **kwargs)
+
+        wrapper.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {p.name: p.annotation for p in params} | {"return": sig.return_annotation}
+        return wrapper
+
+    return decorate
 
 
 def info(msg: str) -> None:
@@ -80,7 +140,10 @@ def parse_pairs(pairs: list[str] | None, opt: str) -> dict[str, str]:
 @app.callback(invoke_without_command=True)
 def _main(
     version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+    db: Db = None,
 ) -> None:
+    """--db may come before the command too (`sbs-data --db W versions`); the command's own --db wins."""
+    _APP_DB.set(db)
     if version:
         typer.echo(__version__)
         raise typer.Exit()
@@ -326,63 +389,76 @@ BaseUrl = Annotated[
     list[str] | None,
     typer.Option("--base-url", help="API base URL; repeat to spread load over replicas (openai-compat)."),
 ]
-GenSplit = Annotated[str | None, typer.Option("--split", "-s", help="Only this split.")]
-GenLimit = Annotated[
-    int | None, typer.Option("--limit", help="Only the first N examples (in split, row order).")
-]
-Samples = Annotated[
-    int, typer.Option("--samples", "-k", help="Completions per example (each its own cache key).")
-]
-PromptFile = Annotated[
-    Path | None, typer.Option("--prompt", help="Prompt template file (.yaml or .txt with {input}).")
-]
-JsonMode = Annotated[bool, typer.Option("--json", help="Ask for {rationale, label} JSON and validate it.")]
-Temperature = Annotated[
-    float | None, typer.Option("--temperature", help="Default 0 (0.7 with --samples > 1).")
-]
-TopP = Annotated[float | None, typer.Option("--top-p")]
-MaxTokens = Annotated[int | None, typer.Option("--max-tokens", help="Completion token limit (default 256).")]
-Seed = Annotated[int | None, typer.Option("--seed", help="Sampling seed, where the provider supports one.")]
-Stop = Annotated[list[str] | None, typer.Option("--stop", help="Stop sequence (repeatable).")]
 
 
-def _gen_params(
-    temperature: float | None,
-    top_p: float | None,
-    max_tokens: int | None,
-    seed: int | None,
-    stop: list[str] | None,
-) -> dict:
-    return {
-        "temperature": temperature,
-        "top_p": top_p,
-        "max_tokens": max_tokens,
-        "seed": seed,
-        "stop": list(stop) if stop else None,
-    }
+@dataclass
+class PlanOptions:
+    """What `generate` asks, and so what `cache explain` must ask too: every field is a request ingredient.
+
+    Add an option here (a field annotated with its typer.Option) and both commands take it.
+    """
+
+    teacher: Teacher
+    base_url: BaseUrl = None
+    split: Annotated[str | None, typer.Option("--split", "-s", help="Only this split.")] = None
+    limit: Annotated[
+        int | None, typer.Option("--limit", help="Only the first N examples (in split, row order).")
+    ] = None
+    samples: Annotated[
+        int, typer.Option("--samples", "-k", help="Completions per example (each its own cache key).")
+    ] = 1
+    prompt: Annotated[
+        Path | None, typer.Option("--prompt", help="Prompt template file (.yaml or .txt with {input}).")
+    ] = None
+    json_mode: Annotated[
+        bool, typer.Option("--json", help="Ask for {rationale, label} JSON and validate it.")
+    ] = False
+    temperature: Annotated[
+        float | None, typer.Option("--temperature", help="Default 0 (0.7 with --samples > 1).")
+    ] = None
+    top_p: Annotated[float | None, typer.Option("--top-p")] = None
+    max_tokens: Annotated[
+        int | None, typer.Option("--max-tokens", help="Completion token limit (default 256).")
+    ] = None
+    seed: Annotated[
+        int | None, typer.Option("--seed", help="Sampling seed, where the provider supports one.")
+    ] = None
+    stop: Annotated[list[str] | None, typer.Option("--stop", help="Stop sequence (repeatable).")] = None
+
+    def params(self) -> dict[str, Any]:
+        """Sampling parameters, as `generate` and `explain` take them."""
+        return {
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "max_tokens": self.max_tokens,
+            "seed": self.seed,
+            "stop": list(self.stop) if self.stop else None,
+        }
+
+    def plan_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments shared by `sbs_data.generate.run.generate` and `explain`."""
+        return {
+            "base_urls": self.base_url or [],
+            "split": self.split,
+            "limit": self.limit,
+            "samples": self.samples,
+            "prompt_path": self.prompt,
+            "json_mode": self.json_mode,
+            "params": self.params(),
+        }
 
 
 @app.command()
 @friendly
+@options(PlanOptions, "plan")
 def generate(
     ref: Annotated[str, typer.Argument(help="Examples version to answer: NAME or NAME@N.")],
-    teacher: Teacher,
-    base_url: BaseUrl = None,
-    split: GenSplit = None,
-    limit: GenLimit = None,
-    samples: Samples = 1,
+    plan: PlanOptions,
     concurrency: Annotated[int, typer.Option("--concurrency", "-c", help="Requests in flight at most.")] = 64,
     rpm: Annotated[float | None, typer.Option("--rpm", help="Requests per minute at most.")] = None,
     tpm: Annotated[
         float | None, typer.Option("--tpm", help="Tokens per minute at most (estimated up front).")
     ] = None,
-    prompt: PromptFile = None,
-    json_mode: JsonMode = False,
-    temperature: Temperature = None,
-    top_p: TopP = None,
-    max_tokens: MaxTokens = None,
-    seed: Seed = None,
-    stop: Stop = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Render prompts, count requests, tokens and cost; call nothing.")
     ] = False,
@@ -438,14 +514,8 @@ def generate(
         res = do_generate(
             ws,
             ref,
-            teacher,
-            split=split,
-            limit=limit,
-            samples=samples,
-            prompt_path=prompt,
-            json_mode=json_mode,
-            params=_gen_params(temperature, top_p, max_tokens, seed, stop),
-            base_urls=base_url or [],
+            plan.teacher,
+            **plan.plan_kwargs(),
             settings=settings,
             dry_run=dry_run,
             offline=offline,
@@ -486,20 +556,10 @@ def cache_stats(db: Db = None, fmt: Fmt = "table") -> None:
 
 @cache_app.command("explain")
 @friendly
+@options(PlanOptions, "plan")
 def cache_explain(
     ref: Annotated[str, typer.Argument(help="Examples version, as given to generate.")],
-    teacher: Teacher,
-    base_url: BaseUrl = None,
-    split: GenSplit = None,
-    limit: GenLimit = None,
-    samples: Samples = 1,
-    prompt: PromptFile = None,
-    json_mode: JsonMode = False,
-    temperature: Temperature = None,
-    top_p: TopP = None,
-    max_tokens: MaxTokens = None,
-    seed: Seed = None,
-    stop: Stop = None,
+    plan: PlanOptions,
     rows: Annotated[int, typer.Option("--rows", help="Explain at most this many requests.")] = 20,
     all_: Annotated[bool, typer.Option("--all", help="Show hits too, not only misses.")] = False,
     db: Db = None,
@@ -509,20 +569,7 @@ def cache_explain(
     from sbs_data.generate.run import explain
 
     with Workspace.open(db, read_only=True) as ws:
-        out = explain(
-            ws,
-            ref,
-            teacher,
-            limit_rows=rows,
-            only_misses=not all_,
-            base_urls=base_url or [],
-            split=split,
-            limit=limit,
-            samples=samples,
-            prompt_path=prompt,
-            json_mode=json_mode,
-            params=_gen_params(temperature, top_p, max_tokens, seed, stop),
-        )
+        out = explain(ws, ref, plan.teacher, limit_rows=rows, only_misses=not all_, **plan.plan_kwargs())
     if not out and fmt == "table":
         info("every request is cached")
     emit(out, fmt, columns=["example_id", "sample_idx", "key", "status", "reason"])
@@ -800,73 +847,66 @@ def report(
 # ---------------------------------------------------------------------------------------------
 # Export / push
 
-_ShardFmt = Annotated[str, typer.Option("--format", "-f", help="Shard file format: parquet|jsonl.")]
-_Report = Annotated[str, typer.Option("--report", help=f"How to print the summary: {'|'.join(FORMATS)}.")]
-_MaxRows = Annotated[int, typer.Option("--max-rows-per-shard", help="Rows per shard file.")]
-_Splits = Annotated[
-    str | None, typer.Option("--splits", help="Comma-separated splits to export (default: all).")
-]
-_ValFrac = Annotated[
-    float | None,
-    typer.Option("--validation-fraction", help="Carve this fraction of train examples into validation."),
-]
-_Seed = Annotated[int, typer.Option("--seed", help="Seed of the validation carve.")]
-_LabelSrc = Annotated[str, typer.Option("--label-source", help="Training label: gold|teacher.")]
-_DropCont = Annotated[
-    bool, typer.Option("--drop-contaminated", help="Drop train rows overlapping validation/test inputs.")
-]
-_License = Annotated[
-    str | None, typer.Option("--license", help="Card licence id (default: the task's source licence).")
-]
 
+@dataclass
+class ExportOptions:
+    """How a version becomes shards: shared by `export` and `push` (the arguments of `export.shards.export`)."""
 
-def _export_opts(fmt_, max_rows, splits, val_frac, seed, label_source, drop_cont, license_) -> dict[str, Any]:
-    return {
-        "file_format": fmt_,
-        "max_rows_per_shard": max_rows,
-        "splits": [s for s in (splits or "").split(",") if s.strip()] or None,
-        "validation_fraction": val_frac,
-        "seed": seed,
-        "label_source": label_source,
-        "drop_contaminated": drop_cont,
-        "license": license_,
-    }
+    shard_format: Annotated[str, typer.Option("--shard-format", help="Shard file format: parquet|jsonl.")] = (
+        "parquet"
+    )
+    max_rows_per_shard: Annotated[int, typer.Option("--max-rows-per-shard", help="Rows per shard file.")] = (
+        50_000
+    )
+    splits: Annotated[
+        str | None, typer.Option("--splits", help="Comma-separated splits to export (default: all).")
+    ] = None
+    validation_fraction: Annotated[
+        float | None,
+        typer.Option("--validation-fraction", help="Carve this fraction of train examples into validation."),
+    ] = None
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the validation carve.")] = 0
+    label_source: Annotated[str, typer.Option("--label-source", help="Training label: gold|teacher.")] = (
+        "gold"
+    )
+    drop_contaminated: Annotated[
+        bool, typer.Option("--drop-contaminated", help="Drop train rows overlapping validation/test inputs.")
+    ] = False
+    license: Annotated[
+        str | None, typer.Option("--license", help="Card licence id (default: the task's source licence).")
+    ] = None
+
+    def kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of `sbs_data.export.shards.export`."""
+        return {
+            "file_format": self.shard_format,
+            "max_rows_per_shard": self.max_rows_per_shard,
+            "splits": [s for s in (self.splits or "").split(",") if s.strip()] or None,
+            "validation_fraction": self.validation_fraction,
+            "seed": self.seed,
+            "label_source": self.label_source,
+            "drop_contaminated": self.drop_contaminated,
+            "license": self.license,
+        }
 
 
 @app.command()
 @friendly
+@options(ExportOptions, "opts")
 def export(
     ref: Annotated[str, typer.Argument(help="NAME or NAME@N to export.")],
     out: Annotated[
         Path, typer.Option("--out", "-o", help="Folder to write (replaced if it holds an earlier export).")
     ],
-    file_format: _ShardFmt = "parquet",
-    max_rows_per_shard: _MaxRows = 50_000,
-    splits: _Splits = None,
-    validation_fraction: _ValFrac = None,
-    seed: _Seed = 0,
-    label_source: _LabelSrc = "gold",
-    drop_contaminated: _DropCont = False,
-    license_: _License = None,
+    opts: ExportOptions,
     db: Db = None,
-    report: _Report = "table",
+    fmt: Fmt = "table",
 ) -> None:
     """Write shards (parquet/jsonl) + manifest.json + a Hugging Face dataset card for a version."""
     from sbs_data.export.shards import export as do_export
 
-    _check_fmt(report)
-    opts = _export_opts(
-        file_format,
-        max_rows_per_shard,
-        splits,
-        validation_fraction,
-        seed,
-        label_source,
-        drop_contaminated,
-        license_,
-    )
     with Workspace.open(db) as ws:
-        res = do_export(ws, ref, out, **opts)
+        res = do_export(ws, ref, out, **opts.kwargs())
     cont = res.manifest["contamination"]
     if cont.get("flagged_rows"):
         info(
@@ -878,12 +918,13 @@ def export(
             )
             + "; details in manifest.json"
         )
-    emit(res.summary_rows(), report)
+    emit(res.summary_rows(), fmt)
     info(f"load it: python -c \"import datasets; print(datasets.load_dataset('{res.out}'))\"")
 
 
 @app.command()
 @friendly
+@options(ExportOptions, "opts")
 def push(
     ref: Annotated[str, typer.Argument(help="NAME or NAME@N to push.")],
     repo: Annotated[str, typer.Option("--repo", help="Hub dataset repo ORG/NAME (created if missing).")],
@@ -899,35 +940,14 @@ def push(
         typer.Option("--from-export", help="Upload this existing export folder instead of exporting."),
     ] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Keep the export in this folder.")] = None,
-    file_format: _ShardFmt = "parquet",
-    max_rows_per_shard: _MaxRows = 50_000,
-    splits: _Splits = None,
-    validation_fraction: _ValFrac = None,
-    seed: _Seed = 0,
-    label_source: _LabelSrc = "gold",
-    drop_contaminated: _DropCont = False,
-    license_: _License = None,
+    *,
+    opts: ExportOptions,
     db: Db = None,
-    report: _Report = "table",
+    fmt: Fmt = "table",
 ) -> None:
     """Export and upload a version to the Hugging Face Hub in one commit, tag it, record it (token: HF_TOKEN or login)."""
     from sbs_data.export.hub import push as do_push
 
-    _check_fmt(report)
-    opts = (
-        {}
-        if from_export
-        else _export_opts(
-            file_format,
-            max_rows_per_shard,
-            splits,
-            validation_fraction,
-            seed,
-            label_source,
-            drop_contaminated,
-            license_,
-        )
-    )
     with Workspace.open(db) as ws:
         res = do_push(
             ws,
@@ -939,9 +959,9 @@ def push(
             from_export=from_export,
             out=out,
             log=info,
-            **opts,
+            **({} if from_export else opts.kwargs()),
         )
-    emit([res.as_row()], report)
+    emit([res.as_row()], fmt)
 
 
 def main() -> None:  # pragma: no cover - console entry

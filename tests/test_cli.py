@@ -86,3 +86,48 @@ def test_db_from_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("SBS_DB", str(tmp_path / "env.duckdb"))
     run("init")
     assert (tmp_path / "env.duckdb").exists()
+
+
+def test_db_before_the_command_and_after_wins(db, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no ./sbs.duckdb to fall back on
+    monkeypatch.delenv("SBS_DB", raising=False)
+    rows = json.loads(run("--db", db, "versions", "-f", "json").stdout)
+    assert [r["ref"] for r in rows] == ["mini@1", "mini-palm@1"]
+    other = str(tmp_path / "other.duckdb")
+    run("--db", other, "init")
+    assert json.loads(run("--db", other, "versions", "--db", db, "-f", "json").stdout)[0]["ref"] == "mini@1"
+    r = run("--db", db, "versions", "--db", other, "-f", "json")
+    assert json.loads(r.stdout) == []
+    assert "openai" not in run("--db", db, "cache", "stats", "-f", "json").stdout  # sub-apps see it too
+    r = run("--db", str(tmp_path / "missing.duckdb"), "tables", ok=False)
+    assert r.exit_code == 1 and "missing.duckdb: no workspace here" in r.output
+
+
+def test_option_groups_are_declared_once():
+    """export/push share ExportOptions, generate/cache explain share PlanOptions: the same flags, once."""
+    import typer.main
+
+    cmd = typer.main.get_command(app)
+
+    def flags(*path: str) -> set[str]:
+        c = cmd
+        for p in path:
+            c = c.commands[p]
+        return {o for p in c.params if p.param_type_name == "option" for o in p.opts}
+
+    export_flags = {"--shard-format", "--max-rows-per-shard", "--splits", "--validation-fraction", "--seed"}
+    export_flags |= {"--label-source", "--drop-contaminated", "--license", "--format", "--db"}
+    assert export_flags <= flags("export") and export_flags <= flags("push")
+    assert "--report" not in flags("export") | flags("push")
+    plan = {"--teacher", "--base-url", "--split", "--limit", "--samples", "--prompt", "--json"}
+    plan |= {"--temperature", "--top-p", "--max-tokens", "--seed", "--stop"}
+    assert plan <= flags("generate") and plan <= flags("cache", "explain")
+    assert "--concurrency" in flags("generate") and "--concurrency" not in flags("cache", "explain")
+
+
+def test_export_format_is_the_output_format(db, tmp_path):
+    out = tmp_path / "exp"
+    r = run("export", "mini-palm", "--out", str(out), "--db", db, "--shard-format", "jsonl", "-f", "json")
+    summary = json.loads(r.stdout[r.stdout.index("[") :])
+    assert {s["split"] for s in summary} == {"train", "test"}
+    assert sorted(p.suffix for p in out.rglob("part-*")) == [".jsonl", ".jsonl"]

@@ -288,7 +288,7 @@ def test_cli_export(tmp_path):
             str(tmp_path / "o"),
             "--db",
             str(db),
-            "--report",
+            "--format",
             "json",
             "--validation-fraction",
             "0.25",
@@ -299,9 +299,9 @@ def test_cli_export(tmp_path):
     summary = json.loads(r.stdout[start : r.stdout.rindex("]") + 1])
     assert {s["split"]: s["rows"] for s in summary} == {"train": 3, "validation": 1, "test": 2}
     r = CliRunner().invoke(
-        app, ["export", gen.ref, "--out", str(tmp_path / "o"), "--db", str(db), "--format", "csv"]
+        app, ["export", gen.ref, "--out", str(tmp_path / "o"), "--db", str(db), "--shard-format", "csv"]
     )
-    assert r.exit_code == 1 and "--format must be one of parquet, jsonl" in r.output
+    assert r.exit_code == 1 and "--shard-format must be one of parquet, jsonl" in r.output
 
 
 def test_export_is_fast_on_many_rows(ws, tmp_path):

@@ -60,7 +60,7 @@ def run_push(
         REPO,
         "--db",
         str(db),
-        "--report",
+        "--format",
         "json",
         *args,
     ]

@@ -444,7 +444,7 @@ def export(
 ) -> ExportResult:
     """Write `ref` as validated shards + manifest + dataset card into `out` (replacing a previous export there)."""
     if file_format not in FILE_FORMATS:
-        raise SbsError(f"--format must be one of {', '.join(FILE_FORMATS)}, not {file_format!r}")
+        raise SbsError(f"--shard-format must be one of {', '.join(FILE_FORMATS)}, not {file_format!r}")
     if label_source not in LABEL_SOURCES:
         raise SbsError(f"--label-source must be gold or teacher, not {label_source!r}")
     if max_rows_per_shard < 1:
