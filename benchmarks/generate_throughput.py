@@ -163,7 +163,7 @@ def main() -> None:
         for r in range(args.rounds):
             ws = make_workspace(tmp / f"a{r}.duckdb", args.n)
             teacher = OpenAITeacher("gpt-4o-mini", base_url=url + "/v1")
-            kwargs_list = [teacher.build_kwargs(it.req) for it in plan(ws, "bench", teacher).items]
+            kwargs_list = [teacher.build_kwargs(it.req) for it in plan(ws, "bench", teacher).misses(ws)]
             control(url, "faults", {})
             el_bare = asyncio.run(bare_sdk(url, kwargs_list, args.concurrency, "aiohttp"))
             el_post = asyncio.run(bare_sdk(url, kwargs_list, args.concurrency, "aiohttp", "post"))

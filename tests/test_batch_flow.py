@@ -10,8 +10,8 @@ from generate_helpers import FAKE_KEY, cqa_examples, fast, gen_rows, question, s
 
 from sbs_data import SbsError
 from sbs_data.generate import batch as B
-from sbs_data.generate.cost import price_for
 from sbs_data.generate.run import generate
+from sbs_data.teachers.models import facts_for
 
 PROVIDERS = ["openai", "anthropic"]
 
@@ -38,7 +38,7 @@ def test_clean_batch_same_keys_as_online_and_batch_price(ws, server, provider): 
     assert len(rows) == 10 and all(r[2] == "ok" and r[3] == "alpha" for r in rows)
     # cost: the batch price (half the online price here)
     t = TEACHERS[provider].split(":", 1)
-    price = price_for(*t)
+    price = facts_for(*t)
     for pt, ct, cost in ws.all("SELECT prompt_tokens, completion_tokens, cost_usd FROM sbs_cache"):
         assert cost == pytest.approx(price.cost(pt, ct) * 0.5) and cost > 0
     # same cache keys as online: an online rerun calls nothing and returns the very same version

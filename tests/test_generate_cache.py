@@ -176,7 +176,7 @@ def test_keys_never_reach_the_workspace_or_output(tmp_path, server, monkeypatch)
     r = runner.invoke(
         app, ["generate", "toy", "--teacher", "openai:gpt-4o", "--db", str(db), "--backoff", "0.01"]
     )
-    assert r.exit_code == 1 and "authentication failing" in r.output and "sk-wrong-key" not in r.output
+    assert r.exit_code == 1 and "check the API key" in r.output and "sk-wrong-key" not in r.output
     ws = Workspace.open(db)
     assert ws.one("SELECT count(*) FROM sbs_failures WHERE kind = 'auth'") >= 2
     ws.con.execute("CHECKPOINT")

@@ -12,7 +12,7 @@ lives for hours while the process that submitted it may exit any number of times
 * `collect` polls, downloads ended jobs into the cache / failures tables (one transaction per job, then the
   job is 'collected': never downloaded again), re-submits failed and expired requests in a follow-up round
   (bounded by max_rounds), and once every request is answered or permanently failed builds the generation
-  version with the online engine's own `_build_version`.
+  version with the same `build.build_version` as online mode.
 """
 
 from __future__ import annotations
@@ -23,15 +23,18 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from types import SimpleNamespace
 from typing import Any
 
 from sbs_data import SbsError
 from sbs_data.generate import cache as cache_mod
-from sbs_data.generate.cost import Price, price_for
+from sbs_data.generate.answer import Answer, Failure
+from sbs_data.generate.build import GenerateResult, build_version
 from sbs_data.generate.parse import parse
-from sbs_data.teachers.base import Teacher, TeacherError, parse_spec, redact
-from sbs_data.teachers.batch import RETRYABLE_KINDS, BatchAPI, BatchInfo, batch_api
+from sbs_data.generate.plan import Item, Plan, plan
+from sbs_data.teachers.base import Teacher, TeacherError, redact
+from sbs_data.teachers.batch import RETRYABLE_KINDS, BatchAPI, BatchInfo
+from sbs_data.teachers.models import estimate_tokens
+from sbs_data.teachers.registry import batch_api, parse_spec
 from sbs_data.workspace import Workspace, config_hash
 
 OPEN_STATES = ("submitting", "submitted", "ended")
@@ -77,7 +80,7 @@ def _update_job(ws: Workspace, job_id: str, **fields: Any) -> None:
     fields["updated_at"] = _now()
     sets = ", ".join(f"{k} = ?" for k in fields)
     with ws.transaction():
-        ws.con.execute(f"UPDATE sbs_batches SET {sets} WHERE job_id = ?", [*fields.values(), job_id])
+        ws.execute(f"UPDATE sbs_batches SET {sets} WHERE job_id = ?", [*fields.values(), job_id])
 
 
 def _job_keys(ws: Workspace, job_id: str) -> list[str]:
@@ -132,16 +135,19 @@ class _Ctx:
     plan: Any
     teacher: Teacher
     api: BatchAPI
-    price: Price | None
-    items: dict[str, Any]  # key -> Item (first of duplicates)
+    items: dict[str, Item]  # key -> Item (first of duplicates); a batch run holds its requests in memory
 
 
 def _context(ws: Workspace, run_id: str, settings: BatchSettings, api: BatchAPI | None = None) -> _Ctx:
-    from sbs_data.generate.run import plan
-
     r = _run_row(ws, run_id)
     a = r["args"]
-    teacher = parse_spec(r["teacher"], base_urls=[a["base_url"]] if a.get("base_url") else (), ws=ws)
+    teacher = parse_spec(
+        r["teacher"],
+        base_urls=[a["base_url"]] if a.get("base_url") else (),
+        ws=ws,
+        prompt_cache=a.get("prompt_cache", True),
+        prices_path=a.get("prices_path"),
+    )
     p = plan(
         ws,
         r["source"],
@@ -158,11 +164,19 @@ def _context(ws: Workspace, run_id: str, settings: BatchSettings, api: BatchAPI 
             f"batch run {run_id}: the requests no longer render as submitted (prompt file "
             f"{a.get('prompt_path') or p.prompt.source} or the examples changed); restore it, or cancel the run"
         )
-    items: dict[str, Any] = {}
-    for it in p.items:
-        items.setdefault(it.key, it)
-    price = price_for(teacher.provider, teacher.model, a.get("prices_path"))
-    return _Ctx(r, p, teacher, api or batch_api(teacher, settings.call_timeout), price, items)
+    return _Ctx(r, p, teacher, api or batch_api(teacher, settings.call_timeout), _all_items(ws, p))
+
+
+def _all_items(ws: Workspace, p: Plan) -> dict[str, Item]:
+    """Every request of the plan by key (the first of duplicates), rendered in Python."""
+    items: dict[str, Item] = {}
+    src, sp = p._source(ws)
+    for batch in ws.batches(f"SELECT example_id, split, choices, input_text FROM ({src})", sp):
+        for e, s_, c, t in zip(*batch.to_pydict().values()):
+            for k in range(p.samples):
+                it = p.item(e, s_, c, t, k)
+                items.setdefault(it.key, it)
+    return items
 
 
 def _plan_hash(config: dict) -> str:
@@ -207,7 +221,7 @@ def submit_round(ws: Workspace, ctx: _Ctx, round_: int, items: list[Any], s: Bat
     with ws.transaction():
         for i, (its, lines, size) in enumerate(parts):
             job_id = f"sbs-{run_id}-r{round_}-p{i}"
-            ws.con.execute(
+            ws.execute(
                 "INSERT INTO sbs_batches (job_id, run_id, provider, model, round, part, state, n_requests, bytes, "
                 "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, 'submitting', ?, ?, ?, ?)",
                 [
@@ -239,11 +253,7 @@ def submit_round(ws: Workspace, ctx: _Ctx, round_: int, items: list[Any], s: Bat
                     "sample_idx": pl.Int32,
                 },
             )
-            ws.con.register("_sbs_batch_reqs", df)
-            try:
-                ws.con.execute("INSERT INTO sbs_batch_requests SELECT * FROM _sbs_batch_reqs")
-            finally:
-                ws.con.unregister("_sbs_batch_reqs")
+            ws.insert_frame("sbs_batch_requests", df)
             jobs.append((job_id, lines))
     for job_id, lines in jobs:
         job = {"job_id": job_id, "run_id": run_id, "created_at": now, "n_requests": len(lines)}
@@ -330,22 +340,31 @@ def resume(ws: Workspace, ctx: _Ctx, s: BatchSettings) -> int:
 
 def submit(
     ws: Workspace,
-    p: Any,
+    p: Plan,
     teacher: Teacher,
-    misses: list[Any],
     *,
     out_name: str,
     summary: dict[str, Any],
     args: dict[str, Any],
-    price: Price | None,
+    max_usd: float | None = None,
     settings: BatchSettings | None = None,
     command: str = "generate --mode batch",
     api: BatchAPI | None = None,
-) -> Any:
+) -> GenerateResult:
     """`generate --mode batch`: record and submit the plan's misses; returns a GenerateResult (no version yet)."""
-    from sbs_data.generate.run import GenerateResult
-
     s = settings or BatchSettings()
+    misses = list(p.misses(ws))
+    if max_usd is not None:  # a batch cannot stop midway: check the worst case before sending anything
+        worst = teacher.facts.cost(
+            sum(estimate_tokens(it.req.prompt_chars) for it in misses),
+            sum(int(it.req.params.get("max_tokens") or 0) for it in misses),
+            batch=True,
+        )
+        if worst is not None and worst > max_usd:
+            raise SbsError(
+                f"--max-usd {max_usd:g}: a batch cannot stop midway and may cost up to ${worst:.4f} "
+                "(at most max_tokens per answer); raise the limit, lower --limit, or use online mode"
+            )
     api = api or batch_api(teacher, s.call_timeout)
     chash = _plan_hash(p.config)
     same = ws.all(
@@ -367,7 +386,7 @@ def submit(
     run_id = ws.start_run(command)
     stored = {**args, "base_url": _storable_url(getattr(teacher, "base_url", None))}
     with ws.transaction():
-        ws.con.execute(
+        ws.execute(
             "INSERT INTO sbs_batch_runs (run_id, provider, model, teacher, source, out_name, args, config_hash, "
             "requests, max_rounds, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
@@ -379,22 +398,17 @@ def submit(
                 out_name,
                 json.dumps(stored, default=str),
                 chash,
-                len(p.items),
+                p.total,
                 max(1, s.max_rounds),
                 _now(),
             ],
         )
-    items = {}
-    for it in p.items:
-        items.setdefault(it.key, it)
-    ctx = _Ctx(_run_row(ws, run_id), p, teacher, api, price, items)
+    ctx = _Ctx(_run_row(ws, run_id), p, teacher, api, {it.key: it for it in misses})
     try:
         job_ids = submit_round(ws, ctx, 0, todo, s) if todo else []
     finally:
         api.close()
-    ws.finish_run(
-        run_id, "submitted", {"requests": len(p.items), "submitted": len(todo), "jobs": len(job_ids)}
-    )
+    ws.finish_run(run_id, "submitted", {"requests": p.total, "submitted": len(todo), "jobs": len(job_ids)})
     summary.update(
         mode="batch",
         run=run_id,
@@ -466,20 +480,16 @@ def _collect_job(ws: Workspace, ctx: _Ctx, job: dict) -> dict[str, int]:
 
     def fail(key: str, kind: str, status: int | None, msg: str | None) -> None:
         it = ctx.items.get(key)
-        failures.append(
-            {
-                "cache_key": key,
-                "provider": t.provider,
-                "model": t.model,
-                "example_id": it.example_id if it else None,
-                "sample_idx": it.sample_idx if it else None,
-                "kind": kind,
-                "status": status,
-                "error": redact(msg, ctx.api.secrets),
-                "attempts": round_ + 1,
-                "run_id": run_id,
-            }
+        f = Failure(
+            key,
+            kind,
+            redact(msg, ctx.api.secrets) or "",
+            status,
+            round_ + 1,
+            it.example_id if it else None,
+            it.sample_idx if it else None,
         )
+        failures.append(cache_mod.failure_row(f, t, run_id))
         counts[kind if kind in ("expired", "canceled") else "errored"] += 1
 
     for r in ctx.api.results(info):
@@ -496,27 +506,15 @@ def _collect_job(ws: Workspace, ctx: _Ctx, job: dict) -> dict[str, int]:
             if why is not None:  # like online mode: invalid structured output is asked again (bounded)
                 fail(r.key, "invalid_output", None, f"invalid structured output: {why}")
                 continue
-        answers.append(
-            {
-                "cache_key": r.key,
-                "provider": t.provider,
-                "endpoint": t.endpoint,
-                "model": t.model,
-                "subject": it.subject,
-                "request": it.ing,
-                "text": resp.text,
-                "finish_reason": resp.finish_reason,
-                "prompt_tokens": resp.prompt_tokens,
-                "completion_tokens": resp.completion_tokens,
-                "request_id": resp.request_id,
-                "latency_ms": None,
-                "cost_usd": ctx.price.cost(resp.prompt_tokens, resp.completion_tokens, batch=True)
-                if ctx.price
-                else None,
-                "attempts": round_ + 1,
-                "run_id": run_id,
-            }
+        cost = t.facts.cost(
+            resp.prompt_tokens,
+            resp.completion_tokens,
+            resp.cached_tokens or 0,
+            resp.cache_write_tokens or 0,
+            batch=True,
         )
+        a = Answer.from_response(r.key, resp, latency_ms=None, cost_usd=cost, attempts=round_ + 1)
+        answers.append(cache_mod.answer_row(a, t, subject=it.subject, request=it.ing, run_id=run_id))
         counts["succeeded"] += 1
     status = (job["provider_status"] or "").lower()
     for key in sorted(keys - seen):
@@ -563,7 +561,7 @@ def _advance(ws: Workspace, ctx: _Ctx, s: BatchSettings) -> str:
     jobs = _jobs(ws, run_id)
     if any(j["state"] in OPEN_STATES for j in jobs):
         return "pending"
-    cached = cache_mod.lookup(ws.con, list(ctx.items))
+    cached = cache_mod.present(ws, list(ctx.items))
     unresolved = [k for k in ctx.items if k not in cached]
     elsewhere = _pending_keys(ws, exclude_run=run_id) & set(unresolved)
     if elsewhere:
@@ -574,19 +572,23 @@ def _advance(ws: Workspace, ctx: _Ctx, s: BatchSettings) -> str:
     if retry and ctx.run["status"] == "open" and next_round < ctx.run["max_rounds"]:
         submit_round(ws, ctx, next_round, [ctx.items[k] for k in retry], s)
         return "resubmitted"
-    _finish(ws, ctx, cached, fails)
+    _finish(ws, ctx)
     return "done"
 
 
-def _finish(ws: Workspace, ctx: _Ctx, cached: dict, fails: dict) -> None:
-    from sbs_data.generate.run import _build_version
-
+def _finish(ws: Workspace, ctx: _Ctx) -> None:
+    """Build the version (its own transaction; a rerun after a crash finds it unchanged), then close the run."""
     run_id = ctx.run["run_id"]
     cancelled = ctx.run["status"] == "cancelled"
-    engine = SimpleNamespace(failures=fails, stop_reason="batch run cancelled" if cancelled else None)
+    v, by_status = build_version(
+        ws,
+        ctx.plan,
+        ctx.run["out_name"],
+        run_id=run_id,
+        stop_reason="batch run cancelled" if cancelled else None,
+    )
     with ws.transaction():
-        v, by_status = _build_version(ws, ctx.plan, ctx.run["out_name"], cached, engine, run_id)
-        ws.con.execute(
+        ws.execute(
             "UPDATE sbs_batch_runs SET status = ?, version_id = ?, finished_at = ? WHERE run_id = ?",
             ["cancelled" if cancelled else "done", v.version_id, _now(), run_id],
         )
@@ -594,7 +596,7 @@ def _finish(ws: Workspace, ctx: _Ctx, cached: dict, fails: dict) -> None:
     ws.finish_run(
         run_id,
         "stopped" if cancelled else "ok",
-        {"requests": len(ctx.plan.items), "version": v.ref, "spent_usd": spent, **by_status},
+        {"requests": ctx.plan.total, "version": v.ref, "spent_usd": spent, **by_status},
     )
     ctx.run.update(version_id=v.version_id, status="cancelled" if cancelled else "done")
 
@@ -724,7 +726,7 @@ def cancel(
     out = []
     for run_id in runs:
         with ws.transaction():
-            ws.con.execute(
+            ws.execute(
                 "UPDATE sbs_batch_runs SET status = 'cancelled' WHERE run_id = ? AND version_id IS NULL",
                 [run_id],
             )

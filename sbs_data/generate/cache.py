@@ -8,13 +8,17 @@ index (plus adapter extras, e.g. replay's example id). API keys and base URLs ar
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import polars as pl
 
+from sbs_data.generate.answer import Answer, Failure, storable
 from sbs_data.teachers.base import Request, Teacher
 
 KEY_VERSION = 1
@@ -64,37 +68,48 @@ def subject_of(input_text: str) -> str:
 
 
 # -- lookup ---------------------------------------------------------------------------------------
-def lookup(con: Any, keys: list[str]) -> dict[str, tuple]:
-    """{key: (text, finish_reason, prompt_tokens, completion_tokens, latency_ms, cost_usd)} for cached keys."""
+def present(ws: Any, keys: list[str]) -> set[str]:
+    """The keys among `keys` that have an answer (through a cursor of its own: safe while a writer runs)."""
+    if not keys:
+        return set()
+    out: set[str] = set()
+    for batch in ws.batches(
+        "SELECT cache_key FROM sbs_cache WHERE cache_key IN (SELECT unnest(?::VARCHAR[]))", [list(set(keys))]
+    ):
+        out.update(batch.column(0).to_pylist())
+    return out
+
+
+def texts(ws: Any, keys: list[str]) -> dict[str, str | None]:
+    """{key: completion text} for the cached keys among `keys`."""
     if not keys:
         return {}
-    con.execute("SELECT 1").fetchall()
-    # polars, not pyarrow: building the first pyarrow table in a process costs ~0.4 s of lazy imports
-    con.register("_sbs_keys", pl.DataFrame({"cache_key": list(set(keys))}, schema={"cache_key": pl.Utf8}))
-    try:
-        rows = con.execute(
-            "SELECT c.cache_key, c.text, c.finish_reason, c.prompt_tokens, c.completion_tokens, c.latency_ms, c.cost_usd "
-            "FROM sbs_cache c JOIN _sbs_keys k USING (cache_key)"
-        ).fetchall()
-    finally:
-        con.unregister("_sbs_keys")
-    return {r[0]: r[1:] for r in rows}
+    rows = ws.all(
+        "SELECT cache_key, text FROM sbs_cache WHERE cache_key IN (SELECT unnest(?::VARCHAR[]))",
+        [list(set(keys))],
+    )
+    return dict(rows)
 
 
 # -- the durable writer ---------------------------------------------------------------------------
 _CACHE_COLS = (
     "cache_key provider endpoint model subject request text finish_reason prompt_tokens completion_tokens "
-    "request_id latency_ms cost_usd attempts run_id"
+    "cached_tokens cache_write_tokens reasoning_tokens request_id latency_ms cost_usd attempts run_id repaired"
 ).split()
+_INT = pl.Int32
 _CACHE_TYPES = {
-    "prompt_tokens": pl.Int32,
-    "completion_tokens": pl.Int32,
-    "attempts": pl.Int32,
+    "prompt_tokens": _INT,
+    "completion_tokens": _INT,
+    "cached_tokens": _INT,
+    "cache_write_tokens": _INT,
+    "reasoning_tokens": _INT,
+    "attempts": _INT,
     "latency_ms": pl.Float64,
     "cost_usd": pl.Float64,
+    "repaired": pl.Boolean,
 }
 _FAIL_COLS = "cache_key provider model example_id sample_idx kind status error attempts run_id".split()
-_FAIL_TYPES = {"sample_idx": pl.Int32, "status": pl.Int32, "attempts": pl.Int32}
+_FAIL_TYPES = {"sample_idx": _INT, "status": _INT, "attempts": _INT}
 
 
 def _table(rows: list[dict], cols: list[str], types: dict[str, Any]) -> pl.DataFrame:
@@ -103,55 +118,117 @@ def _table(rows: list[dict], cols: list[str], types: dict[str, Any]) -> pl.DataF
     )
 
 
+def answer_row(
+    a: Answer, teacher: Teacher, *, subject: str | None, request: str | None, run_id: str | None
+) -> dict:
+    """A cache row: the answer plus who answered what (never keys)."""
+    return {
+        **a.as_row(),
+        "provider": teacher.provider,
+        "endpoint": teacher.endpoint,
+        "model": teacher.model,
+        "subject": subject,
+        "request": request,
+        "run_id": run_id,
+    }
+
+
+def failure_row(f: Failure, teacher: Teacher, run_id: str | None) -> dict:
+    return {**f.as_row(), "provider": teacher.provider, "model": teacher.model, "run_id": run_id}
+
+
 def write(ws: Any, answers: list[dict], failures: list[dict]) -> None:
-    """Store answers (INSERT OR IGNORE on the key: an answer is never replaced) and failures, in one
+    """Store answer rows (INSERT OR IGNORE on the key: an answer is never replaced) and failure rows, in one
     transaction (joining the caller's, when there is one). Used by the online writer and batch collect."""
-    con = ws.con
     with ws.transaction():
         if answers:
-            con.register("_sbs_cache_batch", _table(answers, _CACHE_COLS, _CACHE_TYPES))
-            try:
-                con.execute(
-                    f"INSERT OR IGNORE INTO sbs_cache ({', '.join(_CACHE_COLS)}) "
-                    f"SELECT {', '.join(_CACHE_COLS)} FROM _sbs_cache_batch"
+            for r in answers:  # the last line of defence: a text DuckDB cannot hold must not lose the batch
+                if r.get("text") is not None:
+                    fixed, changed = storable(r["text"])
+                    if changed:
+                        r["text"], r["repaired"] = fixed, True
+            with ws.registered("_sbs_cache_batch", _table(answers, _CACHE_COLS, _CACHE_TYPES)) as t:
+                ws.execute(
+                    f"INSERT OR IGNORE INTO sbs_cache ({', '.join(_CACHE_COLS)}) SELECT {', '.join(_CACHE_COLS)} FROM {t}"
                 )
-            finally:
-                con.unregister("_sbs_cache_batch")
         if failures:
-            con.register("_sbs_fail_batch", _table(failures, _FAIL_COLS, _FAIL_TYPES))
-            try:
-                con.execute(
-                    f"INSERT INTO sbs_failures ({', '.join(_FAIL_COLS)}) SELECT {', '.join(_FAIL_COLS)} FROM _sbs_fail_batch"
+            with ws.registered("_sbs_fail_batch", _table(failures, _FAIL_COLS, _FAIL_TYPES)) as t:
+                ws.execute(
+                    f"INSERT INTO sbs_failures ({', '.join(_FAIL_COLS)}) SELECT {', '.join(_FAIL_COLS)} FROM {t}"
                 )
-            finally:
-                con.unregister("_sbs_fail_batch")
+
+
+# -- the journal: answers survive kill -9 from the moment they arrive ------------------------------
+def journal_dir(ws: Any) -> Path:
+    return Path(f"{ws.path}.journal")
+
+
+def replay_journals(ws: Any) -> int:
+    """Fold answers journaled by runs that died before their cache commit into the cache, then remove the
+    journals. A torn last line (killed mid-write) is skipped. Returns the number of answers recovered."""
+    d = journal_dir(ws)
+    if not d.is_dir():
+        return 0
+    n = 0
+    for f in sorted(d.glob("*.jsonl")):
+        rows = []
+        with open(f, "rb") as fh:
+            for line in fh:
+                try:
+                    rows.append(json.loads(line))
+                except ValueError:
+                    continue  # the line a kill cut short
+        if rows:
+            before = ws.one("SELECT count(*) FROM sbs_cache")
+            write(ws, rows, [])
+            n += ws.one("SELECT count(*) FROM sbs_cache") - before
+        f.unlink()
+    with contextlib.suppress(OSError):
+        d.rmdir()
+    return n
 
 
 @dataclass
 class CacheWriter:
-    """Commits answers and failures in small transactions, at most `flush_interval` s after they arrive.
+    """Journals every answer the moment it arrives (one append-mode write: survives kill -9), and commits
+    answers and failures to DuckDB in small transactions at most `flush_interval` s later.
 
     Fed by a queue from the request tasks; the DuckDB work runs in a worker thread so the event loop keeps
-    the network busy. A SIGKILL therefore loses at most the requests in flight plus the last partial batch.
+    the network busy. After a SIGKILL the next run folds the journal in (`replay_journals`), so at most the
+    requests in flight are paid twice.
     """
 
     ws: Any
+    teacher: Teacher
+    run_id: str | None = None
     flush_interval: float = 0.25
     max_batch: int = 2000
+    journal: bool = True
     queue: asyncio.Queue = field(default_factory=asyncio.Queue)
     written: int = 0
     failures_written: int = 0
     flushes: int = 0
     _task: asyncio.Task | None = None
+    _fd: int | None = None
+    _path: Path | None = None
+    _lost: bool = False
 
     def start(self) -> None:
+        if self.journal and self._fd is None:
+            d = journal_dir(self.ws)
+            d.mkdir(exist_ok=True)
+            self._path = d / f"{self.run_id or 'run'}-{os.getpid()}.jsonl"
+            self._fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         self._task = asyncio.create_task(self._run())
 
-    def answer(self, row: dict) -> None:
+    def answer(self, a: Answer, item: Any) -> None:
+        row = answer_row(a, self.teacher, subject=item.subject, request=item.ing, run_id=self.run_id)
+        if self._fd is not None:
+            os.write(self._fd, json.dumps(row, ensure_ascii=False).encode() + b"\n")
         self.queue.put_nowait(("a", row))
 
-    def failure(self, row: dict) -> None:
-        self.queue.put_nowait(("f", row))
+    def failure(self, f: Failure, item: Any = None) -> None:
+        self.queue.put_nowait(("f", failure_row(f, self.teacher, self.run_id)))
 
     async def _run(self) -> None:
         while True:
@@ -174,7 +251,11 @@ class CacheWriter:
     def _write(self, batch: list[tuple[str, dict]]) -> None:
         answers = [r for k, r in batch if k == "a"]
         failures = [r for k, r in batch if k == "f"]
-        write(self.ws, answers, failures)
+        try:
+            write(self.ws, answers, failures)
+        except BaseException:
+            self._lost = True  # keep the journal: the next run folds these answers in
+            raise
         self.written += len(answers)
         self.failures_written += len(failures)
         self.flushes += 1
@@ -188,7 +269,8 @@ class CacheWriter:
         self._task = None
 
     def drain_sync(self) -> None:
-        """Write whatever is still queued (after the event loop was cancelled)."""
+        """Write whatever is still queued (after the event loop was torn down), then drop the journal:
+        everything in it is committed."""
         batch = []
         while not self.queue.empty():
             item = self.queue.get_nowait()
@@ -196,6 +278,13 @@ class CacheWriter:
                 batch.append(item)
         if batch:
             self._write(batch)
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+            if self._path is not None and not self._lost:
+                self._path.unlink(missing_ok=True)
+                with contextlib.suppress(OSError):
+                    self._path.parent.rmdir()
 
 
 # -- stats and explain ----------------------------------------------------------------------------

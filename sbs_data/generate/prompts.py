@@ -48,12 +48,19 @@ class Prompt:
         self, input_text: str, json_mode: bool = False
     ) -> tuple[str | None, tuple[dict[str, str], ...]]:
         """(system, messages) for one example; the few-shot block and the question form one user message."""
+        system, prefix, template = self.parts(json_mode)
+        return system, ({"role": "user", "content": prefix + template.replace("{input}", input_text)},)
+
+    def parts(self, json_mode: bool = False) -> tuple[str | None, str, str]:
+        """(system, prefix, template): a row's user message is `prefix + template` with `{input}` replaced.
+
+        The prefix (the few-shot block) comes first and is byte-identical on every row, so providers can
+        cache it; the planner renders the same thing in SQL from these parts."""
         shots = self._shots(json_mode)
-        body = f"{shots}\n\n{self._question(input_text)}" if shots else self._question(input_text)
         system = self.system
         if json_mode:
             system = f"{system}\n\n{JSON_INSTRUCTION}" if system else JSON_INSTRUCTION
-        return system, ({"role": "user", "content": body},)
+        return system, (f"{shots}\n\n" if shots else ""), self.template
 
     def _shots(self, json_mode: bool) -> str:
         """The few-shot block, rendered once per prompt and mode."""

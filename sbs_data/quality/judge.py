@@ -20,7 +20,8 @@ import yaml
 
 from sbs_data import RECIPES_DIR, SbsError
 from sbs_data.generate import cache as cache_mod
-from sbs_data.generate.run import Item, Settings, answer, checked_price, split_cached
+from sbs_data.generate.plan import Item
+from sbs_data.generate.run import Settings, answer, check_facts
 from sbs_data.tasks import Task
 from sbs_data.teachers.base import Request
 from sbs_data.teachers.registry import parse_spec
@@ -113,7 +114,13 @@ def run_judge(
     """Grade every visible row that has a rationale. Returns (DataFrame of example_id, sample_idx,
     judge_score; the config that goes into lineage; a summary). Rows without a rationale are not sent."""
     prompt = load_judge_prompt(judge.prompt_path)
-    teacher = parse_spec(judge.teacher, base_urls=judge.base_urls, ws=ws, timeout=judge.settings.timeout)
+    teacher = parse_spec(
+        judge.teacher,
+        base_urls=judge.base_urls,
+        ws=ws,
+        timeout=judge.settings.timeout,
+        prices_path=judge.prices_path,
+    )
     params = {"temperature": 0.0, "max_tokens": judge.max_tokens}
     src, sp = visible_sql
     rows = ws.all(
@@ -145,15 +152,19 @@ def run_judge(
         "prompt_sha": prompt.sha,
         "params": params,
     }
-    cached, misses = split_cached(ws, items)
+    hits = cache_mod.present(ws, [it.key for it in items])
+    misses, seen = [], set()
+    for it in items:
+        if it.key not in hits and it.key not in seen:
+            seen.add(it.key)
+            misses.append(it)
     if misses and judge.offline and teacher.network:
         raise SbsError(
             f"--offline: {len(misses)} of {len(items)} judge requests are not in the cache "
             f"(first: example {misses[0].example_id!r}); run without --offline"
         )
-    price = None
     if misses:  # nothing to pay for (or warn about) when every grade is cached
-        price = checked_price(teacher, judge.prices_path, judge.max_usd, judge.warn)
+        check_facts(teacher, judge.max_usd, judge.warn)
         teacher.preflight()
     run_id = ws.start_run(f"judge {v.ref} --judge {teacher.spec}")
     engine = answer(
@@ -162,14 +173,15 @@ def run_judge(
         misses,
         judge.settings,
         task=task,
-        price=price,
         max_usd=judge.max_usd,
         run_id=run_id,
         total=len(items),
         cached=len(items) - len(misses),
+        expected=len(misses),
         label="judge",
+        warn=judge.warn,
     )
-    answers = {k: v[0] for k, v in cached.items()} | {k: v[0] for k, v in engine.answers.items()}
+    answers = cache_mod.texts(ws, [it.key for it in items])
     scores = [parse_score(answers.get(it.key)) for it in items]
     summary = {
         "judged": sum(s is not None for s in scores),

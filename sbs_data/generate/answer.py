@@ -1,0 +1,107 @@
+"""The records that travel between the engine, the cache, batch collect, the judge and version building.
+
+One frozen `Answer` per answered request (a completion the provider billed) and one `Failure` per request
+that ended without one. Both carry everything storage needs, so no layer passes positional tuples around.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from sbs_data.teachers.base import Response
+
+#: Longest completion text stored (characters); longer ones are cut and flagged `repaired`. A teacher that
+#: rambles for megabytes must not make one row (or the cache) unbounded.
+MAX_TEXT_CHARS = 200_000
+
+
+def storable(text: str | None) -> tuple[str | None, bool]:
+    """`text` as something DuckDB and JSON can hold, and whether it had to change.
+
+    Lone surrogates (an emoji cut in half, JSON "\\ud83d") cannot be encoded as UTF-8 and are replaced by
+    U+FFFD; NUL characters are removed (they end C strings in too many readers); over-long texts are cut.
+    """
+    if text is None:
+        return None, False
+    fixed = text
+    try:
+        fixed.encode("utf-8")
+    except UnicodeEncodeError:
+        # via UTF-16: a valid surrogate pair becomes its character, a lone one becomes U+FFFD
+        fixed = text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+    if "\x00" in fixed:
+        fixed = fixed.replace("\x00", "")
+    if len(fixed) > MAX_TEXT_CHARS:
+        fixed = fixed[:MAX_TEXT_CHARS]
+    return fixed, fixed != text
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A stored completion. `prompt_tokens` counts all input tokens, cached and cache-write ones included;
+    `completion_tokens` includes reasoning tokens (both as OpenAI reports them)."""
+
+    key: str
+    text: str | None
+    finish_reason: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    cached_tokens: int | None = None
+    cache_write_tokens: int | None = None
+    reasoning_tokens: int | None = None
+    latency_ms: float | None = None
+    cost_usd: float | None = None
+    request_id: str | None = None
+    attempts: int = 1
+    repaired: bool = False
+
+    @classmethod
+    def from_response(
+        cls,
+        key: str,
+        resp: Response,
+        *,
+        latency_ms: float | None,
+        cost_usd: float | None,
+        attempts: int,
+    ) -> Answer:
+        text, repaired = storable(resp.text)
+        return cls(
+            key=key,
+            text=text,
+            finish_reason=resp.finish_reason,
+            prompt_tokens=resp.prompt_tokens,
+            completion_tokens=resp.completion_tokens,
+            cached_tokens=resp.cached_tokens,
+            cache_write_tokens=resp.cache_write_tokens,
+            reasoning_tokens=resp.reasoning_tokens,
+            latency_ms=latency_ms,
+            cost_usd=cost_usd,
+            request_id=resp.request_id,
+            attempts=attempts,
+            repaired=repaired,
+        )
+
+    def as_row(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["cache_key"] = d.pop("key")
+        return d
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """A request that ended without an answer: its kind (see teachers.base error classes) and message."""
+
+    key: str
+    kind: str
+    error: str
+    status: int | None = None
+    attempts: int = 0
+    example_id: str | None = None
+    sample_idx: int | None = None
+
+    def as_row(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["cache_key"] = d.pop("key")
+        return d

@@ -1,0 +1,280 @@
+"""Version building: a plan plus the cache (and the run's failures) -> one generations version.
+
+Used by online generate, batch collect and anything else that answers a plan. Rows stream from one query
+(the plan's keys joined with the cache) in chunks; each chunk is parsed once and appended inside the single
+transaction of the new version, so memory stays flat and a crash never shows a half version.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import polars as pl
+
+from sbs_data import SbsError
+from sbs_data.generate.parse import parse
+from sbs_data.generate.plan import CHUNK, Plan
+from sbs_data.workspace import Version, Workspace, check_name, config_hash
+
+STATUSES = ("ok", "no_answer", "empty", "invalid_json", "failed")
+#: Suffix of the version a stopped run builds, so it never shadows a complete version of the plain name.
+PARTIAL_SUFFIX = "-partial"
+
+_SCHEMA = {
+    "example_id": pl.Utf8,
+    "sample_idx": pl.Int32,
+    "split": pl.Utf8,
+    "teacher": pl.Utf8,
+    "raw": pl.Utf8,
+    "rationale": pl.Utf8,
+    "pred_label": pl.Utf8,
+    "parse_status": pl.Utf8,
+    "finish_reason": pl.Utf8,
+    "prompt_tokens": pl.Int32,
+    "cached_tokens": pl.Int32,
+    "cache_write_tokens": pl.Int32,
+    "completion_tokens": pl.Int32,
+    "reasoning_tokens": pl.Int32,
+    "cost_usd": pl.Float64,
+    "latency_ms": pl.Float64,
+    "cache_key": pl.Utf8,
+    "error": pl.Utf8,
+    "repaired": pl.Boolean,
+}
+_CACHE_VALUES = (
+    "finish_reason",
+    "prompt_tokens",
+    "cached_tokens",
+    "cache_write_tokens",
+    "completion_tokens",
+    "reasoning_tokens",
+    "cost_usd",
+    "latency_ms",
+    "repaired",
+)
+_ROW_KEY = "example_id, sample_idx, split, cache_key"
+
+
+@dataclass
+class GenerateResult:
+    """What a generate command made (no version for --dry-run and batch submission) and its summary."""
+
+    version: Version | None
+    summary: dict[str, Any]
+    dry_run: bool = False
+    preview: tuple[str | None, str] | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def partial_name(name: str) -> str:
+    return name if name.endswith(PARTIAL_SUFFIX) else f"{name}{PARTIAL_SUFFIX}"
+
+
+def _rows_sql(ws: Workspace, p: Plan, run_id: str | None) -> tuple[str, list]:
+    keyed, kp = p.keyed(ws)
+    cols = ", ".join(f"c.{c}" for c in _CACHE_VALUES)
+    return (
+        "SELECT p.example_id, p.sample_idx, p.split, p.choices, p.cache_key, c.cache_key IS NOT NULL AS hit, "
+        f"c.text, {cols}, f.kind, f.error "
+        f"FROM ({keyed}) p LEFT JOIN sbs_cache c ON c.cache_key = p.cache_key "
+        "LEFT JOIN (SELECT cache_key, arg_max(kind, created_at) AS kind, arg_max(error, created_at) AS error "
+        "FROM sbs_failures WHERE run_id = ? GROUP BY cache_key) f ON f.cache_key = p.cache_key",
+        [*kp, run_id],
+    )
+
+
+def _unchanged(ws: Workspace, p: Plan, out_name: str) -> Version | None:
+    """The latest version of `out_name` when this plan would rebuild it exactly: same config, every request
+    answered from the cache, and the same (example, sample, split, key) rows, none of them failed. One SQL
+    pass, no parsing: answers in the cache never change, so neither would the parsed rows."""
+    try:
+        last = ws.get(out_name)
+    except SbsError:
+        return None
+    if (
+        last.kind != "generations"
+        or last.config_hash != config_hash(p.config)
+        or last.row_count != p.total
+        or last.note
+        or not p.sql_keys
+    ):
+        return None
+    keyed, kp = p.keyed(ws)
+    new = ws.all(
+        f"SELECT bit_xor(hash({_ROW_KEY})), count(*) FILTER (WHERE cache_key NOT IN "
+        f"(SELECT cache_key FROM sbs_cache)) FROM ({keyed})",
+        kp,
+    )[0]
+    old = ws.all(
+        f"SELECT bit_xor(hash({_ROW_KEY})), count(*) FILTER (WHERE parse_status = 'failed') "
+        "FROM sbs_generations WHERE version_id = ?",
+        [last.base_id],
+    )[0]
+    return last if new[1] == 0 and old[1] == 0 and new[0] == old[0] else None
+
+
+def build_version(
+    ws: Workspace,
+    p: Plan,
+    out_name: str,
+    *,
+    run_id: str | None,
+    stop_reason: str | None = None,
+) -> tuple[Version, dict[str, int]]:
+    """One row per (example, sample): answered rows parsed, failed and unrequested rows marked 'failed'.
+
+    A rerun that would change nothing returns the version it already made. A stopped run (`stop_reason`)
+    builds `NAME-partial`, noted as partial, so the plain name keeps pointing at the last complete version.
+    """
+    if stop_reason:
+        out_name = partial_name(out_name)
+    check_name(out_name)
+    if not stop_reason:
+        same = _unchanged(ws, p, out_name)
+        if same is not None:
+            counts = dict(
+                ws.all(
+                    "SELECT parse_status, count(*) FROM sbs_generations WHERE version_id = ? GROUP BY 1",
+                    [same.base_id],
+                )
+            )
+            return same, {k: int(counts.get(k, 0)) for k in STATUSES}
+    counts = dict.fromkeys(STATUSES, 0)
+    note = f"partial: {stop_reason}" if stop_reason else None
+    spec = p.teacher.spec
+    digest_old = None if stop_reason else _last_digest(ws, out_name, p)
+    try:
+        with ws.new_version(
+            out_name,
+            "generations",
+            p.config,
+            parents=[p.examples],
+            task=p.task.name,
+            note=note,
+            run_id=run_id,
+        ) as v:
+            for cols in _chunks(ws, p, run_id):
+                ws.append("sbs_generations", v, _parse_chunk(p, cols, spec, stop_reason, counts))
+            if digest_old is not None and digest_old[1] == _digest(ws, "sbs_generations", v.version_id):
+                raise _Same(digest_old[0])
+    except _Same as same:  # a rerun that changes nothing: the new version was rolled back
+        return same.version, counts
+    return ws.by_id(v.version_id), counts
+
+
+class _Same(Exception):
+    """The new rows equal the last version's: roll the new one back and return the old."""
+
+    def __init__(self, version: Version):
+        self.version = version
+
+
+def _chunks(ws: Workspace, p: Plan, run_id: str | None):
+    if p.sql_keys:
+        sql, params = _rows_sql(ws, p, run_id)
+        for batch in ws.batches(sql, params, CHUNK, committed=True):
+            yield batch.to_pydict()
+        return
+    # Python-keyed plans (replay): render the chunk, then read its answers and failures by key.
+    src, sp = p._source(ws)
+    for batch in ws.batches(
+        f"SELECT example_id, split, choices, input_text FROM ({src})", sp, CHUNK, committed=True
+    ):
+        rows = list(zip(*batch.to_pydict().values()))
+        items = [p.item(e, s, c, t, k) for e, s, c, t in rows for k in range(p.samples)]
+        keys = list({it.key for it in items})
+        cols = ", ".join(f"c.{c}" for c in _CACHE_VALUES)
+        cached = {
+            r[0]: r[1:]
+            for r in ws.all(
+                f"SELECT c.cache_key, c.text, {cols} FROM sbs_cache c "
+                "WHERE c.cache_key IN (SELECT unnest(?::VARCHAR[]))",
+                [keys],
+            )
+        }
+        fails = {
+            r[0]: r[1:]
+            for r in ws.all(
+                "SELECT cache_key, arg_max(kind, created_at), arg_max(error, created_at) FROM sbs_failures "
+                "WHERE run_id = ? AND cache_key IN (SELECT unnest(?::VARCHAR[])) GROUP BY cache_key",
+                [run_id, keys],
+            )
+        }
+        out: dict[str, list] = {
+            c: []
+            for c in ("example_id", "sample_idx", "split", "choices", "cache_key", "text", *_CACHE_VALUES)
+        }
+        out["kind"], out["error"], out["hit"] = [], [], []
+        none = (None,) * (1 + len(_CACHE_VALUES))
+        for it in items:
+            vals = cached.get(it.key, none)
+            out["hit"].append(it.key in cached)
+            f = fails.get(it.key, (None, None))
+            for c, x in zip(
+                ("example_id", "sample_idx", "split", "choices", "cache_key"),
+                (it.example_id, it.sample_idx, it.split, it.choices, it.key),
+            ):
+                out[c].append(x)
+            for c, x in zip(("text", *_CACHE_VALUES), vals):
+                out[c].append(x)
+            out["kind"].append(f[0])
+            out["error"].append(f[1])
+        yield out
+
+
+def _parse_chunk(
+    p: Plan, cols: dict[str, list], spec: str, stop_reason: str | None, counts: dict[str, int]
+) -> pl.DataFrame:
+    out: dict[str, list] = {c: [] for c in _SCHEMA}
+    n = len(cols["example_id"])
+    for i in range(n):
+        text = cols["text"][i]
+        if cols["hit"][i]:
+            parsed, why = parse(p.task, text, cols["choices"][i], p.json_mode)
+            rationale, label, status = parsed.rationale, parsed.label, parsed.status
+            error = why
+            for c in _CACHE_VALUES:
+                out[c].append(cols[c][i])
+        else:
+            kind, err = cols["kind"][i], cols["error"][i]
+            rationale = label = None
+            status = "failed"
+            error = f"{kind}: {err}" if kind else f"not requested: {stop_reason or 'run stopped'}"
+            for c in _CACHE_VALUES:
+                out[c].append(None)
+        counts[status] = counts.get(status, 0) + 1
+        out["example_id"].append(cols["example_id"][i])
+        out["sample_idx"].append(cols["sample_idx"][i])
+        out["split"].append(cols["split"][i])
+        out["teacher"].append(spec)
+        out["raw"].append(text)
+        out["rationale"].append(rationale)
+        out["pred_label"].append(label)
+        out["parse_status"].append(status)
+        out["cache_key"].append(cols["cache_key"][i])
+        out["error"].append(error)
+    return pl.DataFrame(out, schema=_SCHEMA)
+
+
+_DIGEST_COLS = "example_id, sample_idx, split, cache_key, raw, parse_status, error"
+
+
+def _digest(ws: Workspace, table: str, version_id: int) -> Any:
+    return ws.one(f"SELECT bit_xor(hash({_DIGEST_COLS})) FROM {table} WHERE version_id = ?", [version_id])
+
+
+def _last_digest(ws: Workspace, out_name: str, p: Plan) -> tuple[Version, Any] | None:
+    """(latest version of `out_name`, its row digest) when it could equal what this plan builds."""
+    try:
+        last = ws.get(out_name)
+    except SbsError:
+        return None
+    if (
+        last.kind != "generations"
+        or last.config_hash != config_hash(p.config)
+        or last.row_count != p.total
+        or last.note
+    ):
+        return None
+    return last, _digest(ws, "sbs_generations", last.base_id)

@@ -1,0 +1,186 @@
+"""Pacing: the user's --rpm/--tpm caps, the limits the provider advertises, and backing off on 429s.
+
+Three mechanisms, all in one `Limiter` the engine asks before every attempt:
+
+* Token buckets refilled smoothly (no minute-sized bursts). The user's caps are fixed; the provider's are
+  created and re-rated from its rate-limit headers (OpenAI `x-ratelimit-*`, Anthropic
+  `anthropic-ratelimit-*`), paced a little under the advertised rate because providers enforce per-minute
+  limits over much shorter windows (6,000 RPM may be enforced as 100 per second).
+* An adaptive concurrency window (additive increase, multiplicative decrease): a 429 halves it, successes
+  grow it back by about one slot per window. It matters when a server sends 429s without headers.
+* A shared pause: a 429 with `retry-after`, or headers saying nothing is left until a reset, holds every
+  request until then, since the provider has said "not now" to all of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+from sbs_data.teachers.base import RateLimits
+
+#: Fraction of an advertised limit the engine paces to (headroom for the provider's short windows).
+HEADROOM = 0.92
+
+
+class Bucket:
+    """A token bucket refilled at `per_minute / 60` per second, holding at most `burst_s` seconds' worth.
+    Amounts larger than the capacity wait for a full bucket."""
+
+    def __init__(self, per_minute: float, burst_s: float = 1.0):
+        self.burst_s = burst_s
+        self.rate = 1.0
+        self.capacity = 1.0
+        self.set_rate(per_minute)
+        self.level = self.capacity
+        self.t = time.monotonic()
+        self.lock = asyncio.Lock()
+
+    def set_rate(self, per_minute: float) -> None:
+        self.rate = max(per_minute, 1e-6) / 60.0
+        self.capacity = max(1.0, self.rate * self.burst_s)
+
+    def _refill(self) -> None:
+        now = time.monotonic()
+        self.level = min(self.capacity, self.level + (now - self.t) * self.rate)
+        self.t = now
+
+    async def take(self, amount: float = 1.0) -> None:
+        amount = min(amount, self.capacity)
+        async with self.lock:
+            while True:
+                self._refill()
+                if self.level >= amount:
+                    self.level -= amount
+                    return
+                await asyncio.sleep((amount - self.level) / self.rate)
+
+    def adjust(self, delta: float) -> None:
+        """Charge (or refund) the difference between estimated and actual usage."""
+        self._refill()
+        self.level = min(self.capacity, self.level - delta)
+
+
+class Limiter:
+    """Admission for one run: a concurrency window, request and token buckets, and a shared pause."""
+
+    def __init__(
+        self,
+        concurrency: int,
+        rpm: float | None = None,
+        tpm: float | None = None,
+        *,
+        on_wait: Callable[[float, str], None] | None = None,
+    ):
+        self.max_window = max(1, concurrency)
+        self.window = float(self.max_window)
+        self.in_flight = 0
+        self.cond = asyncio.Condition()
+        self.user_rpm = Bucket(rpm) if rpm else None
+        self.user_tpm = Bucket(tpm) if tpm else None
+        self.rpm: Bucket | None = None  # advertised by the provider
+        self.tpm: Bucket | None = None
+        self.advertised: dict[str, float] = {}
+        self.paused_until = 0.0
+        self.last_cut = 0.0
+        self.on_wait = on_wait
+        self.throttled = 0  # 429s seen
+
+    # -- admission ----------------------------------------------------------------------------------
+    async def acquire(self, est_tokens: float) -> None:
+        """Wait for a pause to end, a concurrency slot, and request/token budget."""
+        await self._pause()
+        async with self.cond:
+            while self.in_flight >= int(self.window):
+                await self.cond.wait()
+            self.in_flight += 1
+        try:
+            for b, amount in (
+                (self.user_rpm, 1.0),
+                (self.rpm, 1.0),
+                (self.user_tpm, est_tokens),
+                (self.tpm, est_tokens),
+            ):
+                if b is not None:
+                    await b.take(amount)
+            await self._pause()
+        except BaseException:
+            await self.release()
+            raise
+
+    async def release(self) -> None:
+        async with self.cond:
+            self.in_flight -= 1
+            self.cond.notify()
+
+    async def _pause(self) -> None:
+        while True:
+            left = self.paused_until - time.monotonic()
+            if left <= 0:
+                return
+            await asyncio.sleep(left)
+
+    # -- what the provider said -------------------------------------------------------------------------
+    def observe(self, limits: RateLimits | None, used_tokens: float = 0.0, est_tokens: float = 0.0) -> None:
+        """After an answer: adopt advertised limits, charge actual tokens, grow the window."""
+        for b in (self.user_tpm, self.tpm):
+            if b is not None and used_tokens:
+                b.adjust(used_tokens - est_tokens)
+        if self.window < self.max_window:
+            self.window = min(self.max_window, self.window + 1.0 / max(1.0, self.window))
+        if limits is not None:
+            self._adopt(limits)
+
+    def throttle(self, limits: RateLimits | None, retry_after: float | None, max_wait: float) -> float:
+        """After a 429: cut the window (at most once per second: one burst is one signal), adopt limits,
+        and pause everyone for the time the provider asked (capped at `max_wait`). Returns the pause."""
+        self.throttled += 1
+        now = time.monotonic()
+        if now - self.last_cut >= 1.0:
+            self.window = max(1.0, self.window / 2)
+            self.last_cut = now
+        if limits is not None:
+            self._adopt(limits)
+        wait = retry_after
+        if wait is None and limits is not None:
+            resets = [r for r in (limits.requests_reset, limits.tokens_reset) if r]
+            wait = min(resets) if resets else None
+        if wait is None:
+            return 0.0
+        wait = min(max(0.0, wait), max_wait)
+        until = now + wait
+        if until > self.paused_until:
+            self.paused_until = until
+            if self.on_wait and wait >= 5.0:
+                self.on_wait(wait, "rate limited")
+        return wait
+
+    def _adopt(self, lim: RateLimits) -> None:
+        for name, limit, attr in (
+            ("requests", lim.requests_limit, "rpm"),
+            ("tokens", _min(lim.tokens_limit, lim.input_tokens_limit), "tpm"),
+        ):
+            if not limit or limit <= 0:
+                continue
+            if self.advertised.get(name) != limit:
+                self.advertised[name] = float(limit)
+                per_minute = float(limit) * HEADROOM
+                b = getattr(self, attr)
+                if b is None:
+                    setattr(self, attr, Bucket(per_minute, burst_s=0.25))
+                else:
+                    b.set_rate(per_minute)
+        # Nothing left until a reset: hold new requests until then (the buckets handle the steady state).
+        now = time.monotonic()
+        for remaining, reset in (
+            (lim.requests_remaining, lim.requests_reset),
+            (lim.tokens_remaining, lim.tokens_reset),
+        ):
+            if remaining is not None and remaining <= 0 and reset:
+                self.paused_until = max(self.paused_until, now + min(reset, 60.0))
+
+
+def _min(*xs: float | None) -> float | None:
+    vals = [x for x in xs if x]
+    return min(vals) if vals else None
