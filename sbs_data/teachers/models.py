@@ -97,12 +97,6 @@ class ModelFacts:
 
 
 def _load_yaml(p: Path) -> Any:
-    try:
-        from sbs_data.configfile import load_yaml  # B1's safe loader, when present
-    except ImportError:
-        load_yaml = None
-    if load_yaml is not None:
-        return load_yaml(p)
     import yaml
 
     try:
