@@ -368,6 +368,7 @@ class _Plan:
     usage: dict[str, int]  # input, cached, written, output, reasoning
     cache_keys: list[tuple[tuple, float]]  # entries to write or refresh: (key, ttl)
     max_out: int  # output tokens the request may use (rate-limit estimate)
+    prompt: str  # prompt_of(body)
 
 
 class FakeLLMServer:
@@ -625,8 +626,7 @@ class FakeLLMServer:
         return model
 
     # -- answers (shared by online and batch endpoints) ------------------------------------------
-    def _completion_text(self, body: dict, json_mode: bool, cut_emoji: bool = False) -> str:
-        prompt = prompt_of(body)
+    def _completion_text(self, prompt: str, json_mode: bool, cut_emoji: bool = False) -> str:
         for sub, text in self.faults.answers.items():
             if sub in prompt:
                 return text + (" \ud83d" if cut_emoji else "")
@@ -641,10 +641,10 @@ class FakeLLMServer:
             return json.dumps({"rationale": rationale, "label": label}, ensure_ascii=not cut_emoji)
         return f"{rationale} So the answer is {label}."
 
-    def _text_for(self, body: dict, fault: str | None, json_mode: bool) -> str:
+    def _text_for(self, prompt: str, fault: str | None, json_mode: bool) -> str:
         if fault == "badjson":
             return "{not json"
-        return self._completion_text(body, json_mode, cut_emoji=fault == "surrogate")
+        return self._completion_text(prompt, json_mode, cut_emoji=fault == "surrogate")
 
     def _cached(self, key: tuple, now: float) -> bool:
         e = self._cache.get(key)
@@ -676,12 +676,13 @@ class FakeLLMServer:
                 keys.append((key, self.openai_cache_ttl))
                 if self._cached(key, now):
                     cached = k * CACHE_STEP
-        json_mode = bool(body.get("response_format")) or "JSON" in prompt_of(body)[:2000]
-        text = self._text_for(body, fault, json_mode)
+        prompt = prompt_of(body)
+        json_mode = bool(body.get("response_format")) or "JSON" in prompt[:2000]
+        text = self._text_for(prompt, fault, json_mode)
         budget = body.get("max_completion_tokens") or body.get("max_tokens")
         r = 0
         if model.reasoning:
-            r = reasoning_tokens(prompt_of(body), body.get("reasoning_effort") or model.default_effort)
+            r = reasoning_tokens(prompt, body.get("reasoning_effort") or model.default_effort)
         finish = "stop"
         if budget is not None and r + count_tokens(text) > budget:
             finish = "length"
@@ -720,7 +721,7 @@ class FakeLLMServer:
         }
         usage = {"input": prompt_tokens, "cached": cached, "written": 0, "output": ct, "reasoning": r}
         max_out = budget if budget is not None else ct
-        return _Plan("openai", name, payload, usage, keys, max_out)
+        return _Plan("openai", name, payload, usage, keys, max_out, prompt)
 
     def plan_anthropic(self, body: dict, fault: str | None = None) -> _Plan:
         """Validate and work out one message (nothing committed). Raises Refusal."""
@@ -778,7 +779,7 @@ class FakeLLMServer:
         keys: list[tuple[tuple, float]] = []
         if read_i >= 0:
             key = ("anthropic", name, digests[read_i])
-            keys.append((key, self._cache[key][1]))  # a hit refreshes its TTL
+            keys.append((key, (self._cache.get(key) or (0.0, TTL["5m"]))[1]))  # a hit refreshes its TTL
         written, by_ttl, prev = 0, {300.0: 0, 3600.0: 0}, read
         for bp, ttl in marks:
             if bp > read_i and cum[bp] >= model.cache_min:
@@ -787,7 +788,8 @@ class FakeLLMServer:
                     by_ttl[ttl] += cum[bp] - prev
                     written += cum[bp] - prev
                     prev = cum[bp]
-        text = self._text_for(body, fault, "JSON" in prompt_of(body)[:2000])
+        prompt = prompt_of(body)
+        text = self._text_for(prompt, fault, "JSON" in prompt[:2000])
         stop = "end_turn"
         if count_tokens(text) > body["max_tokens"]:
             text, stop = _cut(text, body["max_tokens"]), "max_tokens"
@@ -813,7 +815,7 @@ class FakeLLMServer:
             },
         }
         usage = {"input": total, "cached": read, "written": written, "output": out, "reasoning": 0}
-        return _Plan("anthropic", name, payload, usage, keys, body["max_tokens"])
+        return _Plan("anthropic", name, payload, usage, keys, body["max_tokens"], prompt)
 
     def _commit(self, plan: _Plan, mode: str) -> dict:
         """Write/refresh the plan's cache entries and bill it; returns its payload."""
@@ -1020,7 +1022,7 @@ class FakeLLMServer:
                 outcome = r.code or r.etype
                 self._bill_add(provider, body.get("model"), "online", failed=1)
                 return self._refuse(provider, r)
-            prompt = prompt_of(body)
+            prompt = plan.prompt
             rl_headers, limited = self._admit(plan)
             if limited is not None:
                 outcome = "rate_limited"
@@ -1035,21 +1037,22 @@ class FakeLLMServer:
             if name not in ("", "slow", "badjson", "surrogate"):
                 self._bill_add(provider, plan.model, "online", failed=1)
             if name in ("429", "503"):
-                headers = {"Retry-After": arg} if arg else None
+                headers = {**rl_headers, "Retry-After": arg} if arg else rl_headers
                 etype = "rate_limit_error" if name == "429" else "overloaded_error"
                 return self._error(provider, int(name), etype, "slow down", headers)
             if name in ("500", "529"):
                 etype = "api_error" if name == "500" else "overloaded_error"
-                return self._error(provider, int(name), etype, "the fake server failed")
+                return self._error(provider, int(name), etype, "the fake server failed", rl_headers)
             if name in ("400", "403"):
-                return self._error(
-                    provider, int(name), "invalid_request_error", "the fake server refuses this request"
-                )
+                msg = "the fake server refuses this request"
+                return self._error(provider, int(name), "invalid_request_error", msg, rl_headers)
             if name == "401":
-                return self._error(provider, 401, "authentication_error", f"invalid api key {key!r}")
+                return self._error(
+                    provider, 401, "authentication_error", f"invalid api key {key!r}", rl_headers
+                )
             if name == "context":
                 msg = "This model's maximum context length is 8192 tokens; prompt is too long"
-                return self._error(provider, 400, "context_length_exceeded", msg)
+                return self._error(provider, 400, "context_length_exceeded", msg, rl_headers)
             if name == "drop":
                 if request.transport is not None:
                     request.transport.abort()
@@ -1123,7 +1126,7 @@ class FakeLLMServer:
                 self.outcomes[r.code or r.etype] = self.outcomes.get(r.code or r.etype, 0) + 1
             self._bill_add(provider, body.get("model"), "batch", failed=1)
             return "error", (r.status, r.etype, r.message, r.code or None, r.param)
-        fault = self._pick_fault(prompt_of(body))
+        fault = self._pick_fault(plan.prompt)
         name = (fault or "").partition(":")[0]
         with self._lock:
             self.outcomes[fault or "ok"] = self.outcomes.get(fault or "ok", 0) + 1
