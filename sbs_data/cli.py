@@ -258,10 +258,13 @@ def sql(
     db: Db = None,
     fmt: Fmt = "table",
 ) -> None:
-    """Run SQL on the workspace (read-only unless --write)."""
+    """Run SQL on the workspace: queries only (no COPY TO, EXPORT, INSTALL, ATTACH, SET...) unless --write."""
     import duckdb
 
     with Workspace.open(db, read_only=not write) as ws:
+        if not write:
+            ws.check_read_only(query)
+            ws.sandbox()
         try:
             cols, result = ws.query(query)
         except duckdb.Error as e:
@@ -418,12 +421,29 @@ class PlanOptions:
     ] = None
     top_p: Annotated[float | None, typer.Option("--top-p")] = None
     max_tokens: Annotated[
-        int | None, typer.Option("--max-tokens", help="Completion token limit (default 256).")
+        int | None,
+        typer.Option(
+            "--max-tokens",
+            help="Completion token limit (default 256; reasoning models: the model table's budget).",
+        ),
     ] = None
     seed: Annotated[
         int | None, typer.Option("--seed", help="Sampling seed, where the provider supports one.")
     ] = None
     stop: Annotated[list[str] | None, typer.Option("--stop", help="Stop sequence (repeatable).")] = None
+    reasoning_effort: Annotated[
+        str | None,
+        typer.Option(
+            "--reasoning-effort",
+            help="Reasoning models (OpenAI o-series, gpt-5): minimal, low, medium or high.",
+        ),
+    ] = None
+    prices: Annotated[
+        Path | None,
+        typer.Option(
+            "--prices", help="Model table (prices, limits, parameters) instead of recipes/prices.yaml."
+        ),
+    ] = None
 
     def params(self) -> dict[str, Any]:
         """Sampling parameters, as `generate` and `explain` take them."""
@@ -433,6 +453,7 @@ class PlanOptions:
             "max_tokens": self.max_tokens,
             "seed": self.seed,
             "stop": list(self.stop) if self.stop else None,
+            "reasoning_effort": self.reasoning_effort,
         }
 
     def plan_kwargs(self) -> dict[str, Any]:
@@ -445,6 +466,7 @@ class PlanOptions:
             "prompt_path": self.prompt,
             "json_mode": self.json_mode,
             "params": self.params(),
+            "prices_path": self.prices,
         }
 
 
@@ -478,6 +500,24 @@ def generate(
     backoff: Annotated[
         float, typer.Option("--backoff", help="First retry delay in seconds (doubles, jittered).")
     ] = 0.5,
+    max_wait: Annotated[
+        float,
+        typer.Option("--max-wait", help="Longest single wait on the provider in seconds (caps Retry-After)."),
+    ] = 120.0,
+    patience: Annotated[
+        float,
+        typer.Option(
+            "--patience",
+            help="Rate-limited with no answer at all for this many seconds: fail the waiting rows.",
+        ),
+    ] = 600.0,
+    prompt_cache: Annotated[
+        bool,
+        typer.Option(
+            "--prompt-cache/--no-prompt-cache",
+            help="Mark the shared few-shot prefix for Anthropic's prompt cache (OpenAI caches by itself).",
+        ),
+    ] = True,
     progress: Annotated[
         bool | None, typer.Option("--progress/--no-progress", help="Progress bar (default: on a terminal).")
     ] = None,
@@ -508,6 +548,8 @@ def generate(
         backoff_base=backoff,
         backoff_max=max(60.0, backoff),
         timeout=timeout,
+        max_wait=max_wait,
+        patience=patience,
         progress=progress,
     )
     with Workspace.open(db) as ws:
@@ -521,6 +563,7 @@ def generate(
             offline=offline,
             max_usd=max_usd,
             name=name,
+            prompt_cache=prompt_cache,
             warn=info,
             command=" ".join(["generate", *sys.argv[2:]]) if len(sys.argv) > 1 else "generate",
             mode=mode,

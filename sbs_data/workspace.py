@@ -26,6 +26,18 @@ from sbs_data import SbsError
 DEFAULT_DB = "sbs.duckdb"
 KINDS = ("examples", "generations", "scores", "selection", "merge")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+#: `EXPLAIN [ANALYZE] [(options)]` after any comments: what follows is the explained statement.
+_EXPLAIN_RE = re.compile(
+    r"(?:\s+|--[^\n]*(?:\n|$)|/\*.*?\*/)*EXPLAIN\s*(?:ANALY[SZ]E\b\s*)?(?:\([^()]*\)\s*)?", re.I | re.S
+)
+#: Settings of a connection that runs a user's read-only SQL: no extension downloads or loads, and no
+#: later SET may undo them (local files stay readable with read_csv & co: this is a local tool).
+_SANDBOX = (
+    "SET autoinstall_known_extensions = false",
+    "SET autoload_known_extensions = false",
+    "SET allow_community_extensions = false",
+    "SET lock_configuration = true",
+)
 
 
 def resolve_db_path(db: str | os.PathLike | None = None) -> Path:
@@ -298,6 +310,44 @@ class Workspace:
             raise
         self._run = None
         self.finish_run(run.run_id, run.status, run.stats)
+
+    # -- a user's SQL -----------------------------------------------------------------------------
+    def check_read_only(self, sql: str) -> None:
+        """Refuse `sql` unless every statement in it only reads: SELECT (with DESCRIBE, SHOW, SUMMARIZE,
+        FROM-first) or an EXPLAIN of one.
+
+        A read-only connection still lets COPY ... TO and EXPORT DATABASE write files, INSTALL download,
+        ATTACH open other files, and SET/PRAGMA/CALL change the session; DuckDB's own statement
+        classification (not a regex over the text) tells them apart. The error names `--write`.
+        """
+        try:
+            statements = self.con.extract_statements(sql)
+        except duckdb.Error as e:
+            raise SbsError(f"SQL error: {e}") from e
+        for st in statements:
+            try:
+                kind = st.type.name
+            except ValueError:  # a statement type this duckdb's Python API cannot name (UPDATE EXTENSIONS)
+                kind = "unclassified"
+            if kind == "EXPLAIN":
+                m = _EXPLAIN_RE.match(st.query)
+                inner = self.con.extract_statements(st.query[m.end() :]) if m else []
+                if len(inner) == 1 and inner[0].type.name == "SELECT":
+                    continue
+            elif kind == "SELECT":
+                continue
+            head = " ".join(st.query.split())[:60]
+            raise SbsError(
+                f"SQL: {kind} statements ({head!r}) can write files or change the workspace or session; "
+                "without --write only queries (SELECT, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN) run. "
+                "Pass --write to run it"
+            )
+
+    def sandbox(self) -> None:
+        """Lock this connection for a user's read-only SQL: no extension installs or autoloads (no network),
+        and the configuration can no longer change."""
+        for stmt in _SANDBOX:
+            self.con.execute(stmt)
 
     # -- versions catalog -----------------------------------------------------------------------
     def versions(self, dataset: str | None = None, include_pending: bool = False) -> list[Version]:

@@ -131,3 +131,46 @@ def test_export_format_is_the_output_format(db, tmp_path):
     summary = json.loads(r.stdout[r.stdout.index("[") :])
     assert {s["split"] for s in summary} == {"train", "test"}
     assert sorted(p.suffix for p in out.rglob("part-*")) == [".jsonl", ".jsonl"]
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "COPY (SELECT 1) TO '{tmp}/x.csv'",
+        "COPY sbs_runs TO '{tmp}/x.csv'",
+        "EXPORT DATABASE '{tmp}/dump'",
+        "INSTALL httpfs",
+        "LOAD httpfs",
+        "ATTACH '{tmp}/other.duckdb' AS o",
+        "SET threads = 1",
+        "PRAGMA enable_profiling",
+        "CALL pragma_version()",
+        "IMPORT DATABASE '{tmp}/dump'",
+        "EXPLAIN ANALYZE COPY (SELECT 1) TO '{tmp}/x.csv'",
+        "/* hi */ explain (analyze, format json) COPY (SELECT 1) TO '{tmp}/x.csv'",
+        "-- hi\n explain analyze (format json) COPY (SELECT 1) TO '{tmp}/x.csv'",
+        "SELECT 1; COPY (SELECT 1) TO '{tmp}/x.csv'",
+        "CREATE TEMP TABLE t AS SELECT 1",
+        "UPDATE EXTENSIONS",
+    ],
+)
+def test_read_only_sql_refuses_every_statement_that_writes(db, tmp_path, query):
+    q = query.format(tmp=tmp_path)
+    r = run("sql", "--db", db, "--", q, ok=False)
+    assert r.exit_code == 1 and "--write" in r.output and "Traceback" not in r.output, r.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cli.duckdb", "mini"]
+
+
+def test_read_only_sql_still_reads_and_write_allows_files(db, tmp_path):
+    data = tmp_path / "local.csv"
+    data.write_text("a,b\n1,2\n")
+    out = run("sql", f"SELECT a + b AS s FROM read_csv('{data}')", "--db", db, "-f", "json").stdout
+    assert json.loads(out) == [{"s": 3}]
+    reads = ("DESCRIBE sbs_runs", "SHOW TABLES", "EXPLAIN ANALYZE (FORMAT json) SELECT 1", "FROM versions")
+    for q in reads:
+        run("sql", q, "--db", db)
+    # no extension is fetched behind a query's back
+    r = run("sql", "SELECT * FROM read_csv('https://example.invalid/x.csv')", "--db", db, ok=False)
+    assert "httpfs" in r.output and "Failed to download" not in r.output
+    run("sql", f"COPY (SELECT 1 AS x) TO '{tmp_path / 'x.csv'}'", "--write", "--db", db)
+    assert (tmp_path / "x.csv").read_text().split() == ["x", "1"]
