@@ -339,6 +339,7 @@ _ANTHROPIC_FIELDS = frozenset(
     "tool_choice thinking service_tier container mcp_servers context_management output_format "
     "output_config".split()
 )
+_ERROR_FAULTS = frozenset(["429", "503", "500", "529", "400", "401", "403", "context", "drop", "malformed"])
 _REASONING_UNSUPPORTED = ("logprobs", "top_logprobs", "presence_penalty", "frequency_penalty", "logit_bias")
 
 
@@ -1034,7 +1035,7 @@ class FakeLLMServer:
             elif self.latency:
                 await asyncio.sleep(self.latency)
             outcome = fault or "ok"
-            if name not in ("", "slow", "badjson", "surrogate"):
+            if name in _ERROR_FAULTS:
                 self._bill_add(provider, plan.model, "online", failed=1)
             if name in ("429", "503"):
                 headers = {**rl_headers, "Retry-After": arg} if arg else rl_headers

@@ -497,6 +497,20 @@ def test_batch_lines_are_validated_and_billed(srv):
     assert srv.bill("openai", "gpt-4o-mini", "batch")["requests"] == 1
     assert srv.bill("openai", "gpt-5", "batch")["failed"] == 1
 
+    a = ant(srv)
+    params = {"max_tokens": 100, "messages": [{"role": "user", "content": Q}]}
+    mb = a.messages.batches.create(
+        requests=[
+            {"custom_id": "ok", "params": {"model": "claude-3-5-haiku", **params}},
+            {"custom_id": "gone", "params": {"model": "claude-2", **params}},
+        ]
+    )
+    assert mb.processing_status == "ended"
+    res = {r.custom_id: r.result for r in a.messages.batches.results(mb.id)}
+    assert res["ok"].type == "succeeded" and res["ok"].message.usage.output_tokens > 0
+    assert res["gone"].type == "errored" and res["gone"].error.error.type == "not_found_error"
+    assert srv.bill("anthropic", "claude-3-5-haiku", "batch")["requests"] == 1
+
 
 # -- faults and answers ----------------------------------------------------------------------------
 def test_surrogate_fault_sends_half_an_emoji(srv):
