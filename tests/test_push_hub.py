@@ -227,3 +227,25 @@ def test_push_from_export_replaces_stale_shards(hub, db, tmp_path):
     (small / "train" / "part-00000.parquet").write_bytes(b"tampered")
     proc = run_push(hub, db, "--from-export", str(small), "--tag", "x")
     assert proc.returncode == 1 and "changed since export" in proc.stderr
+
+
+def test_same_export_on_another_branch(hub, db):
+    """A push to --revision dev of what main already holds makes the branch (at the tag), not "unchanged"."""
+    main = result(run_push(hub, db))
+    repo = hub.repos[REPO]
+    commits = hub.calls["commit"]
+    dev = result(run_push(hub, db, "--revision", "dev"))
+    assert dev["status"] == "branched" and dev["commit"] == main["commit"]
+    assert repo.branches["dev"] == main["commit"] and hub.calls["commit"] == commits
+    again = result(run_push(hub, db, "--revision", "dev"))
+    assert again["status"] == "unchanged" and hub.calls["commit"] == commits
+    assert [p[2] for p in pushes(db)] == ["main", "dev"]
+
+    # a branch holding another export gets a commit of this one; the tag stays on main's commit
+    other = result(
+        run_push(hub, db, "--revision", "exp", "--tag", "teacher-labels", "--label-source", "teacher")
+    )
+    assert other["status"] == "pushed" and repo.branches["exp"] == other["commit"]
+    back = result(run_push(hub, db, "--revision", "exp"))
+    assert back["status"] == "pushed" and repo.branches["exp"] == back["commit"] != other["commit"]
+    assert repo.tags["sv-gen-v1"] == main["commit"] and repo.tags["teacher-labels"] == other["commit"]

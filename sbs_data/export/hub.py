@@ -37,7 +37,7 @@ class PushResult:
     revision: str
     commit_id: str
     tag: str
-    status: str  # pushed | unchanged
+    status: str  # pushed | unchanged | branched (the same export, a new branch at its tag)
     url: str
     attempts: int
 
@@ -174,9 +174,29 @@ def push(
 
         attempts = 0
 
-        def remote_tag() -> str | None:
+        def remote_refs() -> tuple[str | None, str | None]:
+            """(commit of our tag, head of our branch), None where missing."""
             refs = api.list_repo_refs(repo, repo_type="dataset")
-            return next((t.target_commit for t in refs.tags if t.name == tag), None)
+            tagged = next((t.target_commit for t in refs.tags if t.name == tag), None)
+            return tagged, next((b.target_commit for b in refs.branches if b.name == branch), None)
+
+        def remote_tag() -> str | None:
+            return remote_refs()[0]
+
+        def same_files(commit_id: str) -> bool:
+            remote = {
+                f.path: (f.lfs.sha256 if f.lfs else f.blob_id)
+                for f in api.get_paths_info(repo, files, repo_type="dataset", revision=commit_id)
+            }
+            local = {
+                f: (
+                    _sha256(folder / f)
+                    if remote.get(f) and len(remote[f]) == 64
+                    else _git_blob_sha1(folder / f)
+                )
+                for f in files
+            }
+            return remote == local
 
         def attempt() -> PushResult:
             nonlocal attempts
@@ -186,35 +206,30 @@ def push(
             info = api.repo_info(repo, repo_type="dataset")
             if private and not info.private:
                 raise SbsError(f"{repo} exists and is public; refusing a --private push into it")
-            tagged = remote_tag()
+            tagged, branch_head = remote_refs()
             known = ws.all(
                 "SELECT commit_id FROM sbs_pushes WHERE repo = ? AND revision = ? AND version_id = ? AND tag = ? "
                 "AND fingerprint = ? AND endpoint = ? ORDER BY push_id DESC LIMIT 1",
                 [repo, branch, v.version_id, tag, fingerprint, _public_endpoint(endpoint)],
             )
+            retag = True
             if tagged is not None:
-                if known and known[0][0] == tagged:
+                if known and known[0][0] == tagged and branch_head is not None:
                     return result(tagged, "unchanged", attempts)
-                remote = {
-                    f.path: (f.lfs.sha256 if f.lfs else f.blob_id)
-                    for f in api.get_paths_info(repo, files, repo_type="dataset", revision=tagged)
-                }
-                local = {
-                    f: (
-                        _sha256(folder / f)
-                        if remote.get(f) and len(remote[f]) == 64
-                        else _git_blob_sha1(folder / f)
+                if not same_files(tagged):
+                    raise SbsError(
+                        f"{repo}: tag {tag} already marks a different export of {v.ref} (other export options?); "
+                        "pass --tag NAME to push it under another tag"
                     )
-                    for f in files
-                }
-                if remote == local:
+                if branch_head is None:  # the same export, wanted on a new branch: start it at the tag
+                    api.create_branch(repo, repo_type="dataset", branch=branch, revision=tagged)
                     record(tagged, False)
-                    return result(tagged, "unchanged", attempts)
-                raise SbsError(
-                    f"{repo}: tag {tag} already marks a different export of {v.ref} (other export options?); "
-                    "pass --tag NAME to push it under another tag"
-                )
-            if branch != "main":
+                    return result(tagged, "branched", attempts)
+                if branch_head == tagged or same_files(branch_head):
+                    record(branch_head, False)
+                    return result(branch_head, "unchanged", attempts)
+                retag = False  # the branch holds something else: commit there; the tag stays where it is
+            if branch != "main" and branch_head is None:
                 api.create_branch(repo, repo_type="dataset", branch=branch, exist_ok=True)
             head = api.repo_info(repo, repo_type="dataset", revision=branch).sha
             commit = api.upload_folder(
@@ -231,11 +246,17 @@ def push(
                 delete_patterns=SHARD_PATTERNS,
             )
             commit_id = commit.oid
-            api.create_tag(
-                repo, repo_type="dataset", tag=tag, revision=commit_id, tag_message=f"{v.ref}", exist_ok=True
-            )
-            if remote_tag() != commit_id:
-                raise SbsError(f"{repo}: tag {tag} was created concurrently on another commit")
+            if retag:
+                api.create_tag(
+                    repo,
+                    repo_type="dataset",
+                    tag=tag,
+                    revision=commit_id,
+                    tag_message=f"{v.ref}",
+                    exist_ok=True,
+                )
+                if remote_tag() != commit_id:
+                    raise SbsError(f"{repo}: tag {tag} was created concurrently on another commit")
             record(commit_id, commit_id != head)
             return result(commit_id, "pushed" if commit_id != head else "unchanged", attempts)
 
