@@ -351,3 +351,94 @@ def test_export_is_fast_on_many_rows(ws, tmp_path):
     took = time.perf_counter() - t0
     assert res.manifest["totals"]["rows"] == 2 * n
     assert took < 15, took
+
+
+# -- edges of the output folder ----------------------------------------------------------------------
+
+
+def test_out_refuses_current_folder_root_and_parents(ws, tmp_path, monkeypatch):
+    _, gen = build(ws, n_train=2, n_test=1, samples=1)
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    for out, msg in ((".", "current folder"), ("..", "current folder"), ("/", "root folder")):
+        with pytest.raises(SbsError, match=msg):
+            export(ws, gen.ref, out)
+    assert list(work.iterdir()) == []
+    r = CliRunner().invoke(app_for_tests(), ["export", gen.ref, "--out", ".", "--db", str(ws.path)])
+    assert r.exit_code == 1 and "current folder" in r.output and "Traceback" not in r.output
+
+
+def app_for_tests():
+    from sbs_data.cli import app
+
+    return app
+
+
+def test_out_check_looks_two_levels_deep_only(ws, tmp_path):
+    _, gen = build(ws, n_train=2, n_test=1, samples=1)
+    out = tmp_path / "o"
+    deep = out / "junk"
+    for i in range(30):
+        deep = deep / f"d{i}"
+    deep.mkdir(parents=True)
+    (out / "train").mkdir()
+    (out / "train" / "notes.txt").write_text("x")
+    with pytest.raises(SbsError) as e:
+        export(ws, gen.ref, out)
+    assert "(junk/, train/notes.txt)" in str(e.value)  # named, not walked into
+
+
+def test_stale_staging_of_a_killed_export_is_removed_but_a_live_one_kept(ws, tmp_path):
+    from filelock import FileLock
+
+    _, gen = build(ws, n_train=2, n_test=1, samples=1)
+    out = tmp_path / "o"
+    stale = [tmp_path / ".o.tmp-0123abcd", tmp_path / ".o.old-4567ef01", tmp_path / ".o.tmp-a1b2c3_x"]
+    for d in stale:
+        (d / "train").mkdir(parents=True)
+        (d / "train" / "part-00000.parquet").write_bytes(b"half")
+    (tmp_path / ".o.export-99999999.lock").write_text("")  # an orphan lock
+    live = tmp_path / ".o.tmp-feedface"
+    live.mkdir()
+    other = tmp_path / ".other.tmp-0123abcd"  # another export folder's: not ours to touch
+    other.mkdir()
+    with FileLock(tmp_path / ".o.export-feedface.lock"):
+        export(ws, gen.ref, out)
+    left = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("."))
+    assert left == [".o.export-feedface.lock", ".o.tmp-feedface", ".other.tmp-0123abcd"]
+    export(ws, gen.ref, out)  # the lock is free now: that staging folder was a killed export's
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == [".other.tmp-0123abcd"]
+
+
+def test_export_folder_follows_the_umask(ws, tmp_path):
+    import os
+
+    _, gen = build(ws, n_train=2, n_test=1, samples=1)
+    old = os.umask(0o022)
+    try:
+        export(ws, gen.ref, tmp_path / "o")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "o").stat().st_mode & 0o777 == 0o755
+    assert (tmp_path / "o" / "train").stat().st_mode & 0o777 == 0o755
+    assert (tmp_path / "o" / "manifest.json").stat().st_mode & 0o777 == 0o644
+
+
+def test_full_disk_is_a_clear_error_and_leaves_nothing(ws, tmp_path, monkeypatch):
+    import errno
+
+    from sbs_data.export import shards
+
+    _, gen = build(ws, n_train=2, n_test=1, samples=1)
+    export(ws, gen.ref, tmp_path / "o")
+    before = _files(tmp_path / "o")
+
+    def full(table, path, file_format):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(shards, "_write_shard", full)
+    with pytest.raises(SbsError, match="cannot write the export: No space left on device"):
+        export(ws, gen.ref, tmp_path / "o", max_rows_per_shard=1)
+    assert _files(tmp_path / "o") == before  # the previous export is intact
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("ws.")) == ["o"]

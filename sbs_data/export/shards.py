@@ -4,17 +4,20 @@ The shards are the only contract with any trainer (`schemas/shard.schema.json`, 
 Output is deterministic: rows are sorted, the parquet writer settings are pinned, nothing time-dependent goes
 into shards, and the manifest carries the version's own `created_at`, never the export time. The same version
 and options therefore give byte-identical files (with the same pyarrow, which stamps its version in parquet).
-The folder is written next to DIR and swapped in at the end, so a failed export never leaves half a folder.
+The folder is written next to DIR and swapped in at the end, so a failed export never leaves half a folder;
+the staging folder is locked while in use, so the next export can remove those of killed ones.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shutil
-import tempfile
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -239,26 +242,105 @@ def _write_shard(table: pa.Table, path: Path, file_format: str) -> None:
                 f.write(json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n")
 
 
+def _out_folder(out: str | Path) -> Path:
+    """--out as an absolute path, refusing the places a swap cannot replace: `/`, the current folder, its parents."""
+    path = Path(os.path.abspath(out))
+    if not path.name:
+        raise SbsError(f"--out {out}: the root folder cannot be an export folder; choose a new folder")
+    cwd = Path.cwd()
+    if path == cwd or path in cwd.parents:
+        raise SbsError(
+            f"--out {out}: is the current folder (or holds it), which an export replaces; choose a subfolder"
+        )
+    return path
+
+
 def _check_out(out: Path) -> None:
-    """Refuse to replace a folder that holds anything other than a previous export."""
+    """Refuse to replace a folder that holds anything other than a previous export.
+
+    An export is two levels deep (split folders of part files), so only those two levels are looked at and
+    the first few foreign entries end the look: `--out /` answers at once instead of walking the disk.
+    """
     if out.exists() and not out.is_dir():
         raise SbsError(f"--out {out}: exists and is not a folder")
     if not out.exists():
-        out.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise SbsError(f"--out {out}: cannot create folder {out.parent}: {e.strerror or e}") from e
         return
-    foreign = []
-    for p in sorted(out.rglob("*")):
-        rel = p.relative_to(out).as_posix()
-        if p.is_dir():
-            if rel not in SPLITS:
-                foreign.append(rel + "/")
-        elif rel not in ("manifest.json", "README.md") and not _PART_RE.match(rel):
-            foreign.append(rel)
+    foreign: list[str] = []
+    try:
+        with os.scandir(out) as top:
+            for entry in top:
+                if entry.is_dir(follow_symlinks=False) and entry.name in SPLITS:
+                    with os.scandir(entry.path) as inner:
+                        for f in inner:
+                            rel = f"{entry.name}/{f.name}"
+                            if not (f.is_file(follow_symlinks=False) and _PART_RE.match(rel)):
+                                foreign.append(rel + ("/" if f.is_dir() else ""))
+                                if len(foreign) >= 5:
+                                    break
+                elif entry.is_dir() or entry.name not in ("manifest.json", "README.md"):
+                    foreign.append(entry.name + ("/" if entry.is_dir() else ""))
+                if len(foreign) >= 5:
+                    break
+    except OSError as e:
+        raise SbsError(f"--out {out}: cannot read it: {e.strerror or e}") from e
     if foreign:
         raise SbsError(
-            f"--out {out}: holds files that are not part of an sbs-data export ({', '.join(foreign[:5])}); "
+            f"--out {out}: holds files that are not part of an sbs-data export ({', '.join(sorted(foreign))}); "
             "choose an empty or new folder"
         )
+
+
+def _lock_path(out: Path, sfx: str) -> Path:
+    return out.parent / f".{out.name}.export-{sfx}.lock"
+
+
+def _remove_stale(out: Path) -> None:
+    """Remove the staging (`.NAME.tmp-*`) and swapped-out (`.NAME.old-*`) folders of exports that were killed:
+    those whose lock no live export holds."""
+    from filelock import FileLock, Timeout
+
+    pattern = re.compile(rf"\.{re.escape(out.name)}\.(?:tmp|old|export)-([0-9a-z_]+)(?:\.lock)?")
+    try:
+        found = sorted({m[1] for p in out.parent.iterdir() if (m := pattern.fullmatch(p.name))})
+    except OSError:
+        return
+    for sfx in found:
+        lock = FileLock(_lock_path(out, sfx))
+        try:
+            lock.acquire(timeout=0)
+        except (Timeout, OSError):
+            continue  # a running export's (or not ours to touch)
+        try:
+            for kind in ("tmp", "old"):
+                shutil.rmtree(out.parent / f".{out.name}.{kind}-{sfx}", ignore_errors=True)
+        finally:
+            lock.release()
+            _lock_path(out, sfx).unlink(missing_ok=True)
+
+
+@contextmanager
+def _staging(out: Path) -> Iterator[tuple[Path, str]]:
+    """A new folder next to `out` to write the export into (made with the umask's permissions, unlike
+    mkdtemp's 0700), locked while in use; stale ones of killed exports are removed first."""
+    from filelock import FileLock
+
+    _remove_stale(out)
+    sfx = uuid.uuid4().hex[:12]
+    lock = FileLock(_lock_path(out, sfx))
+    try:
+        with lock:
+            tmp = out.parent / f".{out.name}.tmp-{sfx}"
+            tmp.mkdir()
+            try:
+                yield tmp, sfx
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+    finally:
+        _lock_path(out, sfx).unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -461,7 +543,7 @@ def export(
         bad = [s for s in wanted if s not in SPLITS]
         if bad:
             raise SbsError(f"--splits: unknown split(s) {', '.join(bad)}; choose from {', '.join(SPLITS)}")
-    out = Path(out)
+    out = _out_folder(out)
     _check_out(out)
 
     v = ws.get(ref)
@@ -519,88 +601,88 @@ def export(
     shaped = _shape(table, label_source)
     validate_table(shaped, "shard", key_columns=("example_id", "sample_idx"))
 
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
-        split_info: dict[str, Any] = {}
-        sizes: dict[str, dict[str, int]] = {}
-        ext = "parquet" if file_format == "parquet" else "jsonl"
-        for split in SPLITS:
-            if split not in keep_splits:
-                continue
-            part = _sort(shaped.filter(pc.equal(shaped.column("split"), split)))
-            if part.num_rows == 0:
-                continue
-            shards, nbytes = [], 0
-            for i, start in enumerate(range(0, part.num_rows, max_rows_per_shard)):
-                chunk = part.slice(start, max_rows_per_shard)
-                rel = f"{split}/part-{i:05d}.{ext}"
-                _write_shard(chunk, tmp / rel, file_format)
-                nbytes += (tmp / rel).stat().st_size
-                shards.append({"path": rel, "rows": chunk.num_rows, "sha256": _sha256(tmp / rel)})
-            split_info[split] = {
-                "rows": part.num_rows,
-                "examples": pc.count_distinct(part.column("example_id")).as_py(),
-                "shards": shards,
+        with _staging(out) as (tmp, sfx):
+            split_info: dict[str, Any] = {}
+            sizes: dict[str, dict[str, int]] = {}
+            ext = "parquet" if file_format == "parquet" else "jsonl"
+            for split in SPLITS:
+                if split not in keep_splits:
+                    continue
+                part = _sort(shaped.filter(pc.equal(shaped.column("split"), split)))
+                if part.num_rows == 0:
+                    continue
+                shards, nbytes = [], 0
+                for i, start in enumerate(range(0, part.num_rows, max_rows_per_shard)):
+                    chunk = part.slice(start, max_rows_per_shard)
+                    rel = f"{split}/part-{i:05d}.{ext}"
+                    _write_shard(chunk, tmp / rel, file_format)
+                    nbytes += (tmp / rel).stat().st_size
+                    shards.append({"path": rel, "rows": chunk.num_rows, "sha256": _sha256(tmp / rel)})
+                split_info[split] = {
+                    "rows": part.num_rows,
+                    "examples": pc.count_distinct(part.column("example_id")).as_py(),
+                    "shards": shards,
+                }
+                sizes[split] = {"num_bytes": int(part.nbytes), "download_size": nbytes}
+            manifest: dict[str, Any] = {
+                "format": "sbs-data-shards",
+                "schema_version": 1,
+                "toolkit_version": __version__,
+                "source": v.ref,
+                "source_kind": v.kind,
+                "source_created_at": v.created_at.isoformat(sep=" ", timespec="seconds"),
+                "task": task,
+                "label_source": label_source,
+                "file_format": file_format,
+                "columns": COLUMNS,
+                "splits": split_info,
+                "options": {
+                    "splits": keep_splits,
+                    "validation_fraction": validation_fraction,
+                    "seed": seed if validation_fraction is not None else None,
+                    "max_rows_per_shard": max_rows_per_shard,
+                    "drop_contaminated": drop_contaminated,
+                },
+                "lineage": lineage(ws, v.ref),
+                "totals": totals,
+                "funnel": {
+                    "source_rows": v.row_count,
+                    "selection": _funnel(ws, v),
+                    "loaded": loaded,
+                    "outside_splits": loaded - after_splits,
+                    "contaminated_dropped": dropped,
+                    "exported": table.num_rows,
+                },
+                "contamination": cont.report(dropped),
             }
-            sizes[split] = {"num_bytes": int(part.nbytes), "download_size": nbytes}
-        manifest: dict[str, Any] = {
-            "format": "sbs-data-shards",
-            "schema_version": 1,
-            "toolkit_version": __version__,
-            "source": v.ref,
-            "source_kind": v.kind,
-            "source_created_at": v.created_at.isoformat(sep=" ", timespec="seconds"),
-            "task": task,
-            "label_source": label_source,
-            "file_format": file_format,
-            "columns": COLUMNS,
-            "splits": split_info,
-            "options": {
-                "splits": keep_splits,
-                "validation_fraction": validation_fraction,
-                "seed": seed if validation_fraction is not None else None,
-                "max_rows_per_shard": max_rows_per_shard,
-                "drop_contaminated": drop_contaminated,
-            },
-            "lineage": lineage(ws, v.ref),
-            "totals": totals,
-            "funnel": {
-                "source_rows": v.row_count,
-                "selection": _funnel(ws, v),
-                "loaded": loaded,
-                "outside_splits": loaded - after_splits,
-                "contaminated_dropped": dropped,
-                "exported": table.num_rows,
-            },
-            "contamination": cont.report(dropped),
-        }
-        validate(manifest, "manifest", where="manifest.json")
-        (tmp / "manifest.json").write_text(
-            json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
-        )
-        from sbs_data.export.card import build_card
+            validate(manifest, "manifest", where="manifest.json")
+            (tmp / "manifest.json").write_text(
+                json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+            )
+            from sbs_data.export.card import build_card
 
-        card = build_card(
-            manifest,
-            shaped.schema,
-            sizes,
-            quality_stats=_quality_stats(shaped),
-            label_stats=label_stats,
-            license=license,
-        )
-        (tmp / "README.md").write_text(card, encoding="utf-8")
-        _swap_in(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+            card = build_card(
+                manifest,
+                shaped.schema,
+                sizes,
+                quality_stats=_quality_stats(shaped),
+                label_stats=label_stats,
+                license=license,
+            )
+            (tmp / "README.md").write_text(card, encoding="utf-8")
+            _swap_in(tmp, out, sfx)
+    except OSError as e:
+        where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+        raise SbsError(f"--out {out}: cannot write the export: {e.strerror or e}{where}") from e
     result = ExportResult(out=out, manifest=manifest)
     _record(ws, v, result)
     return result
 
 
-def _swap_in(tmp: Path, out: Path) -> None:
+def _swap_in(tmp: Path, out: Path, sfx: str) -> None:
     if out.exists():
-        old = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:8]}")
+        old = out.with_name(f".{out.name}.old-{sfx}")
         out.rename(old)
         tmp.rename(out)
         shutil.rmtree(old, ignore_errors=True)
