@@ -15,6 +15,9 @@ Every file is read through here so that a careless or hostile file fails the sam
 
 from __future__ import annotations
 
+import re
+import string
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +32,19 @@ MAX_YAML_NODES = 100_000
 #: Deepest YAML nesting accepted.
 MAX_YAML_DEPTH = 64
 
-__all__ = ["MAX_CONFIG_BYTES", "MAX_YAML_DEPTH", "MAX_YAML_NODES", "load_yaml", "parse_yaml", "read_text"]
+__all__ = [
+    "MAX_CONFIG_BYTES",
+    "MAX_YAML_DEPTH",
+    "MAX_YAML_NODES",
+    "check_template",
+    "fill_template",
+    "key_node",
+    "load_yaml",
+    "parse_yaml",
+    "read_text",
+    "stray_placeholders",
+    "value_line",
+]
 
 
 def read_text(path: str | Path, *, what: str) -> str:
@@ -168,3 +183,101 @@ def _no_duplicate_keys(node: yaml.MappingNode, where: str) -> None:
                 f"{where}:{line}: duplicate key {k.value!r} (first at line {seen[k.tag, k.value]})"
             )
         seen[k.tag, k.value] = line
+
+
+# -- templates ------------------------------------------------------------------------------------------
+
+TemplateParts = tuple[tuple[str, str | None], ...]
+
+
+def check_template(
+    template: str,
+    fields: Iterable[str],
+    *,
+    where: str,
+    line: int | None = None,
+    exact_lines: bool = False,
+) -> TemplateParts:
+    """Parse a str.format-style template that may use plain `{field}` placeholders and nothing else.
+
+    Format specs (`{x:>300000000}` allocates gigabytes), conversions (`{x!r}`), attribute and index access
+    (`{x.__class__}` reaches Python internals), positional `{}` and unknown names are refused with an
+    SbsError `where[:line]: template: ...`; `{{` and `}}` are literal braces. `line` is the file line of
+    the template's first line; with `exact_lines` (a literal block `|` or a whole text file) the message
+    points at the line of the offending placeholder itself. Returns (literal, field or None) pairs for
+    `fill_template`, which renders without str.format.
+    """
+    allowed = set(fields)
+
+    def fail(msg: str, raw: str | None = None) -> SbsError:
+        at = ""
+        if line is not None:
+            off = template.find(raw) if raw else -1
+            at = f":{line + (template.count(chr(10), 0, off) if exact_lines and off >= 0 else 0)}"
+        return SbsError(f"{where}{at}: template: {msg}")
+
+    parts: list[tuple[str, str | None]] = []
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as e:  # "Single '}' encountered", "expected '}' before end of string"
+        raise fail(f"{e}; write {{{{ and }}}} for literal braces") from None
+    names = ", ".join(f"{{{f}}}" for f in sorted(allowed)) or "none"
+    for literal, name, spec, conv in parsed:
+        if name is None:
+            parts.append((literal, None))
+            continue
+        raw = "{" + name + (f"!{conv}" if conv else "") + (f":{spec}" if spec else "") + "}"
+        if conv or spec:
+            raise fail(
+                f"{raw}: only plain {{field}} placeholders are allowed (no format spec or !conversion)", raw
+            )
+        if name not in allowed:
+            if not name:
+                why = "a positional placeholder"
+            elif re.search(r"[.\[]", name):
+                why = "attribute or index access"
+            else:
+                why = "an unknown field"
+            raise fail(f"{raw} is {why}; the placeholders are {names}", raw)
+        parts.append((literal, name))
+    return tuple(parts)
+
+
+def fill_template(parts: TemplateParts, values: Mapping[str, str]) -> str:
+    """Render `check_template`'s parts: each placeholder replaced by its value, verbatim."""
+    return "".join(lit + (values[name] if name is not None else "") for lit, name in parts)
+
+
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]{0,63})\}")
+
+
+def stray_placeholders(template: str, fields: Iterable[str]) -> list[str]:
+    """`{name}` placeholders of a str.replace-style template that are not among `fields` (likely typos).
+
+    For templates filled with str.replace (prompt files, the judge prompt), where other braces are literal
+    text (JSON in a few-shot example) and format specs mean nothing.
+    """
+    allowed = set(fields)
+    return sorted({m.group(1) for m in _PLACEHOLDER.finditer(template)} - allowed)
+
+
+def key_node(root: yaml.Node | None, key: str) -> yaml.Node | None:
+    """The value node of `key` in a top-level YAML mapping (for line numbers), or None."""
+    if isinstance(root, yaml.MappingNode):
+        for k, v in root.value:
+            if isinstance(k, yaml.ScalarNode) and k.value == key:
+                return v
+    return None
+
+
+def value_line(node: yaml.Node | None) -> tuple[int | None, bool]:
+    """(file line of the value's first text line, whether its lines map 1:1 to file lines), for messages.
+
+    Only a literal block scalar (`key: |`) keeps its line breaks where the file has them; its text starts
+    on the line after the `|`.
+    """
+    if node is None:
+        return None, False
+    if isinstance(node, yaml.ScalarNode) and node.style == "|":
+        return node.start_mark.line + 2, True
+    return node.start_mark.line + 1, False

@@ -7,8 +7,24 @@ import re
 from typing import Any
 
 from sbs_data.tasks import Parsed, Task
+from sbs_data.tasks.base import MAX_COMPLETION_CHARS
 
-_FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.DOTALL | re.IGNORECASE)
+_JSON_TAG = re.compile(r"json", re.IGNORECASE)
+
+
+def _unfence(s: str) -> str:
+    """The body of a ```json ... ``` fence around the whole (stripped) text, else the text.
+
+    Same result as `^\\s*```(?:json)?\\s*(.*?)\\s*```\\s*$` (DOTALL), whose lazy group re-tries the closing
+    fence at every character: quadratic on a long unclosed fence.
+    """
+    if len(s) < 6 or not (s.startswith("```") and s.endswith("```")):
+        return s
+    inner = s[3:-3]
+    tag = _JSON_TAG.match(inner)
+    if tag:
+        inner = inner[tag.end() :]
+    return inner.strip()
 
 
 def _json_validator() -> Any:
@@ -18,13 +34,15 @@ def _json_validator() -> Any:
 
 
 def parse_json_output(text: str | None) -> tuple[dict | None, str | None]:
-    """({rationale, label}, None) when `text` is valid teacher output, else (None, why)."""
+    """({rationale, label}, None) when `text` is valid teacher output, else (None, why).
+
+    Output longer than MAX_COMPLETION_CHARS is refused unread (no JSON answer of ours is that long).
+    """
     if text is None or not text.strip():
         return None, "empty"
-    s = text.strip()
-    m = _FENCE.match(s)
-    if m:
-        s = m.group(1)
+    if len(text) > MAX_COMPLETION_CHARS:
+        return None, f"too long ({len(text)} characters; at most {MAX_COMPLETION_CHARS})"
+    s = _unfence(text.strip())
     try:
         obj = json.loads(s)
     except json.JSONDecodeError as e:
@@ -33,8 +51,12 @@ def parse_json_output(text: str | None) -> tuple[dict | None, str | None]:
             return None, f"not JSON ({e.msg})"
         try:
             obj = json.loads(s[start : end + 1])
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):
             return None, f"not JSON ({e.msg})"
+    except RecursionError:
+        return None, "not JSON (nested too deeply)"
+    except ValueError as e:  # a number too long for Python to convert
+        return None, f"not JSON ({e})"
     errors = list(_json_validator().iter_errors(obj))
     if errors:
         e = errors[0]

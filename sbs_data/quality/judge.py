@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-import yaml
 
 from sbs_data import RECIPES_DIR, SbsError
+from sbs_data.configfile import key_node, parse_yaml, read_text, stray_placeholders, value_line
 from sbs_data.generate import cache as cache_mod
 from sbs_data.generate.plan import Item
 from sbs_data.generate.run import Settings, answer, check_facts
@@ -29,7 +29,11 @@ from sbs_data.workspace import Version, Workspace
 
 DEFAULT_PROMPT = RECIPES_DIR / "judge.yaml"
 _FIELDS = ("input", "rationale", "label")
-_SCORE = re.compile(r"score\s*[:=]\s*\**\s*([1-5])\b", re.IGNORECASE)
+# "Score: 4", "**Score:** 4", "score = **4**": one whitespace run per gap, so a miss costs linear time
+_SCORE = re.compile(r"score\s*[:=]\s*(?:\*+\s*)?([1-5])\b", re.IGNORECASE)
+_PLACEHOLDERS = re.compile(r"\{(input|rationale|label)\}")
+#: Characters of a judge's reply that `parse_score` reads (the grade line is short and near the end).
+MAX_REPLY_CHARS = 16_384
 
 
 @dataclass(frozen=True)
@@ -45,11 +49,9 @@ class JudgePrompt:
             "rationale": rationale,
             "label": label if label is not None else "(none)",
         }
-        # str.replace, not str.format: rationales and inputs contain braces
-        out = self.template
-        for k, v in values.items():
-            out = out.replace("{" + k + "}", v)
-        return out
+        # one pass over the template, not str.format (rationales and inputs contain braces) nor chained
+        # str.replace (a "{label}" inside a rationale would be expanded too)
+        return _PLACEHOLDERS.sub(lambda m: values[m.group(1)], self.template)
 
 
 def load_judge_prompt(path: str | Path | None = None) -> JudgePrompt:
@@ -58,13 +60,8 @@ def load_judge_prompt(path: str | Path | None = None) -> JudgePrompt:
     p = Path(path) if path is not None else DEFAULT_PROMPT
     if not p.is_file():
         raise SbsError(f"{p}: judge prompt file not found")
-    text = p.read_text()
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f":{mark.line + 1}" if mark is not None else ""
-        raise SbsError(f"{p}{where}: not valid YAML ({getattr(e, 'problem', e)})") from None
+    text = read_text(p, what="judge prompt")
+    data, root = parse_yaml(text, where=str(p), what="judge prompt")
     if not isinstance(data, dict):
         raise SbsError(f"{p}: expected a mapping with 'template' (and optionally 'system')")
     unknown = sorted(set(data) - {"system", "template"})
@@ -78,14 +75,25 @@ def load_judge_prompt(path: str | Path | None = None) -> JudgePrompt:
     missing = [f"{{{f}}}" for f in _FIELDS if "{" + f + "}" not in template]
     if missing:
         raise SbsError(f"{p}: 'template' must use {', '.join(missing)}")
+    stray = stray_placeholders(template, _FIELDS)
+    if stray:
+        line, _ = value_line(key_node(root, "template"))
+        raise SbsError(
+            f"{p}:{line}: 'template' uses unknown placeholder(s) {', '.join(f'{{{n}}}' for n in stray)}; "
+            "the placeholders are {input}, {rationale} and {label}"
+        )
     sha = hashlib.sha256(text.encode()).hexdigest()
     return JudgePrompt(system, template, str(p), sha)
 
 
 def parse_score(text: str | None) -> int | None:
-    """The last "Score: N" (N = 1..5) in a judge's reply; a bare digit reply counts too; else None."""
+    """The last "Score: N" (N = 1..5) in a judge's reply; a bare digit reply counts too; else None.
+
+    A reply longer than MAX_REPLY_CHARS is read by its last MAX_REPLY_CHARS characters.
+    """
     if not text:
         return None
+    text = text[-MAX_REPLY_CHARS:]
     found = _SCORE.findall(text)
     if found:
         return int(found[-1])

@@ -15,8 +15,9 @@ from typing import Any
 import yaml
 
 from sbs_data import RECIPES_DIR, SbsError
+from sbs_data.configfile import parse_yaml, read_text
 from sbs_data.quality.signals import SIGNAL_BY_NAME, THRESHOLD_SIGNALS
-from sbs_data.schemas import validator
+from sbs_data.schemas import number_errors, validator
 from sbs_data.workspace import config_hash
 
 _ORDERABLE = tuple(s.name for s in SIGNAL_BY_NAME.values() if s.dtype in ("bool", "int", "float"))
@@ -100,26 +101,20 @@ def resolve_recipe_path(spec: str | Path) -> Path:
     builtin = RECIPES_DIR / f"{spec}.yaml"
     if not p.suffix and builtin.exists():
         return builtin
-    shipped = sorted(x.stem for x in RECIPES_DIR.glob("*.yaml") if "\nsteps:" in "\n" + x.read_text())
+    shipped = sorted(
+        x.stem for x in RECIPES_DIR.glob("*.yaml") if "\nsteps:" in "\n" + x.read_text(encoding="utf-8")
+    )
     raise SbsError(f"{spec}: no such recipe file (shipped recipes: {', '.join(shipped) or 'none'})")
 
 
 def load_recipe(spec: str | Path) -> Recipe:
     """Read and validate a recipe file (or shipped recipe name); raises SbsError naming file:path:line."""
     path = resolve_recipe_path(spec)
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise SbsError(f"{path}: cannot read recipe: {e}") from e
-    return parse_recipe(text, where=str(path))
+    return parse_recipe(read_text(path, what="recipe"), where=str(path))
 
 
 def parse_recipe(text: str, where: str = "<recipe>") -> Recipe:
-    try:
-        data = yaml.safe_load(text)
-        root = yaml.compose(text)
-    except yaml.YAMLError as e:
-        raise SbsError(f"{where}: not valid YAML: {e}") from e
+    data, root = parse_yaml(text, where=where, what="recipe")
     if not isinstance(data, dict):
         raise SbsError(f"{where}: a recipe is a mapping with a 'steps' list, got {type(data).__name__}")
     errors = _schema_errors(data, root) or _semantic_errors(data, root)
@@ -195,7 +190,7 @@ def _allowed_keys(step: Any) -> tuple[str, ...]:
 
 
 def _schema_errors(data: dict, root: yaml.Node) -> list[str]:
-    out: list[str] = []
+    out: list[str] = [_at(root, path, msg) for path, msg in number_errors(data)]
     seen: set[str] = set()
     errs = sorted(validator("recipe").iter_errors(data), key=lambda e: list(map(str, e.absolute_path)))
     for e in errs:

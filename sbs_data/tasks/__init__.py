@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import yaml
-
 from sbs_data import SbsError
+from sbs_data.configfile import check_template, key_node, parse_yaml, read_text, value_line
 from sbs_data.tasks.base import FieldError, Parsed, Task, split_completion
 from sbs_data.tasks.builtin import BUILTIN
 
@@ -19,11 +18,10 @@ def load_task_file(path: str | Path) -> Task:
     from sbs_data.schemas import validate
 
     p = Path(path)
-    try:
-        data = yaml.safe_load(p.read_text())
-    except (OSError, yaml.YAMLError) as e:
-        raise SbsError(f"{p}: cannot read task file: {e}") from e
+    data, root = parse_yaml(read_text(p, what="task file"), where=str(p), what="task file")
     validate(data, "task", where=str(p))
+    line, exact = value_line(key_node(root, "template"))
+    check_template(data["template"], data["input_fields"], where=str(p), line=line, exact_lines=exact)
     space = data["label_space"]
     return Task(
         name=data["name"],

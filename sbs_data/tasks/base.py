@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from sbs_data.configfile import TemplateParts, check_template, fill_template
 from sbs_data.tasks import mathexpr
 
 LabelSpace = Literal["fixed", "choices", "numeric", "free"]
@@ -30,34 +31,94 @@ class Parsed:
     answer_pos: int | None = None  # char offset of the answer phrase in the cut completion
 
 
-# The answer sentence the paper's prompts end with; the first one wins, the rest is run-on.
+#: Characters of a completion the parser reads (about 4k tokens); the rest is ignored. A rationale and its
+#: answer are a few hundred to a few thousand characters: this only bounds the work on runaway or hostile
+#: output, so that parsing one completion costs at most a few milliseconds.
+MAX_COMPLETION_CHARS = 16_384
+
+
+def _ws(name: str, least: str = "+") -> str:
+    """A whitespace run taken whole, never given back (an atomic group spelled for Python 3.10).
+
+    Used where the next token starts with a non-space, so giving characters back could never help: this
+    only removes the per-character retries that make a failed attempt cost time linear in the run.
+    """
+    return rf"(?=(?P<{name}>\s{least}))(?P={name})"
+
+
+# The answer sentence the paper's prompts end with; the first one wins, the rest is run-on. The first match
+# of `(?:(?:So|Therefore|Thus|Hence),?\s+)?the\s+(?:final\s+)?answer\s+is\s*:?\s*(?P<label>[^\n]*)` or
+# `^\s*Answer\s*:\s*(?P<label2>[^\n]*)` (multiline), found in time linear in the text: whitespace runs
+# are taken whole, and the second pattern is tried from the start of a run, never from inside one.
 _ANSWER = re.compile(
-    r"(?:(?:So|Therefore|Thus|Hence),?\s+)?the\s+(?:final\s+)?answer\s+is\s*:?\s*(?P<label>[^\n]*)"
-    r"|^\s*Answer\s*:\s*(?P<label2>[^\n]*)",
-    re.IGNORECASE | re.MULTILINE,
+    # (?=[sth]): a cheap first-character test before the alternatives
+    rf"(?=[sth])(?:(?:So|Therefore|Thus|Hence),?{_ws('a')})?the{_ws('b')}(?:final{_ws('c')})?answer{_ws('d')}is"
+    r"\s*:?\s*(?P<label>[^\n]*)",
+    re.IGNORECASE,
 )
-# A new invented few-shot example starts after a blank line with one of these markers.
-_RUNON = re.compile(r"\n\s*\n\s*(?:Q:|Question:|Premise:|Hypothesis:|Input:|Problem:|A:)", re.IGNORECASE)
+_ANSWER_LINE = re.compile(rf"(?<!\s)(?:{_ws('ws')})?Answer{_ws('b', '*')}:", re.IGNORECASE)
+_LABEL = re.compile(r"\s*(?P<label>[^\n]*)")
+# A new invented few-shot example starts after a blank line with one of these markers: a whitespace run
+# holding two line breaks, then the marker.
+_RUNON = re.compile(
+    rf"(?<!\s){_ws('ws')}(?:Q:|Question:|Premise:|Hypothesis:|Input:|Problem:|A:)", re.IGNORECASE
+)
+
+
+def _runon_start(text: str) -> int | None:
+    """Where an invented next example starts (the first line break of the blank line before it), or None."""
+    for m in _RUNON.finditer(text):
+        ws = m.group("ws")
+        first = ws.find("\n")
+        if first >= 0 and ws.find("\n", first + 1) >= 0:
+            return m.start("ws") + first
+    return None
+
+
+def _answer_match(body: str) -> tuple[int, str] | None:
+    """(start, raw label) of the first answer phrase in `body`: the leftmost match of either pattern."""
+    m = _ANSWER.search(body)
+    end = m.start() if m else len(body)
+    pos = 0
+    while (a := _ANSWER_LINE.search(body, pos, end)) is not None:
+        ws = a.group("ws") or ""
+        nl = ws.find("\n")
+        if a.start() == 0 or nl >= 0:  # "Answer" opens a line (after blank space at most)
+            return (0 if a.start() == 0 else a.start() + nl + 1), _LABEL.match(body, a.end()).group("label")
+        pos = a.end()
+    return (m.start(), m.group("label")) if m else None
+
+
+def _rstrip_dots(s: str) -> str:
+    r"""`re.sub(r"[.\s]+$", "", s)` without the quadratic backtracking on long runs of dots."""
+    i = len(s)
+    while i and (s[i - 1] == "." or s[i - 1].isspace()):
+        i -= 1
+    return s[:i]
 
 
 def split_completion(text: str | None) -> Parsed:
-    """Cut a few-shot CoT completion into rationale + raw answer text (task-agnostic part)."""
+    """Cut a few-shot CoT completion into rationale + raw answer text (task-agnostic part).
+
+    Reads the first MAX_COMPLETION_CHARS characters; every step is linear in that length.
+    """
     if text is None or not text.strip():
         return Parsed(None, None, "empty")
-    runon = _RUNON.search(text)
-    body = text[: runon.start()] if runon else text
-    m = _ANSWER.search(body)
-    if not m:
+    text = text[:MAX_COMPLETION_CHARS]
+    runon = _runon_start(text)
+    body = text[:runon] if runon is not None else text
+    found = _answer_match(body)
+    if found is None:
         rationale = body.split("\n\n")[0].strip()
         return Parsed(rationale or None, None, "no_answer")
-    raw_label = (m.group("label") if m.group("label") is not None else m.group("label2")) or ""
-    raw_label = raw_label.strip()
+    start, raw_label = found
+    raw_label = (raw_label or "").strip()
     # "(c) wooded area." / "contradiction." -> drop the trailing full stop and quotes
-    raw_label = re.sub(r"[.\s]+$", "", raw_label).strip().strip("\"'`").strip()
-    rationale = body[: m.start()].strip()
+    raw_label = _rstrip_dots(raw_label).strip().strip("\"'`").strip()
+    rationale = body[:start].strip()
     if not raw_label:
-        return Parsed(rationale or None, None, "no_answer", m.start())
-    return Parsed(rationale or None, raw_label, "ok", m.start())
+        return Parsed(rationale or None, None, "no_answer", start)
+    return Parsed(rationale or None, raw_label, "ok", start)
 
 
 @dataclass(frozen=True)
@@ -77,6 +138,11 @@ class Task:
     id_fields: tuple[str, ...] = ("id", "uid", "example_id")
     normaliser: str = "lower"  # lower | none | numeric
     description: str = ""
+    _parts: TemplateParts = field(default=(), init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # also for definitions read back from a workspace: a template never reaches str.format
+        self.__dict__["_parts"] = check_template(self.template, self.fields, where=f"task {self.name!r}")
 
     # -- reading rows -------------------------------------------------------------------
     def _get(self, row: dict[str, Any], name: str) -> Any:
@@ -138,7 +204,7 @@ class Task:
     # -- rendering ------------------------------------------------------------------------
     def render(self, fields: dict[str, str], choices: list[str] | None = None) -> str:
         """The input text a student (and the teacher prompt) sees."""
-        text = self.template.format(**fields)
+        text = fill_template(self._parts, fields)
         if choices:
             text += "\nAnswer Choices:\n" + "\n".join(f"({LETTERS[i]}) {c}" for i, c in enumerate(choices))
         return text
@@ -226,17 +292,23 @@ class Task:
 
 
 def _strip_outer_parens(s: str) -> str:
+    """Drop parentheses around the whole label, repeatedly: "((450))" -> "450", "(1) + (2)" stays.
+
+    One pass to pair the parentheses, then peel pairs that enclose everything (linear, for any nesting).
+    """
     s = s.strip()
-    while s.startswith("(") and s.endswith(")") and _balanced(s[1:-1]):
-        s = s[1:-1].strip()
-    return s
-
-
-def _balanced(s: str) -> bool:
-    depth = 0
-    for ch in s:
-        depth += ch == "("
-        depth -= ch == ")"
-        if depth < 0:
-            return False
-    return depth == 0
+    match: dict[int, int] = {}
+    stack: list[int] = []
+    for i, ch in enumerate(s):
+        if ch == "(":
+            stack.append(i)
+        elif ch == ")" and stack:
+            match[stack.pop()] = i
+    i, j = 0, len(s)
+    while j - i >= 2 and s[i] == "(" and s[j - 1] == ")" and match.get(i) == j - 1:
+        i, j = i + 1, j - 1
+        while i < j and s[i].isspace():
+            i += 1
+        while j > i and s[j - 1].isspace():
+            j -= 1
+    return s[i:j]

@@ -80,18 +80,35 @@ def numbers_equal(a: float | None, b: float | None, rel: float = 1e-6) -> bool:
     return math.isclose(a, b, rel_tol=rel, abs_tol=1e-6)
 
 
+#: Characters of a rationale `arithmetic_steps` reads.
+MAX_STEP_TEXT_CHARS = 16_384
 _NUM = r"-?\d+(?:\.\d+)?"
-_STEP = re.compile(
-    rf"(?<![\w.])((?:\(?\s*{_NUM}\s*\)?\s*[-+*/x\u00d7\u00f7]\s*)+\(?\s*{_NUM}\s*\)?)\s*(?:=|is|equals)\s*({_NUM})(?![\d])"
-)
+_OP = r"[-+*/x\u00d7\u00f7]"
+# A step is `EXPR (=|is|equals) NUM`, EXPR being numbers joined by operators, each number optionally in
+# parentheses: the historical pattern `(?<![\w.])((?:\(?\s*N\s*\)?\s*OP\s*)+\(?\s*N\s*\)?)\s*(?:=|is|equals)\s*(N)`
+# matches the same steps but backtracks exponentially on a long chain without "=". Here the chain has one
+# way to split its whitespace, is matched once, and the tail is tried once at its end: when the tail fails
+# no step can start inside that chain (any start there parses the same chain tail), so the scan resumes
+# after it. Linear time.
+_CHAIN = re.compile(rf"(?<![\w.])(?:\(\s*)?{_NUM}(?:\s*(?:\)\s*)?{_OP}\s*(?:\(\s*)?{_NUM})+(?:\s*\))?")
+_TAIL = re.compile(rf"\s*(?:=|is|equals)\s*({_NUM})(?![\d])")
 
 
 def arithmetic_steps(text: str) -> list[tuple[str, float, bool]]:
-    """Find `a op b = c` steps in a rationale: (expression, claimed result, correct?)."""
+    """Find `a op b = c` steps in a rationale: (expression, claimed result, correct?).
+
+    Reads the first MAX_STEP_TEXT_CHARS characters (commas removed), in linear time.
+    """
     out = []
-    for m in _STEP.finditer(text.replace(",", "")):
-        expr = m.group(1).replace("x", "*").replace("\u00d7", "*").replace("\u00f7", "/")
-        val = try_evaluate(expr)
-        claimed = float(m.group(2))
-        out.append((m.group(1).strip(), claimed, numbers_equal(val, claimed, rel=1e-4)))
+    s = text[:MAX_STEP_TEXT_CHARS].replace(",", "")
+    pos = 0
+    while (m := _CHAIN.search(s, pos)) is not None:
+        t = _TAIL.match(s, m.end())
+        if t is None:
+            pos = m.end()
+            continue
+        pos = t.end()
+        expr = m.group(0).replace("x", "*").replace("\u00d7", "*").replace("\u00f7", "/")
+        claimed = float(t.group(1))
+        out.append((m.group(0).strip(), claimed, numbers_equal(try_evaluate(expr), claimed, rel=1e-4)))
     return out
