@@ -352,6 +352,7 @@ def ingest(
             id_field=id_field,
             hf_split=hf_split,
             note=note_,
+            warn=info,
         )
         emit([v.as_row()], fmt)
 

@@ -1,7 +1,7 @@
 """Load examples into the workspace: JSONL / CSV / parquet / HF datasets, and the paper's released layout.
 
-Everything is read and validated before anything is written, and the write is one transaction, so bad
-input leaves the workspace exactly as it was.
+Rows are read, validated and written in chunks (memory stays flat at any file size), all inside the one
+transaction of the new version, so bad input anywhere leaves the workspace exactly as it was.
 """
 
 from __future__ import annotations
@@ -9,7 +9,9 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-from collections.abc import Callable, Iterator
+import math
+from array import array
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +19,24 @@ import polars as pl
 
 from sbs_data import SbsError
 from sbs_data.tasks import FieldError, Task, get_task
+from sbs_data.text import storable_value
 from sbs_data.workspace import Version, Workspace, check_name
 
 SPLIT_ALIASES = {"valid": "validation", "val": "validation", "dev": "validation"}
 MAX_ERRORS_SHOWN = 5
+#: Rows validated and written at a time: bounds memory whatever the file size.
+CHUNK_ROWS = 20_000
+_SCHEMA = {
+    "example_id": pl.Utf8,
+    "split": pl.Utf8,
+    "row_idx": pl.Int32,
+    "task": pl.Utf8,
+    "input_text": pl.Utf8,
+    "label": pl.Utf8,
+    "choices": pl.List(pl.Utf8),
+    "fields": pl.Utf8,
+    "source": pl.Utf8,
+}
 
 
 def canonical_split(split: str) -> str:
@@ -29,25 +45,53 @@ def canonical_split(split: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# Readers yield (location, row) so every error can name file:line (or file:row N).
+# Readers yield (position, row); `where(position)` names it in errors as file:line (or file:row N).
 
 
-def _read_jsonl(path: Path) -> Iterator[tuple[str, dict]]:
-    with path.open("rb") as fh:
-        head = fh.read(1)
-    if head == b"[":  # a JSON array file (e.g. SVAMP.json) is accepted too
+class Rows:
+    """A source's rows, each with a position that `where` turns into file:line (or file:row N)."""
+
+    def __init__(self, rows: Iterable[tuple[int, dict]], where: Callable[[int], str]):
+        self.rows, self.where = rows, where
+
+    def __iter__(self) -> Iterator[tuple[str, dict]]:
+        """(location, row) pairs, for callers that want the text."""
+        return ((self.where(n), r) for n, r in self.rows)
+
+
+def _utf8_lines(path: Path, fh: Any, what: str) -> Iterator[tuple[int, str]]:
+    """(line number, text) of a binary file, decoded line by line so a bad byte is reported with its line."""
+    for n, raw in enumerate(fh, 1):
+        if n == 1 and raw.startswith(b"\xef\xbb\xbf"):  # UTF-8 byte order mark (Excel's default)
+            raw = raw[3:]
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            yield n, raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise SbsError(
+                f"{path}:{n}: not UTF-8 text (byte 0x{raw[e.start]:02x} at column {e.start + 1}), so not {what}"
+            ) from None
+
+
+def _read_jsonl(path: Path) -> Rows:
+    with path.open("rb") as fh:
+        head = fh.read(8).removeprefix(b"\xef\xbb\xbf").lstrip()
+    if head.startswith(b"["):  # a JSON array file (e.g. SVAMP.json) is accepted too
+        try:
+            data = json.loads(path.read_text(encoding="utf-8-sig"))
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise SbsError(f"{path}: not valid JSON: {e}") from e
-        for i, row in enumerate(data):
-            if not isinstance(row, dict):
-                raise SbsError(f"{path}: item {i}: expected a JSON object, got {type(row).__name__}")
-            yield f"{path}:item {i}", row
-        return
-    with path.open("r", encoding="utf-8", errors="strict") as fh:
-        try:
-            for n, line in enumerate(fh, 1):
+
+        def items() -> Iterator[tuple[int, dict]]:
+            for i, row in enumerate(data):
+                if not isinstance(row, dict):
+                    raise SbsError(f"{path}: item {i}: expected a JSON object, got {type(row).__name__}")
+                yield i, row
+
+        return Rows(items(), lambda i: f"{path}:item {i}")
+
+    def lines() -> Iterator[tuple[int, dict]]:
+        with path.open("rb") as fh:
+            for n, line in _utf8_lines(path, fh, "JSON Lines"):
                 if not line.strip():
                     continue
                 try:
@@ -56,25 +100,26 @@ def _read_jsonl(path: Path) -> Iterator[tuple[str, dict]]:
                     raise SbsError(f"{path}:{n}: malformed JSON line ({e.msg} at column {e.colno})") from e
                 if not isinstance(row, dict):
                     raise SbsError(f"{path}:{n}: expected a JSON object, got {type(row).__name__}")
-                yield f"{path}:{n}", row
-        except UnicodeDecodeError as e:
-            raise SbsError(f"{path}: not a UTF-8 text file, so not JSON Lines ({e.reason})") from e
+                yield n, row
+
+    return Rows(lines(), lambda n: f"{path}:{n}")
 
 
-def _read_csv(path: Path) -> Iterator[tuple[str, dict]]:
-    try:
-        with path.open("r", encoding="utf-8", newline="") as fh:
-            reader = csv.DictReader(fh)
-            if not reader.fieldnames:
-                raise SbsError(f"{path}: empty CSV file (no header row)")
-            for row in reader:
-                if None in row:
-                    raise SbsError(f"{path}:{reader.line_num}: more cells than header columns")
-                yield f"{path}:{reader.line_num}", _csv_values(row)
-    except UnicodeDecodeError as e:
-        raise SbsError(f"{path}: not a UTF-8 text file, so not CSV ({e.reason})") from e
-    except csv.Error as e:
-        raise SbsError(f"{path}: malformed CSV: {e}") from e
+def _read_csv(path: Path) -> Rows:
+    def rows() -> Iterator[tuple[int, dict]]:
+        with path.open("rb") as fh:
+            reader = csv.DictReader(line for _, line in _utf8_lines(path, fh, "CSV"))
+            try:
+                if not reader.fieldnames:
+                    raise SbsError(f"{path}: empty CSV file (no header row)")
+                for row in reader:
+                    if None in row:
+                        raise SbsError(f"{path}:{reader.line_num}: more cells than header columns")
+                    yield reader.line_num, _csv_values(row)
+            except csv.Error as e:
+                raise SbsError(f"{path}:{reader.line_num}: malformed CSV: {e}") from e
+
+    return Rows(rows(), lambda n: f"{path}:{n}")
 
 
 def _csv_values(row: dict[str, str]) -> dict[str, Any]:
@@ -91,21 +136,31 @@ def _csv_values(row: dict[str, str]) -> dict[str, Any]:
     return out
 
 
-def _read_parquet(path: Path) -> Iterator[tuple[str, dict]]:
+def _read_parquet(path: Path) -> Rows:
     import pyarrow.parquet as pq
 
     with path.open("rb") as fh:
         if fh.read(4) != b"PAR1":
             raise SbsError(f"{path}: not a parquet file (missing PAR1 magic bytes)")
     try:
-        table = pq.read_table(path)
+        pf = pq.ParquetFile(path)
     except Exception as e:  # pyarrow raises several types for corrupt files
         raise SbsError(f"{path}: cannot read parquet: {e}") from e
-    for i, row in enumerate(table.to_pylist()):
-        yield f"{path}:row {i}", row
+
+    def rows() -> Iterator[tuple[int, dict]]:
+        i = 0
+        try:
+            for batch in pf.iter_batches(batch_size=CHUNK_ROWS):
+                for row in batch.to_pylist():
+                    yield i, row
+                    i += 1
+        except (OSError, ValueError) as e:
+            raise SbsError(f"{path}: cannot read parquet at row {i}: {e}") from e
+
+    return Rows(rows(), lambda i: f"{path}:row {i}")
 
 
-def _read_hf(source: str, hf_split: str | None) -> Iterator[tuple[str, dict]]:
+def _read_hf(source: str, hf_split: str | None) -> Rows:
     import datasets
 
     path = Path(source)
@@ -122,12 +177,11 @@ def _read_hf(source: str, hf_split: str | None) -> Iterator[tuple[str, dict]]:
         if hf_split not in ds:
             raise SbsError(f"{source}: no split {hf_split!r} (has {list(ds)})")
         ds = ds[hf_split]
-    for i, row in enumerate(ds):
-        yield f"{source}:row {i}", row
+    return Rows(enumerate(ds), lambda i: f"{source}:row {i}")
 
 
-def read_rows(source: str, hf_split: str | None = None) -> Iterator[tuple[str, dict]]:
-    """Rows of any supported source, each with a location string for error messages."""
+def read_rows(source: str, hf_split: str | None = None) -> Rows:
+    """Rows of any supported source (streamed where the format allows), each with its position."""
     path = Path(source)
     if source.startswith("hf:") or path.is_dir():
         if (
@@ -158,83 +212,138 @@ def content_id(task: Task, fields: dict[str, str], choices: list[str] | None) ->
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def _id_text(value: Any, field: str) -> str:
+    """An id cell as text; NaN, infinities, booleans and nested values are refused, never stringified."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise FieldError(field, f"an id must be text or a number, not {type(value).__name__} {value!r:.60}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise FieldError(field, f"an id must be text or a number, not {value!r}")
+    return str(value)
+
+
+class _Checked:
+    """Validates rows into sbs_examples chunks; collects the first errors and repaired-row counts."""
+
+    def __init__(
+        self,
+        task: Task,
+        split: str,
+        mapping: dict[str, str] | None,
+        id_field: str | None,
+        positional_ids: bool,
+    ):
+        self.task, self.split, self.mapping = task, split, mapping or {}
+        self.id_field, self.positional_ids = id_field, positional_ids
+        self.errors: list[str] = []
+        self.repaired: list[int] = []  # row_idx of rows whose text had to be made storable
+        self.positions = array("q")  # row_idx -> source position, for error messages after the fact
+        self.rows = 0
+
+    def _id(self, row: dict[str, Any], c: dict[str, Any], idx: int) -> str:
+        t = self.task
+        if self.id_field:
+            if row.get(self.id_field) in (None, ""):
+                raise FieldError(self.id_field, "missing id (--id-field)")
+            return _id_text(row[self.id_field], self.id_field)
+        if self.positional_ids:
+            return f"{self.split}-{idx:06d}"
+        for f in t.id_fields:
+            if row.get(f) not in (None, ""):
+                return _id_text(row[f], f)
+        return content_id(t, c["fields"], c["choices"])
+
+    def chunks(self, source: Rows, chunk_rows: int = CHUNK_ROWS) -> Iterator[pl.DataFrame]:
+        """Validated rows as DataFrames of at most `chunk_rows`; raises SbsError naming file:line and field."""
+        cols: dict[str, list[Any]] = {k: [] for k in _SCHEMA}
+        t, where = self.task, source.where
+        for idx, (pos, raw) in enumerate(source.rows):
+            raw, fixed = storable_value(raw)
+            row = dict(raw)
+            for src, dst in self.mapping.items():
+                if src in row:
+                    row[dst] = row.pop(src)
+                elif idx == 0:
+                    raise SbsError(
+                        f"{where(pos)}: --map {src}={dst}: no column {src!r} (columns: {sorted(raw)})"
+                    )
+            try:
+                c = t.canonicalize(row)
+                ex_id = self._id(row, c, idx)
+                text = t.render(c["fields"], c["choices"])
+            except FieldError as e:
+                self.errors.append(f"{where(pos)}: {e}")
+                if len(self.errors) >= MAX_ERRORS_SHOWN:
+                    break
+                continue
+            except (KeyError, IndexError, ValueError) as e:
+                self.errors.append(f"{where(pos)}: template error: {e}")
+                break
+            if fixed:
+                self.repaired.append(idx)
+            self.positions.append(pos)
+            if self.errors:
+                continue  # nothing more will be written: only look for further errors
+            for k, v in (
+                ("example_id", ex_id), ("split", self.split), ("row_idx", idx), ("task", t.name),
+                ("input_text", text), ("label", c["label"]), ("choices", c["choices"]),
+                ("fields", json.dumps(c["fields"], ensure_ascii=False)),
+                ("source", json.dumps(raw, ensure_ascii=False, default=str)),
+            ):  # fmt: skip
+                cols[k].append(v)
+            self.rows += 1
+            if len(cols["example_id"]) >= chunk_rows:
+                yield pl.DataFrame(cols, schema=_SCHEMA)
+                cols = {k: [] for k in _SCHEMA}
+        if self.errors:
+            more = " (stopped after the first errors)" if len(self.errors) >= MAX_ERRORS_SHOWN else ""
+            raise SbsError("bad input, nothing was stored:\n  " + "\n  ".join(self.errors) + more)
+        if cols["example_id"]:
+            yield pl.DataFrame(cols, schema=_SCHEMA)
+        if not self.rows:
+            raise SbsError("no rows to ingest (the source is empty)")
+
+    def duplicate_error(self, dups: list[tuple[str, list[str], list[int]]], where: Callable[[int], str],
+                        parent: Version | None) -> SbsError:  # fmt: skip
+        """The error for ids seen twice: (id, splits, row_idx) per id, in row order (old splits first)."""
+        lines = []
+        for ex_id, splits, idxs in dups[:MAX_ERRORS_SHOWN]:
+            other = next((s for s in splits if s != self.split), None)
+            mine = [i for s, i in zip(splits, idxs) if s == self.split]
+            if other is not None and parent is not None:
+                lines.append(
+                    f"{where(self.positions[mine[0]])}: duplicate example id {ex_id!r}: already in split "
+                    f"{other!r} of {parent.ref} (the same input in two splits would leak between them)"
+                )
+            else:
+                first, again = self.positions[mine[0]], self.positions[mine[1]]
+                lines.append(f"{where(again)}: duplicate example id {ex_id!r} (first seen at {where(first)})")
+        return SbsError("bad input, nothing was stored:\n  " + "\n  ".join(lines))
+
+
 def build_examples(
-    rows: Iterator[tuple[str, dict]] | list[tuple[str, dict]],
+    rows: Rows | Iterable[tuple[str, dict]],
     task: Task,
     split: str,
     mapping: dict[str, str] | None = None,
     id_field: str | None = None,
     positional_ids: bool = False,
 ) -> pl.DataFrame:
-    """Validate and canonicalise rows into sbs_examples columns; errors name location and field."""
-    mapping = mapping or {}
-    out: list[dict[str, Any]] = []
-    seen: dict[str, str] = {}
-    errors: list[str] = []
-    for idx, (loc, raw) in enumerate(rows):
-        row = dict(raw)
-        for src, dst in mapping.items():
-            if src in row:
-                row[dst] = row.pop(src)
-            elif idx == 0:
-                raise SbsError(f"{loc}: --map {src}={dst}: no column {src!r} (columns: {sorted(raw)})")
-        try:
-            c = task.canonicalize(row)
-            if id_field:
-                if row.get(id_field) in (None, ""):
-                    raise FieldError(id_field, "missing id (--id-field)")
-                ex_id = str(row[id_field])
-            elif positional_ids:
-                ex_id = f"{split}-{idx:06d}"
-            else:
-                ex_id = c["id"] or content_id(task, c["fields"], c["choices"])
-            text = task.render(c["fields"], c["choices"])
-        except FieldError as e:
-            errors.append(f"{loc}: {e}")
-            if len(errors) >= MAX_ERRORS_SHOWN:
-                break
-            continue
-        except (KeyError, IndexError, ValueError) as e:
-            errors.append(f"{loc}: template error: {e}")
-            break
-        if ex_id in seen:
-            errors.append(f"{loc}: duplicate example id {ex_id!r} (first seen at {seen[ex_id]})")
-            if len(errors) >= MAX_ERRORS_SHOWN:
-                break
-            continue
-        seen[ex_id] = loc
-        out.append(
-            {
-                "example_id": ex_id,
-                "split": split,
-                "row_idx": idx,
-                "task": task.name,
-                "input_text": text,
-                "label": c["label"],
-                "choices": c["choices"],
-                "fields": json.dumps(c["fields"], ensure_ascii=False),
-                "source": json.dumps(raw, ensure_ascii=False, default=str),
-            }
-        )
-    if errors:
-        more = " (stopped after the first errors)" if len(errors) >= MAX_ERRORS_SHOWN else ""
-        raise SbsError("bad input, nothing was stored:\n  " + "\n  ".join(errors) + more)
-    if not out:
-        raise SbsError("no rows to ingest (the source is empty)")
-    return pl.DataFrame(
-        out,
-        schema={
-            "example_id": pl.Utf8,
-            "split": pl.Utf8,
-            "row_idx": pl.Int32,
-            "task": pl.Utf8,
-            "input_text": pl.Utf8,
-            "label": pl.Utf8,
-            "choices": pl.List(pl.Utf8),
-            "fields": pl.Utf8,
-            "source": pl.Utf8,
-        },
+    """Validate and canonicalise a (small) source into one sbs_examples frame; errors name location and field."""
+    if not isinstance(rows, Rows):
+        listed = list(rows)
+        rows = Rows(((i, r) for i, (_, r) in enumerate(listed)), lambda i: listed[i][0])
+    checked = _Checked(task, split, mapping, id_field, positional_ids)
+    df = pl.concat(list(checked.chunks(rows)))
+    dups = (
+        df.group_by("example_id", maintain_order=True)
+        .agg(pl.col("split"), pl.col("row_idx"))
+        .filter(pl.col("row_idx").list.len() > 1)
     )
+    if len(dups):
+        raise checked.duplicate_error(dups.rows(), rows.where, None)
+    return df
 
 
 def ingest(
@@ -247,31 +356,25 @@ def ingest(
     id_field: str | None = None,
     hf_split: str | None = None,
     note: str | None = None,
+    warn: Callable[[str], None] | None = None,
+    chunk_rows: int = CHUNK_ROWS,
 ) -> Version:
-    """Add (or replace) one split of a dataset: the new version holds the previous version's other splits."""
+    """Add (or replace) one split of a dataset: the new version holds the previous version's other splits.
+
+    Rows stream from the source in chunks into the version's transaction; any error rolls it all back.
+    Texts that cannot be stored (lone surrogates, NULs) are repaired (U+FFFD, NUL removed), counted in the
+    run's stats and reported through `warn`.
+    """
     t = get_task(task)
     split = canonical_split(split)
     dataset = check_name(name or Path(source.removeprefix("hf:")).stem.replace("/", "-"))
-    df = build_examples(read_rows(source, hf_split), t, split, mapping, id_field)
+    rows = read_rows(source, hf_split)
     previous = ws.versions(dataset)
     parent = previous[-1] if previous else None
     if parent is not None and parent.kind != "examples":
         raise SbsError(f"dataset {dataset!r} holds {parent.kind}, not examples; choose another --name")
     if parent is not None and parent.task != t.name:
         raise SbsError(f"dataset {dataset!r} is task {parent.task!r}, not {t.name!r}")
-    if parent is not None:
-        others = dict(
-            ws.all(
-                "SELECT example_id, split FROM sbs_examples WHERE version_id = ? AND split <> ?",
-                [parent.base_id, split],
-            )
-        )
-        clash = next((i for i in df["example_id"] if i in others), None)
-        if clash is not None:
-            raise SbsError(
-                f"{source}: duplicate example id {clash!r}: already in split {others[clash]!r} of "
-                f"{parent.ref} (the same input in two splits would leak between them)"
-            )
     config = {
         "op": "ingest",
         "source": str(source),
@@ -282,6 +385,7 @@ def ingest(
         "mapping": mapping or {},
         "id_field": id_field,
     }
+    checked = _Checked(t, split, mapping, id_field, positional_ids=False)
     with ws.run(f"ingest {source} --task {task} --split {split}") as run:
         with ws.new_version(
             dataset, "examples", config, [parent] if parent else [], task=t.name, note=note, run_id=run.run_id
@@ -292,8 +396,24 @@ def ingest(
                     "WHERE version_id = ? AND split <> ?",
                     [v.version_id, parent.base_id, split],
                 )
-            ws.append("sbs_examples", v, df)
-        run.stats.update(rows=len(df), version=ws.by_id(v.version_id).ref)
+            for chunk in checked.chunks(rows, chunk_rows):
+                ws.append("sbs_examples", v, chunk)
+            dups = ws.all(
+                "SELECT example_id, list(split ORDER BY split <> ?, row_idx), "
+                "list(row_idx ORDER BY split <> ?, row_idx) FROM sbs_examples WHERE version_id = ? "
+                "GROUP BY example_id HAVING count(*) > 1 ORDER BY min(row_idx) FILTER (WHERE split = ?) LIMIT ?",
+                [split, split, v.version_id, split, MAX_ERRORS_SHOWN],
+            )
+            if dups:
+                raise checked.duplicate_error(dups, rows.where, parent)
+        run.stats.update(rows=checked.rows, version=f"{dataset}@{v.num}")
+        if checked.repaired:
+            run.stats.update(repaired_rows=len(checked.repaired), repaired_row_idx=checked.repaired[:100])
+            if warn is not None:
+                warn(
+                    f"warning: {len(checked.repaired)} row(s) held text that cannot be stored (lone surrogates "
+                    "or NUL characters): stored with U+FFFD / NULs removed (row_idx in the run's stats)"
+                )
     return ws.by_id(v.version_id)
 
 
@@ -366,7 +486,7 @@ def import_original(
                 )
                 skipped.append(split)
             continue
-        df = build_examples(list(_read_jsonl(gold)), t, split, positional_ids=not _has_ids(gold, t))
+        df = build_examples(_read_jsonl(gold), t, split, positional_ids=not _has_ids(gold, t))
         frames.append(df)
         if chunks:
             comps = _load_completions(chunks)
@@ -423,7 +543,7 @@ def import_original(
 
 
 def _has_ids(gold: Path, task: Task) -> bool:
-    with gold.open(encoding="utf-8") as fh:
+    with gold.open(encoding="utf-8-sig") as fh:
         first = fh.readline()
     try:
         row = json.loads(first)

@@ -156,7 +156,11 @@ BAD_CASES = {
         r"dup\.jsonl:2: duplicate example id 'x' \(first seen at .*dup\.jsonl:1\)",
     ),
     "not parquet": ("fake.parquet", "premise,hypothesis\n", r"fake\.parquet: not a parquet file"),
-    "binary as jsonl": ("bin.jsonl", b"\x89PNG\r\n\x1a\n\xff\xfe\x00", r"bin\.jsonl: not a UTF-8 text file"),
+    "binary as jsonl": (
+        "bin.jsonl",
+        b"\x89PNG\r\n\x1a\n\xff\xfe\x00",
+        r"bin\.jsonl:1: not UTF-8 text \(byte 0x89 at column 1\)",
+    ),
     "csv too many cells": ("x.csv", "premise,hypothesis,label\na,b,0,extra\n", r"x\.csv:2: more cells"),
     "empty": ("empty.jsonl", "", r"no rows"),
 }
@@ -249,3 +253,115 @@ def test_import_real_cqa_and_svamp(ws):
     # a few percent of PaLM completions cannot be parsed; they are kept and flagged, not dropped
     bad = ws.one("SELECT count(*) FROM generations WHERE dataset = 'svamp-palm' AND parse_status <> 'ok'")
     assert 0 < bad < 50
+
+
+# ---------------------------------------------------------------------------------------------
+# Small real-world cases: Excel BOMs, stray bytes, odd ids, unstorable text, chunked writes
+
+
+def test_utf8_bom_csv_and_jsonl(ws, tmp_path):
+    f = tmp_path / "excel.csv"
+    f.write_bytes("\ufeffid,premise,hypothesis,label\nb1,A dog runs.,An animal moves.,0\n".encode())
+    v = ingest(ws, str(f), task="anli", split="train")
+    assert v.row_count == 1 and ws.one("SELECT example_id FROM examples") == "b1"
+    j = tmp_path / "bom.jsonl"
+    j.write_bytes(b"\xef\xbb\xbf" + json.dumps(NLI[0]).encode() + b"\n")
+    assert ingest(ws, str(j), task="anli", split="train").row_count == 1
+
+
+@pytest.mark.parametrize("ext", ["jsonl", "csv"])
+def test_non_utf8_byte_is_reported_with_its_line(ws, tmp_path, ext):
+    f = tmp_path / f"latin1.{ext}"
+    if ext == "jsonl":
+        good = json.dumps(NLI[0]).encode() + b"\n"
+        f.write_bytes(good + good + b'{"premise": "caf\xe9", "hypothesis": "b", "label": 0}\n')
+    else:
+        f.write_bytes(b"premise,hypothesis,label\na,b,0\nc,d,1\ncaf\xe9,x,0\n")
+    before = state(ws)
+    with pytest.raises(SbsError, match=rf"latin1\.{ext}:\d: not UTF-8 text \(byte 0xe9 at column \d+\)") as e:
+        ingest(ws, str(f), task="anli", split="train")
+    assert (":3:" if ext == "jsonl" else ":4:") in str(e.value)
+    assert state(ws) == before
+
+
+def test_nan_and_object_ids_are_refused_with_their_line(ws, tmp_path):
+    f = tmp_path / "ids.jsonl"
+    f.write_text(
+        '{"id": "ok", "premise": "a", "hypothesis": "b", "label": 0}\n'
+        '{"id": NaN, "premise": "c", "hypothesis": "d", "label": 0}\n'
+        '{"id": {"x": 1}, "premise": "e", "hypothesis": "f", "label": 0}\n'
+        '{"qid": true, "premise": "g", "hypothesis": "h", "label": 0}\n'
+    )
+    with pytest.raises(SbsError) as e:
+        ingest(ws, str(f), task="anli", split="train")
+    msg = str(e.value)
+    assert "ids.jsonl:2: field 'id': an id must be text or a number, not nan" in msg
+    assert "ids.jsonl:3: field 'id': an id must be text or a number, not dict" in msg
+    with pytest.raises(
+        SbsError, match=r"ids\.jsonl:4: field 'qid': an id must be text or a number, not bool"
+    ):
+        ingest(ws, str(f), task="anli", split="train", id_field="qid", mapping={})
+    p = tmp_path / "ids.parquet"
+    pq.write_table(
+        pa.table(
+            {"uid": [1.0, float("nan")], "premise": ["a", "b"], "hypothesis": ["c", "d"], "label": [0, 1]}
+        ),
+        p,
+    )
+    with pytest.raises(SbsError, match=r"ids\.parquet:row 1: field 'uid': .* not nan"):
+        ingest(ws, str(p), task="anli", split="train")
+    assert state(ws) == ([], 0, 0)
+
+
+def test_unstorable_text_is_repaired_counted_and_warned(ws, tmp_path):
+    f = tmp_path / "sur.jsonl"
+    f.write_text(
+        '{"premise": "lone \\ud800 half", "hypothesis": "nul\\u0000here", "label": 0}\n'
+        + json.dumps(NLI[1])
+        + "\n"
+        + '{"premise": "pair \\ud83d\\ude00", "hypothesis": "\\udfff", "label": 2}\n'
+    )
+    warnings: list[str] = []
+    v = ingest(ws, str(f), task="anli", split="train", warn=warnings.append)
+    assert v.row_count == 3 and len(warnings) == 1 and "2 row(s)" in warnings[0]
+    texts = [r[0] for r in ws.all("SELECT input_text FROM examples ORDER BY row_idx")]
+    assert "lone \ufffd half" in texts[0] and "nulhere" in texts[0] and "\ufffd" in texts[2]
+    assert "pair 😀" in texts[2]
+    stats = json.loads(ws.one("SELECT stats FROM sbs_runs WHERE command LIKE 'ingest%'"))
+    assert stats["repaired_rows"] == 2 and stats["repaired_row_idx"] == [0, 2] and stats["rows"] == 3
+
+
+def test_chunked_ingest_is_all_or_nothing_and_finds_duplicates_across_chunks(ws, tmp_path):
+    rows = [{"uid": f"u{i}", "premise": f"p{i}", "hypothesis": "h", "label": i % 3} for i in range(9)]
+    v = ingest(ws, str(write_jsonl(tmp_path / "a.jsonl", rows)), task="anli", split="train", chunk_rows=2)
+    assert v.row_count == 9 and ws.one("SELECT max(row_idx) FROM examples") == 8
+    before = state(ws)
+    dup = rows[:7] + [dict(rows[1], premise="other")]
+    with pytest.raises(
+        SbsError, match=r"b\.jsonl:8: duplicate example id 'u1' \(first seen at .*b\.jsonl:2\)"
+    ):
+        ingest(
+            ws,
+            str(write_jsonl(tmp_path / "b.jsonl", dup)),
+            task="anli",
+            split="train",
+            name="a",
+            chunk_rows=2,
+        )
+    bad = rows[:7] + [{"uid": "z", "premise": "p"}]
+    with pytest.raises(SbsError, match=r"c\.jsonl:8: field 'hypothesis'"):
+        ingest(
+            ws,
+            str(write_jsonl(tmp_path / "c.jsonl", bad)),
+            task="anli",
+            split="train",
+            name="a",
+            chunk_rows=2,
+        )
+    assert state(ws) == before
+    leak = [dict(rows[5], label=0)]
+    with pytest.raises(
+        SbsError, match=r"leak\.jsonl:1: duplicate example id 'u5': already in split 'train' of a@1"
+    ):
+        ingest(ws, str(write_jsonl(tmp_path / "leak.jsonl", leak)), task="anli", split="test", name="a")
+    assert state(ws) == before
