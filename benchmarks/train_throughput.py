@@ -5,15 +5,17 @@ size, optimizer and schedule. The baseline re-implements the paper's code: rando
 batch padded to its own longest row, and two full forward passes per step
 (`model(**pred).loss`, `model(**expl).loss`). `sbs-train` groups rows of similar length, encodes the
 `predict:` and `explain:` inputs in one encoder call and applies the output layer only at real target
-positions. Reported: examples/s, tokens/s (non-pad encoder
-+ target tokens), examples per CPU-second (this process's CPU time: steadier than wall time when other
-jobs share the cores), padding efficiency, and the speed-ups (medians over alternating repeats).
+positions. Reported per torch thread setting (by default torch's default, as a user runs it, and 1
+thread): examples/s and tokens/s on the wall clock over every step (non-pad encoder + target tokens),
+the same without the first --warm-steps steps, examples per CPU-second (this process's CPU time, all
+threads: steadier than wall time when other jobs share the cores), padding efficiency, the host-side
+batch preparation per step, and the speed-ups (medians over interleaved repeats).
 
 Data: SVAMP train with the paper's PaLM rationales when /work/shared/... (or --svamp-dir) is there,
 synthetic SVAMP-like rows otherwise, or any export folder via --data. The tokenizer is word-level,
 built from the data (ByT5 bytes would make rows ~7x longer than a real student's subwords).
 
-    python benchmarks/train_throughput.py                                   # CPU, d_model 64, fp32
+    python benchmarks/train_throughput.py                                   # CPU, d_model 64, fp32, default + 1 thread
     python benchmarks/train_throughput.py --d-model 256 --bf16              # CPU with AMX
     python benchmarks/train_throughput.py --device cuda --bf16 --d-model 768 --layers 12 --heads 12 --batch-size 32
 """
@@ -34,7 +36,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
-from sbs_trainer.batching import count_tokens, encode_rows, epoch_batches, two_pass_batches
+from sbs_trainer.batching import collate, count_tokens, encode_rows, epoch_batches, two_pass_batches
 from sbs_trainer.data import build_rows, read_manifest, read_split_rows
 from sbs_trainer.model import two_pass_losses
 from sbs_trainer.train import TrainConfig, _lr_lambda, run
@@ -178,6 +180,7 @@ def run_baseline(data: Path, model_dir: Path, a: argparse.Namespace, device: tor
     model.train()
     examples = tokens = 0
     runtime = cpu = 0.0
+    step_s = []
     for idx in batches:
         t0, c0 = time.perf_counter(), time.process_time()
         two = {
@@ -193,7 +196,8 @@ def run_baseline(data: Path, model_dir: Path, a: argparse.Namespace, device: tor
         sched.step()
         opt.zero_grad(set_to_none=True)
         _ = losses["label"].item(), losses["rationale"].item()  # the same host sync sbs-train does
-        runtime += time.perf_counter() - t0
+        step_s.append(time.perf_counter() - t0)
+        runtime += step_s[-1]
         cpu += time.process_time() - c0
         examples += len(idx)
         tokens += sum(count_tokens(b) for b in two.values())
@@ -203,6 +207,8 @@ def run_baseline(data: Path, model_dir: Path, a: argparse.Namespace, device: tor
         "train_runtime_s": runtime,
         "examples_per_cpu_s": examples / cpu,
         "steps": steps,
+        "step_s": step_s,
+        "step_examples": [len(idx) for idx in batches],
         **(
             {"peak_memory_gb": torch.cuda.max_memory_allocated(device) / 2**30}
             if device.type == "cuda"
@@ -220,13 +226,79 @@ def run_sbs_train(data: Path, model_dir: Path, out: Path, a: argparse.Namespace)
         batch_size=a.batch_size, lr=a.lr, seed=a.seed, log_every=0, device=a.device,
         precision="bf16" if a.bf16 else "fp32", compile=a.compile,
     )  # fmt: skip
+    t0 = time.perf_counter()
     t = run(cfg)["train"]
+    total_s = time.perf_counter() - t0
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     keep = ("examples_per_s", "tokens_per_s", "train_runtime_s", "steps", "final_loss")
     return (
         {k: t[k] for k in keep}
-        | {"examples_per_cpu_s": t["examples_seen"] / t["train_cpu_s"]}
+        | {"examples_per_cpu_s": t["examples_seen"] / t["train_cpu_s"], "run_total_s": total_s}
+        | {"step_s": [r["step_s"] for r in log]}  # main() adds step_examples: it knows the batches
         | ({"peak_memory_gb": t["peak_memory_gb"]} if "peak_memory_gb" in t else {})
     )
+
+
+def warm_rate(run: dict, skip: int) -> float:
+    """Examples per wall second without the first `skip` steps (allocator and kernel warm-up)."""
+    return sum(run["step_examples"][skip:]) / sum(run["step_s"][skip:])
+
+
+def host_prep_ms(enc, batch_size: int, seed: int, pad_id: int) -> dict:
+    """Per-step host work outside the model, in ms of CPU: building the padded tensors (and counting
+    tokens) of one epoch's batches, sbs-train's stacked batches vs the baseline's per-task ones."""
+    grouped = epoch_batches(enc.lengths(), batch_size, seed, 0, True)
+    random_ = epoch_batches(enc.lengths(), batch_size, seed, 0, False)
+    c0 = time.process_time()
+    for _ in range(3):
+        for idx in grouped:
+            count_tokens(collate(enc, idx, pad_id))
+    ours = (time.process_time() - c0) / 3 / len(grouped)
+    c0 = time.process_time()
+    for _ in range(3):
+        for idx in random_:
+            sum(count_tokens(b) for b in two_pass_batches(enc, idx, pad_id).values())
+    base = (time.process_time() - c0) / 3 / len(random_)
+    c0 = time.process_time()
+    epoch_batches(enc.lengths(), batch_size, seed, 1, True)
+    return {
+        "sbs_train": ours * 1e3,
+        "baseline": base * 1e3,
+        "grouping_per_epoch": (time.process_time() - c0) * 1e3,
+    }
+
+
+def summarise(base: list[dict], ours: list[dict], warm_steps: int, base_eff: float, ours_eff: float) -> dict:
+    """Medians of one thread setting's repeats, and the speed-ups by each way of counting time."""
+
+    def side(runs: list[dict], eff: float) -> dict:
+        med = {
+            k: statistics.median(r[k] for r in runs)
+            for k in ("examples_per_s", "tokens_per_s", "examples_per_cpu_s")
+        }
+        return {
+            **med,
+            "examples_per_s_warm": statistics.median(warm_rate(r, warm_steps) for r in runs),
+            "first_steps_s": statistics.median(sum(r["step_s"][:warm_steps]) for r in runs),
+            "padding_efficiency": eff,
+            "runs_examples_per_s": [r["examples_per_s"] for r in runs],
+            **(
+                {"peak_memory_gb": max(r["peak_memory_gb"] for r in runs)}
+                if "peak_memory_gb" in runs[0]
+                else {}
+            ),
+        }
+
+    out = {"baseline": side(base, base_eff), "sbs_train": side(ours, ours_eff)}
+    for key in ("examples_per_s", "examples_per_s_warm", "examples_per_cpu_s"):
+        out[f"speedup_{key}"] = out["sbs_train"][key] / out["baseline"][key]
+    # each repeat's own ratios: its baseline and sbs-train runs ran back to back, under much the same load
+    out["speedup_per_repeat_wall"] = [o["examples_per_s"] / b["examples_per_s"] for b, o in zip(base, ours)]
+    out["speedup_per_repeat_cpu"] = [
+        o["examples_per_cpu_s"] / b["examples_per_cpu_s"] for b, o in zip(base, ours)
+    ]
+    out["sbs_train_run_total_s"] = statistics.median(r["run_total_s"] for r in ours)
+    return out
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -243,17 +315,20 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--alpha", type=float, default=0.5)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
-        "--repeats", type=int, default=3, help="alternating baseline/sbs-train runs; medians reported"
+        "--repeats", type=int, default=3, help="interleaved baseline/sbs-train runs; medians reported"
     )
     p.add_argument("--device", default="cpu")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast (both sides)")
     p.add_argument("--compile", action="store_true", help="torch.compile in sbs-train (slow on CPU)")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (CPU runs)")
+    p.add_argument(
+        "--threads", type=int, nargs="+", default=[0, 1],
+        help="torch CPU thread settings to measure, interleaved (0: torch's default, as a user runs it)",
+    )  # fmt: skip
+    p.add_argument("--warm-steps", type=int, default=5, help="steps left out of the *_warm rates")
     p.add_argument("--json", type=Path, help="also write the result here")
     a = p.parse_args(argv)
-    if a.device == "cpu":
-        torch.set_num_threads(a.threads)
     device = torch.device(a.device)
+    default_threads = torch.get_num_threads()
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -269,75 +344,56 @@ def main(argv: list[str] | None = None) -> dict:
             data, source = write_export(tmp / "export", rows), "synthetic svamp-like"
         model_dir = write_student(tmp / "student", rows, a)
 
-        base, ours = [], []
-        load_start = list(os.getloadavg())
-        for k in range(a.repeats):
-            if device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats(device)
-            base.append(run_baseline(data, model_dir, a, device))
-            if device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats(device)
-            ours.append(run_sbs_train(data, model_dir, tmp / f"out{k}", a))
-            print(
-                f"repeat {k}: baseline {base[-1]['examples_per_s']:.1f} ex/s ({base[-1]['examples_per_cpu_s']:.1f}/cpu-s), "
-                f"sbs-train {ours[-1]['examples_per_s']:.1f} ex/s ({ours[-1]['examples_per_cpu_s']:.1f}/cpu-s)",
-                file=sys.stderr,
-            )
-
         from transformers import AutoTokenizer
 
+        tok = AutoTokenizer.from_pretrained(model_dir)
         enc_rows, _ = build_rows(
             read_split_rows(data, read_manifest(data), "train"), "sbs", "train", training=True
         )
-        enc = encode_rows(enc_rows, AutoTokenizer.from_pretrained(model_dir), "sbs", 1024, 256)
-        grouped_eff = padding_efficiency(
-            enc, epoch_batches(enc.lengths(), a.batch_size, a.seed, 0, True), stacked=True
-        )
+        enc = encode_rows(enc_rows, tok, "sbs", 1024, 256)
+        grouped = epoch_batches(enc.lengths(), a.batch_size, a.seed, 0, True)
+        grouped_eff = padding_efficiency(enc, grouped, stacked=True)
 
-    def med(runs, key):
-        return statistics.median(r[key] for r in runs)
+        settings = (
+            {t: t or default_threads for t in a.threads} if device.type == "cpu" else {0: default_threads}
+        )
+        runs: dict[int, tuple[list, list]] = {t: ([], []) for t in settings}
+        load_start = list(os.getloadavg())
+        for k in range(a.repeats):
+            for t, n in settings.items():
+                torch.set_num_threads(n)
+                base, ours = runs[t]
+                if device.type == "cuda":
+                    torch.cuda.reset_peak_memory_stats(device)
+                base.append(run_baseline(data, model_dir, a, device))
+                if device.type == "cuda":
+                    torch.cuda.reset_peak_memory_stats(device)
+                ours.append(run_sbs_train(data, model_dir, tmp / f"out{k}-{t}", a))
+                ours[-1]["step_examples"] = [len(b) for b in grouped][: len(ours[-1]["step_s"])]
+                print(
+                    f"repeat {k}, {n} thread(s): baseline {base[-1]['examples_per_s']:.1f} ex/s "
+                    f"({base[-1]['examples_per_cpu_s']:.1f}/cpu-s), sbs-train {ours[-1]['examples_per_s']:.1f} ex/s "
+                    f"({ours[-1]['examples_per_cpu_s']:.1f}/cpu-s), load {os.getloadavg()[0]:.1f}",
+                    file=sys.stderr,
+                )
+        torch.set_num_threads(default_threads)
+        prep = host_prep_ms(enc, a.batch_size, a.seed, tok.pad_token_id)
 
     result = {
         "data": source,
         "rows": len(rows),
-        "config": {
-            k: getattr(a, k)
-            for k in ("d_model", "layers", "heads", "batch_size", "device", "bf16", "threads")
-        },
+        "config": {k: getattr(a, k) for k in ("d_model", "layers", "heads", "batch_size", "device", "bf16")},
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "baseline": {
-            "examples_per_s": med(base, "examples_per_s"),
-            "tokens_per_s": med(base, "tokens_per_s"),
-            "padding_efficiency": base[0]["padding_efficiency"],
-            "examples_per_cpu_s": med(base, "examples_per_cpu_s"),
-            "runs_examples_per_s": [r["examples_per_s"] for r in base],
-            **(
-                {"peak_memory_gb": max(r["peak_memory_gb"] for r in base)}
-                if "peak_memory_gb" in base[0]
-                else {}
-            ),
+        "cpu_count": os.cpu_count(),
+        "by_threads": {
+            f"{n}{' (default)' if t == 0 else ''}": summarise(
+                *runs[t], a.warm_steps, runs[t][0][0]["padding_efficiency"], grouped_eff
+            )
+            for t, n in settings.items()
         },
-        "sbs_train": {
-            "examples_per_s": med(ours, "examples_per_s"),
-            "tokens_per_s": med(ours, "tokens_per_s"),
-            "padding_efficiency": grouped_eff,
-            "examples_per_cpu_s": med(ours, "examples_per_cpu_s"),
-            "runs_examples_per_s": [r["examples_per_s"] for r in ours],
-            **(
-                {"peak_memory_gb": max(r["peak_memory_gb"] for r in ours)}
-                if "peak_memory_gb" in ours[0]
-                else {}
-            ),
-        },
+        "host_prep_ms_per_step": prep,
+        "load_average": {"start": load_start, "end": list(os.getloadavg())},
     }
-    for key in ("examples_per_s", "examples_per_cpu_s"):
-        result[f"speedup_{key}"] = result["sbs_train"][key] / result["baseline"][key]
-    # each repeat's own ratio: the baseline and sbs-train runs of a repeat ran back to back, under much
-    # the same load from other jobs on the machine
-    result["speedup_per_repeat_cpu"] = [
-        o["examples_per_cpu_s"] / b["examples_per_cpu_s"] for b, o in zip(base, ours)
-    ]
-    result["load_average"] = {"start": load_start, "end": list(os.getloadavg())}
     print(json.dumps(result, indent=2))
     if a.json:
         a.json.write_text(json.dumps(result, indent=2) + "\n")

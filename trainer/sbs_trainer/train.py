@@ -445,7 +445,8 @@ def _run(cfg: TrainConfig, rank: int, world: int, device: torch.device) -> dict 
         if world > 1:
             dist.all_reduce(sums)
             sums[:2] /= world
-        state["runtime_s"] += time.perf_counter() - t0
+        step_s = time.perf_counter() - t0
+        state["runtime_s"] += step_s
         state["cpu_s"] += time.process_time() - c0
         state["step"] += 1
         state["examples"] += int(sums[2])
@@ -460,6 +461,7 @@ def _run(cfg: TrainConfig, rank: int, world: int, device: torch.device) -> dict 
             "loss": last,
             "lr": scheduler.get_last_lr()[0],
             "grad_norm": sharding.as_float(grad_norm),
+            "step_s": round(step_s, 5),  # wall time of the step: data, forward, backward, optimizer
         }
         if val_rows and (
             state["step"] == max_steps or (cfg.eval_every and state["step"] % cfg.eval_every == 0)

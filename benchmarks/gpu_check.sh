@@ -1,0 +1,138 @@
+#!/usr/bin/env bash
+# GPU check, at most ~8 minutes on one GPU, with no downloads (random models, file-less or home-made tokenizers):
+#   (a) sbs-train, bf16, a from-scratch T5-small-sized student (d_model 512, 6+6 layers, d_ff 2048,
+#       ByT5 byte tokenizer) for $STEPS steps on synthetic SVAMP-like shards made on the spot;
+#   (b) the same training under torchrun, --strategy ddp and then --strategy fsdp, on every visible GPU
+#       (with one GPU, torchrun --nproc-per-node 1: FSDP then shards over one process, so the figure
+#       shows its overhead against plain training, not a memory saving);
+#   (c) the sbs-data `hf:` teacher, batched, with a small random causal LM (GPT-2 shaped, 8 layers, d 512).
+# Each prints examples/s, tokens/s and peak GPU memory; everything is also kept in $OUT (default: a temp dir).
+#
+#   bash benchmarks/gpu_check.sh                          # on a GPU machine, after `make install`
+#   GPU_CHECK_DEVICE=cpu GPU_CHECK_SCALE=small bash benchmarks/gpu_check.sh   # smoke test of the script on CPU
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DEVICE="${GPU_CHECK_DEVICE:-cuda}"
+SCALE="${GPU_CHECK_SCALE:-full}"  # small: a tiny model and a few steps, for checking the script itself
+PY="${PYTHON:-.venv/bin/python}"
+OUT="${OUT:-$(mktemp -d)}"
+if [[ "$SCALE" == small ]]; then
+    STEPS=6 DIST_STEPS=4 ROWS=64 BATCH=4 D_MODEL=64 LAYERS=2 HEADS=4 D_FF=128 GEN_N=16 GEN_TOKENS=16
+else
+    STEPS=300 DIST_STEPS=200 ROWS=4000 BATCH=32 D_MODEL=512 LAYERS=6 HEADS=8 D_FF=2048 GEN_N=256 GEN_TOKENS=128
+fi
+if [[ "$DEVICE" == cuda ]]; then
+    NGPU="$(nvidia-smi -L | wc -l)"
+    PRECISION=bf16
+else
+    NGPU=1
+    PRECISION=fp32
+fi
+export OUT DEVICE ROWS D_MODEL LAYERS HEADS D_FF GEN_N GEN_TOKENS
+echo "gpu_check: device=$DEVICE gpus=$NGPU scale=$SCALE out=$OUT"
+[[ "$DEVICE" == cuda ]] && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+
+# -- data and student: synthetic SVAMP-like rows (benchmarks/train_throughput.py) and a random T5
+"$PY" - <<'EOF'
+import os, sys
+from pathlib import Path
+
+sys.path.insert(0, "benchmarks")
+import train_throughput as tt
+from sbs_trainer.tiny import write_tiny_t5
+
+out = Path(os.environ["OUT"])
+tt.write_export(out / "export", tt.synthetic_rows(int(os.environ["ROWS"])))
+e = os.environ
+write_tiny_t5(out / "student", seed=0, d_model=int(e["D_MODEL"]), layers=int(e["LAYERS"]),
+              heads=int(e["HEADS"]), d_ff=int(e["D_FF"]), dropout=0.1)
+EOF
+
+summary() {  # summary LABEL RUN_DIR: the figures of one sbs-train run
+    "$PY" - "$1" "$2" <<'EOF'
+import json, sys
+m = json.load(open(f"{sys.argv[2]}/metrics.json"))
+t = m["train"]
+mem = f"{t['peak_memory_gb']:.2f} GB" if "peak_memory_gb" in t else "n/a (CPU)"
+per_rank = m.get("parameters", {}).get("per_rank")
+print(f"{sys.argv[1]:<28} {t['steps']:>5} steps  {t['examples_per_s']:9.1f} ex/s  {t['tokens_per_s']:11.0f} tok/s  "
+      f"peak {mem}  params/rank {per_rank}  ({m['world_size']} x {m['device']}, {m['precision']})")
+EOF
+}
+
+common=(--data "$OUT/export" --model "$OUT/student" --mode sbs --batch-size "$BATCH" --lr 1e-3
+        --warmup-steps 10 --max-target-len 256 --log-every 50 --precision "$PRECISION" --device "$DEVICE")
+
+# -- (a) one process
+echo "== (a) sbs-train, one process, $STEPS steps"
+"$PY" -m sbs_trainer "${common[@]}" --max-steps "$STEPS" --output "$OUT/single" > "$OUT/single.log" 2>&1 \
+    || { tail -30 "$OUT/single.log"; exit 1; }
+summary "single process" "$OUT/single"
+
+# -- (b) DDP vs FSDP under torchrun
+echo "== (b) torchrun --nproc-per-node $NGPU: ddp vs fsdp, $DIST_STEPS steps each"
+for strategy in ddp fsdp; do
+    "$PY" -m torch.distributed.run --standalone --nproc-per-node "$NGPU" -m sbs_trainer "${common[@]}" \
+        --max-steps "$DIST_STEPS" --strategy "$strategy" --output "$OUT/$strategy" > "$OUT/$strategy.log" 2>&1 \
+        || { tail -30 "$OUT/$strategy.log"; exit 1; }
+    summary "$strategy x $NGPU" "$OUT/$strategy"
+done
+[[ "$NGPU" == 1 ]] && echo "   (one GPU: 'ddp' is a plain single-process run; FSDP shards over one process)"
+
+# -- (c) the hf: teacher of sbs-data, batched
+echo "== (c) hf: teacher, random causal LM, $GEN_N requests x $GEN_TOKENS new tokens"
+"$PY" - <<'EOF'
+import asyncio, os, time
+from pathlib import Path
+
+import torch
+import transformers
+from tokenizers import Tokenizer, models, pre_tokenizers
+from sbs_data.teachers.base import Request
+from sbs_data.teachers.hf import HFTeacher
+
+out, device = Path(os.environ["OUT"]) / "teacher", os.environ["DEVICE"]
+n, new_tokens = int(os.environ["GEN_N"]), int(os.environ["GEN_TOKENS"])
+transformers.utils.logging.disable_progress_bar()
+words = [f"w{i}" for i in range(4000)]
+vocab = {"<unk>": 0, "<pad>": 1, "<eos>": 2, **{w: i + 3 for i, w in enumerate(words)}}
+tk = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+tk.pre_tokenizer = pre_tokenizers.Whitespace()
+transformers.PreTrainedTokenizerFast(
+    tokenizer_object=tk, unk_token="<unk>", pad_token="<pad>", eos_token="<eos>"
+).save_pretrained(out)
+small = int(os.environ["D_MODEL"]) < 512
+cfg = transformers.GPT2Config(vocab_size=len(vocab), n_positions=1024, n_embd=64 if small else 512,
+                              n_layer=2 if small else 8, n_head=4 if small else 8,
+                              bos_token_id=2, eos_token_id=2, pad_token_id=1)
+torch.manual_seed(0)
+transformers.GPT2LMHeadModel(cfg).save_pretrained(out)
+
+import random
+rng = random.Random(0)
+reqs = [Request(messages=({"role": "user", "content": " ".join(rng.choices(words, k=rng.randint(100, 300)))},),
+                params={"max_tokens": new_tokens}, example_id=str(i)) for i in range(n)]
+teacher = HFTeacher(str(out), batch_size=64, batch_wait=0.05, device=device)
+teacher.preflight()
+
+async def main():
+    warm = await asyncio.gather(*(teacher.complete(r) for r in reqs[:8]))  # CUDA context, kernels
+    if device == "cuda":
+        torch.cuda.synchronize(); torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    res = await asyncio.gather(*(teacher.complete(r) for r in reqs))
+    if device == "cuda":
+        torch.cuda.synchronize()
+    dt = time.perf_counter() - t0
+    await teacher.aclose()
+    return res, dt
+
+res, dt = asyncio.run(main())
+gen = sum(r.completion_tokens for r in res)
+prompt = sum(r.prompt_tokens for r in res)
+mem = f"{torch.cuda.max_memory_allocated() / 2**30:.2f} GB" if device == "cuda" else "n/a (CPU)"
+print(f"{'hf: teacher':<28} {n:>5} reqs   {n / dt:9.1f} ex/s  {gen / dt:11.0f} new tok/s  "
+      f"({(gen + prompt) / dt:.0f} tok/s with prompts)  peak {mem}  batches {teacher.batch_sizes[1:]}")
+EOF
+echo "gpu_check: done; runs, logs and curves.png files in $OUT"
