@@ -180,3 +180,30 @@ def test_recipes_filter_train_only_unless_told(ws):
     )
     res2 = filter_version(ws, gen.ref, everything, name="mix-all")
     assert res2.version.row_count == 0 and res2.version.config["filtered_splits"] == ["all"]
+
+
+def test_score_and_filter_record_one_run_per_call_from_python(ws):
+    from conftest import make_examples, make_generations
+    from quality_helpers import SVAMP_EXAMPLES, SVAMP_GENS
+
+    from sbs_data.quality.signals import score
+
+    ex = make_examples(ws, "sv", "svamp", SVAMP_EXAMPLES, split="train")
+    gen = make_generations(ws, ex, SVAMP_GENS, name="sv-gen")
+    sv = score(ws, gen.ref)
+    res = filter_version(ws, gen.ref, "strict", name="auto")  # scores on the way: still one run
+    with pytest.raises(SbsError, match="holds examples"):
+        filter_version(ws, ex.ref, "strict")
+    runs = ws.all("SELECT run_id, command, status, stats FROM sbs_runs ORDER BY started_at, command")
+    assert [(c, st) for _, c, st, _ in runs] == [
+        (f"score {gen.ref}", "ok"),
+        (f"filter {gen.ref} --recipe {load_recipe('strict').source}", "ok"),
+        (f"filter {ex.ref} --recipe {load_recipe('strict').source}", "failed"),
+    ]
+    stats = [json.loads(s) for *_, s in runs]
+    assert stats[0] == {"version": sv.ref, "rows": sv.row_count}
+    assert stats[1]["version"] == res.version.ref and stats[1]["scored"]["version"] == res.scored.ref
+    assert stats[1]["funnel"] == res.funnel and "holds examples" in stats[2]["error"]
+    made_by = dict(ws.all("SELECT version_id, run_id FROM sbs_versions WHERE run_id IS NOT NULL"))
+    assert made_by[sv.version_id] == runs[0][0]
+    assert made_by[res.scored.version_id] == made_by[res.version.version_id] == runs[1][0]

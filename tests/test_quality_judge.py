@@ -79,9 +79,11 @@ def test_judge_grades_each_rationale_and_rescore_is_free(ws, server):  # noqa: F
     sv2 = score(ws, gen.ref, judge=_judge(offline=True))
     assert server.stats()["count"] == calls
     assert scores_by_key(ws, sv2) == {k: {**v, "version_id": sv2.scores_id} for k, v in s.items()}
-    # the judge's calls are recorded as a run, and cached like generation calls
+    # the judge's calls belong to the score's run (one run per call), and are cached like generation calls
     assert ws.one("SELECT count(*) FROM sbs_cache") == 3
-    assert ws.one("SELECT count(*) FROM sbs_runs WHERE command LIKE 'judge col-gen%'") == 2
+    runs = ws.all("SELECT command, status, stats FROM sbs_runs ORDER BY started_at")
+    assert [(c.split(" --judge ")[0], st) for c, st, _ in runs] == [(f"score {gen.ref}", "ok")] * 2
+    assert json.loads(runs[0][2])["judge"]["called"] == 3 and json.loads(runs[1][2])["judge"]["cached"] == 3
 
 
 def test_judge_score_in_recipes_and_reports(ws, server):  # noqa: F811

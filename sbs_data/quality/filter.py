@@ -36,45 +36,50 @@ def filter_version(
     auto_score: bool = True,
     score_params: ScoreParams | None = None,
     note: str | None = None,
-    run_id: str | None = None,
     info: Callable[[str], None] | None = None,
 ) -> FilterResult:
     """Filter REF with a recipe into a new selection version (parent = REF's scores).
 
     The recipe is validated before anything is read. When REF has no scores yet they are computed first
-    (a scores version, as `score` would make) unless `auto_score` is False.
+    (a scores version, as `score` would make) unless `auto_score` is False. The call is one run in
+    `sbs_runs` (scoring on the way included), with the funnel in its stats.
     """
     rec = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
-    v = ws.get(ref)
-    if v.kind == "examples":
-        raise SbsError(f"{v.ref} holds examples, not teacher generations; filter a generations version")
-    scored = None
-    if v.scores_id is None:
-        if not auto_score:
-            raise SbsError(f"{v.ref} has no scores yet; run `sbs-data score {v.ref}` first")
-        if info:
-            info(f"{v.ref} has no scores yet: scoring it first")
-        scored = score(ws, v.ref, name=name, params=score_params, run_id=run_id)
-        v = scored
-    config = {
-        "op": "filter",
-        "source": v.ref,
-        "scores": ws.by_id(v.scores_id).ref,
-        "earlier_selection": ws.by_id(v.selection_id).ref if v.selection_id else None,
-        "recipe": rec.content,
-        "recipe_name": rec.name,
-        "recipe_hash": rec.hash,
-        "filtered_splits": list(rec.splits),
-    }
-    with ws.new_version(name or v.dataset, "selection", config, parents=[v], note=note, run_id=run_id) as sel:
-        funnel = apply_recipe(ws, v, rec)
-        ws.con.execute(
-            "INSERT INTO sbs_selections (version_id, example_id, sample_idx, keep, reason) "
-            "SELECT ?, example_id, sample_idx, keep, reason FROM _sf ORDER BY rid",
-            [sel.version_id],
-        )
-        ws.con.execute("DROP TABLE IF EXISTS _sf")
-    return FilterResult(ws.by_id(sel.version_id), scored, funnel)
+    with ws.run(f"filter {ref} --recipe {rec.source or rec.name}") as run:
+        v = ws.get(ref)
+        if v.kind == "examples":
+            raise SbsError(f"{v.ref} holds examples, not teacher generations; filter a generations version")
+        scored = None
+        if v.scores_id is None:
+            if not auto_score:
+                raise SbsError(f"{v.ref} has no scores yet; run `sbs-data score {v.ref}` first")
+            if info:
+                info(f"{v.ref} has no scores yet: scoring it first")
+            scored = score(ws, v.ref, name=name, params=score_params)
+            v = scored
+        config = {
+            "op": "filter",
+            "source": v.ref,
+            "scores": ws.by_id(v.scores_id).ref,
+            "earlier_selection": ws.by_id(v.selection_id).ref if v.selection_id else None,
+            "recipe": rec.content,
+            "recipe_name": rec.name,
+            "recipe_hash": rec.hash,
+            "filtered_splits": list(rec.splits),
+        }
+        with ws.new_version(
+            name or v.dataset, "selection", config, parents=[v], note=note, run_id=run.run_id
+        ) as sel:
+            funnel = apply_recipe(ws, v, rec)
+            ws.execute(
+                "INSERT INTO sbs_selections (version_id, example_id, sample_idx, keep, reason) "
+                "SELECT ?, example_id, sample_idx, keep, reason FROM _sf ORDER BY rid",
+                [sel.version_id],
+            )
+            ws.execute("DROP TABLE IF EXISTS _sf")
+        out = ws.by_id(sel.version_id)
+        run.stats.update({"version": out.ref, "recipe_file": rec.source, "funnel": funnel})
+    return FilterResult(out, scored, funnel)
 
 
 def _cond(step: Step) -> str:
@@ -115,7 +120,6 @@ def apply_recipe(ws: Workspace, v: Version, rec: Recipe) -> list[dict[str, Any]]
 
     Returns the funnel: one entry per stage with rows in / dropped / out, overall and per split.
     """
-    con = ws.con
     sigs = sorted(rec.signals() | {"majority_agree", "vote_share", "rationale_hash", "near_dup_cluster"})
     prior = ""
     params: list[Any] = [v.scores_id]
@@ -135,7 +139,7 @@ def apply_recipe(ws: Workspace, v: Version, rec: Recipe) -> list[dict[str, Any]]
     params.append(v.base_id)
     # Steps only drop rows of the recipe's splits (default: train), so evaluation splits stay unbiased.
     scope = "true" if "all" in rec.splits else f"g.split IN ({', '.join(sql_str(x) for x in rec.splits)})"
-    con.execute(
+    ws.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE _sf AS
         SELECT row_number() OVER (ORDER BY g.example_id, g.sample_idx) AS rid,
@@ -195,12 +199,12 @@ def apply_recipe(ws: Workspace, v: Version, rec: Recipe) -> list[dict[str, Any]]
     for st in rec.steps:
         name = sql_str(st.name)
         if st.kind == "threshold":
-            con.execute(
+            ws.execute(
                 f"UPDATE _sf SET keep = false, reason = {name} WHERE keep AND in_scope AND NOT {_cond(st)}"
             )
         elif st.kind == "majority":
             share = f" AND vote_share >= {float(st.min_share)!r}" if st.min_share else ""
-            con.execute(
+            ws.execute(
                 f"UPDATE _sf SET keep = false, reason = {name} "
                 f"WHERE keep AND in_scope AND NOT (coalesce(majority_agree, false){share})"
             )
@@ -211,7 +215,7 @@ def apply_recipe(ws: Workspace, v: Version, rec: Recipe) -> list[dict[str, Any]]
                 key = "rationale_hash" if st.dedup_kind == "exact" else "near_dup_cluster"
                 part = f"{key}, example_id" if st.scope == "example" else key
                 limit, where = 1, f" AND {key} IS NOT NULL"
-            con.execute(
+            ws.execute(
                 f"""
                 UPDATE _sf SET keep = false, reason = {name}
                 FROM (SELECT rid, row_number() OVER (PARTITION BY {part} ORDER BY {_order(st.by)}) AS rn

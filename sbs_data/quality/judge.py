@@ -174,34 +174,39 @@ def run_judge(
     if misses:  # nothing to pay for (or warn about) when every grade is cached
         check_facts(teacher, judge.max_usd, judge.warn)
         teacher.preflight()
-    run_id = ws.start_run(f"judge {v.ref} --judge {teacher.spec}")
-    engine = answer(
-        ws,
-        teacher,
-        misses,
-        judge.settings,
-        task=task,
-        max_usd=judge.max_usd,
-        run_id=run_id,
-        total=len(items),
-        cached=len(items) - len(misses),
-        expected=len(misses),
-        label="judge",
-        warn=judge.warn,
-    )
-    answers = cache_mod.texts(ws, [it.key for it in items])
-    scores = [parse_score(answers.get(it.key)) for it in items]
-    summary = {
-        "judged": sum(s is not None for s in scores),
-        "rows": len(items),
-        "cached": len(items) - len(misses),
-        "called": engine.c.called,
-        "failed": engine.c.failed,
-        "unparsed": sum(s is None and it.key in answers for s, it in zip(scores, items, strict=True)),
-        "skipped": engine.c.skipped,
-        "spent_usd": round(engine.c.spend, 6) if engine.c.spend_known else None,
-    }
-    ws.finish_run(run_id, "ok" if not engine.stop_reason else "stopped", summary)
+    command = f"judge {v.ref} --judge {teacher.spec}"
+    with ws.run(command) as run:  # inside `score`, this joins its run
+        engine = answer(
+            ws,
+            teacher,
+            misses,
+            judge.settings,
+            task=task,
+            max_usd=judge.max_usd,
+            run_id=run.run_id,
+            total=len(items),
+            cached=len(items) - len(misses),
+            expected=len(misses),
+            label="judge",
+            warn=judge.warn,
+        )
+        answers = cache_mod.texts(ws, [it.key for it in items])
+        scores = [parse_score(answers.get(it.key)) for it in items]
+        summary = {
+            "judged": sum(s is not None for s in scores),
+            "rows": len(items),
+            "cached": len(items) - len(misses),
+            "called": engine.c.called,
+            "failed": engine.c.failed,
+            "unparsed": sum(s is None and it.key in answers for s, it in zip(scores, items, strict=True)),
+            "skipped": engine.c.skipped,
+            "spent_usd": round(engine.c.spend, 6) if engine.c.spend_known else None,
+        }
+        if engine.stop_reason:
+            summary["stopped"] = engine.stop_reason
+        if run.command == command:  # a run of its own
+            run.stats.update(summary)
+            run.status = "stopped" if engine.stop_reason else "ok"
     if engine.stop_reason:
         judge.warn(f"judge stopped: {engine.stop_reason}; rows not graded keep judge_score NULL")
     df = pl.DataFrame(

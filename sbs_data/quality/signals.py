@@ -145,7 +145,6 @@ def score(
     name: str | None = None,
     params: ScoreParams | None = None,
     note: str | None = None,
-    run_id: str | None = None,
     judge: Judge | None = None,
     info: Callable[[str], None] | None = None,
 ) -> Version:
@@ -153,56 +152,63 @@ def score(
 
     The new version belongs to REF's dataset unless `name` is given; it reads as REF's rows plus signals.
     With `judge` (a `quality.judge.Judge`), a teacher also grades each rationale (`judge_score`, 1-5);
-    without it that column stays NULL.
+    without it that column stays NULL. The call is one run in `sbs_runs` (the judge's calls included), or
+    joins the caller's (`filter` scoring on the way).
     """
     params = params or ScoreParams()
     if not 0 < params.near_threshold <= 1:
         raise SbsError(f"near-duplicate threshold must be in (0, 1], not {params.near_threshold}")
     if params.num_perm < 4 or params.num_perm > 256:
         raise SbsError(f"num_perm must be between 4 and 256, not {params.num_perm}")
-    v = ws.get(ref)
-    if v.kind == "examples":
-        raise SbsError(
-            f"{v.ref} holds examples, not teacher generations; score a generations version "
-            "(made by `sbs-data generate` or `sbs-data import-original`)"
-        )
-    task = task_for(ws, v)
-    config = {
-        "op": "score",
-        "source": v.ref,
-        "task": task.name,
-        "signals_version": SIGNALS_VERSION,
-        "near_dup": params.as_config(),
-    }
     if ws.read_only:
         raise SbsError("this workspace connection is read-only")
-    judged = None
-    if judge is not None:
-        from sbs_data.quality.judge import run_judge
-
-        # Calls first (their answers are committed to the cache as they arrive, so an interrupted score
-        # resumes without paying twice); the version itself is still all-or-nothing below.
-        judged, config["judge"], summary = run_judge(ws, v, _visible(v), task, judge)
-        if info is not None:
-            info(
-                "judge: {judged} of {rows} rows graded ({cached} cached, {called} called, {failed} failed, "
-                "{unparsed} unparsed)".format(**summary)
+    command = f"score {ref}" + (f" --judge {judge.teacher}" if judge is not None else "")
+    with ws.run(command) as run:
+        v = ws.get(ref)
+        if v.kind == "examples":
+            raise SbsError(
+                f"{v.ref} holds examples, not teacher generations; score a generations version "
+                "(made by `sbs-data generate` or `sbs-data import-original`)"
             )
-    with scoring_settings(ws):
-        try:
-            # Computed before the version's transaction opens, each statement committing on its own:
-            # inside one transaction DuckDB keeps every replaced per-chunk temp table until the end
-            # (~1.3 KB a row, 1.3 GB for 1M rows). Only the final insert needs to be all-or-nothing.
-            dups = compute_scores(ws, v, task, params)
-            if judged is not None:
-                _stage_judge(ws, judged)
-            with ws.new_version(
-                name or v.dataset, "scores", config, parents=[v], note=note, run_id=run_id
-            ) as sv:
-                write_scores(ws, sv.version_id, dups)
-        finally:
-            drop_temp(ws)
-    return ws.by_id(sv.version_id)
+        task = task_for(ws, v)
+        config = {
+            "op": "score",
+            "source": v.ref,
+            "task": task.name,
+            "signals_version": SIGNALS_VERSION,
+            "near_dup": params.as_config(),
+        }
+        judged = None
+        if judge is not None:
+            from sbs_data.quality.judge import run_judge
+
+            # Calls first (their answers are committed to the cache as they arrive, so an interrupted score
+            # resumes without paying twice); the version itself is still all-or-nothing below.
+            judged, config["judge"], summary = run_judge(ws, v, ws.visible(v, alias="g"), task, judge)
+            run.stats["judge"] = summary
+            if info is not None:
+                info(
+                    "judge: {judged} of {rows} rows graded ({cached} cached, {called} called, {failed} failed, "
+                    "{unparsed} unparsed)".format(**summary)
+                )
+        with scoring_settings(ws):
+            try:
+                # Computed before the version's transaction opens, each statement committing on its own:
+                # inside one transaction DuckDB keeps every replaced per-chunk temp table until the end
+                # (~1.3 KB a row, 1.3 GB for 1M rows). Only the final insert needs to be all-or-nothing.
+                dups = compute_scores(ws, v, task, params)
+                if judged is not None:
+                    _stage_judge(ws, judged)
+                with ws.new_version(
+                    name or v.dataset, "scores", config, parents=[v], note=note, run_id=run.run_id
+                ) as sv:
+                    write_scores(ws, sv.version_id, dups)
+            finally:
+                drop_temp(ws)
+        out = ws.by_id(sv.version_id)
+        made = {"version": out.ref, "rows": out.row_count}
+        run.stats.update(made) if run.command == command else run.stats.update(scored=made)
+    return out
 
 
 #: Rows scored per chunk: bounds memory (text, token hashes and temp tables of one chunk at a time).
@@ -231,22 +237,21 @@ def scoring_settings(ws: Workspace) -> Iterator[None]:
     orders by rid explicitly where order matters. Restored after the version's transaction has ended,
     since an aborted transaction refuses even SET.
     """
-    con = ws.con
     old_limit = ws.one("SELECT current_setting('memory_limit')")
     old_order = ws.one("SELECT current_setting('preserve_insertion_order')")
     on_disk = ws.one(
         "SELECT path IS NOT NULL FROM duckdb_databases() WHERE database_name = current_database()"
     )
     if on_disk and _bytes(old_limit) > MEMORY_LIMIT_BYTES:
-        con.execute(f"SET memory_limit = '{MEMORY_LIMIT_BYTES // 2**20}MiB'")
-    con.execute("SET preserve_insertion_order = false")
+        ws.execute(f"SET memory_limit = '{MEMORY_LIMIT_BYTES // 2**20}MiB'")
+    ws.execute("SET preserve_insertion_order = false")
 
     def restore() -> None:
         # the setting reads back rounded ("18.8 GiB"): reset to the default when that is what it was
-        con.execute("RESET memory_limit")
+        ws.execute("RESET memory_limit")
         if ws.one("SELECT current_setting('memory_limit')") != old_limit:
-            con.execute(f"SET memory_limit = {sql_str(old_limit)}")
-        con.execute(f"SET preserve_insertion_order = {bool(old_order)}")
+            ws.execute(f"SET memory_limit = {sql_str(old_limit)}")
+        ws.execute(f"SET preserve_insertion_order = {bool(old_order)}")
 
     try:
         yield
@@ -277,10 +282,9 @@ def compute_scores(
     (`textfeat`); the duplicate signals are computed once at the end from the rationale hashes and
     MinHash signatures gathered on the way. `write_scores` stores both under a version.
     """
-    con = ws.con
     cache: dict[Any, Any] = {}
     rids, hashes, sigs = [], [], []
-    con.execute(
+    ws.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE _sq_out AS
         SELECT 0::BIGINT AS rid, * EXCLUDE (version_id, {", ".join(_DUP_COLS)}) FROM sbs_scores LIMIT 0
@@ -288,7 +292,7 @@ def compute_scores(
     )
     for lo, hi, offset in _chunks(ws, v, chunk_rows or CHUNK_ROWS):
         _stage_rows(ws, v, lo, hi, offset)
-        rows = con.sql("SELECT rid, example_id, rationale FROM _sq_rows ORDER BY rid").pl()
+        rows = pl.from_arrow(ws.arrow("SELECT rid, example_id, rationale FROM _sq_rows ORDER BY rid"))
         _stage_labels(ws, task, cache)
         _stage_exprs(ws, task, cache, rows)
         _stage_votes(ws)
@@ -302,41 +306,31 @@ def compute_scores(
 
 def write_scores(ws: Workspace, out_version_id: int, dups: pa.Table) -> int:
     """Insert `_sq_out` joined with the duplicate signals into sbs_scores under `out_version_id`."""
-    con = ws.con
-    con.execute("SELECT 1").fetchall()
-    con.register("_sq_dup", dups)
-    try:
-        con.execute(
+    with ws.registered("_sq_dup", dups):
+        ws.execute(
             f"""
             INSERT INTO sbs_scores BY NAME
             SELECT {int(out_version_id)} AS version_id, o.* EXCLUDE (rid), d.* EXCLUDE (rid)
             FROM _sq_out o JOIN _sq_dup d USING (rid)
             """
         )
-    finally:
-        con.unregister("_sq_dup")
     return dups.num_rows
 
 
 def _stage_judge(ws: Workspace, judged: pl.DataFrame) -> None:
     """Copy the judge's grades into `_sq_out` (rows it did not grade keep NULL)."""
-    con = ws.con
-    con.execute("SELECT 1").fetchall()
-    con.register("_sq_judge", judged)
-    try:
-        con.execute(
+    with ws.registered("_sq_judge", judged):
+        ws.execute(
             "UPDATE _sq_out SET judge_score = j.judge_score FROM _sq_judge j "
             "WHERE _sq_out.example_id = j.example_id AND _sq_out.sample_idx = j.sample_idx"
         )
-    finally:
-        con.unregister("_sq_judge")
 
 
 def drop_temp(ws: Workspace) -> None:
     """Drop the scoring temp tables (also after a failure; never masking its error)."""
     for t in (*_TEMP, "_sq_ex", "_sq_exprval", "_sq_norm", "_sq_val_pred_label", "_sq_val_gold"):
         try:
-            ws.con.execute(f"DROP TABLE IF EXISTS {t}")
+            ws.execute(f"DROP TABLE IF EXISTS {t}")
         except duckdb.Error:
             return  # inside a caller's aborted transaction, whose rollback drops them
 
@@ -344,20 +338,9 @@ def drop_temp(ws: Workspace) -> None:
 # -- stages --------------------------------------------------------------------------------------
 
 
-def _visible(v: Version) -> tuple[str, list[Any]]:
-    """FROM/WHERE over the generation rows visible in `v` (alias g), and its parameters."""
-    if v.selection_id is None:
-        return "sbs_generations g WHERE g.version_id = ?", [v.base_id]
-    return (
-        "sbs_generations g JOIN sbs_selections s ON s.version_id = ? AND s.example_id = g.example_id "
-        "AND s.sample_idx = g.sample_idx AND s.keep WHERE g.version_id = ?",
-        [v.selection_id, v.base_id],
-    )
-
-
 def _chunks(ws: Workspace, v: Version, chunk_rows: int) -> list[tuple[str, str | None, int]]:
     """(first example_id, next chunk's first example_id or None, rows before) per chunk of whole examples."""
-    src, params = _visible(v)
+    src, params = ws.visible(v, alias="g")
     starts = ws.all(
         f"""
         WITH c AS (SELECT g.example_id, count(*) AS n FROM {src} GROUP BY g.example_id),
@@ -375,10 +358,10 @@ def _chunks(ws: Workspace, v: Version, chunk_rows: int) -> list[tuple[str, str |
 
 def _stage_rows(ws: Workspace, v: Version, lo: str, hi: str | None, offset: int) -> None:
     """One chunk of the rows visible in `v` (examples lo <= id < hi), numbered globally, with their gold."""
-    src, params = _visible(v)
+    src, params = ws.visible(v, alias="g")
     rng = "g.example_id >= ?" + ("" if hi is None else " AND g.example_id < ?")
     bounds = [lo] if hi is None else [lo, hi]
-    ws.con.execute(
+    ws.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE _sq_rows AS
         SELECT ({int(offset)} + row_number() OVER (ORDER BY g.example_id, g.sample_idx) - 1)::BIGINT AS rid,
@@ -395,12 +378,8 @@ def _stage_rows(ws: Workspace, v: Version, lo: str, hi: str | None, offset: int)
 
 def _lookup(ws: Workspace, name: str, df: pl.DataFrame) -> None:
     """Materialise a small Python-computed lookup table as a DuckDB temp table."""
-    ws.con.execute("SELECT 1").fetchall()
-    ws.con.register("_sq_tmp", df.to_arrow())
-    try:
-        ws.con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT * FROM _sq_tmp")
-    finally:
-        ws.con.unregister("_sq_tmp")
+    with ws.registered("_sq_tmp", df.to_arrow()):
+        ws.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT * FROM _sq_tmp")
 
 
 def _cached(cache: dict[Any, Any], kind: str, keys: list[Any], fn: Any) -> list[Any]:
@@ -434,7 +413,6 @@ def _stage_labels(ws: Workspace, task: Task, cache: dict[Any, Any]) -> None:
     Labels are canonicalised once per distinct value with the task's own `normalize_label` /
     `label_value`, so the SQL comparisons below agree with `Task.same_label` / `Task.in_label_space`.
     """
-    con = ws.con
     if task.label_space == "numeric":
         _values(ws, "pred_label", cache)
         _values(ws, "gold", cache)
@@ -445,7 +423,7 @@ def _stage_labels(ws: Workspace, task: Task, cache: dict[Any, Any]) -> None:
                 f"THEN CAST(trim(r.{col}) AS DOUBLE) ELSE v_{col}.value END"
             )
 
-        con.execute(
+        ws.execute(
             f"""
             CREATE OR REPLACE TEMP TABLE _sq_lab AS
             SELECT rid, pred_label AS canon, pv, gv,
@@ -460,8 +438,8 @@ def _stage_labels(ws: Workspace, task: Task, cache: dict[Any, Any]) -> None:
             )
             """
         )
-        con.execute("DROP TABLE IF EXISTS _sq_val_pred_label")
-        con.execute("DROP TABLE IF EXISTS _sq_val_gold")
+        ws.execute("DROP TABLE IF EXISTS _sq_val_pred_label")
+        ws.execute("DROP TABLE IF EXISTS _sq_val_gold")
         return
     if task.label_space == "choices":
         rows = ws.all(
@@ -498,7 +476,7 @@ def _stage_labels(ws: Workspace, task: Task, cache: dict[Any, Any]) -> None:
         _lookup(ws, "_sq_norm", df)
         canon = "n.canon"
         join = "LEFT JOIN _sq_norm n ON n.label = r.pred_label"
-    con.execute(
+    ws.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE _sq_lab AS
         SELECT r.rid, {canon} AS canon, NULL::DOUBLE AS pv, NULL::DOUBLE AS gv,
@@ -506,7 +484,7 @@ def _stage_labels(ws: Workspace, task: Task, cache: dict[Any, Any]) -> None:
         FROM _sq_rows r {join}
         """
     )
-    con.execute("DROP TABLE IF EXISTS _sq_norm")
+    ws.execute("DROP TABLE IF EXISTS _sq_norm")
 
 
 def _label_terms(task: Task) -> dict[str, list[str]]:
@@ -597,8 +575,9 @@ def _stage_text(
         gold = "CASE WHEN r.gold IS NULL THEN NULL WHEN l.canon IS NULL THEN false ELSE l.canon = r.gold END"
         final_num = "NULL::BOOLEAN"
 
-    con = ws.con
-    inputs = con.sql("SELECT example_id, any_value(input_text) AS input_text FROM _sq_rows GROUP BY ALL").pl()
+    inputs = pl.from_arrow(
+        ws.arrow("SELECT example_id, any_value(input_text) AS input_text FROM _sq_rows GROUP BY ALL")
+    )
     feats, grams, soff = text_features(rows, inputs, _STOP, numbers=numeric)
     del inputs
     sents = (
@@ -609,10 +588,8 @@ def _stage_text(
         "NULL::VARCHAR" if mentions == "false" else f"list_last(list_filter({sents}, lambda s: {mentions}))"
     )
     cols = ", ".join(s.name for s in SIGNALS if s.name not in _LATE_COLS)
-    con.execute("SELECT 1").fetchall()
-    con.register("_sq_feat", feats.to_arrow())
-    try:
-        con.execute(
+    with ws.registered("_sq_feat", feats.to_arrow()):
+        ws.execute(
             f"""
             INSERT INTO _sq_out BY NAME
             WITH t AS (
@@ -640,8 +617,6 @@ def _stage_text(
             FROM x JOIN _sq_feat USING (rid) JOIN _sq_vote USING (rid) JOIN _sq_arith USING (rid)
             """
         )
-    finally:
-        con.unregister("_sq_feat")
     rid = feats["rid"].to_numpy().astype(np.int64)
     rhash = feats["rationale_hash"].fill_null(0).to_numpy()
     has = np.diff(soff) > 0
@@ -711,7 +686,7 @@ def _close(a: str, b: str, rel: float) -> str:
 
 def _stage_votes(ws: Workspace) -> None:
     """Self-consistency over the K samples of each example: majority label, vote share, entropy."""
-    ws.con.execute(
+    ws.execute(
         """
         CREATE OR REPLACE TEMP TABLE _sq_vote AS
         WITH b AS (
@@ -744,9 +719,8 @@ def _stage_exprs(ws: Workspace, task: Task, cache: dict[Any, Any], rows: pl.Data
     The steps are found by `textfeat.arithmetic_candidates` (polars); simple binary steps are computed in
     SQL; compound expressions go once per distinct text through the safe AST evaluator (`mathexpr.try_evaluate`, never `eval`). Leaves `_sq_exv(rid, kind, claimed, value)`.
     """
-    con = ws.con
     if task.label_space != "numeric":
-        con.execute(
+        ws.execute(
             "CREATE OR REPLACE TEMP TABLE _sq_exv (rid BIGINT, kind VARCHAR, claimed DOUBLE, value DOUBLE)"
         )
         return
@@ -774,27 +748,27 @@ def _stage_exprs(ws: Workspace, task: Task, cache: dict[Any, Any], rows: pl.Data
         "_sq_exprval",
         pl.DataFrame({"expr": exprs, "value": values}, schema={"expr": pl.Utf8, "value": pl.Float64}),
     )
-    con.execute(
+    ws.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE _sq_exv AS
         SELECT e.rid, e.kind, e.claimed, CASE WHEN x.expr IS NULL THEN {binary.replace("expr", "e.expr")} ELSE x.value END AS value
         FROM _sq_ex e LEFT JOIN _sq_exprval x ON x.expr = e.expr
         """
     )
-    con.execute("DROP TABLE IF EXISTS _sq_ex")
-    con.execute("DROP TABLE IF EXISTS _sq_exprval")
+    ws.execute("DROP TABLE IF EXISTS _sq_ex")
+    ws.execute("DROP TABLE IF EXISTS _sq_exprval")
 
 
 def _stage_arith(ws: Workspace, task: Task) -> None:
     """Per row: how many arithmetic steps, and the share that are right (mathexpr.numbers_equal, rel 1e-4)."""
     if task.label_space != "numeric":
-        ws.con.execute(
+        ws.execute(
             "CREATE OR REPLACE TEMP TABLE _sq_arith AS SELECT rid, NULL::INTEGER AS arith_steps, "
             "NULL::DOUBLE AS arith_correct_frac FROM _sq_rows"
         )
         return
     ok = _close("value", "claimed", 1e-4)
-    ws.con.execute(
+    ws.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE _sq_arith AS
         WITH agg AS (
