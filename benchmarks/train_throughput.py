@@ -38,7 +38,7 @@ import pyarrow.parquet as pq
 import torch
 from sbs_trainer.batching import collate, count_tokens, encode_rows, epoch_batches, two_pass_batches
 from sbs_trainer.data import build_rows, read_manifest, read_split_rows
-from sbs_trainer.model import two_pass_losses
+from sbs_trainer.model import StudentStep, combine, two_pass_losses
 from sbs_trainer.train import TrainConfig, _lr_lambda, run
 
 SVAMP_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "sbs_original" / "datasets" / "svamp"
@@ -268,6 +268,77 @@ def host_prep_ms(enc, batch_size: int, seed: int, pad_id: int) -> dict:
     }
 
 
+PHASES = ("prep", "forward", "backward", "optimizer", "bookkeeping")
+
+
+def interleaved_phases(model_dir: Path, enc, a: argparse.Namespace, threads: dict[int, int]) -> dict:
+    """Where the wall-clock time goes, baseline vs sbs-train, per thread setting.
+
+    One model copy per (side, thread setting), all from the same init; every step index runs each copy
+    once, in a shuffled order, so all of them see the same load from other jobs (full runs one after the
+    other do not). Each step is timed by phase: prep (padded tensors from token ids), forward, backward,
+    optimizer (clipping, AdamW, schedule), bookkeeping (the loss readouts and token counts).
+    """
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    pad_id = AutoTokenizer.from_pretrained(model_dir).pad_token_id
+    batches = {
+        "baseline": epoch_batches(enc.lengths(), a.batch_size, a.seed, 0, group=False),
+        "sbs_train": epoch_batches(enc.lengths(), a.batch_size, a.seed, 0, group=True),
+    }
+    sides = {}
+    for t in threads:
+        for name in batches:
+            torch.manual_seed(a.seed)
+            model = AutoModelForSeq2SeqLM.from_pretrained(model_dir).train()
+            opt = torch.optim.AdamW(model.parameters(), lr=a.lr)
+            sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(0, len(batches[name])))
+            sides[(t, name)] = {"model": model, "step": StudentStep(model), "opt": opt, "sched": sched,
+                                "ms": {k: [] for k in PHASES}, "examples": 0}  # fmt: skip
+    order, rng = list(sides), random.Random(a.seed)
+    for i in range(min(len(b) for b in batches.values())):
+        rng.shuffle(order)
+        for t, name in order:
+            torch.set_num_threads(threads[t])
+            s, idx = sides[(t, name)], batches[name][i]
+            clock = [time.perf_counter()]
+            if name == "baseline":
+                batch = two_pass_batches(enc, idx, pad_id)
+                clock.append(time.perf_counter())
+                losses = two_pass_losses(s["model"], batch)
+            else:
+                batch = collate(enc, idx, pad_id)
+                clock.append(time.perf_counter())
+                losses = s["step"](**batch)
+            loss = combine(losses, a.alpha)
+            clock.append(time.perf_counter())
+            loss.backward()
+            clock.append(time.perf_counter())
+            torch.nn.utils.clip_grad_norm_(s["model"].parameters(), 1.0)
+            s["opt"].step()
+            s["sched"].step()
+            s["opt"].zero_grad(set_to_none=True)
+            clock.append(time.perf_counter())
+            _ = losses["label"].item(), losses["rationale"].item()
+            _ = count_tokens(batch) if name == "sbs_train" else sum(count_tokens(b) for b in batch.values())
+            clock.append(time.perf_counter())
+            for k, t0, t1 in zip(PHASES, clock, clock[1:]):
+                s["ms"][k].append((t1 - t0) * 1e3)
+            s["examples"] += len(idx)
+    out: dict = {}
+    for (t, name), s in sides.items():
+        total = sum(sum(v) for v in s["ms"].values())
+        out.setdefault(f"{threads[t]} thread(s)", {})[name] = {
+            "examples_per_s": s["examples"] / total * 1e3,
+            "ms_per_step": {k: statistics.mean(v) for k, v in s["ms"].items()},
+            "first_step_ms": sum(v[0] for v in s["ms"].values()),
+            "median_step_ms": statistics.median(map(sum, zip(*s["ms"].values()))),
+        }
+    for r in out.values():
+        r["speedup"] = r["sbs_train"]["examples_per_s"] / r["baseline"]["examples_per_s"]
+    return out
+
+
 def summarise(base: list[dict], ours: list[dict], warm_steps: int, base_eff: float, ours_eff: float) -> dict:
     """Medians of one thread setting's repeats, and the speed-ups by each way of counting time."""
 
@@ -325,6 +396,9 @@ def main(argv: list[str] | None = None) -> dict:
         help="torch CPU thread settings to measure, interleaved (0: torch's default, as a user runs it)",
     )  # fmt: skip
     p.add_argument("--warm-steps", type=int, default=5, help="steps left out of the *_warm rates")
+    p.add_argument(
+        "--phases", action="store_true", help="instead: the interleaved per-phase timing (interleaved_phases)"
+    )
     p.add_argument("--json", type=Path, help="also write the result here")
     a = p.parse_args(argv)
     device = torch.device(a.device)
@@ -353,6 +427,16 @@ def main(argv: list[str] | None = None) -> dict:
         enc = encode_rows(enc_rows, tok, "sbs", 1024, 256)
         grouped = epoch_batches(enc.lengths(), a.batch_size, a.seed, 0, True)
         grouped_eff = padding_efficiency(enc, grouped, stacked=True)
+        if a.phases:
+            settings = {t: t or default_threads for t in a.threads}
+            result = {"config": vars(a) | {"json": None, "data": None, "svamp_dir": None}, "cpu_count": os.cpu_count(),
+                      "load_average_start": list(os.getloadavg())}  # fmt: skip
+            result["phases"] = interleaved_phases(model_dir, enc, a, settings)
+            result["load_average_end"] = list(os.getloadavg())
+            print(json.dumps(result, indent=2))
+            if a.json:
+                a.json.write_text(json.dumps(result, indent=2) + "\n")
+            return result
 
         settings = (
             {t: t or default_threads for t in a.threads} if device.type == "cpu" else {0: default_threads}

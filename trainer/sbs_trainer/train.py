@@ -262,6 +262,17 @@ def _teardown_distributed(ok: bool) -> None:
     gc.collect()
 
 
+def _finish_swap(out: Path) -> None:
+    """A save writes checkpoint.tmp/, then renames checkpoint/ to checkpoint.old/ and checkpoint.tmp/ to
+    checkpoint/. Killed between the two renames, checkpoint/ is missing and checkpoint.tmp/ is complete."""
+    if (
+        not (out / "checkpoint").exists()
+        and (out / "checkpoint.old").exists()
+        and (out / "checkpoint.tmp").exists()
+    ):
+        (out / "checkpoint.tmp").rename(out / "checkpoint")
+
+
 def _run(cfg: TrainConfig, rank: int, world: int, device: torch.device) -> dict | None:
     out = Path(cfg.output)
     ckpt_dir = out / "checkpoint"
@@ -304,9 +315,8 @@ def _run(cfg: TrainConfig, rank: int, world: int, device: torch.device) -> dict 
         if cfg.compile:
             step_module = torch.compile(step_module)
         if world > 1:
-            unused = (
-                model.config.model_type == "encoder-decoder"
-            )  # e.g. BERT poolers take no part in the loss
+            # warm-started encoder-decoders have parts (e.g. BERT poolers) that take no part in the loss
+            unused = model.config.model_type == "encoder-decoder"
             step_module = torch.nn.parallel.DistributedDataParallel(
                 step_module,
                 device_ids=[device.index] if device.type == "cuda" else None,
@@ -330,6 +340,10 @@ def _run(cfg: TrainConfig, rank: int, world: int, device: torch.device) -> dict 
         "last": {},
     }
 
+    if cfg.resume and rank == 0:
+        _finish_swap(out)
+    if cfg.resume and world > 1:
+        dist.barrier()
     resumed = cfg.resume and (ckpt_dir / "state.pt").is_file()
     if resumed:
         ck = torch.load(ckpt_dir / "state.pt", map_location="cpu", weights_only=False)

@@ -102,6 +102,21 @@ def test_resume_equals_uninterrupted(export_dir, tmp_path):
     assert [h["step"] for h in m["validation_history"]] == [2, 4, 6]
 
 
+def test_resume_after_a_kill_between_the_checkpoint_renames(export_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    args = train_args(
+        export_dir, "tiny-t5", out, "--max-steps", "3", "--save-every", "1", "--stop-after", "2"
+    )
+    run(config_from_args(args))
+    (out / "checkpoint").rename(out / "checkpoint.tmp")  # the step-2 checkpoint, complete, not yet swapped in
+    (out / "checkpoint.old").mkdir()  # the step-1 one, being replaced
+    capsys.readouterr()
+    m = run(config_from_args([*args[:-2], "--resume"]))
+    assert "at step 2" in capsys.readouterr().out  # resumed, not started afresh
+    assert m["train"]["steps"] == 3 and len(_losses(out)) == 3
+    assert not (out / "checkpoint.old").exists() and not (out / "checkpoint.tmp").exists()
+
+
 def test_resume_refuses_changed_batch(export_dir, tmp_path):
     out = tmp_path / "out"
     run(config_from_args(train_args(export_dir, "tiny-t5", out, "--max-steps", "3", "--stop-after", "1")))
