@@ -164,20 +164,16 @@ class BatchStream:
 
 
 def pad(seqs: list[list[int]], value: int) -> torch.Tensor:
+    """One tensor from ragged rows, padded on the right; one list-to-tensor call, not one per row."""
     width = max(len(s) for s in seqs)
-    out = torch.full((len(seqs), width), value, dtype=torch.long)
-    for i, s in enumerate(seqs):
-        out[i, : len(s)] = torch.tensor(s, dtype=torch.long)
-    return out
+    return torch.tensor([s + [value] * (width - len(s)) for s in seqs], dtype=torch.long)
 
 
 def pad_inputs(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Input ids padded to the longest row, and the attention mask built from the true lengths."""
     ids = pad(seqs, pad_id)
-    mask = torch.zeros_like(ids)
-    for r, s in enumerate(seqs):
-        mask[r, : len(s)] = 1
-    return ids, mask
+    lengths = torch.tensor([len(s) for s in seqs])
+    return ids, (torch.arange(ids.size(1)) < lengths[:, None]).long()
 
 
 def collate(enc: Encoded, idx: list[int], pad_id: int) -> dict:
