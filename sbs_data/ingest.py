@@ -1,7 +1,8 @@
 """Load examples into the workspace: JSONL / CSV / parquet / HF datasets, and the paper's released layout.
 
-Rows are read, validated and written in chunks (memory stays flat at any file size), all inside the one
-transaction of the new version, so bad input anywhere leaves the workspace exactly as it was.
+Rows are read, validated and written in chunks, so memory stays flat at any file size; the new version stays
+pending (invisible) until the last chunk is in, and bad input anywhere deletes it again, so the workspace
+reads exactly as it was (see `Workspace.new_version(streamed=True)`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ SPLIT_ALIASES = {"valid": "validation", "val": "validation", "dev": "validation"
 MAX_ERRORS_SHOWN = 5
 #: Rows validated and written at a time: bounds memory whatever the file size.
 CHUNK_ROWS = 20_000
+#: DuckDB's memory cap while ingesting: without it DuckDB caches the whole new version in memory.
+MEMORY_LIMIT_BYTES = 256 * 2**20
 _SCHEMA = {
     "example_id": pl.Utf8,
     "split": pl.Utf8,
@@ -386,9 +389,16 @@ def ingest(
         "id_field": id_field,
     }
     checked = _Checked(t, split, mapping, id_field, positional_ids=False)
-    with ws.run(f"ingest {source} --task {task} --split {split}") as run:
+    with ws.run(f"ingest {source} --task {task} --split {split}") as run, ws.tuned(MEMORY_LIMIT_BYTES):
         with ws.new_version(
-            dataset, "examples", config, [parent] if parent else [], task=t.name, note=note, run_id=run.run_id
+            dataset,
+            "examples",
+            config,
+            [parent] if parent else [],
+            task=t.name,
+            note=note,
+            run_id=run.run_id,
+            streamed=True,
         ) as v:
             if parent is not None:
                 ws.execute(

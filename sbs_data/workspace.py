@@ -63,6 +63,36 @@ def parse_ref(ref: str) -> tuple[str, int | None]:
     return name, int(num)
 
 
+_UNITS = {
+    "b": 1,
+    "kb": 1e3,
+    "mb": 1e6,
+    "gb": 1e9,
+    "tb": 1e12,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "tib": 2**40,
+}
+
+
+def _setting_bytes(setting: Any) -> float:
+    """'18.6 GiB' -> bytes (DuckDB's memory_limit as text); inf when it cannot be read."""
+    m = re.fullmatch(r"\s*([\d.]+)\s*([a-zA-Z]+)\s*", str(setting))
+    if not m or m.group(2).lower() not in _UNITS:
+        return float("inf")
+    return float(m.group(1)) * _UNITS[m.group(2).lower()]
+
+
+def _sql_value(v: Any) -> str:
+    """A setting's value as a SQL literal (SET takes no parameters)."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        return repr(v)
+    return "'" + str(v).replace("'", "''") + "'"
+
+
 def check_name(name: str) -> str:
     if not _NAME_RE.match(name or ""):
         raise SbsError(f"bad dataset name {name!r}: use letters, digits, '.', '_' and '-' (no '@')")
@@ -128,6 +158,11 @@ _CONTENT = {
     "scores": ("sbs_scores", "scores_id"),
 }
 
+#: Tables whose rows belong to one version (by `version_id`).
+_CONTENT_TABLES = ("sbs_examples", "sbs_generations", "sbs_scores", "sbs_selections")
+#: (workspace file, version id) of the streamed versions this process is writing right now.
+_LIVE_PENDING: set[tuple[str, int]] = set()
+
 _VERSION_COLS = (
     "version_id, dataset, num, kind, task, parents, examples_id, base_id, scores_id, selection_id, "
     "config_hash, config, run_id, row_count, stats, status, created_at, note"
@@ -185,6 +220,7 @@ class Workspace:
         con = cls._connect(path, read_only=False)
         ws = cls(con, path, False)
         ws._migrate()
+        ws._sweep_pending()
         return ws
 
     @staticmethod
@@ -311,6 +347,46 @@ class Workspace:
         self._run = None
         self.finish_run(run.run_id, run.status, run.stats)
 
+    # -- session settings ---------------------------------------------------------------------
+    @contextmanager
+    def tuned(self, memory_limit: int | None = None, **settings: bool | int | str) -> Iterator[None]:
+        """DuckDB settings for the body, then the caller's back (also after an error).
+
+        `memory_limit` (bytes) only ever lowers the limit, and only for a workspace file (whose data can
+        spill to disk; an in-memory one cannot); other settings are set as given, e.g.
+        `preserve_insertion_order=False`. Restored outside any aborted transaction, which refuses SET.
+        """
+        old = {k: self.one(f"SELECT current_setting('{k}')") for k in settings}
+        old_limit = self.one("SELECT current_setting('memory_limit')")
+        on_disk = self.one(
+            "SELECT path IS NOT NULL FROM duckdb_databases() WHERE database_name = current_database()"
+        )
+        lower = on_disk and memory_limit is not None and memory_limit < _setting_bytes(old_limit)
+        if lower:
+            self.con.execute(f"SET memory_limit = '{max(1, memory_limit // 2**20)}MiB'")
+        for k, v in settings.items():
+            self.con.execute(f"SET {k} = {_sql_value(v)}")
+
+        def restore() -> None:
+            if (
+                lower
+            ):  # the setting reads back rounded ("18.8 GiB"): reset to the default when that is what it was
+                self.con.execute("RESET memory_limit")
+                if self.one("SELECT current_setting('memory_limit')") != old_limit:
+                    self.con.execute(f"SET memory_limit = {_sql_value(old_limit)}")
+            for k, v in old.items():
+                self.con.execute(f"SET {k} = {_sql_value(v)}")
+
+        try:
+            yield
+        except BaseException:
+            try:
+                restore()
+            except duckdb.Error:
+                pass  # inside a caller's aborted transaction: its error is the one to see
+            raise
+        restore()
+
     # -- a user's SQL -----------------------------------------------------------------------------
     def check_read_only(self, sql: str) -> None:
         """Refuse `sql` unless every statement in it only reads: SELECT (with DESCRIBE, SHOW, SUMMARIZE,
@@ -412,60 +488,127 @@ class Workspace:
         task: str | None = None,
         note: str | None = None,
         run_id: str | None = None,
+        streamed: bool = False,
     ) -> Iterator[Version]:
-        """Create `dataset@N` inside one transaction; the caller writes its rows, then it is committed.
+        """Create `dataset@N`; the caller writes its rows, then it is committed.
 
         Rows are written to the content table that matches the kind, keyed by `version.version_id`.
         If the body raises, nothing (neither rows nor the catalog entry) remains.
+
+        By default it is all one transaction. DuckDB keeps a transaction's new rows in memory (about 1 KB a
+        row whatever its memory_limit), so a body writing millions of rows passes `streamed=True`: the
+        version is recorded `pending` first, each write commits on its own, and the version turns
+        `committed` at the end. Readers and views never see a pending version; a failure deletes its rows,
+        and a killed process's leftovers are deleted when the workspace is next opened writable.
         """
         if kind not in KINDS:
             raise ValueError(f"unknown kind {kind}")
         check_name(dataset)
+        if not streamed:
+            with self.transaction():
+                pending = self._insert_pending(dataset, kind, config, parents, task, note, run_id)
+                yield pending
+                self._commit_pending(pending)
+            return
+        if self._in_tx:
+            raise RuntimeError("a streamed version commits write by write; open it outside a transaction")
         with self.transaction():
-            num = self.next_num(dataset)
-            parent = parents[0] if parents else None
-            vid = self.con.execute("SELECT nextval('sbs_version_seq')").fetchall()[0][0]
-            examples_id = vid if kind == "examples" else (parent.examples_id if parent else None)
-            if kind == "generations" and parent is not None and parent.kind == "examples":
-                examples_id = parent.version_id
-            base_id = (
-                vid if kind in ("examples", "generations", "merge") else (parent.base_id if parent else None)
-            )
-            # A scores version keeps the chain's selection and vice versa; new content starts clean.
-            scores_id = (
-                vid if kind == "scores" else (parent.scores_id if parent and kind == "selection" else None)
-            )
-            selection_id = (
-                vid if kind == "selection" else (parent.selection_id if parent and kind == "scores" else None)
-            )
-            self.con.execute(
-                "INSERT INTO sbs_versions (version_id, dataset, num, kind, task, parents, examples_id, base_id, "
-                "scores_id, selection_id, config_hash, config, run_id, status, note) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?)",
-                [
-                    vid,
-                    dataset,
-                    num,
-                    kind,
-                    task or (parent.task if parent else None),
-                    [p.version_id for p in parents],
-                    examples_id,
-                    base_id,
-                    scores_id,
-                    selection_id,
-                    config_hash(config),
-                    json.dumps(config, sort_keys=True, default=str),
-                    run_id,
-                    note,
-                ],
-            )
-            pending = self.by_id(vid)
+            pending = self._insert_pending(dataset, kind, config, parents, task, note, run_id)
+        live = (str(self.path.resolve()), pending.version_id)
+        _LIVE_PENDING.add(live)
+        try:
             yield pending
-            count, stats = self._count(pending)
+            with self.transaction():
+                self._commit_pending(pending)
+        except BaseException:
+            try:
+                self._drop_pending([pending.version_id])
+            except duckdb.Error:
+                pass  # the next writable open sweeps it; never mask the body's error
+            raise
+        finally:
+            _LIVE_PENDING.discard(live)
+
+    def _insert_pending(
+        self,
+        dataset: str,
+        kind: str,
+        config: dict,
+        parents: list[Version] | tuple[Version, ...],
+        task: str | None,
+        note: str | None,
+        run_id: str | None,
+    ) -> Version:
+        num = self.next_num(dataset)
+        parent = parents[0] if parents else None
+        vid = self.con.execute("SELECT nextval('sbs_version_seq')").fetchall()[0][0]
+        examples_id = vid if kind == "examples" else (parent.examples_id if parent else None)
+        if kind == "generations" and parent is not None and parent.kind == "examples":
+            examples_id = parent.version_id
+        base_id = (
+            vid if kind in ("examples", "generations", "merge") else (parent.base_id if parent else None)
+        )
+        # A scores version keeps the chain's selection and vice versa; new content starts clean.
+        scores_id = (
+            vid if kind == "scores" else (parent.scores_id if parent and kind == "selection" else None)
+        )
+        selection_id = (
+            vid if kind == "selection" else (parent.selection_id if parent and kind == "scores" else None)
+        )
+        self.con.execute(
+            "INSERT INTO sbs_versions (version_id, dataset, num, kind, task, parents, examples_id, base_id, "
+            "scores_id, selection_id, config_hash, config, run_id, status, note) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?)",
+            [
+                vid,
+                dataset,
+                num,
+                kind,
+                task or (parent.task if parent else None),
+                [p.version_id for p in parents],
+                examples_id,
+                base_id,
+                scores_id,
+                selection_id,
+                config_hash(config),
+                json.dumps(config, sort_keys=True, default=str),
+                run_id,
+                note,
+            ],
+        )
+        return self.by_id(vid)
+
+    def _commit_pending(self, pending: Version) -> None:
+        count, stats = self._count(pending)
+        self.con.execute(
+            "UPDATE sbs_versions SET status = 'committed', row_count = ?, stats = ? WHERE version_id = ?",
+            [count, json.dumps(stats), pending.version_id],
+        )
+
+    def _drop_pending(self, version_ids: list[int]) -> None:
+        """Delete pending versions and every row written for them, in one transaction."""
+        if not version_ids:
+            return
+        marks = ", ".join("?" * len(version_ids))
+        with self.transaction():
+            for table in _CONTENT_TABLES:
+                self.con.execute(f"DELETE FROM {table} WHERE version_id IN ({marks})", version_ids)
             self.con.execute(
-                "UPDATE sbs_versions SET status = 'committed', row_count = ?, stats = ? WHERE version_id = ?",
-                [count, json.dumps(stats), vid],
+                f"DELETE FROM sbs_versions WHERE status = 'pending' AND version_id IN ({marks})", version_ids
             )
+
+    def _sweep_pending(self) -> None:
+        """Remove the pending versions of killed processes (only one process can write, so a pending
+        version that no streamed write of this process holds open is dead)."""
+        key = str(self.path.resolve())
+        dead = [
+            vid
+            for (vid,) in self.con.execute(
+                "SELECT version_id FROM sbs_versions WHERE status = 'pending'"
+            ).fetchall()
+            if (key, vid) not in _LIVE_PENDING
+        ]
+        self._drop_pending(dead)
 
     def _count(self, v: Version) -> tuple[int, dict]:
         """Visible row count of a version and its per-split breakdown."""

@@ -331,3 +331,66 @@ def test_no_module_uses_the_raw_connection_outside_the_workspace():
             if re.search(r"\.con(\.|\)|\s*$|,)", line):
                 offenders.append(f"{p.relative_to(root.parent)}:{n}: {line.strip()}")
     assert not offenders, "use the Workspace helpers instead of ws.con:\n" + "\n".join(offenders)
+
+
+def test_streamed_version_is_invisible_until_done_and_removed_on_failure(ws):
+    import polars as pl
+
+    frame = pl.DataFrame(
+        {
+            "example_id": ["a"],
+            "split": ["train"],
+            "row_idx": [0],
+            "task": ["svamp"],
+            "input_text": ["x"],
+            "fields": ["{}"],
+        }
+    )
+    with ws.new_version("s", "examples", {"x": 1}, task="svamp", streamed=True) as v:
+        ws.append("sbs_examples", v, frame)
+        # each write is committed, yet the version is pending: views and `get` do not show it
+        assert ws.one("SELECT count(*) FROM examples") == 0 and ws.versions("s") == []
+        assert ws.versions("s", include_pending=True)[0].status == "pending"
+    assert ws.get("s").row_count == 1 and ws.one("SELECT count(*) FROM examples") == 1
+    with pytest.raises(RuntimeError, match="late failure"):
+        with ws.new_version("s", "examples", {"x": 2}, task="svamp", streamed=True) as v2:
+            ws.append("sbs_examples", v2, frame.with_columns(example_id=pl.lit("b")))
+            raise RuntimeError("late failure")
+    assert [v.ref for v in ws.versions(include_pending=True)] == ["s@1"]
+    assert ws.one("SELECT count(*) FROM sbs_examples") == 1
+    with pytest.raises(RuntimeError, match="outside a transaction"):
+        with ws.transaction(), ws.new_version("s", "examples", {}, task="svamp", streamed=True):
+            pass
+
+
+def test_killed_streamed_write_is_swept_on_the_next_writable_open(tmp_path):
+    db = tmp_path / "k.duckdb"
+    Workspace.open(db).close()
+    script = textwrap.dedent(
+        f"""
+        import time
+        import polars as pl
+        from sbs_data.workspace import Workspace
+        ws = Workspace.open({str(db)!r})
+        with ws.new_version("big", "examples", {{"x": 1}}, task="svamp", streamed=True) as v:
+            for i in range(3):
+                ws.append("sbs_examples", v, pl.DataFrame({{"example_id": [f"e{{i}}"], "split": ["train"],
+                    "row_idx": [i], "task": ["svamp"], "input_text": ["x"], "fields": ["{{}}"]}}))
+            print("writing", flush=True)
+            time.sleep(60)
+        """
+    )
+    p = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "writing"
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    time.sleep(0.1)
+    with Workspace.open(db, read_only=True) as ro:  # committed chunks of a dead pending version: invisible
+        assert ro.one("SELECT count(*) FROM examples") == 0 and ro.versions() == []
+    with Workspace.open(db) as ws:  # a writable open removes them
+        assert ws.versions(include_pending=True) == []
+        assert ws.one("SELECT count(*) FROM sbs_examples") == 0
+        # ...but never a streamed version this process is still writing
+        with ws.new_version("live", "examples", {}, task="svamp", streamed=True):
+            with Workspace.open(db) as again:
+                assert [v.ref for v in again.versions(include_pending=True)] == ["live@1"]
