@@ -55,6 +55,8 @@ _PARQUET_OPTS: dict[str, Any] = {
     "store_schema": True,
 }
 _ROW_GROUP = 16_384
+#: DuckDB's memory cap while it reads and sorts the rows (it spills beyond): the rows themselves are Arrow.
+_DUCKDB_MEMORY = 256 * 2**20
 
 
 @dataclass
@@ -148,8 +150,13 @@ def _load_rows(ws: Workspace, v: Version) -> pa.Table:
         FROM ({gen}) g
         LEFT JOIN sbs_examples e ON e.version_id = ? AND e.example_id = g.example_id
         {join_q}
+        ORDER BY split, g.example_id, g.sample_idx
     """
-    table = ws.arrow(sql, params)
+    # Sorted by split, then key, in DuckDB (which spills): each split is then a zero-copy slice.
+    with ws.tuned(memory_limit=_DUCKDB_MEMORY):
+        batches = list(ws.batches(sql, params))
+        table = pa.Table.from_batches(batches) if batches else ws.arrow(sql, params)
+    del batches
     missing = pc.sum(table.column("_missing").cast(pa.int64())).as_py() or 0
     if missing:
         ids = pc.filter(table.column("example_id"), table.column("_missing")).to_pylist()[:5]
@@ -213,10 +220,20 @@ def _shape(table: pa.Table, label_source: str) -> pa.Table:
 
 
 def _sort(table: pa.Table) -> pa.Table:
+    """Rows by split, then (example_id, sample_idx): the order `_load_rows` reads them in."""
     if table.num_rows == 0:
         return table
-    idx = pc.sort_indices(table, sort_keys=[("example_id", "ascending"), ("sample_idx", "ascending")])
-    return table.take(idx)
+    keys = [("split", "ascending"), ("example_id", "ascending"), ("sample_idx", "ascending")]
+    return table.take(pc.sort_indices(table, sort_keys=keys))
+
+
+def _split_part(table: pa.Table, split: str) -> pa.Table:
+    """The rows of one split of a table sorted by split: a slice, not a copy."""
+    col = table.column("split")
+    start = pc.index(col, split).as_py()
+    if start < 0:
+        return table.slice(0, 0)
+    return table.slice(start, pc.sum(pc.equal(col, split).cast(pa.int64())).as_py())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -472,35 +489,37 @@ def _quality_stats(table: pa.Table) -> dict[str, dict[str, Any]]:
 
 
 def _label_stats(table: pa.Table, task: str | None) -> dict[str, Any]:
+    """Rationale rate and teacher/gold agreement; columnar, with the task's own comparison (e.g. SVAMP's
+    values of expressions) only for the pairs that differ as text, so memory stays columnar at any size."""
     n = table.num_rows
     rat = n - table.column("rationale").null_count
     stats: dict[str, Any] = {"rationale_rate": round(rat / n, 4) if n else None}
-    gold, teacher = table.column("gold_label").to_pylist(), table.column("teacher_label").to_pylist()
-    pairs = [
-        (g, t, c)
-        for g, t, c in zip(gold, teacher, table.column("choices").to_pylist())
-        if g is not None and t is not None
-    ]
-    if pairs:
-        try:
-            from sbs_data.tasks import get_task
+    gold, teacher = table.column("gold_label"), table.column("teacher_label")
+    both = pc.and_(pc.is_valid(gold), pc.is_valid(teacher))
+    labelled = pc.sum(both.cast(pa.int64())).as_py() or 0
+    if labelled:
+        equal = pc.fill_null(pc.equal(gold, teacher), False)
+        agree = pc.sum(equal.cast(pa.int64())).as_py() or 0
+        differ = pc.and_(both, pc.invert(equal))
+        if agree < labelled:
+            try:
+                from sbs_data.tasks import get_task
 
-            same = get_task(task).same_label if task else None
-        except Exception:  # unknown / user task not resolvable here: fall back to exact comparison
-            same = None
-        memo: dict[tuple, bool] = {}
-
-        def agrees(g: str, t: str, c: list | None) -> bool:
-            if g == t or same is None:
-                return g == t
-            key = (g, t, tuple(c or ()))
-            if key not in memo:
-                memo[key] = bool(same(g, t, c))
-            return memo[key]
-
-        agree = sum(1 for g, t, c in pairs if agrees(g, t, c))
-        stats["teacher_agreement"] = round(agree / len(pairs), 4)
-        stats["teacher_labelled"] = len(pairs)
+                same = get_task(task).same_label if task else None
+            except Exception:  # unknown / user task not resolvable here: fall back to exact comparison
+                same = None
+            if same is not None:
+                part = table.filter(differ).select(["gold_label", "teacher_label", "choices"])
+                memo: dict[tuple, bool] = {}
+                for batch in part.to_batches(max_chunksize=8192):
+                    g_, t_, c_ = (batch.column(i).to_pylist() for i in range(3))
+                    for g, t, c in zip(g_, t_, c_):
+                        key = (g, t, tuple(c or ()))
+                        if key not in memo:
+                            memo[key] = bool(same(g, t, c))
+                        agree += memo[key]
+        stats["teacher_agreement"] = round(agree / labelled, 4)
+        stats["teacher_labelled"] = labelled
     return stats
 
 
@@ -569,7 +588,7 @@ def export(
             pc.is_in(table.column("example_id"), pa.array(sorted(carved), pa.string())),
         )
         split_col = pc.if_else(moved, pa.scalar("validation"), table.column("split"))
-        table = table.set_column(table.schema.get_field_index("split"), "split", split_col)
+        table = _sort(table.set_column(table.schema.get_field_index("split"), "split", split_col))
         present = sorted(set(table.column("split").to_pylist()))
     keep_splits = wanted or [s for s in SPLITS if s in present]
     unknown = sorted(set(present) - set(SPLITS))
@@ -579,7 +598,8 @@ def export(
             f"{v.ref}: split(s) {', '.join(unknown_kept)} are not train/validation/test; "
             "rename them at ingest or pick splits with --splits"
         )
-    table = table.filter(pc.is_in(table.column("split"), pa.array(keep_splits, pa.string())))
+    if not set(present) <= set(keep_splits):
+        table = table.filter(pc.is_in(table.column("split"), pa.array(keep_splits, pa.string())))
     after_splits = table.num_rows
 
     cont = find_contamination(table, ngram=ngram, threshold=threshold)
@@ -609,7 +629,7 @@ def export(
             for split in SPLITS:
                 if split not in keep_splits:
                     continue
-                part = _sort(shaped.filter(pc.equal(shaped.column("split"), split)))
+                part = _split_part(shaped, split)
                 if part.num_rows == 0:
                     continue
                 shards, nbytes = [], 0
