@@ -17,6 +17,7 @@ built from the data (ByT5 bytes would make rows ~7x longer than a real student's
 
     python benchmarks/train_throughput.py                                   # CPU, d_model 64, fp32, default + 1 thread
     python benchmarks/train_throughput.py --d-model 256 --bf16              # CPU with AMX
+    python benchmarks/train_throughput.py --phases                          # where the time goes, per phase
     python benchmarks/train_throughput.py --device cuda --bf16 --d-model 768 --layers 12 --heads 12 --batch-size 32
 """
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import shutil
 from pathlib import Path
 
 LOG_NAME = "train_log.jsonl"
@@ -58,6 +59,8 @@ class RunLog:
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
+            if resume_step is None:  # a fresh run replaces the old run's events, as it does its log
+                shutil.rmtree(out / "runs", ignore_errors=True)
             purge = None if resume_step is None else resume_step + 1  # hide the lost steps' old events
             self.tb = SummaryWriter(log_dir=str(out / "runs"), purge_step=purge)
 
