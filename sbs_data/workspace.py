@@ -646,17 +646,13 @@ class Workspace:
         self.con.execute("SELECT 1").fetchall()  # no half-read result may be pending
         return self.con.sql(sql, params=params or None).to_arrow_table()
 
-    def batches(
-        self, sql: str, params: list | None = None, batch_rows: int = 65_536, *, committed: bool = False
-    ) -> Iterator[Any]:
+    def batches(self, sql: str, params: list | None = None, batch_rows: int = 65_536) -> Iterator[Any]:
         """A query's result as pyarrow RecordBatches of at most `batch_rows`, so memory stays bounded.
 
         Runs on its own cursor, so the caller may use the workspace while iterating; that cursor sees
-        committed data only, so it refuses to run inside a `transaction()` unless the caller says that
-        committed data is what it wants (`committed=True`: e.g. building a version from the cache while
-        the version's rows are being written).
+        committed data only, so it refuses to run inside a `transaction()`.
         """
-        if self._in_tx and not committed:
+        if self._in_tx:
             raise RuntimeError("Workspace.batches reads committed data; call it outside a transaction")
         cur = self.con.cursor()
         try:

@@ -316,7 +316,6 @@ def test_visible_rows_are_defined_once(ws):
     assert sum(b.num_rows for b in batches) == 2 and max(b.num_rows for b in batches) == 1
 
 
-@pytest.mark.xfail(strict=False, reason="generate/teachers/quality converted separately")
 def test_no_module_uses_the_raw_connection_outside_the_workspace():
     """Statements go through Workspace helpers, which never leave a result half-read."""
     import re

@@ -10,31 +10,22 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from sbs_data.teachers.base import Response
+from sbs_data.text import storable
 
 #: Longest completion text stored (characters); longer ones are cut and flagged `repaired`. A teacher that
 #: rambles for megabytes must not make one row (or the cache) unbounded.
 MAX_TEXT_CHARS = 200_000
 
 
-def storable(text: str | None) -> tuple[str | None, bool]:
-    """`text` as something DuckDB and JSON can hold, and whether it had to change.
-
-    Lone surrogates (an emoji cut in half, JSON "\\ud83d") cannot be encoded as UTF-8 and are replaced by
-    U+FFFD; NUL characters are removed (they end C strings in too many readers); over-long texts are cut.
-    """
+def storable_text(text: str | None) -> tuple[str | None, bool]:
+    """A completion as something DuckDB and JSON can hold (see `sbs_data.text.storable`), cut at
+    MAX_TEXT_CHARS, and whether it had to change."""
     if text is None:
         return None, False
-    fixed = text
-    try:
-        fixed.encode("utf-8")
-    except UnicodeEncodeError:
-        # via UTF-16: a valid surrogate pair becomes its character, a lone one becomes U+FFFD
-        fixed = text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
-    if "\x00" in fixed:
-        fixed = fixed.replace("\x00", "")
+    fixed, changed = storable(text)
     if len(fixed) > MAX_TEXT_CHARS:
-        fixed = fixed[:MAX_TEXT_CHARS]
-    return fixed, fixed != text
+        fixed, changed = fixed[:MAX_TEXT_CHARS], True
+    return fixed, changed
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +57,7 @@ class Answer:
         cost_usd: float | None,
         attempts: int,
     ) -> Answer:
-        text, repaired = storable(resp.text)
+        text, repaired = storable_text(resp.text)
         return cls(
             key=key,
             text=text,

@@ -1,8 +1,9 @@
 """Version building: a plan plus the cache (and the run's failures) -> one generations version.
 
 Used by online generate, batch collect and anything else that answers a plan. Rows stream from one query
-(the plan's keys joined with the cache) in chunks; each chunk is parsed once and appended inside the single
-transaction of the new version, so memory stays flat and a crash never shows a half version.
+(the plan's keys joined with the cache) in chunks; each chunk is parsed once and appended to a version that
+stays pending (invisible) until the last chunk is in, so memory stays flat and a crash never shows a half
+version.
 """
 
 from __future__ import annotations
@@ -145,6 +146,8 @@ def build_version(
     spec = p.teacher.spec
     digest_old = None if stop_reason else _last_digest(ws, out_name, p)
     try:
+        # Streamed: pending (invisible) until its last chunk is in, each chunk committed on its own, since
+        # DuckDB holds a transaction's new rows in memory; a failure or a kill leaves nothing visible.
         with ws.new_version(
             out_name,
             "generations",
@@ -153,6 +156,7 @@ def build_version(
             task=p.task.name,
             note=note,
             run_id=run_id,
+            streamed=True,
         ) as v:
             for cols in _chunks(ws, p, run_id):
                 ws.append("sbs_generations", v, _parse_chunk(p, cols, spec, stop_reason, counts))
@@ -173,14 +177,12 @@ class _Same(Exception):
 def _chunks(ws: Workspace, p: Plan, run_id: str | None):
     if p.sql_keys:
         sql, params = _rows_sql(ws, p, run_id)
-        for batch in ws.batches(sql, params, CHUNK, committed=True):
+        for batch in ws.batches(sql, params, CHUNK):
             yield batch.to_pydict()
         return
     # Python-keyed plans (replay): render the chunk, then read its answers and failures by key.
     src, sp = p._source(ws)
-    for batch in ws.batches(
-        f"SELECT example_id, split, choices, input_text FROM ({src})", sp, CHUNK, committed=True
-    ):
+    for batch in ws.batches(f"SELECT example_id, split, choices, input_text FROM ({src})", sp, CHUNK):
         rows = list(zip(*batch.to_pydict().values()))
         items = [p.item(e, s, c, t, k) for e, s, c, t in rows for k in range(p.samples)]
         keys = list({it.key for it in items})

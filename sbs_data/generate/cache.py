@@ -18,7 +18,7 @@ from typing import Any
 
 import polars as pl
 
-from sbs_data.generate.answer import Answer, Failure, storable
+from sbs_data.generate.answer import Answer, Failure, storable_text
 from sbs_data.teachers.base import Request, Teacher
 
 KEY_VERSION = 1
@@ -144,7 +144,7 @@ def write(ws: Any, answers: list[dict], failures: list[dict]) -> None:
         if answers:
             for r in answers:  # the last line of defence: a text DuckDB cannot hold must not lose the batch
                 if r.get("text") is not None:
-                    fixed, changed = storable(r["text"])
+                    fixed, changed = storable_text(r["text"])
                     if changed:
                         r["text"], r["repaired"] = fixed, True
             with ws.registered("_sbs_cache_batch", _table(answers, _CACHE_COLS, _CACHE_TYPES)) as t:

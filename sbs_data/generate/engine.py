@@ -154,9 +154,12 @@ class Engine:
         self.limiter = Limiter(settings.concurrency, settings.rpm, settings.tpm, on_wait=self._waiting)
         self.limiter.window = float(min(PROBE, self.limiter.max_window))
         self.reserved = 0.0
+        self.holders = 0  # requests holding a reservation
         self.budget = asyncio.Condition()
-        self.first: list[tuple] = []  # signatures of the first finished requests, until one succeeds
+        self.first: list[tuple | None] = []  # how the first finished requests failed, until one succeeds
         self.succeeded = False
+        self.probe_sent = 0  # requests sent before the first answer (at most PROBE)
+        self.probe_done: asyncio.Event | None = None
         self.last_answer = time.monotonic()
         self.backstop = settings.timeout * 1.5 + 5 if teacher.network else None
         self._told_until = 0.0
@@ -176,7 +179,7 @@ class Engine:
             return True
         async with self.budget:
             while self.c.spend + self.reserved + worst > self.max_usd:
-                if self.reserved <= 0 or self.stop_reason:
+                if not self.holders or self.stop_reason:  # nothing in flight will free budget
                     if not self.stop_reason:
                         self.stop_reason = (
                             f"--max-usd {self.max_usd:g} reached (spent ${self.c.spend:.4f}; the next request "
@@ -185,6 +188,7 @@ class Engine:
                     return False
                 await self.budget.wait()
             self.reserved += worst
+            self.holders += 1
             return True
 
     async def _settle(self, worst: float | None, cost: float | None) -> None:
@@ -195,7 +199,8 @@ class Engine:
         if self.max_usd is None or worst is None:
             return
         async with self.budget:
-            self.reserved = max(0.0, self.reserved - worst)
+            self.holders -= 1
+            self.reserved = max(0.0, self.reserved - worst) if self.holders else 0.0  # no float residue
             self.budget.notify_all()
 
     # -- one request ----------------------------------------------------------------------------------
@@ -223,7 +228,14 @@ class Engine:
     async def _one(self, item: Item) -> None:
         attempts = invalid = throttled = 0
         est = item.est_tokens
+        probing = False
         while True:
+            if not probing and not self.probe_done.is_set():
+                if self.probe_sent >= PROBE:  # until an answer arrives, at most PROBE requests go out
+                    await self.probe_done.wait()
+                else:
+                    self.probe_sent += 1
+                    probing = True
             if self.stop_reason:
                 self.c.skipped += 1
                 return
@@ -288,6 +300,7 @@ class Engine:
             if not self.succeeded:
                 self.succeeded = True
                 self.limiter.window = float(self.limiter.max_window)  # the probe is over
+                self.probe_done.set()
             answer = Answer.from_response(
                 item.key, resp, latency_ms=latency, cost_usd=cost, attempts=attempts
             )
@@ -324,29 +337,38 @@ class Engine:
         if self.succeeded or self.fatal or not self.teacher.network:
             return  # a local teacher's failures (replay: no recorded answer) are per row
         if not isinstance(e, Permanent) or isinstance(e, ContextLength):
-            self.first.append(None)  # a different kind of failure: not a systematic one
-            return
-        self.first.append((e.kind, e.status, getattr(e, "code", None), getattr(e, "param", None)))
+            self.first.append(None)  # a per-row or passing failure: not a systematic one
+        else:
+            self.first.append((e.kind, e.status, getattr(e, "code", None), getattr(e, "param", None)))
         need = min(PROBE, self.expected) if self.expected else PROBE
-        if len(self.first) >= need and len(set(self.first[:need])) == 1 and self.first[0] is not None:
+        if len(self.first) < need:
+            return
+        if len(set(self.first[:need])) == 1 and self.first[0] is not None:
             self.fatal = f"{msg}\nfix: {fix_hint(e, self.teacher)}"
             self.stop_reason = f"every one of the first {need} requests failed the same way"
+        self.probe_done.set()  # a verdict either way: stop, or go on at full speed
 
-    def _waiting(self, seconds: float, why: str) -> None:
+    def _waiting(self, seconds: float, asked: float) -> None:
+        """Say on stderr that the run waits on the provider, until when, and whether the wait was capped."""
         until = time.monotonic() + seconds
-        if until - self._told_until < 5.0:
+        if until - self._told_until < 1.0:
             return
         self._told_until = until
         at = (datetime.now() + timedelta(seconds=seconds)).strftime("%H:%M:%S")
-        self.warn(
-            f"waiting on {self.teacher.provider} ({why}): resuming at {at}, in {seconds:.0f} s "
-            f"(no single wait is longer than --max-wait {self.s.max_wait:g} s)"
+        capped = (
+            f"; the provider asked for {asked:.0f} s, capped at --max-wait {self.s.max_wait:g} s"
+            if asked > seconds
+            else ""
         )
+        self.warn(f"waiting on {self.teacher.provider} (rate limited) until {at}, {seconds:.0f} s{capped}")
 
     async def run(self, items: Iterable[Item], expected: int = 0) -> None:
         """Answer `items` (cache misses, each key once); tasks are admitted a few at a time, so neither
         the items nor their tasks pile up in memory."""
         self.expected = expected
+        self.probe_done = asyncio.Event()
+        if not self.teacher.network:
+            self.probe_done.set()  # local teachers: nothing to protect against
         admit = asyncio.Semaphore(max(2, self.s.concurrency * 2))
         tasks: set[asyncio.Task] = set()
 

@@ -71,7 +71,7 @@ class Limiter:
         rpm: float | None = None,
         tpm: float | None = None,
         *,
-        on_wait: Callable[[float, str], None] | None = None,
+        on_wait: Callable[[float, float], None] | None = None,
     ):
         self.max_window = max(1, concurrency)
         self.window = float(self.max_window)
@@ -148,12 +148,13 @@ class Limiter:
             wait = min(resets) if resets else None
         if wait is None:
             return 0.0
-        wait = min(max(0.0, wait), max_wait)
+        asked = max(0.0, wait)
+        wait = min(asked, max_wait)
         until = now + wait
         if until > self.paused_until:
             self.paused_until = until
-            if self.on_wait and wait >= 5.0:
-                self.on_wait(wait, "rate limited")
+            if self.on_wait and (wait >= 1.0 or asked > max_wait):
+                self.on_wait(wait, asked)
         return wait
 
     def _adopt(self, lim: RateLimits) -> None:

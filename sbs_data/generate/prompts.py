@@ -13,9 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from sbs_data import RECIPES_DIR, SbsError
+from sbs_data.configfile import load_yaml, read_text, stray_placeholders
 from sbs_data.generate.cache import _sha, canonical
 
 PROMPTS_DIR = RECIPES_DIR / "prompts"
@@ -82,11 +81,18 @@ class Prompt:
         return {"name": self.name, "source": self.source, "sha": self.sha}
 
 
+def _check_placeholders(path: Path, template: str) -> None:
+    """A template is filled by plain replacement of `{input}`: any other `{name}` is most likely a typo."""
+    stray = stray_placeholders(template, ["input"])
+    if stray:
+        raise SbsError(
+            f"{path}: template: {{{stray[0]}}} is not a placeholder (the only one is {{input}}); "
+            "fix the name, or drop the braces"
+        )
+
+
 def _from_yaml(path: Path) -> Prompt:
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as e:
-        raise SbsError(f"{path}: cannot read prompt file: {e}") from e
+    data = load_yaml(path, what="prompt file")
     if (
         not isinstance(data, dict)
         or not isinstance(data.get("template"), str)
@@ -109,18 +115,17 @@ def _from_yaml(path: Path) -> Prompt:
     system = data.get("system")
     if system is not None and not isinstance(system, str):
         raise SbsError(f"{path}: system: expected a string")
+    _check_placeholders(path, data["template"])
     return Prompt(
         path.stem, str(path), system.strip() if system else None, data["template"].rstrip("\n"), tuple(out)
     )
 
 
 def _from_text(path: Path) -> Prompt:
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise SbsError(f"{path}: cannot read prompt file: {e}") from e
+    text = read_text(path, what="prompt file")
     if "{input}" not in text:
         raise SbsError(f"{path}: a prompt template must contain {{input}} where the example goes")
+    _check_placeholders(path, text)
     return Prompt(path.stem, str(path), None, text.rstrip("\n"), ())
 
 

@@ -238,7 +238,11 @@ def teacher_stats(ws: Workspace, v: Version) -> list[dict[str, Any]]:
                avg(label_in_space::INTEGER) AS label_in_space_rate,
                avg(gold_match::INTEGER) AS gold_match_rate,
                avg(words) AS mean_words,
-               sum(prompt_tokens) AS prompt_tokens, sum(completion_tokens) AS completion_tokens,
+               sum(prompt_tokens) AS prompt_tokens,
+               sum(cached_tokens) / nullif(sum(prompt_tokens) FILTER (WHERE cached_tokens IS NOT NULL), 0)
+                   AS cached_input_share,
+               sum(reasoning_tokens) AS reasoning_tokens,
+               sum(completion_tokens) AS completion_tokens,
                sum(cost_usd) AS cost_usd,
                avg(latency_ms) AS mean_latency_ms
         FROM (SELECT g.*, {score_cols}, {kept} AS kept FROM sbs_generations g {sjoin} {kjoin}
@@ -249,7 +253,8 @@ def teacher_stats(ws: Workspace, v: Version) -> list[dict[str, Any]]:
     )
     cols = [
         "teacher", "rows", "kept", "parse_ok_rate", "label_in_space_rate", "gold_match_rate", "mean_words",
-        "prompt_tokens", "completion_tokens", "cost_usd", "mean_latency_ms",
+        "prompt_tokens", "cached_input_share", "reasoning_tokens", "completion_tokens", "cost_usd",
+        "mean_latency_ms",
     ]  # fmt: skip
     out = []
     for r in rows:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from sbs_data import RECIPES_DIR, SbsError
+from sbs_data.configfile import load_yaml
 
 DEFAULT_PRICES = RECIPES_DIR / "prices.yaml"
 
@@ -97,12 +98,8 @@ class ModelFacts:
 
 
 def _load_yaml(p: Path) -> Any:
-    import yaml
-
-    try:
-        return yaml.safe_load(p.read_text())
-    except (OSError, yaml.YAMLError) as e:
-        raise SbsError(f"{p}: cannot read price table: {e}") from e
+    """The table through the one safe config reader (size, UTF-8, alias limits; errors name the file)."""
+    return load_yaml(p, what="price table")
 
 
 @functools.cache

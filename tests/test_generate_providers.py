@@ -1,0 +1,222 @@
+"""Today's provider rules, end to end through the real SDKs and the stand-in that follows them: reasoning
+models, advertised rate limits, cached-token billing, prompt caching, systematic errors, hostile answers."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import yaml
+from fake_llm_server import FaultPlan
+from generate_helpers import FAKE_KEY, cqa_examples, fast, gen_rows, question, server  # noqa: F401
+
+from sbs_data import SbsError
+from sbs_data.generate.run import Settings, generate
+from sbs_data.teachers.models import facts_for
+
+
+def long_prompt(tmp_path, words: int = 2200) -> str:
+    """A few-shot prompt whose shared prefix is long enough for both providers' prompt caches."""
+    filler = " ".join(f"fact{i}" for i in range(words // 4))
+    exemplars = [
+        {
+            "input": f"Q: Which word is example {i}? {filler}",
+            "rationale": "The first word is alpha.",
+            "answer": "alpha",
+        }
+        for i in range(4)
+    ]
+    path = tmp_path / "long.yaml"
+    path.write_text(yaml.safe_dump({"template": "Q: {input}\nA:", "exemplars": exemplars}))
+    return str(path)
+
+
+def bill(srv, provider: str) -> dict:
+    rows = [b for b in srv.stats()["bill"] if b["provider"] == provider]
+    out: dict = {}
+    for b in rows:
+        for k, v in b.items():
+            if isinstance(v, int | float) and not isinstance(v, bool):
+                out[k] = out.get(k, 0) + v
+    return out
+
+
+def test_reasoning_model_default_flags_answer_every_row(ws, server):  # noqa: F811
+    cqa_examples(ws, n=12)
+    res = generate(ws, "toy", "openai:gpt-5-mini", settings=fast())
+    assert res.summary["ok"] == 12 and res.summary["failed"] == 0
+    cfg = res.version.config["params"]
+    assert "temperature" not in cfg and cfg["max_tokens"] >= 2048  # no temperature; a reasoning-sized budget
+    rows = ws.all(
+        "SELECT finish_reason, reasoning_tokens, completion_tokens, prompt_tokens, cost_usd, raw "
+        "FROM generations_at(?)",
+        [res.version.ref],
+    )
+    assert all(r[0] == "stop" and r[5] for r in rows)  # no answer emptied by the reasoning budget
+    facts = facts_for("openai", "gpt-5-mini")
+    for _, reasoning, completion, prompt, cost, _ in rows:
+        assert reasoning > 0 and completion > reasoning  # reasoning tokens stored, billed as output
+        assert cost == pytest.approx(facts.cost(prompt, completion))
+    # the effort is passed through (and is part of what was asked)
+    res2 = generate(ws, "toy", "openai:gpt-5-mini", settings=fast(), params={"reasoning_effort": "minimal"})
+    assert res2.summary["ok"] == 12 and res2.version.config["params"]["reasoning_effort"] == "minimal"
+
+
+def test_reasoning_model_refuses_temperature_before_any_call(ws, server):  # noqa: F811
+    cqa_examples(ws, n=3)
+    with pytest.raises(SbsError, match="reasoning model.*drop --temperature"):
+        generate(ws, "toy", "openai:gpt-5-mini", settings=fast(), params={"temperature": 0.2})
+    with pytest.raises(SbsError, match="takes no --reasoning-effort"):
+        generate(ws, "toy", "openai:gpt-4o-mini", settings=fast(), params={"reasoning_effort": "low"})
+    with pytest.raises(SbsError, match="reasoning-effort must be one of"):
+        generate(ws, "toy", "openai:gpt-5-mini", settings=fast(), params={"reasoning_effort": "max"})
+    assert server.count == 0
+
+
+def test_unknown_model_stops_after_a_few_requests_and_names_it(ws, server):  # noqa: F811
+    cqa_examples(ws, n=60)
+    warned: list[str] = []
+    with pytest.raises(SbsError, match="gpt-9-turbo") as ei:
+        generate(ws, "toy", "openai:gpt-9-turbo", settings=fast(concurrency=64), warn=warned.append)
+    assert "does not exist" in str(ei.value) and "check the model name" in str(ei.value)
+    assert server.count <= 16
+    assert not ws.all("SELECT 1 FROM sbs_versions WHERE dataset LIKE 'toy-gpt-9%'")  # no version built
+    assert any("not in the price table" in w for w in warned)
+
+
+def test_advertised_limits_pace_the_run_and_429s_never_fail_rows(ws, server):  # noqa: F811
+    server.set_limits(rpm=1200)  # 20 per second, enforced per second; advertised in the headers
+    cqa_examples(ws, n=80)
+    t0 = time.perf_counter()
+    res = generate(ws, "toy", "openai:gpt-4o-mini", settings=fast(concurrency=64, max_attempts=2))
+    elapsed = time.perf_counter() - t0
+    assert res.summary["ok"] == 80 and res.summary["failed"] == 0  # no row lost to "not now"
+    assert res.summary["rate_limited"] <= 0.1 * 80  # the headers were read: few 429s after the first ones
+    assert elapsed >= 80 / 20 * 0.7  # and the run did not beat the limit
+
+
+def test_429s_without_headers_back_off_and_do_not_use_attempts(ws, server):  # noqa: F811
+    cqa_examples(ws, n=6)
+    server.set_faults(FaultPlan(by_match={question(0): ["429"] * 8}))  # more 429s than --max-attempts
+    res = generate(ws, "toy", "openai:gpt-4o-mini", settings=fast(max_attempts=3))
+    assert res.summary["ok"] == 6 and res.summary["rate_limited"] == 8
+
+
+def test_long_retry_after_is_capped_and_announced(ws, server):  # noqa: F811
+    cqa_examples(ws, n=3)
+    server.set_faults(FaultPlan(by_match={question(1): ["429:3600"]}))
+    said: list[str] = []
+    t0 = time.perf_counter()
+    res = generate(ws, "toy", "openai:gpt-4o-mini", settings=fast(max_wait=1.0), warn=said.append)
+    assert time.perf_counter() - t0 < 30 and res.summary["ok"] == 3
+    assert any("waiting on openai" in m and "until" in m and "3600" in m for m in said), said
+
+
+def test_openai_automatic_prefix_caching_is_billed_at_the_cached_price(ws, server, tmp_path):  # noqa: F811
+    cqa_examples(ws, n=20)
+    prompt = long_prompt(tmp_path)
+    dry = generate(ws, "toy", "openai:gpt-4o-mini", prompt_path=prompt, dry_run=True, settings=fast())
+    assert dry.summary["est_cached_prompt_tokens"] > 0  # the dry run assumes the shared prefix is cached
+    res = generate(ws, "toy", "openai:gpt-4o-mini", prompt_path=prompt, settings=fast(concurrency=1))
+    rows = ws.all("SELECT cached_tokens, prompt_tokens FROM generations_at(?)", [res.version.ref])
+    assert sum(1 for c, _ in rows if c) >= 19  # every request after the first read the prefix from cache
+    b = bill(server, "openai")
+    f = facts_for("openai", "gpt-4o-mini")
+    billed = f.cost(b["input_tokens"], b["output_tokens"], b["cached_input_tokens"], 0)
+    assert res.summary["spent_usd"] == pytest.approx(billed, rel=0.02)
+    full = f.cost(b["input_tokens"], b["output_tokens"])
+    assert billed < 0.75 * full  # the cached share is real money
+    assert ws.one("SELECT sum(cached_tokens) FROM cache") == b["cached_input_tokens"]
+    # the report shows the cached share of input
+    from sbs_data.quality.report import report
+
+    share = report(ws, res.version.ref)["teachers"][0]["cached_input_share"]
+    assert share == pytest.approx(b["cached_input_tokens"] / b["input_tokens"], rel=0.01) and share > 0.5
+
+
+def test_anthropic_prompt_cache_marks_the_prefix_and_bills_writes_and_reads(ws, server, tmp_path):  # noqa: F811
+    cqa_examples(ws, n=12)
+    prompt = long_prompt(tmp_path)
+    res = generate(ws, "toy", "anthropic:claude-sonnet-4-5", prompt_path=prompt, settings=fast(concurrency=1))
+    rows = ws.all("SELECT cached_tokens, cache_write_tokens FROM generations_at(?)", [res.version.ref])
+    assert sum(1 for _, w in rows if w) == 1 and sum(1 for c, _ in rows if c) == 11  # one write, then reads
+    b = bill(server, "anthropic")
+    f = facts_for("anthropic", "claude-sonnet-4-5")
+    billed = f.cost(b["input_tokens"], b["output_tokens"], b["cached_input_tokens"], b["cache_write_tokens"])
+    assert res.summary["spent_usd"] == pytest.approx(billed, rel=0.02)
+    # prompt caching changes the bill, not the answer: the same requests are request-cache hits
+    server.reset()
+    again = generate(
+        ws, "toy", "anthropic:claude-sonnet-4-5", prompt_path=prompt, settings=fast(), prompt_cache=False
+    )
+    assert server.count == 0 and again.version.ref == res.version.ref
+    # --no-prompt-cache sends no cache_control: nothing is written or read
+    generate(
+        ws,
+        "toy",
+        "anthropic:claude-sonnet-4-5",
+        prompt_path=prompt,
+        settings=fast(),
+        prompt_cache=False,
+        params={"max_tokens": 100},
+        name="nc",
+    )
+    b = bill(server, "anthropic")
+    assert server.count == 12 and b["cache_write_tokens"] == 0 and b["cached_input_tokens"] == 0
+
+
+def test_an_answer_that_cannot_be_stored_is_repaired_not_fatal(ws, server):  # noqa: F811
+    cqa_examples(ws, n=30)
+    server.set_faults(FaultPlan(by_match={question(3): ["surrogate"]}))
+    warned: list[str] = []
+    res = generate(ws, "toy", "openai:gpt-4o-mini", settings=fast(), warn=warned.append)
+    assert res.summary["ok"] + res.summary["no_answer"] == 30 and res.summary["repaired"] == 1
+    rows = {r[0]: r for r in gen_rows(ws, res.version.ref)}
+    assert "\ufffd" in rows["q3"][5]
+    assert ws.one("SELECT count(*) FROM generations_at(?) WHERE repaired", [res.version.ref]) == 1
+    assert any("repaired" in w for w in warned)
+    n = server.count
+    again = generate(ws, "toy", "openai:gpt-4o-mini", settings=fast())  # nothing is paid twice
+    assert server.count == n and again.version.ref == res.version.ref
+
+
+@pytest.mark.parametrize(
+    "kw,match",
+    [
+        ({"rpm": -1}, "--rpm must be a positive number"),
+        ({"tpm": 0}, "--tpm must be a positive number"),
+        ({"concurrency": 0}, "--concurrency must be a positive number"),
+        ({"timeout": -5}, "--timeout must be a positive number"),
+        ({"max_wait": 0}, "--max-wait must be a positive number"),
+        ({"rpm": float("nan")}, "--rpm must be a positive number"),
+    ],
+)
+def test_nonsense_numbers_are_refused_by_name(ws, server, kw, match):  # noqa: F811
+    cqa_examples(ws, n=2)
+    with pytest.raises(SbsError, match=match):
+        generate(ws, "toy", "openai:gpt-4o-mini", settings=Settings(**{**fast().__dict__, **kw}))
+    assert server.count == 0
+
+
+@pytest.mark.parametrize(
+    "params,match",
+    [
+        ({"max_tokens": 0}, "--max-tokens must be at least 1"),
+        ({"temperature": -0.5}, "--temperature must be 0 or more"),
+        ({"temperature": float("inf")}, "--temperature must be a finite number"),
+        ({"top_p": 1.5}, "--top-p must be in"),
+    ],
+)
+def test_nonsense_params_are_refused_by_name(ws, server, params, match):  # noqa: F811
+    cqa_examples(ws, n=2)
+    with pytest.raises(SbsError, match=match):
+        generate(ws, "toy", "openai:gpt-4o-mini", settings=fast(), params=params)
+    assert server.count == 0
+
+
+def test_max_usd_holds_at_high_concurrency(ws, server):  # noqa: F811
+    cqa_examples(ws, n=200)
+    res = generate(ws, "toy", "openai:gpt-4o-mini", settings=fast(concurrency=64), max_usd=0.01)
+    assert res.summary["spent_usd"] <= 0.01 and "max-usd" in res.summary["stopped"]
+    assert res.version.ref.endswith("-partial@1")
+    assert FAKE_KEY not in str(res.summary)
