@@ -152,7 +152,10 @@ class Engine:
         self.fatal: str | None = None  # a systematic error: no version is built
         self.secrets = teacher.secrets()
         self.limiter = Limiter(settings.concurrency, settings.rpm, settings.tpm, on_wait=self._waiting)
-        self.limiter.window = float(min(PROBE, self.limiter.max_window))
+        # One request at a time until the first answer: a systematic error costs one request per verdict
+        # step, and the answer warms the provider's prompt cache (a concurrent first wave would write the
+        # shared prefix once per request, at 1.25x the input price on Anthropic).
+        self.limiter.window = 1.0
         self.reserved = 0.0
         self.holders = 0  # requests holding a reservation
         self.budget = asyncio.Condition()
