@@ -148,17 +148,30 @@ def _context(ws: Workspace, run_id: str, settings: BatchSettings, api: BatchAPI 
         prompt_cache=a.get("prompt_cache", True),
         prices_path=a.get("prices_path"),
     )
-    p = plan(
-        ws,
-        r["source"],
-        teacher,
-        split=a.get("split"),
-        limit=a.get("limit"),
-        samples=a.get("samples", 1),
-        prompt_path=a.get("prompt_path"),
-        json_mode=a.get("json_mode", False),
-        params=a.get("params"),
-    )
+    if a.get("rationalize") is not None:  # `rationalize --mode batch`: the hinted plan over GEN's rows
+        from sbs_data.generate.hints import hint_plan
+
+        p: Plan = hint_plan(
+            ws,
+            r["source"],
+            teacher,
+            **a["rationalize"],
+            prompt_path=a.get("prompt_path"),
+            json_mode=a.get("json_mode", False),
+            params=a.get("params"),
+        )
+    else:
+        p = plan(
+            ws,
+            r["source"],
+            teacher,
+            split=a.get("split"),
+            limit=a.get("limit"),
+            samples=a.get("samples", 1),
+            prompt_path=a.get("prompt_path"),
+            json_mode=a.get("json_mode", False),
+            params=a.get("params"),
+        )
     if _plan_hash(p.config) != r["config_hash"]:
         raise SbsError(
             f"batch run {run_id}: the requests no longer render as submitted (prompt file "
@@ -170,12 +183,9 @@ def _context(ws: Workspace, run_id: str, settings: BatchSettings, api: BatchAPI 
 def _all_items(ws: Workspace, p: Plan) -> dict[str, Item]:
     """Every request of the plan by key (the first of duplicates), rendered in Python."""
     items: dict[str, Item] = {}
-    src, sp = p._source(ws)
-    for batch in ws.batches(f"SELECT example_id, split, choices, input_text FROM ({src})", sp):
-        for e, s_, c, t in zip(*batch.to_pydict().values()):
-            for k in range(p.samples):
-                it = p.item(e, s_, c, t, k)
-                items.setdefault(it.key, it)
+    for chunk in p.item_chunks(ws):
+        for it in chunk:
+            items.setdefault(it.key, it)
     return items
 
 
@@ -394,7 +404,7 @@ def submit(
                 teacher.provider,
                 teacher.model,
                 teacher.spec,
-                p.examples.ref,
+                p.source.ref,
                 out_name,
                 json.dumps(stored, default=str),
                 chash,
@@ -587,6 +597,7 @@ def _finish(ws: Workspace, ctx: _Ctx) -> None:
         run_id=run_id,
         stop_reason="batch run cancelled" if cancelled else None,
     )
+    follow = {} if cancelled else ctx.plan.finish(ws, v, run_id)
     with ws.transaction():
         ws.execute(
             "UPDATE sbs_batch_runs SET status = ?, version_id = ?, finished_at = ? WHERE run_id = ?",
@@ -596,7 +607,7 @@ def _finish(ws: Workspace, ctx: _Ctx) -> None:
     ws.finish_run(
         run_id,
         "stopped" if cancelled else "ok",
-        {"requests": ctx.plan.total, "version": v.ref, "spent_usd": spent, **by_status},
+        {"requests": ctx.plan.total, "version": v.ref, "spent_usd": spent, **by_status, **follow},
     )
     ctx.run.update(version_id=v.version_id, status="cancelled" if cancelled else "done")
 

@@ -42,6 +42,7 @@ _SCHEMA = {
     "cache_key": pl.Utf8,
     "error": pl.Utf8,
     "repaired": pl.Boolean,
+    "hinted": pl.Boolean,
 }
 _CACHE_VALUES = (
     "finish_reason",
@@ -152,7 +153,7 @@ def build_version(
             out_name,
             "generations",
             p.config,
-            parents=[p.examples],
+            parents=[p.source],
             task=p.task.name,
             note=note,
             run_id=run_id,
@@ -180,11 +181,8 @@ def _chunks(ws: Workspace, p: Plan, run_id: str | None):
         for batch in ws.batches(sql, params, CHUNK):
             yield batch.to_pydict()
         return
-    # Python-keyed plans (replay): render the chunk, then read its answers and failures by key.
-    src, sp = p._source(ws)
-    for batch in ws.batches(f"SELECT example_id, split, choices, input_text FROM ({src})", sp, CHUNK):
-        rows = list(zip(*batch.to_pydict().values()))
-        items = [p.item(e, s, c, t, k) for e, s, c, t in rows for k in range(p.samples)]
+    # Python-keyed plans (replay, rationalize): render the chunk, then read its answers and failures by key.
+    for items in p.item_chunks(ws):
         keys = list({it.key for it in items})
         cols = ", ".join(f"c.{c}" for c in _CACHE_VALUES)
         cached = {
@@ -256,6 +254,7 @@ def _parse_chunk(
         out["parse_status"].append(status)
         out["cache_key"].append(cols["cache_key"][i])
         out["error"].append(error)
+        out["hinted"].append(p.hinted)
     return pl.DataFrame(out, schema=_SCHEMA)
 
 

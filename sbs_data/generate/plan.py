@@ -63,10 +63,17 @@ class Plan:
     limit: int | None
     rows: int  # examples selected
     config: dict[str, Any] = field(default_factory=dict)
+    #: Whether the teacher was shown the gold answer (rationalize plans); stored on every row it builds.
+    hinted: bool = False
 
     @property
     def total(self) -> int:
         return self.rows * self.samples
+
+    @property
+    def source(self) -> Version:
+        """The version the plan answers (lineage parent of what it builds; re-planned from in batch runs)."""
+        return self.examples
 
     # -- SQL ----------------------------------------------------------------------------------------
     def _source(self, ws: Workspace) -> tuple[str, list]:
@@ -95,8 +102,12 @@ class Plan:
         )
         return sql, [prefix, template, *sp, a, b, c, self.samples, d]
 
+    def prompt_parts(self) -> tuple[str | None, str, str]:
+        """(system, prefix, template) of this plan's prompt (`Prompt.parts`)."""
+        return self.prompt.parts(self.json_mode)
+
     def _request(self, system: str | None, content: str, k: int, example_id: str | None = None) -> Request:
-        prefix = self.prompt.parts(self.json_mode)[1]
+        prefix = self.prompt_parts()[1]
         schema = api_schema() if self.json_mode else None
         return Request(
             ({"role": "user", "content": content},),
@@ -130,6 +141,17 @@ class Plan:
         probe = self._request(None, "", 0, "x")
         return not self.teacher.key_extra(probe)
 
+    def finish(self, ws: Workspace, built: Version, run_id: str | None) -> dict[str, Any]:
+        """What the plan's command does once its version is built (nothing for generate); summary fields."""
+        return {}
+
+    def item_chunks(self, ws: Workspace) -> Iterator[list[Item]]:
+        """Every request, rendered and keyed in Python, a chunk of examples at a time, in stored order."""
+        src, sp = self._source(ws)
+        for batch in ws.batches(f"SELECT example_id, split, choices, input_text FROM ({src})", sp, CHUNK):
+            rows = zip(*batch.to_pydict().values())
+            yield [self.item(e, s, c, t, k) for e, s, c, t in rows for k in range(self.samples)]
+
     def misses(self, ws: Workspace) -> Iterator[Item]:
         """The requests not in the cache, each key once, in order, rendered in Python chunk by chunk. Reads
         through its own cursor (`ws.batches`), since the cache writer commits on the main connection."""
@@ -154,10 +176,7 @@ class Plan:
                         )
                     yield it
             return
-        src, sp = self._source(ws)
-        for batch in ws.batches(f"SELECT example_id, split, choices, input_text FROM ({src})", sp, CHUNK):
-            rows = zip(*batch.to_pydict().values())
-            items = [self.item(e, s, c, t, k) for e, s, c, t in rows for k in range(self.samples)]
+        for items in self.item_chunks(ws):
             hits = cache_mod.present(ws, [it.key for it in items])
             for it in items:
                 d = bytes.fromhex(it.key)

@@ -4,11 +4,18 @@ A prompt YAML holds an optional `system` text, a `template` laying out one quest
 rendered input), and `exemplars` (input, rationale, answer), rendered in the paper's style:
 "<question> <rationale> So the answer is <answer>." A plain `.txt` file is a template with `{input}`
 (exemplars written inline). The prompt hash (content, not file bytes) goes into lineage.
+
+An optional `hint` is the question's hinted form for `sbs-data rationalize` (STaR's rationalization): a
+template with `{input}` and `{answer}` (the gold answer, as the exemplars write answers). Hinted prompts show
+the exemplars in the hinted form too, so the teacher sees what is asked. A prompt without one gets
+`DEFAULT_HINT` after its template's question (before a closing "A:"). The hint has its own hash
+(`hint_sha`), so adding one leaves the unhinted prompt's hash, and the versions made with it, unchanged.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +23,7 @@ from typing import Any
 from sbs_data import RECIPES_DIR, SbsError
 from sbs_data.configfile import load_yaml, read_text, stray_placeholders
 from sbs_data.generate.cache import _sha, canonical
+from sbs_data.tasks.base import LETTERS
 
 PROMPTS_DIR = RECIPES_DIR / "prompts"
 ANSWER_PHRASE = "So the answer is"
@@ -23,6 +31,14 @@ JSON_INSTRUCTION = (
     'Reply with only a JSON object of the form {"rationale": "<your step-by-step reasoning>", '
     '"label": "<the final answer>"}, with no other text.'
 )
+#: The hint sentence added to prompts that carry no `hint` form. The fake LLM server used by the tests reads
+#: the answer from "The correct answer is X" up to the end of that line.
+DEFAULT_HINT = (
+    "The correct answer is {answer}.\n"
+    "Explain step by step why it is correct, reasoning from the question alone (do not mention that the answer "
+    f'was given), then end with "{ANSWER_PHRASE} {{answer}}."'
+)
+_FILL = re.compile(r"\{(input|answer)\}")
 
 
 @dataclass(frozen=True)
@@ -32,6 +48,7 @@ class Prompt:
     system: str | None
     template: str
     exemplars: tuple[dict[str, str], ...]
+    hint: str | None = None  # the hinted question template ({input}, {answer}); None: DEFAULT_HINT added
     _rendered: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -43,6 +60,27 @@ class Prompt:
     def _question(self, input_text: str) -> str:
         return self.template.replace("{input}", input_text)
 
+    @property
+    def hint_template(self) -> str:
+        """The hinted question: the prompt's `hint`, else its template with DEFAULT_HINT before a final "A:"."""
+        if self.hint is not None:
+            return self.hint
+        t = self.template.rstrip()
+        if t.endswith("A:"):
+            return f"{t[:-2].rstrip()}\n{DEFAULT_HINT}\nA:"
+        return f"{t}\n{DEFAULT_HINT}"
+
+    @property
+    def hint_sha(self) -> str:
+        return _sha(canonical({"sha": self.sha, "hint": self.hint_template}))[:16]
+
+    def render_hinted(
+        self, input_text: str, answer: str, json_mode: bool = False
+    ) -> tuple[str | None, tuple[dict[str, str], ...]]:
+        """(system, messages) asking for a rationale of the known `answer`; the same layout as `render`."""
+        system, prefix, template = self.parts(json_mode, hinted=True)
+        return system, ({"role": "user", "content": prefix + fill(template, input_text, answer)},)
+
     def render(
         self, input_text: str, json_mode: bool = False
     ) -> tuple[str | None, tuple[dict[str, str], ...]]:
@@ -50,35 +88,64 @@ class Prompt:
         system, prefix, template = self.parts(json_mode)
         return system, ({"role": "user", "content": prefix + template.replace("{input}", input_text)},)
 
-    def parts(self, json_mode: bool = False) -> tuple[str | None, str, str]:
-        """(system, prefix, template): a row's user message is `prefix + template` with `{input}` replaced.
+    def parts(self, json_mode: bool = False, hinted: bool = False) -> tuple[str | None, str, str]:
+        """(system, prefix, template): a row's user message is `prefix + template` with `{input}` replaced
+        (and `{answer}` when `hinted`).
 
         The prefix (the few-shot block) comes first and is byte-identical on every row, so providers can
         cache it; the planner renders the same thing in SQL from these parts."""
-        shots = self._shots(json_mode)
+        shots = self._shots(json_mode, hinted)
         system = self.system
         if json_mode:
             system = f"{system}\n\n{JSON_INSTRUCTION}" if system else JSON_INSTRUCTION
-        return system, (f"{shots}\n\n" if shots else ""), self.template
+        return system, (f"{shots}\n\n" if shots else ""), self.hint_template if hinted else self.template
 
-    def _shots(self, json_mode: bool) -> str:
+    def _shots(self, json_mode: bool, hinted: bool = False) -> str:
         """The few-shot block, rendered once per prompt and mode."""
-        if json_mode in self._rendered:
-            return self._rendered[json_mode]
+        mode = (json_mode, hinted)
+        if mode in self._rendered:
+            return self._rendered[mode]
         shots = []
         for ex in self.exemplars:
-            q = self._question(ex["input"])
+            q = fill(self.hint_template, ex["input"], ex["answer"]) if hinted else self._question(ex["input"])
             if json_mode:
                 shots.append(
                     f"{q} {json.dumps({'rationale': ex['rationale'], 'label': ex['answer']}, ensure_ascii=False)}"
                 )
             else:
                 shots.append(f"{q} {ex['rationale'].strip()} {ANSWER_PHRASE} {ex['answer']}.")
-        self._rendered[json_mode] = "\n\n".join(shots)
-        return self._rendered[json_mode]
+        self._rendered[mode] = "\n\n".join(shots)
+        return self._rendered[mode]
 
     def to_config(self) -> dict[str, Any]:
         return {"name": self.name, "source": self.source, "sha": self.sha}
+
+
+def fill(template: str, input_text: str, answer: str) -> str:
+    """`{input}` and `{answer}` replaced in one pass: text inside the input is never read as a placeholder."""
+    values = {"input": input_text, "answer": answer}
+    return _FILL.sub(lambda m: values[m.group(1)], template)
+
+
+def answer_text(task: Any, label: str, choices: list[str] | None) -> str:
+    """A gold label as the prompts' exemplars write answers: "(b) refrigerator" for a choice, else the label."""
+    if task.label_space == "choices" and choices and label in choices:
+        return f"({LETTERS[choices.index(label)]}) {label}"
+    return str(label)
+
+
+def _check_hint(path: Path, hint: Any) -> str | None:
+    if hint is None:
+        return None
+    if not isinstance(hint, str) or "{input}" not in hint or "{answer}" not in hint:
+        raise SbsError(f"{path}: hint: expected a string containing {{input}} and {{answer}}")
+    stray = stray_placeholders(hint, ["input", "answer"])
+    if stray:
+        raise SbsError(
+            f"{path}: hint: {{{stray[0]}}} is not a placeholder (the hint has {{input}} and {{answer}}); "
+            "fix the name, or drop the braces"
+        )
+    return hint.rstrip("\n")
 
 
 def _check_placeholders(path: Path, template: str) -> None:
@@ -117,7 +184,12 @@ def _from_yaml(path: Path) -> Prompt:
         raise SbsError(f"{path}: system: expected a string")
     _check_placeholders(path, data["template"])
     return Prompt(
-        path.stem, str(path), system.strip() if system else None, data["template"].rstrip("\n"), tuple(out)
+        path.stem,
+        str(path),
+        system.strip() if system else None,
+        data["template"].rstrip("\n"),
+        tuple(out),
+        _check_hint(path, data.get("hint")),
     )
 
 

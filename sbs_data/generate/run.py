@@ -99,6 +99,35 @@ def answer(
     return engine
 
 
+def resolve_teacher(
+    ws: Workspace,
+    teacher: str | Teacher,
+    settings: Settings,
+    mode: str,
+    *,
+    base_urls: list[str] | tuple[str, ...] = (),
+    prompt_cache: bool = True,
+    prices_path: str | Path | None = None,
+) -> tuple[Teacher, bool]:
+    """(the teacher of a spec, whether --mode is batch), refusing batch mode for teachers without a batch API."""
+    if mode not in ("online", "batch"):
+        raise SbsError(f"--mode must be online or batch, not {mode!r}")
+    if isinstance(teacher, str):
+        teacher = parse_spec(
+            teacher,
+            base_urls=base_urls,
+            ws=ws,
+            timeout=settings.timeout,
+            prompt_cache=prompt_cache,
+            prices_path=prices_path,
+        )
+    if mode == "batch" and not supports_batch(teacher):
+        from sbs_data.teachers.registry import batch_api
+
+        batch_api(teacher)  # raises the clear error naming the providers that have one
+    return teacher, mode == "batch"
+
+
 def generate(
     ws: Workspace,
     ref: str,
@@ -129,22 +158,9 @@ def generate(
     `sbs_data.generate.batch.collect` builds it later (see that module)."""
     s = (settings or Settings()).check()
     clock = {"start": time.perf_counter()}
-    if mode not in ("online", "batch"):
-        raise SbsError(f"--mode must be online or batch, not {mode!r}")
-    batch = mode == "batch"
-    if isinstance(teacher, str):
-        teacher = parse_spec(
-            teacher,
-            base_urls=base_urls,
-            ws=ws,
-            timeout=s.timeout,
-            prompt_cache=prompt_cache,
-            prices_path=prices_path,
-        )
-    if batch and not supports_batch(teacher):
-        from sbs_data.teachers.registry import batch_api
-
-        batch_api(teacher)  # raises the clear error naming the providers that have one
+    teacher, batch = resolve_teacher(
+        ws, teacher, s, mode, base_urls=base_urls, prompt_cache=prompt_cache, prices_path=prices_path
+    )
     p = plan(
         ws,
         ref,
@@ -156,17 +172,68 @@ def generate(
         json_mode=json_mode,
         params=params,
     )
-    out_name = name or default_name(p.examples, teacher)
-    check_name(out_name)
+    out_name = check_name(name or default_name(p.examples, teacher))
     if samples > 1 and not p.params.get("temperature") and not teacher.facts.reasoning:
         warn("warning: --samples > 1 at temperature 0 asks for the same answer several times")
+    return run_plan(
+        ws,
+        p,
+        teacher,
+        out_name,
+        settings=s,
+        dry_run=dry_run,
+        offline=offline,
+        max_usd=max_usd,
+        warn=warn,
+        command=command,
+        batch=batch,
+        batch_settings=batch_settings,
+        batch_args={
+            "split": split,
+            "limit": limit,
+            "samples": samples,
+            "prompt_path": str(Path(prompt_path).resolve()) if prompt_path else None,
+            "json_mode": json_mode,
+            "params": p.params,
+            "prices_path": str(Path(prices_path).resolve()) if prices_path else None,
+            "prompt_cache": prompt_cache,
+        },
+        explain=f"sbs-data cache explain {ref} --teacher {teacher.spec}",
+        started=clock["start"],
+    )
+
+
+def run_plan(
+    ws: Workspace,
+    p: Plan,
+    teacher: Teacher,
+    out_name: str,
+    *,
+    settings: Settings,
+    dry_run: bool = False,
+    offline: bool = False,
+    max_usd: float | None = None,
+    warn: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
+    command: str = "generate",
+    batch: bool = False,
+    batch_settings: Any = None,
+    batch_args: dict[str, Any] | None = None,
+    explain: str = "sbs-data cache explain",
+    started: float | None = None,
+) -> GenerateResult:
+    """Answer a plan (generate's, or another command's such as rationalize's): dry run, offline check,
+    batch submission (`batch_args` must let `batch._context` re-plan it), or online calls, then the version
+    (`build_version`) and the plan's own follow-up (`Plan.finish`)."""
+    s = settings
+    check_name(out_name)
+    clock = {"start": started if started is not None else time.perf_counter()}
     clock["planned"] = time.perf_counter()
     if not dry_run and not ws.read_only:
         cache_mod.replay_journals(ws)  # answers a killed run paid for are cache hits now
     n_missing, n_keys = p.count_misses(ws)
     clock["looked_up"] = time.perf_counter()
     summary: dict[str, Any] = {
-        "source": p.examples.ref,
+        "source": p.source.ref,
         "teacher": teacher.spec,
         "output": out_name,
         "requests": p.total,
@@ -181,7 +248,7 @@ def generate(
         raise SbsError(
             f"--offline: {n_missing} of {p.total} requests are not in the cache (first: example "
             f"{first.example_id!r} sample {first.sample_idx}); run without --offline, or see why with "
-            f"`sbs-data cache explain {ref} --teacher {teacher.spec}`"
+            f"`{explain}`"
         )
     if n_keys:
         teacher.preflight()
@@ -194,16 +261,7 @@ def generate(
             teacher,
             out_name=out_name,
             summary=summary,
-            args={
-                "split": split,
-                "limit": limit,
-                "samples": samples,
-                "prompt_path": str(Path(prompt_path).resolve()) if prompt_path else None,
-                "json_mode": json_mode,
-                "params": p.params,
-                "prices_path": str(Path(prices_path).resolve()) if prices_path else None,
-                "prompt_cache": prompt_cache,
-            },
+            args=batch_args or {},
             max_usd=max_usd,
             settings=batch_settings,
             command=command,
@@ -216,7 +274,7 @@ def generate(
         p.misses(ws) if n_keys else (),
         s,
         task=p.task,
-        json_mode=json_mode,
+        json_mode=p.json_mode,
         max_usd=max_usd,
         run_id=run_id,
         total=p.total,
@@ -229,6 +287,7 @@ def generate(
         ws.finish_run(run_id, "failed", counters(engine.c, time.perf_counter() - t0))
         raise SbsError(f"{teacher.spec}: stopped, no version built: {engine.stop_reason}:\n{engine.fatal}")
     v, by_status = build_version(ws, p, out_name, run_id=run_id, stop_reason=engine.stop_reason)
+    follow = {} if engine.stop_reason else p.finish(ws, v, run_id)
     clock["built"] = time.perf_counter()
     elapsed = time.perf_counter() - t0
     timings = {
@@ -241,6 +300,7 @@ def generate(
     timings = {k: round(x, 3) for k, x in timings.items()}
     stats = counters(engine.c, elapsed)
     stats.update(by_status)
+    stats.update(follow)
     stats["timings"] = timings
     ws.finish_run(run_id, "ok" if not engine.stop_reason else "stopped", stats)
     summary.update(
@@ -253,6 +313,7 @@ def generate(
         spent_usd=round(engine.c.spend, 6) if engine.c.spend_known else None,
         seconds=round(elapsed, 2),
         rows_per_s=round(n_keys / elapsed, 1) if n_keys and elapsed > 0 else None,
+        **follow,
     )
     if engine.c.repaired:
         summary["repaired"] = engine.c.repaired
@@ -277,7 +338,7 @@ def _dry_run(
     facts = teacher.facts
     n, chars = p.prompt_chars(ws)
     est_in = estimate_tokens(chars) if n else 0
-    system, prefix, _ = p.prompt.parts(p.json_mode)
+    system, prefix, _ = p.prompt_parts()
     shared = estimate_tokens(len(system or "") + len(prefix)) if prefix else 0
     caches = teacher.provider in ("openai", "anthropic") and (
         teacher.prompt_cache or teacher.provider == "openai"
@@ -339,10 +400,7 @@ def explain(
         plan_kwargs.pop("base_urls", None)
     p = plan(ws, ref, teacher, **plan_kwargs)
     out: list[dict[str, Any]] = []
-    src, sp = p._source(ws)
-    for batch in ws.batches(f"SELECT example_id, split, choices, input_text FROM ({src})", sp, 512):
-        rows = list(zip(*batch.to_pydict().values()))
-        items = [p.item(e, s, c, t, k) for e, s, c, t in rows for k in range(p.samples)]
+    for items in p.item_chunks(ws):
         hits = cache_mod.present(ws, [it.key for it in items])
         for it in items:
             if only_misses and it.key in hits:

@@ -23,6 +23,7 @@ import polars as pl
 import pyarrow as pa
 
 from sbs_data import SbsError
+from sbs_data.quality.leak import hint_leak_sql
 from sbs_data.tasks import Task, get_task, mathexpr
 from sbs_data.workspace import Version, Workspace
 
@@ -32,7 +33,8 @@ if TYPE_CHECKING:
 #: Bump when a signal's definition changes, so score configs (and their hashes) tell old from new.
 #: 2: same definitions, new implementation: MinHash over 32-bit lanes (near-dup decisions at the
 #: threshold can differ), other key values for rationale_hash / near_dup_cluster.
-SIGNALS_VERSION = 2
+#: 3: adds hint_leak (and the copied `hinted` column).
+SIGNALS_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,11 @@ SIGNALS: tuple[Signal, ...] = (
     Signal("near_dup_size", "int", "rows in this rationale's near-duplicate cluster (1 = unique)"),
     Signal("rationale_hash", "key", "hash of the normalised rationale (exact-duplicate groups)"),
     Signal("near_dup_cluster", "key", "near-duplicate cluster id (the first member's position)"),
+    Signal(
+        "hint_leak",
+        "bool",
+        "the rationale says it was told the answer (the hint, we are told the answer, as given.); see quality/leak.py",
+    ),
     Signal(
         "judge_score",
         "int",
@@ -365,7 +372,8 @@ def _stage_rows(ws: Workspace, v: Version, lo: str, hi: str | None, offset: int)
         f"""
         CREATE OR REPLACE TEMP TABLE _sq_rows AS
         SELECT ({int(offset)} + row_number() OVER (ORDER BY g.example_id, g.sample_idx) - 1)::BIGINT AS rid,
-               g.example_id, g.sample_idx, g.split, g.teacher, g.parse_status, g.finish_reason,
+               g.example_id, g.sample_idx, g.split, g.teacher, coalesce(g.hinted, false) AS hinted,
+               g.parse_status, g.finish_reason,
                left(g.raw, 400) AS raw_head, g.pred_label, coalesce(g.rationale, '') AS rationale,
                e.label AS gold, e.choices, coalesce(e.input_text, '') AS input_text
         FROM (SELECT g.* FROM {src} AND {rng}) g
@@ -598,7 +606,7 @@ def _stage_text(
               FROM (SELECT rid, choices, lower(rationale) AS lr, replace(rationale, ',', '') AS rc FROM _sq_rows)
               JOIN _sq_feat USING (rid)
             ), x AS (
-              SELECT r.rid, r.example_id, r.sample_idx, r.split, r.teacher,
+              SELECT r.rid, r.example_id, r.sample_idx, r.split, r.teacher, r.hinted,
                      r.parse_status = 'ok' AS parse_ok,
                      CASE WHEN r.finish_reason IS NULL THEN NULL
                           ELSE r.finish_reason IN ('length', 'max_tokens') END AS truncated,
@@ -609,11 +617,12 @@ def _stage_text(
                      {conclusion} AS conclusion_match,
                      {first_pos} AS answer_first_pos,
                      coalesce({starts}, false) AS starts_with_answer,
-                     {final_num} AS final_number_match
+                     {final_num} AS final_number_match,
+                     CASE WHEN r.rationale <> '' THEN {hint_leak_sql("r.rationale")} END AS hint_leak
               FROM _sq_rows r JOIN t USING (rid) JOIN _sq_lab l USING (rid)
               LEFT JOIN (SELECT rid, value FROM _sq_exv WHERE kind = 'last') lx USING (rid)
             )
-            SELECT rid, example_id, sample_idx, split, teacher, {cols}
+            SELECT rid, example_id, sample_idx, split, teacher, hinted, {cols}
             FROM x JOIN _sq_feat USING (rid) JOIN _sq_vote USING (rid) JOIN _sq_arith USING (rid)
             """
         )

@@ -1,0 +1,164 @@
+"""`rationalize` end to end against the loopback stand-in, which follows a hint: a prompt saying "The correct
+answer is X" gets X as its label. Without a hint it answers "(a) alpha", so rows whose gold is another choice
+are wrong until rationalized."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import make_examples
+from fake_llm_server import FaultPlan
+from generate_helpers import CHOICES, fast, server  # noqa: F401
+
+from sbs_data import SbsError
+from sbs_data.generate.hints import combine
+from sbs_data.generate.rationalize import rationalize
+from sbs_data.generate.run import generate
+from sbs_data.quality.signals import score
+
+TEACHER = "openai:gpt-4o-mini"
+OPTIONS = "\nAnswer Choices:\n" + "\n".join(f"({'abcde'[i]}) {c}" for i, c in enumerate(CHOICES))
+
+
+def _examples(ws, n: int = 12):
+    """q0..q{n-1}: gold alpha for even rows, beta for odd ones; q{n-2} and q{n-1} are validation/test."""
+    rows = []
+    for i in range(n):
+        split = "validation" if i == n - 2 else "test" if i == n - 1 else "train"
+        gold = "alpha" if i % 2 == 0 else "beta"
+        rows.append(
+            {
+                "id": f"q{i}",
+                "question": f"Which word is number {i}?",
+                "choices": CHOICES,
+                "answer": gold,
+                "split": split,
+            }
+        )
+    return make_examples(ws, "toy", "cqa", rows)
+
+
+def _faults() -> FaultPlan:
+    """q2 answers nothing usable without a hint (a failed row); q3's hinted rationale mentions the hint."""
+    return FaultPlan(
+        answers={
+            f"number 2?{OPTIONS}\nA:": "I do not know.",
+            f"number 3?{OPTIONS}\nThe correct answer": "As the hint says, beta fits best. So the answer is (b) beta.",
+        }
+    )
+
+
+def _gen(ws, server):  # noqa: F811
+    _examples(ws)
+    server.set_faults(_faults())
+    return generate(ws, "toy", TEACHER, settings=fast(), name="toy-gen").version
+
+
+def _rows(ws, ref: str) -> dict[tuple[str, int], tuple]:
+    return {
+        (r[0], r[1]): r[2:]
+        for r in ws.all(
+            "SELECT example_id, sample_idx, split, hinted, parse_status, pred_label, teacher, gold_label "
+            "FROM generations_at(?)",
+            [ref],
+        )
+    }
+
+
+def test_rationalize_recovers_wrong_and_failed_train_rows(ws, server):  # noqa: F811
+    gen = _gen(ws, server)
+    before = server.count
+    res = rationalize(ws, gen.ref, TEACHER, settings=fast())
+    s = res.summary
+    # train rows q0..q9: odd ones wrong (q1 q3 q5 q7 q9), q2 failed: 6 requests; none for validation/test
+    assert server.count - before == 6 == s["requests"] == s["called"]
+    hinted = _rows(ws, res.version.ref)
+    assert sorted(k[0] for k in hinted) == ["q1", "q2", "q3", "q5", "q7", "q9"]
+    assert all(r[1] is True and r[0] == "train" for r in hinted.values())
+    assert res.version.parents == (gen.version_id,)
+    # the combined version: every row of GEN, recovered rows replaced
+    combined = ws.get(s["combined"])
+    assert combined.stats["rows_by_split"] == gen.stats["rows_by_split"]
+    rows = _rows(ws, combined.ref)
+    recovered = sorted(k[0] for k, r in rows.items() if r[1])
+    assert recovered == ["q1", "q2", "q5", "q7", "q9"]  # q3 leaked the hint: kept as it was
+    assert s["recovered"] == 5 and s["hint_leak_refused"] == 1 and s["still_wrong"] == 0
+    for r in rows.values():
+        if r[1]:
+            assert r[3] == r[5]  # recovered rows agree with gold
+    assert rows[("q10", 0)][1] is False and rows[("q11", 0)][3] == "alpha"  # eval rows untouched
+    cfg = combined.config
+    assert cfg["recovered"] == {"train": 5} and cfg["asked"] == {"train": 6} and cfg["leaked"] == 1
+    assert set(combined.parents) == {gen.version_id, res.version.version_id}
+
+    # a rerun sends nothing and makes no new versions
+    n_versions = len(ws.versions())
+    again = rationalize(ws, gen.ref, TEACHER, settings=fast())
+    assert server.count - before == 6 and again.summary["called"] == 0
+    assert again.version.ref == res.version.ref and again.summary["combined"] == combined.ref
+    assert len(ws.versions()) == n_versions
+
+    # SQL, scores: hinted and hint_leak are columns
+    sc = score(ws, res.version.ref)
+    leak = dict(ws.all("SELECT example_id, hint_leak FROM scores_at(?)", [sc.ref]))
+    assert leak["q3"] is True and leak["q1"] is False
+    assert ws.one("SELECT bool_and(hinted) FROM scores_at(?)", [sc.ref]) is True
+
+
+def test_rows_option_and_eval_splits_are_refused(ws, server):  # noqa: F811
+    gen = _gen(ws, server)
+    before = server.count
+    res = rationalize(ws, gen.ref, TEACHER, settings=fast(), rows="failed", combine=False, name="only-failed")
+    assert server.count - before == 1 and sorted(k[0] for k in _rows(ws, res.version.ref)) == ["q2"]
+    assert "combined" not in res.summary
+    with pytest.raises(SbsError, match="--allow-eval-splits"):
+        rationalize(ws, gen.ref, TEACHER, splits=["validation"], settings=fast())
+    with pytest.raises(SbsError, match="--allow-eval-splits"):
+        rationalize(ws, gen.ref, TEACHER, splits=["train", "test"], settings=fast())
+    assert server.count - before == 1
+    res = rationalize(
+        ws, gen.ref, TEACHER, splits=["validation"], allow_eval=True, settings=fast(), combine=False, name="v"
+    )
+    assert [k[0] for k in _rows(ws, res.version.ref)] == ["q11"] or res.version.row_count == 0
+    with pytest.raises(SbsError, match="--rows"):
+        rationalize(ws, gen.ref, TEACHER, rows="bad", settings=fast())
+    with pytest.raises(SbsError, match="holds examples"):
+        rationalize(ws, "toy", TEACHER, settings=fast())
+
+
+def test_dry_run_and_offline(ws, server):  # noqa: F811
+    gen = _gen(ws, server)
+    before = server.count
+    dry = rationalize(ws, gen.ref, TEACHER, settings=fast(), dry_run=True)
+    assert dry.dry_run and dry.summary["to_call"] == 6 and server.count == before
+    system, user = dry.preview
+    assert "The correct answer is (b) beta." in user and user.endswith("A:")
+    n = len(ws.versions())
+    with pytest.raises(SbsError, match="--offline"):
+        rationalize(ws, gen.ref, TEACHER, settings=fast(), offline=True)
+    assert server.count == before and len(ws.versions()) == n
+    rationalize(ws, gen.ref, TEACHER, settings=fast())
+    again = rationalize(ws, gen.ref, TEACHER, settings=fast(), offline=True)
+    assert again.summary["called"] == 0
+
+
+def test_combine_keeps_rows_when_hinted_answers_disagree(ws, server):  # noqa: F811
+    gen = _gen(ws, server)
+    server.set_faults(
+        FaultPlan(answers={"The correct answer": "It is (c) gamma. So the answer is (c) gamma."})
+    )
+    res = rationalize(ws, gen.ref, TEACHER, settings=fast())
+    assert res.summary["recovered"] == 0 and res.summary["still_wrong"] == 6
+    c = combine(ws, gen, res.version, "again")
+    assert c.recovered == {} and c.version.row_count == gen.row_count
+    assert ws.diff(gen.ref, c.version.ref)["changed"] == 0
+
+
+def test_max_usd_and_unknown_price(ws, server):  # noqa: F811
+    gen = _gen(ws, server)
+    with pytest.raises(SbsError, match="--max-usd"):
+        rationalize(ws, gen.ref, "openai:gpt-4o-mini", settings=fast(), max_usd=-1)
+    res = rationalize(ws, gen.ref, TEACHER, settings=fast(), max_usd=5.0)
+    assert res.summary["spent_usd"] is not None and res.summary["spent_usd"] <= 5.0
+    assert json.loads(json.dumps(res.summary, default=str))["combined"]
