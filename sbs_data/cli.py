@@ -396,21 +396,13 @@ BaseUrl = Annotated[
 
 
 @dataclass
-class PlanOptions:
-    """What `generate` asks, and so what `cache explain` must ask too: every field is a request ingredient.
+class TeacherOptions:
+    """Which teacher, prompt and sampling parameters: every field is a request ingredient (part of the key).
 
-    Add an option here (a field annotated with its typer.Option) and both commands take it.
-    """
+    Shared by `generate`, `cache explain` (through PlanOptions) and `rationalize`."""
 
     teacher: Teacher
     base_url: BaseUrl = None
-    split: Annotated[str | None, typer.Option("--split", "-s", help="Only this split.")] = None
-    limit: Annotated[
-        int | None, typer.Option("--limit", help="Only the first N examples (in split, row order).")
-    ] = None
-    samples: Annotated[
-        int, typer.Option("--samples", "-k", help="Completions per example (each its own cache key).")
-    ] = 1
     prompt: Annotated[
         Path | None, typer.Option("--prompt", help="Prompt template file (.yaml or .txt with {input}).")
     ] = None
@@ -457,13 +449,9 @@ class PlanOptions:
             "reasoning_effort": self.reasoning_effort,
         }
 
-    def plan_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments shared by `sbs_data.generate.run.generate` and `explain`."""
+    def teacher_kwargs(self) -> dict[str, Any]:
         return {
             "base_urls": self.base_url or [],
-            "split": self.split,
-            "limit": self.limit,
-            "samples": self.samples,
             "prompt_path": self.prompt,
             "json_mode": self.json_mode,
             "params": self.params(),
@@ -471,105 +459,117 @@ class PlanOptions:
         }
 
 
-@app.command()
-@friendly
-@options(PlanOptions, "plan")
-def generate(
-    ref: Annotated[str, typer.Argument(help="Examples version to answer: NAME or NAME@N.")],
-    plan: PlanOptions,
-    concurrency: Annotated[int, typer.Option("--concurrency", "-c", help="Requests in flight at most.")] = 64,
-    rpm: Annotated[float | None, typer.Option("--rpm", help="Requests per minute at most.")] = None,
+@dataclass
+class PlanOptions(TeacherOptions):
+    """What `generate` asks, and so what `cache explain` must ask too: every field is a request ingredient.
+
+    Add an option here (a field annotated with its typer.Option) and both commands take it.
+    """
+
+    split: Annotated[str | None, typer.Option("--split", "-s", help="Only this split.")] = None
+    limit: Annotated[
+        int | None, typer.Option("--limit", help="Only the first N examples (in split, row order).")
+    ] = None
+    samples: Annotated[
+        int, typer.Option("--samples", "-k", help="Completions per example (each its own cache key).")
+    ] = 1
+
+    def plan_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments shared by `sbs_data.generate.run.generate` and `explain`."""
+        return {**self.teacher_kwargs(), "split": self.split, "limit": self.limit, "samples": self.samples}
+
+
+@dataclass
+class CallOptions:
+    """How a command calls its teacher (limits, retries, budget, dry run, offline, batch): `generate` and
+    `rationalize` go through the same engine, so they take the same options."""
+
+    concurrency: Annotated[int, typer.Option("--concurrency", "-c", help="Requests in flight at most.")] = 64
+    rpm: Annotated[float | None, typer.Option("--rpm", help="Requests per minute at most.")] = None
     tpm: Annotated[
         float | None, typer.Option("--tpm", help="Tokens per minute at most (estimated up front).")
-    ] = None,
+    ] = None
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Render prompts, count requests, tokens and cost; call nothing.")
-    ] = False,
+    ] = False
     offline: Annotated[
         bool, typer.Option("--offline", help="Never call the network; fail on a cache miss.")
-    ] = False,
+    ] = False
     max_usd: Annotated[
         float | None, typer.Option("--max-usd", help="Stop cleanly once this much is spent.")
-    ] = None,
-    name: Annotated[
-        str | None, typer.Option("--name", "-n", help="Output dataset (default NAME-<model>).")
-    ] = None,
-    timeout: Annotated[float, typer.Option("--timeout", help="Seconds per request.")] = 60.0,
+    ] = None
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds per request.")] = 60.0
     max_attempts: Annotated[
         int, typer.Option("--max-attempts", help="Tries per request for retryable errors.")
-    ] = 6,
+    ] = 6
     backoff: Annotated[
         float, typer.Option("--backoff", help="First retry delay in seconds (doubles, jittered).")
-    ] = 0.5,
+    ] = 0.5
     max_wait: Annotated[
         float,
         typer.Option("--max-wait", help="Longest single wait on the provider in seconds (caps Retry-After)."),
-    ] = 120.0,
+    ] = 120.0
     patience: Annotated[
         float,
         typer.Option(
             "--patience",
             help="Rate-limited with no answer at all for this many seconds: fail the waiting rows.",
         ),
-    ] = 600.0,
+    ] = 600.0
     prompt_cache: Annotated[
         bool,
         typer.Option(
             "--prompt-cache/--no-prompt-cache",
             help="Mark the shared few-shot prefix for Anthropic's prompt cache (OpenAI caches by itself).",
         ),
-    ] = True,
+    ] = True
     progress: Annotated[
         bool | None, typer.Option("--progress/--no-progress", help="Progress bar (default: on a terminal).")
-    ] = None,
+    ] = None
     mode: Annotated[
         str,
         typer.Option(
             "--mode",
             help="online, or batch (openai:/anthropic: batch APIs at the batch price; see `batches`).",
         ),
-    ] = "online",
+    ] = "online"
     max_rounds: Annotated[
         int,
         typer.Option("--max-rounds", help="Batch mode: submissions per request (failed/expired re-sent)."),
-    ] = 3,
-    db: Db = None,
-    fmt: Fmt = "table",
-) -> None:
-    """Answer an examples version with a teacher LLM -> a new generation version (cached, resumable)."""
-    from sbs_data.generate.batch import BatchSettings
-    from sbs_data.generate.run import Settings
-    from sbs_data.generate.run import generate as do_generate
+    ] = 3
 
-    settings = Settings(
-        concurrency=concurrency,
-        rpm=rpm,
-        tpm=tpm,
-        max_attempts=max_attempts,
-        backoff_base=backoff,
-        backoff_max=max(60.0, backoff),
-        timeout=timeout,
-        max_wait=max_wait,
-        patience=patience,
-        progress=progress,
-    )
-    with Workspace.open(db) as ws:
-        res = do_generate(
-            ws,
-            ref,
-            plan.teacher,
-            **plan.plan_kwargs(),
-            settings=settings,
-            dry_run=dry_run,
-            offline=offline,
-            max_usd=max_usd,
-            name=name,
-            prompt_cache=prompt_cache,
-            warn=info,
-            command=" ".join(["generate", *sys.argv[2:]]) if len(sys.argv) > 1 else "generate",
-            mode=mode,
-            batch_settings=BatchSettings(max_rounds=max_rounds),
+    def run_kwargs(self, command: str) -> dict[str, Any]:
+        """Keyword arguments shared by `generate.run.generate` and `generate.rationalize.rationalize`."""
+        from sbs_data.generate.batch import BatchSettings
+        from sbs_data.generate.run import Settings
+
+        settings = Settings(
+            concurrency=self.concurrency,
+            rpm=self.rpm,
+            tpm=self.tpm,
+            max_attempts=self.max_attempts,
+            backoff_base=self.backoff,
+            backoff_max=max(60.0, self.backoff),
+            timeout=self.timeout,
+            max_wait=self.max_wait,
+            patience=self.patience,
+            progress=self.progress,
         )
+        return {
+            "settings": settings,
+            "dry_run": self.dry_run,
+            "offline": self.offline,
+            "max_usd": self.max_usd,
+            "prompt_cache": self.prompt_cache,
+            "warn": info,
+            "command": " ".join([command, *sys.argv[2:]]) if len(sys.argv) > 1 else command,
+            "mode": self.mode,
+            "batch_settings": BatchSettings(max_rounds=self.max_rounds),
+        }
+
+
+def _show_run(res: Any, fmt: str) -> None:
+    """A generate-style result: the first request of a dry run, a stop note, then the summary."""
     if res.dry_run and res.preview and fmt == "table":
         system, user = res.preview
         info(f"--- first request ({res.summary['prompt']}) ---")
@@ -582,6 +582,89 @@ def generate(
         emit([{"field": k, "value": "" if v is None else v} for k, v in res.summary.items()], fmt)
     else:
         emit([res.summary], fmt)
+
+
+@app.command()
+@friendly
+@options(PlanOptions, "plan")
+@options(CallOptions, "call")
+def generate(
+    ref: Annotated[str, typer.Argument(help="Examples version to answer: NAME or NAME@N.")],
+    plan: PlanOptions,
+    call: CallOptions,
+    name: Annotated[
+        str | None, typer.Option("--name", "-n", help="Output dataset (default NAME-<model>).")
+    ] = None,
+    db: Db = None,
+    fmt: Fmt = "table",
+) -> None:
+    """Answer an examples version with a teacher LLM -> a new generation version (cached, resumable)."""
+    from sbs_data.generate.run import generate as do_generate
+
+    with Workspace.open(db) as ws:
+        res = do_generate(
+            ws, ref, plan.teacher, **plan.plan_kwargs(), name=name, **call.run_kwargs("generate")
+        )
+    _show_run(res, fmt)
+
+
+@app.command()
+@friendly
+@options(TeacherOptions, "teach")
+@options(CallOptions, "call")
+def rationalize(
+    ref: Annotated[
+        str, typer.Argument(help="Generations version whose wrong/failed rows to ask again: GEN or GEN@N.")
+    ],
+    teach: TeacherOptions,
+    call: CallOptions,
+    rows: Annotated[
+        str, typer.Option("--rows", help="Rows to ask again: wrong | failed | wrong+failed.")
+    ] = "wrong+failed",
+    split: Annotated[
+        list[str] | None,
+        typer.Option("--split", "-s", help="Split to rationalize (repeatable; default train)."),
+    ] = None,
+    allow_eval_splits: Annotated[
+        bool,
+        typer.Option(
+            "--allow-eval-splits",
+            help="Allow validation/test in --split (their gold answer goes into prompts).",
+        ),
+    ] = False,
+    name: Annotated[
+        str | None, typer.Option("--name", "-n", help="Dataset of the hinted answers (default GEN-hinted).")
+    ] = None,
+    combine: Annotated[
+        bool,
+        typer.Option("--combine/--no-combine", help="Also build the combined version to train on (default)."),
+    ] = True,
+    combined_name: Annotated[
+        str | None,
+        typer.Option("--combined-name", help="Dataset of the combined version (default GEN-rationalized)."),
+    ] = None,
+    db: Db = None,
+    fmt: Fmt = "table",
+) -> None:
+    """Ask the teacher again with the gold answer as a hint for GEN's wrong or failed train rows (STaR's
+    rationalization); build GEN-rationalized: every row of GEN, recovered rows replaced by hinted answers."""
+    from sbs_data.generate.rationalize import rationalize as do_rationalize
+
+    with Workspace.open(db) as ws:
+        res = do_rationalize(
+            ws,
+            ref,
+            teach.teacher,
+            **teach.teacher_kwargs(),
+            rows=rows,
+            splits=split,
+            allow_eval=allow_eval_splits,
+            name=name,
+            combine=combine,
+            combined_name=combined_name,
+            **call.run_kwargs("rationalize"),
+        )
+    _show_run(res, fmt)
 
 
 cache_app = typer.Typer(help="The request cache: stats, and why a request missed.", no_args_is_help=True)

@@ -162,3 +162,44 @@ def test_max_usd_and_unknown_price(ws, server):  # noqa: F811
     res = rationalize(ws, gen.ref, TEACHER, settings=fast(), max_usd=5.0)
     assert res.summary["spent_usd"] is not None and res.summary["spent_usd"] <= 5.0
     assert json.loads(json.dumps(res.summary, default=str))["combined"]
+
+
+def test_batch_mode_builds_both_versions_when_collected(ws, server):  # noqa: F811
+    from batch_helpers import bfast
+
+    from sbs_data.generate import batch as B
+
+    gen = _gen(ws, server)
+    before = server.count
+    res = rationalize(ws, gen.ref, TEACHER, settings=fast(), mode="batch", batch_settings=bfast())
+    assert res.version is None and res.summary["submitted_now"] == 6 and server.count == before
+    out = B.collect(ws, res.summary["run"], settings=bfast())
+    assert out[0]["state"] == "done" and out[0]["succeeded"] == 6
+    hinted = ws.get("toy-gen-hinted")
+    assert out[0]["version"] == hinted.ref and hinted.row_count == 6
+    combined = ws.get("toy-gen-rationalized")
+    assert combined.config["recovered"] == {"train": 5}
+    # the same keys as online: an online rerun calls nothing and changes nothing
+    again = rationalize(ws, gen.ref, TEACHER, settings=fast())
+    assert server.count == before and again.version.ref == hinted.ref
+    assert again.summary["combined"] == combined.ref
+
+
+def test_cli(ws, server, tmp_path):  # noqa: F811
+    from typer.testing import CliRunner
+
+    from sbs_data.cli import app
+
+    _gen(ws, server)
+    db = str(ws.path)
+    ws.close()
+    r = CliRunner().invoke(
+        app, ["rationalize", "toy-gen", "--teacher", TEACHER, "--db", db, "-f", "json", "--no-progress"]
+    )
+    assert r.exit_code == 0, r.output
+    s = json.loads(r.stdout[r.stdout.index("[") :])[0]
+    assert s["requests"] == 6 and s["combined"] == "toy-gen-rationalized@1" and s["recovered"] == 5
+    r = CliRunner().invoke(
+        app, ["rationalize", "toy-gen", "--teacher", TEACHER, "--db", db, "--split", "test"]
+    )
+    assert r.exit_code == 1 and "--allow-eval-splits" in r.output and "Traceback" not in r.output
