@@ -219,12 +219,9 @@ class Engine:
             raise Transient(f"{self.teacher.provider}: no answer within {self.backstop:.0f} s") from None
 
     def _backoff(self, n: int, e: TeacherError) -> float:
-        if (
-            e.retry_after is not None
-        ):  # the server said when: never sooner, a little jitter to spread the herd
-            return min(e.retry_after, self.s.max_wait) + random.uniform(
-                0, min(1.0, self.s.backoff_base) * 0.25
-            )
+        if e.retry_after is not None:  # the server said when: never sooner, a little jitter for the herd
+            jitter = random.uniform(0, min(1.0, self.s.backoff_base) * 0.25)
+            return min(e.retry_after, self.s.max_wait) + jitter
         base = min(self.s.backoff_max, self.s.backoff_base * 2 ** (n - 1))
         return min(self.s.max_wait, base + random.uniform(0, self.s.backoff_base))
 
@@ -302,7 +299,7 @@ class Engine:
             self.last_answer = time.monotonic()
             if not self.succeeded:
                 self.succeeded = True
-                self.limiter.window = float(self.limiter.max_window)  # the probe is over
+                await self.limiter.open()  # the probe is over
                 self.probe_done.set()
             answer = Answer.from_response(
                 item.key, resp, latency_ms=latency, cost_usd=cost, attempts=attempts

@@ -112,7 +112,13 @@ class Limiter:
     async def release(self) -> None:
         async with self.cond:
             self.in_flight -= 1
-            self.cond.notify()
+            self.cond.notify(max(1, int(self.window) - self.in_flight))  # as many as there are free slots
+
+    async def open(self) -> None:
+        """Open the window fully at once (the probe is over) and wake everyone it now admits."""
+        async with self.cond:
+            self.window = float(self.max_window)
+            self.cond.notify(max(0, self.max_window - self.in_flight))
 
     async def _pause(self) -> None:
         while True:
