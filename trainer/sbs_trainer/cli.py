@@ -7,7 +7,7 @@ import json
 import os
 import sys
 
-from .data import MODES, ExportError
+from .data import HINTED, MODES, ExportError
 from .logs import REPORT_TO, TensorBoardMissing
 from .model import TINY_NAME, ModelError
 from .train import STRATEGIES, ConfigError, ResumeError, TrainConfig, run
@@ -81,6 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=REPORT_TO,
         default="none",
         help="tensorboard: also write TensorBoard event files to OUT/runs (pip install 'sbs-trainer[tensorboard]')",
+    )
+    a(
+        "--hinted",
+        choices=HINTED,
+        default="keep",
+        help="keep or drop train rows whose teacher saw the gold answer as a hint (sbs-data rationalize)",
     )
     a("--stop-after", type=int, default=None, help=argparse.SUPPRESS)  # simulate pre-emption in tests
     return p

@@ -10,7 +10,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 FORMAT = "sbs-data-shards"
-SCHEMA_VERSIONS = {1}
+SCHEMA_VERSIONS = {1, 2}  # 2: the `hinted` column (rationalized rows)
 MODES = ("sbs", "standard", "distill")
 PREDICT_PREFIX = "predict: "
 EXPLAIN_PREFIX = "explain: "
@@ -21,7 +21,18 @@ TARGET_COLUMNS: dict[str, dict[str, str]] = {
     "standard": {"label": "gold_label"},
     "distill": {"label": "teacher_label"},
 }
-_READ_COLUMNS = ["example_id", "task", "split", "input", "label", "gold_label", "teacher_label", "rationale"]
+_READ_COLUMNS = [
+    "example_id",
+    "task",
+    "split",
+    "input",
+    "label",
+    "gold_label",
+    "teacher_label",
+    "rationale",
+    "hinted",
+]
+HINTED = ("keep", "drop")
 
 
 class ExportError(ValueError):
@@ -94,6 +105,12 @@ def read_split_rows(data_dir: str | Path, manifest: dict, split: str, verify: bo
             raise ExportError(f"{path}: sha256 does not match the manifest (shard changed after export)")
         rows.extend(_read_shard(path))
     return rows
+
+
+def drop_hinted(raw: list[dict]) -> tuple[list[dict], int]:
+    """Rows without the teacher having seen the gold answer (`hinted`, schema 2), and how many were dropped."""
+    kept = [r for r in raw if not r.get("hinted")]
+    return kept, len(raw) - len(kept)
 
 
 def build_rows(raw: list[dict], mode: str, split: str, training: bool) -> tuple[list[Row], int]:

@@ -25,7 +25,16 @@ import torch.distributed as dist
 
 from . import sharding
 from .batching import BatchStream, collate, count_tokens, encode_rows, pad_inputs
-from .data import PREDICT_PREFIX, ExportError, Row, build_rows, check_columns, read_manifest, read_split_rows
+from .data import (
+    PREDICT_PREFIX,
+    ExportError,
+    Row,
+    build_rows,
+    check_columns,
+    drop_hinted,
+    read_manifest,
+    read_split_rows,
+)
 from .logs import CURVES_NAME, LOG_NAME, RunLog, check_report_to, draw_curves
 from .metrics import accuracy, is_arithmetic, is_correct
 from .model import StudentStep, combine, load_student
@@ -83,6 +92,7 @@ class TrainConfig:
     device: str = "auto"
     strategy: str = "ddp"  # ddp: a full replica per process; fsdp: parameters sharded over processes
     report_to: str = "none"  # none | tensorboard
+    hinted: str = "keep"  # keep | drop: train rows whose teacher saw the gold answer (sbs-data rationalize)
     stop_after: int | None = None  # stop (checkpointed, as if pre-empted) after this many steps
     world_size: int = field(default=1, init=False)
 
@@ -283,9 +293,11 @@ def _run(cfg: TrainConfig, rank: int, world: int, device: torch.device) -> dict 
     # -- data: read shards, keep rows that have the mode's targets, tokenise once
     manifest = read_manifest(cfg.data)
     check_columns(cfg.data, manifest, cfg.mode)
-    train_rows, dropped = build_rows(
-        read_split_rows(cfg.data, manifest, "train"), cfg.mode, "train", training=True
-    )
+    raw_train = read_split_rows(cfg.data, manifest, "train")
+    hinted_dropped = 0
+    if cfg.hinted == "drop":
+        raw_train, hinted_dropped = drop_hinted(raw_train)
+    train_rows, dropped = build_rows(raw_train, cfg.mode, "train", training=True)
     if not train_rows:
         raise ExportError(f"{cfg.data}: the export has no train rows")
     val_rows, _ = build_rows(read_split_rows(cfg.data, manifest, "validation"), cfg.mode, "validation", False)
@@ -527,6 +539,7 @@ def _run(cfg: TrainConfig, rank: int, world: int, device: torch.device) -> dict 
         "final_loss": state["last"],
         "rows": len(train_rows),
         "rows_skipped": dropped,
+        "rows_hinted_dropped": hinted_dropped,
     }
     if device.type == "cuda":
         train["peak_memory_gb"] = torch.cuda.max_memory_allocated(device) / 2**30

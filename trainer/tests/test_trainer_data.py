@@ -44,7 +44,7 @@ def test_missing_manifest(tmp_path):
 @pytest.mark.parametrize(
     ("override", "match"),
     [
-        ({"schema_version": 2}, "schema_version 2 is not supported"),
+        ({"schema_version": 3}, "schema_version 3 is not supported"),
         ({"format": "other"}, "format is 'other'"),
     ],
 )
