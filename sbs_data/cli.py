@@ -968,6 +968,11 @@ def report(
             fmt,
             title="signals over the rows visible in this version (mean:SPLIT per split)",
         )
+    rz = rep.get("rationalization")
+    if rz and rz["recovered"]:
+        emit(rz["recovered"], fmt, title=f"rationalization: rows of {rz['source']} asked again, recovered")
+    if rz and rz["quality"]:
+        emit(rz["quality"], fmt, title="hinted against unhinted rows (per split, all scored rows)")
     emit(rep["teachers"], fmt, title="per teacher (all generated rows)")
 
 

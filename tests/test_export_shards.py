@@ -230,6 +230,7 @@ def test_columnar_validation_rejects_bad_rows():
         "teacher": [None, "t"], "sample_idx": pa.array([0, 1], pa.int64()),
         "choices": pa.array([None, ["p", "q"]], pa.list_(pa.string())),
         "quality": pa.array([{"s": 1.0, "ok": True}, None], pa.struct([("s", pa.float64()), ("ok", pa.bool_())])),
+        "hinted": [False, True],
     }  # fmt: skip
     assert validate_table(pa.table(good)) == 2
     for col, val, msg in [

@@ -32,7 +32,7 @@ def exported(tmp_path_factory):
 
 def test_export_of_filtered_demo_is_a_valid_contract(exported):
     manifest = json.loads((exported / "manifest.json").read_text())
-    assert manifest["format"] == "sbs-data-shards" and manifest["schema_version"] == 1
+    assert manifest["format"] == "sbs-data-shards" and manifest["schema_version"] == 2
     assert set(manifest["splits"]) == {"train", "validation", "test"}
     kinds = [step.get("kind") for step in manifest["lineage"]]
     assert "selection" in kinds and "examples" in kinds

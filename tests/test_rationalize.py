@@ -203,3 +203,36 @@ def test_cli(ws, server, tmp_path):  # noqa: F811
         app, ["rationalize", "toy-gen", "--teacher", TEACHER, "--db", db, "--split", "test"]
     )
     assert r.exit_code == 1 and "--allow-eval-splits" in r.output and "Traceback" not in r.output
+
+
+def test_export_and_report_show_hinted_rows(ws, server, tmp_path):  # noqa: F811
+    import pyarrow.parquet as pq
+
+    from sbs_data.export.shards import export
+    from sbs_data.quality.filter import filter_version
+    from sbs_data.quality.report import report, to_html
+
+    gen = _gen(ws, server)
+    res = rationalize(ws, gen.ref, TEACHER, settings=fast())
+    combined = res.summary["combined"]
+    sel = filter_version(ws, combined, "default")
+    rep = report(ws, sel.version.ref)
+    r = {(x["split"], x["teacher"]): x for x in rep["rationalization"]["recovered"]}
+    assert r[("train", TEACHER)]["asked"] == 6 and r[("train", TEACHER)]["recovered"] == 5
+    q = {(x["split"], x["hinted"]): x for x in rep["rationalization"]["quality"]}
+    assert q[("train", True)]["rows"] == 5 and q[("train", True)]["gold_match_rate"] == 1.0
+    assert q[("train", False)]["rows"] == 5 and q[("train", False)]["gold_match_rate"] == 0.8
+    assert rep["funnel"][0]["hinted_out"] == 5
+    assert rep["signals"]["all"]["hint_leak"]["rate"] == 0.0
+    assert "Rationalization" in to_html(rep)
+    out = export(ws, sel.version.ref, tmp_path / "exp")
+    m = out.manifest
+    assert m["schema_version"] == 2 and m["columns"][-1] == "hinted" and m["splits"]["train"]["hinted"] == 5
+    t = pq.read_table(tmp_path / "exp" / "train" / "part-00000.parquet")
+    assert sum(t.column("hinted").to_pylist()) == 5 and "hint_leak" in t.schema.field("quality").type.names
+    card = (tmp_path / "exp" / "README.md").read_text()
+    assert (
+        "## Rationalization" in card
+        and "5 of 6 were recovered" in card
+        and "`hinted = true`: train 5" in card
+    )

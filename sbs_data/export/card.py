@@ -133,6 +133,36 @@ def _table(rows: list[list[Any]], header: list[str]) -> str:
     return "\n".join(lines)
 
 
+def _rationalization(manifest: dict[str, Any]) -> list[str]:
+    """What rationalization recovered (from the lineage) and how many exported rows are hinted."""
+    hinted = {s: i.get("hinted", 0) for s, i in manifest["splits"].items()}
+    combines = [e for e in manifest["lineage"] if (e.get("config") or {}).get("op") == "rationalize-combine"]
+    if not combines and not any(hinted.values()):
+        return []
+    out = ["## Rationalization", ""]
+    for e in combines:
+        c = e["config"]
+        asked, rec = c.get("asked") or {}, c.get("recovered") or {}
+        rows = [[sp, asked.get(sp, 0), rec.get(sp, 0)] for sp in sorted(set(asked) | set(rec))]
+        out += [
+            f"`{e['ref']}` asked the teacher again, with the gold answer as a hint (STaR's rationalization), for "
+            f"the rows of `{c.get('source')}` whose label was wrong or did not parse; {sum(rec.values())} of "
+            f"{sum(asked.values())} were recovered (the hinted answer agrees with gold and its rationale does not "
+            f"mention the hint) and replace the original rows. {c.get('leaked', 0)} hinted answers were refused "
+            f"for mentioning the hint, {c.get('disagree', 0)} still disagreed with gold or did not parse.",
+            "",
+            _table(rows, ["split", "asked again", "recovered"]),
+            "",
+        ]
+    out += [
+        "Exported rows with `hinted = true`: "
+        + ", ".join(f"{sp} {n}" for sp, n in hinted.items())
+        + ". Their rationales argue for an answer the teacher was given; a trainer can weight or drop them.",
+        "",
+    ]
+    return out
+
+
 def build_card(
     manifest: dict[str, Any],
     schema: pa.Schema,
@@ -213,6 +243,11 @@ def build_card(
                 ["sample_idx", "index of the teacher sample for this example"],
                 ["choices", "answer choices (multiple-choice tasks) or null"],
                 ["quality", "quality signals from `sbs-data score`, by name (null when not scored)"],
+                [
+                    "hinted",
+                    "true when the teacher was shown the gold answer as a hint (`sbs-data rationalize`); "
+                    "weight or drop these rows in training (`sbs-train --hinted drop`)",
+                ],
             ],
             ["column", "meaning"],
         ),
@@ -251,6 +286,7 @@ def build_card(
             f"for ${totals['exported']['cost_usd']:.4f}.",
             "",
         ]
+    out += _rationalization(manifest)
     funnel = manifest.get("funnel", {})
     out += ["## Filtering funnel", ""]
     frows: list[list[Any]] = []

@@ -37,6 +37,8 @@ SPLITS = ("train", "validation", "test")
 FILE_FORMATS = ("parquet", "jsonl")
 LABEL_SOURCES = ("gold", "teacher")
 DEFAULT_MAX_ROWS = 50_000
+#: The manifest's `schema_version`: 2 added the `hinted` column (rationalized rows).
+SCHEMA_VERSION = 2
 #: Row columns in contract order (the shard schema's `required` list).
 COLUMNS: list[str] = list(load_schema("shard")["required"])
 _PART_RE = re.compile(r"^(train|validation|test)/part-\d{5}\.(parquet|jsonl)$")
@@ -94,7 +96,7 @@ def _signal_columns(ws: Workspace) -> list[tuple[str, str]]:
         "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'sbs_scores' "
         "AND table_schema = 'main' ORDER BY ordinal_position"
     )
-    skip = {"version_id", "example_id", "sample_idx", "split", "teacher"}  # keys and copies, not signals
+    skip = {"version_id", "example_id", "sample_idx", "split", "teacher", "hinted"}  # keys and copies
     return [(n, t) for n, t in rows if n not in skip]
 
 
@@ -119,12 +121,13 @@ def _load_rows(ws: Workspace, v: Version) -> pa.Table:
         gen = (
             f"SELECT example_id, 0::BIGINT AS sample_idx, NULL::VARCHAR AS teacher, NULL::VARCHAR AS rationale, "
             f"NULL::VARCHAR AS pred_label, NULL::BIGINT AS prompt_tokens, NULL::BIGINT AS completion_tokens, "
-            f"NULL::DOUBLE AS cost_usd FROM ({inner})"
+            f"NULL::DOUBLE AS cost_usd, false AS hinted FROM ({inner})"
         )
     else:
         inner, params = ws.rows_query(
             v,
-            columns="example_id, sample_idx, teacher, rationale, pred_label, prompt_tokens, completion_tokens, cost_usd",
+            columns="example_id, sample_idx, teacher, rationale, pred_label, prompt_tokens, completion_tokens, cost_usd, "
+            "hinted",
         )
         gen = f"SELECT * FROM ({inner})"
     params = list(params) + [v.examples_id]
@@ -145,6 +148,7 @@ def _load_rows(ws: Workspace, v: Version) -> pa.Table:
                     WHEN 'dev' THEN 'validation' ELSE lower(trim(e.split)) END AS split,
                e.input_text AS input, e.label AS gold_label, g.pred_label AS teacher_label,
                g.rationale, g.teacher, g.sample_idx::BIGINT AS sample_idx, e.choices, {quality} AS quality,
+               coalesce(g.hinted, false) AS hinted,
                g.prompt_tokens::BIGINT AS _prompt_tokens, g.completion_tokens::BIGINT AS _completion_tokens,
                g.cost_usd::DOUBLE AS _cost_usd, e.example_id IS NULL AS _missing
         FROM ({gen}) g
@@ -204,6 +208,7 @@ def _out_schema(quality_type: pa.DataType) -> pa.Schema:
     types = {
         "example_id": s, "task": s, "split": s, "input": s, "label": s, "gold_label": s, "teacher_label": s,
         "rationale": s, "teacher": s, "sample_idx": pa.int64(), "choices": pa.list_(pa.string()), "quality": quality_type,
+        "hinted": pa.bool_(),
     }  # fmt: skip
     return pa.schema([pa.field(c, types[c]) for c in COLUMNS])
 
@@ -642,12 +647,13 @@ def export(
                 split_info[split] = {
                     "rows": part.num_rows,
                     "examples": pc.count_distinct(part.column("example_id")).as_py(),
+                    "hinted": pc.sum(part.column("hinted").cast(pa.int64())).as_py() or 0,
                     "shards": shards,
                 }
                 sizes[split] = {"num_bytes": int(part.nbytes), "download_size": nbytes}
             manifest: dict[str, Any] = {
                 "format": "sbs-data-shards",
-                "schema_version": 1,
+                "schema_version": SCHEMA_VERSION,
                 "toolkit_version": __version__,
                 "source": v.ref,
                 "source_kind": v.kind,

@@ -38,6 +38,7 @@ def report(ws: Workspace, ref: str) -> dict[str, Any]:
         "signals": {},
         "histograms": {},
         "teachers": [],
+        "rationalization": None,
         "notes": [],
     }
     if v.selection_id:
@@ -52,6 +53,7 @@ def report(ws: Workspace, ref: str) -> dict[str, Any]:
     else:
         out["notes"].append(f"{v.ref} has no scores: run `sbs-data score {v.ref}` for signal distributions")
     out["teachers"] = teacher_stats(ws, v)
+    out["rationalization"] = rationalization(ws, v)
     return out
 
 
@@ -74,17 +76,23 @@ def funnel(ws: Workspace, sel: Version) -> list[dict[str, Any]]:
         + "ELSE s.reason END"
     )
     rows = ws.all(
-        f"""SELECT g.split, {stage} AS stage, count(*) FROM sbs_selections s
+        f"""SELECT g.split, {stage} AS stage, count(*), count(*) FILTER (WHERE g.hinted) FROM sbs_selections s
         JOIN sbs_generations g ON g.version_id = ? AND g.example_id = s.example_id AND g.sample_idx = s.sample_idx
         {join} WHERE s.version_id = ? GROUP BY ALL""",
         [sel.base_id, *params[1:], params[0]],
     )
     counts: dict[str, dict[str, int]] = {}
-    for split, st, n in rows:
+    hinted: dict[str, int] = {}  # hinted rows dropped per stage (all splits)
+    for split, st, n, h in rows:
         counts.setdefault(st, {})[split] = n
+        hinted[st] = hinted.get(st, 0) + h
     splits = sorted({sp for c in counts.values() for sp in c})
     current = {sp: sum(c.get(sp, 0) for c in counts.values()) for sp in splits}
+    hinted_now = sum(hinted.values())
     out = [_stage("(input)", f"rows of {ws.by_id(sel.base_id).ref}", current, current)]
+    show_hinted = hinted_now > 0  # rationalized rows: how many survive each step
+    if show_hinted:
+        out[0]["hinted_out"] = hinted_now
     stages = []
     if earlier:
         stages.append(
@@ -101,6 +109,9 @@ def funnel(ws: Workspace, sel: Version) -> list[dict[str, Any]]:
         dropped = counts.get(key, {})
         after = {sp: current[sp] - dropped.get(sp, 0) for sp in splits}
         out.append(_stage(name, rule, current, after))
+        hinted_now -= hinted.get(key, 0)
+        if show_hinted:
+            out[-1]["hinted_out"] = hinted_now
         current = after
     return out
 
@@ -266,6 +277,72 @@ def teacher_stats(ws: Workspace, v: Version) -> list[dict[str, Any]]:
     return out
 
 
+def rationalization(ws: Workspace, v: Version) -> dict[str, Any] | None:
+    """What `rationalize` recovered, per split and teacher (for a combined version), and hinted against
+    unhinted quality per split (when scored); None when the version's rows hold no hinted answer."""
+    base = ws.by_id(v.base_id)
+    cfg = base.config or {}
+    combined = cfg.get("op") == "rationalize-combine"
+    if not combined and not ws.one(
+        "SELECT count(*) FROM sbs_generations WHERE version_id = ? AND hinted", [v.base_id]
+    ):
+        return None
+    out: dict[str, Any] = {
+        "source": cfg.get("source"),
+        "hinted": cfg.get("hinted"),
+        "recovered": [],
+        "quality": [],
+    }
+    if combined:
+        from sbs_data.quality.leak import hint_leak_sql
+
+        gen_base = ws.by_id(cfg["source_version_id"]).base_id
+        cols = "split, teacher, hint_teacher, asked, answered, leaked, recovered".split(", ")
+        rows = ws.all(
+            f"""
+            SELECT h.split, g.teacher, h.teacher, count(*),
+                   count(*) FILTER (WHERE h.parse_status = 'ok'),
+                   count(*) FILTER (WHERE h.parse_status = 'ok' AND coalesce({hint_leak_sql("h.rationale")}, false)),
+                   count(*) FILTER (WHERE c.hinted)
+            FROM sbs_generations h
+            JOIN sbs_generations g ON g.version_id = ? AND g.example_id = h.example_id AND g.sample_idx = h.sample_idx
+            JOIN sbs_generations c ON c.version_id = ? AND c.example_id = h.example_id AND c.sample_idx = h.sample_idx
+            WHERE h.version_id = ? GROUP BY ALL ORDER BY ALL
+            """,
+            [gen_base, v.base_id, cfg["hinted_version_id"]],
+        )
+        for r in rows:
+            d = dict(zip(cols, r))
+            d["recovered_rate"] = _r(d["recovered"] / d["asked"]) if d["asked"] else None
+            out["recovered"].append(d)
+    if v.scores_id:
+        params: list[Any] = []
+        kjoin, kept = "", "true"
+        if v.selection_id:
+            kjoin = (
+                "LEFT JOIN sbs_selections k ON k.version_id = ? AND k.example_id = s.example_id "
+                "AND k.sample_idx = s.sample_idx"
+            )
+            params.append(v.selection_id)
+            kept = "coalesce(k.keep, false)"
+        cols = (
+            "split, hinted, rows, kept, parse_ok_rate, gold_match_rate, conclusion_match_rate, hint_leak_rate, "
+            "starts_with_answer_rate, mean_words, mean_arith_correct_frac"
+        ).split(", ")
+        rows = ws.all(
+            f"""
+            SELECT s.split, coalesce(s.hinted, false), count(*), count(*) FILTER (WHERE {kept}),
+                   avg(s.parse_ok::INTEGER), avg(s.gold_match::INTEGER), avg(s.conclusion_match::INTEGER),
+                   avg(s.hint_leak::INTEGER), avg(s.starts_with_answer::INTEGER), avg(s.words),
+                   avg(s.arith_correct_frac)
+            FROM sbs_scores s {kjoin} WHERE s.version_id = ? GROUP BY ALL ORDER BY ALL
+            """,
+            [*params, v.scores_id],
+        )
+        out["quality"] = [{c: (_r(x) if isinstance(x, float) else x) for c, x in zip(cols, r)} for r in rows]
+    return out
+
+
 def _r(x: Any, nd: int = 6) -> Any:
     if x is None:
         return None
@@ -327,6 +404,8 @@ def funnel_rows(rep: dict[str, Any]) -> list[dict[str, Any]]:
     out = []
     for f in rep["funnel"]:
         row = {"step": f["step"], "rule": f["rule"], "in": f["in"], "dropped": f["dropped"], "out": f["out"]}
+        if "hinted_out" in f:
+            row["hinted out"] = f["hinted_out"]
         for sp in splits:
             row[f"out:{sp}"] = f["by_split"].get(sp, {}).get("out")
         out.append(row)
@@ -462,6 +541,16 @@ def to_html(rep: dict[str, Any]) -> str:
             cap = f"{name}: mean {d.get('mean')}, median {(d.get('quantiles') or {}).get('p50')}, n {d.get('count')}"
             parts.append(f"<figure>{_svg_hist(name, h)}<figcaption>{e(cap)}</figcaption></figure>")
         parts.append("</div><h2>Signals per split</h2>" + _table(signal_rows(rep)))
+    rz = rep.get("rationalization")
+    if rz:
+        parts.append(
+            f"<h2>Rationalization</h2><p>Hinted answers (the teacher saw the gold answer) from "
+            f"{e(str(rz.get('hinted')))} for the wrong or failed rows of {e(str(rz.get('source')))}.</p>"
+        )
+        if rz["recovered"]:
+            parts.append("<h3>Recovered per split and teacher</h3>" + _table(rz["recovered"]))
+        if rz["quality"]:
+            parts.append("<h3>Hinted against unhinted rows</h3>" + _table(rz["quality"]))
     parts.append("<h2>Per teacher: quality and cost</h2>" + _table(rep["teachers"]))
     parts.append("</body></html>")
     return "\n".join(parts)
