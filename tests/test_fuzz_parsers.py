@@ -19,6 +19,8 @@ from hypothesis import strategies as st
 
 from sbs_data.generate.parse import parse_json_output
 from sbs_data.quality.judge import MAX_REPLY_CHARS, parse_score
+from sbs_data.quality.leak import MAX_CHARS as LEAK_CHARS
+from sbs_data.quality.leak import hint_leak, hint_leak_sql
 from sbs_data.quality.signals import score
 from sbs_data.quality.textfeat import arithmetic_candidates, text_features
 from sbs_data.tasks import BUILTIN, Parsed
@@ -196,6 +198,9 @@ WORST = {
     "score + spaces": "score:" + _rep(" ", CAP - 8) + "x",
     "score stars": _rep("score: * ", CAP),
     "scores": _rep("Score:", CAP),
+    "hint words": _rep("we were told the given correct ", CAP),
+    "as given": _rep("as given ", CAP),
+    "answers": _rep("answer we were ", CAP),
 }
 PARSERS = {
     "split_completion": split_completion,
@@ -205,6 +210,7 @@ PARSERS = {
     "arithmetic_steps": arithmetic_steps,
     "parse_json_output": parse_json_output,
     "parse_score": parse_score,
+    "hint_leak": hint_leak,
 }
 
 
@@ -218,7 +224,7 @@ def _best(fn, text: str, reps: int = 3) -> float:
 
 
 def test_caps_are_what_the_timings_assume():
-    assert MAX_STEP_TEXT_CHARS <= CAP and MAX_REPLY_CHARS <= CAP
+    assert MAX_STEP_TEXT_CHARS <= CAP and MAX_REPLY_CHARS <= CAP and LEAK_CHARS <= CAP
 
 
 def test_every_parser_is_fast_on_the_worst_cases():
@@ -281,3 +287,23 @@ def test_score_is_fast_on_hostile_rationales(ws):
             score(ws, gen.ref)
             per_row = (time.perf_counter() - t0) / len(batch)
         assert per_row < BUDGET_S, f"{task}: {per_row * 1000:.1f} ms a row"
+
+
+# -- hint_leak: one pattern, two engines (DuckDB's RE2 when scoring, Python's re) -------------------------
+
+LEAK_FRAGS = [
+    "hint", "hints", "told", "given", "the", " ", "  ", "answer", "answers", "correct ", "that", "we", "i",
+    "were", "as", ".", ",", "is", "was", "know", "matches", "label", "a", "\n", "é", "x", "_", "'",
+]  # fmt: skip
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(frags(LEAK_FRAGS, 12), min_size=1, max_size=20))
+def test_hint_leak_is_the_same_in_python_and_duckdb(texts):
+    import duckdb
+
+    con = duckdb.connect()
+    got = [
+        r[0] for r in con.execute(f"SELECT {hint_leak_sql('t')} FROM unnest(?) AS u(t)", [texts]).fetchall()
+    ]
+    assert got == [hint_leak(t) if t else (None if t is None else False) for t in texts]
