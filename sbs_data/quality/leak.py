@@ -8,7 +8,7 @@ student to refer to something it will never have.
 One pattern, run by DuckDB (RE2) when scoring and by Python's `re` here, with the same meaning in both:
 ASCII-only classes and word boundaries (`re.ASCII`, as RE2's `\\b`), no `\\s`, bounded repetition only, so
 both engines run in linear time on untrusted text. Only the first `MAX_CHARS` characters are read.
-Benign uses stay out: "we are given 5 apples", "of the given options", "as given in the problem", "the
+Benign uses stay out: "we are given 5 apples", "the slightest hint of traffic", "of the given options", "as given in the problem", "the
 answer is given by 3 + 4".
 """
 
@@ -22,8 +22,8 @@ MAX_CHARS = 16_384
 _ANSWER = r"(answer|solution|label)s?"
 _TOLD = r"(told|given|informed|provided|shown|handed)"
 HINT_LEAK_PATTERN = (
-    # "the hint", "hints", "hinted"
-    r"\bhint(s|ed)?\b"
+    # "the hint", "hints", "hinted"; not the idiom "a hint of" ("the slightest hint of traffic")
+    r"\bhint(s|ed)?( [^o]| o[^f]| of[a-z0-9_]|[^ a-z0-9_])"
     # "told the answer", "given that the correct answer", "informed that the final answer"
     rf"|\b{_TOLD}( that)?( the| an| a| our)? ?(correct |right |true |final |expected |target )?{_ANSWER}\b"
     # "the given answer", "the expected answer", "the provided correct answer"
@@ -40,16 +40,19 @@ HINT_LEAK_PATTERN = (
     rf"|\b(match|matches|matching|confirm|confirms|confirming|consistent with) the (correct|right) {_ANSWER}\b"
 )
 _RE = re.compile(HINT_LEAK_PATTERN, re.ASCII)
+#: Appended to the text in both engines, so that patterns ending a clause also match at the end of the text
+#: without `$` (whose meaning before a final newline differs between RE2 and Python).
+_END = " ."
 
 
 def hint_leak(rationale: str | None) -> bool | None:
     """Whether the rationale mentions being told the answer; None without a rationale."""
     if not rationale:
         return None
-    return _RE.search(rationale[:MAX_CHARS].lower()) is not None
+    return _RE.search(rationale[:MAX_CHARS].lower() + _END) is not None
 
 
 def hint_leak_sql(column: str) -> str:
     """The same test as a DuckDB expression over a text column (NULL stays NULL)."""
     pattern = HINT_LEAK_PATTERN.replace("'", "''")
-    return f"regexp_matches(lower(left({column}, {MAX_CHARS})), '{pattern}')"
+    return f"regexp_matches(lower(left({column}, {MAX_CHARS})) || '{_END}', '{pattern}')"
