@@ -26,6 +26,12 @@ step "Generate with the replay teacher (offline: the recorded completions, throu
   sbs-data generate demo-svamp --teacher replay:demo-svamp-palm@1 --offline --name demo-svamp-replay
 step "What a real teacher would cost: renders the prompts, calls nothing" \
   sbs-data generate demo-svamp --teacher openai:gpt-4o-mini --dry-run --limit 3
+# Rationalization asks a teacher again, with the gold answer as a hint, for the rows it got wrong. Offline
+# there is no teacher that can follow a hint (replay: only has the recorded, unhinted completions), so the
+# demo shows the dry run: how many train rows would be asked again, the hinted prompt, the cost. With a key:
+#   sbs-data rationalize demo-svamp-replay --teacher openai:gpt-4o-mini  -> demo-svamp-replay-rationalized
+step "Rationalize: which wrong/failed train rows would be asked again with the gold answer as a hint" \
+  sbs-data rationalize demo-svamp-replay --teacher openai:gpt-4o-mini --dry-run
 step "The request cache" sbs-data cache stats
 step "Score the teacher's rationales (rationale-aware quality signals)" sbs-data score demo-svamp-replay
 step "Filter with the strict recipe (keeps keep/drop + the first rule that dropped each row)" \
