@@ -72,3 +72,28 @@ def test_progress_bar_runs(ws, server):  # noqa: F811
     cqa_examples(ws, n=3)
     res = generate(ws, "toy", "openai:gpt-4o-mini", settings=fast(progress=True))
     assert res.summary["ok"] == 3
+
+
+def test_hint_forms(tmp_path):
+    """A prompt's hinted form: the built-ins carry one, a user file may, and a bad one fails with file and key."""
+    from sbs_data.generate.prompts import DEFAULT_HINT, answer_text
+
+    cqa = get_task("cqa")
+    p = load_prompt(cqa)
+    assert p.hint and answer_text(cqa, "beta", ["alpha", "beta"]) == "(b) beta"
+    _, msgs = p.render_hinted("Q: {answer}?", "(b) beta")
+    text = msgs[0]["content"]
+    assert "\n\nQ: {answer}?\nThe correct answer is (b) beta.\n" in text and text.endswith('(b) beta."\nA:')
+    assert "The correct answer is (b) refrigerator." in text  # the exemplars are shown hinted too
+    f = tmp_path / "p.yaml"
+    f.write_text('template: "Q: {input}\\nA:"\n')
+    own = load_prompt(cqa, f)
+    assert own.hint_template == "Q: {input}\n" + DEFAULT_HINT + "\nA:" and own.sha != own.hint_sha
+    f.write_text('template: "Q: {input}\\nA:"\nhint: "Q: {input} ({answr})"\n')
+    with pytest.raises(
+        SbsError, match=r"p.yaml: hint: expected a string containing \{input\} and \{answer\}"
+    ):
+        load_prompt(cqa, f)
+    f.write_text('template: "Q: {input}\\nA:"\nhint: "Q: {input} {answer} {answr}"\n')
+    with pytest.raises(SbsError, match=r"hint: \{answr\} is not a placeholder"):
+        load_prompt(cqa, f)

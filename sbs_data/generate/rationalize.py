@@ -100,4 +100,6 @@ def rationalize(
         explain="sbs-data rationalize ... --dry-run (hinted prompts are not explained by `cache explain`)",
     )
     res.summary = {"select": p.select, "splits": ",".join(p.splits), **res.summary}
+    if res.dry_run:
+        res.summary["hint_sha"] = p.prompt.hint_sha
     return res
