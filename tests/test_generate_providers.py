@@ -220,3 +220,31 @@ def test_max_usd_holds_at_high_concurrency(ws, server):  # noqa: F811
     assert res.summary["spent_usd"] <= 0.01 and "max-usd" in res.summary["stopped"]
     assert res.version.ref.endswith("-partial@1")
     assert FAKE_KEY not in str(res.summary)
+
+
+def test_identical_requests_are_sent_once_and_keys_match_python(ws, server):  # noqa: F811
+    from conftest import make_examples
+    from generate_helpers import CHOICES
+
+    from sbs_data.generate.plan import plan
+    from sbs_data.teachers.registry import parse_spec
+
+    texts = ["Same question?", "Same question?", 'Ünïcödé 👍🏽 e\u0301 "q" \\ {input} \t tab?', "Other?"]
+    rows = [
+        {"id": f"d{i}", "question": t, "choices": CHOICES, "answer": "alpha"} for i, t in enumerate(texts)
+    ]
+    make_examples(ws, "dup", "cqa", rows)
+    res = generate(ws, "dup", "openai:gpt-4o-mini", samples=2, settings=fast())
+    assert server.count == 6 and res.summary["to_call"] == 6 and res.summary["ok"] == 8
+    assert len({r[6] for r in gen_rows(ws, res.version.ref)}) == 6  # two rows share each duplicated key
+    # the keys DuckDB computes are the ones Python computes, whatever the text holds
+    p = plan(ws, "dup", parse_spec("openai:gpt-4o-mini"), samples=2)
+    sql, params = p.keyed(ws)
+    by_sql = {
+        (r[0], r[1]): r[2] for r in ws.all(f"SELECT example_id, sample_idx, cache_key FROM ({sql})", params)
+    }
+    for e, s_, c, t in ws.all(
+        "SELECT example_id, split, choices, input_text FROM examples WHERE dataset = 'dup'"
+    ):
+        for k in range(2):
+            assert by_sql[(e, k)] == p.item(e, s_, c, t, k).key

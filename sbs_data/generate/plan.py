@@ -158,16 +158,20 @@ class Plan:
         seen: set[bytes] = set()  # only misses, as 32-byte digests
         if self.sql_keys:
             sql, params = self.keyed(ws)
-            q = (
-                "SELECT p.example_id, p.split, p.choices, p.input_text, p.sample_idx, p.cache_key "
-                f"FROM ({sql}) p WHERE p.cache_key NOT IN (SELECT cache_key FROM sbs_cache)"
-            )
+            miss = f"FROM ({sql}) p WHERE p.cache_key NOT IN (SELECT cache_key FROM sbs_cache)"
+            # Identical requests (two examples with the same text) are sent once. Only keys SQL finds
+            # twice are remembered, so memory does not grow with the job.
+            dupes = {
+                r[0] for r in ws.all(f"SELECT p.cache_key {miss} GROUP BY 1 HAVING count(*) > 1", params)
+            }
+            q = f"SELECT p.example_id, p.split, p.choices, p.input_text, p.sample_idx, p.cache_key {miss}"
             for batch in ws.batches(q, params, CHUNK):
                 for example_id, split, choices, input_text, k, key in zip(*batch.to_pydict().values()):
-                    d = bytes.fromhex(key)
-                    if d in seen:
-                        continue
-                    seen.add(d)
+                    if key in dupes:
+                        d = bytes.fromhex(key)
+                        if d in seen:
+                            continue
+                        seen.add(d)
                     it = self.item(example_id, split, choices, input_text, k)
                     if it.key != key:
                         raise SbsError(
