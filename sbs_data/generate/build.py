@@ -86,10 +86,9 @@ def _rows_sql(ws: Workspace, p: Plan, run_id: str | None) -> tuple[str, list]:
     )
 
 
-def _unchanged(ws: Workspace, p: Plan, out_name: str) -> Version | None:
-    """The latest version of `out_name` when this plan would rebuild it exactly: same config, every request
-    answered from the cache, and the same (example, sample, split, key) rows, none of them failed. One SQL
-    pass, no parsing: answers in the cache never change, so neither would the parsed rows."""
+def _comparable(ws: Workspace, p: Plan, out_name: str) -> Version | None:
+    """The latest version of `out_name` when this plan could rebuild it row for row: same config, same row
+    count, and complete (not partial)."""
     try:
         last = ws.get(out_name)
     except SbsError:
@@ -99,8 +98,17 @@ def _unchanged(ws: Workspace, p: Plan, out_name: str) -> Version | None:
         or last.config_hash != config_hash(p.config)
         or last.row_count != p.total
         or last.note
-        or not p.sql_keys
     ):
+        return None
+    return last
+
+
+def _unchanged(ws: Workspace, p: Plan, out_name: str) -> Version | None:
+    """The latest version of `out_name` when this plan would rebuild it exactly: every request answered
+    from the cache, and the same (example, sample, split, key) rows, none of them failed. One SQL pass, no
+    parsing: answers in the cache never change, so neither would the parsed rows."""
+    last = _comparable(ws, p, out_name)
+    if last is None or not p.sql_keys:
         return None
     keyed, kp = p.keyed(ws)
     new = ws.all(
@@ -267,15 +275,5 @@ def _digest(ws: Workspace, table: str, version_id: int) -> Any:
 
 def _last_digest(ws: Workspace, out_name: str, p: Plan) -> tuple[Version, Any] | None:
     """(latest version of `out_name`, its row digest) when it could equal what this plan builds."""
-    try:
-        last = ws.get(out_name)
-    except SbsError:
-        return None
-    if (
-        last.kind != "generations"
-        or last.config_hash != config_hash(p.config)
-        or last.row_count != p.total
-        or last.note
-    ):
-        return None
-    return last, _digest(ws, "sbs_generations", last.base_id)
+    last = _comparable(ws, p, out_name)
+    return None if last is None else (last, _digest(ws, "sbs_generations", last.base_id))

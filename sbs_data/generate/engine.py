@@ -266,7 +266,9 @@ class Engine:
                     self._fail(item, e, attempts + 1, "no answer for the whole run within --patience")
                     return
                 wait = self.limiter.throttle(getattr(e, "limits", None), e.retry_after, self.s.max_wait)
-                if wait <= 0:  # no word from the server: back off with jitter, growing per throttled try
+                if wait > 0:  # the server said when: never sooner, a little jitter to spread the herd
+                    await asyncio.sleep(wait + random.uniform(0, min(1.0, self.s.backoff_base) * 0.25))
+                else:  # no word from the server: back off with jitter, growing per throttled try
                     await asyncio.sleep(self._backoff(min(throttled, 6), e))
                 continue
             except TeacherError as e:

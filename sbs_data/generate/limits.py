@@ -6,10 +6,11 @@ Three mechanisms, all in one `Limiter` the engine asks before every attempt:
   created and re-rated from its rate-limit headers (OpenAI `x-ratelimit-*`, Anthropic
   `anthropic-ratelimit-*`), paced a little under the advertised rate because providers enforce per-minute
   limits over much shorter windows (6,000 RPM may be enforced as 100 per second).
-* An adaptive concurrency window (additive increase, multiplicative decrease): a 429 halves it, successes
-  grow it back by about one slot per window. It matters when a server sends 429s without headers.
-* A shared pause: a 429 with `retry-after`, or headers saying nothing is left until a reset, holds every
-  request until then, since the provider has said "not now" to all of them.
+* An adaptive concurrency window (additive increase, multiplicative decrease): when 429s become a real
+  share of the answers it halves, and successes grow it back by about one slot per window. It matters when
+  a server sends 429s without headers.
+* Waits: a 429 waits for its `retry-after` (capped by --max-wait) without using up an attempt; headers
+  saying nothing is left until a reset hold every new request until then.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ from sbs_data.teachers.base import RateLimits
 
 #: Fraction of an advertised limit the engine paces to (headroom for the provider's short windows).
 HEADROOM = 0.92
+#: Share of recent answers that were 429s above which the concurrency window is halved.
+CUT_SHARE = 0.1
+_EMA = 0.01  # weight of one outcome in that share (about the last 100 answers: a stray 429 is not a trend)
 
 
 class Bucket:
@@ -86,6 +90,7 @@ class Limiter:
         self.last_cut = 0.0
         self.on_wait = on_wait
         self.throttled = 0  # 429s seen
+        self.share_429 = 0.0  # moving share of 429s among recent outcomes
 
     # -- admission ----------------------------------------------------------------------------------
     async def acquire(self, est_tokens: float) -> None:
@@ -130,6 +135,7 @@ class Limiter:
     # -- what the provider said -------------------------------------------------------------------------
     def observe(self, limits: RateLimits | None, used_tokens: float = 0.0, est_tokens: float = 0.0) -> None:
         """After an answer: adopt advertised limits, charge actual tokens, grow the window."""
+        self.share_429 *= 1 - _EMA
         for b in (self.user_tpm, self.tpm):
             if b is not None and used_tokens:
                 b.adjust(used_tokens - est_tokens)
@@ -139,11 +145,14 @@ class Limiter:
             self._adopt(limits)
 
     def throttle(self, limits: RateLimits | None, retry_after: float | None, max_wait: float) -> float:
-        """After a 429: cut the window (at most once per second: one burst is one signal), adopt limits,
-        and pause everyone for the time the provider asked (capped at `max_wait`). Returns the pause."""
+        """After a 429: adopt the limits it carried, cut the window when 429s have become a real share of
+        the answers (at most once a second: one burst is one signal; a stray 429 now and then is not a
+        congested provider), and return how long this request waits: the provider's `retry-after` (or its
+        reset when nothing is left), capped at `max_wait`."""
         self.throttled += 1
+        self.share_429 = self.share_429 * (1 - _EMA) + _EMA
         now = time.monotonic()
-        if now - self.last_cut >= 1.0:
+        if self.share_429 > CUT_SHARE and now - self.last_cut >= 1.0:
             self.window = max(1.0, self.window / 2)
             self.last_cut = now
         if limits is not None:
@@ -156,11 +165,8 @@ class Limiter:
             return 0.0
         asked = max(0.0, wait)
         wait = min(asked, max_wait)
-        until = now + wait
-        if until > self.paused_until:
-            self.paused_until = until
-            if self.on_wait and (wait >= 1.0 or asked > max_wait):
-                self.on_wait(wait, asked)
+        if self.on_wait and (wait >= 5.0 or asked > max_wait):
+            self.on_wait(wait, asked)
         return wait
 
     def _adopt(self, lim: RateLimits) -> None:

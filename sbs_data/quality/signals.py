@@ -11,9 +11,7 @@ rows at the end. That is what makes 1M rows take seconds instead of minutes.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -198,7 +196,9 @@ def score(
                     "judge: {judged} of {rows} rows graded ({cached} cached, {called} called, {failed} failed, "
                     "{unparsed} unparsed)".format(**summary)
                 )
-        with scoring_settings(ws):
+        # a lower memory cap (only ever lowered) and no insertion-order bookkeeping: every stage orders
+        # by rid explicitly where order matters
+        with ws.tuned(memory_limit=MEMORY_LIMIT_BYTES, preserve_insertion_order=False):
             try:
                 # Computed before the version's transaction opens, each statement committing on its own:
                 # inside one transaction DuckDB keeps every replaced per-chunk temp table until the end
@@ -223,54 +223,6 @@ CHUNK_ROWS = 100_000
 #: DuckDB's memory cap while scoring. Chunking keeps its working set small; without a cap its buffer
 #: pool keeps every block of the generations table it read (~0.2 GB per 100k rows), none of it needed.
 MEMORY_LIMIT_BYTES = 768 * 2**20
-_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
-_UNITS |= {"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40, "bytes": 1}
-
-
-def _bytes(setting: str) -> float:
-    """'18.6 GiB' -> bytes (DuckDB's memory_limit as text); inf when it cannot be read."""
-    m = re.fullmatch(r"\s*([\d.]+)\s*([a-zA-Z]+)\s*", str(setting))
-    if not m or m.group(2).lower() not in _UNITS:
-        return float("inf")
-    return float(m.group(1)) * _UNITS[m.group(2).lower()]
-
-
-@contextmanager
-def scoring_settings(ws: Workspace) -> Iterator[None]:
-    """Scoring-friendly DuckDB settings for the duration of a score, then the caller's back.
-
-    A lower memory limit (never a higher one; only for a workspace file, whose tables live on disk and
-    whose temp data can spill, not for an in-memory one) and no insertion-order bookkeeping; every stage
-    orders by rid explicitly where order matters. Restored after the version's transaction has ended,
-    since an aborted transaction refuses even SET.
-    """
-    old_limit = ws.one("SELECT current_setting('memory_limit')")
-    old_order = ws.one("SELECT current_setting('preserve_insertion_order')")
-    on_disk = ws.one(
-        "SELECT path IS NOT NULL FROM duckdb_databases() WHERE database_name = current_database()"
-    )
-    if on_disk and _bytes(old_limit) > MEMORY_LIMIT_BYTES:
-        ws.execute(f"SET memory_limit = '{MEMORY_LIMIT_BYTES // 2**20}MiB'")
-    ws.execute("SET preserve_insertion_order = false")
-
-    def restore() -> None:
-        # the setting reads back rounded ("18.8 GiB"): reset to the default when that is what it was
-        ws.execute("RESET memory_limit")
-        if ws.one("SELECT current_setting('memory_limit')") != old_limit:
-            ws.execute(f"SET memory_limit = {sql_str(old_limit)}")
-        ws.execute(f"SET preserve_insertion_order = {bool(old_order)}")
-
-    try:
-        yield
-    except BaseException:
-        try:
-            restore()
-        except duckdb.Error:
-            pass  # inside a caller's aborted transaction: its error is the one to see
-        raise
-    restore()
-
-
 _DUP_COLS = ("exact_dup", "exact_dup_count", "near_dup", "near_dup_size", "near_dup_cluster")
 #: Filled after the per-chunk pass: duplicates at the end (`write_scores`), the judge's grades before it.
 _LATE_COLS = (*_DUP_COLS, "judge_score")
