@@ -28,6 +28,10 @@ from sbs_data.teachers.models import estimate_tokens
 from sbs_data.teachers.registry import parse_spec, supports_batch
 from sbs_data.workspace import Workspace, check_name
 
+#: DuckDB's memory cap while a plan runs: the key pass, the cache join and the version build spill past it
+#: instead of holding a million rows (DuckDB's buffer pool otherwise keeps every block it touched).
+DUCKDB_MEMORY_BYTES = 384 * 2**20
+
 __all__ = ["GenerateResult", "Settings", "answer", "explain", "generate", "plan", "sanitize_name"]
 
 
@@ -224,8 +228,46 @@ def run_plan(
     """Answer a plan (generate's, or another command's such as rationalize's): dry run, offline check,
     batch submission (`batch_args` must let `batch._context` re-plan it), or online calls, then the version
     (`build_version`) and the plan's own follow-up (`Plan.finish`)."""
-    s = settings
     check_name(out_name)
+    with ws.tuned(memory_limit=DUCKDB_MEMORY_BYTES):
+        return _run_plan(
+            ws,
+            p,
+            teacher,
+            out_name,
+            settings=settings,
+            dry_run=dry_run,
+            offline=offline,
+            max_usd=max_usd,
+            warn=warn,
+            command=command,
+            batch=batch,
+            batch_settings=batch_settings,
+            batch_args=batch_args,
+            explain=explain,
+            started=started,
+        )
+
+
+def _run_plan(
+    ws: Workspace,
+    p: Plan,
+    teacher: Teacher,
+    out_name: str,
+    *,
+    settings: Settings,
+    dry_run: bool,
+    offline: bool,
+    max_usd: float | None,
+    warn: Callable[[str], None],
+    command: str,
+    batch: bool,
+    batch_settings: Any,
+    batch_args: dict[str, Any] | None,
+    explain: str,
+    started: float | None,
+) -> GenerateResult:
+    s = settings
     clock = {"start": started if started is not None else time.perf_counter()}
     clock["planned"] = time.perf_counter()
     if not dry_run and not ws.read_only:
