@@ -13,6 +13,12 @@ lives for hours while the process that submitted it may exit any number of times
   job is 'collected': never downloaded again), re-submits failed and expired requests in a follow-up round
   (bounded by max_rounds), and once every request is answered or permanently failed builds the generation
   version with the same `build.build_version` as online mode.
+
+Memory does not grow with the run: nothing keeps a per-run map of requests. A round is staged first (each
+request's part and size in a DuckDB temp table, rendered once, in chunks), its jobs recorded in one
+transaction, then each job's request lines are rendered again from its recorded (example, sample) rows, one
+job at a time; collecting a job renders only that job's rows. Which keys are still unanswered is asked of
+the plan (SQL for plans with SQL keys), not of a list held in Python.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -30,7 +36,7 @@ from sbs_data.generate import cache as cache_mod
 from sbs_data.generate.answer import Answer, Failure
 from sbs_data.generate.build import GenerateResult, build_version
 from sbs_data.generate.parse import parse
-from sbs_data.generate.plan import Item, Plan, plan
+from sbs_data.generate.plan import CHUNK, Item, Plan, plan
 from sbs_data.teachers.base import Teacher, TeacherError, redact
 from sbs_data.teachers.batch import RETRYABLE_KINDS, BatchAPI, BatchInfo
 from sbs_data.teachers.models import estimate_tokens
@@ -83,18 +89,11 @@ def _update_job(ws: Workspace, job_id: str, **fields: Any) -> None:
         ws.execute(f"UPDATE sbs_batches SET {sets} WHERE job_id = ?", [*fields.values(), job_id])
 
 
-def _job_keys(ws: Workspace, job_id: str) -> list[str]:
-    return [r[0] for r in ws.all("SELECT cache_key FROM sbs_batch_requests WHERE job_id = ?", [job_id])]
-
-
-def _pending_keys(ws: Workspace, exclude_run: str | None = None) -> set[str]:
-    """Keys inside jobs that may still answer them (not collected, not failed)."""
-    rows = ws.all(
-        "SELECT DISTINCT r.cache_key FROM sbs_batch_requests r JOIN sbs_batches b USING (job_id) "
-        f"WHERE b.state IN {OPEN_STATES} AND b.run_id IS DISTINCT FROM ?",
-        [exclude_run],
+def _job_rows(ws: Workspace, job_id: str) -> list[tuple[str, str | None, int | None]]:
+    """(cache_key, example_id, sample_idx) of one job's requests."""
+    return ws.all(
+        "SELECT cache_key, example_id, sample_idx FROM sbs_batch_requests WHERE job_id = ?", [job_id]
     )
-    return {r[0] for r in rows}
 
 
 def _run_row(ws: Workspace, run_id: str) -> dict[str, Any]:
@@ -135,7 +134,6 @@ class _Ctx:
     plan: Any
     teacher: Teacher
     api: BatchAPI
-    items: dict[str, Item]  # key -> Item (first of duplicates); a batch run holds its requests in memory
 
 
 def _context(ws: Workspace, run_id: str, settings: BatchSettings, api: BatchAPI | None = None) -> _Ctx:
@@ -177,16 +175,69 @@ def _context(ws: Workspace, run_id: str, settings: BatchSettings, api: BatchAPI 
             f"batch run {run_id}: the requests no longer render as submitted (prompt file "
             f"{a.get('prompt_path') or p.prompt.source} or the examples changed); restore it, or cancel the run"
         )
-    return _Ctx(r, p, teacher, api or batch_api(teacher, settings.call_timeout), _all_items(ws, p))
+    return _Ctx(r, p, teacher, api or batch_api(teacher, settings.call_timeout))
 
 
-def _all_items(ws: Workspace, p: Plan) -> dict[str, Item]:
-    """Every request of the plan by key (the first of duplicates), rendered in Python."""
-    items: dict[str, Item] = {}
-    for chunk in p.item_chunks(ws):
+def _job_items(ws: Workspace, p: Plan, rows: list[tuple[str, str | None, int | None]]) -> Iterator[Item]:
+    """The requests of one job, rendered again from its recorded (key, example, sample) rows: only those
+    examples are read, so the cost follows the job, not the run."""
+    want = {(e, k): key for key, e, k in rows}
+    if not want:
+        return
+    for chunk in p.item_chunks(ws, only=sorted({e for e, _ in want if e is not None})):
         for it in chunk:
-            items.setdefault(it.key, it)
-    return items
+            if want.get((it.example_id, it.sample_idx)) == it.key:
+                del want[(it.example_id, it.sample_idx)]
+                yield it
+
+
+def _unanswered_keys(ws: Workspace, p: Plan) -> Iterator[list[str]]:
+    """The plan's keys with no answer in the cache, a chunk at a time (SQL only, when the plan has SQL keys)."""
+    if p.sql_keys:
+        sql, params = p.keyed(ws)
+        q = f"SELECT DISTINCT cache_key FROM ({sql}) WHERE cache_key NOT IN (SELECT cache_key FROM sbs_cache)"
+        for batch in ws.batches(q, params, CHUNK):
+            yield batch.column(0).to_pylist()
+        return
+    chunk: list[str] = []
+    for it in p.misses(ws):
+        chunk.append(it.key)
+        if len(chunk) >= CHUNK:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+_OPEN_KEYS = (
+    "SELECT r.cache_key FROM sbs_batch_requests r JOIN sbs_batches b USING (job_id) "
+    f"WHERE b.state IN {OPEN_STATES}"
+)
+
+
+def _sendable(ws: Workspace, run_id: str | None, items: Iterable[Item]) -> Iterator[Item]:
+    """`items` less those an open job (of any run) may still answer and those whose latest failure in this
+    run is permanent; asked of SQL a chunk at a time, so no set of keys is held."""
+    retryable = sorted(RETRYABLE_KINDS)
+    q = (
+        f"WITH k AS (SELECT DISTINCT unnest(?::VARCHAR[]) AS cache_key) "
+        f"SELECT cache_key FROM k WHERE cache_key IN ({_OPEN_KEYS}) "
+        "UNION SELECT f.cache_key FROM sbs_failures f SEMI JOIN k USING (cache_key) WHERE f.run_id = ? "
+        "GROUP BY f.cache_key HAVING NOT list_contains(?::VARCHAR[], arg_max(f.kind, f.attempts))"
+    )
+    buf: list[Item] = []
+
+    def flush() -> Iterator[Item]:
+        drop = {r[0] for r in ws.all(q, [[it.key for it in buf], run_id, retryable])}
+        return (it for it in buf if it.key not in drop)
+
+    for it in items:
+        buf.append(it)
+        if len(buf) >= CHUNK:
+            yield from flush()
+            buf = []
+    if buf:
+        yield from flush()
 
 
 def _plan_hash(config: dict) -> str:
@@ -196,79 +247,121 @@ def _plan_hash(config: dict) -> str:
 
 
 # -- submitting ---------------------------------------------------------------------------------
-def _split(api: BatchAPI, items: list[Any], s: BatchSettings) -> list[tuple[list[Any], list[dict], int]]:
-    """Parts within the provider's limits: (items, request lines, bytes)."""
+_STAGE = "_sbs_batch_stage"
+
+
+def _stage(ws: Workspace, api: BatchAPI, items: Iterable[Item], s: BatchSettings) -> list[tuple[int, int]]:
+    """Assign each request to a part within the provider's limits, keeping its row in a DuckDB temp table
+    rather than in Python: (requests, bytes) per part."""
     max_n = min(s.max_requests or api.max_requests, api.max_requests)
     max_b = min(s.max_bytes or api.max_bytes, api.max_bytes)
-    parts: list[tuple[list[Any], list[dict], int]] = []
-    cur: list[Any] = []
-    lines: list[dict] = []
-    size = 0
+    ws.execute(
+        f"CREATE OR REPLACE TEMP TABLE {_STAGE} (seq BIGINT, part INTEGER, cache_key VARCHAR, "
+        "example_id VARCHAR, sample_idx INTEGER)"
+    )
+    import polars as pl
+
+    schema = {
+        "seq": pl.Int64,
+        "part": pl.Int32,
+        "cache_key": pl.Utf8,
+        "example_id": pl.Utf8,
+        "sample_idx": pl.Int32,
+    }
+    buf: list[tuple] = []
+    parts: list[tuple[int, int]] = []
+    n = size = seq = 0
     for it in items:
-        line = api.line(it.key, it.req)
-        n = len(json.dumps(line, ensure_ascii=False).encode()) + 1
-        if cur and (len(cur) >= max_n or size + n > max_b):
-            parts.append((cur, lines, size))
-            cur, lines, size = [], [], 0
-        cur.append(it)
-        lines.append(line)
-        size += n
-    if cur:
-        parts.append((cur, lines, size))
+        b = len(json.dumps(api.line(it.key, it.req), ensure_ascii=False).encode()) + 1
+        if n and (n >= max_n or size + b > max_b):
+            parts.append((n, size))
+            n = size = 0
+        n += 1
+        size += b
+        buf.append((seq, len(parts), it.key, it.example_id, it.sample_idx))
+        seq += 1
+        if len(buf) >= CHUNK:
+            ws.insert_frame(_STAGE, pl.DataFrame(buf, schema=schema, orient="row"))
+            buf = []
+    if n:
+        parts.append((n, size))
+    if buf:
+        ws.insert_frame(_STAGE, pl.DataFrame(buf, schema=schema, orient="row"))
     return parts
+
+
+def _record_round(ws: Workspace, ctx: _Ctx, round_: int, parts: list[tuple[int, int]]) -> None:
+    """Commit the staged round: every job's intent row and its requests, in one transaction, before any
+    provider call."""
+    run_id, now = ctx.run["run_id"], _now()
+    prefix = f"sbs-{run_id}-r{round_}-p"
+    try:
+        with ws.transaction():
+            for i, (n, size) in enumerate(parts):
+                ws.execute(
+                    "INSERT INTO sbs_batches (job_id, run_id, provider, model, round, part, state, n_requests, "
+                    "bytes, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, 'submitting', ?, ?, ?, ?)",
+                    [
+                        f"{prefix}{i}",
+                        run_id,
+                        ctx.teacher.provider,
+                        ctx.teacher.model,
+                        round_,
+                        i,
+                        n,
+                        size,
+                        now,
+                        now,
+                    ],
+                )
+            ws.execute(
+                "INSERT INTO sbs_batch_requests (job_id, cache_key, example_id, sample_idx) "
+                f"SELECT ? || CAST(part AS VARCHAR), cache_key, example_id, sample_idx FROM {_STAGE} ORDER BY seq",
+                [prefix],
+            )
+    finally:
+        ws.execute(f"DROP TABLE IF EXISTS {_STAGE}")
+
+
+def _job_lines(ws: Workspace, ctx: _Ctx, job: dict) -> Callable[[], list[dict]]:
+    """A job's request lines, rendered once when first needed (a reconciled job needs none)."""
+    memo: list[list[dict]] = []
+
+    def lines() -> list[dict]:
+        if not memo:
+            rows = _job_rows(ws, job["job_id"])
+            out = [ctx.api.line(it.key, it.req) for it in _job_items(ws, ctx.plan, rows)]
+            if len(out) != job["n_requests"]:
+                raise SbsError(
+                    f"batch job {job['job_id']}: {job['n_requests'] - len(out)} of its {job['n_requests']} "
+                    f"requests no longer render as recorded; `sbs-data batches cancel {job['run_id']}` gives up"
+                )
+            memo.append(out)
+        return memo[0]
+
+    return lines
 
 
 def _payload(lines: list[dict]) -> bytes:
     return b"".join(json.dumps(x, ensure_ascii=False).encode() + b"\n" for x in lines)
 
 
-def submit_round(ws: Workspace, ctx: _Ctx, round_: int, items: list[Any], s: BatchSettings) -> list[str]:
-    """Record every job of a round (committed) first, then submit them one by one."""
-    run_id = ctx.run["run_id"]
-    parts = _split(ctx.api, items, s)
-    now = _now()
-    jobs = []
-    with ws.transaction():
-        for i, (its, lines, size) in enumerate(parts):
-            job_id = f"sbs-{run_id}-r{round_}-p{i}"
-            ws.execute(
-                "INSERT INTO sbs_batches (job_id, run_id, provider, model, round, part, state, n_requests, bytes, "
-                "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, 'submitting', ?, ?, ?, ?)",
-                [
-                    job_id,
-                    run_id,
-                    ctx.teacher.provider,
-                    ctx.teacher.model,
-                    round_,
-                    i,
-                    len(its),
-                    size,
-                    now,
-                    now,
-                ],
-            )
-            import polars as pl
+def submit_round(ws: Workspace, ctx: _Ctx, round_: int, items: Iterable[Item], s: BatchSettings) -> list[str]:
+    """Stage and record every job of a round (committed) first, then submit them one by one."""
+    parts = _stage(ws, ctx.api, items, s)
+    if not parts:
+        ws.execute(f"DROP TABLE IF EXISTS {_STAGE}")
+        return []
+    _record_round(ws, ctx, round_, parts)
+    return _send_round(ws, ctx, round_, s)
 
-            df = pl.DataFrame(
-                {
-                    "job_id": [job_id] * len(its),
-                    "cache_key": [it.key for it in its],
-                    "example_id": [it.example_id for it in its],
-                    "sample_idx": [it.sample_idx for it in its],
-                },
-                schema={
-                    "job_id": pl.Utf8,
-                    "cache_key": pl.Utf8,
-                    "example_id": pl.Utf8,
-                    "sample_idx": pl.Int32,
-                },
-            )
-            ws.insert_frame("sbs_batch_requests", df)
-            jobs.append((job_id, lines))
-    for job_id, lines in jobs:
-        job = {"job_id": job_id, "run_id": run_id, "created_at": now, "n_requests": len(lines)}
-        _submit_job(ws, ctx, job, lines, s, reconcile=False)
-    return [j for j, _ in jobs]
+
+def _send_round(ws: Workspace, ctx: _Ctx, round_: int, s: BatchSettings) -> list[str]:
+    jobs = [j for j in _jobs(ws, ctx.run["run_id"]) if j["round"] == round_]
+    for job in jobs:
+        if job["state"] == "submitting":
+            _submit_job(ws, ctx, job, _job_lines(ws, ctx, job), s, reconcile=False)
+    return [j["job_id"] for j in jobs]
 
 
 def _claimed(ws: Workspace) -> set[str]:
@@ -278,7 +371,13 @@ def _claimed(ws: Workspace) -> set[str]:
 
 
 def _submit_job(
-    ws: Workspace, ctx: _Ctx, job: dict, lines: list[dict], s: BatchSettings, *, reconcile: bool
+    ws: Workspace,
+    ctx: _Ctx,
+    job: dict,
+    lines: Callable[[], list[dict]],
+    s: BatchSettings,
+    *,
+    reconcile: bool,
 ) -> None:
     """Create one job at the provider, unless reconciling finds it was created already."""
     api, job_id = ctx.api, job["job_id"]
@@ -294,11 +393,11 @@ def _submit_job(
                     return
             if api.provider == "openai":
                 if not file_id:
-                    file_id = api.upload(job_id, _payload(lines))
+                    file_id = api.upload(job_id, _payload(lines()))
                     _update_job(ws, job_id, input_file_id=file_id)
                 info = api.create(job_id, job["run_id"], file_id)
             else:
-                info = api.create(job_id, job["run_id"], lines)
+                info = api.create(job_id, job["run_id"], lines())
         except TeacherError as e:
             last = e
             _update_job(ws, job_id, error=redact(str(e), ctx.api.secrets))
@@ -341,9 +440,7 @@ def resume(ws: Workspace, ctx: _Ctx, s: BatchSettings) -> int:
                 _record_created(ws, job["job_id"], info)
                 _cancel_job(ws, ctx, {**job, "provider_batch_id": info.batch_id, "state": "submitted"})
             continue
-        keys = _job_keys(ws, job["job_id"])
-        lines = [ctx.api.line(k, ctx.items[k].req) for k in keys]
-        _submit_job(ws, ctx, job, lines, s, reconcile=True)
+        _submit_job(ws, ctx, job, _job_lines(ws, ctx, job), s, reconcile=True)
         n += 1
     return n
 
@@ -363,18 +460,6 @@ def submit(
 ) -> GenerateResult:
     """`generate --mode batch`: record and submit the plan's misses; returns a GenerateResult (no version yet)."""
     s = settings or BatchSettings()
-    misses = list(p.misses(ws))
-    if max_usd is not None:  # a batch cannot stop midway: check the worst case before sending anything
-        worst = teacher.facts.cost(
-            sum(estimate_tokens(it.req.prompt_chars) for it in misses),
-            sum(int(it.req.params.get("max_tokens") or 0) for it in misses),
-            batch=True,
-        )
-        if worst is not None and worst > max_usd:
-            raise SbsError(
-                f"--max-usd {max_usd:g}: a batch cannot stop midway and may cost up to ${worst:.4f} "
-                "(at most max_tokens per answer); raise the limit, lower --limit, or use online mode"
-            )
     api = api or batch_api(teacher, s.call_timeout)
     chash = _plan_hash(p.config)
     same = ws.all(
@@ -390,41 +475,61 @@ def submit(
         summary.update(mode="batch", run=run_id, jobs=len(jobs), submitted_now=0, note="already submitted")
         summary["next"] = f"sbs-data batches wait {run_id}"
         return GenerateResult(None, summary)
-    pending = _pending_keys(ws)
-    todo = [it for it in misses if it.key not in pending]
-    teacher.preflight()
-    run_id = ws.start_run(command)
-    stored = {**args, "base_url": _storable_url(getattr(teacher, "base_url", None))}
-    with ws.transaction():
-        ws.execute(
-            "INSERT INTO sbs_batch_runs (run_id, provider, model, teacher, source, out_name, args, config_hash, "
-            "requests, max_rounds, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                run_id,
-                teacher.provider,
-                teacher.model,
-                teacher.spec,
-                p.source.ref,
-                out_name,
-                json.dumps(stored, default=str),
-                chash,
-                p.total,
-                max(1, s.max_rounds),
-                _now(),
-            ],
-        )
-    ctx = _Ctx(_run_row(ws, run_id), p, teacher, api, {it.key: it for it in misses})
+    tally = {"misses": 0, "prompt": 0, "output": 0}
+
+    def counted(items: Iterable[Item]) -> Iterator[Item]:
+        for it in items:  # every miss, also those pending elsewhere (as they were before streaming)
+            tally["misses"] += 1
+            tally["prompt"] += estimate_tokens(it.req.prompt_chars)
+            tally["output"] += int(it.req.params.get("max_tokens") or 0)
+            yield it
+
     try:
-        job_ids = submit_round(ws, ctx, 0, todo, s) if todo else []
+        parts = _stage(ws, api, _sendable(ws, None, counted(p.misses(ws))), s)
+        if max_usd is not None:  # a batch cannot stop midway: check the worst case before sending anything
+            worst = teacher.facts.cost(tally["prompt"], tally["output"], batch=True)
+            if worst is not None and worst > max_usd:
+                raise SbsError(
+                    f"--max-usd {max_usd:g}: a batch cannot stop midway and may cost up to ${worst:.4f} "
+                    "(at most max_tokens per answer); raise the limit, lower --limit, or use online mode"
+                )
+        teacher.preflight()
+        run_id = ws.start_run(command)
+        stored = {**args, "base_url": _storable_url(getattr(teacher, "base_url", None))}
+        with ws.transaction():
+            ws.execute(
+                "INSERT INTO sbs_batch_runs (run_id, provider, model, teacher, source, out_name, args, "
+                "config_hash, requests, max_rounds, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    run_id,
+                    teacher.provider,
+                    teacher.model,
+                    teacher.spec,
+                    p.source.ref,
+                    out_name,
+                    json.dumps(stored, default=str),
+                    chash,
+                    p.total,
+                    max(1, s.max_rounds),
+                    _now(),
+                ],
+            )
+        ctx = _Ctx(_run_row(ws, run_id), p, teacher, api)
+        job_ids: list[str] = []
+        if parts:
+            _record_round(ws, ctx, 0, parts)
+            job_ids = _send_round(ws, ctx, 0, s)
     finally:
+        ws.execute(f"DROP TABLE IF EXISTS {_STAGE}")
         api.close()
-    ws.finish_run(run_id, "submitted", {"requests": p.total, "submitted": len(todo), "jobs": len(job_ids)})
+    sent = sum(n for n, _ in parts)
+    ws.finish_run(run_id, "submitted", {"requests": p.total, "submitted": sent, "jobs": len(job_ids)})
     summary.update(
         mode="batch",
         run=run_id,
         jobs=len(job_ids),
-        submitted_now=len(todo),
-        pending_elsewhere=len(misses) - len(todo),
+        submitted_now=sent,
+        pending_elsewhere=tally["misses"] - sent,
         next=f"sbs-data batches wait {run_id}",
     )
     return GenerateResult(None, summary)
@@ -484,21 +589,17 @@ def _collect_job(ws: Workspace, ctx: _Ctx, job: dict) -> dict[str, int]:
         output_file_id=job["output_file_id"],
         error_file_id=job["error_file_id"],
     )
-    keys = set(_job_keys(ws, job["job_id"]))
+    rows = _job_rows(ws, job["job_id"])
+    where = {key: (e, k) for key, e, k in rows}
+    # what an answer row stores besides the response: only this job's requests are rendered
+    meta = {it.key: (it.subject, it.ing, it.choices) for it in _job_items(ws, ctx.plan, rows)}
+    keys = set(where)
     answers, failures, seen = [], [], set()
     counts = {"succeeded": 0, "errored": 0, "expired": 0, "canceled": 0}
 
     def fail(key: str, kind: str, status: int | None, msg: str | None) -> None:
-        it = ctx.items.get(key)
-        f = Failure(
-            key,
-            kind,
-            redact(msg, ctx.api.secrets) or "",
-            status,
-            round_ + 1,
-            it.example_id if it else None,
-            it.sample_idx if it else None,
-        )
+        e, k = where.get(key, (None, None))
+        f = Failure(key, kind, redact(msg, ctx.api.secrets) or "", status, round_ + 1, e, k)
         failures.append(cache_mod.failure_row(f, t, run_id))
         counts[kind if kind in ("expired", "canceled") else "errored"] += 1
 
@@ -506,13 +607,13 @@ def _collect_job(ws: Workspace, ctx: _Ctx, job: dict) -> dict[str, int]:
         if r.key not in keys or r.key in seen:
             continue
         seen.add(r.key)
-        it = ctx.items.get(r.key)
-        if r.response is None or it is None:
+        m = meta.get(r.key)
+        if r.response is None or m is None:
             fail(r.key, r.kind or "error", r.status, r.error or "no result")
             continue
         resp = r.response
         if ctx.plan.json_mode and not last_round:
-            _, why = parse(ctx.plan.task, resp.text, it.choices, True)
+            _, why = parse(ctx.plan.task, resp.text, m[2], True)
             if why is not None:  # like online mode: invalid structured output is asked again (bounded)
                 fail(r.key, "invalid_output", None, f"invalid structured output: {why}")
                 continue
@@ -524,7 +625,7 @@ def _collect_job(ws: Workspace, ctx: _Ctx, job: dict) -> dict[str, int]:
             batch=True,
         )
         a = Answer.from_response(r.key, resp, latency_ms=None, cost_usd=cost, attempts=round_ + 1)
-        answers.append(cache_mod.answer_row(a, t, subject=it.subject, request=it.ing, run_id=run_id))
+        answers.append(cache_mod.answer_row(a, t, subject=m[0], request=m[1], run_id=run_id))
         counts["succeeded"] += 1
     status = (job["provider_status"] or "").lower()
     for key in sorted(keys - seen):
@@ -556,13 +657,13 @@ def _collect_job(ws: Workspace, ctx: _Ctx, job: dict) -> dict[str, int]:
     return counts
 
 
-def _latest_failures(ws: Workspace, run_id: str) -> dict[str, tuple[str, str]]:
-    rows = ws.all(
-        "SELECT cache_key, arg_max(kind, attempts), arg_max(error, attempts) FROM sbs_failures "
-        "WHERE run_id = ? GROUP BY cache_key",
-        [run_id],
+def _pending_elsewhere(ws: Workspace, ctx: _Ctx) -> bool:
+    """Whether another run's open job may still answer one of this plan's unanswered keys."""
+    q = (
+        "SELECT count(*) FROM sbs_batch_requests r JOIN sbs_batches b USING (job_id) "
+        f"WHERE b.state IN {OPEN_STATES} AND b.run_id <> ? AND r.cache_key IN (SELECT unnest(?::VARCHAR[]))"
     )
-    return {k: (kind, err) for k, kind, err in rows}
+    return any(ws.one(q, [ctx.run["run_id"], keys]) for keys in _unanswered_keys(ws, ctx.plan))
 
 
 def _advance(ws: Workspace, ctx: _Ctx, s: BatchSettings) -> str:
@@ -571,17 +672,13 @@ def _advance(ws: Workspace, ctx: _Ctx, s: BatchSettings) -> str:
     jobs = _jobs(ws, run_id)
     if any(j["state"] in OPEN_STATES for j in jobs):
         return "pending"
-    cached = cache_mod.present(ws, list(ctx.items))
-    unresolved = [k for k in ctx.items if k not in cached]
-    elsewhere = _pending_keys(ws, exclude_run=run_id) & set(unresolved)
-    if elsewhere:
+    if _pending_elsewhere(ws, ctx):
         return "pending"  # another run's open job will answer these
-    fails = _latest_failures(ws, run_id)
-    retry = [k for k in unresolved if k not in fails or fails[k][0] in RETRYABLE_KINDS]
     next_round = max((j["round"] for j in jobs), default=-1) + 1
-    if retry and ctx.run["status"] == "open" and next_round < ctx.run["max_rounds"]:
-        submit_round(ws, ctx, next_round, [ctx.items[k] for k in retry], s)
-        return "resubmitted"
+    if ctx.run["status"] == "open" and next_round < ctx.run["max_rounds"]:
+        # the plan's unanswered requests, less those whose last failure here is permanent
+        if submit_round(ws, ctx, next_round, _sendable(ws, run_id, ctx.plan.misses(ws)), s):
+            return "resubmitted"
     _finish(ws, ctx)
     return "done"
 

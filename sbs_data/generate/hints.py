@@ -69,7 +69,7 @@ class HintPlan(Plan):
     def prompt_parts(self) -> tuple[str | None, str, str]:
         return self.prompt.parts(self.json_mode, hinted=True)
 
-    def _chosen_sql(self, ws: Workspace) -> tuple[str, list]:
+    def _chosen_sql(self, ws: Workspace, only: list[str] | None = None) -> tuple[str, list]:
         gsql, gp = ws.rows_query(self.source, "example_id, sample_idx, split, parse_status, pred_label")
         wrong = "(g.parse_status = 'ok' AND g.pred_label IS DISTINCT FROM e.label)"
         failed = "g.parse_status <> 'ok'"
@@ -78,14 +78,21 @@ class HintPlan(Plan):
             "SELECT g.example_id, g.sample_idx, g.split, g.parse_status, g.pred_label, e.label, e.choices, "
             f"e.input_text FROM ({gsql}) g JOIN sbs_examples e ON e.version_id = ? AND e.example_id = g.example_id "
             f"WHERE e.label IS NOT NULL AND list_contains(?::VARCHAR[], g.split) AND ({cond}) "
-            "ORDER BY g.example_id, g.sample_idx"
+            + ("AND g.example_id IN (SELECT unnest(?::VARCHAR[])) " if only is not None else "")
+            + "ORDER BY g.example_id, g.sample_idx"
         )
-        return sql, [*gp, self.examples.version_id, list(self.splits)]
+        return sql, [
+            *gp,
+            self.examples.version_id,
+            list(self.splits),
+            *([list(only)] if only is not None else []),
+        ]
 
-    def chosen(self, ws: Workspace) -> Iterator[list[tuple]]:
-        """Chunks of (example_id, sample_idx, split, gold, choices, input_text) to ask again."""
+    def chosen(self, ws: Workspace, only: list[str] | None = None) -> Iterator[list[tuple]]:
+        """Chunks of (example_id, sample_idx, split, gold, choices, input_text) to ask again (`only`: of
+        these example ids)."""
         memo: dict[tuple, bool] = {}
-        sql, params = self._chosen_sql(ws)
+        sql, params = self._chosen_sql(ws, only)
         for batch in ws.batches(sql, params, CHUNK):
             out = []
             for e, k, split, status, pred, gold, choices, text in zip(*batch.to_pydict().values()):
@@ -114,8 +121,8 @@ class HintPlan(Plan):
             example_id, split, k, choices, req, ing, cache_mod.key_of(ing), cache_mod.subject_of(input_text)
         )
 
-    def item_chunks(self, ws: Workspace) -> Iterator[list[Item]]:
-        for rows in self.chosen(ws):
+    def item_chunks(self, ws: Workspace, only: list[str] | None = None) -> Iterator[list[Item]]:
+        for rows in self.chosen(ws, only):
             yield [self.hint_item(e, sp, c, t, g, k) for e, k, sp, g, c, t in rows]
 
     def first_item(self, ws: Workspace) -> Item | None:

@@ -145,10 +145,15 @@ class Plan:
         """What the plan's command does once its version is built (nothing for generate); summary fields."""
         return {}
 
-    def item_chunks(self, ws: Workspace) -> Iterator[list[Item]]:
-        """Every request, rendered and keyed in Python, a chunk of examples at a time, in stored order."""
+    def item_chunks(self, ws: Workspace, only: list[str] | None = None) -> Iterator[list[Item]]:
+        """Every request, rendered and keyed in Python, a chunk of examples at a time, in stored order;
+        `only`: just the requests of these example ids (a batch job's, without rendering the whole plan)."""
         src, sp = self._source(ws)
-        for batch in ws.batches(f"SELECT example_id, split, choices, input_text FROM ({src})", sp, CHUNK):
+        where = ""
+        if only is not None:
+            where, sp = " WHERE example_id IN (SELECT unnest(?::VARCHAR[]))", [*sp, list(only)]
+        q = f"SELECT example_id, split, choices, input_text FROM ({src}){where}"
+        for batch in ws.batches(q, sp, CHUNK):
             rows = zip(*batch.to_pydict().values())
             yield [self.item(e, s, c, t, k) for e, s, c, t in rows for k in range(self.samples)]
 
