@@ -150,3 +150,60 @@ def test_cli_score_with_judge(tmp_path, server):  # noqa: F811
     assert "judge: 3 of 3 rows graded (0 cached, 3 called, 0 failed, 0 unparsed)" in r.output
     r = CliRunner().invoke(app, ["score", gen.ref, "--offline", "--db", str(ws_path)])
     assert r.exit_code != 0 and "only apply with --judge" in r.output
+
+
+def test_judge_prompt_as_sql_is_the_rendered_text(ws):
+    p = load_judge_prompt()
+    hostile = [
+        ("Q {label} é", 'a {input} {rationale}\\n"x" 🙂', "red"),
+        ("", "only", None),
+        ("{", "}", "{label}"),
+    ]
+    content, params = p.content_sql({"input": "i", "rationale": "r", "label": "l"})
+    for i, r, lab in hostile:
+        got = ws.one(
+            f"SELECT {content} FROM (SELECT ?::VARCHAR AS i, ?::VARCHAR AS r, ?::VARCHAR AS l)",
+            [*params, i, r, lab],
+        )
+        assert got == p.render(i, r, lab)
+
+
+def test_judge_reads_in_chunks_and_sends_each_prompt_once(ws, server, monkeypatch, tmp_path):  # noqa: F811
+    import sbs_data.quality.judge as J
+
+    monkeypatch.setattr(J, "CHUNK", 3)  # rows q0/0 q0/1 q1/0 | q1/1 q2/0: a duplicate across chunks
+    ex = make_examples(ws, "col", "cqa", QUESTIONS, split="train")
+    rows = [
+        # two different (rationale, label) pairs that render the very same prompt with this template
+        {"example_id": "q0", "sample_idx": 0, "raw": "x", "rationale": "Red. So r", "pred_label": "ed"},
+        {"example_id": "q0", "sample_idx": 1, "raw": "x", "rationale": "Red. So re", "pred_label": "d"},
+        {"example_id": "q1", "sample_idx": 0, "raw": "Blue is calm. So the answer is (b) blue."},
+        {"example_id": "q1", "sample_idx": 1, "raw": "Blue is calm. So the answer is (b) blue."},
+        {"example_id": "q2", "raw": "Green grows. So the answer is (c) green."},
+        {"example_id": "q3", "raw": None},
+    ]
+    gen = make_generations(ws, ex, rows, name="col-gen")
+    tpl = tmp_path / "judge.yaml"
+    tpl.write_text('template: "{input}\\n{rationale}{label}\\nGrade it."\n')
+    server.set_faults(
+        FaultPlan(answers={"Red. So red": "Score: 2", "Blue is calm": "Score: 4", "Green": "meh"})
+    )
+    sv = score(ws, gen.ref, judge=_judge(prompt_path=tpl))
+    s = scores_by_key(ws, sv)
+    assert server.stats()["count"] == 3  # 5 rows to grade, 3 distinct prompts
+    got = {k: v["judge_score"] for k, v in s.items()}
+    assert got == {("q0", 0): 2, ("q0", 1): 2, ("q1", 0): 4, ("q1", 1): 4, ("q2", 0): None, ("q3", 0): None}
+    summary = json.loads(ws.one("SELECT stats FROM sbs_runs"))["judge"]
+    assert (
+        summary["rows"],
+        summary["cached"],
+        summary["called"],
+        summary["judged"],
+        summary["unparsed"],
+    ) == (
+        5,
+        2,
+        3,
+        4,
+        1,
+    )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,6 +52,20 @@ class JudgePrompt:
         # one pass over the template, not str.format (rationales and inputs contain braces) nor chained
         # str.replace (a "{label}" inside a rationale would be expanded too)
         return _PLACEHOLDERS.sub(lambda m: values[m.group(1)], self.template)
+
+    def content_sql(self, columns: dict[str, str]) -> tuple[str, list[str]]:
+        """`render` as a SQL expression over `columns` (placeholder -> SQL), with its literal pieces as
+        parameters: the same text, character for character."""
+        parts = _PLACEHOLDERS.split(self.template)  # literal, name, literal, ..., literal
+        sql, params = [], []
+        for i, part in enumerate(parts):
+            if i % 2:
+                col = columns[part]
+                sql.append(f"coalesce({col}, '(none)')" if part == "label" else col)
+            else:
+                sql.append("?")
+                params.append(part)
+        return "(" + " || ".join(sql) + ")", params
 
 
 def load_judge_prompt(path: str | Path | None = None) -> JudgePrompt:
@@ -116,6 +130,84 @@ class Judge:
     warn: Callable[[str], None] = lambda m: print(m, file=sys.stderr)
 
 
+#: Graded rows read, rendered and looked up per chunk.
+CHUNK = 4096
+
+
+@dataclass
+class _Rows:
+    """The rows to grade, read a chunk at a time; each pass renders its chunk again rather than keep a
+    request (or a key) per row, so memory follows the chunk, not the version."""
+
+    ws: Workspace
+    sql: str
+    params: list[Any]
+    prompt: JudgePrompt
+    teacher: Any
+    req_params: dict[str, Any]
+
+    def chunks(self) -> Iterator[list[tuple[Item, bool]]]:
+        """(request, whether another row asks exactly the same thing) per row, in (example, sample) order."""
+        for batch in self.ws.batches(self.sql, self.params, CHUNK):
+            out = []
+            for example_id, sample_idx, input_text, rationale, label, dup in zip(*batch.to_pydict().values()):
+                req = Request(
+                    ({"role": "user", "content": self.prompt.render(input_text, rationale, label)},),
+                    self.prompt.system,
+                    self.req_params,
+                    None,
+                    0,
+                    example_id,
+                )
+                ing = cache_mod.canonical(cache_mod.ingredients(self.teacher, req))
+                subject = cache_mod.subject_of(input_text)
+                it = Item(example_id, "", sample_idx, None, req, ing, cache_mod.key_of(ing), subject)
+                out.append((it, dup))
+            yield out
+
+    def misses(self, counts: dict[str, Any] | None = None) -> Iterator[Item]:
+        """The requests not in the cache, each key once. Only keys of rows asking the same as another row
+        are remembered (as 32-byte digests)."""
+        seen: set[bytes] = set()
+        for chunk in self.chunks():
+            hits = cache_mod.present(self.ws, [it.key for it, _ in chunk])
+            for it, dup in chunk:
+                if counts is not None:
+                    counts["rows"] += 1
+                if it.key in hits:
+                    continue
+                if dup:
+                    d = bytes.fromhex(it.key)
+                    if d in seen:
+                        continue
+                    seen.add(d)
+                yield it
+
+    def scores(self) -> tuple[pl.DataFrame, int, int]:
+        """(example_id, sample_idx, judge_score) of every row from the cached replies; graded, unparsed."""
+        frames, judged, unparsed = [], 0, 0
+        for chunk in self.chunks():
+            texts = cache_mod.texts(self.ws, [it.key for it, _ in chunk])
+            scores = [parse_score(texts.get(it.key)) for it, _ in chunk]
+            judged += sum(x is not None for x in scores)
+            unparsed += sum(x is None and it.key in texts for x, (it, _) in zip(scores, chunk, strict=True))
+            frames.append(
+                pl.DataFrame(
+                    {
+                        "example_id": [it.example_id for it, _ in chunk],
+                        "sample_idx": [it.sample_idx for it, _ in chunk],
+                        "judge_score": scores,
+                    },
+                    schema=_SCORE_SCHEMA,
+                )
+            )
+        df = pl.concat(frames) if frames else pl.DataFrame(schema=_SCORE_SCHEMA)
+        return df, judged, unparsed
+
+
+_SCORE_SCHEMA = {"example_id": pl.Utf8, "sample_idx": pl.Int32, "judge_score": pl.Int32}
+
+
 def run_judge(
     ws: Workspace, v: Version, visible_sql: tuple[str, list[Any]], task: Task, judge: Judge
 ) -> tuple[pl.DataFrame, dict[str, Any], dict[str, Any]]:
@@ -131,47 +223,37 @@ def run_judge(
     )
     params = {"temperature": 0.0, "max_tokens": judge.max_tokens}
     src, sp = visible_sql
-    rows = ws.all(
-        f"""
-        SELECT g.example_id, g.sample_idx, coalesce(e.input_text, ''), g.rationale, g.pred_label
+    content, cp = prompt.content_sql(
+        {"input": "coalesce(e.input_text, '')", "rationale": "g.rationale", "label": "g.pred_label"}
+    )
+    # `dup`: another row renders the same prompt, so its key is remembered when sending each key once
+    sql = f"""
+        SELECT g.example_id, g.sample_idx, coalesce(e.input_text, '') AS input_text, g.rationale, g.pred_label,
+               count(*) OVER (PARTITION BY {content}) > 1 AS dup
         FROM (SELECT g.* FROM {src}) g
         LEFT JOIN (SELECT * FROM sbs_examples WHERE version_id = ?) e USING (example_id)
         WHERE g.rationale IS NOT NULL AND trim(g.rationale) <> ''
         ORDER BY g.example_id, g.sample_idx
-        """,
-        [*sp, v.examples_id],
-    )
-    items: list[Item] = []
-    for example_id, sample_idx, input_text, rationale, label in rows:
-        req = Request(
-            ({"role": "user", "content": prompt.render(input_text, rationale, label)},),
-            prompt.system,
-            params,
-            None,
-            0,
-            example_id,
-        )
-        ing = cache_mod.canonical(cache_mod.ingredients(teacher, req))
-        subject = cache_mod.subject_of(input_text)
-        items.append(Item(example_id, "", sample_idx, None, req, ing, cache_mod.key_of(ing), subject))
+        """
+    rows = _Rows(ws, sql, [*cp, *sp, v.examples_id], prompt, teacher, params)
     config = {
         "teacher": teacher.lineage(),
         "prompt": prompt.source,
         "prompt_sha": prompt.sha,
         "params": params,
     }
-    hits = cache_mod.present(ws, [it.key for it in items])
-    misses, seen = [], set()
-    for it in items:
-        if it.key not in hits and it.key not in seen:
-            seen.add(it.key)
-            misses.append(it)
-    if misses and judge.offline and teacher.network:
+    counts: dict[str, Any] = {"rows": 0}
+    n_miss, first = 0, None
+    for it in rows.misses(counts):  # a counting pass: what the engine is about to be asked
+        n_miss += 1
+        first = first or it
+    n_rows = counts["rows"]
+    if first is not None and judge.offline and teacher.network:
         raise SbsError(
-            f"--offline: {len(misses)} of {len(items)} judge requests are not in the cache "
-            f"(first: example {misses[0].example_id!r}); run without --offline"
+            f"--offline: {n_miss} of {n_rows} judge requests are not in the cache "
+            f"(first: example {first.example_id!r}); run without --offline"
         )
-    if misses:  # nothing to pay for (or warn about) when every grade is cached
+    if n_miss:  # nothing to pay for (or warn about) when every grade is cached
         check_facts(teacher, judge.max_usd, judge.warn)
         teacher.preflight()
     command = f"judge {v.ref} --judge {teacher.spec}"
@@ -179,26 +261,25 @@ def run_judge(
         engine = answer(
             ws,
             teacher,
-            misses,
+            rows.misses() if n_miss else (),
             judge.settings,
             task=task,
             max_usd=judge.max_usd,
             run_id=run.run_id,
-            total=len(items),
-            cached=len(items) - len(misses),
-            expected=len(misses),
+            total=n_rows,
+            cached=n_rows - n_miss,
+            expected=n_miss,
             label="judge",
             warn=judge.warn,
         )
-        answers = cache_mod.texts(ws, [it.key for it in items])
-        scores = [parse_score(answers.get(it.key)) for it in items]
+        df, judged, unparsed = rows.scores()
         summary = {
-            "judged": sum(s is not None for s in scores),
-            "rows": len(items),
-            "cached": len(items) - len(misses),
+            "judged": judged,
+            "rows": n_rows,
+            "cached": n_rows - n_miss,
             "called": engine.c.called,
             "failed": engine.c.failed,
-            "unparsed": sum(s is None and it.key in answers for s, it in zip(scores, items, strict=True)),
+            "unparsed": unparsed,
             "skipped": engine.c.skipped,
             "spent_usd": round(engine.c.spend, 6) if engine.c.spend_known else None,
         }
@@ -209,12 +290,4 @@ def run_judge(
             run.status = "stopped" if engine.stop_reason else "ok"
     if engine.stop_reason:
         judge.warn(f"judge stopped: {engine.stop_reason}; rows not graded keep judge_score NULL")
-    df = pl.DataFrame(
-        {
-            "example_id": [it.example_id for it in items],
-            "sample_idx": [it.sample_idx for it in items],
-            "judge_score": scores,
-        },
-        schema={"example_id": pl.Utf8, "sample_idx": pl.Int32, "judge_score": pl.Int32},
-    )
     return df, config, summary
