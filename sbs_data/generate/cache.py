@@ -195,7 +195,8 @@ class CacheWriter:
 
     Fed by a queue from the request tasks; the DuckDB work runs in a worker thread so the event loop keeps
     the network busy. After a SIGKILL the next run folds the journal in (`replay_journals`), so at most the
-    requests in flight are paid twice.
+    requests in flight are paid twice. The journal is emptied whenever everything in it is committed, so
+    it stays small on long runs.
     """
 
     ws: Any
@@ -245,6 +246,10 @@ class CacheWriter:
                     break
                 batch.append(nxt)
             await asyncio.to_thread(self._write, batch)
+            # Everything journaled is committed now (only this loop's thread appends to the journal, and it
+            # is here): start the journal afresh, so it holds at most the answers of one flush window.
+            if self._fd is not None and self.queue.empty() and not self._lost:
+                os.ftruncate(self._fd, 0)
             if stop:
                 return
 
