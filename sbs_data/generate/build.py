@@ -73,16 +73,23 @@ def partial_name(name: str) -> str:
     return name if name.endswith(PARTIAL_SUFFIX) else f"{name}{PARTIAL_SUFFIX}"
 
 
-def _rows_sql(ws: Workspace, p: Plan, run_id: str | None) -> tuple[str, list]:
-    keyed, kp = p.keyed(ws)
+#: The plan's rows, keyed, while a version is built (a plain table: the reading cursor is another connection).
+_STAGE = "_sbs_build_rows"
+#: Cache keys are uniform hex: joining one leading digit at a time holds a sixteenth of the answers at once.
+_KEY_PARTS = "0123456789abcdef"
+
+
+def _rows_sql(run_id: str | None, part: str) -> tuple[str, list]:
+    """The staged rows whose key starts with `part`, with their answer (if any) and this run's failure."""
     cols = ", ".join(f"c.{c}" for c in _CACHE_VALUES)
     return (
         "SELECT p.example_id, p.sample_idx, p.split, p.choices, p.cache_key, c.cache_key IS NOT NULL AS hit, "
         f"c.text, {cols}, f.kind, f.error "
-        f"FROM ({keyed}) p LEFT JOIN sbs_cache c ON c.cache_key = p.cache_key "
+        f"FROM (SELECT * FROM {_STAGE} WHERE starts_with(cache_key, ?)) p "
+        "LEFT JOIN (SELECT * FROM sbs_cache WHERE starts_with(cache_key, ?)) c ON c.cache_key = p.cache_key "
         "LEFT JOIN (SELECT cache_key, arg_max(kind, created_at) AS kind, arg_max(error, created_at) AS error "
         "FROM sbs_failures WHERE run_id = ? GROUP BY cache_key) f ON f.cache_key = p.cache_key",
-        [*kp, run_id],
+        [part, part, run_id],
     )
 
 
@@ -185,9 +192,21 @@ class _Same(Exception):
 
 def _chunks(ws: Workspace, p: Plan, run_id: str | None):
     if p.sql_keys:
-        sql, params = _rows_sql(ws, p, run_id)
-        for batch in ws.batches(sql, params, CHUNK):
-            yield batch.to_pydict()
+        # A million answers do not fit DuckDB's memory cap in one hash join: the keyed plan (small columns)
+        # is staged once, then joined with the cache a key prefix at a time.
+        keyed, kp = p.keyed(ws)
+        ws.execute(
+            f"CREATE OR REPLACE TABLE {_STAGE} AS SELECT example_id, sample_idx, split, choices, cache_key "
+            f"FROM ({keyed})",
+            kp,
+        )
+        try:
+            for part in _KEY_PARTS:
+                sql, params = _rows_sql(run_id, part)
+                for batch in ws.batches(sql, params, CHUNK):
+                    yield batch.to_pydict()
+        finally:
+            ws.execute(f"DROP TABLE IF EXISTS {_STAGE}")
         return
     # Python-keyed plans (replay, rationalize): render the chunk, then read its answers and failures by key.
     for items in p.item_chunks(ws):
