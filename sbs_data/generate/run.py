@@ -29,7 +29,8 @@ from sbs_data.teachers.registry import parse_spec, supports_batch
 from sbs_data.workspace import Workspace, check_name
 
 #: DuckDB's memory cap while a plan runs: the key pass, the cache join and the version build spill past it
-#: instead of holding a million rows (DuckDB's buffer pool otherwise keeps every block it touched).
+#: instead of holding a million rows (DuckDB's buffer pool otherwise keeps every block it touched). Row
+#: order is not kept either (a version's rows are a set; keeping order buffers whole results).
 DUCKDB_MEMORY_BYTES = 384 * 2**20
 
 __all__ = ["GenerateResult", "Settings", "answer", "explain", "generate", "plan", "sanitize_name"]
@@ -229,7 +230,7 @@ def run_plan(
     batch submission (`batch_args` must let `batch._context` re-plan it), or online calls, then the version
     (`build_version`) and the plan's own follow-up (`Plan.finish`)."""
     check_name(out_name)
-    with ws.tuned(memory_limit=DUCKDB_MEMORY_BYTES):
+    with ws.tuned(memory_limit=DUCKDB_MEMORY_BYTES, preserve_insertion_order=False):
         return _run_plan(
             ws,
             p,
