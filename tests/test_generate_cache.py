@@ -185,3 +185,38 @@ def test_keys_never_reach_the_workspace_or_output(tmp_path, server, monkeypatch)
     assert b"invalid api key" in blob or b"auth" in blob  # the errors are there...
     assert FAKE_KEY.encode() not in blob and b"sk-wrong-key" not in blob  # ...the keys are not
     assert b"SUPERSECRET" not in blob
+
+
+def test_journal_segments_are_dropped_once_committed_and_kept_until_then(tmp_path):
+    """The journal holds at most the answers not yet committed: a long run does not grow it."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from sbs_data.generate.answer import Answer
+    from sbs_data.generate.cache import CacheWriter, journal_dir, replay_journals
+    from sbs_data.teachers.registry import parse_spec
+    from sbs_data.workspace import Workspace
+
+    ws = Workspace.open(tmp_path / "j.duckdb")
+    teacher = parse_spec("openai:gpt-4o-mini")
+    item = SimpleNamespace(subject="s", ing="{}")
+    sizes: list[int] = []
+
+    async def main() -> CacheWriter:
+        w = CacheWriter(ws, teacher, "run1", flush_interval=0.01)
+        w.start()
+        for wave in range(5):
+            for i in range(50):
+                w.answer(Answer(f"k{wave}-{i}", "text"), item)
+            await asyncio.sleep(0.1)  # a flush commits the wave
+            sizes.append(sum(1 for f in journal_dir(ws).glob("*.jsonl") for _ in open(f)))
+        # an answer that arrives and is never committed (the process dies) stays journaled
+        w.answer(Answer("late", "text"), item)
+        return w
+
+    w = asyncio.run(main())
+    assert max(sizes) <= 50 and sizes[-1] == 0  # committed waves leave the journal
+    assert ws.one("SELECT count(*) FROM sbs_cache") == 250
+    assert w._seq == 251  # "late" was journaled, never written: the next run folds it in
+    assert replay_journals(ws) == 1 and ws.one("SELECT count(*) FROM sbs_cache") == 251
+    ws.close()

@@ -195,8 +195,8 @@ class CacheWriter:
 
     Fed by a queue from the request tasks; the DuckDB work runs in a worker thread so the event loop keeps
     the network busy. After a SIGKILL the next run folds the journal in (`replay_journals`), so at most the
-    requests in flight are paid twice. The journal is emptied whenever everything in it is committed, so
-    it stays small on long runs.
+    requests in flight are paid twice. The journal is a series of segments, a new one per flush; a segment
+    is deleted once every answer in it is committed, so the journal stays small on long runs.
     """
 
     ws: Any
@@ -213,23 +213,31 @@ class CacheWriter:
     _fd: int | None = None
     _path: Path | None = None
     _lost: bool = False
+    _seq: int = 0  # answers journaled so far; each queued answer carries its number
+    _segments: int = 0
+    _closed: list[tuple[Path, int]] = field(default_factory=list)  # (segment, its last answer's number)
 
     def start(self) -> None:
         if self.journal and self._fd is None:
-            d = journal_dir(self.ws)
-            d.mkdir(exist_ok=True)
-            self._path = d / f"{self.run_id or 'run'}-{os.getpid()}.jsonl"
-            self._fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            self._open_segment()
         self._task = asyncio.create_task(self._run())
+
+    def _open_segment(self) -> None:
+        d = journal_dir(self.ws)
+        d.mkdir(exist_ok=True)
+        self._path = d / f"{self.run_id or 'run'}-{os.getpid()}-{self._segments:06d}.jsonl"
+        self._segments += 1
+        self._fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
 
     def answer(self, a: Answer, item: Any) -> None:
         row = answer_row(a, self.teacher, subject=item.subject, request=item.ing, run_id=self.run_id)
+        self._seq += 1
         if self._fd is not None:
             os.write(self._fd, json.dumps(row, ensure_ascii=False).encode() + b"\n")
-        self.queue.put_nowait(("a", row))
+        self.queue.put_nowait(("a", row, self._seq))
 
     def failure(self, f: Failure, item: Any = None) -> None:
-        self.queue.put_nowait(("f", failure_row(f, self.teacher, self.run_id)))
+        self.queue.put_nowait(("f", failure_row(f, self.teacher, self.run_id), 0))
 
     async def _run(self) -> None:
         while True:
@@ -245,21 +253,30 @@ class CacheWriter:
                     stop = True
                     break
                 batch.append(nxt)
+            if self._fd is not None:  # later answers go to a new segment; this one ends at self._seq
+                os.close(self._fd)
+                assert self._path is not None
+                self._closed.append((self._path, self._seq))
+                self._open_segment()
             await asyncio.to_thread(self._write, batch)
-            # Everything journaled is committed now (only this loop's thread appends to the journal, and it
-            # is here): start the journal afresh, so it holds at most the answers of one flush window.
-            if self._fd is not None and self.queue.empty() and not self._lost:
-                os.ftruncate(self._fd, 0)
+            self._drop_committed(max((n for k, _, n in batch if k == "a"), default=0))
             if stop:
                 return
 
-    def _write(self, batch: list[tuple[str, dict]]) -> None:
-        answers = [r for k, r in batch if k == "a"]
-        failures = [r for k, r in batch if k == "f"]
+    def _drop_committed(self, upto: int) -> None:
+        """Delete the closed segments whose answers are all committed (the queue is first in, first out)."""
+        if self._lost:
+            return  # keep the journal: the next run folds these answers in
+        while self._closed and self._closed[0][1] <= upto:
+            self._closed.pop(0)[0].unlink(missing_ok=True)
+
+    def _write(self, batch: list[tuple[str, dict, int]]) -> None:
+        answers = [r for k, r, _ in batch if k == "a"]
+        failures = [r for k, r, _ in batch if k == "f"]
         try:
             write(self.ws, answers, failures)
         except BaseException:
-            self._lost = True  # keep the journal: the next run folds these answers in
+            self._lost = True
             raise
         self.written += len(answers)
         self.failures_written += len(failures)
@@ -286,10 +303,12 @@ class CacheWriter:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
-            if self._path is not None and not self._lost:
-                self._path.unlink(missing_ok=True)
+            if self._path is not None:
+                self._closed.append((self._path, self._seq))
+            self._drop_committed(self._seq)
+            if not self._closed:
                 with contextlib.suppress(OSError):
-                    self._path.parent.rmdir()
+                    journal_dir(self.ws).rmdir()
 
 
 # -- stats and explain ----------------------------------------------------------------------------
