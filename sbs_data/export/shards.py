@@ -58,7 +58,7 @@ _PARQUET_OPTS: dict[str, Any] = {
 }
 _ROW_GROUP = 16_384
 #: DuckDB's memory cap while it reads and sorts the rows (it spills beyond): the rows themselves are Arrow.
-_DUCKDB_MEMORY = 256 * 2**20
+_DUCKDB_MEMORY = 384 * 2**20  # a 1M-row generation export ran out at 256 MiB (examples + rationales + sort)
 
 
 @dataclass

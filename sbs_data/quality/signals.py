@@ -219,10 +219,10 @@ def score(
 
 
 #: Rows scored per chunk: bounds memory (text, token hashes and temp tables of one chunk at a time).
-CHUNK_ROWS = 100_000
+CHUNK_ROWS = 50_000
 #: DuckDB's memory cap while scoring. Chunking keeps its working set small; without a cap its buffer
 #: pool keeps every block of the generations table it read (~0.2 GB per 100k rows), none of it needed.
-MEMORY_LIMIT_BYTES = 768 * 2**20
+MEMORY_LIMIT_BYTES = 256 * 2**20
 _DUP_COLS = ("exact_dup", "exact_dup_count", "near_dup", "near_dup_size", "near_dup_cluster")
 #: Filled after the per-chunk pass: duplicates at the end (`write_scores`), the judge's grades before it.
 _LATE_COLS = (*_DUP_COLS, "judge_score")
