@@ -40,7 +40,8 @@ WORDS = (
 )
 
 
-def start_server(latency: float) -> tuple[subprocess.Popen, str]:
+def start_server(latency: float, *flags: str) -> tuple[subprocess.Popen, str]:
+    """The stand-in server as its own process (extra CLI `flags`, e.g. "--rpm", "6000"); returns its URL."""
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -48,6 +49,7 @@ def start_server(latency: float) -> tuple[subprocess.Popen, str]:
             "--latency",
             str(latency),
             "--no-record",
+            *flags,
         ],
         stdout=subprocess.PIPE,
         text=True,

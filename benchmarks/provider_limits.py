@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,28 +31,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from generate_throughput import control, make_workspace  # noqa: E402
+from generate_throughput import control, make_workspace, start_server  # noqa: E402
 
 from sbs_data.generate.run import Settings, generate  # noqa: E402
 from sbs_data.teachers.models import facts_for  # noqa: E402
-
-
-def start(latency: float, rpm: int | None) -> tuple[subprocess.Popen, str]:
-    cmd = [
-        sys.executable,
-        str(ROOT / "tests" / "fake_llm_server.py"),
-        "--latency",
-        str(latency),
-        "--no-record",
-    ]
-    if rpm:
-        cmd += ["--rpm", str(rpm)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
-    line = proc.stdout.readline().strip()
-    if not line.startswith("READY "):
-        proc.kill()
-        raise SystemExit(f"server did not start: {line!r}")
-    return proc, line.split()[1]
 
 
 def long_prompt(path: Path) -> str:
@@ -71,7 +52,7 @@ def long_prompt(path: Path) -> str:
 
 
 def limits(args: argparse.Namespace, tmp: Path) -> dict:
-    proc, url = start(args.latency, args.rpm)
+    proc, url = start_server(args.latency, "--rpm", str(args.rpm))
     try:
         ws = make_workspace(tmp / "limits.duckdb", args.n)
         t0 = time.perf_counter()
@@ -108,7 +89,7 @@ def limits(args: argparse.Namespace, tmp: Path) -> dict:
 
 
 def bill(args: argparse.Namespace, tmp: Path) -> list[dict]:
-    proc, url = start(0.02, None)
+    proc, url = start_server(0.02)
     rows = []
     try:
         prompt = long_prompt(tmp / "long.yaml")

@@ -25,31 +25,14 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from generate_throughput import start_server  # noqa: E402  (the same stand-in launcher)
+
 WORDS = (
     "river stone lamp garden market violin harbor pencil winter forest bridge candle mirror ladder".split()
 )
 TEACHER = "openai:gpt-4o-mini"
-
-
-def start_server(latency_s: float) -> tuple[subprocess.Popen, str]:
-    """The stand-in OpenAI/Anthropic server as its own process (as benchmarks/generate_throughput.py does)."""
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            str(ROOT / "tests" / "fake_llm_server.py"),
-            "--latency",
-            str(latency_s),
-            "--no-record",
-            "--lenient",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    line = proc.stdout.readline().strip() if proc.stdout else ""
-    if not line.startswith("READY "):
-        proc.kill()
-        raise SystemExit(f"server did not start: {line!r}")
-    return proc, line.split()[1]
 
 
 def write_input(path: Path, n: int) -> None:
@@ -141,7 +124,7 @@ def main() -> None:
     work = args.workdir or Path(tempfile.mkdtemp(prefix="sbs-scale-"))
     work.mkdir(parents=True, exist_ok=True)
     log = work / "steps.log"
-    server, url = start_server(args.latency_ms / 1000)
+    server, url = start_server(args.latency_ms / 1000, "--lenient")
     results: list[dict] = []
     try:
         for n in sizes:

@@ -163,6 +163,7 @@ class Engine:
         self.succeeded = False
         self.probe_sent = 0  # requests sent before the first answer (at most PROBE)
         self.probe_done: asyncio.Event | None = None
+        self.expected = 0  # cache misses this run will send (set by run): the systematic-error verdict size
         self.last_answer = time.monotonic()
         self.backstop = settings.timeout * 1.5 + 5 if teacher.network else None
         self._told_until = 0.0
@@ -393,8 +394,6 @@ class Engine:
             for t in list(tasks):
                 t.cancel()
             await self.teacher.aclose()
-
-    expected: int = 0
 
 
 @contextlib.contextmanager
