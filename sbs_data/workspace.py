@@ -673,6 +673,25 @@ class Workspace:
         finally:
             cur.close()
 
+    def stream(self, sql: str, params: list | None = None, batch_rows: int = 65_536) -> Iterator[Any]:
+        """Like `batches`, but on the workspace's own connection, so it sees this session's temp tables
+        (`scratch`); nothing else may run on the workspace until the iterator is exhausted."""
+        self.con.execute("SELECT 1").fetchall()
+        yield from self.con.sql(sql, params=params or None).to_arrow_reader(batch_rows)
+
+    @contextmanager
+    def scratch(self, *names: str) -> Iterator[None]:
+        """Temp tables `names` (this connection's only; they spill to disk under the memory cap like any
+        table, also in a read-only workspace) for the body to create and fill, dropped after it."""
+        try:
+            yield
+        finally:
+            for name in names:
+                try:
+                    self.con.execute(f"DROP TABLE IF EXISTS temp.{name}")
+                except duckdb.Error:
+                    pass  # an aborted transaction of the caller: its error is the one to see
+
     @contextmanager
     def registered(self, name: str, frame: Any) -> Iterator[str]:
         """Make a polars/pandas DataFrame or pyarrow Table/RecordBatchReader queryable as `name` for the body,

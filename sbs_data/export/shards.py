@@ -23,11 +23,10 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from sbs_data import SbsError, __version__
-from sbs_data.export.contamination import find_contamination
+from sbs_data.export.contamination import FLAGGED, find_contamination
 from sbs_data.export.validate import validate_table
 from sbs_data.ingest import canonical_split
 from sbs_data.schemas import load_schema, validate
@@ -58,7 +57,12 @@ _PARQUET_OPTS: dict[str, Any] = {
 }
 _ROW_GROUP = 16_384
 #: DuckDB's memory cap while it reads and sorts the rows (it spills beyond): the rows themselves are Arrow.
-_DUCKDB_MEMORY = 384 * 2**20  # a 1M-row generation export ran out at 256 MiB (examples + rationales + sort)
+_DUCKDB_MEMORY = 256 * 2**20  # a 1M-row generation export ran out at 256 MiB (examples + rationales + sort)
+#: The export's rows while it runs: a temp table of this connection (it spills; Python holds a row group).
+_ROWS = "_sbs_export_rows"
+#: The columns a shard is made from (`label` is picked from gold_label or teacher_label).
+_READ = ("example_id", "task", "split", "input", "gold_label", "teacher_label", "rationale", "teacher",
+         "sample_idx", "choices", "quality", "hinted")  # fmt: skip
 
 
 @dataclass
@@ -112,7 +116,7 @@ def _signal_expr(name: str, dtype: str) -> str:
     return f"{col}::VARCHAR"  # UBIGINT hashes etc. do not fit int64: keep them exact as text
 
 
-def _load_rows(ws: Workspace, v: Version) -> pa.Table:
+def _rows_sql(ws: Workspace, v: Version) -> tuple[str, list]:
     """All rows visible in `v` joined to their examples (and quality signals), one per (example, sample)."""
     if v.examples_id is None:
         raise SbsError(f"{v.ref}: no examples version behind it; nothing to export")
@@ -154,39 +158,63 @@ def _load_rows(ws: Workspace, v: Version) -> pa.Table:
         FROM ({gen}) g
         LEFT JOIN sbs_examples e ON e.version_id = ? AND e.example_id = g.example_id
         {join_q}
-        ORDER BY split, g.example_id, g.sample_idx
     """
-    # Sorted by split, then key, in DuckDB (which spills): each split is then a zero-copy slice.
-    with ws.tuned(memory_limit=_DUCKDB_MEMORY):
-        batches = list(ws.batches(sql, params))
-        table = pa.Table.from_batches(batches) if batches else ws.arrow(sql, params)
-    del batches
-    missing = pc.sum(table.column("_missing").cast(pa.int64())).as_py() or 0
+    return sql, params
+
+
+def _load_rows(ws: Workspace, v: Version) -> int:
+    """Copy `v`'s rows into the temp table `_ROWS` (which spills to disk under the export's memory cap, so
+    a million rationales are never all in memory) and check them; returns the row count."""
+    sql, params = _rows_sql(ws, v)
+    ws.execute(f"CREATE OR REPLACE TEMP TABLE {_ROWS} AS {sql}", params)
+    n, missing = ws.all(f"SELECT count(*), count(*) FILTER (WHERE _missing) FROM {_ROWS}")[0]
     if missing:
-        ids = pc.filter(table.column("example_id"), table.column("_missing")).to_pylist()[:5]
+        ids = [r[0] for r in ws.all(f"SELECT example_id FROM {_ROWS} WHERE _missing ORDER BY 1 LIMIT 5")]
         raise SbsError(
             f"{v.ref}: {missing} row(s) answer examples absent from {ws.by_id(v.examples_id).ref} "
             f"(e.g. {', '.join(map(str, ids))}); the workspace is inconsistent"
         )
-    keys = pc.binary_join_element_wise(
-        table.column("example_id"), pc.cast(table.column("sample_idx"), pa.string()), "\x1f"
-    )
-    if pc.count_distinct(keys).as_py() != table.num_rows:
+    if ws.one(f"SELECT count(*) FROM (SELECT DISTINCT example_id, sample_idx FROM {_ROWS})") != n:
         raise SbsError(f"{v.ref}: duplicate (example_id, sample_idx) rows; are there duplicate scores rows?")
-    return table.drop_columns(["_missing"])
+    return int(n)
+
+
+def _count(ws: Workspace) -> int:
+    return int(ws.one(f"SELECT count(*) FROM {_ROWS}"))
+
+
+def _present(ws: Workspace) -> list[str]:
+    return [r[0] for r in ws.all(f"SELECT DISTINCT split FROM {_ROWS} ORDER BY 1")]
 
 
 # ---------------------------------------------------------------------------------------------
 # Splits, labels, shaping
 
 
+def _carve_count(n: int, fraction: float) -> int:
+    """How many of n train examples become validation: round(fraction * n), at least 1 and leaving 1."""
+    k = round(fraction * n)
+    if fraction > 0 and n >= 2:
+        k = min(max(k, 1), n - 1)
+    return k
+
+
 def carve_validation(example_ids: list[str], fraction: float, seed: int) -> set[str]:
-    """Pick round(fraction * n) example ids, deterministically from (seed, id) alone: order-independent."""
+    """Pick round(fraction * n) example ids, deterministically from (seed, id) alone: order-independent.
+    (The reference for `_carve`, which does the same in DuckDB.)"""
     ids = sorted(set(example_ids), key=lambda e: (hashlib.sha256(f"{seed}:{e}".encode()).hexdigest(), e))
-    k = round(fraction * len(ids))
-    if fraction > 0 and len(ids) >= 2:
-        k = min(max(k, 1), len(ids) - 1)
-    return set(ids[:k])
+    return set(ids[: _carve_count(len(ids), fraction)])
+
+
+def _carve(ws: Workspace, fraction: float, seed: int) -> None:
+    """Move the `carve_validation` pick of the train examples (all their samples) to the validation split."""
+    n = ws.one(f"SELECT count(DISTINCT example_id) FROM {_ROWS} WHERE split = 'train'")
+    ws.execute(
+        f"UPDATE {_ROWS} SET split = 'validation' WHERE split = 'train' AND example_id IN ("
+        f"SELECT example_id FROM (SELECT DISTINCT example_id FROM {_ROWS} WHERE split = 'train') "
+        "ORDER BY sha256(? || ':' || example_id), example_id LIMIT ?)",
+        [str(seed), _carve_count(int(n), fraction)],
+    )
 
 
 def _out_schema(quality_type: pa.DataType) -> pa.Schema:
@@ -213,32 +241,14 @@ def _out_schema(quality_type: pa.DataType) -> pa.Schema:
     return pa.schema([pa.field(c, types[c]) for c in COLUMNS])
 
 
-def _shape(table: pa.Table, label_source: str) -> pa.Table:
+def _shape(table: pa.Table, label_source: str, schema: pa.Schema) -> pa.Table:
     label = table.column("gold_label" if label_source == "gold" else "teacher_label")
     table = table.append_column("label", label)
-    schema = _out_schema(table.schema.field("quality").type)
     cols = []
     for f in schema:
         col = table.column(f.name)
         cols.append(col if col.type == f.type else col.cast(f.type))
     return pa.Table.from_arrays(cols, schema=schema)
-
-
-def _sort(table: pa.Table) -> pa.Table:
-    """Rows by split, then (example_id, sample_idx): the order `_load_rows` reads them in."""
-    if table.num_rows == 0:
-        return table
-    keys = [("split", "ascending"), ("example_id", "ascending"), ("sample_idx", "ascending")]
-    return table.take(pc.sort_indices(table, sort_keys=keys))
-
-
-def _split_part(table: pa.Table, split: str) -> pa.Table:
-    """The rows of one split of a table sorted by split: a slice, not a copy."""
-    col = table.column("split")
-    start = pc.index(col, split).as_py()
-    if start < 0:
-        return table.slice(0, 0)
-    return table.slice(start, pc.sum(pc.equal(col, split).cast(pa.int64())).as_py())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -253,15 +263,100 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _write_shard(table: pa.Table, path: Path, file_format: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if file_format == "parquet":
-        pq.write_table(table, path, row_group_size=_ROW_GROUP, **_PARQUET_OPTS)
-        return
-    with open(path, "w", encoding="utf-8", newline="\n") as f:
+class _Slicer:
+    """Exactly-sized tables from a stream of record batches, so that shard and row-group boundaries (and
+    therefore the bytes written) do not depend on how DuckDB happened to batch its result."""
+
+    def __init__(self, batches: Iterator[pa.RecordBatch]):
+        self._it = iter(batches)
+        self._buf: list[pa.RecordBatch] = []
+        self._n = 0
+
+    def take(self, n: int) -> pa.Table | None:
+        while self._n < n:
+            b = next(self._it, None)
+            if b is None:
+                break
+            if b.num_rows:
+                self._buf.append(b)
+                self._n += b.num_rows
+        if not self._n:
+            return None
+        t = pa.Table.from_batches(self._buf)
+        rest = t.slice(n)
+        self._buf, self._n = rest.to_batches(), rest.num_rows
+        # Fresh buffers, one chunk per column: parquet pages are cut per written chunk and Arrow sizes count
+        # whole buffers, so both would otherwise follow DuckDB's batch boundaries.
+        head = t.slice(0, n).combine_chunks()
+        return head.take(pa.array(range(head.num_rows), pa.int64()))
+
+
+def _write_split(
+    ws: Workspace,
+    split: str,
+    tmp: Path,
+    *,
+    file_format: str,
+    max_rows: int,
+    label_source: str,
+    schema: pa.Schema,
+) -> tuple[list[dict[str, Any]], int, int]:
+    """Stream one split, sorted by (example_id, sample_idx), into shards of `max_rows` rows (row groups of
+    `_ROW_GROUP`), each piece validated against the shard schema before it is written.
+    Returns (the shards, their bytes on disk, their bytes in Arrow)."""
+    ext = "parquet" if file_format == "parquet" else "jsonl"
+    cols = ", ".join(f'"{c}"' for c in _READ)
+    rows = _Slicer(
+        ws.stream(
+            f"SELECT {cols} FROM {_ROWS} WHERE split = ? ORDER BY example_id, sample_idx", [split], _ROW_GROUP
+        )
+    )
+    shards: list[dict[str, Any]] = []
+    on_disk = in_arrow = 0
+    piece = rows.take(min(_ROW_GROUP, max_rows))
+    while piece is not None:
+        rel = f"{split}/part-{len(shards):05d}.{ext}"
+        path = tmp / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        n = 0
+        with _ShardWriter(path, file_format, schema) as w:
+            while piece is not None:
+                shaped = _shape(piece, label_source, schema)
+                validate_table(shaped, "shard", key_columns=("example_id", "sample_idx"))
+                w.write(shaped)
+                n += shaped.num_rows
+                in_arrow += shaped.nbytes
+                piece = rows.take(min(_ROW_GROUP, max_rows - n)) if n < max_rows else None
+        on_disk += path.stat().st_size
+        shards.append({"path": rel, "rows": n, "sha256": _sha256(path)})
+        if n == max_rows:
+            piece = rows.take(min(_ROW_GROUP, max_rows))
+    return shards, on_disk, in_arrow
+
+
+class _ShardWriter:
+    """One shard file, written a row group (parquet) or a batch of lines (jsonl) at a time."""
+
+    def __init__(self, path: Path, file_format: str, schema: pa.Schema):
+        self._pq = pq.ParquetWriter(path, schema, **_PARQUET_OPTS) if file_format == "parquet" else None
+        self._f = None if self._pq else open(path, "w", encoding="utf-8", newline="\n")
+
+    def write(self, table: pa.Table) -> None:
+        if self._pq is not None:
+            self._pq.write_table(table, row_group_size=_ROW_GROUP)
+            return
         for batch in table.to_batches(max_chunksize=8192):
             for row in batch.to_pylist():
-                f.write(json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n")
+                self._f.write(json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n")
+
+    def __enter__(self) -> _ShardWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pq is not None:
+            self._pq.close()
+        else:
+            self._f.close()
 
 
 def _out_folder(out: str | Path) -> Path:
@@ -429,18 +524,18 @@ def lineage(ws: Workspace, ref: str) -> list[dict[str, Any]]:
     return out
 
 
-def _totals(ws: Workspace, v: Version, table: pa.Table) -> dict[str, Any]:
-    def s(col: str, digits: int | None = None) -> Any:
-        x = pc.sum(table.column(col)).as_py() or 0
-        return round(x, digits) if digits is not None else int(x)
-
+def _totals(ws: Workspace, v: Version) -> dict[str, Any]:
+    rows, examples, pt, ct, cost = ws.all(
+        f"SELECT count(*), count(DISTINCT example_id), coalesce(sum(_prompt_tokens), 0), "
+        f"coalesce(sum(_completion_tokens), 0), coalesce(sum(_cost_usd), 0) FROM {_ROWS}"
+    )[0]
     totals: dict[str, Any] = {
-        "rows": table.num_rows,
-        "examples": pc.count_distinct(table.column("example_id")).as_py() if table.num_rows else 0,
+        "rows": int(rows),
+        "examples": int(examples),
         "exported": {
-            "prompt_tokens": s("_prompt_tokens"),
-            "completion_tokens": s("_completion_tokens"),
-            "cost_usd": s("_cost_usd", 6),
+            "prompt_tokens": int(pt),
+            "completion_tokens": int(ct),
+            "cost_usd": round(float(cost), 6),
         },
     }
     if v.kind != "examples" and v.base_id is not None:
@@ -470,42 +565,46 @@ def _funnel(ws: Workspace, v: Version) -> list[dict[str, Any]]:
     return [{"step": r, "dropped": int(n)} for r, n in rows]
 
 
-def _quality_stats(table: pa.Table) -> dict[str, dict[str, Any]]:
-    q = table.column("quality")
-    if not pa.types.is_struct(q.type) or table.num_rows == 0:
+def _quality_stats(ws: Workspace, schema: pa.Schema) -> dict[str, dict[str, Any]]:
+    """Per signal: how many rows have it, and its mean/min/max, true rate or three commonest values."""
+    qtype = schema.field("quality").type
+    if not pa.types.is_struct(qtype):
         return {}
-    arr = q.combine_chunks()
     out: dict[str, dict[str, Any]] = {}
-    for i, f in enumerate(q.type):
-        col = arr.field(i)
-        present = len(col) - col.null_count
-        st: dict[str, Any] = {"present": present}
-        if present and (pa.types.is_integer(f.type) or pa.types.is_floating(f.type)):
-            mm = pc.min_max(col).as_py()
-            st.update(mean=round(pc.mean(col).as_py(), 4), min=mm["min"], max=mm["max"])
+    for f in qtype:
+        col = "struct_extract(quality, '" + f.name.replace("'", "''") + "')"
+        numeric = pa.types.is_integer(f.type) or pa.types.is_floating(f.type)
+        present, mean, lo, hi, trues = ws.all(
+            f"SELECT count({col}), "
+            + (f"avg({col}), min({col}), max({col}), " if numeric else "NULL, NULL, NULL, ")
+            + (f"sum({col}::BIGINT) " if pa.types.is_boolean(f.type) else "NULL ")
+            + f"FROM {_ROWS}"
+        )[0]
+        st: dict[str, Any] = {"present": int(present)}
+        if present and numeric:
+            st.update(mean=round(float(mean), 4), min=lo, max=hi)
         elif present and pa.types.is_boolean(f.type):
-            st["true_rate"] = round((pc.sum(col.cast(pa.int64())).as_py() or 0) / present, 4)
+            st["true_rate"] = round(int(trues or 0) / present, 4)
         elif present:
-            vc = pc.value_counts(pc.drop_null(col)).to_pylist()
-            vc.sort(key=lambda d: (-d["counts"], str(d["values"])))
-            st["top"] = {str(d["values"]): d["counts"] for d in vc[:3]}
+            top = ws.all(
+                f"SELECT {col}::VARCHAR AS v, count(*) AS n FROM {_ROWS} WHERE {col} IS NOT NULL "
+                "GROUP BY 1 ORDER BY n DESC, v LIMIT 3"
+            )
+            st["top"] = {str(v): int(n) for v, n in top}
         out[f.name] = st
     return out
 
 
-def _label_stats(table: pa.Table, task: str | None) -> dict[str, Any]:
-    """Rationale rate and teacher/gold agreement; columnar, with the task's own comparison (e.g. SVAMP's
-    values of expressions) only for the pairs that differ as text, so memory stays columnar at any size."""
-    n = table.num_rows
-    rat = n - table.column("rationale").null_count
+def _label_stats(ws: Workspace, task: str | None) -> dict[str, Any]:
+    """Rationale rate and teacher/gold agreement, with the task's own comparison (e.g. SVAMP's values of
+    expressions) only for the distinct pairs that differ as text, streamed, so memory stays flat."""
+    n, rat, labelled, agree = ws.all(
+        "SELECT count(*), count(rationale), "
+        "count(*) FILTER (WHERE gold_label IS NOT NULL AND teacher_label IS NOT NULL), "
+        f"count(*) FILTER (WHERE gold_label = teacher_label) FROM {_ROWS}"
+    )[0]
     stats: dict[str, Any] = {"rationale_rate": round(rat / n, 4) if n else None}
-    gold, teacher = table.column("gold_label"), table.column("teacher_label")
-    both = pc.and_(pc.is_valid(gold), pc.is_valid(teacher))
-    labelled = pc.sum(both.cast(pa.int64())).as_py() or 0
     if labelled:
-        equal = pc.fill_null(pc.equal(gold, teacher), False)
-        agree = pc.sum(equal.cast(pa.int64())).as_py() or 0
-        differ = pc.and_(both, pc.invert(equal))
         if agree < labelled:
             try:
                 from sbs_data.tasks import get_task
@@ -514,17 +613,16 @@ def _label_stats(table: pa.Table, task: str | None) -> dict[str, Any]:
             except Exception:  # unknown / user task not resolvable here: fall back to exact comparison
                 same = None
             if same is not None:
-                part = table.filter(differ).select(["gold_label", "teacher_label", "choices"])
-                memo: dict[tuple, bool] = {}
-                for batch in part.to_batches(max_chunksize=8192):
-                    g_, t_, c_ = (batch.column(i).to_pylist() for i in range(3))
-                    for g, t, c in zip(g_, t_, c_):
-                        key = (g, t, tuple(c or ()))
-                        if key not in memo:
-                            memo[key] = bool(same(g, t, c))
-                        agree += memo[key]
+                pairs = ws.stream(
+                    f"SELECT gold_label, teacher_label, choices, count(*) FROM {_ROWS} "
+                    "WHERE gold_label <> teacher_label GROUP BY ALL",
+                    batch_rows=8192,
+                )
+                for batch in pairs:
+                    for g, t, c, k in zip(*(batch.column(i).to_pylist() for i in range(4))):
+                        agree += k if same(g, t, c) else 0
         stats["teacher_agreement"] = round(agree / labelled, 4)
-        stats["teacher_labelled"] = labelled
+        stats["teacher_labelled"] = int(labelled)
     return stats
 
 
@@ -573,134 +671,24 @@ def export(
     v = ws.get(ref)
     if v.kind == "examples" and label_source == "teacher":
         raise SbsError(f"{v.ref} holds examples only (no teacher labels); use --label-source gold")
-    table = _load_rows(ws, v)
-    loaded = table.num_rows
-
-    present = sorted(set(table.column("split").to_pylist()))
-    if validation_fraction is not None:
-        if "validation" in present:
-            raise SbsError(f"{v.ref} already has a validation split; drop --validation-fraction")
-        train_ids = pc.filter(
-            table.column("example_id"), pc.equal(table.column("split"), "train")
-        ).to_pylist()
-        if not train_ids:
-            raise SbsError(
-                f"{v.ref}: --validation-fraction needs train rows to carve from, and there are none"
-            )
-        carved = carve_validation(train_ids, validation_fraction, seed)
-        moved = pc.and_(
-            pc.equal(table.column("split"), "train"),
-            pc.is_in(table.column("example_id"), pa.array(sorted(carved), pa.string())),
+    # The rows live in a temp table for the whole export, so each step is a query that spills under the
+    # cap, and the shards are written a row group at a time: memory does not grow with the version.
+    with ws.tuned(memory_limit=_DUCKDB_MEMORY, preserve_insertion_order=False), ws.scratch(_ROWS, FLAGGED):
+        manifest = _export_rows(
+            ws,
+            v,
+            out,
+            file_format=file_format,
+            max_rows_per_shard=max_rows_per_shard,
+            wanted=wanted,
+            validation_fraction=validation_fraction,
+            seed=seed,
+            label_source=label_source,
+            drop_contaminated=drop_contaminated,
+            ngram=ngram,
+            threshold=threshold,
+            license=license,
         )
-        split_col = pc.if_else(moved, pa.scalar("validation"), table.column("split"))
-        table = _sort(table.set_column(table.schema.get_field_index("split"), "split", split_col))
-        present = sorted(set(table.column("split").to_pylist()))
-    keep_splits = wanted or [s for s in SPLITS if s in present]
-    unknown = sorted(set(present) - set(SPLITS))
-    unknown_kept = [s for s in unknown if wanted is None]
-    if unknown_kept:
-        raise SbsError(
-            f"{v.ref}: split(s) {', '.join(unknown_kept)} are not train/validation/test; "
-            "rename them at ingest or pick splits with --splits"
-        )
-    if not set(present) <= set(keep_splits):
-        table = table.filter(pc.is_in(table.column("split"), pa.array(keep_splits, pa.string())))
-    after_splits = table.num_rows
-
-    cont = find_contamination(table, ngram=ngram, threshold=threshold)
-    dropped = 0
-    if drop_contaminated and cont.flagged:
-        bad = pa.array(sorted(f"{e}\x1f{s}" for e, s in cont.keys()), pa.string())
-        keys = pc.binary_join_element_wise(
-            table.column("example_id"), pc.cast(table.column("sample_idx"), pa.string()), "\x1f"
-        )
-        mask = pc.invert(pc.is_in(keys, bad))
-        dropped = table.num_rows - (pc.sum(mask.cast(pa.int64())).as_py() or 0)
-        table = table.filter(mask)
-    if table.num_rows == 0:
-        raise SbsError(f"{v.ref}: no rows left to export (splits: {', '.join(keep_splits)})")
-
-    totals = _totals(ws, v, table)
-    task = v.task or ",".join(sorted(set(table.column("task").to_pylist())))
-    label_stats = _label_stats(table, v.task)
-    shaped = _shape(table, label_source)
-    validate_table(shaped, "shard", key_columns=("example_id", "sample_idx"))
-
-    try:
-        with _staging(out) as (tmp, sfx):
-            split_info: dict[str, Any] = {}
-            sizes: dict[str, dict[str, int]] = {}
-            ext = "parquet" if file_format == "parquet" else "jsonl"
-            for split in SPLITS:
-                if split not in keep_splits:
-                    continue
-                part = _split_part(shaped, split)
-                if part.num_rows == 0:
-                    continue
-                shards, nbytes = [], 0
-                for i, start in enumerate(range(0, part.num_rows, max_rows_per_shard)):
-                    chunk = part.slice(start, max_rows_per_shard)
-                    rel = f"{split}/part-{i:05d}.{ext}"
-                    _write_shard(chunk, tmp / rel, file_format)
-                    nbytes += (tmp / rel).stat().st_size
-                    shards.append({"path": rel, "rows": chunk.num_rows, "sha256": _sha256(tmp / rel)})
-                split_info[split] = {
-                    "rows": part.num_rows,
-                    "examples": pc.count_distinct(part.column("example_id")).as_py(),
-                    "hinted": pc.sum(part.column("hinted").cast(pa.int64())).as_py() or 0,
-                    "shards": shards,
-                }
-                sizes[split] = {"num_bytes": int(part.nbytes), "download_size": nbytes}
-            manifest: dict[str, Any] = {
-                "format": "sbs-data-shards",
-                "schema_version": SCHEMA_VERSION,
-                "toolkit_version": __version__,
-                "source": v.ref,
-                "source_kind": v.kind,
-                "source_created_at": v.created_at.isoformat(sep=" ", timespec="seconds"),
-                "task": task,
-                "label_source": label_source,
-                "file_format": file_format,
-                "columns": COLUMNS,
-                "splits": split_info,
-                "options": {
-                    "splits": keep_splits,
-                    "validation_fraction": validation_fraction,
-                    "seed": seed if validation_fraction is not None else None,
-                    "max_rows_per_shard": max_rows_per_shard,
-                    "drop_contaminated": drop_contaminated,
-                },
-                "lineage": lineage(ws, v.ref),
-                "totals": totals,
-                "funnel": {
-                    "source_rows": v.row_count,
-                    "selection": _funnel(ws, v),
-                    "loaded": loaded,
-                    "outside_splits": loaded - after_splits,
-                    "contaminated_dropped": dropped,
-                    "exported": table.num_rows,
-                },
-                "contamination": cont.report(dropped),
-            }
-            validate(manifest, "manifest", where="manifest.json")
-            (tmp / "manifest.json").write_text(
-                json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
-            )
-            from sbs_data.export.card import build_card
-
-            card = build_card(
-                manifest,
-                shaped.schema,
-                sizes,
-                quality_stats=_quality_stats(shaped),
-                label_stats=label_stats,
-                license=license,
-            )
-            (tmp / "README.md").write_text(card, encoding="utf-8")
-            _swap_in(tmp, out, sfx)
-    except OSError as e:
-        where = f" ({e.filename})" if getattr(e, "filename", None) else ""
-        raise SbsError(f"--out {out}: cannot write the export: {e.strerror or e}{where}") from e
     result = ExportResult(out=out, manifest=manifest)
     _record(ws, v, result)
     return result
@@ -746,3 +734,140 @@ def _record(ws: Workspace, v: Version, result: ExportResult) -> None:
                 folder_fingerprint(result.out),
             ],
         )
+
+
+def _export_rows(
+    ws: Workspace,
+    v: Version,
+    out: Path,
+    *,
+    file_format: str,
+    max_rows_per_shard: int,
+    wanted: list[str] | None,
+    validation_fraction: float | None,
+    seed: int,
+    label_source: str,
+    drop_contaminated: bool,
+    ngram: int,
+    threshold: float,
+    license: str | None,
+) -> dict[str, Any]:
+    """The export's steps on the rows in `_ROWS`; returns the manifest of the folder it swapped in."""
+    loaded = _load_rows(ws, v)
+    present = _present(ws)
+    if validation_fraction is not None:
+        if "validation" in present:
+            raise SbsError(f"{v.ref} already has a validation split; drop --validation-fraction")
+        if "train" not in present:
+            raise SbsError(
+                f"{v.ref}: --validation-fraction needs train rows to carve from, and there are none"
+            )
+        _carve(ws, validation_fraction, seed)
+        present = _present(ws)
+    keep_splits = wanted or [s for s in SPLITS if s in present]
+    unknown = sorted(set(present) - set(SPLITS))
+    unknown_kept = [s for s in unknown if wanted is None]
+    if unknown_kept:
+        raise SbsError(
+            f"{v.ref}: split(s) {', '.join(unknown_kept)} are not train/validation/test; "
+            "rename them at ingest or pick splits with --splits"
+        )
+    if not set(present) <= set(keep_splits):
+        ws.execute(f"DELETE FROM {_ROWS} WHERE split NOT IN (SELECT unnest(?::VARCHAR[]))", [keep_splits])
+    after_splits = _count(ws)
+
+    cont = find_contamination(ws, _ROWS, ngram=ngram, threshold=threshold)
+    dropped = 0
+    if drop_contaminated and cont.flagged_rows:
+        ws.execute(
+            f"DELETE FROM {_ROWS} USING {FLAGGED} f "
+            f"WHERE {_ROWS}.example_id = f.example_id AND {_ROWS}.sample_idx = f.sample_idx"
+        )
+        dropped = after_splits - _count(ws)
+    exported = _count(ws)
+    if exported == 0:
+        raise SbsError(f"{v.ref}: no rows left to export (splits: {', '.join(keep_splits)})")
+
+    totals = _totals(ws, v)
+    task = v.task or ",".join(
+        r[0] for r in ws.all(f"SELECT DISTINCT task FROM {_ROWS} WHERE task IS NOT NULL ORDER BY 1")
+    )
+    label_stats = _label_stats(ws, v.task)
+    schema = _out_schema(ws.arrow(f"SELECT quality FROM {_ROWS} LIMIT 0").schema.field("quality").type)
+    quality_stats = _quality_stats(ws, schema)
+    per_split = {
+        split: (int(n), int(ex), int(h or 0))
+        for split, n, ex, h in ws.all(
+            f"SELECT split, count(*), count(DISTINCT example_id), sum(hinted::BIGINT) FROM {_ROWS} GROUP BY 1"
+        )
+    }
+    try:
+        with _staging(out) as (tmp, sfx):
+            split_info: dict[str, Any] = {}
+            sizes: dict[str, dict[str, int]] = {}
+            for split in SPLITS:
+                if split not in keep_splits or split not in per_split:
+                    continue
+                shards, on_disk, in_arrow = _write_split(
+                    ws,
+                    split,
+                    tmp,
+                    file_format=file_format,
+                    max_rows=max_rows_per_shard,
+                    label_source=label_source,
+                    schema=schema,
+                )
+                n, examples, hinted = per_split[split]
+                split_info[split] = {"rows": n, "examples": examples, "hinted": hinted, "shards": shards}
+                sizes[split] = {"num_bytes": in_arrow, "download_size": on_disk}
+            manifest: dict[str, Any] = {
+                "format": "sbs-data-shards",
+                "schema_version": SCHEMA_VERSION,
+                "toolkit_version": __version__,
+                "source": v.ref,
+                "source_kind": v.kind,
+                "source_created_at": v.created_at.isoformat(sep=" ", timespec="seconds"),
+                "task": task,
+                "label_source": label_source,
+                "file_format": file_format,
+                "columns": COLUMNS,
+                "splits": split_info,
+                "options": {
+                    "splits": keep_splits,
+                    "validation_fraction": validation_fraction,
+                    "seed": seed if validation_fraction is not None else None,
+                    "max_rows_per_shard": max_rows_per_shard,
+                    "drop_contaminated": drop_contaminated,
+                },
+                "lineage": lineage(ws, v.ref),
+                "totals": totals,
+                "funnel": {
+                    "source_rows": v.row_count,
+                    "selection": _funnel(ws, v),
+                    "loaded": loaded,
+                    "outside_splits": loaded - after_splits,
+                    "contaminated_dropped": dropped,
+                    "exported": exported,
+                },
+                "contamination": cont.report(dropped),
+            }
+            validate(manifest, "manifest", where="manifest.json")
+            (tmp / "manifest.json").write_text(
+                json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+            )
+            from sbs_data.export.card import build_card
+
+            card = build_card(
+                manifest,
+                schema,
+                sizes,
+                quality_stats=quality_stats,
+                label_stats=label_stats,
+                license=license,
+            )
+            (tmp / "README.md").write_text(card, encoding="utf-8")
+            _swap_in(tmp, out, sfx)
+    except OSError as e:
+        where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+        raise SbsError(f"--out {out}: cannot write the export: {e.strerror or e}{where}") from e
+    return manifest
