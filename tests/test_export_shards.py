@@ -309,9 +309,9 @@ def test_many_rows_stream_into_identical_bytes_whatever_the_batching(ws, tmp_pat
     """20k rows: shards are written a row group at a time from DuckDB's stream, and the bytes do not depend
     on how DuckDB batches it (speed and memory at 1M rows are benchmarks/scale_chain.py's)."""
     import polars as pl
+    from conftest import make_examples
 
     from sbs_data.export import shards
-    from conftest import make_examples
 
     n = 10_000
     ex = make_examples(
