@@ -283,7 +283,7 @@ class Workspace:
         if not self.read_only and not self._in_tx:
             try:
                 with self.tuned(memory_limit=CHECKPOINT_MEMORY_BYTES):
-                    self.con.execute("CHECKPOINT")
+                    self.execute("CHECKPOINT")
             except duckdb.Error:
                 pass  # close() checkpoints again itself, or the log is replayed on the next open
         self.con.close()

@@ -393,3 +393,26 @@ def test_killed_streamed_write_is_swept_on_the_next_writable_open(tmp_path):
         with ws.new_version("live", "examples", {}, task="svamp", streamed=True):
             with Workspace.open(db) as again:
                 assert [v.ref for v in again.versions(include_pending=True)] == ["live@1"]
+
+
+def test_close_folds_the_log_in_under_the_cap_and_twice_is_harmless(tmp_path):
+    db = tmp_path / "w.duckdb"
+    ws = Workspace.open(db)
+    ws.execute("SET checkpoint_threshold = '1GiB'")  # keep the rows in the write-ahead log until close
+    ws.execute("CREATE TABLE t AS SELECT range AS i, repeat('x', 100) AS s FROM range(20000)")
+    assert (tmp_path / "w.duckdb.wal").exists()
+    seen = []
+    real = ws.execute
+
+    def execute(sql, params=None):
+        seen.append((sql, ws.one("SELECT current_setting('memory_limit')")))
+        real(sql, params)
+
+    ws.execute = execute
+    ws.close()
+    assert [lim for sql, lim in seen if sql == "CHECKPOINT"] == ["256.0 MiB"]
+    assert not (tmp_path / "w.duckdb.wal").exists()
+    ws.close()  # a second close is a no-op
+    with Workspace.open(db, read_only=True) as ro:
+        assert ro.one("SELECT count(*) FROM t") == 20000
+        ro.close()
