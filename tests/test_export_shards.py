@@ -480,3 +480,21 @@ def test_full_disk_is_a_clear_error_and_leaves_nothing(ws, tmp_path, monkeypatch
         export(ws, gen.ref, tmp_path / "o", max_rows_per_shard=1)
     assert _files(tmp_path / "o") == before  # the previous export is intact
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("ws.")) == ["o"]
+
+
+def test_read_only_workspace_exports_with_carving_and_contamination(tmp_path):
+    """The export's temp tables live in the connection, so a read-only workspace exports too; they are
+    gone afterwards."""
+    from sbs_data.workspace import Workspace
+
+    db = tmp_path / "w.duckdb"
+    with Workspace.open(db) as w:
+        _, gen = build(w, n_train=6, n_test=2, samples=1)
+        w.execute(
+            "UPDATE sbs_examples SET input_text = ? WHERE example_id = 'tr001'", [question(100).upper()]
+        )
+    with Workspace.open(db, read_only=True) as ro:
+        res = export(ro, gen.ref, tmp_path / "o", validation_fraction=0.2, drop_contaminated=True)
+        assert res.manifest["funnel"]["contaminated_dropped"] == 1
+        assert res.manifest["splits"]["validation"]["rows"] == 1
+        assert ro.all("SELECT table_name FROM duckdb_tables() WHERE temporary") == []
