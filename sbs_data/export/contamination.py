@@ -22,7 +22,7 @@ _WORDS = r"regexp_extract_all(lower({col}), '[\p{{L}}\p{{N}}]+')"
 @dataclass
 class Contamination:
     """How many train rows overlap eval inputs, and the evidence for the first few (best match per row).
-    The flagged rows themselves stay in DuckDB (`FLAGGED`), so a fully contaminated million-row export holds
+    The flagged rows themselves stay in DuckDB (`FLAGGED`), so a heavily contaminated million-row export holds
     none of them in Python."""
 
     ngram: int

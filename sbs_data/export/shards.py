@@ -57,7 +57,7 @@ _PARQUET_OPTS: dict[str, Any] = {
 }
 _ROW_GROUP = 16_384
 #: DuckDB's memory cap for the whole export (temp table, sorts, contamination join): it spills beyond.
-_DUCKDB_MEMORY = 256 * 2**20  # 1M rows, carving and a fully contaminated train split fit; it spills beyond
+_DUCKDB_MEMORY = 256 * 2**20  # 1M rows with carving, or 63% of train contaminated, fit
 #: The export's rows while it runs: a temp table of this connection (it spills; Python holds a row group).
 _ROWS = "_sbs_export_rows"
 #: The columns a shard is made from (`label` is picked from gold_label or teacher_label).
