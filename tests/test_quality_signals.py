@@ -202,3 +202,19 @@ def test_score_scores_only_visible_rows_and_rejects_examples(ws):
         rescored.row_count == 3
         and ws.one("SELECT count(*) FROM sbs_scores WHERE version_id = ?", [rescored.version_id]) == 3
     )
+
+
+def test_score_leaves_no_temp_tables_done_or_failed(ws, monkeypatch):
+    from sbs_data.quality import signals
+
+    gen, _ = svamp_scored(ws)
+    temps = "SELECT table_name FROM duckdb_tables() WHERE temporary"
+    assert ws.all(temps) == []
+
+    def broken(*a, **k):
+        raise RuntimeError("disk gone")
+
+    monkeypatch.setattr(signals, "write_scores", broken)
+    with pytest.raises(RuntimeError, match="disk gone"):
+        score(ws, gen.ref)
+    assert ws.all(temps) == []

@@ -783,8 +783,8 @@ def _export_rows(
             f"DELETE FROM {_ROWS} USING {FLAGGED} f "
             f"WHERE {_ROWS}.example_id = f.example_id AND {_ROWS}.sample_idx = f.sample_idx"
         )
-        dropped = after_splits - _count(ws)
-    exported = _count(ws)
+        dropped = cont.flagged_rows  # one flagged row per train row: each deletes exactly one
+    exported = after_splits - dropped
     if exported == 0:
         raise SbsError(f"{v.ref}: no rows left to export (splits: {', '.join(keep_splits)})")
 

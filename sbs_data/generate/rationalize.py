@@ -17,7 +17,7 @@ from typing import Any
 
 from sbs_data.generate.build import GenerateResult
 from sbs_data.generate.hints import default_names, hint_plan
-from sbs_data.generate.run import Settings, resolve_teacher, run_plan
+from sbs_data.generate.run import Settings, plan_args, resolve_teacher, run_plan
 from sbs_data.teachers.base import Teacher
 from sbs_data.workspace import Workspace, check_name
 
@@ -91,11 +91,7 @@ def rationalize(
                 "allow_eval": allow_eval,
                 "combine": combined,
             },
-            "prompt_path": str(Path(prompt_path).resolve()) if prompt_path else None,
-            "json_mode": json_mode,
-            "params": p.params,
-            "prices_path": str(Path(prices_path).resolve()) if prices_path else None,
-            "prompt_cache": prompt_cache,
+            **plan_args(p, prompt_path, json_mode, prices_path, prompt_cache),
         },
         explain="sbs-data rationalize ... --dry-run (hinted prompts are not explained by `cache explain`)",
     )

@@ -197,15 +197,28 @@ def generate(
             "split": split,
             "limit": limit,
             "samples": samples,
-            "prompt_path": str(Path(prompt_path).resolve()) if prompt_path else None,
-            "json_mode": json_mode,
-            "params": p.params,
-            "prices_path": str(Path(prices_path).resolve()) if prices_path else None,
-            "prompt_cache": prompt_cache,
+            **plan_args(p, prompt_path, json_mode, prices_path, prompt_cache),
         },
         explain=f"sbs-data cache explain {ref} --teacher {teacher.spec}",
         started=clock["start"],
     )
+
+
+def plan_args(
+    p: Plan,
+    prompt_path: str | Path | None,
+    json_mode: bool,
+    prices_path: str | Path | None,
+    prompt_cache: bool,
+) -> dict[str, Any]:
+    """The `batch_args` every re-plannable command records (absolute paths: `batches` may run elsewhere)."""
+    return {
+        "prompt_path": str(Path(prompt_path).resolve()) if prompt_path else None,
+        "json_mode": json_mode,
+        "params": p.params,
+        "prices_path": str(Path(prices_path).resolve()) if prices_path else None,
+        "prompt_cache": prompt_cache,
+    }
 
 
 def run_plan(

@@ -15,7 +15,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import duckdb
 import numpy as np
 import polars as pl
 import pyarrow as pa
@@ -198,20 +197,17 @@ def score(
                 )
         # a lower memory cap (only ever lowered) and no insertion-order bookkeeping: every stage orders
         # by rid explicitly where order matters
-        with ws.tuned(memory_limit=MEMORY_LIMIT_BYTES, preserve_insertion_order=False):
-            try:
-                # Computed before the version's transaction opens, each statement committing on its own:
-                # inside one transaction DuckDB keeps every replaced per-chunk temp table until the end
-                # (~1.3 KB a row, 1.3 GB for 1M rows). Only the final insert needs to be all-or-nothing.
-                dups = compute_scores(ws, v, task, params)
-                if judged is not None:
-                    _stage_judge(ws, judged)
-                with ws.new_version(
-                    name or v.dataset, "scores", config, parents=[v], note=note, run_id=run.run_id
-                ) as sv:
-                    write_scores(ws, sv.version_id, dups)
-            finally:
-                drop_temp(ws)
+        with ws.tuned(memory_limit=MEMORY_LIMIT_BYTES, preserve_insertion_order=False), ws.scratch(*_SCRATCH):
+            # Computed before the version's transaction opens, each statement committing on its own:
+            # inside one transaction DuckDB keeps every replaced per-chunk temp table until the end
+            # (~1.3 KB a row, 1.3 GB for 1M rows). Only the final insert needs to be all-or-nothing.
+            dups = compute_scores(ws, v, task, params)
+            if judged is not None:
+                _stage_judge(ws, judged)
+            with ws.new_version(
+                name or v.dataset, "scores", config, parents=[v], note=note, run_id=run.run_id
+            ) as sv:
+                write_scores(ws, sv.version_id, dups)
         out = ws.by_id(sv.version_id)
         made = {"version": out.ref, "rows": out.row_count}
         run.stats.update(made) if run.command == command else run.stats.update(scored=made)
@@ -228,7 +224,9 @@ DUPS_MEMORY_LIMIT_BYTES = 64 * 2**20
 _DUP_COLS = ("exact_dup", "exact_dup_count", "near_dup", "near_dup_size", "near_dup_cluster")
 #: Filled after the per-chunk pass: duplicates at the end (`write_scores`), the judge's grades before it.
 _LATE_COLS = (*_DUP_COLS, "judge_score")
-_TEMP = ("_sq_rows", "_sq_lab", "_sq_exv", "_sq_vote", "_sq_arith", "_sq_out")
+#: Every temp table scoring makes (dropped by `ws.scratch` when it ends, also after a failure).
+_SCRATCH = ("_sq_rows", "_sq_lab", "_sq_exv", "_sq_vote", "_sq_arith", "_sq_out", "_sq_ex", "_sq_exprval",
+            "_sq_norm", "_sq_val_pred_label", "_sq_val_gold")  # fmt: skip
 
 
 def compute_scores(
@@ -294,15 +292,6 @@ def _stage_judge(ws: Workspace, judged: pl.DataFrame) -> None:
             "UPDATE _sq_out SET judge_score = j.judge_score FROM _sq_judge j "
             "WHERE _sq_out.example_id = j.example_id AND _sq_out.sample_idx = j.sample_idx"
         )
-
-
-def drop_temp(ws: Workspace) -> None:
-    """Drop the scoring temp tables (also after a failure; never masking its error)."""
-    for t in (*_TEMP, "_sq_ex", "_sq_exprval", "_sq_norm", "_sq_val_pred_label", "_sq_val_gold"):
-        try:
-            ws.execute(f"DROP TABLE IF EXISTS {t}")
-        except duckdb.Error:
-            return  # inside a caller's aborted transaction, whose rollback drops them
 
 
 # -- stages --------------------------------------------------------------------------------------
