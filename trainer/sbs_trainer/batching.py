@@ -24,6 +24,7 @@ class Encoded:
 
     inputs: dict[str, list[list[int]]]  # task -> input ids (prefixed per task in sbs mode)
     targets: dict[str, list[list[int]]]  # task -> target ids
+    cut_rows: int = 0  # rows whose input was cut to --max-input-len
 
     def __len__(self) -> int:
         return len(next(iter(self.inputs.values())))
@@ -64,7 +65,14 @@ def encode_rows(rows: list[Row], tokenizer, mode: str, max_input_len: int, max_t
     targets = {
         task: _ids(tokenizer, [r.targets[task] for r in rows], max_target_len, target=True) for task in inputs
     }
-    return Encoded(inputs, targets)
+    # a row at exactly the cap may have been cut: tokenise those few again without truncation to know
+    at_cap = {i for ids in inputs.values() for i, x in enumerate(ids) if len(x) >= max_input_len}
+    cut = 0
+    for i in at_cap:
+        prefixes = [PREDICT_PREFIX, EXPLAIN_PREFIX] if mode == "sbs" else [""]
+        full = tokenizer([p + texts[i] for p in prefixes])["input_ids"]
+        cut += any(len(x) > max_input_len for x in full)
+    return Encoded(inputs, targets, cut)
 
 
 Keys = tuple[int, ...]

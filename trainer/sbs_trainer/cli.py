@@ -7,16 +7,19 @@ import json
 import os
 import sys
 
+from .causal import PACKINGS
 from .data import HINTED, MODES, ExportError
 from .logs import REPORT_TO, TensorBoardMissing
+from .lora import LoraMissing
 from .model import TINY_NAME, ModelError
+from .prompts import FORMATS, PromptError
 from .train import STRATEGIES, ConfigError, ResumeError, TrainConfig, run
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="sbs-train",
-        description="Train a seq2seq student on an sbs-data export (Distilling Step-by-Step). "
+        description="Train a seq2seq or decoder-only student on an sbs-data export (Distilling Step-by-Step). "
         "Run under `torchrun --nproc-per-node N` for DDP or FSDP (--strategy fsdp).",
     )
     a = p.add_argument
@@ -24,7 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     a(
         "--model",
         required=True,
-        help=f"hub name or local folder of a seq2seq model, or {TINY_NAME!r} (offline tiny T5)",
+        help="hub name or local folder of a seq2seq model (T5, BART...) or a causal LM (Qwen, Llama, SmolLM, "
+        f"Gemma, GPT-2...), or {TINY_NAME!r} (offline tiny T5)",
     )
     a(
         "--mode",
@@ -49,6 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
     a("--max-grad-norm", type=float, default=1.0)
     a("--max-input-len", type=int, default=1024)
     a("--max-target-len", type=int, default=256)
+    a(
+        "--max-new-tokens",
+        type=int,
+        default=None,
+        help="generation cap at evaluation (default: --max-target-len)",
+    )
     a("--eval-every", type=int, default=0, help="validate every N steps (0: only at the end)")
     a("--max-eval-examples", type=int, default=None, help="cap on validation examples")
     a("--save-every", type=int, default=None, help="checkpoint every N steps (default: --eval-every)")
@@ -88,6 +98,29 @@ def build_parser() -> argparse.ArgumentParser:
         default="keep",
         help="keep or drop train rows whose teacher saw the gold answer as a hint (sbs-data rationalize)",
     )
+    g = p.add_argument_group("causal students")
+    g.add_argument(
+        "--prompt-format",
+        choices=FORMATS,
+        default="auto",
+        help="auto: the tokenizer's chat template if it has one, else plain text (see the trainer README)",
+    )
+    g.add_argument(
+        "--packing",
+        choices=PACKINGS,
+        default="auto",
+        help="auto: flat with flash-attention on CUDA, else rows (each example's sequences in one row); "
+        "none: one padded row per sequence",
+    )
+    g = p.add_argument_group("LoRA (needs peft: pip install 'sbs-trainer[lora]')")
+    g.add_argument("--lora-r", type=int, default=None, help="train rank-R LoRA adapters, not every weight")
+    g.add_argument("--lora-alpha", type=float, default=None, help="adapter scale alpha/r (default alpha: 2R)")
+    g.add_argument("--lora-dropout", type=float, default=0.05)
+    g.add_argument(
+        "--lora-targets",
+        default="all-linear",
+        help="comma-separated module names, or all-linear (every linear layer but the output layer)",
+    )
     a("--stop-after", type=int, default=None, help=argparse.SUPPRESS)  # simulate pre-emption in tests
     return p
 
@@ -100,7 +133,15 @@ def main(argv: list[str] | None = None) -> int:
     cfg = config_from_args(argv)
     try:
         metrics = run(cfg)
-    except (ExportError, ModelError, ResumeError, ConfigError, TensorBoardMissing) as e:
+    except (
+        ExportError,
+        ModelError,
+        PromptError,
+        ResumeError,
+        ConfigError,
+        TensorBoardMissing,
+        LoraMissing,
+    ) as e:
         print(f"sbs-train: error: {e}", file=sys.stderr)
         return 2
     if metrics is not None and os.environ.get("RANK", "0") == "0":

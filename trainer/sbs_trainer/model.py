@@ -1,50 +1,110 @@
-"""Load any Hugging Face seq2seq student and compute the per-task losses of a micro-batch."""
+"""Load any Hugging Face seq2seq or causal student; the seq2seq per-task losses of a micro-batch.
+
+Causal students compute their losses in causal.py; both step modules share one calling convention
+(`forward(**batch)` -> {"label": loss, "rationale": loss}, or `forward(..., generate=kwargs)`).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .batching import IGNORE
+from .causal import CausalStep
+from .prompts import PromptError, PromptFormat
 
 TINY_NAME = "tiny-t5"
 
 
 class ModelError(ValueError):
-    """The model cannot serve as a seq2seq student."""
+    """The model cannot serve as a student."""
 
 
-def load_student(name_or_path: str, seed: int = 0):
-    """(model, tokenizer) from a hub name, a local folder, or the offline special name `tiny-t5`."""
+KINDS = ("seq2seq", "causal")
+
+
+@dataclass
+class Student:
+    """A loaded student: the transformers model, its tokenizer and how it is trained and prompted."""
+
+    model: nn.Module  # the transformers model; with --lora-r its linear layers carry the adapters in place
+    tokenizer: Any
+    kind: str  # "seq2seq" (encoder-decoder) or "causal" (decoder-only)
+    prompt: PromptFormat | None = None  # causal students: the prompt format (prompts.py)
+    peft: Any = None  # the peft wrapper when training LoRA adapters (lora.py)
+
+    def step_module(self) -> nn.Module:
+        """The module whose forward computes one micro-batch's per-task losses (what DDP/FSDP wrap)."""
+        return StudentStep(self.model) if self.kind == "seq2seq" else CausalStep(self.model)
+
+
+def load_student(
+    name_or_path: str, seed: int = 0, prompt_format: str = "auto", attn: str | None = None
+) -> Student:
+    """The student from a hub name, a local folder, or the offline special name `tiny-t5`.
+
+    Encoder-decoders load with `AutoModelForSeq2SeqLM`, decoder-only models with `AutoModelForCausalLM`,
+    always in fp32 (the master weights; bf16 runs as autocast). `attn` picks the attention implementation
+    of a causal student (default: the model's own choice, usually sdpa).
+    """
     import transformers
-    from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
     transformers.utils.logging.disable_progress_bar()
     if name_or_path == TINY_NAME and not Path(name_or_path).exists():
         from .tiny import tiny_t5
 
         torch.manual_seed(seed)
-        return tiny_t5()
+        return Student(*tiny_t5(), kind="seq2seq")
     try:
         config = AutoConfig.from_pretrained(name_or_path)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, KeyError) as e:
         raise ModelError(f"cannot load a model config from {name_or_path!r}: {e}") from e
-    if not getattr(config, "is_encoder_decoder", False):
+    if getattr(config, "is_encoder_decoder", False):
+        kind, auto = "seq2seq", AutoModelForSeq2SeqLM
+    elif type(config) in AutoModelForCausalLM._model_mapping:
+        kind, auto = "causal", AutoModelForCausalLM
+    else:
         raise ModelError(
-            f"{name_or_path!r} is a {config.model_type!r} model, not an encoder-decoder (seq2seq) model; "
-            "use T5, Flan-T5, BART or an EncoderDecoderModel"
+            f"{name_or_path!r} is a {config.model_type!r} model with neither a seq2seq nor a causal LM head; "
+            "use an encoder-decoder (T5, Flan-T5, BART) or a decoder-only LM (Qwen, Llama, SmolLM, Gemma, GPT-2)"
         )
+    kw: dict[str, Any] = {"dtype": torch.float32}
+    if kind == "causal" and attn:
+        kw["attn_implementation"] = attn
     try:
-        model = AutoModelForSeq2SeqLM.from_pretrained(name_or_path)
-    except (OSError, ValueError) as e:
-        raise ModelError(f"cannot load {name_or_path!r} as a seq2seq LM: {e}") from e
+        model = auto.from_pretrained(name_or_path, **kw)
+    except (OSError, ValueError, ImportError) as e:
+        raise ModelError(f"cannot load {name_or_path!r} as a {kind} LM: {e}") from e
+    tokenizer = _load_tokenizer(name_or_path)
+    if kind == "seq2seq":
+        _fill_special_ids(model, tokenizer)
+        return Student(model, tokenizer, kind)
+    if tokenizer.pad_token_id is None:
+        if tokenizer.eos_token_id is None:
+            raise ModelError(f"the tokenizer in {name_or_path!r} has neither a pad nor an EOS token")
+        # Documented choice: pad with EOS. Padding is never attended to nor scored (masks come from
+        # lengths, not from ids), so this changes nothing the model learns; it is saved with the model.
+        tokenizer.pad_token = tokenizer.eos_token
+    try:
+        fmt = PromptFormat.for_tokenizer(tokenizer, prompt_format)
+    except PromptError as e:
+        raise ModelError(f"{name_or_path!r}: {e}") from e
+    return Student(model, tokenizer, kind, prompt=fmt)
+
+
+def _load_tokenizer(name_or_path: str):
+    from transformers import AutoTokenizer
+
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, KeyError) as e:
         raise ModelError(
             f"cannot load a tokenizer from {name_or_path!r} (save it next to the model): {e}"
         ) from e
@@ -54,8 +114,7 @@ def load_student(name_or_path: str, seed: int = 0):
         raise ModelError(
             f"the tokenizer in {name_or_path!r} has no vocabulary; save the tokenizer next to the model"
         )
-    _fill_special_ids(model, tokenizer)
-    return model, tokenizer
+    return tokenizer
 
 
 def _fill_special_ids(model, tokenizer) -> None:

@@ -1,16 +1,21 @@
-"""The training loop: one readable function, AdamW + linear warm-up/decay, accumulation, clipping, DDP or FSDP.
+"""The training loop: AdamW + linear warm-up/decay, accumulation, clipping, DDP or FSDP, seq2seq or causal.
 
-Reading order: `run` sets up data, model and optimiser, then loops over optimizer steps; each step
-pulls world*grad_accum micro-batches from a deterministic `BatchStream`, evaluates on validation
-every --eval-every steps (keeping the best checkpoint), and at the end evaluates test with the best
-weights and writes OUT/metrics.json, OUT/predictions.jsonl and OUT/curves.png. What differs under
---strategy fsdp (sharding, sharded checkpoints, gathering the weights to save them) is in sharding.py.
+Reading order, top to bottom as `_run` calls it:
+  1. `load_data`: the export's train/validation/test rows for the mode;
+  2. `load_student` (model.py), LoRA adapters (lora.py), `encode_train`: tokenise once;
+  3. `wrap`: DDP, FSDP (sharding.py) or torch.compile around the step module;
+  4. `Checkpoints.restore` when resuming;
+  5. the loop: each optimizer step pulls world*grad_accum micro-batches from a deterministic
+     `BatchStream`, validates every --eval-every steps (keeping the best weights in OUT/best/);
+  6. `finish`: test with the best weights, OUT/metrics.json, OUT/predictions.jsonl, OUT/curves.png.
+Evaluation by generation lives in `Evaluator`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import gc
+import importlib.util
 import json
 import math
 import os
@@ -19,12 +24,15 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch import nn
 
-from . import sharding
+from . import lora, sharding
 from .batching import BatchStream, collate, count_tokens, encode_rows, pad_inputs
+from .causal import PACKINGS, CausalEncoded, collate_causal, encode_causal, fit_prompt
 from .data import (
     PREDICT_PREFIX,
     ExportError,
@@ -37,7 +45,7 @@ from .data import (
 )
 from .logs import CURVES_NAME, LOG_NAME, RunLog, check_report_to, draw_curves
 from .metrics import accuracy, is_arithmetic, is_correct
-from .model import StudentStep, combine, load_student
+from .model import Student, combine, load_student
 
 STRATEGIES = ("ddp", "fsdp")
 # Checkpoint fields that must match for --resume to continue the same run exactly.
@@ -50,8 +58,21 @@ _RESUME_KEYS = (
     "world_size",
     "group_by_length",
     "strategy",
+    "prompt_format",
+    "lora_r",
+    "lora_alpha",
+    "lora_dropout",
+    "lora_targets",
 )
-_RESUME_DEFAULTS = {"strategy": "ddp"}  # checkpoints written before the field existed
+# checkpoints written before a field existed
+_RESUME_DEFAULTS = {
+    "strategy": "ddp",
+    "prompt_format": "auto",
+    "lora_r": None,
+    "lora_alpha": None,
+    "lora_dropout": 0.05,
+    "lora_targets": "all-linear",
+}
 
 
 class ResumeError(ValueError):
@@ -80,6 +101,7 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     max_input_len: int = 1024
     max_target_len: int = 256
+    max_new_tokens: int | None = None  # generation cap at evaluation (default: --max-target-len)
     eval_every: int = 0
     max_eval_examples: int | None = None
     save_every: int | None = None
@@ -93,6 +115,12 @@ class TrainConfig:
     strategy: str = "ddp"  # ddp: a full replica per process; fsdp: parameters sharded over processes
     report_to: str = "none"  # none | tensorboard
     hinted: str = "keep"  # keep | drop: train rows whose teacher saw the gold answer (sbs-data rationalize)
+    prompt_format: str = "auto"  # causal students: auto (chat template if any) | chat | plain
+    packing: str = "auto"  # causal students: auto | rows | flat | none (causal.py)
+    lora_r: int | None = None  # train rank-r LoRA adapters instead of every weight
+    lora_alpha: float | None = None
+    lora_dropout: float = 0.05
+    lora_targets: str = "all-linear"
     stop_after: int | None = None  # stop (checkpointed, as if pre-empted) after this many steps
     world_size: int = field(default=1, init=False)
 
@@ -149,86 +177,423 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+@dataclass
+class Env:
+    """Where this process runs: its rank, the world, the device and the precision."""
+
+    rank: int
+    world: int
+    device: torch.device
+    bf16: bool
+
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            dist.barrier()
+
+    def log(self, msg: str) -> None:
+        _log(self.rank, msg)
+
+
+# ------------------------------------------------------------------------------------------------ data
+
+
+@dataclass
+class Data:
+    manifest: dict
+    train: list[Row]
+    validation: list[Row]
+    test: list[Row]
+    skipped: int  # train rows without the mode's targets
+    hinted_dropped: int
+
+
+def load_data(cfg: TrainConfig) -> Data:
+    """Read the shards and keep, per split, the rows the mode can use."""
+    manifest = read_manifest(cfg.data)
+    check_columns(cfg.data, manifest, cfg.mode)
+    raw_train = read_split_rows(cfg.data, manifest, "train")
+    hinted_dropped = 0
+    if cfg.hinted == "drop":
+        raw_train, hinted_dropped = drop_hinted(raw_train)
+    train, skipped = build_rows(raw_train, cfg.mode, "train", training=True)
+    if not train:
+        raise ExportError(f"{cfg.data}: the export has no train rows")
+    val, _ = build_rows(read_split_rows(cfg.data, manifest, "validation"), cfg.mode, "validation", False)
+    test, _ = build_rows(read_split_rows(cfg.data, manifest, "test"), cfg.mode, "test", False)
+    val = val[: cfg.max_eval_examples] if cfg.max_eval_examples else val
+    return Data(manifest, train, val, test, skipped, hinted_dropped)
+
+
+def tasks_of(mode: str) -> tuple[str, ...]:
+    return ("label", "rationale") if mode == "sbs" else ("label",)
+
+
+def encode_train(student: Student, rows: list[Row], cfg: TrainConfig):
+    """Tokenise the train rows once: seq2seq (batching.Encoded) or causal (causal.CausalEncoded)."""
+    if student.kind == "seq2seq":
+        return encode_rows(rows, student.tokenizer, cfg.mode, cfg.max_input_len, cfg.max_target_len)
+    assert student.prompt is not None
+    try:
+        return encode_causal(
+            rows, student.tokenizer, student.prompt, tasks_of(cfg.mode), cfg.max_input_len, cfg.max_target_len
+        )
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
+
+
+# ----------------------------------------------------------------------------------------------- model
+
+
+def _flash_attention_available(device: torch.device) -> bool:
+    return device.type == "cuda" and importlib.util.find_spec("flash_attn") is not None
+
+
+def resolve_packing(cfg: TrainConfig, device: torch.device) -> tuple[str, str | None]:
+    """(packing, attention implementation) for a causal student: `flat` with flash-attention on CUDA,
+    else `rows` (causal.py)."""
+    if cfg.packing not in PACKINGS:
+        raise ConfigError(f"--packing must be one of {', '.join(PACKINGS)}, not {cfg.packing!r}")
+    flash = _flash_attention_available(device) and cfg.packing in ("auto", "flat")
+    if cfg.packing != "auto":
+        return cfg.packing, "flash_attention_2" if flash else None
+    return ("flat", "flash_attention_2") if flash else ("rows", None)
+
+
+def check_packing(student: Student, enc: CausalEncoded, packing: str, attn: str | None, env: Env) -> str:
+    """The packed layout if it gives the same losses as one padded row per sequence on two rows, else `none`.
+
+    Packing relies on the model's attention honouring restarting position ids; a family that ignores
+    them would let sequences see each other. One forward of two rows, in eval mode, settles it.
+    """
+    if packing == "none" or attn == "flash_attention_2":
+        return packing  # flash-attention reads restarting position ids as varlen sequences by design
+    step = student.step_module()
+    idx = list(range(min(2, len(enc))))
+    was_training = student.model.training
+    student.model.eval()
+    with torch.no_grad(), env.autocast():
+        got = [
+            step(
+                **{
+                    k: v.to(env.device)
+                    for k, v in collate_causal(enc, idx, student.tokenizer.pad_token_id, p).items()
+                }
+            )
+            for p in (packing, "none")
+        ]
+    student.model.train(was_training)
+    tol = 3e-2 if env.bf16 else 1e-3
+    bad = {
+        t: (float(got[0][t]), float(got[1][t]))
+        for t in got[1]
+        if not math.isclose(float(got[0][t]), float(got[1][t]), rel_tol=tol, abs_tol=tol)
+    }
+    if bad:
+        env.log(
+            f"note: --packing {packing} changes this model's losses ({bad}); its attention ignores restarting "
+            "position ids, so each sequence gets its own padded row (--packing none)"
+        )
+        return "none"
+    return packing
+
+
+def wrap(student: Student, cfg: TrainConfig, env: Env) -> tuple[nn.Module, nn.Module | None]:
+    """(step module, FSDP root or None): the module one micro-batch's forward goes through."""
+    model = student.model
+    step: nn.Module = student.step_module()
+    if cfg.strategy == "fsdp":  # fully_shard moves each block to the device as it shards it
+        blocks = sharding.shard(step, model, env.device, env.bf16)
+        env.log(f"FSDP over {env.world} processes: sharded {', '.join(blocks) or 'no blocks'} and the root")
+        return step, step
+    model.to(env.device)
+    if cfg.compile:
+        step = torch.compile(step)
+    if env.world > 1:
+        # warm-started encoder-decoders have parts (e.g. BERT poolers) that take no part in the loss
+        unused = model.config.model_type == "encoder-decoder"
+        step = nn.parallel.DistributedDataParallel(
+            step,
+            device_ids=[env.device.index] if env.device.type == "cuda" else None,
+            find_unused_parameters=unused,
+        )
+    return step, None
+
+
 # ------------------------------------------------------------------------------------------ evaluation
 
 
-@torch.no_grad()
-def predict(
-    model,
-    tokenizer,
-    rows: list[Row],
-    prefix: str,
-    cfg: TrainConfig,
-    device,
-    bf16: bool,
-    rank: int,
-    world: int,
-    fsdp_root: torch.nn.Module | None = None,
-) -> list[str]:
-    """Greedy generations for `rows`, sharded over ranks (longest first) and gathered on every rank.
+def _pad_left(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for r, s in enumerate(seqs):
+        if s:
+            ids[r, width - len(s) :], mask[r, width - len(s) :] = torch.tensor(s), 1
+    return ids, mask
 
-    Under FSDP every forward is a collective, so generation runs through the sharded root's forward,
-    every rank runs the same number of batches (a rank out of rows repeats a row and drops the
-    output), and `synced_gpus` keeps a rank whose batch has finished stepping until all have.
+
+@dataclass
+class Evaluator:
+    """Greedy generation of the predict task, scored with the task's own answer rules.
+
+    Seq2seq students read `predict: input` (sbs) or `input`; causal students the predict prompt of
+    their prompt format, left-padded, and stop at the end token or --max-new-tokens.
     """
-    model.eval()
-    ids = tokenizer([prefix + r.input for r in rows], truncation=True, max_length=cfg.max_input_len)[
-        "input_ids"
-    ]
-    mine = sorted(range(len(rows)), key=lambda i: -len(ids[i]))[rank::world]
-    bs = cfg.eval_batch_size or cfg.batch_size
-    n_batches = math.ceil(math.ceil(len(rows) / world) / bs) if fsdp_root else math.ceil(len(mine) / bs)
-    kw = {"max_new_tokens": cfg.max_target_len, "do_sample": False, "num_beams": 1}
-    out: dict[int, str] = {}
-    for b in range(n_batches):
-        idx = mine[b * bs : (b + 1) * bs]
-        x, m = pad_inputs([ids[i] for i in idx or [0]], tokenizer.pad_token_id)
-        x, m = x.to(device), m.to(device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            if fsdp_root is not None:
-                gen = fsdp_root(x, m, generate={**kw, "synced_gpus": world > 1})
-            else:
-                gen = model.generate(input_ids=x, attention_mask=m, **kw)
-        out.update(zip(idx, tokenizer.batch_decode(gen, skip_special_tokens=True)[: len(idx)], strict=True))
-    if fsdp_root is not None:
-        fsdp_root.reshard()  # the root keeps its gathered weights after a forward that has no backward
-    if world > 1:
-        parts: list[dict[int, str]] = [{} for _ in range(world)]
-        dist.all_gather_object(parts, out)
-        out = {k: v for p in parts for k, v in p.items()}
-    return [out[i].strip() for i in range(len(rows))]
 
+    student: Student
+    cfg: TrainConfig
+    env: Env
+    fsdp_root: nn.Module | None = None
 
-def evaluate(
-    model,
-    tokenizer,
-    rows: list[Row],
-    split: str,
-    cfg: TrainConfig,
-    device,
-    bf16: bool,
-    rank: int,
-    world: int,
-    fsdp_root: torch.nn.Module | None = None,
-):
-    """(metrics, prediction records) for one split, with task-aware comparison."""
-    prefix = PREDICT_PREFIX if cfg.mode == "sbs" else ""
-    preds = predict(model, tokenizer, rows, prefix, cfg, device, bf16, rank, world, fsdp_root)
-    golds = [r.gold for r in rows]
-    task = rows[0].task if rows else ""
-    arith = is_arithmetic(task, golds)
-    records = [
-        {
-            "split": split,
-            "example_id": r.example_id,
-            "input": r.input,
-            "prediction": p,
-            "gold": r.gold,
-            "correct": is_correct(p, r.gold, arith),
+    def prompts(self, rows: list[Row]) -> list[list[int]]:
+        tok, cfg = self.student.tokenizer, self.cfg
+        if self.student.kind == "causal":
+            fmt = self.student.prompt
+            return [fit_prompt(fmt, tok, "label", r.input, cfg.max_input_len)[0] for r in rows]
+        prefix = PREDICT_PREFIX if cfg.mode == "sbs" else ""
+        return tok([prefix + r.input for r in rows], truncation=True, max_length=cfg.max_input_len)[
+            "input_ids"
+        ]
+
+    def generate_kwargs(self) -> dict:
+        kw: dict[str, Any] = {
+            "max_new_tokens": self.cfg.max_new_tokens or self.cfg.max_target_len,
+            "do_sample": False,
+            "num_beams": 1,
         }
-        for r, p in zip(rows, preds, strict=True)
-    ]
-    return accuracy(preds, golds, task), records
+        if self.student.kind == "causal":
+            tok, fmt = self.student.tokenizer, self.student.prompt
+            kw["eos_token_id"] = sorted({fmt.end_token_id, tok.eos_token_id} - {None})
+            kw["pad_token_id"] = tok.pad_token_id
+        return kw
+
+    @torch.no_grad()
+    def predict(self, rows: list[Row], model: nn.Module | None = None) -> list[str]:
+        """Greedy generations for `rows`, sharded over ranks (longest first) and gathered on every rank.
+
+        Under FSDP every forward is a collective, so generation runs through the sharded root's forward,
+        every rank runs the same number of batches (a rank out of rows repeats a row and drops the
+        output), and `synced_gpus` keeps a rank whose batch has finished stepping until all have.
+        """
+        model = self.student.model if model is None else model
+        tok, env, root = self.student.tokenizer, self.env, self.fsdp_root
+        causal = self.student.kind == "causal"
+        model.eval()
+        ids = self.prompts(rows)
+        mine = sorted(range(len(rows)), key=lambda i: -len(ids[i]))[env.rank :: env.world]
+        bs = self.cfg.eval_batch_size or self.cfg.batch_size
+        n_batches = math.ceil(math.ceil(len(rows) / env.world) / bs) if root else math.ceil(len(mine) / bs)
+        kw = self.generate_kwargs()
+        out: dict[int, str] = {}
+        for b in range(n_batches):
+            idx = mine[b * bs : (b + 1) * bs]
+            seqs = [ids[i] for i in idx or [0]]
+            x, m = _pad_left(seqs, tok.pad_token_id) if causal else pad_inputs(seqs, tok.pad_token_id)
+            x, m = x.to(env.device), m.to(env.device)
+            with env.autocast():
+                if root is not None:
+                    gen = root(x, attention_mask=m, generate={**kw, "synced_gpus": env.world > 1})
+                else:
+                    gen = model.generate(input_ids=x, attention_mask=m, **kw)
+            if causal:
+                gen = gen[:, x.size(1) :]  # the new tokens only
+            texts = tok.batch_decode(gen, skip_special_tokens=True)
+            out.update(zip(idx, texts[: len(idx)], strict=True))
+        if root is not None:
+            root.reshard()  # the root keeps its gathered weights after a forward that has no backward
+        if env.world > 1:
+            parts: list[dict[int, str]] = [{} for _ in range(env.world)]
+            dist.all_gather_object(parts, out)
+            out = {k: v for p in parts for k, v in p.items()}
+        return [out[i].strip() for i in range(len(rows))]
+
+    def evaluate(
+        self, rows: list[Row], split: str, model: nn.Module | None = None
+    ) -> tuple[dict, list[dict]]:
+        """(metrics, prediction records) for one split, with task-aware comparison."""
+        preds = self.predict(rows, model)
+        golds = [r.gold for r in rows]
+        task = rows[0].task if rows else ""
+        arith = is_arithmetic(task, golds)
+        records = [
+            {
+                "split": split,
+                "example_id": r.example_id,
+                "input": r.input,
+                "prediction": p,
+                "gold": r.gold,
+                "correct": is_correct(p, r.gold, arith),
+            }
+            for r, p in zip(rows, preds, strict=True)
+        ]
+        return accuracy(preds, golds, task), records
+
+
+# ----------------------------------------------------------------------------------------- checkpoints
+
+
+@dataclass
+class TrainState:
+    """What the loop has done so far; saved in every checkpoint."""
+
+    step: int = 0
+    examples: int = 0
+    tokens: int = 0
+    runtime_s: float = 0.0
+    cpu_s: float = 0.0
+    best: dict | None = None  # the best validation so far: step, accuracy, n, records
+    history: list[dict] = field(default_factory=list)
+    last: dict = field(default_factory=dict)  # the last step's losses
+
+
+@dataclass
+class StepStats:
+    """One optimizer step's sums over its micro-batches (averaged over ranks by `all_reduce`)."""
+
+    label_loss: float = 0.0
+    rationale_loss: float = 0.0
+    examples: int = 0
+    tokens: int = 0
+
+    def all_reduce(self, world: int) -> None:
+        t = torch.tensor(
+            [self.label_loss, self.rationale_loss, self.examples, self.tokens], dtype=torch.float64
+        )
+        dist.all_reduce(t)
+        self.label_loss, self.rationale_loss = t[0].item() / world, t[1].item() / world
+        self.examples, self.tokens = int(t[2]), int(t[3])
+
+
+def _finish_swap(out: Path) -> None:
+    """A save writes checkpoint.tmp/, then renames checkpoint/ to checkpoint.old/ and checkpoint.tmp/ to
+    checkpoint/. Killed between the two renames, checkpoint/ is missing and checkpoint.tmp/ is complete."""
+    if (
+        not (out / "checkpoint").exists()
+        and (out / "checkpoint.old").exists()
+        and (out / "checkpoint.tmp").exists()
+    ):
+        (out / "checkpoint.tmp").rename(out / "checkpoint")
+
+
+@dataclass
+class Checkpoints:
+    """OUT/checkpoint/ (exact resume) and the plain transformers folders OUT/best/ and OUT/final/."""
+
+    out: Path
+    cfg: TrainConfig
+    env: Env
+    student: Student
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    stream: BatchStream
+
+    @property
+    def fsdp(self) -> bool:
+        return self.cfg.strategy == "fsdp"
+
+    @property
+    def dir(self) -> Path:
+        return self.out / "checkpoint"
+
+    def _weights(self) -> dict[str, torch.Tensor]:
+        """The model tensors a checkpoint holds: with LoRA only the trained ones (the rest is --model)."""
+        sd = self.student.model.state_dict()
+        if self.student.peft is None:
+            return sd
+        keep = lora.trainable_names(self.student.model)
+        return {k: v for k, v in sd.items() if k in keep}
+
+    def save(self, state: TrainState) -> None:
+        """Written into checkpoint.tmp/, then swapped in whole, so a kill mid-save keeps the last one."""
+        tmp, old, env = self.out / "checkpoint.tmp", self.out / "checkpoint.old", self.env
+        if env.rank == 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        env.barrier()
+        torch.save(_rng_state(), tmp / f"rng-rank{env.rank}.pt")
+        if self.fsdp:
+            sharding.save(self.student.model, self.optimizer, tmp / "sharded")
+        if env.rank == 0:
+            weights = (
+                {} if self.fsdp else {"model": self._weights(), "optimizer": self.optimizer.state_dict()}
+            )
+            torch.save(
+                {
+                    **weights,
+                    "scheduler": self.scheduler.state_dict(),
+                    "stream": self.stream.state(),
+                    "state": asdict(state),
+                    "config": asdict(self.cfg),
+                },
+                tmp / "state.pt",
+            )
+        env.barrier()
+        if env.rank == 0:
+            if self.dir.exists():
+                self.dir.rename(old)
+            tmp.rename(self.dir)
+            shutil.rmtree(old, ignore_errors=True)
+        env.barrier()
+
+    def restore(self) -> TrainState | None:
+        """The state of the last checkpoint, loaded into model, optimizer, schedule and stream (or None)."""
+        if self.env.rank == 0:
+            _finish_swap(self.out)
+        self.env.barrier()
+        if not (self.dir / "state.pt").is_file():
+            return None
+        ck = torch.load(self.dir / "state.pt", map_location="cpu", weights_only=False)
+        was, now = {**_RESUME_DEFAULTS, **ck["config"]}, asdict(self.cfg)
+        for k in _RESUME_KEYS:
+            if was.get(k) != now.get(k):
+                raise ResumeError(f"--resume: {k} was {was.get(k)!r}, now {now.get(k)!r}")
+        model = self.student.model
+        if self.fsdp:
+            sharding.load(model, self.optimizer, self.dir / "sharded")
+        else:
+            missing, unexpected = model.load_state_dict(ck["model"], strict=self.student.peft is None)
+            if unexpected or (set(self._weights()) - set(ck["model"])):
+                raise ResumeError(
+                    f"--resume: the checkpoint's weights do not fit this model ({unexpected[:3]})"
+                )
+            self.optimizer.load_state_dict(ck["optimizer"])
+        self.scheduler.load_state_dict(ck["scheduler"])
+        self.stream.load_state(ck["stream"])
+        _set_rng_state(torch.load(self.dir / f"rng-rank{self.env.rank}.pt", weights_only=False))
+        return TrainState(**ck["state"])
+
+    def save_pretrained(self, folder: Path) -> None:
+        """A plain transformers folder (merged LoRA weights; gathered shards under FSDP) and the prompt format."""
+        student = self.student
+        weights = None
+        if self.fsdp:
+            weights = sharding.full_state_dict(student.model)
+        elif student.peft is not None:
+            weights = lora.merged_state_dict(student.model)
+        if self.env.rank == 0:
+            student.model.save_pretrained(folder, state_dict=weights)
+            student.tokenizer.save_pretrained(folder)
+            if student.prompt is not None:
+                student.prompt.save(folder)
+
+    def load_best(self, folder: Path) -> nn.Module:
+        """The weights of OUT/best/ to test with: into the sharded model (FSDP), else a fresh plain model."""
+        model = self.student.model
+        if self.fsdp:
+            sharding.load_pretrained(model, folder)
+            return model
+        from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+        auto = AutoModelForCausalLM if self.student.kind == "causal" else AutoModelForSeq2SeqLM
+        kw = (
+            {"attn_implementation": model.config._attn_implementation}
+            if self.student.kind == "causal"
+            else {}
+        )
+        return auto.from_pretrained(folder, dtype=torch.float32, **kw).to(self.env.device)
 
 
 # --------------------------------------------------------------------------------------------- training
@@ -240,6 +605,13 @@ def run(cfg: TrainConfig) -> dict | None:
         raise ConfigError(f"--strategy must be one of {', '.join(STRATEGIES)}, not {cfg.strategy!r}")
     if cfg.strategy == "fsdp" and cfg.compile:
         raise ConfigError("--compile is not supported with --strategy fsdp")
+    if cfg.strategy == "fsdp" and cfg.lora_r:
+        raise ConfigError(
+            "--lora-r is not supported with --strategy fsdp: LoRA trains a small fraction of the weights, so "
+            "use --strategy ddp (frozen weights take 2 bytes/parameter in bf16; see 'Choosing a student')"
+        )
+    if cfg.packing not in PACKINGS:
+        raise ConfigError(f"--packing must be one of {', '.join(PACKINGS)}, not {cfg.packing!r}")
     check_report_to(cfg.report_to)
     owns_group = not dist.is_initialized()  # a caller that set up the process group keeps it
     rank, world, device = _setup_distributed(cfg.device, cfg.strategy)
@@ -266,165 +638,98 @@ def _teardown_distributed(ok: bool) -> None:
     gc.collect()
 
 
-def _finish_swap(out: Path) -> None:
-    """A save writes checkpoint.tmp/, then renames checkpoint/ to checkpoint.old/ and checkpoint.tmp/ to
-    checkpoint/. Killed between the two renames, checkpoint/ is missing and checkpoint.tmp/ is complete."""
-    if (
-        not (out / "checkpoint").exists()
-        and (out / "checkpoint.old").exists()
-        and (out / "checkpoint.tmp").exists()
-    ):
-        (out / "checkpoint.tmp").rename(out / "checkpoint")
-
-
 def _run(cfg: TrainConfig, rank: int, world: int, device: torch.device) -> dict | None:
     out = Path(cfg.output)
-    ckpt_dir = out / "checkpoint"
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
-    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
+    env = Env(
+        rank, world, device, cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
+    )
 
-    # -- data: read shards, keep rows that have the mode's targets, tokenise once
-    manifest = read_manifest(cfg.data)
-    check_columns(cfg.data, manifest, cfg.mode)
-    raw_train = read_split_rows(cfg.data, manifest, "train")
-    hinted_dropped = 0
-    if cfg.hinted == "drop":
-        raw_train, hinted_dropped = drop_hinted(raw_train)
-    train_rows, dropped = build_rows(raw_train, cfg.mode, "train", training=True)
-    if not train_rows:
-        raise ExportError(f"{cfg.data}: the export has no train rows")
-    val_rows, _ = build_rows(read_split_rows(cfg.data, manifest, "validation"), cfg.mode, "validation", False)
-    test_rows, _ = build_rows(read_split_rows(cfg.data, manifest, "test"), cfg.mode, "test", False)
-    val_rows = val_rows[: cfg.max_eval_examples] if cfg.max_eval_examples else val_rows
-    if dropped:
-        _log(rank, f"note: {dropped} train rows lack a {cfg.mode} target and are skipped")
+    # -- 1. data
+    data = load_data(cfg)
+    if data.skipped:
+        env.log(f"note: {data.skipped} train rows lack a {cfg.mode} target and are skipped")
 
-    model, tokenizer = load_student(cfg.model, cfg.seed)
-    enc = encode_rows(train_rows, tokenizer, cfg.mode, cfg.max_input_len, cfg.max_target_len)
+    # -- 2. student, adapters, tokens
+    packing, attn = resolve_packing(cfg, device)
+    student = load_student(cfg.model, cfg.seed, cfg.prompt_format, attn)
+    if student.kind == "seq2seq" and cfg.packing != "auto":
+        env.log(
+            f"note: --packing {cfg.packing} applies to causal students; a seq2seq student batches as before"
+        )
+    if cfg.lora_r:
+        try:
+            student.peft = lora.apply(
+                student.model,
+                student.kind,
+                lora.LoraOptions(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets),
+            )
+        except ValueError as e:
+            raise ConfigError(str(e)) from e
+    enc = encode_train(student, data.train, cfg)
+    causal = isinstance(enc, CausalEncoded)
     stream = BatchStream(enc.lengths(), cfg.batch_size, cfg.seed, cfg.group_by_length)
     per_step = world * cfg.grad_accum
     max_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * stream.batches_per_epoch() / per_step))
-    _log(
-        rank,
-        f"{len(train_rows)} train rows, {len(val_rows)} validation, {len(test_rows)} test; {max_steps} steps on {world} x {device}",
+    env.log(
+        f"{len(data.train)} train rows, {len(data.validation)} validation, {len(data.test)} test; "
+        f"{student.kind} student; {max_steps} steps on {world} x {device}"
     )
 
-    # -- model, optimiser, schedule
-    fsdp = cfg.strategy == "fsdp"
-    step_module: torch.nn.Module = StudentStep(model)
-    if fsdp:  # fully_shard moves each block to the device as it shards it: no full copy on the GPU
-        blocks = sharding.shard(step_module, model, device, bf16)
-        _log(rank, f"FSDP over {world} processes: sharded {', '.join(blocks) or 'no blocks'} and the root")
-    else:
+    # -- 3. placement, optimiser, schedule
+    model, pad_id = student.model, student.tokenizer.pad_token_id
+    if causal and cfg.strategy != "fsdp":  # (under FSDP the blocks reach the device as they are sharded)
         model.to(device)
-        if cfg.compile:
-            step_module = torch.compile(step_module)
-        if world > 1:
-            # warm-started encoder-decoders have parts (e.g. BERT poolers) that take no part in the loss
-            unused = model.config.model_type == "encoder-decoder"
-            step_module = torch.nn.parallel.DistributedDataParallel(
-                step_module,
-                device_ids=[device.index] if device.type == "cuda" else None,
-                find_unused_parameters=unused,
-            )
-    fsdp_root = step_module if fsdp else None
-    params = {"total": sharding.full_numel(model), "per_rank": [sharding.local_numel(model)]}
+        packing = check_packing(student, enc, packing, attn, env)
+
+    def micro_batch(idx: list[int]) -> tuple[dict, int]:
+        """A micro-batch on the device, and its real token count."""
+        if causal:
+            b, n = collate_causal(enc, idx, pad_id, packing), enc.tokens(idx)
+        else:
+            b = collate(enc, idx, pad_id)
+            n = count_tokens(b)
+        return {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in b.items()}, n
+
+    step_module, fsdp_root = wrap(student, cfg, env)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    params = {
+        "total": sharding.full_numel(model),
+        "trainable": sum(p.numel() for p in trainable),
+        "per_rank": [sharding.local_numel(model)],
+    }
     if world > 1:
         params["per_rank"] = [None] * world
         dist.all_gather_object(params["per_rank"], sharding.local_numel(model))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg.warmup_steps, max_steps))
-    state = {
-        "step": 0,
-        "examples": 0,
-        "tokens": 0,
-        "runtime_s": 0.0,
-        "cpu_s": 0.0,
-        "best": None,
-        "history": [],
-        "last": {},
-    }
+    ckpt = Checkpoints(out, cfg, env, student, optimizer, scheduler, stream)
 
-    if cfg.resume and rank == 0:
-        _finish_swap(out)
-    if cfg.resume and world > 1:
-        dist.barrier()
-    resumed = cfg.resume and (ckpt_dir / "state.pt").is_file()
+    # -- 4. resume
+    restored = ckpt.restore() if cfg.resume else None
+    state = restored or TrainState()
+    resumed = restored is not None
     if resumed:
-        ck = torch.load(ckpt_dir / "state.pt", map_location="cpu", weights_only=False)
-        was = {**_RESUME_DEFAULTS, **ck["config"]}
-        for k in _RESUME_KEYS:
-            if was.get(k) != asdict(cfg).get(k):
-                raise ResumeError(f"--resume: {k} was {was.get(k)!r}, now {asdict(cfg).get(k)!r}")
-        if fsdp:
-            sharding.load(model, optimizer, ckpt_dir / "sharded")
-        else:
-            model.load_state_dict(ck["model"])
-            optimizer.load_state_dict(ck["optimizer"])
-        scheduler.load_state_dict(ck["scheduler"])
-        stream.load_state(ck["stream"])
-        state = ck["state"]
-        _set_rng_state(torch.load(ckpt_dir / f"rng-rank{rank}.pt", weights_only=False))
-        _log(rank, f"resumed from {ckpt_dir} at step {state['step']}")
+        env.log(f"resumed from {ckpt.dir} at step {state.step}")
     elif rank == 0:
         out.mkdir(parents=True, exist_ok=True)
+    if rank == 0 and student.prompt is not None:
+        student.prompt.save(out)
     run_log = (
-        RunLog(out, state["step"] if resumed else None, cfg.report_to == "tensorboard") if rank == 0 else None
+        RunLog(out, state.step if resumed else None, cfg.report_to == "tensorboard") if rank == 0 else None
     )
-
-    def save_pretrained(folder: Path) -> None:
-        """A plain transformers folder; under FSDP the shards are gathered to rank 0 first."""
-        weights = sharding.full_state_dict(model) if fsdp else None
-        if rank == 0:
-            model.save_pretrained(folder, state_dict=weights)
-            tokenizer.save_pretrained(folder)
-
-    def save_checkpoint() -> None:
-        """Written into checkpoint.tmp/, then swapped in whole, so a kill mid-save keeps the last one."""
-        tmp, old = out / "checkpoint.tmp", out / "checkpoint.old"
-        if rank == 0:
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
-        if world > 1:
-            dist.barrier()
-        torch.save(_rng_state(), tmp / f"rng-rank{rank}.pt")
-        if fsdp:
-            sharding.save(model, optimizer, tmp / "sharded")
-        if rank == 0:
-            torch.save(
-                {
-                    **({} if fsdp else {"model": model.state_dict(), "optimizer": optimizer.state_dict()}),
-                    "scheduler": scheduler.state_dict(),
-                    "stream": stream.state(),
-                    "state": state,
-                    "config": asdict(cfg),
-                },
-                tmp / "state.pt",
-            )
-        if world > 1:
-            dist.barrier()
-        if rank == 0:
-            if ckpt_dir.exists():
-                ckpt_dir.rename(old)
-            tmp.rename(ckpt_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        if world > 1:
-            dist.barrier()
+    evaluator = Evaluator(student, cfg, env, fsdp_root)
 
     def validate() -> dict:
         """Evaluate validation at the current step; keep the weights if it is the best so far."""
-        m, records = evaluate(
-            model, tokenizer, val_rows, "validation", cfg, device, bf16, rank, world, fsdp_root
-        )
-        state["history"].append({"step": state["step"], **m})
-        _log(rank, f"step {state['step']}: validation accuracy {m['accuracy']} (n={m['n']})")
-        best = state["best"]
-        if best is None or (m["accuracy"] or 0.0) > (best["accuracy"] or 0.0):
-            state["best"] = {"step": state["step"], **m, "records": records}
-            save_pretrained(out / "best")
-        if world > 1:
-            dist.barrier()
+        m, records = evaluator.evaluate(data.validation, "validation")
+        state.history.append({"step": state.step, **m})
+        env.log(f"step {state.step}: validation accuracy {m['accuracy']} (n={m['n']})")
+        if state.best is None or (m["accuracy"] or 0.0) > (state.best["accuracy"] or 0.0):
+            state.best = {"step": state.step, **m, "records": records}
+            ckpt.save_pretrained(out / "best")
+        env.barrier()
         return m
 
     def finish_log() -> None:
@@ -432,129 +737,152 @@ def _run(cfg: TrainConfig, rank: int, world: int, device: torch.device) -> dict 
             run_log.close()
             draw_curves(out / LOG_NAME, out / CURVES_NAME)
 
-    # -- the loop
+    # -- 5. the loop
+    fsdp = cfg.strategy == "fsdp"
     save_every = cfg.save_every if cfg.save_every is not None else cfg.eval_every
-    while state["step"] < max_steps:
+    while state.step < max_steps:
         t0, c0 = time.perf_counter(), time.process_time()
         step_module.train()
-        sums = torch.zeros(4, dtype=torch.float64)  # label loss, rationale loss, examples, tokens
+        stats = StepStats()
         for micro in range(cfg.grad_accum):
             idx = stream.take(world, rank)
-            batch = {
-                k: (v.to(device) if torch.is_tensor(v) else v)
-                for k, v in collate(enc, idx, tokenizer.pad_token_id).items()
-            }
+            batch, n_tokens = micro_batch(idx)
             # DDP all-reduces only the last micro-batch's gradients; FSDP reduce-scatters each one, so a
             # rank never holds a full gradient
             accumulate = world > 1 and not fsdp and micro < cfg.grad_accum - 1
             with step_module.no_sync() if accumulate else contextlib.nullcontext():
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                with env.autocast():
                     losses = step_module(**batch)
                     loss = combine(losses, cfg.alpha) / cfg.grad_accum
                 loss.backward()
-            sums[0] += losses["label"].item() / cfg.grad_accum
-            sums[1] += losses["rationale"].item() / cfg.grad_accum if "rationale" in losses else 0.0
-            sums[2] += len(idx)
-            sums[3] += count_tokens(batch)
+            stats.label_loss += losses["label"].item() / cfg.grad_accum
+            if "rationale" in losses:
+                stats.rationale_loss += losses["rationale"].item() / cfg.grad_accum
+            stats.examples += len(idx)
+            stats.tokens += n_tokens
         grad_norm = torch.nn.utils.clip_grad_norm_(
-            model.parameters(), cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf")
+            trainable, cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf")
         )
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         if world > 1:
-            dist.all_reduce(sums)
-            sums[:2] /= world
+            stats.all_reduce(world)
         step_s = time.perf_counter() - t0
-        state["runtime_s"] += step_s
-        state["cpu_s"] += time.process_time() - c0
-        state["step"] += 1
-        state["examples"] += int(sums[2])
-        state["tokens"] += int(sums[3])
-        last = {"label": sums[0].item()}
+        state.runtime_s += step_s
+        state.cpu_s += time.process_time() - c0
+        state.step += 1
+        state.examples += stats.examples
+        state.tokens += stats.tokens
+        state.last = {"label": stats.label_loss}
         if cfg.mode == "sbs":
-            last["rationale"] = sums[1].item()
-            last["total"] = cfg.alpha * last["label"] + (1 - cfg.alpha) * last["rationale"]
-        state["last"] = last
+            state.last["rationale"] = stats.rationale_loss
+            state.last["total"] = cfg.alpha * stats.label_loss + (1 - cfg.alpha) * stats.rationale_loss
         rec = {
-            "step": state["step"],
-            "loss": last,
+            "step": state.step,
+            "loss": state.last,
             "lr": scheduler.get_last_lr()[0],
             "grad_norm": sharding.as_float(grad_norm),
             "step_s": round(step_s, 5),  # wall time of the step: data, forward, backward, optimizer
         }
-        if val_rows and (
-            state["step"] == max_steps or (cfg.eval_every and state["step"] % cfg.eval_every == 0)
+        if data.validation and (
+            state.step == max_steps or (cfg.eval_every and state.step % cfg.eval_every == 0)
         ):
             rec["validation"] = {k: v for k, v in validate().items() if k in ("accuracy", "n")}
         if run_log:
             run_log.write(rec)
-        if cfg.log_every and state["step"] % cfg.log_every == 0:
-            rate = state["examples"] / max(state["runtime_s"], 1e-9)
-            _log(
-                rank,
-                f"step {state['step']}/{max_steps} loss {last} lr {rec['lr']:.2e} {rate:.1f} ex/s",
-            )
-        if cfg.stop_after and state["step"] >= cfg.stop_after and state["step"] < max_steps:
-            save_checkpoint()
+        if cfg.log_every and state.step % cfg.log_every == 0:
+            rate = state.examples / max(state.runtime_s, 1e-9)
+            env.log(f"step {state.step}/{max_steps} loss {state.last} lr {rec['lr']:.2e} {rate:.1f} ex/s")
+        if cfg.stop_after and state.step >= cfg.stop_after and state.step < max_steps:
+            ckpt.save(state)
             finish_log()
-            _log(rank, f"stopped after step {state['step']} (--stop-after); continue with --resume")
+            env.log(f"stopped after step {state.step} (--stop-after); continue with --resume")
             return None
-        if save_every and state["step"] % save_every == 0 and state["step"] < max_steps:
-            save_checkpoint()
+        if save_every and state.step % save_every == 0 and state.step < max_steps:
+            ckpt.save(state)
 
-    # -- the end: checkpoint, final weights, test with the best weights, metrics, curves
-    if val_rows and not any(h["step"] == state["step"] for h in state["history"]):
+    # -- 6. the end: checkpoint, final weights, test with the best weights, metrics, curves
+    if data.validation and not any(h["step"] == state.step for h in state.history):
         validate()  # a resumed run that had already taken its last step
-    save_checkpoint()
-    save_pretrained(out / "final")
+    ckpt.save(state)
+    ckpt.save_pretrained(out / "final")
+    if student.peft is not None and rank == 0:
+        lora.save_adapter(student.peft, out / "adapter")
     finish_log()
-    best = state["best"]
-    eval_model = model
-    if best is not None and best["step"] != state["step"]:
-        if fsdp:  # the best weights go into the sharded model: no full copy per GPU
-            sharding.load_pretrained(model, out / "best")
-        else:
-            eval_model = type(model).from_pretrained(out / "best").to(device)
-    test_m, test_records = (
-        evaluate(eval_model, tokenizer, test_rows, "test", cfg, device, bf16, rank, world, fsdp_root)
-        if test_rows
-        else ({}, [])
-    )
-    runtime = state["runtime_s"]
-    train = {
-        "steps": state["step"],
-        "examples_seen": state["examples"],
-        "tokens_seen": state["tokens"],
-        "train_runtime_s": round(runtime, 3),
-        "train_cpu_s": round(state["cpu_s"], 3),  # this process's CPU time: steadier on a shared machine
-        "examples_per_s": state["examples"] / runtime if runtime else None,
-        "tokens_per_s": state["tokens"] / runtime if runtime else None,
-        "final_loss": state["last"],
-        "rows": len(train_rows),
-        "rows_skipped": dropped,
-        "rows_hinted_dropped": hinted_dropped,
-    }
-    if device.type == "cuda":
-        train["peak_memory_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
-    metrics = {
-        "mode": cfg.mode,
-        "alpha": cfg.alpha if cfg.mode == "sbs" else None,
-        "task": manifest.get("task"),
-        "model": cfg.model,
-        "world_size": world,
-        "strategy": cfg.strategy,
-        "parameters": params,  # per_rank: elements each process stores (a shard under FSDP)
-        "device": str(device),
-        "precision": "bf16" if bf16 else "fp32",
-        "train": train,
-        "validation": ({k: v for k, v in best.items() if k != "records"} if best else {}),
-        "validation_history": state["history"],
-        "test": {**test_m, "checkpoint_step": best["step"] if best else state["step"]} if test_m else {},
-    }
+    best = state.best
+    eval_model = None
+    if best is not None and best["step"] != state.step:
+        eval_model = ckpt.load_best(out / "best")
+    test_m, test_records = evaluator.evaluate(data.test, "test", eval_model) if data.test else ({}, [])
+    metrics = _metrics(cfg, env, data, student, enc, state, params, packing if causal else None, test_m)
     if rank == 0:
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         with (out / "predictions.jsonl").open("w") as f:
             for r in (best["records"] if best else []) + test_records:
                 f.write(json.dumps(r) + "\n")
     return metrics
+
+
+def _metrics(
+    cfg: TrainConfig,
+    env: Env,
+    data: Data,
+    student: Student,
+    enc,
+    state: TrainState,
+    params: dict,
+    packing: str | None,
+    test: dict,
+) -> dict:
+    """OUT/metrics.json: what was trained, how fast, and the validation and test accuracy."""
+    runtime = state.runtime_s
+    train = {
+        "steps": state.step,
+        "examples_seen": state.examples,
+        "tokens_seen": state.tokens,
+        "train_runtime_s": round(runtime, 3),
+        "train_cpu_s": round(state.cpu_s, 3),  # this process's CPU time: steadier on a shared machine
+        "examples_per_s": state.examples / runtime if runtime else None,
+        "tokens_per_s": state.tokens / runtime if runtime else None,
+        "final_loss": state.last,
+        "rows": len(data.train),
+        "rows_skipped": data.skipped,
+        "rows_hinted_dropped": data.hinted_dropped,
+        "rows_input_cut": enc.cut_rows,  # inputs shortened to --max-input-len (targets are never cut by it)
+    }
+    if env.device.type == "cuda":
+        train["peak_memory_gb"] = torch.cuda.max_memory_allocated(env.device) / 2**30
+    best = state.best
+    return {
+        "mode": cfg.mode,
+        "alpha": cfg.alpha if cfg.mode == "sbs" else None,
+        "task": data.manifest.get("task"),
+        "model": cfg.model,
+        "student": {
+            "kind": student.kind,
+            "prompt_format": student.prompt.kind if student.prompt else None,
+            "packing": packing,
+            "attention": getattr(student.model.config, "_attn_implementation", None),
+            "lora": (
+                {
+                    "r": cfg.lora_r,
+                    "alpha": cfg.lora_alpha if cfg.lora_alpha is not None else 2 * cfg.lora_r,
+                    "dropout": cfg.lora_dropout,
+                    "targets": cfg.lora_targets,
+                    "modules": len(lora.adapted_modules(student.model)),
+                }
+                if cfg.lora_r
+                else None
+            ),
+        },
+        "world_size": env.world,
+        "strategy": cfg.strategy,
+        "parameters": params,  # per_rank: elements each process stores (a shard under FSDP)
+        "device": str(env.device),
+        "precision": "bf16" if env.bf16 else "fp32",
+        "train": train,
+        "validation": ({k: v for k, v in best.items() if k != "records"} if best else {}),
+        "validation_history": state.history,
+        "test": {**test, "checkpoint_step": best["step"] if best else state.step} if test else {},
+    }

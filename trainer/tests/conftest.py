@@ -71,3 +71,12 @@ def torchrun_runs(tmp_path_factory, tiny_model_dir) -> dict:
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     return {"export": export, **dirs, "stdout": proc.stdout}
+
+
+@pytest.fixture(scope="session")
+def causal_dirs(tmp_path_factory) -> dict[str, Path]:
+    """Tiny random Llama, Qwen2 (chat template, no pad token) and GPT-2 (no pad token) students, saved."""
+    from sbs_trainer.tiny import CAUSAL_ARCHES, write_tiny
+
+    root = tmp_path_factory.mktemp("causal")
+    return {arch: write_tiny(root / arch, arch=arch, seed=0, d_model=32, heads=2) for arch in CAUSAL_ARCHES}

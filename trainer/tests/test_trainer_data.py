@@ -83,16 +83,15 @@ def test_changed_shard_is_refused(export_dir):
         read_split_rows(export_dir, m, "train")
 
 
-def test_not_seq2seq_model(tmp_path, export_dir, capsys):
-    from transformers import GPT2Config
+def test_model_without_lm_head(tmp_path, export_dir, capsys):
+    """A model with neither a seq2seq nor a causal LM head (a vision encoder) is refused by name."""
+    from transformers import ViTConfig
 
-    GPT2Config(
-        n_layer=1, n_embd=16, n_head=2, vocab_size=300, bos_token_id=0, eos_token_id=0
-    ).save_pretrained(tmp_path / "gpt")
-    with pytest.raises(ModelError, match="not an encoder-decoder"):
-        load_student(str(tmp_path / "gpt"))
-    assert main(train_args(export_dir, tmp_path / "gpt", tmp_path / "out", "--max-steps", "1")) == 2
-    assert "not an encoder-decoder" in capsys.readouterr().err
+    ViTConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2).save_pretrained(tmp_path / "vit")
+    with pytest.raises(ModelError, match="neither a seq2seq nor a causal LM head"):
+        load_student(str(tmp_path / "vit"))
+    assert main(train_args(export_dir, tmp_path / "vit", tmp_path / "out", "--max-steps", "1")) == 2
+    assert "'vit' model with neither a seq2seq nor a causal LM head" in capsys.readouterr().err
 
 
 def test_export_without_train_rows(tmp_path, tiny_model_dir, capsys):
