@@ -5,7 +5,11 @@
 #   (b) the same training under torchrun, --strategy ddp and then --strategy fsdp, on every visible GPU
 #       (with one GPU, torchrun --nproc-per-node 1: FSDP then shards over one process, so the figure
 #       shows its overhead against plain training, not a memory saving);
-#   (c) the sbs-data `hf:` teacher, batched, with a small random causal LM (GPT-2 shaped, 8 layers, d 512).
+#   (c) the sbs-data `hf:` teacher, batched, with a small random causal LM (GPT-2 shaped, 8 layers, d 512);
+#   (d) causal students: sbs-train, bf16, a Qwen2-style decoder built offline (d 1024, 8 layers, GQA,
+#       sbs_trainer.tiny's BPE tokenizer and ChatML template), full fine-tuning and then --lora-r 16,
+#       packed (flat with flash-attention when installed, else rows); then benchmarks/causal_vs_trl.py
+#       --device cuda --bf16 (sbs-train vs TRL's SFTTrainer, same model, rows and examples) when trl is installed.
 # Each prints examples/s, tokens/s and peak GPU memory; everything is also kept in $OUT (default: a temp dir).
 #
 #   bash benchmarks/gpu_check.sh                          # on a GPU machine, after `make install`
@@ -135,4 +139,24 @@ mem = f"{torch.cuda.max_memory_allocated() / 2**30:.2f} GB" if device == "cuda" 
 print(f"{'hf: teacher':<28} {n:>5} reqs   {n / dt:9.1f} ex/s  {gen / dt:11.0f} new tok/s  "
       f"({(gen + prompt) / dt:.0f} tok/s with prompts)  peak {mem}  batches {teacher.batch_sizes[1:]}")
 EOF
+# -- (d) causal students
+if [[ "$SCALE" == small ]]; then C_D=64 C_LAYERS=2 C_HEADS=4; else C_D=1024 C_LAYERS=8 C_HEADS=16; fi
+echo "== (d) causal student (Qwen2-style, d $C_D, $C_LAYERS layers): full and LoRA, $STEPS steps each"
+"$PY" -m sbs_trainer.tiny "$OUT/causal" --arch qwen2 --d-model "$C_D" --layers "$C_LAYERS" --heads "$C_HEADS" > /dev/null
+for variant in full lora; do
+    extra=(); [[ "$variant" == lora ]] && extra=(--lora-r 16)  # (the later --model wins over common's)
+    "$PY" -m sbs_trainer "${common[@]}" --model "$OUT/causal" --max-steps "$STEPS" \
+        "${extra[@]}" --output "$OUT/causal-$variant" > "$OUT/causal-$variant.log" 2>&1 \
+        || { tail -30 "$OUT/causal-$variant.log"; exit 1; }
+    summary "causal $variant" "$OUT/causal-$variant"
+    "$PY" -c "import json,sys; s=json.load(open(sys.argv[1]))['student']; print('   ', {k: s[k] for k in ('packing', 'attention')})" "$OUT/causal-$variant/metrics.json"
+done
+if "$PY" -c "import trl" 2>/dev/null; then
+    echo "== (d) sbs-train vs TRL SFTTrainer on $DEVICE"
+    q=(); [[ "$SCALE" == small ]] && q=(--quick)
+    bf=(); [[ "$DEVICE" == cuda ]] && bf=(--bf16)
+    "$PY" benchmarks/causal_vs_trl.py --device "$DEVICE" "${bf[@]}" "${q[@]}" 2>&1 | tail -15
+else
+    echo "== (d) trl not installed (pip install -e 'trainer[bench]'): no TRL comparison"
+fi
 echo "gpu_check: done; runs, logs and curves.png files in $OUT"

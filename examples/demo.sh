@@ -46,5 +46,25 @@ step "Train a tiny student the step-by-step way (predict: + explain:)" \
   sbs-train --data "$OUT/export" --model tiny-t5 --mode sbs --output "$OUT/student" \
   --max-steps 30 --batch-size 8 --lr 1e-3 --max-target-len 64
 step "Student metrics" python -c "import json; m = json.load(open('$OUT/student/metrics.json')); print(json.dumps({k: m[k] for k in ('mode', 'train', 'validation', 'test')}, indent=2))"
+step "Write a tiny decoder-only student offline (Qwen2-style: chat template, no pad token)" \
+  python -m sbs_trainer.tiny "$OUT/tiny-qwen2" --arch qwen2
+step "Train it the step-by-step way, with LoRA adapters (prompts in its chat template)" \
+  sbs-train --data "$OUT/export" --model "$OUT/tiny-qwen2" --mode sbs --output "$OUT/causal-student" \
+  --max-steps 30 --batch-size 8 --lr 1e-2 --max-target-len 64 --lora-r 8
+step "Causal student: metrics, and final/ (merged, loads without peft) answering with plain transformers" \
+  python -c "
+import json, torch, transformers
+from transformers import AutoModelForCausalLM, AutoTokenizer
+transformers.utils.logging.disable_progress_bar()
+m = json.load(open('$OUT/causal-student/metrics.json'))
+print(json.dumps({k: m[k] for k in ('student', 'validation', 'test')}, indent=2))
+tok = AutoTokenizer.from_pretrained('$OUT/causal-student/final')
+model = AutoModelForCausalLM.from_pretrained('$OUT/causal-student/final')
+prompt = tok.apply_chat_template([{'role': 'user', 'content': 'predict: Tom has 3 apples and gets 2 more.'}],
+                                 tokenize=False, add_generation_prompt=True)
+ids = tok(prompt, add_special_tokens=False, return_tensors='pt')
+out = model.generate(**ids, max_new_tokens=16, do_sample=False)
+print('student says:', repr(tok.decode(out[0, ids.input_ids.shape[1]:], skip_special_tokens=True)))
+"
 
 printf '\nDemo workspace: %s  (try: sbs-data tables --db %s)\n' "$SBS_DB" "$SBS_DB"

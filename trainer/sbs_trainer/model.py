@@ -96,6 +96,11 @@ def load_student(
         fmt = PromptFormat.for_tokenizer(tokenizer, prompt_format)
     except PromptError as e:
         raise ModelError(f"{name_or_path!r}: {e}") from e
+    # saved with best/ and final/, so a plain `model.generate` stops where the targets were ended
+    gen = model.generation_config
+    eos = gen.eos_token_id if isinstance(gen.eos_token_id, list) else [gen.eos_token_id]
+    gen.eos_token_id = [fmt.end_token_id] + [e for e in eos if e is not None and e != fmt.end_token_id]
+    gen.pad_token_id = tokenizer.pad_token_id
     return Student(model, tokenizer, kind, prompt=fmt)
 
 

@@ -45,9 +45,10 @@ DIST_ARGS = ("--max-steps", "4", "--batch-size", "2", "--eval-batch-size", "2", 
 
 
 @pytest.fixture(scope="session")
-def torchrun_runs(tmp_path_factory, tiny_model_dir) -> dict:
+def torchrun_runs(tmp_path_factory, tiny_model_dir, causal_dirs) -> dict:
     """One `torchrun --nproc-per-node 2` launch (gloo) that trains, in order: DDP; FSDP; FSDP stopped after
-    step 2; that FSDP run resumed. Returns the export, the output folders and the launch's stdout."""
+    step 2; that FSDP run resumed; a causal (Qwen2) student under DDP; the same with LoRA adapters.
+    Returns the export, the output folders and the launch's stdout."""
     root = tmp_path_factory.mktemp("torchrun")
     export = write_export(
         root / "export",
@@ -57,13 +58,15 @@ def torchrun_runs(tmp_path_factory, tiny_model_dir) -> dict:
             "test": svamp_rows(3, "test", seed=3),
         },
     )
-    dirs = {name: root / name for name in ("ddp", "fsdp", "fsdp_resumed")}
+    dirs = {name: root / name for name in ("ddp", "fsdp", "fsdp_resumed", "causal_ddp", "causal_lora")}
     fsdp = (*DIST_ARGS, "--strategy", "fsdp")
     runs = [
         train_args(export, tiny_model_dir, dirs["ddp"], *DIST_ARGS),
         train_args(export, tiny_model_dir, dirs["fsdp"], *fsdp),
         train_args(export, tiny_model_dir, dirs["fsdp_resumed"], *fsdp, "--stop-after", "2"),
         train_args(export, tiny_model_dir, dirs["fsdp_resumed"], *fsdp, "--resume"),
+        train_args(export, causal_dirs["qwen2"], dirs["causal_ddp"], *DIST_ARGS),
+        train_args(export, causal_dirs["qwen2"], dirs["causal_lora"], *DIST_ARGS, "--lora-r", "4"),
     ]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
            str(Path(__file__).with_name("torchrun_driver.py")), json.dumps(runs)]  # fmt: skip

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 from safetensors.torch import load_file
 from sbs_trainer.cli import config_from_args
@@ -17,12 +18,15 @@ def _log(d) -> list[dict]:
     return [json.loads(x) for x in (d / "train_log.jsonl").read_text().splitlines()]
 
 
-def test_two_process_ddp_matches_one_process(torchrun_runs, tiny_model_dir, tmp_path):
-    ddp_out, one_out = torchrun_runs["ddp"], tmp_path / "one"
-    assert torchrun_runs["stdout"].count('"steps": 4') == 3  # ddp, fsdp, fsdp resumed: only rank 0 reports
+@pytest.mark.parametrize("student", ["t5", "qwen2"])
+def test_two_process_ddp_matches_one_process(torchrun_runs, tiny_model_dir, causal_dirs, tmp_path, student):
+    ddp_out, one_out = torchrun_runs["ddp" if student == "t5" else "causal_ddp"], tmp_path / "one"
+    # ddp, fsdp, fsdp resumed, causal, causal LoRA: only rank 0 reports
+    assert torchrun_runs["stdout"].count('"steps": 4') == 5
 
     # one process, each step accumulating the two micro-batches the two ranks took
-    args = train_args(torchrun_runs["export"], tiny_model_dir, one_out, *DIST_ARGS, "--grad-accum", "2")
+    model = tiny_model_dir if student == "t5" else causal_dirs["qwen2"]
+    args = train_args(torchrun_runs["export"], model, one_out, *DIST_ARGS, "--grad-accum", "2")
     run(config_from_args(args))
 
     logs = [_log(d) for d in (ddp_out, one_out)]
@@ -52,3 +56,12 @@ def test_two_process_ddp_matches_one_process(torchrun_runs, tiny_model_dir, tmp_
     assert m[0]["parameters"]["per_rank"] == [m[0]["parameters"]["total"]] * 2  # a full replica each
     preds = [(d / "predictions.jsonl").read_text() for d in (ddp_out, one_out)]
     assert len(preds[0].splitlines()) == 8
+
+
+def test_lora_under_ddp(torchrun_runs):
+    out = torchrun_runs["causal_lora"]
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["world_size"] == 2 and m["student"]["lora"]["r"] == 4 and m["train"]["examples_seen"] == 16
+    assert m["parameters"]["trainable"] < m["parameters"]["total"]
+    assert (out / "adapter" / "adapter_model.safetensors").is_file()
+    assert not any("lora" in k for k in load_file(out / "final" / "model.safetensors"))
