@@ -3,12 +3,13 @@
 Reading order, top to bottom as `_run` calls it:
   1. `load_data`: the export's train/validation/test rows for the mode;
   2. `load_student` (model.py), LoRA adapters (lora.py), `encode_train`: tokenise once;
-  3. `wrap`: DDP, FSDP (sharding.py) or torch.compile around the step module;
-  4. `Checkpoints.restore` when resuming;
+  3. `wrap`: DDP, FSDP (sharding.py) or torch.compile around the step module; AdamW and the schedule;
+  4. `Checkpoints.restore` (checkpoints.py) when resuming;
   5. the loop: each optimizer step pulls world*grad_accum micro-batches from a deterministic
-     `BatchStream`, validates every --eval-every steps (keeping the best weights in OUT/best/);
-  6. `finish`: test with the best weights, OUT/metrics.json, OUT/predictions.jsonl, OUT/curves.png.
-Evaluation by generation lives in `Evaluator`.
+     `BatchStream` (`train_step`), validates every --eval-every steps with `Evaluator` (evaluation.py),
+     keeping the best weights in OUT/best/;
+  6. the end: test with the best weights, OUT/metrics.json, OUT/predictions.jsonl, OUT/curves.png.
+The configuration and the process's place in the world (`TrainConfig`, `Env`) are in config.py.
 """
 
 from __future__ import annotations
@@ -20,109 +21,27 @@ import json
 import math
 import os
 import random
-import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
 from . import lora, sharding
-from .batching import BatchStream, collate, count_tokens, encode_rows, pad_inputs
-from .causal import PACKINGS, CausalEncoded, collate_causal, encode_causal, fit_prompt
-from .data import (
-    PREDICT_PREFIX,
-    ExportError,
-    Row,
-    build_rows,
-    check_columns,
-    drop_hinted,
-    read_manifest,
-    read_split_rows,
-)
+from .batching import BatchStream, collate, count_tokens, encode_rows
+from .causal import PACKINGS, CausalEncoded, collate_causal, encode_causal
+from .checkpoints import Checkpoints, ResumeError, TrainState
+from .config import ConfigError, Env, TrainConfig
+from .data import ExportError, Row, build_rows, check_columns, drop_hinted, read_manifest, read_split_rows
+from .evaluation import Evaluator
 from .logs import CURVES_NAME, LOG_NAME, RunLog, check_report_to, draw_curves
-from .metrics import accuracy, is_arithmetic, is_correct
 from .model import Student, combine, load_student
 
+__all__ = ["STRATEGIES", "ConfigError", "ResumeError", "TrainConfig", "run"]
+
 STRATEGIES = ("ddp", "fsdp")
-# Checkpoint fields that must match for --resume to continue the same run exactly.
-_RESUME_KEYS = (
-    "mode",
-    "alpha",
-    "seed",
-    "batch_size",
-    "grad_accum",
-    "world_size",
-    "group_by_length",
-    "strategy",
-    "prompt_format",
-    "lora_r",
-    "lora_alpha",
-    "lora_dropout",
-    "lora_targets",
-)
-# checkpoints written before a field existed
-_RESUME_DEFAULTS = {
-    "strategy": "ddp",
-    "prompt_format": "auto",
-    "lora_r": None,
-    "lora_alpha": None,
-    "lora_dropout": 0.05,
-    "lora_targets": "all-linear",
-}
-
-
-class ResumeError(ValueError):
-    """--resume was asked to continue a run with settings that would change its trajectory."""
-
-
-class ConfigError(ValueError):
-    """Options that cannot work together, or not in this environment."""
-
-
-@dataclass
-class TrainConfig:
-    data: str
-    model: str
-    output: str
-    mode: str = "sbs"
-    alpha: float = 0.5
-    max_steps: int | None = None
-    epochs: float = 1.0
-    batch_size: int = 8
-    eval_batch_size: int | None = None
-    grad_accum: int = 1
-    lr: float = 5e-5
-    weight_decay: float = 0.0
-    warmup_steps: int = 0
-    max_grad_norm: float = 1.0
-    max_input_len: int = 1024
-    max_target_len: int = 256
-    max_new_tokens: int | None = None  # generation cap at evaluation (default: --max-target-len)
-    eval_every: int = 0
-    max_eval_examples: int | None = None
-    save_every: int | None = None
-    log_every: int = 10
-    seed: int = 42
-    resume: bool = False
-    precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 elsewhere
-    compile: bool = False
-    group_by_length: bool = True
-    device: str = "auto"
-    strategy: str = "ddp"  # ddp: a full replica per process; fsdp: parameters sharded over processes
-    report_to: str = "none"  # none | tensorboard
-    hinted: str = "keep"  # keep | drop: train rows whose teacher saw the gold answer (sbs-data rationalize)
-    prompt_format: str = "auto"  # causal students: auto (chat template if any) | chat | plain
-    packing: str = "auto"  # causal students: auto | rows | flat | none (causal.py)
-    lora_r: int | None = None  # train rank-r LoRA adapters instead of every weight
-    lora_alpha: float | None = None
-    lora_dropout: float = 0.05
-    lora_targets: str = "all-linear"
-    stop_after: int | None = None  # stop (checkpointed, as if pre-empted) after this many steps
-    world_size: int = field(default=1, init=False)
 
 
 # ---------------------------------------------------------------------------------------------- setup
@@ -149,11 +68,6 @@ def _setup_distributed(device: str, strategy: str) -> tuple[int, int, torch.devi
     return 0, 1, torch.device("cuda" if use_cuda else "cpu")
 
 
-def _log(rank: int, msg: str) -> None:
-    if rank == 0:
-        print(msg, flush=True)
-
-
 def _lr_lambda(warmup: int, total: int):
     def f(step: int) -> float:
         if warmup and step < warmup:
@@ -161,40 +75,6 @@ def _lr_lambda(warmup: int, total: int):
         return max(0.0, (total - step) / max(1, total - warmup))
 
     return f
-
-
-def _rng_state() -> dict:
-    state = {"python": random.getstate(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-@dataclass
-class Env:
-    """Where this process runs: its rank, the world, the device and the precision."""
-
-    rank: int
-    world: int
-    device: torch.device
-    bf16: bool
-
-    def autocast(self):
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
-
-    def barrier(self) -> None:
-        if self.world > 1:
-            dist.barrier()
-
-    def log(self, msg: str) -> None:
-        _log(self.rank, msg)
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -322,131 +202,7 @@ def wrap(student: Student, cfg: TrainConfig, env: Env) -> tuple[nn.Module, nn.Mo
     return step, None
 
 
-# ------------------------------------------------------------------------------------------ evaluation
-
-
-def _pad_left(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for r, s in enumerate(seqs):
-        if s:
-            ids[r, width - len(s) :], mask[r, width - len(s) :] = torch.tensor(s), 1
-    return ids, mask
-
-
-@dataclass
-class Evaluator:
-    """Greedy generation of the predict task, scored with the task's own answer rules.
-
-    Seq2seq students read `predict: input` (sbs) or `input`; causal students the predict prompt of
-    their prompt format, left-padded, and stop at the end token or --max-new-tokens.
-    """
-
-    student: Student
-    cfg: TrainConfig
-    env: Env
-    fsdp_root: nn.Module | None = None
-
-    def prompts(self, rows: list[Row]) -> list[list[int]]:
-        tok, cfg = self.student.tokenizer, self.cfg
-        if self.student.kind == "causal":
-            fmt = self.student.prompt
-            return [fit_prompt(fmt, tok, "label", r.input, cfg.max_input_len)[0] for r in rows]
-        prefix = PREDICT_PREFIX if cfg.mode == "sbs" else ""
-        return tok([prefix + r.input for r in rows], truncation=True, max_length=cfg.max_input_len)[
-            "input_ids"
-        ]
-
-    def generate_kwargs(self) -> dict:
-        kw: dict[str, Any] = {
-            "max_new_tokens": self.cfg.max_new_tokens or self.cfg.max_target_len,
-            "do_sample": False,
-            "num_beams": 1,
-        }
-        if self.student.kind == "causal":
-            tok, fmt = self.student.tokenizer, self.student.prompt
-            kw["eos_token_id"] = sorted({fmt.end_token_id, tok.eos_token_id} - {None})
-            kw["pad_token_id"] = tok.pad_token_id
-        return kw
-
-    @torch.no_grad()
-    def predict(self, rows: list[Row], model: nn.Module | None = None) -> list[str]:
-        """Greedy generations for `rows`, sharded over ranks (longest first) and gathered on every rank.
-
-        Under FSDP every forward is a collective, so generation runs through the sharded root's forward,
-        every rank runs the same number of batches (a rank out of rows repeats a row and drops the
-        output), and `synced_gpus` keeps a rank whose batch has finished stepping until all have.
-        """
-        model = self.student.model if model is None else model
-        tok, env, root = self.student.tokenizer, self.env, self.fsdp_root
-        causal = self.student.kind == "causal"
-        model.eval()
-        ids = self.prompts(rows)
-        mine = sorted(range(len(rows)), key=lambda i: -len(ids[i]))[env.rank :: env.world]
-        bs = self.cfg.eval_batch_size or self.cfg.batch_size
-        n_batches = math.ceil(math.ceil(len(rows) / env.world) / bs) if root else math.ceil(len(mine) / bs)
-        kw = self.generate_kwargs()
-        out: dict[int, str] = {}
-        for b in range(n_batches):
-            idx = mine[b * bs : (b + 1) * bs]
-            seqs = [ids[i] for i in idx or [0]]
-            x, m = _pad_left(seqs, tok.pad_token_id) if causal else pad_inputs(seqs, tok.pad_token_id)
-            x, m = x.to(env.device), m.to(env.device)
-            with env.autocast():
-                if root is not None:
-                    gen = root(x, attention_mask=m, generate={**kw, "synced_gpus": env.world > 1})
-                else:
-                    gen = model.generate(input_ids=x, attention_mask=m, **kw)
-            if causal:
-                gen = gen[:, x.size(1) :]  # the new tokens only
-            texts = tok.batch_decode(gen, skip_special_tokens=True)
-            out.update(zip(idx, texts[: len(idx)], strict=True))
-        if root is not None:
-            root.reshard()  # the root keeps its gathered weights after a forward that has no backward
-        if env.world > 1:
-            parts: list[dict[int, str]] = [{} for _ in range(env.world)]
-            dist.all_gather_object(parts, out)
-            out = {k: v for p in parts for k, v in p.items()}
-        return [out[i].strip() for i in range(len(rows))]
-
-    def evaluate(
-        self, rows: list[Row], split: str, model: nn.Module | None = None
-    ) -> tuple[dict, list[dict]]:
-        """(metrics, prediction records) for one split, with task-aware comparison."""
-        preds = self.predict(rows, model)
-        golds = [r.gold for r in rows]
-        task = rows[0].task if rows else ""
-        arith = is_arithmetic(task, golds)
-        records = [
-            {
-                "split": split,
-                "example_id": r.example_id,
-                "input": r.input,
-                "prediction": p,
-                "gold": r.gold,
-                "correct": is_correct(p, r.gold, arith),
-            }
-            for r, p in zip(rows, preds, strict=True)
-        ]
-        return accuracy(preds, golds, task), records
-
-
-# ----------------------------------------------------------------------------------------- checkpoints
-
-
-@dataclass
-class TrainState:
-    """What the loop has done so far; saved in every checkpoint."""
-
-    step: int = 0
-    examples: int = 0
-    tokens: int = 0
-    runtime_s: float = 0.0
-    cpu_s: float = 0.0
-    best: dict | None = None  # the best validation so far: step, accuracy, n, records
-    history: list[dict] = field(default_factory=list)
-    last: dict = field(default_factory=dict)  # the last step's losses
+# --------------------------------------------------------------------------------------------- training
 
 
 @dataclass
@@ -467,136 +223,27 @@ class StepStats:
         self.examples, self.tokens = int(t[2]), int(t[3])
 
 
-def _finish_swap(out: Path) -> None:
-    """A save writes checkpoint.tmp/, then renames checkpoint/ to checkpoint.old/ and checkpoint.tmp/ to
-    checkpoint/. Killed between the two renames, checkpoint/ is missing and checkpoint.tmp/ is complete."""
-    if (
-        not (out / "checkpoint").exists()
-        and (out / "checkpoint.old").exists()
-        and (out / "checkpoint.tmp").exists()
-    ):
-        (out / "checkpoint.tmp").rename(out / "checkpoint")
+def accumulate_gradients(step_module: nn.Module, next_batch, cfg: TrainConfig, env: Env) -> StepStats:
+    """Forward and backward over one optimizer step's --grad-accum micro-batches; their summed stats.
 
-
-@dataclass
-class Checkpoints:
-    """OUT/checkpoint/ (exact resume) and the plain transformers folders OUT/best/ and OUT/final/."""
-
-    out: Path
-    cfg: TrainConfig
-    env: Env
-    student: Student
-    optimizer: torch.optim.Optimizer
-    scheduler: Any
-    stream: BatchStream
-
-    @property
-    def fsdp(self) -> bool:
-        return self.cfg.strategy == "fsdp"
-
-    @property
-    def dir(self) -> Path:
-        return self.out / "checkpoint"
-
-    def _weights(self) -> dict[str, torch.Tensor]:
-        """The model tensors a checkpoint holds: with LoRA only the trained ones (the rest is --model)."""
-        sd = self.student.model.state_dict()
-        if self.student.peft is None:
-            return sd
-        keep = lora.trainable_names(self.student.model)
-        return {k: v for k, v in sd.items() if k in keep}
-
-    def save(self, state: TrainState) -> None:
-        """Written into checkpoint.tmp/, then swapped in whole, so a kill mid-save keeps the last one."""
-        tmp, old, env = self.out / "checkpoint.tmp", self.out / "checkpoint.old", self.env
-        if env.rank == 0:
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
-        env.barrier()
-        torch.save(_rng_state(), tmp / f"rng-rank{env.rank}.pt")
-        if self.fsdp:
-            sharding.save(self.student.model, self.optimizer, tmp / "sharded")
-        if env.rank == 0:
-            weights = (
-                {} if self.fsdp else {"model": self._weights(), "optimizer": self.optimizer.state_dict()}
-            )
-            torch.save(
-                {
-                    **weights,
-                    "scheduler": self.scheduler.state_dict(),
-                    "stream": self.stream.state(),
-                    "state": asdict(state),
-                    "config": asdict(self.cfg),
-                },
-                tmp / "state.pt",
-            )
-        env.barrier()
-        if env.rank == 0:
-            if self.dir.exists():
-                self.dir.rename(old)
-            tmp.rename(self.dir)
-            shutil.rmtree(old, ignore_errors=True)
-        env.barrier()
-
-    def restore(self) -> TrainState | None:
-        """The state of the last checkpoint, loaded into model, optimizer, schedule and stream (or None)."""
-        if self.env.rank == 0:
-            _finish_swap(self.out)
-        self.env.barrier()
-        if not (self.dir / "state.pt").is_file():
-            return None
-        ck = torch.load(self.dir / "state.pt", map_location="cpu", weights_only=False)
-        was, now = {**_RESUME_DEFAULTS, **ck["config"]}, asdict(self.cfg)
-        for k in _RESUME_KEYS:
-            if was.get(k) != now.get(k):
-                raise ResumeError(f"--resume: {k} was {was.get(k)!r}, now {now.get(k)!r}")
-        model = self.student.model
-        if self.fsdp:
-            sharding.load(model, self.optimizer, self.dir / "sharded")
-        else:
-            missing, unexpected = model.load_state_dict(ck["model"], strict=self.student.peft is None)
-            if unexpected or (set(self._weights()) - set(ck["model"])):
-                raise ResumeError(
-                    f"--resume: the checkpoint's weights do not fit this model ({unexpected[:3]})"
-                )
-            self.optimizer.load_state_dict(ck["optimizer"])
-        self.scheduler.load_state_dict(ck["scheduler"])
-        self.stream.load_state(ck["stream"])
-        _set_rng_state(torch.load(self.dir / f"rng-rank{self.env.rank}.pt", weights_only=False))
-        return TrainState(**ck["state"])
-
-    def save_pretrained(self, folder: Path) -> None:
-        """A plain transformers folder (merged LoRA weights; gathered shards under FSDP) and the prompt format."""
-        student = self.student
-        weights = None
-        if self.fsdp:
-            weights = sharding.full_state_dict(student.model)
-        elif student.peft is not None:
-            weights = lora.merged_state_dict(student.model)
-        if self.env.rank == 0:
-            student.model.save_pretrained(folder, state_dict=weights)
-            student.tokenizer.save_pretrained(folder)
-            if student.prompt is not None:
-                student.prompt.save(folder)
-
-    def load_best(self, folder: Path) -> nn.Module:
-        """The weights of OUT/best/ to test with: into the sharded model (FSDP), else a fresh plain model."""
-        model = self.student.model
-        if self.fsdp:
-            sharding.load_pretrained(model, folder)
-            return model
-        from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
-
-        auto = AutoModelForCausalLM if self.student.kind == "causal" else AutoModelForSeq2SeqLM
-        kw = (
-            {"attn_implementation": model.config._attn_implementation}
-            if self.student.kind == "causal"
-            else {}
-        )
-        return auto.from_pretrained(folder, dtype=torch.float32, **kw).to(self.env.device)
-
-
-# --------------------------------------------------------------------------------------------- training
+    `next_batch()` gives (batch on the device, rows, real tokens). Under DDP only the last micro-batch
+    all-reduces its gradients; FSDP reduce-scatters each one, so a rank never holds a full gradient.
+    """
+    stats = StepStats()
+    for micro in range(cfg.grad_accum):
+        batch, rows, tokens = next_batch()
+        accumulate = env.world > 1 and cfg.strategy != "fsdp" and micro < cfg.grad_accum - 1
+        with step_module.no_sync() if accumulate else contextlib.nullcontext():
+            with env.autocast():
+                losses = step_module(**batch)
+                loss = combine(losses, cfg.alpha) / cfg.grad_accum
+            loss.backward()
+        stats.label_loss += losses["label"].item() / cfg.grad_accum
+        if "rationale" in losses:
+            stats.rationale_loss += losses["rationale"].item() / cfg.grad_accum
+        stats.examples += rows
+        stats.tokens += tokens
+    return stats
 
 
 def run(cfg: TrainConfig) -> dict | None:
@@ -608,7 +255,8 @@ def run(cfg: TrainConfig) -> dict | None:
     if cfg.strategy == "fsdp" and cfg.lora_r:
         raise ConfigError(
             "--lora-r is not supported with --strategy fsdp: LoRA trains a small fraction of the weights, so "
-            "use --strategy ddp (frozen weights take 2 bytes/parameter in bf16; see 'Choosing a student')"
+            "use --strategy ddp (a 3-8B student's frozen weights fit one GPU; see 'Choosing a student' in the "
+            "trainer README)"
         )
     if cfg.packing not in PACKINGS:
         raise ConfigError(f"--packing must be one of {', '.join(PACKINGS)}, not {cfg.packing!r}")
@@ -683,14 +331,14 @@ def _run(cfg: TrainConfig, rank: int, world: int, device: torch.device) -> dict 
         model.to(device)
         packing = check_packing(student, enc, packing, attn, env)
 
-    def micro_batch(idx: list[int]) -> tuple[dict, int]:
-        """A micro-batch on the device, and its real token count."""
+    def micro_batch(idx: list[int]) -> tuple[dict, int, int]:
+        """A micro-batch on the device, its rows and its real token count."""
         if causal:
             b, n = collate_causal(enc, idx, pad_id, packing), enc.tokens(idx)
         else:
             b = collate(enc, idx, pad_id)
             n = count_tokens(b)
-        return {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in b.items()}, n
+        return {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in b.items()}, len(idx), n
 
     step_module, fsdp_root = wrap(student, cfg, env)
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -738,28 +386,11 @@ def _run(cfg: TrainConfig, rank: int, world: int, device: torch.device) -> dict 
             draw_curves(out / LOG_NAME, out / CURVES_NAME)
 
     # -- 5. the loop
-    fsdp = cfg.strategy == "fsdp"
     save_every = cfg.save_every if cfg.save_every is not None else cfg.eval_every
     while state.step < max_steps:
         t0, c0 = time.perf_counter(), time.process_time()
         step_module.train()
-        stats = StepStats()
-        for micro in range(cfg.grad_accum):
-            idx = stream.take(world, rank)
-            batch, n_tokens = micro_batch(idx)
-            # DDP all-reduces only the last micro-batch's gradients; FSDP reduce-scatters each one, so a
-            # rank never holds a full gradient
-            accumulate = world > 1 and not fsdp and micro < cfg.grad_accum - 1
-            with step_module.no_sync() if accumulate else contextlib.nullcontext():
-                with env.autocast():
-                    losses = step_module(**batch)
-                    loss = combine(losses, cfg.alpha) / cfg.grad_accum
-                loss.backward()
-            stats.label_loss += losses["label"].item() / cfg.grad_accum
-            if "rationale" in losses:
-                stats.rationale_loss += losses["rationale"].item() / cfg.grad_accum
-            stats.examples += len(idx)
-            stats.tokens += n_tokens
+        stats = accumulate_gradients(step_module, lambda: micro_batch(stream.take(world, rank)), cfg, env)
         grad_norm = torch.nn.utils.clip_grad_norm_(
             trainable, cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf")
         )
