@@ -1,4 +1,4 @@
-"""`sbs-train`: command-line front end of `sbs_trainer.train.run`."""
+"""`sbs-train`: command-line front end of `sbs_trainer.train.run`, and `sbs-train sweep` of `sbs_trainer.sweep.sweep`."""
 
 from __future__ import annotations
 
@@ -13,15 +13,26 @@ from .logs import REPORT_TO, TensorBoardMissing
 from .lora import LoraMissing
 from .model import TINY_NAME, ModelError
 from .prompts import FORMATS, PromptError
+from .sweep import SweepConfig, SweepError, parse_list, sweep
 from .train import STRATEGIES, ConfigError, ResumeError, TrainConfig, run
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="sbs-train",
-        description="Train a seq2seq or decoder-only student on an sbs-data export (Distilling Step-by-Step). "
-        "Run under `torchrun --nproc-per-node N` for DDP or FSDP (--strategy fsdp).",
-    )
+def build_parser(sweep: bool = False) -> argparse.ArgumentParser:
+    """The training options; with `sweep`, --modes/--fractions/--seeds replace --mode/--seed/--resume."""
+    if sweep:
+        p = argparse.ArgumentParser(
+            prog="sbs-train sweep",
+            description="The paper's experiment: train every mode x fraction of the training data x seed as an "
+            "ordinary run in OUT/runs/, on nested, stratified subsets shared by the modes; then write "
+            "OUT/results.csv, OUT/summary.md and OUT/curves.png. Re-running the command resumes it.",
+        )
+    else:
+        p = argparse.ArgumentParser(
+            prog="sbs-train",
+            description="Train a seq2seq or decoder-only student on an sbs-data export (Distilling "
+            "Step-by-Step). Run under `torchrun --nproc-per-node N` for DDP or FSDP (--strategy fsdp). "
+            "`sbs-train sweep --help`: the paper's experiment (modes x data fractions x seeds).",
+        )
     a = p.add_argument
     a("--data", required=True, help="export folder holding manifest.json and <split>/part-*.parquet")
     a(
@@ -30,19 +41,34 @@ def build_parser() -> argparse.ArgumentParser:
         help="hub name or local folder of a seq2seq model (T5, BART...) or a causal LM (Qwen, Llama, SmolLM, "
         f"Gemma, GPT-2...), or {TINY_NAME!r} (offline tiny T5)",
     )
-    a(
-        "--mode",
-        choices=MODES,
-        default="sbs",
-        help="sbs: label+rationale multi-task; standard: gold label; distill: teacher label",
-    )
-    a(
-        "--output",
-        required=True,
-        help="output folder (metrics.json, predictions.jsonl, checkpoint/, best/, final/)",
-    )
+    if sweep:
+        a("--modes", default="standard,sbs", help="comma-separated modes to compare (sbs, standard, distill)")
+        a("--fractions", default="0.125,0.25,0.5,1.0", help="comma-separated fractions of the train examples")
+        a("--seeds", default="0,1,2", help="comma-separated seeds (each its own subsets and initialisation)")
+        a(
+            "--output",
+            required=True,
+            help="sweep folder (sweep.json, runs/, results.csv, summary.md, curves.png)",
+        )
+    else:
+        a(
+            "--mode",
+            choices=MODES,
+            default="sbs",
+            help="sbs: label+rationale multi-task; standard: gold label; distill: teacher label",
+        )
+        a(
+            "--output",
+            required=True,
+            help="output folder (metrics.json, predictions.jsonl, checkpoint/, best/, final/)",
+        )
     a("--alpha", type=float, default=0.5, help="sbs loss = alpha*label_loss + (1-alpha)*rationale_loss")
-    a("--max-steps", type=int, default=None, help="optimizer steps (default: --epochs worth)")
+    a(
+        "--max-steps",
+        type=int,
+        default=None,
+        help="optimizer steps (default: --epochs worth); in a sweep, the same for every run",
+    )
     a("--epochs", type=float, default=1.0)
     a("--batch-size", type=int, default=8, help="rows per micro-batch per process")
     a("--eval-batch-size", type=int, default=None)
@@ -63,8 +89,14 @@ def build_parser() -> argparse.ArgumentParser:
     a("--max-eval-examples", type=int, default=None, help="cap on validation examples")
     a("--save-every", type=int, default=None, help="checkpoint every N steps (default: --eval-every)")
     a("--log-every", type=int, default=10)
-    a("--seed", type=int, default=42)
-    a("--resume", action="store_true", help="continue from OUT/checkpoint exactly where it stopped")
+    if not sweep:
+        a("--seed", type=int, default=42)
+        a("--resume", action="store_true", help="continue from OUT/checkpoint exactly where it stopped")
+        a(
+            "--train-ids",
+            default=None,
+            help="a file of example ids, one per line: train on those examples only",
+        )
     a(
         "--precision",
         choices=("auto", "fp32", "bf16"),
@@ -122,6 +154,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated module names, or all-linear (every linear layer but the output layer)",
     )
     a("--stop-after", type=int, default=None, help=argparse.SUPPRESS)  # simulate pre-emption in tests
+    if sweep:
+        a(
+            "--stop-after-runs", type=int, default=None, help=argparse.SUPPRESS
+        )  # a kill between runs, in tests
     return p
 
 
@@ -129,19 +165,44 @@ def config_from_args(argv: list[str] | None = None) -> TrainConfig:
     return TrainConfig(**vars(build_parser().parse_args(argv)))
 
 
+def sweep_config_from_args(argv: list[str]) -> SweepConfig:
+    ns = vars(build_parser(sweep=True).parse_args(argv))
+    modes = parse_list(ns.pop("modes"), "modes")
+    fractions = parse_list(ns.pop("fractions"), "fractions")
+    try:
+        seeds = [int(x) for x in parse_list(ns.pop("seeds"), "seeds")]
+    except ValueError as e:
+        raise SweepError(f"--seeds must be integers ({e})") from None
+    stop_after_runs = ns.pop("stop_after_runs")
+    train = TrainConfig(**ns, mode=modes[0])
+    return SweepConfig(ns["data"], ns["output"], modes, fractions, seeds, train, stop_after_runs)
+
+
+USER_ERRORS = (
+    ExportError,
+    ModelError,
+    PromptError,
+    ResumeError,
+    ConfigError,
+    TensorBoardMissing,
+    LoraMissing,
+    SweepError,
+)
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["sweep"]:
+        try:
+            sweep(sweep_config_from_args(argv[1:]))
+        except USER_ERRORS as e:
+            print(f"sbs-train sweep: error: {e}", file=sys.stderr)
+            return 2
+        return 0
     cfg = config_from_args(argv)
     try:
         metrics = run(cfg)
-    except (
-        ExportError,
-        ModelError,
-        PromptError,
-        ResumeError,
-        ConfigError,
-        TensorBoardMissing,
-        LoraMissing,
-    ) as e:
+    except USER_ERRORS as e:
         print(f"sbs-train: error: {e}", file=sys.stderr)
         return 2
     if metrics is not None and os.environ.get("RANK", "0") == "0":

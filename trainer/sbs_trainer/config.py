@@ -43,6 +43,7 @@ class TrainConfig:
     device: str = "auto"
     strategy: str = "ddp"  # ddp: a full replica per process; fsdp: parameters sharded over processes
     report_to: str = "none"  # none | tensorboard
+    train_ids: str | None = None  # a file of example ids (one per line): train on those examples only
     hinted: str = "keep"  # keep | drop: train rows whose teacher saw the gold answer (sbs-data rationalize)
     prompt_format: str = "auto"  # causal students: auto (chat template if any) | chat | plain
     packing: str = "auto"  # causal students: auto | rows | flat | none (causal.py)

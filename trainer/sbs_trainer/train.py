@@ -95,6 +95,8 @@ def load_data(cfg: TrainConfig) -> Data:
     manifest = read_manifest(cfg.data)
     check_columns(cfg.data, manifest, cfg.mode)
     raw_train = read_split_rows(cfg.data, manifest, "train")
+    if cfg.train_ids:
+        raw_train = keep_examples(raw_train, cfg.train_ids)
     hinted_dropped = 0
     if cfg.hinted == "drop":
         raw_train, hinted_dropped = drop_hinted(raw_train)
@@ -105,6 +107,22 @@ def load_data(cfg: TrainConfig) -> Data:
     test, _ = build_rows(read_split_rows(cfg.data, manifest, "test"), cfg.mode, "test", False)
     val = val[: cfg.max_eval_examples] if cfg.max_eval_examples else val
     return Data(manifest, train, val, test, skipped, hinted_dropped)
+
+
+def keep_examples(raw: list[dict], ids_file: str) -> list[dict]:
+    """The rows of the examples listed in `ids_file` (one example id per line); every id must exist."""
+    path = Path(ids_file)
+    try:
+        wanted = {line.strip() for line in path.read_text().splitlines() if line.strip()}
+    except (OSError, UnicodeDecodeError) as e:
+        raise ExportError(f"--train-ids {path}: cannot read it ({e})") from e
+    present = {r["example_id"] for r in raw}
+    missing = sorted(wanted - present)
+    if missing:
+        raise ExportError(
+            f"--train-ids {path}: {len(missing)} id(s) are not train examples of the export, e.g. {missing[0]!r}"
+        )
+    return [r for r in raw if r["example_id"] in wanted]
 
 
 def tasks_of(mode: str) -> tuple[str, ...]:

@@ -47,7 +47,8 @@ DIST_ARGS = ("--max-steps", "4", "--batch-size", "2", "--eval-batch-size", "2", 
 @pytest.fixture(scope="session")
 def torchrun_runs(tmp_path_factory, tiny_model_dir, causal_dirs) -> dict:
     """One `torchrun --nproc-per-node 2` launch (gloo) that trains, in order: DDP; FSDP; FSDP stopped after
-    step 2; that FSDP run resumed; a causal (Qwen2) student under DDP; the same with LoRA adapters.
+    step 2; that FSDP run resumed; a causal (Qwen2) student under DDP; the same with LoRA adapters; a sweep
+    (standard and sbs, one fraction, one seed).
     Returns the export, the output folders and the launch's stdout."""
     root = tmp_path_factory.mktemp("torchrun")
     export = write_export(
@@ -58,8 +59,12 @@ def torchrun_runs(tmp_path_factory, tiny_model_dir, causal_dirs) -> dict:
             "test": svamp_rows(3, "test", seed=3),
         },
     )
-    dirs = {name: root / name for name in ("ddp", "fsdp", "fsdp_resumed", "causal_ddp", "causal_lora")}
+    dirs = {
+        name: root / name for name in ("ddp", "fsdp", "fsdp_resumed", "causal_ddp", "causal_lora", "sweep")
+    }
     fsdp = (*DIST_ARGS, "--strategy", "fsdp")
+    sweep_args = train_args(export, tiny_model_dir, dirs["sweep"], *DIST_ARGS)
+    del sweep_args[sweep_args.index("--seed") : sweep_args.index("--seed") + 2]  # a sweep takes --seeds
     runs = [
         train_args(export, tiny_model_dir, dirs["ddp"], *DIST_ARGS),
         train_args(export, tiny_model_dir, dirs["fsdp"], *fsdp),
@@ -67,6 +72,7 @@ def torchrun_runs(tmp_path_factory, tiny_model_dir, causal_dirs) -> dict:
         train_args(export, tiny_model_dir, dirs["fsdp_resumed"], *fsdp, "--resume"),
         train_args(export, causal_dirs["qwen2"], dirs["causal_ddp"], *DIST_ARGS),
         train_args(export, causal_dirs["qwen2"], dirs["causal_lora"], *DIST_ARGS, "--lora-r", "4"),
+        ["sweep", *sweep_args, "--modes", "standard,sbs", "--fractions", "1.0", "--seeds", "0"],
     ]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
            str(Path(__file__).with_name("torchrun_driver.py")), json.dumps(runs)]  # fmt: skip

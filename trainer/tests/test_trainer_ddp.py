@@ -65,3 +65,13 @@ def test_lora_under_ddp(torchrun_runs):
     assert m["parameters"]["trainable"] < m["parameters"]["total"]
     assert (out / "adapter" / "adapter_model.safetensors").is_file()
     assert not any("lora" in k for k in load_file(out / "final" / "model.safetensors"))
+
+
+def test_sweep_under_torchrun(torchrun_runs):
+    """Both processes walk the same plan; rank 0 writes the sweep's files."""
+    out = torchrun_runs["sweep"]
+    assert torchrun_runs["stdout"].count("sweep: run ") == 2  # progress from rank 0 only
+    rows = (out / "results.csv").read_text().splitlines()
+    assert len(rows) == 3 and (out / "summary.md").is_file()
+    m = json.loads((out / "runs" / "sbs-f1.0-s0" / "metrics.json").read_text())
+    assert m["world_size"] == 2 and m["train"]["steps"] == 4

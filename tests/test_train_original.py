@@ -1,9 +1,14 @@
-"""Decoder-only students on the paper's SVAMP export (skipped when the shared data is absent): tiny Llama,
-Qwen2 (chat template, no pad token) and GPT-2 students train in `sbs` and `standard` mode on the real
-export of the PaLM rationales; their final/ loads with AutoModelForCausalLM alone and generates."""
+"""sbs-train on the paper's SVAMP export of the PaLM rationales (skipped when the shared data is absent).
+
+- Tiny Llama, Qwen2 (chat template, no pad token) and GPT-2 students train in `sbs` and `standard` mode;
+  their final/ loads with AutoModelForCausalLM alone and generates.
+- `sbs-train sweep` with tiny-t5, standard,sbs x 0.5,1.0 x seeds 0,1: 8 runs, the table, the curve,
+  subsets nested and shared by the modes; a re-run trains nothing, in seconds.
+"""
 
 from __future__ import annotations
 
+import csv
 import json
 
 import pytest
@@ -49,8 +54,17 @@ def test_causal_students_train_on_the_svamp_export(svamp_export, students, tmp_p
     out = tmp_path / f"{arch}-{mode}"
     m = run(
         TrainConfig(
-            data=str(svamp_export), model=str(students[arch]), mode=mode, output=str(out), max_steps=3,
-            batch_size=8, lr=1e-3, max_target_len=48, max_new_tokens=8, max_eval_examples=16, log_every=0,
+            data=str(svamp_export),
+            model=str(students[arch]),
+            mode=mode,
+            output=str(out),
+            max_steps=3,
+            batch_size=8,
+            lr=1e-3,
+            max_target_len=48,
+            max_new_tokens=8,
+            max_eval_examples=16,
+            log_every=0,
         )  # fmt: skip
     )
     assert m["student"]["kind"] == "causal" and m["train"]["steps"] == 3
@@ -63,3 +77,35 @@ def test_causal_students_train_on_the_svamp_export(svamp_export, students, tmp_p
     ids = torch.tensor([PromptFormat.load(out / "final").prompt_ids(tok, "label", "Tom has 3 apples.")])
     gen = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=4, do_sample=False)
     assert gen.shape[1] > ids.shape[1]
+
+
+def test_sweep_on_the_svamp_export(svamp_export, tmp_path):
+    from sbs_trainer.cli import main
+
+    out = tmp_path / "sweep"
+    args = ["sweep", "--data", str(svamp_export), "--model", "tiny-t5", "--output", str(out),
+            "--modes", "standard,sbs", "--fractions", "0.5,1.0", "--seeds", "0,1", "--max-steps", "2",
+            "--batch-size", "8", "--max-target-len", "32", "--max-new-tokens", "12", "--max-eval-examples", "16",
+            "--log-every", "0"]  # fmt: skip
+    torch.set_num_threads(1)
+    assert main(args) == 0
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert len(rows) == 8 and all(r["test_accuracy"] != "" for r in rows)
+    summary = (out / "summary.md").read_text()
+    assert "± " in summary and "SbS − standard" in summary and (out / "curves.png").is_file()
+
+    def ids(name):
+        return (out / "runs" / name / "train_ids.txt").read_text().split()
+
+    for s in (0, 1):
+        assert ids(f"sbs-f0.5-s{s}") == ids(f"standard-f0.5-s{s}")
+        assert ids(f"sbs-f1.0-s{s}") == ids(f"standard-f1.0-s{s}")
+        assert set(ids(f"sbs-f0.5-s{s}")) < set(ids(f"sbs-f1.0-s{s}"))
+    from sbs_trainer.cli import sweep_config_from_args
+    from sbs_trainer.sweep import sweep
+
+    def no_training(cfg):
+        raise AssertionError(f"trained {cfg.output}")
+
+    again = sweep(sweep_config_from_args(args[1:]), train=no_training, say=lambda m: None)
+    assert again["trained"] == [] and len(again["skipped"]) == len(again["results"]) == 8
