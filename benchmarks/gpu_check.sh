@@ -9,7 +9,9 @@
 #   (d) causal students: sbs-train, bf16, a Qwen2-style decoder built offline (d 1024, 8 layers, GQA,
 #       sbs_trainer.tiny's BPE tokenizer and ChatML template), full fine-tuning and then --lora-r 16,
 #       packed (flat with flash-attention when installed, else rows); then benchmarks/causal_vs_trl.py
-#       --device cuda --bf16 (sbs-train vs TRL's SFTTrainer, same model, rows and examples) when trl is installed.
+#       --device cuda --bf16 (sbs-train vs TRL's SFTTrainer, same model, rows and examples) when trl is installed;
+#   (e) a short `sbs-train sweep`: standard,sbs x fractions 0.5,1.0 x seeds 0,1 on the T5 of (a), with its
+#       table (summary.md) and wall time.
 # Each prints examples/s, tokens/s and peak GPU memory; everything is also kept in $OUT (default: a temp dir).
 #
 #   bash benchmarks/gpu_check.sh                          # on a GPU machine, after `make install`
@@ -159,4 +161,34 @@ if "$PY" -c "import trl" 2>/dev/null; then
 else
     echo "== (d) trl not installed (pip install -e 'trainer[bench]'): no TRL comparison"
 fi
+# -- (e) a short sweep
+echo "== (e) sbs-train sweep: standard,sbs x 0.5,1.0 x seeds 0,1, $DIST_STEPS steps per run"
+"$PY" - <<'EOF2'
+import json, os, sys
+from pathlib import Path
+
+sys.path.insert(0, "benchmarks")
+import train_throughput as tt
+
+out = Path(os.environ["OUT"]) / "export-sweep"  # the synthetic rows of (a), plus a test split
+n = int(os.environ["ROWS"])
+tt.write_export(out, tt.synthetic_rows(n))
+test = [{**r, "split": "test", "example_id": f"test-{i}"} for i, r in enumerate(tt.synthetic_rows(max(16, n // 8), seed=1))]
+tt.write_export(out / "t", test)
+m = json.loads((out / "manifest.json").read_text())
+(out / "t" / "train").rename(out / "test")
+shards = json.loads((out / "t" / "manifest.json").read_text())["splits"]["train"]
+for s in shards["shards"]:
+    s["path"] = s["path"].replace("train/", "test/", 1)
+m["splits"]["test"] = shards
+(out / "manifest.json").write_text(json.dumps(m))
+EOF2
+t0=$(date +%s)
+"$PY" -m sbs_trainer sweep --data "$OUT/export-sweep" --model "$OUT/student" --batch-size "$BATCH" --lr 1e-3 \
+    --warmup-steps 10 --max-target-len 256 --max-new-tokens 32 --log-every 50 --precision "$PRECISION" \
+    --device "$DEVICE" --modes standard,sbs --fractions 0.5,1.0 --seeds 0,1 --max-steps "$DIST_STEPS" \
+    --output "$OUT/sweep" > "$OUT/sweep.log" 2>&1 || { tail -30 "$OUT/sweep.log"; exit 1; }
+grep "^sweep:" "$OUT/sweep.log" | tail -2
+cat "$OUT/sweep/summary.md"
+echo "   sweep wall time $(( $(date +%s) - t0 )) s for 8 runs"
 echo "gpu_check: done; runs, logs and curves.png files in $OUT"

@@ -22,6 +22,7 @@ def build_parser(sweep: bool = False) -> argparse.ArgumentParser:
     if sweep:
         p = argparse.ArgumentParser(
             prog="sbs-train sweep",
+            allow_abbrev=False,  # `--mode` must not pass for `--modes`
             description="The paper's experiment: train every mode x fraction of the training data x seed as an "
             "ordinary run in OUT/runs/, on nested, stratified subsets shared by the modes; then write "
             "OUT/results.csv, OUT/summary.md and OUT/curves.png. Re-running the command resumes it.",
