@@ -1,4 +1,6 @@
-"""Make untrusted text storable: every string that reaches the workspace, a shard or the cache goes through here.
+"""Text-level code every layer may use: making untrusted text storable, and the hint-leak detector.
+
+Storable text: every string that reaches the workspace, a shard or the cache goes through `storable`.
 
 Python strings can hold what UTF-8 cannot: a lone surrogate (`"\\ud800"` from a JSON escape, or bytes decoded
 with `surrogateescape`) makes DuckDB, Arrow and every encoder raise. NUL characters store fine but break
@@ -8,6 +10,7 @@ reported, so callers can count and flag repaired rows. Imports nothing from sbs_
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 REPLACEMENT = "\ufffd"
@@ -52,3 +55,61 @@ def storable_value(value: Any) -> tuple[Any, bool]:
             changed = changed or cv
         return (items if isinstance(value, list) else tuple(items)), changed
     return value, False
+
+
+# ---------------------------------------------------------------------------------------------- hint leak
+# `hint_leak`: does a rationale say it was handed the answer? Used by generate/ (rationalize keeps a hinted
+# answer only when it does not leak) and by quality/ (the `hint_leak` signal), so it lives below both.
+#
+# A rationalized row (`sbs-data rationalize`) was written by a teacher that saw the gold answer as a hint; the
+# student, which never sees one, must learn reasoning that reads as if it found the answer itself. Rationales
+# that mention the hint ("the hint says", "we are told the answer", "the given answer", "as given.") teach the
+# student to refer to something it will never have.
+#
+# One pattern, run by DuckDB (RE2) when scoring and by Python's `re` here, with the same meaning in both:
+# ASCII-only classes and word boundaries (`re.ASCII`, as RE2's `\\b`), no `\\s`, bounded repetition only, so
+# both engines run in linear time on untrusted text. Only the first `LEAK_MAX_CHARS` characters are read.
+# Benign uses stay out: "we are given 5 apples", "the slightest hint of traffic", "of the given options",
+# "as given in the problem", "the
+# answer is given by 3 + 4".
+
+#: Characters of a rationale examined (the completion parser's own cap).
+LEAK_MAX_CHARS = 16_384
+
+_ANSWER = r"(answer|solution|label)s?"
+_TOLD = r"(told|given|informed|provided|shown|handed)"
+HINT_LEAK_PATTERN = (
+    # "the hint", "hints", "hinted"; not the idiom "a hint of" ("the slightest hint of traffic")
+    r"\bhint(s|ed)?( [^o]| o[^f]| of[a-z0-9_]|[^ a-z0-9_])"
+    # "told the answer", "given that the correct answer", "informed that the final answer"
+    rf"|\b{_TOLD}( that)?( the| an| a| our)? ?(correct |right |true |final |expected |target )?{_ANSWER}\b"
+    # "the given answer", "the expected answer", "the provided correct answer"
+    rf"|\b(given|provided|stated|expected|supplied|suggested|indicated|known) (correct |right |final )?{_ANSWER}\b"
+    # "the answer we were given", "the answer i was told"
+    rf"|\b{_ANSWER} (we|i|you) (were|was|are|am|have been|had been) {_TOLD}\b"
+    # "the answer is given as", "the correct answer was stated to be"
+    rf"|\b{_ANSWER} (is|was) (given|provided|stated|supplied) (as|to be|above|already)\b"
+    # "as given." / "as told," closing a clause (not "as given in the problem")
+    r"|\bas (given|told|hinted|provided) ?[.,;:!)]"
+    # "we know the answer is", "we already know that the correct answer"
+    rf"|\b(we|i) (already )?(know|knew) (that )?the (correct |right |final )?{_ANSWER}\b"
+    # "matches the correct answer", "confirms the right answer"
+    rf"|\b(match|matches|matching|confirm|confirms|confirming|consistent with) the (correct|right) {_ANSWER}\b"
+)
+_RE = re.compile(HINT_LEAK_PATTERN, re.ASCII)
+#: Appended to the text in both engines, so that patterns ending a clause also match at the end of the text
+#: without `$` (whose meaning before a final newline differs between RE2 and Python).
+_END = " ."
+
+
+def hint_leak(rationale: str | None) -> bool | None:
+    """Whether the rationale mentions being told the answer; None without a rationale."""
+    if not rationale:
+        return None
+    return _RE.search(rationale[:LEAK_MAX_CHARS].lower() + _END) is not None
+
+
+def hint_leak_sql(column: str) -> str:
+    """The same test as a DuckDB expression over a text column (NULL stays NULL)."""
+    pattern = HINT_LEAK_PATTERN.replace("'", "''")
+    return f"regexp_matches(lower(left({column}, {LEAK_MAX_CHARS})) || '{_END}', '{pattern}')"

@@ -19,13 +19,13 @@ from hypothesis import strategies as st
 
 from sbs_data.generate.parse import parse_json_output
 from sbs_data.quality.judge import MAX_REPLY_CHARS, parse_score
-from sbs_data.quality.leak import MAX_CHARS as LEAK_CHARS
-from sbs_data.quality.leak import hint_leak, hint_leak_sql
 from sbs_data.quality.signals import score
 from sbs_data.quality.textfeat import arithmetic_candidates, text_features
 from sbs_data.tasks import BUILTIN, Parsed
 from sbs_data.tasks.base import MAX_COMPLETION_CHARS, _strip_outer_parens, split_completion
 from sbs_data.tasks.mathexpr import MAX_STEP_TEXT_CHARS, arithmetic_steps, numbers_equal, try_evaluate
+from sbs_data.text import LEAK_MAX_CHARS as LEAK_CHARS
+from sbs_data.text import hint_leak, hint_leak_sql
 
 CAP = MAX_COMPLETION_CHARS
 BUDGET_S = 0.010  # per call, at the cap, on a loaded 2-core machine (measured worst: ~4 ms)

@@ -195,7 +195,7 @@ def _unanswered_keys(ws: Workspace, p: Plan) -> Iterator[list[str]]:
     """The plan's keys with no answer in the cache, a chunk at a time (SQL only, when the plan has SQL keys)."""
     if p.sql_keys:
         sql, params = p.keyed(ws)
-        q = f"SELECT DISTINCT cache_key FROM ({sql}) WHERE cache_key NOT IN (SELECT cache_key FROM sbs_cache)"
+        q = f"SELECT DISTINCT cache_key FROM ({cache_mod.missing(sql)})"
         for batch in ws.batches(q, params, CHUNK):
             yield batch.column(0).to_pylist()
         return
@@ -700,7 +700,7 @@ def _finish(ws: Workspace, ctx: _Ctx) -> None:
             "UPDATE sbs_batch_runs SET status = ?, version_id = ?, finished_at = ? WHERE run_id = ?",
             ["cancelled" if cancelled else "done", v.version_id, _now(), run_id],
         )
-    spent = ws.one("SELECT sum(cost_usd) FROM sbs_cache WHERE run_id = ?", [run_id])
+    spent = cache_mod.spent_usd(ws, run_id)
     ws.finish_run(
         run_id,
         "stopped" if cancelled else "ok",
@@ -753,7 +753,7 @@ def _run_summary(ws: Workspace, run_id: str, state: str) -> dict[str, Any]:
         "coalesce(sum(n_expired), 0), coalesce(sum(n_canceled), 0), max(round) FROM sbs_batches WHERE run_id = ?",
         [run_id],
     )[0]
-    spent = ws.one("SELECT sum(cost_usd) FROM sbs_cache WHERE run_id = ?", [run_id])
+    spent = cache_mod.spent_usd(ws, run_id)
     return {
         "run": run_id,
         "teacher": r[0],

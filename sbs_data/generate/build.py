@@ -14,6 +14,7 @@ from typing import Any
 import polars as pl
 
 from sbs_data import SbsError
+from sbs_data.generate import cache as cache_mod
 from sbs_data.generate.parse import parse
 from sbs_data.generate.plan import CHUNK, Plan
 from sbs_data.workspace import Version, Workspace, check_name, config_hash
@@ -86,7 +87,7 @@ def _rows_sql(run_id: str | None, part: str) -> tuple[str, list]:
         "SELECT p.example_id, p.sample_idx, p.split, p.choices, p.cache_key, c.cache_key IS NOT NULL AS hit, "
         f"c.text, {cols}, f.kind, f.error "
         f"FROM (SELECT * FROM {_STAGE} WHERE starts_with(cache_key, ?)) p "
-        "LEFT JOIN (SELECT * FROM sbs_cache WHERE starts_with(cache_key, ?)) c ON c.cache_key = p.cache_key "
+        f"LEFT JOIN {cache_mod.answers_with_prefix()} c ON c.cache_key = p.cache_key "
         "LEFT JOIN (SELECT cache_key, arg_max(kind, created_at) AS kind, arg_max(error, created_at) AS error "
         "FROM sbs_failures WHERE run_id = ? GROUP BY cache_key) f ON f.cache_key = p.cache_key",
         [part, part, run_id],
@@ -119,8 +120,8 @@ def _unchanged(ws: Workspace, p: Plan, out_name: str) -> Version | None:
         return None
     keyed, kp = p.keyed(ws)
     new = ws.all(
-        f"SELECT bit_xor(hash({_ROW_KEY})), count(*) FILTER (WHERE cache_key NOT IN "
-        f"(SELECT cache_key FROM sbs_cache)) FROM ({keyed})",
+        f"SELECT bit_xor(hash({_ROW_KEY})), count(*) FILTER (WHERE {cache_mod.missing_condition()}) "
+        f"FROM ({keyed})",
         kp,
     )[0]
     old = ws.all(
@@ -211,15 +212,7 @@ def _chunks(ws: Workspace, p: Plan, run_id: str | None):
     # Python-keyed plans (replay, rationalize): render the chunk, then read its answers and failures by key.
     for items in p.item_chunks(ws):
         keys = list({it.key for it in items})
-        cols = ", ".join(f"c.{c}" for c in _CACHE_VALUES)
-        cached = {
-            r[0]: r[1:]
-            for r in ws.all(
-                f"SELECT c.cache_key, c.text, {cols} FROM sbs_cache c "
-                "WHERE c.cache_key IN (SELECT unnest(?::VARCHAR[]))",
-                [keys],
-            )
-        }
+        cached = cache_mod.answer_rows(ws, keys, list(_CACHE_VALUES))
         fails = {
             r[0]: r[1:]
             for r in ws.all(

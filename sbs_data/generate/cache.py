@@ -68,6 +68,42 @@ def subject_of(input_text: str) -> str:
 
 
 # -- lookup ---------------------------------------------------------------------------------------
+# This module is the only one that names sbs_cache (besides workspace.py and the migrations); others ask it
+# for SQL over the cache with the functions below (a test enforces it).
+
+
+def missing_condition(column: str = "cache_key") -> str:
+    """SQL condition: the key in `column` has no answer in the cache (the one anti-join over sbs_cache)."""
+    return f"{column} NOT IN (SELECT cache_key FROM sbs_cache)"
+
+
+def missing(sql: str, columns: str = "*") -> str:
+    """SQL selecting `columns` (of alias `p`) from the rows of `sql` whose `cache_key` has no answer yet."""
+    return f"SELECT {columns} FROM ({sql}) p WHERE {missing_condition('p.cache_key')}"
+
+
+def answers_with_prefix() -> str:
+    """SQL subquery: the cached answers whose key starts with the one parameter (`?`): a key-prefix slice."""
+    return "(SELECT * FROM sbs_cache WHERE starts_with(cache_key, ?))"
+
+
+def answer_rows(ws: Any, keys: list[str], columns: list[str]) -> dict[str, tuple]:
+    """{key: (text, *columns)} for the cached keys among `keys`."""
+    if not keys:
+        return {}
+    cols = "".join(f", c.{c}" for c in columns)
+    rows = ws.all(
+        f"SELECT c.cache_key, c.text{cols} FROM sbs_cache c WHERE c.cache_key IN (SELECT unnest(?::VARCHAR[]))",
+        [keys],
+    )
+    return {r[0]: r[1:] for r in rows}
+
+
+def spent_usd(ws: Any, run_id: str) -> float | None:
+    """What the answers a run paid for cost, in USD (None when it paid for none)."""
+    return ws.one("SELECT sum(cost_usd) FROM sbs_cache WHERE run_id = ?", [run_id])
+
+
 def present(ws: Any, keys: list[str]) -> set[str]:
     """The keys among `keys` that have an answer (through a cursor of its own: safe while a writer runs)."""
     if not keys:

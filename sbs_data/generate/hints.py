@@ -25,8 +25,8 @@ from sbs_data import SbsError
 from sbs_data.generate import cache as cache_mod
 from sbs_data.generate.plan import CHUNK, Item, Plan, request_params, task_of
 from sbs_data.generate.prompts import answer_text, load_prompt
-from sbs_data.quality.leak import hint_leak_sql
 from sbs_data.teachers.base import Teacher
+from sbs_data.text import hint_leak_sql
 from sbs_data.workspace import Version, Workspace, check_name, config_hash
 
 #: Which rows of GEN to ask again: --rows.

@@ -163,13 +163,17 @@ class Plan:
         seen: set[bytes] = set()  # only misses, as 32-byte digests
         if self.sql_keys:
             sql, params = self.keyed(ws)
-            miss = f"FROM ({sql}) p WHERE p.cache_key NOT IN (SELECT cache_key FROM sbs_cache)"
             # Identical requests (two examples with the same text) are sent once. Only keys SQL finds
             # twice are remembered, so memory does not grow with the job.
             dupes = {
-                r[0] for r in ws.all(f"SELECT p.cache_key {miss} GROUP BY 1 HAVING count(*) > 1", params)
+                r[0]
+                for r in ws.all(
+                    f"SELECT cache_key FROM ({cache_mod.missing(sql)}) GROUP BY 1 HAVING count(*) > 1", params
+                )
             }
-            q = f"SELECT p.example_id, p.split, p.choices, p.input_text, p.sample_idx, p.cache_key {miss}"
+            q = cache_mod.missing(
+                sql, "p.example_id, p.split, p.choices, p.input_text, p.sample_idx, p.cache_key"
+            )
             for batch in ws.batches(q, params, CHUNK):
                 for example_id, split, choices, input_text, k, key in zip(*batch.to_pydict().values()):
                     if key in dupes:
@@ -200,11 +204,7 @@ class Plan:
             keys = {it.key for it in self.misses(ws)}
             return len(keys), len(keys)
         sql, params = self.keyed(ws)
-        row = ws.all(
-            f"SELECT count(*), count(DISTINCT cache_key) FROM ({sql}) WHERE cache_key NOT IN "
-            "(SELECT cache_key FROM sbs_cache)",
-            params,
-        )[0]
+        row = ws.all(f"SELECT count(*), count(DISTINCT cache_key) FROM ({cache_mod.missing(sql)})", params)[0]
         return int(row[0]), int(row[1])
 
     def first_item(self, ws: Workspace) -> Item | None:
@@ -217,8 +217,8 @@ class Plan:
         system, prefix, template = self.prompt.parts(self.json_mode)
         sql, params = self.keyed(ws)
         n, chars = ws.all(
-            f"SELECT count(*), coalesce(sum(length(replace(?, '{{input}}', input_text))), 0) FROM ({sql}) "
-            "WHERE cache_key NOT IN (SELECT cache_key FROM sbs_cache)",
+            "SELECT count(*), coalesce(sum(length(replace(?, '{input}', input_text))), 0) "
+            f"FROM ({cache_mod.missing(sql)})",
             [template, *params],
         )[0]
         return int(n), int(chars) + int(n) * (len(system or "") + len(prefix))

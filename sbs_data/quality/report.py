@@ -129,20 +129,9 @@ def _stage(step: str, rule: str, before: dict[str, int], after: dict[str, int]) 
     }
 
 
-def _scored_rows(ws: Workspace, v: Version) -> tuple[str, list]:
-    """SQL over the scores of the rows visible in `v`."""
-    if v.selection_id is None:
-        return "SELECT * FROM sbs_scores WHERE version_id = ?", [v.scores_id]
-    return (
-        "SELECT s.* FROM sbs_scores s JOIN sbs_selections k ON k.version_id = ? AND k.example_id = s.example_id "
-        "AND k.sample_idx = s.sample_idx AND k.keep WHERE s.version_id = ?",
-        [v.selection_id, v.scores_id],
-    )
-
-
 def signal_stats(ws: Workspace, v: Version) -> dict[str, dict[str, dict[str, Any]]]:
     """{split | 'all': {signal: {count, mean or rate, quantiles...}}} over the rows visible in `v`."""
-    sql, params = _scored_rows(ws, v)
+    sql, params = ws.rows_query(v, rows="scores")
     aggs, keys = [], []
     for s in _STATS_SIGNALS:
         c = s.name
@@ -193,7 +182,7 @@ def signal_stats(ws: Workspace, v: Version) -> dict[str, dict[str, dict[str, Any
 
 def histograms(ws: Workspace, v: Version) -> dict[str, dict[str, Any]]:
     """Equal-width histograms of every numeric signal over the rows visible in `v` (all splits)."""
-    sql, params = _scored_rows(ws, v)
+    sql, params = ws.rows_query(v, rows="scores")
     out = {}
     for s in _STATS_SIGNALS:
         if s.dtype not in ("int", "float"):
@@ -294,7 +283,7 @@ def rationalization(ws: Workspace, v: Version) -> dict[str, Any] | None:
         "quality": [],
     }
     if combined:
-        from sbs_data.quality.leak import hint_leak_sql
+        from sbs_data.text import hint_leak_sql
 
         gen_base = ws.by_id(cfg["source_version_id"]).base_id
         cols = "split, teacher, hint_teacher, asked, answered, leaked, recovered".split(", ")

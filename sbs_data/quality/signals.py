@@ -20,8 +20,8 @@ import polars as pl
 import pyarrow as pa
 
 from sbs_data import SbsError
-from sbs_data.quality.leak import hint_leak_sql
 from sbs_data.tasks import Task, get_task, mathexpr
+from sbs_data.text import hint_leak_sql
 from sbs_data.workspace import Version, Workspace
 
 if TYPE_CHECKING:
