@@ -445,6 +445,45 @@ def resume(ws: Workspace, ctx: _Ctx, s: BatchSettings) -> int:
     return n
 
 
+def _submit_run(
+    ws: Workspace,
+    run_id: str,
+    p: Plan,
+    teacher: Teacher,
+    api: BatchAPI,
+    parts: list,
+    args: dict[str, Any],
+    out_name: str,
+    chash: str,
+    s: BatchSettings,
+) -> list[str]:
+    """Record a batch run (its re-plannable arguments) and send its first round; the job ids sent."""
+    stored = {**args, "base_url": _storable_url(getattr(teacher, "base_url", None))}
+    with ws.transaction():
+        ws.execute(
+            "INSERT INTO sbs_batch_runs (run_id, provider, model, teacher, source, out_name, args, "
+            "config_hash, requests, max_rounds, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                run_id,
+                teacher.provider,
+                teacher.model,
+                teacher.spec,
+                p.source.ref,
+                out_name,
+                json.dumps(stored, default=str),
+                chash,
+                p.total,
+                max(1, s.max_rounds),
+                _now(),
+            ],
+        )
+    ctx = _Ctx(_run_row(ws, run_id), p, teacher, api)
+    if not parts:
+        return []
+    _record_round(ws, ctx, 0, parts)
+    return _send_round(ws, ctx, 0, s)
+
+
 def submit(
     ws: Workspace,
     p: Plan,
@@ -494,36 +533,15 @@ def submit(
                     "(at most max_tokens per answer); raise the limit, lower --limit, or use online mode"
                 )
         teacher.preflight()
-        run_id = ws.start_run(command)
-        stored = {**args, "base_url": _storable_url(getattr(teacher, "base_url", None))}
-        with ws.transaction():
-            ws.execute(
-                "INSERT INTO sbs_batch_runs (run_id, provider, model, teacher, source, out_name, args, "
-                "config_hash, requests, max_rounds, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    run_id,
-                    teacher.provider,
-                    teacher.model,
-                    teacher.spec,
-                    p.source.ref,
-                    out_name,
-                    json.dumps(stored, default=str),
-                    chash,
-                    p.total,
-                    max(1, s.max_rounds),
-                    _now(),
-                ],
-            )
-        ctx = _Ctx(_run_row(ws, run_id), p, teacher, api)
-        job_ids: list[str] = []
-        if parts:
-            _record_round(ws, ctx, 0, parts)
-            job_ids = _send_round(ws, ctx, 0, s)
+        sent = sum(n for n, _ in parts)
+        with ws.run(command) as run:
+            run_id = run.run_id
+            job_ids = _submit_run(ws, run_id, p, teacher, api, parts, args, out_name, chash, s)
+            run.status = "submitted"
+            run.stats.update(requests=p.total, submitted=sent, jobs=len(job_ids))
     finally:
         ws.execute(f"DROP TABLE IF EXISTS {_STAGE}")
         api.close()
-    sent = sum(n for n, _ in parts)
-    ws.finish_run(run_id, "submitted", {"requests": p.total, "submitted": sent, "jobs": len(job_ids)})
     summary.update(
         mode="batch",
         run=run_id,

@@ -26,7 +26,7 @@ from sbs_data.generate.progress import Progress
 from sbs_data.teachers.base import Teacher
 from sbs_data.teachers.models import estimate_tokens
 from sbs_data.teachers.registry import parse_spec, supports_batch
-from sbs_data.workspace import Workspace, check_name
+from sbs_data.workspace import Run, Workspace, check_name
 
 #: DuckDB's memory cap while a plan runs: the key pass, the cache join and the version build spill past it
 #: instead of holding a million rows (DuckDB's buffer pool otherwise keeps every block it touched). Row
@@ -60,7 +60,7 @@ def answer(
     task: Any,
     json_mode: bool = False,
     max_usd: float | None = None,
-    run_id: str,
+    run: Run,
     total: int,
     cached: int,
     expected: int = 0,
@@ -70,7 +70,9 @@ def answer(
     """Call the teacher for `misses` (cache misses, each key once; `expected` of them, of `total` requests of
     which `cached` were answered already) with limits, retries, durable cache writes and a progress bar;
     returns the engine (its counters and stop reason). Answers land in the cache, failures in sbs_failures
-    under `run_id`. An interrupted run is recorded as such in `runs` before the error goes on."""
+    under the run (`ws.run`'s). On an error the run's stats get the counters so far, and `ws.run` records
+    it as failed or interrupted."""
+    run_id = run.run_id
     settings.check()
     cache_mod.replay_journals(ws)
     writer = CacheWriter(ws, teacher, run_id, flush_interval=settings.flush_interval)
@@ -98,7 +100,7 @@ def answer(
         execute(engine, misses, expected)
     except BaseException:
         progress.close()
-        ws.finish_run(run_id, "interrupted", counters(engine.c, time.perf_counter() - t0))
+        run.stats.update(counters(engine.c, time.perf_counter() - t0))
         raise
     progress.close()
     return engine
@@ -322,43 +324,45 @@ def _run_plan(
             settings=batch_settings,
             command=command,
         )
-    run_id = ws.start_run(command)
-    t0 = time.perf_counter()
-    engine = answer(
-        ws,
-        teacher,
-        p.misses(ws) if n_keys else (),
-        s,
-        task=p.task,
-        json_mode=p.json_mode,
-        max_usd=max_usd,
-        run_id=run_id,
-        total=p.total,
-        cached=summary["cached"],
-        expected=n_keys,
-        warn=warn,
-    )
-    clock["called"] = time.perf_counter()
-    if engine.fatal:
-        ws.finish_run(run_id, "failed", counters(engine.c, time.perf_counter() - t0))
-        raise SbsError(f"{teacher.spec}: stopped, no version built: {engine.stop_reason}:\n{engine.fatal}")
-    v, by_status = build_version(ws, p, out_name, run_id=run_id, stop_reason=engine.stop_reason)
-    follow = {} if engine.stop_reason else p.finish(ws, v, run_id)
-    clock["built"] = time.perf_counter()
-    elapsed = time.perf_counter() - t0
-    timings = {
-        "plan_s": clock["planned"] - clock["start"],
-        "lookup_s": clock["looked_up"] - clock["planned"],
-        "calls_s": clock["called"] - t0,
-        "build_s": clock["built"] - clock["called"],
-        "total_s": clock["built"] - clock["start"],
-    }
-    timings = {k: round(x, 3) for k, x in timings.items()}
-    stats = counters(engine.c, elapsed)
-    stats.update(by_status)
-    stats.update(follow)
-    stats["timings"] = timings
-    ws.finish_run(run_id, "ok" if not engine.stop_reason else "stopped", stats)
+    with ws.run(command) as run:
+        t0 = time.perf_counter()
+        engine = answer(
+            ws,
+            teacher,
+            p.misses(ws) if n_keys else (),
+            s,
+            task=p.task,
+            json_mode=p.json_mode,
+            max_usd=max_usd,
+            run=run,
+            total=p.total,
+            cached=summary["cached"],
+            expected=n_keys,
+            warn=warn,
+        )
+        clock["called"] = time.perf_counter()
+        if engine.fatal:
+            run.stats.update(counters(engine.c, time.perf_counter() - t0))
+            raise SbsError(
+                f"{teacher.spec}: stopped, no version built: {engine.stop_reason}:\n{engine.fatal}"
+            )
+        v, by_status = build_version(ws, p, out_name, run_id=run.run_id, stop_reason=engine.stop_reason)
+        follow = {} if engine.stop_reason else p.finish(ws, v, run.run_id)
+        clock["built"] = time.perf_counter()
+        elapsed = time.perf_counter() - t0
+        timings = {
+            "plan_s": clock["planned"] - clock["start"],
+            "lookup_s": clock["looked_up"] - clock["planned"],
+            "calls_s": clock["called"] - t0,
+            "build_s": clock["built"] - clock["called"],
+            "total_s": clock["built"] - clock["start"],
+        }
+        timings = {k: round(x, 3) for k, x in timings.items()}
+        run.stats.update(counters(engine.c, elapsed))
+        run.stats.update(by_status)
+        run.stats.update(follow)
+        run.stats["timings"] = timings
+        run.status = "ok" if not engine.stop_reason else "stopped"
     summary.update(
         version=v.ref,
         rows=v.row_count,

@@ -265,7 +265,7 @@ def run_judge(
             judge.settings,
             task=task,
             max_usd=judge.max_usd,
-            run_id=run.run_id,
+            run=run,
             total=n_rows,
             cached=n_rows - n_miss,
             expected=n_miss,
