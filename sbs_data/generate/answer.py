@@ -80,7 +80,7 @@ class Answer:
         return d
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Failure:
     """A request that ended without an answer: its kind (see teachers.base error classes) and message."""
 

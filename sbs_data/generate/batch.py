@@ -610,14 +610,22 @@ def _collect_job(ws: Workspace, ctx: _Ctx, job: dict) -> dict[str, int]:
     rows = _job_rows(ws, job["job_id"])
     where = {key: (e, k) for key, e, k in rows}
     # what an answer row stores besides the response: only this job's requests are rendered
-    meta = {it.key: (it.subject, it.ing, it.choices) for it in _job_items(ws, ctx.plan, rows)}
+    meta = {it.key: (it.subject, it.ingredients_json, it.choices) for it in _job_items(ws, ctx.plan, rows)}
     keys = set(where)
     answers, failures, seen = [], [], set()
     counts = {"succeeded": 0, "errored": 0, "expired": 0, "canceled": 0}
 
     def fail(key: str, kind: str, status: int | None, msg: str | None) -> None:
         e, k = where.get(key, (None, None))
-        f = Failure(key, kind, redact(msg, ctx.api.secrets) or "", status, round_ + 1, e, k)
+        f = Failure(
+            key=key,
+            kind=kind,
+            error=redact(msg, ctx.api.secrets) or "",
+            status=status,
+            attempts=round_ + 1,
+            example_id=e,
+            sample_idx=k,
+        )
         failures.append(cache_mod.failure_row(f, t, run_id))
         counts[kind if kind in ("expired", "canceled") else "errored"] += 1
 
@@ -635,13 +643,7 @@ def _collect_job(ws: Workspace, ctx: _Ctx, job: dict) -> dict[str, int]:
             if why is not None:  # like online mode: invalid structured output is asked again (bounded)
                 fail(r.key, "invalid_output", None, f"invalid structured output: {why}")
                 continue
-        cost = t.facts.cost(
-            resp.prompt_tokens,
-            resp.completion_tokens,
-            resp.cached_tokens or 0,
-            resp.cache_write_tokens or 0,
-            batch=True,
-        )
+        cost = t.facts.cost_of(resp, batch=True)
         a = Answer.from_response(r.key, resp, latency_ms=None, cost_usd=cost, attempts=round_ + 1)
         answers.append(cache_mod.answer_row(a, t, subject=m[0], request=m[1], run_id=run_id))
         counts["succeeded"] += 1

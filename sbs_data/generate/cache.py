@@ -266,7 +266,9 @@ class CacheWriter:
         self._fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
 
     def answer(self, a: Answer, item: Any) -> None:
-        row = answer_row(a, self.teacher, subject=item.subject, request=item.ing, run_id=self.run_id)
+        row = answer_row(
+            a, self.teacher, subject=item.subject, request=item.ingredients_json, run_id=self.run_id
+        )
         self._seq += 1
         if self._fd is not None:
             os.write(self._fd, json.dumps(row, ensure_ascii=False).encode() + b"\n")

@@ -139,7 +139,7 @@ class Engine:
     ):
         self.teacher = teacher
         self.facts = teacher.facts
-        self.s = settings
+        self.settings = settings
         self.writer = writer
         self.task = task
         self.json_mode = json_mode
@@ -147,7 +147,7 @@ class Engine:
         self.run_id = run_id
         self.on_progress = on_progress
         self.warn = warn
-        self.c = Counters()
+        self.counters = Counters()
         self.stop_reason: str | None = None
         self.fatal: str | None = None  # a systematic error: no version is built
         self.secrets = teacher.secrets()
@@ -182,11 +182,11 @@ class Engine:
         if self.max_usd is None or worst is None:
             return True
         async with self.budget:
-            while self.c.spend + self.reserved + worst > self.max_usd:
+            while self.counters.spend + self.reserved + worst > self.max_usd:
                 if not self.holders or self.stop_reason:  # nothing in flight will free budget
                     if not self.stop_reason:
                         self.stop_reason = (
-                            f"--max-usd {self.max_usd:g} reached (spent ${self.c.spend:.4f}; the next request "
+                            f"--max-usd {self.max_usd:g} reached (spent ${self.counters.spend:.4f}; the next request "
                             f"could cost up to ${worst:.4f})"
                         )
                     return False
@@ -197,9 +197,9 @@ class Engine:
 
     async def _settle(self, worst: float | None, cost: float | None) -> None:
         if cost is None:
-            self.c.spend_known = False
+            self.counters.spend_known = False
         else:
-            self.c.spend += cost
+            self.counters.spend += cost
         if self.max_usd is None or worst is None:
             return
         async with self.budget:
@@ -221,10 +221,10 @@ class Engine:
 
     def _backoff(self, n: int, e: TeacherError) -> float:
         if e.retry_after is not None:  # the server said when: never sooner, a little jitter for the herd
-            jitter = random.uniform(0, min(1.0, self.s.backoff_base) * 0.25)
-            return min(e.retry_after, self.s.max_wait) + jitter
-        base = min(self.s.backoff_max, self.s.backoff_base * 2 ** (n - 1))
-        return min(self.s.max_wait, base + random.uniform(0, self.s.backoff_base))
+            jitter = random.uniform(0, min(1.0, self.settings.backoff_base) * 0.25)
+            return min(e.retry_after, self.settings.max_wait) + jitter
+        base = min(self.settings.backoff_max, self.settings.backoff_base * 2 ** (n - 1))
+        return min(self.settings.max_wait, base + random.uniform(0, self.settings.backoff_base))
 
     async def _one(self, item: Item) -> None:
         attempts = invalid = throttled = 0
@@ -238,11 +238,11 @@ class Engine:
                     self.probe_sent += 1
                     probing = True
             if self.stop_reason:
-                self.c.skipped += 1
+                self.counters.skipped += 1
                 return
             worst = self._worst(item)
             if not await self._reserve(worst):
-                self.c.skipped += 1
+                self.counters.skipped += 1
                 return
             try:
                 await self.limiter.acquire(est)
@@ -252,23 +252,25 @@ class Engine:
             if self.stop_reason:
                 await self.limiter.release()
                 await self._settle(worst, 0.0)
-                self.c.skipped += 1
+                self.counters.skipped += 1
                 return
-            self.c.attempts += 1
+            self.counters.attempts += 1
             t0 = time.perf_counter()
             try:
                 resp = await self._call(item)
             except RateLimited as e:
                 await self.limiter.release()
                 await self._settle(worst, 0.0)
-                self.c.rate_limited += 1
+                self.counters.rate_limited += 1
                 throttled += 1
-                if time.monotonic() - self.last_answer > self.s.patience:
+                if time.monotonic() - self.last_answer > self.settings.patience:
                     self._fail(item, e, attempts + 1, "no answer for the whole run within --patience")
                     return
-                wait = self.limiter.throttle(getattr(e, "limits", None), e.retry_after, self.s.max_wait)
+                wait = self.limiter.throttle(
+                    getattr(e, "limits", None), e.retry_after, self.settings.max_wait
+                )
                 if wait > 0:  # the server said when: never sooner, a little jitter to spread the herd
-                    await asyncio.sleep(wait + random.uniform(0, min(1.0, self.s.backoff_base) * 0.25))
+                    await asyncio.sleep(wait + random.uniform(0, min(1.0, self.settings.backoff_base) * 0.25))
                 else:  # no word from the server: back off with jitter, growing per throttled try
                     await asyncio.sleep(self._backoff(min(throttled, 6), e))
                 continue
@@ -276,10 +278,10 @@ class Engine:
                 await self.limiter.release()
                 await self._settle(worst, 0.0)
                 attempts += 1
-                if not e.retryable or attempts >= self.s.max_attempts:
+                if not e.retryable or attempts >= self.settings.max_attempts:
                     self._fail(item, e, attempts)
                     return
-                self.c.retries += 1
+                self.counters.retries += 1
                 await asyncio.sleep(self._backoff(attempts, e))
                 continue
             except Exception as e:  # noqa: BLE001 - an unexpected error is recorded per row, never looped on
@@ -290,12 +292,7 @@ class Engine:
             await self.limiter.release()
             latency = (time.perf_counter() - t0) * 1000.0
             attempts += 1
-            cost = self.facts.cost(
-                resp.prompt_tokens,
-                resp.completion_tokens,
-                resp.cached_tokens or 0,
-                resp.cache_write_tokens or 0,
-            )
+            cost = self.facts.cost_of(resp)
             await self._settle(worst, cost)
             used = (resp.prompt_tokens or 0) + (resp.completion_tokens or 0)
             self.limiter.observe(resp.limits, used, est)
@@ -307,33 +304,42 @@ class Engine:
             answer = Answer.from_response(
                 item.key, resp, latency_ms=latency, cost_usd=cost, attempts=attempts
             )
-            if self.json_mode and self.task is not None and invalid < self.s.json_retries:
+            if self.json_mode and self.task is not None and invalid < self.settings.json_retries:
                 _, why = parse(self.task, answer.text, item.choices, True)
                 if (
                     why is not None
                 ):  # invalid structured output: asked again at once, a bounded number of times
                     invalid += 1
-                    self.c.retries += 1
-                    self.c.invalid_retries += 1
+                    self.counters.retries += 1
+                    self.counters.invalid_retries += 1
                     continue
-            self.c.answered += 1
-            self.c.called += 1
-            self.c.repaired += answer.repaired
+            self.counters.answered += 1
+            self.counters.called += 1
+            self.counters.repaired += answer.repaired
             self.writer.answer(answer, item)
             if self.on_progress:
-                self.on_progress(self.c)
+                self.on_progress(self.counters)
             return
 
     def _fail(self, item: Item, e: TeacherError, attempts: int, why: str | None = None) -> None:
         msg = redact(str(e) + (f" ({why})" if why else ""), self.secrets) or ""
-        self.c.failed += 1
-        self.c.called += 1
+        self.counters.failed += 1
+        self.counters.called += 1
         self.writer.failure(
-            Failure(item.key, e.kind, msg, e.status, attempts, item.example_id, item.sample_idx), item
+            Failure(
+                key=item.key,
+                kind=e.kind,
+                error=msg,
+                status=e.status,
+                attempts=attempts,
+                example_id=item.example_id,
+                sample_idx=item.sample_idx,
+            ),
+            item,
         )
         self._watch_systematic(e, msg)
         if self.on_progress:
-            self.on_progress(self.c)
+            self.on_progress(self.counters)
 
     def _watch_systematic(self, e: TeacherError, msg: str) -> None:
         """Stop when the first finished requests (up to PROBE) all failed with the same permanent error."""
@@ -359,7 +365,7 @@ class Engine:
         self._told_until = until
         at = (datetime.now() + timedelta(seconds=seconds)).strftime("%H:%M:%S")
         capped = (
-            f"; the provider asked for {asked:.0f} s, capped at --max-wait {self.s.max_wait:g} s"
+            f"; the provider asked for {asked:.0f} s, capped at --max-wait {self.settings.max_wait:g} s"
             if asked > seconds
             else ""
         )
@@ -372,7 +378,7 @@ class Engine:
         self.probe_done = asyncio.Event()
         if not self.teacher.network:
             self.probe_done.set()  # local teachers: nothing to protect against
-        admit = asyncio.Semaphore(max(2, self.s.concurrency * 2))
+        admit = asyncio.Semaphore(max(2, self.settings.concurrency * 2))
         tasks: set[asyncio.Task] = set()
 
         def done(t: asyncio.Task) -> None:

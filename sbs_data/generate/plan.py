@@ -40,7 +40,7 @@ class Item:
     sample_idx: int
     choices: list[str] | None
     req: Request
-    ing: str  # canonical JSON of the key's ingredients (stored with the answer, used by explain)
+    ingredients_json: str  # canonical JSON of the key's ingredients (stored with the answer, used by explain)
     key: str
     subject: str
 

@@ -93,14 +93,14 @@ def answer(
         on_progress=progress.update if progress.enabled else None,
         warn=warn,
     )
-    engine.c.total = total
-    engine.c.cached = cached
+    engine.counters.total = total
+    engine.counters.cached = cached
     t0 = time.perf_counter()
     try:
         execute(engine, misses, expected)
     except BaseException:
         progress.close()
-        run.stats.update(counters(engine.c, time.perf_counter() - t0))
+        run.stats.update(counters(engine.counters, time.perf_counter() - t0))
         raise
     progress.close()
     return engine
@@ -342,7 +342,7 @@ def _run_plan(
         )
         clock["called"] = time.perf_counter()
         if engine.fatal:
-            run.stats.update(counters(engine.c, time.perf_counter() - t0))
+            run.stats.update(counters(engine.counters, time.perf_counter() - t0))
             raise SbsError(
                 f"{teacher.spec}: stopped, no version built: {engine.stop_reason}:\n{engine.fatal}"
             )
@@ -358,7 +358,7 @@ def _run_plan(
             "total_s": clock["built"] - clock["start"],
         }
         timings = {k: round(x, 3) for k, x in timings.items()}
-        run.stats.update(counters(engine.c, elapsed))
+        run.stats.update(counters(engine.counters, elapsed))
         run.stats.update(by_status)
         run.stats.update(follow)
         run.stats["timings"] = timings
@@ -367,18 +367,18 @@ def _run_plan(
         version=v.ref,
         rows=v.row_count,
         **by_status,
-        called=engine.c.called,
-        retries=engine.c.retries,
-        rate_limited=engine.c.rate_limited,
-        spent_usd=round(engine.c.spend, 6) if engine.c.spend_known else None,
+        called=engine.counters.called,
+        retries=engine.counters.retries,
+        rate_limited=engine.counters.rate_limited,
+        spent_usd=round(engine.counters.spend, 6) if engine.counters.spend_known else None,
         seconds=round(elapsed, 2),
         rows_per_s=round(n_keys / elapsed, 1) if n_keys and elapsed > 0 else None,
         **follow,
     )
-    if engine.c.repaired:
-        summary["repaired"] = engine.c.repaired
+    if engine.counters.repaired:
+        summary["repaired"] = engine.counters.repaired
         warn(
-            f"warning: {engine.c.repaired} completion(s) held text that cannot be stored (a lone surrogate or "
+            f"warning: {engine.counters.repaired} completion(s) held text that cannot be stored (a lone surrogate or "
             "NUL) and were repaired; their rows say repaired = true"
         )
     if engine.stop_reason:
@@ -465,12 +465,8 @@ def explain(
         for it in items:
             if only_misses and it.key in hits:
                 continue
-            e = cache_mod.explain_one(ws, it.key, json.loads(it.ing), it.subject)
+            e = cache_mod.explain_one(ws, it.key, json.loads(it.ingredients_json), it.subject)
             out.append({"example_id": it.example_id, "sample_idx": it.sample_idx, "key": it.key[:16], **e})
             if len(out) >= limit_rows:
                 return out
     return out
-
-
-def summary_json(res: GenerateResult) -> str:
-    return json.dumps(res.summary, default=str)

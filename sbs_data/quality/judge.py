@@ -277,11 +277,11 @@ def run_judge(
             "judged": judged,
             "rows": n_rows,
             "cached": n_rows - n_miss,
-            "called": engine.c.called,
-            "failed": engine.c.failed,
+            "called": engine.counters.called,
+            "failed": engine.counters.failed,
             "unparsed": unparsed,
-            "skipped": engine.c.skipped,
-            "spent_usd": round(engine.c.spend, 6) if engine.c.spend_known else None,
+            "skipped": engine.counters.skipped,
+            "spent_usd": round(engine.counters.spend, 6) if engine.counters.spend_known else None,
         }
         if engine.stop_reason:
             summary["stopped"] = engine.stop_reason

@@ -81,9 +81,6 @@ class Recipe:
     hash: str = field(default="")
     splits: tuple[str, ...] = ("train",)  # ("all",) = every split
 
-    def filters_split(self, split: str) -> bool:
-        return "all" in self.splits or split in self.splits
-
     def signals(self) -> set[str]:
         out = set()
         for s in self.steps:

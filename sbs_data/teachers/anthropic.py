@@ -18,6 +18,7 @@ from typing import Any
 
 from sbs_data import SbsError
 from sbs_data.teachers.base import (
+    BAD_BODY,
     HostedTeacher,
     LimitHeaders,
     RateLimits,
@@ -27,10 +28,7 @@ from sbs_data.teachers.base import (
     classify_sdk_error,
     classify_status,
     error_fields,
-    malformed,
-    read_limits,
     redact,
-    sdk_response_class,
 )
 from sbs_data.teachers.batch import BatchAPI, BatchInfo, Result, epoch
 from sbs_data.teachers.models import estimate_tokens
@@ -84,9 +82,6 @@ def read_message(body: dict, limits: RateLimits | None = None) -> Response:
     )
 
 
-_BAD_BODY = (AttributeError, IndexError, KeyError, TypeError, ValueError)
-
-
 class AnthropicTeacher(HostedTeacher):
     """`anthropic:MODEL`. Honours ANTHROPIC_API_KEY and ANTHROPIC_BASE_URL like the SDK does.
 
@@ -95,7 +90,6 @@ class AnthropicTeacher(HostedTeacher):
 
     provider = "anthropic"
     endpoint = "messages"
-    supports_json_schema = False
 
     key_env = "ANTHROPIC_API_KEY"
     base_url_env = "ANTHROPIC_BASE_URL"
@@ -159,20 +153,16 @@ class AnthropicTeacher(HostedTeacher):
             blocks[0] = {"type": "text", "text": content, "cache_control": _EPHEMERAL}
         return [{**first, "content": blocks}, *msgs[1:]]
 
+    limit_headers = LIMIT_HEADERS
+
+    def classify(self, e: BaseException) -> BaseException:
+        return classify(e, self.secrets())
+
+    def read(self, body: Any, limits: RateLimits | None) -> Response:
+        return read_message(body, limits)
+
     async def complete(self, req: Request) -> Response:
-        # The SDK's documented low-level call, as in the OpenAI adapter: same transport, auth, headers and
-        # error classes as `messages.create`, with the answer read as the JSON the API documents.
-        try:
-            http = await self.client().post(
-                "/v1/messages", cast_to=sdk_response_class(), body=self.build_kwargs(req)
-            )
-        except Exception as e:  # noqa: BLE001 - classified below, unknown ones propagate
-            raise classify(e, self.secrets()) from None
-        limits = read_limits(http.headers, LIMIT_HEADERS)
-        try:
-            return read_message(json.loads(http.content), limits)
-        except _BAD_BODY as e:
-            raise malformed(self.provider, e, limits) from None
+        return await self.post(self.client(), "/v1/messages", self.build_kwargs(req))
 
 
 class AnthropicBatchAPI(BatchAPI):
@@ -270,7 +260,7 @@ class AnthropicBatchAPI(BatchAPI):
         if t == "succeeded":
             try:
                 return Result(key, read_message(r["message"]))
-            except _BAD_BODY:
+            except BAD_BODY:
                 return Result(key, kind="transient", error="anthropic batch: malformed response body")
         if t == "errored":
             msg, code, param = error_fields(r.get("error") or {})

@@ -369,6 +369,10 @@ def sdk_response_class() -> type:
         return httpx.Response
 
 
+#: What reading a body that is not the documented JSON raises.
+BAD_BODY = (AttributeError, IndexError, KeyError, TypeError, ValueError)
+
+
 def malformed(provider: str, e: BaseException, limits: RateLimits | None = None) -> Transient:
     """A 200 whose body is not the documented shape: worth another attempt."""
     return Transient(f"{provider}: malformed response body ({type(e).__name__})", limits=limits)
@@ -407,7 +411,6 @@ class Teacher:
     network: bool = (
         True  # False for teachers that never leave the machine (replay, hf): allowed with --offline
     )
-    supports_json_schema: bool = True  # the API can be told the output schema (else the prompt asks for it)
     prompt_cache: bool = True  # mark the shared prefix for the provider's prompt cache where it needs marking
 
     def __init__(self, model: str):
@@ -498,6 +501,32 @@ class HostedTeacher(Teacher):
 
     def make_client(self) -> Any:  # pragma: no cover - interface
         raise NotImplementedError
+
+    #: The provider's rate-limit headers (`read_limits`' table).
+    limit_headers: LimitHeaders = {}
+
+    def classify(self, e: BaseException) -> BaseException:  # pragma: no cover - interface
+        """The teacher error for an SDK exception (rate limit, transient, fatal...)."""
+        raise NotImplementedError
+
+    def read(self, body: Any, limits: RateLimits | None) -> Response:  # pragma: no cover - interface
+        """The `Response` of a documented answer body (raises on a body that is not one)."""
+        raise NotImplementedError
+
+    async def post(self, client: Any, path: str, body: dict[str, Any], **options: Any) -> Response:
+        """One call, the sequence every hosted adapter shares: POST through the SDK's documented low-level
+        call (`client.post`: the SDK's transport, auth, headers, timeouts and error classes, without its
+        per-request body transform and answer model), classify an error, read the rate-limit headers, then
+        the body as the JSON the API documents (a body that is not one is a transient `malformed` error)."""
+        try:
+            http = await client.post(path, cast_to=sdk_response_class(), body=body, **options)
+        except Exception as e:  # noqa: BLE001 - classified; unknown ones propagate as they are
+            raise self.classify(e) from None
+        limits = read_limits(http.headers, self.limit_headers)
+        try:
+            return self.read(json.loads(http.content), limits)
+        except BAD_BODY as e:
+            raise malformed(self.provider, e, limits) from None
 
     async def aclose(self) -> None:
         if self._client is not None:

@@ -20,7 +20,6 @@ class HFTeacher(Teacher):
     provider = "hf"
     endpoint = "generate"
     network = False
-    supports_json_schema = False
 
     def __init__(self, model: str, batch_size: int = 16, batch_wait: float = 0.02, device: str | None = None):
         super().__init__(model)

@@ -86,6 +86,16 @@ class ModelFacts:
         ) / 1e6
         return usd * self.batch_discount if batch else usd
 
+    def cost_of(self, resp: Any, *, batch: bool = False) -> float | None:
+        """USD for one answered call, from its `Response` usage (None when the price is unknown)."""
+        return self.cost(
+            resp.prompt_tokens,
+            resp.completion_tokens,
+            resp.cached_tokens or 0,
+            resp.cache_write_tokens or 0,
+            batch=batch,
+        )
+
     def warning(self) -> str | None:
         """One line for the user when the model is not in the table, else None."""
         if self.known:

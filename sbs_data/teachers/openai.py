@@ -13,6 +13,7 @@ from typing import Any
 
 from sbs_data import SbsError
 from sbs_data.teachers.base import (
+    BAD_BODY,
     HostedTeacher,
     LimitHeaders,
     RateLimits,
@@ -22,10 +23,7 @@ from sbs_data.teachers.base import (
     classify_sdk_error,
     classify_status,
     error_fields,
-    malformed,
-    read_limits,
     redact,
-    sdk_response_class,
 )
 from sbs_data.teachers.batch import BatchAPI, BatchInfo, Result, epoch
 
@@ -89,9 +87,6 @@ def read_body(body: dict, limits: RateLimits | None = None, request_id: str | No
     )
 
 
-_BAD_BODY = (AttributeError, IndexError, KeyError, TypeError, ValueError)
-
-
 class OpenAITeacher(HostedTeacher):
     """`openai:MODEL`. Honours OPENAI_API_KEY and OPENAI_BASE_URL like the SDK does."""
 
@@ -125,24 +120,19 @@ class OpenAITeacher(HostedTeacher):
             "json_schema": {"name": "teacher_output", "schema": schema, "strict": True},
         }
 
+    limit_headers = LIMIT_HEADERS
+
+    def classify(self, e: BaseException) -> BaseException:
+        return classify(e, self.provider, self.secrets())
+
+    def read(self, body: Any, limits: RateLimits | None) -> Response:
+        return read_body(body, limits)
+
     async def complete(self, req: Request) -> Response:
         return await self._call(self.client(), req)
 
     async def _call(self, client: Any, req: Request) -> Response:
-        try:
-            http = await client.post(
-                "/chat/completions",
-                cast_to=sdk_response_class(),
-                body=self.build_kwargs(req),
-                options=_OPTIONS,
-            )
-        except Exception as e:  # noqa: BLE001 - classified below, unknown ones propagate
-            raise classify(e, self.provider, self.secrets()) from None
-        limits = read_limits(http.headers, LIMIT_HEADERS)
-        try:
-            return read_body(json.loads(http.content), limits)
-        except _BAD_BODY as e:
-            raise malformed(self.provider, e, limits) from None
+        return await self.post(client, "/chat/completions", self.build_kwargs(req), options=_OPTIONS)
 
 
 class OpenAIBatchAPI(BatchAPI):
@@ -255,7 +245,7 @@ class OpenAIBatchAPI(BatchAPI):
         if resp and resp.get("status_code") == 200:
             try:
                 return Result(key, read_body(resp["body"], request_id=resp.get("request_id")))
-            except _BAD_BODY:
+            except BAD_BODY:
                 return Result(key, kind="transient", error="openai batch: malformed response body")
         if resp:
             status = int(resp.get("status_code") or 0)
