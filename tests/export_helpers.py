@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import polars as pl
-from conftest import make_examples, make_generations
+from workspace_helpers import make_examples, make_generations
 
 from sbs_data.workspace import Version, Workspace
 

@@ -1,26 +1,14 @@
-"""Shared bits for the generation tests: a loopback server fixture, toy examples, fast engine settings."""
+"""Shared bits for the generation tests: the fake API key, toy examples, fast engine settings (the loopback
+server fixture, `server`, is in conftest.py)."""
 
 from __future__ import annotations
 
-import pytest
-from conftest import make_examples
-from fake_llm_server import FakeLLMServer
+from workspace_helpers import make_examples
 
 from sbs_data.generate.run import Settings
 
 FAKE_KEY = "sk-fake-SUPERSECRET-0123456789abcdef"
 CHOICES = ["alpha", "beta", "gamma", "delta", "epsilon"]
-
-
-@pytest.fixture
-def server(monkeypatch: pytest.MonkeyPatch):
-    """A loopback OpenAI/Anthropic stand-in; the SDKs find it (and a fake key) through their usual env vars."""
-    with FakeLLMServer(latency=0.0) as srv:
-        monkeypatch.setenv("OPENAI_API_KEY", FAKE_KEY)
-        monkeypatch.setenv("OPENAI_BASE_URL", srv.openai_url)
-        monkeypatch.setenv("ANTHROPIC_API_KEY", FAKE_KEY)
-        monkeypatch.setenv("ANTHROPIC_BASE_URL", srv.anthropic_url)
-        yield srv
 
 
 def fast(**kw) -> Settings:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import make_examples, make_generations
+from workspace_helpers import make_examples, make_generations
 
 from sbs_data.quality.signals import score
 from sbs_data.workspace import Version, Workspace

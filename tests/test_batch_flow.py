@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 from batch_helpers import CREATE, TEACHERS, bfast, keys_by_example
-from fake_llm_server import FaultPlan
-from generate_helpers import FAKE_KEY, cqa_examples, fast, gen_rows, question, server  # noqa: F401
+from fakes import FaultPlan
+from generate_helpers import FAKE_KEY, cqa_examples, fast, gen_rows, question
 
 from sbs_data import SbsError
 from sbs_data.generate import batch as B
@@ -22,7 +22,7 @@ def _submit(ws, provider, **kw):
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
-def test_clean_batch_same_keys_as_online_and_batch_price(ws, server, provider):  # noqa: F811
+def test_clean_batch_same_keys_as_online_and_batch_price(ws, server, provider):
     cqa_examples(ws, n=10)
     res = _submit(ws, provider)
     run = res.summary["run"]
@@ -48,7 +48,7 @@ def test_clean_batch_same_keys_as_online_and_batch_price(ws, server, provider): 
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
-def test_failed_and_expired_items_are_resubmitted_bounded(ws, server, provider):  # noqa: F811
+def test_failed_and_expired_items_are_resubmitted_bounded(ws, server, provider):
     cqa_examples(ws, n=8)
     server.set_faults(
         FaultPlan(
@@ -87,7 +87,7 @@ def test_failed_and_expired_items_are_resubmitted_bounded(ws, server, provider):
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
-def test_collect_twice_is_idempotent(ws, server, provider):  # noqa: F811
+def test_collect_twice_is_idempotent(ws, server, provider):
     cqa_examples(ws, n=6)
     server.set_faults(FaultPlan(by_match={question(0): ["400"]}))
     run = _submit(ws, provider).summary["run"]
@@ -107,7 +107,7 @@ def test_collect_twice_is_idempotent(ws, server, provider):  # noqa: F811
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
-def test_collect_before_the_batch_ends_then_again(ws, server, provider):  # noqa: F811
+def test_collect_before_the_batch_ends_then_again(ws, server, provider):
     server.batch_polls = 3
     cqa_examples(ws, n=5)
     run = _submit(ws, provider).summary["run"]
@@ -119,7 +119,7 @@ def test_collect_before_the_batch_ends_then_again(ws, server, provider):  # noqa
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
-def test_cancel_keeps_what_arrived(ws, server, provider):  # noqa: F811
+def test_cancel_keeps_what_arrived(ws, server, provider):
     server.batch_polls = 100
     cqa_examples(ws, n=8)
     run = _submit(ws, provider, bs=bfast(max_requests=100)).summary["run"]
@@ -140,7 +140,7 @@ def test_cancel_keeps_what_arrived(ws, server, provider):  # noqa: F811
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
-def test_same_command_twice_submits_nothing_new(ws, server, provider):  # noqa: F811
+def test_same_command_twice_submits_nothing_new(ws, server, provider):
     cqa_examples(ws, n=6)
     first = _submit(ws, provider)
     second = _submit(ws, provider)
@@ -154,7 +154,7 @@ def test_same_command_twice_submits_nothing_new(ws, server, provider):  # noqa: 
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
-def test_limits_split_jobs_and_cached_rows_are_skipped(ws, server, provider):  # noqa: F811
+def test_limits_split_jobs_and_cached_rows_are_skipped(ws, server, provider):
     cqa_examples(ws, n=12)
     generate(ws, "toy", TEACHERS[provider], limit=5, settings=fast())  # 5 answered online first
     online = server.count
@@ -168,7 +168,7 @@ def test_limits_split_jobs_and_cached_rows_are_skipped(ws, server, provider):  #
     assert len(gen_rows(ws, out[0]["version"])) == 12
 
 
-def test_dry_run_uses_the_batch_price_and_only_providers_with_batches(ws, server):  # noqa: F811
+def test_dry_run_uses_the_batch_price_and_only_providers_with_batches(ws, server):
     cqa_examples(ws, n=4)
     online = generate(ws, "toy", TEACHERS["openai"], dry_run=True)
     batch = generate(ws, "toy", TEACHERS["openai"], dry_run=True, mode="batch")
@@ -181,7 +181,7 @@ def test_dry_run_uses_the_batch_price_and_only_providers_with_batches(ws, server
         generate(ws, "toy", TEACHERS["openai"], mode="batch", max_usd=1e-9, batch_settings=bfast())
 
 
-def test_keys_never_reach_the_workspace(tmp_path, server):  # noqa: F811
+def test_keys_never_reach_the_workspace(tmp_path, server):
     from sbs_data.workspace import Workspace
 
     db = tmp_path / "k.duckdb"
@@ -197,7 +197,7 @@ def test_keys_never_reach_the_workspace(tmp_path, server):  # noqa: F811
     assert FAKE_KEY.encode() not in db.read_bytes()
 
 
-def test_invalid_structured_output_is_asked_again_like_online(ws, server):  # noqa: F811
+def test_invalid_structured_output_is_asked_again_like_online(ws, server):
     cqa_examples(ws, n=3)
     server.set_faults(FaultPlan(by_match={question(0): ["badjson"], question(1): ["badjson"] * 5}))
     res = generate(

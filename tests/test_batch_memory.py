@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 from batch_helpers import TEACHERS, bfast
-from generate_helpers import cqa_examples, fast, gen_rows, server  # noqa: F401
+from generate_helpers import cqa_examples, fast, gen_rows
 
 from sbs_data.generate import batch as B
 from sbs_data.generate.plan import Plan
@@ -34,7 +34,7 @@ def renders(monkeypatch):
 
 
 @pytest.mark.parametrize("provider", ["openai", "anthropic"])
-def test_polls_render_nothing_and_collect_renders_only_the_jobs_read(ws, server, renders, provider):  # noqa: F811
+def test_polls_render_nothing_and_collect_renders_only_the_jobs_read(ws, server, renders, provider):
     cqa_examples(ws, n=N)
     server.batch_polls = 2  # every job ends on its second retrieve
     res = generate(ws, "toy", TEACHERS[provider], mode="batch", batch_settings=bfast(), settings=fast())
@@ -58,8 +58,8 @@ def test_polls_render_nothing_and_collect_renders_only_the_jobs_read(ws, server,
     assert renders == {"items": 0, "only": []}
 
 
-def test_a_follow_up_round_renders_only_what_it_resends(ws, server, renders):  # noqa: F811
-    from fake_llm_server import FaultPlan
+def test_a_follow_up_round_renders_only_what_it_resends(ws, server, renders):
+    from fakes import FaultPlan
     from generate_helpers import question
 
     cqa_examples(ws, n=N)

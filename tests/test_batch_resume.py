@@ -10,7 +10,7 @@ import textwrap
 
 import pytest
 from batch_helpers import CREATE, TEACHERS, bfast, sub_env
-from fake_llm_server import FakeLLMServer
+from fakes import FakeLLMServer
 from generate_helpers import cqa_examples, gen_rows
 
 from sbs_data.generate import batch as B

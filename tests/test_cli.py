@@ -7,7 +7,7 @@ import io
 import json
 
 import pytest
-from test_ingest import make_original
+from ingest_helpers import make_original
 from typer.testing import CliRunner
 
 from sbs_data.cli import app

@@ -199,7 +199,7 @@ def test_contamination_report_and_drop(ws, tmp_path):
 
 
 def test_split_aliases_filters_and_errors(ws, tmp_path):
-    from conftest import make_examples
+    from workspace_helpers import make_examples
 
     rows = [
         {"id": f"x{i}", "input": f"What is {i} plus {i}?", "label": f"{i} + {i}", "split": sp}
@@ -309,7 +309,7 @@ def test_many_rows_stream_into_identical_bytes_whatever_the_batching(ws, tmp_pat
     """20k rows: shards are written a row group at a time from DuckDB's stream, and the bytes do not depend
     on how DuckDB batches it (speed and memory at 1M rows are benchmarks/scale_chain.py's)."""
     import polars as pl
-    from conftest import make_examples
+    from workspace_helpers import make_examples
 
     from sbs_data.export import shards
 
@@ -371,7 +371,7 @@ def test_many_rows_stream_into_identical_bytes_whatever_the_batching(ws, tmp_pat
 
 
 def test_validation_carving_in_sql_matches_the_reference(ws, tmp_path):
-    from conftest import make_examples
+    from workspace_helpers import make_examples
 
     ids = [f"ex-{i}" for i in range(40)] + ["é", "日本", "a'b", "x\u00a0y", "", "🙂"]
     make_examples(

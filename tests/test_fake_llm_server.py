@@ -18,7 +18,7 @@ from pathlib import Path
 import anthropic
 import openai
 import pytest
-from fake_llm_server import FakeLLMServer, FaultPlan, Model, count_tokens, go_duration
+from fakes import FakeLLMServer, FaultPlan, Model, count_tokens, go_duration
 
 KEY = "sk-test"
 Q = "Q: Which is a color?\nAnswer Choices:\n(a) red\n(b) run\nA:"

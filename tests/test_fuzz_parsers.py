@@ -13,9 +13,9 @@ import re
 import time
 
 import polars as pl
-from conftest import make_examples, make_generations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from workspace_helpers import make_examples, make_generations
 
 from sbs_data.generate.parse import parse_json_output
 from sbs_data.quality.judge import MAX_REPLY_CHARS, parse_score

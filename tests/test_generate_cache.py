@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from fake_llm_server import FaultPlan
-from generate_helpers import FAKE_KEY, cqa_examples, fast, gen_rows, server  # noqa: F401
+from fakes import FaultPlan
+from generate_helpers import FAKE_KEY, cqa_examples, fast, gen_rows
 from typer.testing import CliRunner
 
 from sbs_data import SbsError
@@ -69,7 +69,7 @@ def test_teacher_identity_changes_the_key_but_keys_and_urls_do_not():
     assert _key(params={**dict(reversed(list(BASE.params.items()))), "seed": 1, "logit_bias": None}) == base
 
 
-def test_rerun_makes_zero_calls_and_changes_miss(ws, server):  # noqa: F811
+def test_rerun_makes_zero_calls_and_changes_miss(ws, server):
     cqa_examples(ws, n=12)
     first = generate(ws, "toy", "openai:gpt-4o-mini", settings=fast())
     assert server.count == 12 and first.summary["cached"] == 0
@@ -114,7 +114,7 @@ def test_rerun_makes_zero_calls_and_changes_miss(ws, server):  # noqa: F811
     assert out.exit_code == 0 and '"answers": 24' in out.output
 
 
-def test_offline_fails_cleanly_on_a_miss_and_replays_hits(ws, server, monkeypatch):  # noqa: F811
+def test_offline_fails_cleanly_on_a_miss_and_replays_hits(ws, server, monkeypatch):
     cqa_examples(ws, n=5)
     with pytest.raises(SbsError, match="--offline: 5 of 5 requests are not in the cache"):
         generate(ws, "toy", "openai:gpt-4o-mini", offline=True, settings=fast())
@@ -130,7 +130,7 @@ def test_offline_fails_cleanly_on_a_miss_and_replays_hits(ws, server, monkeypatc
     assert r.exit_code == 1 and "Error: --offline: 2 of 5" in r.output and "Traceback" not in r.output
 
 
-def test_failures_are_not_answers(ws, server):  # noqa: F811
+def test_failures_are_not_answers(ws, server):
     cqa_examples(ws, n=3)
     server.set_faults(FaultPlan(queue=["400"]))
     res = generate(ws, "toy", "openai:gpt-4o-mini", settings=fast(concurrency=1))
@@ -143,7 +143,7 @@ def test_failures_are_not_answers(ws, server):  # noqa: F811
     assert ws.one("SELECT count(*) FROM cache_failures WHERE answered_later") == 1
 
 
-def test_keys_never_reach_the_workspace_or_output(tmp_path, server, monkeypatch):  # noqa: F811
+def test_keys_never_reach_the_workspace_or_output(tmp_path, server, monkeypatch):
     from sbs_data.workspace import Workspace
 
     db = tmp_path / "keys.duckdb"
@@ -199,7 +199,7 @@ def test_journal_segments_are_dropped_once_committed_and_kept_until_then(tmp_pat
 
     ws = Workspace.open(tmp_path / "j.duckdb")
     teacher = parse_spec("openai:gpt-4o-mini")
-    item = SimpleNamespace(subject="s", ing="{}")
+    item = SimpleNamespace(subject="s", ingredients_json="{}")
     sizes: list[int] = []
 
     async def main() -> CacheWriter:

@@ -6,15 +6,15 @@ import gc
 import time
 
 import pytest
-from fake_llm_server import FaultPlan
-from generate_helpers import CHOICES, cqa_examples, fast, gen_rows, question, server  # noqa: F401
+from fakes import FaultPlan
+from generate_helpers import CHOICES, cqa_examples, fast, gen_rows, question
 
 from sbs_data import SbsError
 from sbs_data.generate.run import generate, sanitize_name
 from sbs_data.teachers.base import Request, Response, Teacher
 
 
-def test_every_row_completes_or_is_a_recorded_permanent_failure(ws, server):  # noqa: F811
+def test_every_row_completes_or_is_a_recorded_permanent_failure(ws, server):
     cqa_examples(ws, n=24)
     server.set_faults(
         FaultPlan(
@@ -53,7 +53,7 @@ def test_every_row_completes_or_is_a_recorded_permanent_failure(ws, server):  # 
     assert ws.one("SELECT count(*) FROM sbs_cache") == 21
 
 
-def test_retry_after_is_never_undercut(ws, server):  # noqa: F811
+def test_retry_after_is_never_undercut(ws, server):
     cqa_examples(ws, n=3)
     server.set_faults(FaultPlan(by_match={question(0): ["429:0.6"], question(1): ["503:0.4", "429:0.3"]}))
     generate(ws, "toy", "openai:gpt-4o-mini", settings=fast(backoff_base=0.01))
@@ -71,7 +71,7 @@ def test_retry_after_is_never_undercut(ws, server):  # noqa: F811
     assert sorted(w[0] for w in waits) == [0.3, 0.4, 0.6]
 
 
-def test_attempts_are_bounded_and_failure_recorded(ws, server):  # noqa: F811
+def test_attempts_are_bounded_and_failure_recorded(ws, server):
     cqa_examples(ws, n=2)
     server.set_faults(FaultPlan(by_match={question(0): ["500"] * 20}))
     res = generate(ws, "toy", "openai:gpt-4o-mini", settings=fast(max_attempts=3))
@@ -86,7 +86,7 @@ def test_attempts_are_bounded_and_failure_recorded(ws, server):  # noqa: F811
     assert server.count == 1 and res2.summary["ok"] == 2
 
 
-def test_concurrency_cap_and_rpm_limit(ws, server):  # noqa: F811
+def test_concurrency_cap_and_rpm_limit(ws, server):
     server.latency = 0.05
     cqa_examples(ws, n=30)
     generate(ws, "toy", "openai:gpt-4o-mini", settings=fast(concurrency=4))
@@ -98,7 +98,7 @@ def test_concurrency_cap_and_rpm_limit(ws, server):  # noqa: F811
     assert time.perf_counter() - t0 >= 0.45 and server.count == 15
 
 
-def test_tpm_limit_paces_by_tokens(ws, server):  # noqa: F811
+def test_tpm_limit_paces_by_tokens(ws, server):
     cqa_examples(ws, n=6)
     t0 = time.perf_counter()
     # each request is ~450 prompt tokens + 50 max_tokens; 30k tpm = 500 tokens/s -> about one request per second
@@ -106,7 +106,7 @@ def test_tpm_limit_paces_by_tokens(ws, server):  # noqa: F811
     assert time.perf_counter() - t0 >= 1.5
 
 
-def test_max_usd_stops_cleanly_and_unknown_price_refuses(ws, server):  # noqa: F811
+def test_max_usd_stops_cleanly_and_unknown_price_refuses(ws, server):
     cqa_examples(ws, n=40)
     res = generate(ws, "toy", "openai:gpt-4o-mini", settings=fast(concurrency=8), max_usd=0.002)
     s = res.summary
@@ -133,7 +133,7 @@ def test_max_usd_stops_cleanly_and_unknown_price_refuses(ws, server):  # noqa: F
     assert server.count == 40
 
 
-def test_dry_run_calls_nothing(ws, server):  # noqa: F811
+def test_dry_run_calls_nothing(ws, server):
     cqa_examples(ws, n=5)
     res = generate(ws, "toy", "openai:gpt-4o-mini", dry_run=True, samples=2)
     assert res.dry_run and res.version is None and server.count == 0
@@ -144,7 +144,7 @@ def test_dry_run_calls_nothing(ws, server):  # noqa: F811
     assert ws.one("SELECT count(*) FROM sbs_versions WHERE dataset = 'toy-gpt-4o-mini'") == 0
 
 
-def test_json_mode_validates_and_retries_invalid_output_a_bounded_number_of_times(ws, server):  # noqa: F811
+def test_json_mode_validates_and_retries_invalid_output_a_bounded_number_of_times(ws, server):
     cqa_examples(ws, n=3)
     server.keep_bodies = True
     server.set_faults(FaultPlan(by_match={question(0): ["badjson"] * 5, question(1): ["badjson"]}))
@@ -161,7 +161,7 @@ def test_json_mode_validates_and_retries_invalid_output_a_bounded_number_of_time
     assert "JSON" in server.bodies[0]["body"]["messages"][0]["content"]
 
 
-def test_samples_are_separate_requests(ws, server):  # noqa: F811
+def test_samples_are_separate_requests(ws, server):
     cqa_examples(ws, n=3)
     res = generate(ws, "toy", "openai:gpt-4o-mini", samples=3, settings=fast())
     rows = gen_rows(ws, res.version.ref)
@@ -171,7 +171,7 @@ def test_samples_are_separate_requests(ws, server):  # noqa: F811
     assert cfg["samples"] == 3 and cfg["params"]["temperature"] == 0.7
 
 
-def test_anthropic_teacher_end_to_end(ws, server):  # noqa: F811
+def test_anthropic_teacher_end_to_end(ws, server):
     cqa_examples(ws, n=4)
     server.set_faults(FaultPlan(by_match={question(0): ["529", "429:0.05"]}))
     res = generate(ws, "toy", "anthropic:claude-3-5-haiku-latest", settings=fast())
@@ -180,7 +180,7 @@ def test_anthropic_teacher_end_to_end(ws, server):  # noqa: F811
     assert res.summary["spent_usd"] > 0 and res.summary["retries"] + res.summary["rate_limited"] == 2
 
 
-def test_auth_failing_everywhere_stops_the_run(ws, server):  # noqa: F811
+def test_auth_failing_everywhere_stops_the_run(ws, server):
     cqa_examples(ws, n=40)
     server.set_faults(FaultPlan(require_key="sk-the-right-one-000000"))
     with pytest.raises(SbsError, match="check the API key") as ei:
@@ -189,7 +189,7 @@ def test_auth_failing_everywhere_stops_the_run(ws, server):  # noqa: F811
     assert server.count < 40
 
 
-def test_version_lineage_and_names(ws, server):  # noqa: F811
+def test_version_lineage_and_names(ws, server):
     ex = cqa_examples(ws, n=2)
     res = generate(ws, "toy@1", "openai:gpt-4o-mini", settings=fast(), params={"seed": 3}, split="train")
     v = res.version

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 
-from fake_llm_server import FakeLLMServer
+from fakes import FakeLLMServer
 from generate_helpers import FAKE_KEY, cqa_examples
 
 from sbs_data.generate.cache import replay_journals

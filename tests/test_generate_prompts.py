@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from generate_helpers import cqa_examples, fast, server  # noqa: F401
+from generate_helpers import cqa_examples, fast
 
 from sbs_data import SbsError
 from sbs_data.generate.parse import parse, parse_json_output
@@ -32,7 +32,7 @@ def test_builtin_prompts_are_paper_style_and_parse(task):
     assert "JSON" in jsys and '"rationale"' in jmsgs[0]["content"]
 
 
-def test_user_prompt_files(tmp_path, ws, server):  # noqa: F811
+def test_user_prompt_files(tmp_path, ws, server):
     cqa_examples(ws, n=2)
     txt = tmp_path / "mine.txt"
     txt.write_text("Answer carefully.\n\n{input}\nA:")
@@ -68,7 +68,7 @@ def test_json_output_parsing():
     assert p.status == "invalid_json" and "label" in why
 
 
-def test_progress_bar_runs(ws, server):  # noqa: F811
+def test_progress_bar_runs(ws, server):
     cqa_examples(ws, n=3)
     res = generate(ws, "toy", "openai:gpt-4o-mini", settings=fast(progress=True))
     assert res.summary["ok"] == 3

@@ -7,8 +7,8 @@ import time
 
 import pytest
 import yaml
-from fake_llm_server import FaultPlan
-from generate_helpers import FAKE_KEY, cqa_examples, fast, gen_rows, question, server  # noqa: F401
+from fakes import FaultPlan
+from generate_helpers import FAKE_KEY, cqa_examples, fast, gen_rows, question
 
 from sbs_data import SbsError
 from sbs_data.generate.run import Settings, generate
@@ -41,7 +41,7 @@ def bill(srv, provider: str) -> dict:
     return out
 
 
-def test_reasoning_model_default_flags_answer_every_row(ws, server):  # noqa: F811
+def test_reasoning_model_default_flags_answer_every_row(ws, server):
     cqa_examples(ws, n=12)
     res = generate(ws, "toy", "openai:gpt-5-mini", settings=fast())
     assert res.summary["ok"] == 12 and res.summary["failed"] == 0
@@ -62,7 +62,7 @@ def test_reasoning_model_default_flags_answer_every_row(ws, server):  # noqa: F8
     assert res2.summary["ok"] == 12 and res2.version.config["params"]["reasoning_effort"] == "minimal"
 
 
-def test_reasoning_model_refuses_temperature_before_any_call(ws, server):  # noqa: F811
+def test_reasoning_model_refuses_temperature_before_any_call(ws, server):
     cqa_examples(ws, n=3)
     with pytest.raises(SbsError, match="reasoning model.*drop --temperature"):
         generate(ws, "toy", "openai:gpt-5-mini", settings=fast(), params={"temperature": 0.2})
@@ -73,7 +73,7 @@ def test_reasoning_model_refuses_temperature_before_any_call(ws, server):  # noq
     assert server.count == 0
 
 
-def test_unknown_model_stops_after_a_few_requests_and_names_it(ws, server):  # noqa: F811
+def test_unknown_model_stops_after_a_few_requests_and_names_it(ws, server):
     cqa_examples(ws, n=60)
     warned: list[str] = []
     with pytest.raises(SbsError, match="gpt-9-turbo") as ei:
@@ -84,7 +84,7 @@ def test_unknown_model_stops_after_a_few_requests_and_names_it(ws, server):  # n
     assert any("not in the price table" in w for w in warned)
 
 
-def test_advertised_limits_pace_the_run_and_429s_never_fail_rows(ws, server):  # noqa: F811
+def test_advertised_limits_pace_the_run_and_429s_never_fail_rows(ws, server):
     server.set_limits(rpm=1200)  # 20 per second, enforced per second; advertised in the headers
     cqa_examples(ws, n=80)
     t0 = time.perf_counter()
@@ -95,14 +95,14 @@ def test_advertised_limits_pace_the_run_and_429s_never_fail_rows(ws, server):  #
     assert elapsed >= 80 / 20 * 0.7  # and the run did not beat the limit
 
 
-def test_429s_without_headers_back_off_and_do_not_use_attempts(ws, server):  # noqa: F811
+def test_429s_without_headers_back_off_and_do_not_use_attempts(ws, server):
     cqa_examples(ws, n=6)
     server.set_faults(FaultPlan(by_match={question(0): ["429"] * 8}))  # more 429s than --max-attempts
     res = generate(ws, "toy", "openai:gpt-4o-mini", settings=fast(max_attempts=3))
     assert res.summary["ok"] == 6 and res.summary["rate_limited"] == 8
 
 
-def test_long_retry_after_is_capped_and_announced(ws, server):  # noqa: F811
+def test_long_retry_after_is_capped_and_announced(ws, server):
     cqa_examples(ws, n=3)
     server.set_faults(FaultPlan(by_match={question(1): ["429:3600"]}))
     said: list[str] = []
@@ -112,7 +112,7 @@ def test_long_retry_after_is_capped_and_announced(ws, server):  # noqa: F811
     assert any("waiting on openai" in m and "until" in m and "3600" in m for m in said), said
 
 
-def test_openai_automatic_prefix_caching_is_billed_at_the_cached_price(ws, server, tmp_path):  # noqa: F811
+def test_openai_automatic_prefix_caching_is_billed_at_the_cached_price(ws, server, tmp_path):
     cqa_examples(ws, n=20)
     prompt = long_prompt(tmp_path)
     dry = generate(ws, "toy", "openai:gpt-4o-mini", prompt_path=prompt, dry_run=True, settings=fast())
@@ -134,7 +134,7 @@ def test_openai_automatic_prefix_caching_is_billed_at_the_cached_price(ws, serve
     assert share == pytest.approx(b["cached_input_tokens"] / b["input_tokens"], rel=0.01) and share > 0.5
 
 
-def test_anthropic_prompt_cache_marks_the_prefix_and_bills_writes_and_reads(ws, server, tmp_path):  # noqa: F811
+def test_anthropic_prompt_cache_marks_the_prefix_and_bills_writes_and_reads(ws, server, tmp_path):
     cqa_examples(ws, n=12)
     prompt = long_prompt(tmp_path)
     res = generate(ws, "toy", "anthropic:claude-sonnet-4-5", prompt_path=prompt, settings=fast(concurrency=1))
@@ -165,7 +165,7 @@ def test_anthropic_prompt_cache_marks_the_prefix_and_bills_writes_and_reads(ws, 
     assert server.count == 12 and b["cache_write_tokens"] == 0 and b["cached_input_tokens"] == 0
 
 
-def test_an_answer_that_cannot_be_stored_is_repaired_not_fatal(ws, server):  # noqa: F811
+def test_an_answer_that_cannot_be_stored_is_repaired_not_fatal(ws, server):
     cqa_examples(ws, n=30)
     server.set_faults(FaultPlan(by_match={question(3): ["surrogate"]}))
     warned: list[str] = []
@@ -191,7 +191,7 @@ def test_an_answer_that_cannot_be_stored_is_repaired_not_fatal(ws, server):  # n
         ({"rpm": float("nan")}, "--rpm must be a positive number"),
     ],
 )
-def test_nonsense_numbers_are_refused_by_name(ws, server, kw, match):  # noqa: F811
+def test_nonsense_numbers_are_refused_by_name(ws, server, kw, match):
     cqa_examples(ws, n=2)
     with pytest.raises(SbsError, match=match):
         generate(ws, "toy", "openai:gpt-4o-mini", settings=Settings(**{**fast().__dict__, **kw}))
@@ -207,14 +207,14 @@ def test_nonsense_numbers_are_refused_by_name(ws, server, kw, match):  # noqa: F
         ({"top_p": 1.5}, "--top-p must be in"),
     ],
 )
-def test_nonsense_params_are_refused_by_name(ws, server, params, match):  # noqa: F811
+def test_nonsense_params_are_refused_by_name(ws, server, params, match):
     cqa_examples(ws, n=2)
     with pytest.raises(SbsError, match=match):
         generate(ws, "toy", "openai:gpt-4o-mini", settings=fast(), params=params)
     assert server.count == 0
 
 
-def test_max_usd_holds_at_high_concurrency(ws, server):  # noqa: F811
+def test_max_usd_holds_at_high_concurrency(ws, server):
     cqa_examples(ws, n=200)
     res = generate(ws, "toy", "openai:gpt-4o-mini", settings=fast(concurrency=64), max_usd=0.01)
     assert res.summary["spent_usd"] <= 0.01 and "max-usd" in res.summary["stopped"]
@@ -222,9 +222,9 @@ def test_max_usd_holds_at_high_concurrency(ws, server):  # noqa: F811
     assert FAKE_KEY not in str(res.summary)
 
 
-def test_identical_requests_are_sent_once_and_keys_match_python(ws, server):  # noqa: F811
-    from conftest import make_examples
+def test_identical_requests_are_sent_once_and_keys_match_python(ws, server):
     from generate_helpers import CHOICES
+    from workspace_helpers import make_examples
 
     from sbs_data.generate.plan import plan
     from sbs_data.teachers.registry import parse_spec

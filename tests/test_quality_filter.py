@@ -162,7 +162,7 @@ def test_cli_score_filter_report(tmp_path):
 
 def test_recipes_filter_train_only_unless_told(ws):
     """Dropping test rows on teacher quality (e.g. gold agreement) would bias evaluation."""
-    from conftest import make_examples, make_generations
+    from workspace_helpers import make_examples, make_generations
 
     rows = [{"input": f"Ann has {i} apples and gets 2 more.", "label": f"( {i}.0 + 2.0 )"} for i in range(4)]
     ex = make_examples(
@@ -183,8 +183,8 @@ def test_recipes_filter_train_only_unless_told(ws):
 
 
 def test_score_and_filter_record_one_run_per_call_from_python(ws):
-    from conftest import make_examples, make_generations
     from quality_helpers import SVAMP_EXAMPLES, SVAMP_GENS
+    from workspace_helpers import make_examples, make_generations
 
     from sbs_data.quality.signals import score
 

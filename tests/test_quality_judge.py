@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import make_examples, make_generations
-from fake_llm_server import FaultPlan
-from generate_helpers import fast, server  # noqa: F401
+from fakes import FaultPlan
+from generate_helpers import fast
 from quality_helpers import scores_by_key
 from typer.testing import CliRunner
+from workspace_helpers import make_examples, make_generations
 
 from sbs_data import SbsError
 from sbs_data.cli import app
@@ -56,7 +56,7 @@ def test_parse_score():
     )
 
 
-def test_judge_grades_each_rationale_and_rescore_is_free(ws, server):  # noqa: F811
+def test_judge_grades_each_rationale_and_rescore_is_free(ws, server):
     gen = _gens(ws)
     server.keep_bodies = True
     server.set_faults(
@@ -86,7 +86,7 @@ def test_judge_grades_each_rationale_and_rescore_is_free(ws, server):  # noqa: F
     assert json.loads(runs[0][2])["judge"]["called"] == 3 and json.loads(runs[1][2])["judge"]["cached"] == 3
 
 
-def test_judge_score_in_recipes_and_reports(ws, server):  # noqa: F811
+def test_judge_score_in_recipes_and_reports(ws, server):
     gen = _gens(ws)
     server.set_faults(
         FaultPlan(
@@ -110,7 +110,7 @@ def test_judge_score_in_recipes_and_reports(ws, server):  # noqa: F811
     assert (stats["count"], stats["min"], stats["max"]) == (3, 1, 5)
 
 
-def test_without_judge_the_column_is_null_and_offline_miss_fails(ws, server):  # noqa: F811
+def test_without_judge_the_column_is_null_and_offline_miss_fails(ws, server):
     gen = _gens(ws)
     sv = score(ws, gen.ref)
     assert all(v["judge_score"] is None for v in scores_by_key(ws, sv).values())
@@ -137,7 +137,7 @@ def test_judge_prompt_file_errors_name_the_file(tmp_path):
         load_judge_prompt(tmp_path / "nope.yaml")
 
 
-def test_cli_score_with_judge(tmp_path, server):  # noqa: F811
+def test_cli_score_with_judge(tmp_path, server):
     from sbs_data.workspace import Workspace
 
     ws_path = tmp_path / "cli.duckdb"
@@ -168,7 +168,7 @@ def test_judge_prompt_as_sql_is_the_rendered_text(ws):
         assert got == p.render(i, r, lab)
 
 
-def test_judge_reads_in_chunks_and_sends_each_prompt_once(ws, server, monkeypatch, tmp_path):  # noqa: F811
+def test_judge_reads_in_chunks_and_sends_each_prompt_once(ws, server, monkeypatch, tmp_path):
     import sbs_data.quality.judge as J
 
     monkeypatch.setattr(J, "CHUNK", 3)  # rows q0/0 q0/1 q1/0 | q1/1 q2/0: a duplicate across chunks

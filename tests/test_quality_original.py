@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import SHARED
+from workspace_helpers import SHARED
 
 from sbs_data.quality.filter import filter_version
 from sbs_data.quality.report import report

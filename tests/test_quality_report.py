@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 
-from conftest import make_examples, make_generations
 from quality_helpers import CQA_EXAMPLES, CQA_GENS, svamp_scored
+from workspace_helpers import make_examples, make_generations
 
 from sbs_data.quality.filter import filter_version
 from sbs_data.quality.report import report, to_html

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from conftest import make_examples, make_generations
 from quality_helpers import cqa_scored, scores_by_key, svamp_scored
+from workspace_helpers import make_examples, make_generations
 
 from sbs_data import SbsError
 from sbs_data.quality.signals import SIGNALS, ScoreParams, score

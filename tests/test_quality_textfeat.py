@@ -7,8 +7,8 @@ import re
 import numpy as np
 import polars as pl
 import pytest
-from conftest import make_examples, make_generations
 from quality_helpers import CQA_EXAMPLES, CQA_GENS, scores_by_key
+from workspace_helpers import make_examples, make_generations
 
 import sbs_data.quality.signals as signals
 from sbs_data.quality.signals import _STOP, score

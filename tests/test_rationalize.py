@@ -7,9 +7,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import make_examples
-from fake_llm_server import FaultPlan
-from generate_helpers import CHOICES, fast, server  # noqa: F401
+from fakes import FaultPlan
+from generate_helpers import CHOICES, fast
+from workspace_helpers import make_examples
 
 from sbs_data import SbsError
 from sbs_data.generate.hints import combine
@@ -49,7 +49,7 @@ def _faults() -> FaultPlan:
     )
 
 
-def _gen(ws, server):  # noqa: F811
+def _gen(ws, server):
     _examples(ws)
     server.set_faults(_faults())
     return generate(ws, "toy", TEACHER, settings=fast(), name="toy-gen").version
@@ -66,7 +66,7 @@ def _rows(ws, ref: str) -> dict[tuple[str, int], tuple]:
     }
 
 
-def test_rationalize_recovers_wrong_and_failed_train_rows(ws, server):  # noqa: F811
+def test_rationalize_recovers_wrong_and_failed_train_rows(ws, server):
     gen = _gen(ws, server)
     before = server.count
     res = rationalize(ws, gen.ref, TEACHER, settings=fast())
@@ -106,7 +106,7 @@ def test_rationalize_recovers_wrong_and_failed_train_rows(ws, server):  # noqa: 
     assert ws.one("SELECT bool_and(hinted) FROM scores_at(?)", [sc.ref]) is True
 
 
-def test_rows_option_and_eval_splits_are_refused(ws, server):  # noqa: F811
+def test_rows_option_and_eval_splits_are_refused(ws, server):
     gen = _gen(ws, server)
     before = server.count
     res = rationalize(ws, gen.ref, TEACHER, settings=fast(), rows="failed", combine=False, name="only-failed")
@@ -127,7 +127,7 @@ def test_rows_option_and_eval_splits_are_refused(ws, server):  # noqa: F811
         rationalize(ws, "toy", TEACHER, settings=fast())
 
 
-def test_dry_run_and_offline(ws, server):  # noqa: F811
+def test_dry_run_and_offline(ws, server):
     gen = _gen(ws, server)
     before = server.count
     dry = rationalize(ws, gen.ref, TEACHER, settings=fast(), dry_run=True)
@@ -143,7 +143,7 @@ def test_dry_run_and_offline(ws, server):  # noqa: F811
     assert again.summary["called"] == 0
 
 
-def test_combine_keeps_rows_when_hinted_answers_disagree(ws, server):  # noqa: F811
+def test_combine_keeps_rows_when_hinted_answers_disagree(ws, server):
     gen = _gen(ws, server)
     server.set_faults(
         FaultPlan(answers={"The correct answer": "It is (c) gamma. So the answer is (c) gamma."})
@@ -155,7 +155,7 @@ def test_combine_keeps_rows_when_hinted_answers_disagree(ws, server):  # noqa: F
     assert ws.diff(gen.ref, c.version.ref)["changed"] == 0
 
 
-def test_max_usd_and_unknown_price(ws, server):  # noqa: F811
+def test_max_usd_and_unknown_price(ws, server):
     gen = _gen(ws, server)
     with pytest.raises(SbsError, match="--max-usd"):
         rationalize(ws, gen.ref, "openai:gpt-4o-mini", settings=fast(), max_usd=-1)
@@ -164,7 +164,7 @@ def test_max_usd_and_unknown_price(ws, server):  # noqa: F811
     assert json.loads(json.dumps(res.summary, default=str))["combined"]
 
 
-def test_batch_mode_builds_both_versions_when_collected(ws, server):  # noqa: F811
+def test_batch_mode_builds_both_versions_when_collected(ws, server):
     from batch_helpers import bfast
 
     from sbs_data.generate import batch as B
@@ -185,7 +185,7 @@ def test_batch_mode_builds_both_versions_when_collected(ws, server):  # noqa: F8
     assert again.summary["combined"] == combined.ref
 
 
-def test_cli(ws, server, tmp_path):  # noqa: F811
+def test_cli(ws, server, tmp_path):
     from typer.testing import CliRunner
 
     from sbs_data.cli import app
@@ -205,7 +205,7 @@ def test_cli(ws, server, tmp_path):  # noqa: F811
     assert r.exit_code == 1 and "--allow-eval-splits" in r.output and "Traceback" not in r.output
 
 
-def test_export_and_report_show_hinted_rows(ws, server, tmp_path):  # noqa: F811
+def test_export_and_report_show_hinted_rows(ws, server, tmp_path):
     import pyarrow.parquet as pq
 
     from sbs_data.export.shards import export

@@ -5,8 +5,8 @@ row count, and every recovered row agrees with gold."""
 from __future__ import annotations
 
 import pytest
-from conftest import SHARED
-from generate_helpers import fast, server  # noqa: F401
+from generate_helpers import fast
+from workspace_helpers import SHARED
 
 from sbs_data.generate.rationalize import rationalize
 from sbs_data.ingest import import_original
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def test_svamp_palm_rationalized(ws, server):  # noqa: F811
+def test_svamp_palm_rationalized(ws, server):
     import_original(ws, SHARED / "svamp", task="svamp", name="svamp")
     gen = ws.get("svamp-palm")
     res = rationalize(ws, "svamp-palm", "openai:gpt-4o-mini", settings=fast(concurrency=32))

@@ -8,7 +8,7 @@ import asyncio
 import json
 
 import pytest
-from fake_llm_server import FakeLLMServer
+from fakes import FakeLLMServer
 
 from sbs_data.teachers.anthropic import AnthropicBatchAPI, AnthropicTeacher
 from sbs_data.teachers.base import Permanent, RateLimited, Request

@@ -7,38 +7,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from teacher_helpers import EchoBatch, EchoTeacher, make_echo
 
 from sbs_data import SbsError
 from sbs_data.teachers import registry
-from sbs_data.teachers.base import Request, Response, Teacher
-from sbs_data.teachers.batch import BatchAPI
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-class EchoTeacher(Teacher):
-    provider = "echo"
-    endpoint = "echo"
-    network = False
-
-    def __init__(self, model: str, shout: bool = False):
-        super().__init__(model)
-        self.shout = shout
-
-    async def complete(self, req: Request) -> Response:
-        text = req.messages[-1]["content"]
-        return Response(text.upper() if self.shout else text, "stop")
-
-
-class EchoBatch(BatchAPI):
-    provider = "echo"
-    max_requests, max_bytes = 10, 1000
-
-
-def _echo(model, *, base_urls=(), ws=None, timeout=60.0, prompt_cache=True, **opts):
-    if base_urls:
-        raise SbsError("--base-url does not apply to echo: teachers")
-    return EchoTeacher(model, **opts)
 
 
 @pytest.fixture
@@ -84,7 +58,7 @@ def test_third_party_provider(clean_registry):
         SbsError, match="unknown teacher provider 'echo'.*openai, anthropic, openai-compat, hf or replay"
     ):
         registry.parse_spec("echo:v1")
-    registry.register("echo", _echo, batch=EchoBatch, aliases=("parrot",))
+    registry.register("echo", make_echo, batch=EchoBatch, aliases=("parrot",))
     t = registry.parse_spec("parrot:v1", shout=True)
     assert isinstance(t, EchoTeacher) and t.shout and t.spec == "echo:v1"
     assert not t.facts.known and t.facts.warning().startswith("echo:v1 is not in the price table")
@@ -93,7 +67,7 @@ def test_third_party_provider(clean_registry):
     with pytest.raises(SbsError, match="does not apply to echo"):
         registry.parse_spec("echo:v1", base_urls=["http://x"])
     with pytest.raises(ValueError):
-        registry.register("bad:prefix", _echo)
+        registry.register("bad:prefix", make_echo)
 
 
 def test_entry_point_plugins(tmp_path, monkeypatch):
@@ -103,8 +77,8 @@ def test_entry_point_plugins(tmp_path, monkeypatch):
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: echo-plugin\nVersion: 1.0\n")
     (dist / "entry_points.txt").write_text("[sbs_data.teachers]\necho = echo_plugin:hook\n")
     (tmp_path / "echo_plugin.py").write_text(
-        "from test_teachers_registry import _echo, EchoBatch\n"
-        "def hook(register):\n    register('echo', _echo, batch=EchoBatch)\n"
+        "from teacher_helpers import make_echo, EchoBatch\n"
+        "def hook(register):\n    register('echo', make_echo, batch=EchoBatch)\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setattr(registry, "_PROVIDERS", dict(registry._PROVIDERS))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from conftest import make_examples, make_generations
 from typer.testing import CliRunner
+from workspace_helpers import make_examples, make_generations
 
 from sbs_data import SbsError
 from sbs_data.cli import app

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from fake_llm_server import FakeLLMServer, FaultPlan
-from generate_helpers import FAKE_KEY, server  # noqa: F401
+from fakes import FakeLLMServer, FaultPlan
+from generate_helpers import FAKE_KEY
 
 from sbs_data.teachers.anthropic import AnthropicTeacher
 from sbs_data.teachers.base import (
@@ -57,7 +57,7 @@ async def _call(t, req=REQ):
         ("context", ContextLength, None),
     ],
 )
-def test_faults_are_classified(server, fault, cls, retry_after):  # noqa: F811
+def test_faults_are_classified(server, fault, cls, retry_after):
     for t in _teachers(server):
         server.set_faults(FaultPlan(queue=[fault]))
         with pytest.raises(cls) as ei:
@@ -71,7 +71,7 @@ def test_faults_are_classified(server, fault, cls, retry_after):  # noqa: F811
         assert FAKE_KEY not in str(ei.value)
 
 
-def test_openai_request_and_response(server):  # noqa: F811
+def test_openai_request_and_response(server):
     server.keep_bodies = True
     t = OpenAITeacher("gpt-4o-mini", base_url=server.openai_url, api_key=FAKE_KEY)
     r = asyncio.run(_call(t, Request(REQ.messages, REQ.system, REQ.params, json_schema={"type": "object"})))
@@ -85,7 +85,7 @@ def test_openai_request_and_response(server):  # noqa: F811
     assert r.request_id.startswith("chatcmpl-") and '"label"' in r.text
 
 
-def test_anthropic_request_and_response(server):  # noqa: F811
+def test_anthropic_request_and_response(server):
     server.keep_bodies = True
     t = AnthropicTeacher("claude-3-5-haiku", base_url=server.anthropic_url, api_key=FAKE_KEY)
     r = asyncio.run(_call(t))
@@ -102,7 +102,7 @@ _VOLATILE = {"content-length", "x-stainless-retry-count", "x-stainless-read-time
 
 
 @pytest.mark.parametrize("provider", ["openai", "anthropic"])
-def test_adapter_sends_what_the_typed_sdk_method_sends(server, provider):  # noqa: F811
+def test_adapter_sends_what_the_typed_sdk_method_sends(server, provider):
     """The adapters use the SDK's low-level `client.post` (for speed); the request on the wire must be the
     one the typed method (`chat.completions.create` / `messages.create`) sends for the same arguments."""
     server.keep_bodies = True

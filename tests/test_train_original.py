@@ -13,7 +13,7 @@ import json
 
 import pytest
 import torch
-from conftest import SHARED
+from workspace_helpers import SHARED
 
 pytestmark = pytest.mark.skipif(
     not (SHARED / "svamp" / "llm").exists(), reason="shared PaLM data not present"

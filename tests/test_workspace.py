@@ -11,7 +11,7 @@ import textwrap
 import time
 
 import pytest
-from conftest import make_examples, make_generations
+from workspace_helpers import make_examples, make_generations
 
 from sbs_data import SbsError
 from sbs_data import workspace as wsmod
