@@ -30,6 +30,7 @@ import polars as pl
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from sbs_data.generate.options import PlanSpec, RunOptions  # noqa: E402
 from sbs_data.generate.run import Settings, generate, plan  # noqa: E402
 from sbs_data.tasks import get_task  # noqa: E402
 from sbs_data.teachers.openai import OpenAITeacher  # noqa: E402
@@ -128,7 +129,7 @@ async def bare_sdk(
 def _engine(ws: Workspace, url: str, settings: Settings, n: int) -> tuple[float, dict]:
     t0 = time.perf_counter()
     res = generate(
-        ws, "bench", "openai:gpt-4o-mini", base_urls=[url + "/v1"], settings=settings, warn=lambda m: None
+        ws, "bench", PlanSpec("openai:gpt-4o-mini", base_urls=[url + "/v1"]), RunOptions(settings=settings)
     )
     el = time.perf_counter() - t0
     assert res.summary["ok"] == n and res.summary["rows"] == n, res.summary  # every row complete

@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from generate_throughput import control, make_workspace, start_server  # noqa: E402
 
+from sbs_data.generate.options import PlanSpec, RunOptions  # noqa: E402
 from sbs_data.generate.run import Settings, generate  # noqa: E402
 from sbs_data.teachers.models import facts_for  # noqa: E402
 
@@ -59,10 +60,8 @@ def limits(args: argparse.Namespace, tmp: Path) -> dict:
         res = generate(
             ws,
             "bench",
-            "openai:gpt-4o-mini",
-            base_urls=[url + "/v1"],
-            settings=Settings(),
-            warn=lambda m: None,
+            PlanSpec("openai:gpt-4o-mini", base_urls=[url + "/v1"]),
+            RunOptions(settings=Settings()),
         )
         wall = time.perf_counter() - t0
         st = control(url, "stats")
@@ -102,11 +101,8 @@ def bill(args: argparse.Namespace, tmp: Path) -> list[dict]:
             res = generate(
                 ws,
                 "bench",
-                spec,
-                base_urls=[base],
-                prompt_path=prompt,
-                settings=Settings(),
-                warn=lambda m: None,
+                PlanSpec(spec, base_urls=[base], prompt_path=prompt),
+                RunOptions(settings=Settings()),
             )
             ws.close()
             b = control(url, "stats")["bill"][0]

@@ -10,19 +10,25 @@ import contextvars
 import dataclasses
 import inspect
 import json
+import logging
 import sys
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from sbs_data import SbsError, __version__
+from sbs_data import log as library_log
 from sbs_data.output import FORMATS, emit
 from sbs_data.workspace import Workspace, resolve_db_path
+
+if TYPE_CHECKING:
+    from sbs_data.export.options import ExportOptions as LibExportOptions
+    from sbs_data.generate.options import PlanSpec, RequestSpec, RunOptions
 
 app = typer.Typer(
     name="sbs-data",
@@ -127,6 +133,19 @@ def info(msg: str) -> None:
     typer.echo(msg, err=True)
 
 
+class _EchoHandler(logging.Handler):
+    """The library's warnings (the `sbs_data` logger) as plain lines on stderr, as `info` prints them."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        info(record.getMessage())
+
+
+def _print_library_messages() -> None:
+    if not any(isinstance(h, _EchoHandler) for h in library_log.handlers):
+        library_log.addHandler(_EchoHandler(logging.INFO))
+        library_log.setLevel(logging.INFO)
+
+
 def parse_pairs(pairs: list[str] | None, opt: str) -> dict[str, str]:
     out: dict[str, str] = {}
     for p in pairs or []:
@@ -144,6 +163,7 @@ def _main(
 ) -> None:
     """--db may come before the command too (`sbs-data --db W versions`); the command's own --db wins."""
     _APP_DB.set(db)
+    _print_library_messages()
     if version:
         typer.echo(__version__)
         raise typer.Exit()
@@ -352,7 +372,6 @@ def ingest(
             id_field=id_field,
             hf_split=hf_split,
             note=note_,
-            warn=info,
         )
         emit([v.as_row()], fmt)
 
@@ -374,7 +393,7 @@ def import_original(
     from sbs_data.ingest import import_original as do_import
 
     with Workspace.open(db) as ws:
-        made = do_import(ws, folder, task=task, name=name, warn=info)
+        made = do_import(ws, folder, task=task, name=name)
         emit([v.as_row() for v in made], fmt)
 
 
@@ -439,7 +458,7 @@ class TeacherOptions:
     ] = None
 
     def params(self) -> dict[str, Any]:
-        """Sampling parameters, as `generate` and `explain` take them."""
+        """Sampling parameters, as `RequestSpec.params` holds them."""
         return {
             "temperature": self.temperature,
             "top_p": self.top_p,
@@ -449,14 +468,18 @@ class TeacherOptions:
             "reasoning_effort": self.reasoning_effort,
         }
 
-    def teacher_kwargs(self) -> dict[str, Any]:
-        return {
-            "base_urls": self.base_url or [],
-            "prompt_path": self.prompt,
-            "json_mode": self.json_mode,
-            "params": self.params(),
-            "prices_path": self.prices,
-        }
+    def spec(self) -> RequestSpec:
+        """The library's `RequestSpec`, field for field."""
+        from sbs_data.generate.options import RequestSpec
+
+        return RequestSpec(
+            self.teacher,
+            prompt_path=self.prompt,
+            json_mode=self.json_mode,
+            params=self.params(),
+            base_urls=tuple(self.base_url or ()),
+            prices_path=self.prices,
+        )
 
 
 @dataclass
@@ -474,9 +497,11 @@ class PlanOptions(TeacherOptions):
         int, typer.Option("--samples", "-k", help="Completions per example (each its own cache key).")
     ] = 1
 
-    def plan_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments shared by `sbs_data.generate.run.generate` and `explain`."""
-        return {**self.teacher_kwargs(), "split": self.split, "limit": self.limit, "samples": self.samples}
+    def spec(self) -> PlanSpec:
+        """The library's `PlanSpec`, field for field."""
+        from sbs_data.generate.options import PlanSpec
+
+        return PlanSpec(**vars(super().spec()), split=self.split, limit=self.limit, samples=self.samples)
 
 
 @dataclass
@@ -538,9 +563,10 @@ class CallOptions:
         typer.Option("--max-rounds", help="Batch mode: submissions per request (failed/expired re-sent)."),
     ] = 3
 
-    def run_kwargs(self, command: str) -> dict[str, Any]:
-        """Keyword arguments shared by `generate.run.generate` and `generate.rationalize.rationalize`."""
+    def run_options(self, command: str) -> RunOptions:
+        """The library's `RunOptions` (its `Settings` and `BatchSettings` from these flags)."""
         from sbs_data.generate.batch import BatchSettings
+        from sbs_data.generate.options import RunOptions
         from sbs_data.generate.run import Settings
 
         settings = Settings(
@@ -555,17 +581,16 @@ class CallOptions:
             patience=self.patience,
             progress=self.progress,
         )
-        return {
-            "settings": settings,
-            "dry_run": self.dry_run,
-            "offline": self.offline,
-            "max_usd": self.max_usd,
-            "prompt_cache": self.prompt_cache,
-            "warn": info,
-            "command": " ".join([command, *sys.argv[2:]]) if len(sys.argv) > 1 else command,
-            "mode": self.mode,
-            "batch_settings": BatchSettings(max_rounds=self.max_rounds),
-        }
+        return RunOptions(
+            settings=settings,
+            mode=self.mode,
+            max_usd=self.max_usd,
+            dry_run=self.dry_run,
+            offline=self.offline,
+            prompt_cache=self.prompt_cache,
+            batch=BatchSettings(max_rounds=self.max_rounds),
+            command=" ".join([command, *sys.argv[2:]]) if len(sys.argv) > 1 else command,
+        )
 
 
 def _show_run(res: Any, fmt: str) -> None:
@@ -602,9 +627,7 @@ def generate(
     from sbs_data.generate.run import generate as do_generate
 
     with Workspace.open(db) as ws:
-        res = do_generate(
-            ws, ref, plan.teacher, **plan.plan_kwargs(), name=name, **call.run_kwargs("generate")
-        )
+        res = do_generate(ws, ref, plan.spec(), call.run_options("generate"), name=name)
     _show_run(res, fmt)
 
 
@@ -648,22 +671,12 @@ def rationalize(
 ) -> None:
     """Ask the teacher again with the gold answer as a hint for GEN's wrong or failed train rows (STaR's
     rationalization); build GEN-rationalized: every row of GEN, recovered rows replaced by hinted answers."""
+    from sbs_data.generate.options import RationalizeSelect
     from sbs_data.generate.rationalize import rationalize as do_rationalize
 
+    select = RationalizeSelect(rows, split, allow_eval_splits, name, combine, combined_name)
     with Workspace.open(db) as ws:
-        res = do_rationalize(
-            ws,
-            ref,
-            teach.teacher,
-            **teach.teacher_kwargs(),
-            rows=rows,
-            splits=split,
-            allow_eval=allow_eval_splits,
-            name=name,
-            combine=combine,
-            combined_name=combined_name,
-            **call.run_kwargs("rationalize"),
-        )
+        res = do_rationalize(ws, ref, teach.spec(), call.run_options("rationalize"), select)
     _show_run(res, fmt)
 
 
@@ -696,7 +709,7 @@ def cache_explain(
     from sbs_data.generate.run import explain
 
     with Workspace.open(db, read_only=True) as ws:
-        out = explain(ws, ref, plan.teacher, limit_rows=rows, only_misses=not all_, **plan.plan_kwargs())
+        out = explain(ws, ref, plan.spec(), limit_rows=rows, only_misses=not all_)
     if not out and fmt == "table":
         info("every request is cached")
     emit(out, fmt, columns=["example_id", "sample_idx", "key", "status", "reason"])
@@ -808,10 +821,57 @@ def batches_cancel(run: RunArg = None, db: Db = None, fmt: Fmt = "table") -> Non
 # Score / filter / report  -- quality commands
 
 
+@dataclass
+class JudgeOptions:
+    """`score --judge`: the teacher that grades each rationale and how it is called (declared once)."""
+
+    judge: Annotated[
+        str | None,
+        typer.Option(
+            "--judge",
+            help="Also have this teacher grade each rationale 1-5 (judge_score); same specs as generate.",
+        ),
+    ] = None
+    judge_prompt: Annotated[
+        Path | None, typer.Option("--judge-prompt", help="Judge prompt file (default recipes/judge.yaml).")
+    ] = None
+    base_url: BaseUrl = None
+    concurrency: Annotated[int, typer.Option("--concurrency", "-c", help="Judge requests in flight.")] = 16
+    rpm: Annotated[float | None, typer.Option("--rpm", help="Judge requests per minute at most.")] = None
+    offline: Annotated[bool, typer.Option("--offline", help="Judge from the cache only; fail on a miss.")] = (
+        False
+    )
+    max_usd: Annotated[
+        float | None, typer.Option("--max-usd", help="Stop judging once this much is spent.")
+    ] = None
+
+    def judge_config(self) -> Any:
+        """The library's `Judge`, or None without --judge (whose companions are refused alone)."""
+        from sbs_data.generate.run import Settings
+        from sbs_data.quality.judge import Judge
+
+        if not self.judge:
+            if self.judge_prompt or self.base_url or self.offline or self.max_usd is not None:
+                raise SbsError(
+                    "--judge-prompt, --base-url, --offline and --max-usd only apply with --judge SPEC"
+                )
+            return None
+        return Judge(
+            self.judge,
+            prompt_path=self.judge_prompt,
+            base_urls=tuple(self.base_url or ()),
+            settings=Settings(concurrency=self.concurrency, rpm=self.rpm),
+            offline=self.offline,
+            max_usd=self.max_usd,
+        )
+
+
 @app.command()
 @friendly
+@options(JudgeOptions, "judging")
 def score(
     ref: Annotated[str, typer.Argument(help="Generations (or selection) version to score: NAME or NAME@N.")],
+    judging: JudgeOptions,
     name: Annotated[
         str | None, typer.Option("--name", "-n", help="Dataset for the new version (default: REF's).")
     ] = None,
@@ -821,48 +881,15 @@ def score(
     num_perm: Annotated[
         int, typer.Option("--num-perm", help="MinHash permutations for near-duplicates.")
     ] = 32,
-    judge: Annotated[
-        str | None,
-        typer.Option(
-            "--judge",
-            help="Also have this teacher grade each rationale 1-5 (judge_score); same specs as generate.",
-        ),
-    ] = None,
-    judge_prompt: Annotated[
-        Path | None, typer.Option("--judge-prompt", help="Judge prompt file (default recipes/judge.yaml).")
-    ] = None,
-    base_url: BaseUrl = None,
-    concurrency: Annotated[int, typer.Option("--concurrency", "-c", help="Judge requests in flight.")] = 16,
-    rpm: Annotated[float | None, typer.Option("--rpm", help="Judge requests per minute at most.")] = None,
-    offline: Annotated[
-        bool, typer.Option("--offline", help="Judge from the cache only; fail on a miss.")
-    ] = False,
-    max_usd: Annotated[
-        float | None, typer.Option("--max-usd", help="Stop judging once this much is spent.")
-    ] = None,
     note_: Annotated[str | None, typer.Option("--note", help="Free note stored with the version.")] = None,
     db: Db = None,
     fmt: Fmt = "table",
 ) -> None:
     """Compute quality signals for every visible row into a new scores version (parent = REF)."""
-    from sbs_data.generate.run import Settings
-    from sbs_data.quality.judge import Judge
     from sbs_data.quality.signals import ScoreParams
     from sbs_data.quality.signals import score as do_score
 
-    judge_ = None
-    if judge:
-        judge_ = Judge(
-            judge,
-            prompt_path=judge_prompt,
-            base_urls=tuple(base_url or ()),
-            settings=Settings(concurrency=concurrency, rpm=rpm),
-            offline=offline,
-            max_usd=max_usd,
-            warn=info,
-        )
-    elif judge_prompt or base_url or offline or max_usd is not None:
-        raise SbsError("--judge-prompt, --base-url, --offline and --max-usd only apply with --judge SPEC")
+    judge = judging.judge_config()
     with Workspace.open(db) as ws:
         v = do_score(
             ws,
@@ -870,7 +897,7 @@ def score(
             name=name,
             params=ScoreParams(near_threshold, num_perm),
             note=note_,
-            judge=judge_,
+            judge=judge,
             info=info,
         )
         info(f"scored {v.row_count} rows of {ref} -> {v.ref}")
@@ -1008,18 +1035,20 @@ class ExportOptions:
         str | None, typer.Option("--license", help="Card licence id (default: the task's source licence).")
     ] = None
 
-    def kwargs(self) -> dict[str, Any]:
-        """Keyword arguments of `sbs_data.export.shards.export`."""
-        return {
-            "file_format": self.shard_format,
-            "max_rows_per_shard": self.max_rows_per_shard,
-            "splits": [s for s in (self.splits or "").split(",") if s.strip()] or None,
-            "validation_fraction": self.validation_fraction,
-            "seed": self.seed,
-            "label_source": self.label_source,
-            "drop_contaminated": self.drop_contaminated,
-            "license": self.license,
-        }
+    def options(self) -> LibExportOptions:
+        """The library's `ExportOptions`, field for field."""
+        from sbs_data.export.options import ExportOptions as LibExportOptions
+
+        return LibExportOptions(
+            file_format=self.shard_format,
+            max_rows_per_shard=self.max_rows_per_shard,
+            splits=[s for s in (self.splits or "").split(",") if s.strip()] or None,
+            validation_fraction=self.validation_fraction,
+            seed=self.seed,
+            label_source=self.label_source,
+            drop_contaminated=self.drop_contaminated,
+            license=self.license,
+        )
 
 
 @app.command()
@@ -1038,7 +1067,7 @@ def export(
     from sbs_data.export.shards import export as do_export
 
     with Workspace.open(db) as ws:
-        res = do_export(ws, ref, out, **opts.kwargs())
+        res = do_export(ws, ref, out, opts.options())
     cont = res.manifest["contamination"]
     if cont.get("flagged_rows"):
         info(
@@ -1078,20 +1107,19 @@ def push(
     fmt: Fmt = "table",
 ) -> None:
     """Export and upload a version to the Hugging Face Hub in one commit, tag it, record it (token: HF_TOKEN or login)."""
+    from sbs_data.export.hub import HubTarget
     from sbs_data.export.hub import push as do_push
 
+    target = HubTarget(repo, private=private, revision=revision, tag=tag)
     with Workspace.open(db) as ws:
         res = do_push(
             ws,
             ref,
-            repo,
-            private=private,
-            revision=revision,
-            tag=tag,
+            target,
+            None if from_export else opts.options(),
             from_export=from_export,
             out=out,
             log=info,
-            **({} if from_export else opts.kwargs()),
         )
     emit([res.as_row()], fmt)
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import polars as pl
 
-from sbs_data import SbsError
+from sbs_data import SbsError, log
 from sbs_data.tasks import FieldError, Task, get_task
 from sbs_data.text import storable_value
 from sbs_data.workspace import Version, Workspace, check_name
@@ -359,14 +359,13 @@ def ingest(
     id_field: str | None = None,
     hf_split: str | None = None,
     note: str | None = None,
-    warn: Callable[[str], None] | None = None,
     chunk_rows: int = CHUNK_ROWS,
 ) -> Version:
     """Add (or replace) one split of a dataset: the new version holds the previous version's other splits.
 
     Rows stream from the source in chunks into the version's transaction; any error rolls it all back.
     Texts that cannot be stored (lone surrogates, NULs) are repaired (U+FFFD, NUL removed), counted in the
-    run's stats and reported through `warn`.
+    run's stats and reported as a warning (the `sbs_data` logger).
     """
     t = get_task(task)
     split = canonical_split(split)
@@ -419,11 +418,10 @@ def ingest(
         run.stats.update(rows=checked.rows, version=f"{dataset}@{v.num}")
         if checked.repaired:
             run.stats.update(repaired_rows=len(checked.repaired), repaired_row_idx=checked.repaired[:100])
-            if warn is not None:
-                warn(
-                    f"warning: {len(checked.repaired)} row(s) held text that cannot be stored (lone surrogates "
-                    "or NUL characters): stored with U+FFFD / NULs removed (row_idx in the run's stats)"
-                )
+            log.warning(
+                f"warning: {len(checked.repaired)} row(s) held text that cannot be stored (lone surrogates "
+                "or NUL characters): stored with U+FFFD / NULs removed (row_idx in the run's stats)"
+            )
     return ws.by_id(v.version_id)
 
 
@@ -476,7 +474,6 @@ def import_original(
     folder: str | Path,
     task: str,
     name: str | None = None,
-    warn: Callable[[str], None] = print,
 ) -> list[Version]:
     """Import gold examples (NAME) and the raw PaLM-540B completions (NAME-palm) in one transaction."""
     folder = Path(folder)
@@ -491,7 +488,7 @@ def import_original(
         chunks = _llm_chunks(folder, file_split)
         if not gold.exists():
             if chunks:
-                warn(
+                log.warning(
                     f"warning: skipping split {split}: gold file {gold.name} is missing ({len(chunks)} teacher file(s) found without it)"
                 )
                 skipped.append(split)
@@ -507,7 +504,7 @@ def import_original(
                 )
             completions[split] = comps
         else:
-            warn(
+            log.warning(
                 f"warning: split {split}: no teacher completions (llm/{file_split}_CoT_*.json); examples only"
             )
     if not frames:

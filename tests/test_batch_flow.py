@@ -10,6 +10,7 @@ from generate_helpers import FAKE_KEY, cqa_examples, fast, gen_rows, question
 
 from sbs_data import SbsError
 from sbs_data.generate import batch as B
+from sbs_data.generate.options import PlanSpec, RunOptions
 from sbs_data.generate.run import generate
 from sbs_data.teachers.models import facts_for
 
@@ -18,7 +19,9 @@ PROVIDERS = ["openai", "anthropic"]
 
 def _submit(ws, provider, **kw):
     bs = kw.pop("bs", None) or bfast()
-    return generate(ws, "toy", TEACHERS[provider], mode="batch", batch_settings=bs, settings=fast(), **kw)
+    return generate(
+        ws, "toy", PlanSpec(TEACHERS[provider]), RunOptions(mode="batch", batch=bs, settings=fast()), **kw
+    )
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
@@ -42,7 +45,7 @@ def test_clean_batch_same_keys_as_online_and_batch_price(ws, server, provider):
     for pt, ct, cost in ws.all("SELECT prompt_tokens, completion_tokens, cost_usd FROM sbs_cache"):
         assert cost == pytest.approx(price.cost(pt, ct) * 0.5) and cost > 0
     # same cache keys as online: an online rerun calls nothing and returns the very same version
-    again = generate(ws, "toy", TEACHERS[provider], settings=fast())
+    again = generate(ws, "toy", PlanSpec(TEACHERS[provider]), RunOptions(settings=fast()))
     assert server.count == 0 and again.version.ref == ref and again.summary["cached"] == 10
     assert ws.one("SELECT count(*) FROM batch_runs WHERE status = 'done' AND version = ?", [ref]) == 1
 
@@ -82,7 +85,7 @@ def test_failed_and_expired_items_are_resubmitted_bounded(ws, server, provider):
     assert ws.one("SELECT max(attempts) FROM sbs_cache") == 3  # q4 answered on its third submission
     # the version is what online mode would build: an online rerun only retries the failed rows
     server.set_faults(FaultPlan())
-    again = generate(ws, "toy", TEACHERS[provider], settings=fast())
+    again = generate(ws, "toy", PlanSpec(TEACHERS[provider]), RunOptions(settings=fast()))
     assert server.count == 3 and again.summary["ok"] == 8
 
 
@@ -156,7 +159,9 @@ def test_same_command_twice_submits_nothing_new(ws, server, provider):
 @pytest.mark.parametrize("provider", PROVIDERS)
 def test_limits_split_jobs_and_cached_rows_are_skipped(ws, server, provider):
     cqa_examples(ws, n=12)
-    generate(ws, "toy", TEACHERS[provider], limit=5, settings=fast())  # 5 answered online first
+    generate(
+        ws, "toy", PlanSpec(TEACHERS[provider], limit=5), RunOptions(settings=fast())
+    )  # 5 answered online first
     online = server.count
     res = _submit(ws, provider, bs=bfast(max_requests=100, max_bytes=9000))
     run = res.summary["run"]
@@ -170,15 +175,19 @@ def test_limits_split_jobs_and_cached_rows_are_skipped(ws, server, provider):
 
 def test_dry_run_uses_the_batch_price_and_only_providers_with_batches(ws, server):
     cqa_examples(ws, n=4)
-    online = generate(ws, "toy", TEACHERS["openai"], dry_run=True)
-    batch = generate(ws, "toy", TEACHERS["openai"], dry_run=True, mode="batch")
+    online = generate(ws, "toy", PlanSpec(TEACHERS["openai"]), RunOptions(dry_run=True))
+    batch = generate(ws, "toy", PlanSpec(TEACHERS["openai"]), RunOptions(dry_run=True, mode="batch"))
     assert batch.summary["est_cost_usd"] == pytest.approx(online.summary["est_cost_usd"] * 0.5, abs=1e-4)
     assert batch.summary["mode"] == "batch" and server.batch_calls == {}
     assert ws.one("SELECT count(*) FROM sbs_batches") == 0
     with pytest.raises(SbsError, match="--mode batch needs an openai: or anthropic:"):
-        generate(ws, "toy", "openai-compat:m", base_urls=[server.openai_url], mode="batch")
+        generate(
+            ws, "toy", PlanSpec("openai-compat:m", base_urls=[server.openai_url]), RunOptions(mode="batch")
+        )
     with pytest.raises(SbsError, match="cannot stop midway"):
-        generate(ws, "toy", TEACHERS["openai"], mode="batch", max_usd=1e-9, batch_settings=bfast())
+        generate(
+            ws, "toy", PlanSpec(TEACHERS["openai"]), RunOptions(mode="batch", max_usd=1e-9, batch=bfast())
+        )
 
 
 def test_keys_never_reach_the_workspace(tmp_path, server):
@@ -189,7 +198,9 @@ def test_keys_never_reach_the_workspace(tmp_path, server):
     cqa_examples(ws, n=4)
     server.set_faults(FaultPlan(by_match={question(0): ["401"]}))
     for p in PROVIDERS:
-        run = generate(ws, "toy", TEACHERS[p], mode="batch", batch_settings=bfast()).summary["run"]
+        run = generate(ws, "toy", PlanSpec(TEACHERS[p]), RunOptions(mode="batch", batch=bfast())).summary[
+            "run"
+        ]
         B.collect(ws, run, settings=bfast())
     ws.con.execute("CHECKPOINT")
     ws.close()
@@ -201,7 +212,10 @@ def test_invalid_structured_output_is_asked_again_like_online(ws, server):
     cqa_examples(ws, n=3)
     server.set_faults(FaultPlan(by_match={question(0): ["badjson"], question(1): ["badjson"] * 5}))
     res = generate(
-        ws, "toy", TEACHERS["openai"], json_mode=True, mode="batch", batch_settings=bfast(max_rounds=2)
+        ws,
+        "toy",
+        PlanSpec(TEACHERS["openai"], json_mode=True),
+        RunOptions(mode="batch", batch=bfast(max_rounds=2)),
     )
     out = B.wait(ws, res.summary["run"], settings=bfast(max_rounds=2))
     rows = {r[0]: r for r in gen_rows(ws, out[0]["version"])}

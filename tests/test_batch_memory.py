@@ -8,6 +8,7 @@ from batch_helpers import TEACHERS, bfast
 from generate_helpers import cqa_examples, fast, gen_rows
 
 from sbs_data.generate import batch as B
+from sbs_data.generate.options import PlanSpec, RunOptions
 from sbs_data.generate.plan import Plan
 from sbs_data.generate.run import generate
 
@@ -37,7 +38,9 @@ def renders(monkeypatch):
 def test_polls_render_nothing_and_collect_renders_only_the_jobs_read(ws, server, renders, provider):
     cqa_examples(ws, n=N)
     server.batch_polls = 2  # every job ends on its second retrieve
-    res = generate(ws, "toy", TEACHERS[provider], mode="batch", batch_settings=bfast(), settings=fast())
+    res = generate(
+        ws, "toy", PlanSpec(TEACHERS[provider]), RunOptions(mode="batch", batch=bfast(), settings=fast())
+    )
     run = res.summary["run"]
     assert res.summary["jobs"] == 3
     assert renders["items"] == 2 * N  # staged once, then rendered again job by job for its lines
@@ -64,7 +67,9 @@ def test_a_follow_up_round_renders_only_what_it_resends(ws, server, renders):
 
     cqa_examples(ws, n=N)
     server.set_faults(FaultPlan(by_match={question(0): ["expire"], question(5): ["400"]}))
-    run = generate(ws, "toy", TEACHERS["openai"], mode="batch", batch_settings=bfast(), settings=fast())
+    run = generate(
+        ws, "toy", PlanSpec(TEACHERS["openai"]), RunOptions(mode="batch", batch=bfast(), settings=fast())
+    )
     run = run.summary["run"]
     renders.update(items=0, only=[])
     out = B.collect(ws, run, settings=bfast())

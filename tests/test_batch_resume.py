@@ -53,6 +53,7 @@ _CRASH = """
 import os, sys
 sys.path.insert(0, {tests!r})
 from sbs_data.generate import batch as B
+from sbs_data.generate.options import PlanSpec, RunOptions
 from sbs_data.generate.run import generate
 from sbs_data.workspace import Workspace
 from batch_helpers import bfast
@@ -62,7 +63,7 @@ if where == "after_create":  # the provider made the batch, the process dies bef
 else:  # the intent is committed, the process dies before any provider call
     B._submit_job = lambda *a, **k: os._exit(9)
 ws = Workspace.open({db!r})
-generate(ws, "toy", {teacher!r}, mode="batch", batch_settings=bfast())
+generate(ws, "toy", PlanSpec({teacher!r}), RunOptions(mode="batch", batch=bfast()))
 """
 
 

@@ -13,6 +13,7 @@ from export_helpers import add_scores, add_selection, build, question
 from typer.testing import CliRunner
 
 from sbs_data import SbsError
+from sbs_data.export.options import ExportOptions
 from sbs_data.export.shards import carve_validation, export
 from sbs_data.export.validate import validate_table
 from sbs_data.schemas import validate, validator
@@ -37,7 +38,9 @@ def _files(out: Path) -> dict[str, bytes]:
 
 def test_export_writes_contract_rows_manifest_and_card(ws, tmp_path):
     _, gen = build(ws)
-    res = export(ws, gen.ref, tmp_path / "out", validation_fraction=0.25, seed=7, max_rows_per_shard=5)
+    res = export(
+        ws, gen.ref, tmp_path / "out", ExportOptions(validation_fraction=0.25, seed=7, max_rows_per_shard=5)
+    )
     out = tmp_path / "out"
     m = json.loads((out / "manifest.json").read_text())
     validate(m, "manifest")
@@ -95,16 +98,16 @@ def test_export_writes_contract_rows_manifest_and_card(ws, tmp_path):
 def test_export_is_byte_identical_for_same_version_and_options(ws, tmp_path):
     _, gen = build(ws)
     opts = {"validation_fraction": 0.3, "seed": 3, "max_rows_per_shard": 7}
-    export(ws, gen.ref, tmp_path / "a", **opts)
-    export(ws, gen.ref, tmp_path / "b", **opts)
+    export(ws, gen.ref, tmp_path / "a", ExportOptions(**opts))
+    export(ws, gen.ref, tmp_path / "b", ExportOptions(**opts))
     a, b = _files(tmp_path / "a"), _files(tmp_path / "b")
     assert a == b and len(a) >= 6
-    export(ws, gen.ref, tmp_path / "a", **opts)  # re-export in place replaces cleanly
+    export(ws, gen.ref, tmp_path / "a", ExportOptions(**opts))  # re-export in place replaces cleanly
     assert _files(tmp_path / "a") == b
-    export(ws, gen.ref, tmp_path / "c", validation_fraction=0.3, seed=4, max_rows_per_shard=7)
+    export(ws, gen.ref, tmp_path / "c", ExportOptions(validation_fraction=0.3, seed=4, max_rows_per_shard=7))
     assert _files(tmp_path / "c") != b  # the seed matters
-    export(ws, gen.ref, tmp_path / "j1", file_format="jsonl")
-    export(ws, gen.ref, tmp_path / "j2", file_format="jsonl")
+    export(ws, gen.ref, tmp_path / "j1", ExportOptions(file_format="jsonl"))
+    export(ws, gen.ref, tmp_path / "j2", ExportOptions(file_format="jsonl"))
     assert _files(tmp_path / "j1") == _files(tmp_path / "j2")
     assert ws.one("SELECT count(*) FROM sbs_exports") == 6
 
@@ -115,7 +118,7 @@ def test_label_source_teacher_and_examples_only(ws, tmp_path):
         "UPDATE sbs_generations SET pred_label = '99' WHERE version_id = ? AND example_id = 'tr000'",
         [gen.version_id],
     )
-    export(ws, gen.ref, tmp_path / "t", label_source="teacher")
+    export(ws, gen.ref, tmp_path / "t", ExportOptions(label_source="teacher"))
     rows = {r["example_id"]: r for r in _rows(tmp_path / "t")}
     assert rows["tr000"]["label"] == "99" and rows["tr000"]["gold_label"] == "3 + 1"
     assert rows["tr001"]["label"] == rows["tr001"]["teacher_label"]
@@ -127,7 +130,7 @@ def test_label_source_teacher_and_examples_only(ws, tmp_path):
     assert all(r["rationale"] is None and r["teacher"] is None and r["sample_idx"] == 0 for r in erows)
     assert all(r["label"] == r["gold_label"] for r in erows)
     with pytest.raises(SbsError, match="examples only"):
-        export(ws, ex.ref, tmp_path / "e2", label_source="teacher")
+        export(ws, ex.ref, tmp_path / "e2", ExportOptions(label_source="teacher"))
 
 
 def test_quality_signals_from_scores_version(ws, tmp_path):
@@ -189,7 +192,7 @@ def test_contamination_report_and_drop(ws, tmp_path):
     assert s["tr001"]["matched_example_id"] == "te000" and s["tr001"]["overlap"] == 1.0
     assert s["tr003"]["matched_example_id"] == "te001" and s["tr003"]["matched_split"] == "test"
     assert len(_rows(tmp_path / "c")) == 8
-    export(ws, gen.ref, tmp_path / "d", drop_contaminated=True)
+    export(ws, gen.ref, tmp_path / "d", ExportOptions(drop_contaminated=True))
     m2 = json.loads((tmp_path / "d" / "manifest.json").read_text())
     ids = {r["example_id"] for r in _rows(tmp_path / "d")}
     assert "tr001" not in ids and "tr003" not in ids and "te000" in ids and len(ids) == 6
@@ -208,18 +211,20 @@ def test_split_aliases_filters_and_errors(ws, tmp_path):
     ex = make_examples(ws, "mix", "svamp", rows)
     with pytest.raises(SbsError, match="unlabeled"):
         export(ws, ex.ref, tmp_path / "a")
-    export(ws, ex.ref, tmp_path / "a", splits=["train", "valid"])
+    export(ws, ex.ref, tmp_path / "a", ExportOptions(splits=["train", "valid"]))
     rows_out = _rows(tmp_path / "a")
     assert sorted(r["split"] for r in rows_out) == ["train", "validation"]
     assert not (tmp_path / "a" / "test").exists()
     with pytest.raises(SbsError, match="already has a validation split"):
-        export(ws, ex.ref, tmp_path / "b", splits=["train", "validation"], validation_fraction=0.5)
+        export(
+            ws, ex.ref, tmp_path / "b", ExportOptions(splits=["train", "validation"], validation_fraction=0.5)
+        )
     with pytest.raises(SbsError, match="unknown split"):
-        export(ws, ex.ref, tmp_path / "b", splits=["training"])
+        export(ws, ex.ref, tmp_path / "b", ExportOptions(splits=["training"]))
     (tmp_path / "foreign").mkdir()
     (tmp_path / "foreign" / "notes.txt").write_text("mine")
     with pytest.raises(SbsError, match="not part of an sbs-data export"):
-        export(ws, ex.ref, tmp_path / "foreign", splits=["train"])
+        export(ws, ex.ref, tmp_path / "foreign", ExportOptions(splits=["train"]))
     assert (tmp_path / "foreign" / "notes.txt").read_text() == "mine"
 
 
@@ -257,8 +262,8 @@ def test_load_dataset_reads_the_folder_both_ways(ws, tmp_path, monkeypatch):
 
     _, gen = build(ws, n_train=8, n_test=2, samples=2)
     sc = add_scores(ws, gen, {("tr000", 0): {"parse_ok": True, "words": 9}})
-    export(ws, sc.ref, tmp_path / "pq", validation_fraction=0.25, max_rows_per_shard=6)
-    export(ws, sc.ref, tmp_path / "js", file_format="jsonl", validation_fraction=0.25)
+    export(ws, sc.ref, tmp_path / "pq", ExportOptions(validation_fraction=0.25, max_rows_per_shard=6))
+    export(ws, sc.ref, tmp_path / "js", ExportOptions(file_format="jsonl", validation_fraction=0.25))
     expect = {"train": 12, "validation": 4, "test": 4}
     a = datasets.load_dataset("parquet", data_dir=str(tmp_path / "pq"), cache_dir=str(tmp_path / "c1"))
     b = datasets.load_dataset(str(tmp_path / "pq"), cache_dir=str(tmp_path / "c2"))
@@ -348,7 +353,9 @@ def test_many_rows_stream_into_identical_bytes_whatever_the_batching(ws, tmp_pat
     )
     with ws.new_version("big-gen", "generations", {"teacher": "fake:t"}, parents=[ex]) as g:
         ws.append("sbs_generations", g, rows)
-    res = export(ws, "big-gen@1", tmp_path / "big", validation_fraction=0.1, max_rows_per_shard=12_000)
+    res = export(
+        ws, "big-gen@1", tmp_path / "big", ExportOptions(validation_fraction=0.1, max_rows_per_shard=12_000)
+    )
     m = res.manifest
     assert m["totals"]["rows"] == 2 * n and m["splits"]["test"]["rows"] == 2_000
     assert m["splits"]["validation"]["examples"] == 900 and m["splits"]["train"]["rows"] == 16_200
@@ -362,10 +369,14 @@ def test_many_rows_stream_into_identical_bytes_whatever_the_batching(ws, tmp_pat
     stream = ws.stream
     monkeypatch.setattr(ws, "stream", lambda sql, params=None, batch_rows=0: stream(sql, params, 999))
     monkeypatch.setattr(shards, "_ROW_GROUP", 5_000)
-    export(ws, "big-gen@1", tmp_path / "odd", validation_fraction=0.1, max_rows_per_shard=12_000)
+    export(
+        ws, "big-gen@1", tmp_path / "odd", ExportOptions(validation_fraction=0.1, max_rows_per_shard=12_000)
+    )
     assert pq.ParquetFile(tmp_path / "odd" / "train" / "part-00000.parquet").metadata.num_row_groups == 3
     monkeypatch.setattr(shards, "_ROW_GROUP", 16_384)
-    export(ws, "big-gen@1", tmp_path / "again", validation_fraction=0.1, max_rows_per_shard=12_000)
+    export(
+        ws, "big-gen@1", tmp_path / "again", ExportOptions(validation_fraction=0.1, max_rows_per_shard=12_000)
+    )
     a, b = _files(tmp_path / "big"), _files(tmp_path / "again")
     assert a == b and len(a) == 6
 
@@ -385,7 +396,9 @@ def test_validation_carving_in_sql_matches_the_reference(ws, tmp_path):
     )
     ids = [e or "empty" for e in ids]
     for fraction, seed in ((0.25, 0), (0.5, 17), (0.01, 3), (0.99, 5)):
-        res = export(ws, "cv@1", tmp_path / f"o{seed}", validation_fraction=fraction, seed=seed)
+        res = export(
+            ws, "cv@1", tmp_path / f"o{seed}", ExportOptions(validation_fraction=fraction, seed=seed)
+        )
         got = {r["example_id"] for r in _rows(tmp_path / f"o{seed}") if r["split"] == "validation"}
         assert got == carve_validation(ids, fraction, seed), (fraction, seed)
         assert res.manifest["splits"]["validation"]["examples"] == len(got) >= 1
@@ -477,7 +490,7 @@ def test_full_disk_is_a_clear_error_and_leaves_nothing(ws, tmp_path, monkeypatch
 
     monkeypatch.setattr(shards._ShardWriter, "write", full)
     with pytest.raises(SbsError, match="cannot write the export: No space left on device"):
-        export(ws, gen.ref, tmp_path / "o", max_rows_per_shard=1)
+        export(ws, gen.ref, tmp_path / "o", ExportOptions(max_rows_per_shard=1))
     assert _files(tmp_path / "o") == before  # the previous export is intact
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("ws.")) == ["o"]
 
@@ -494,7 +507,9 @@ def test_read_only_workspace_exports_with_carving_and_contamination(tmp_path):
             "UPDATE sbs_examples SET input_text = ? WHERE example_id = 'tr001'", [question(100).upper()]
         )
     with Workspace.open(db, read_only=True) as ro:
-        res = export(ro, gen.ref, tmp_path / "o", validation_fraction=0.2, drop_contaminated=True)
+        res = export(
+            ro, gen.ref, tmp_path / "o", ExportOptions(validation_fraction=0.2, drop_contaminated=True)
+        )
         assert res.manifest["funnel"]["contaminated_dropped"] == 1
         assert res.manifest["splits"]["validation"]["rows"] == 1
         assert ro.all("SELECT table_name FROM duckdb_tables() WHERE temporary") == []

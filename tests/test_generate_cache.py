@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 from sbs_data import SbsError
 from sbs_data.cli import app
 from sbs_data.generate.cache import cache_key, ingredients
+from sbs_data.generate.options import PlanSpec, RunOptions
 from sbs_data.generate.run import generate
 from sbs_data.teachers.anthropic import AnthropicTeacher
 from sbs_data.teachers.base import Request
@@ -71,12 +72,14 @@ def test_teacher_identity_changes_the_key_but_keys_and_urls_do_not():
 
 def test_rerun_makes_zero_calls_and_changes_miss(ws, server):
     cqa_examples(ws, n=12)
-    first = generate(ws, "toy", "openai:gpt-4o-mini", settings=fast())
+    first = generate(ws, "toy", PlanSpec("openai:gpt-4o-mini"), RunOptions(settings=fast()))
     assert server.count == 12 and first.summary["cached"] == 0
-    again = generate(ws, "toy", "openai:gpt-4o-mini", settings=fast())
+    again = generate(ws, "toy", PlanSpec("openai:gpt-4o-mini"), RunOptions(settings=fast()))
     assert server.count == 12 and again.summary["called"] == 0 and again.summary["cached"] == 12
     assert gen_rows(ws, first.version.ref) == gen_rows(ws, again.version.ref)
-    generate(ws, "toy", "openai:gpt-4o-mini", settings=fast(), params={"temperature": 0.2})
+    generate(
+        ws, "toy", PlanSpec("openai:gpt-4o-mini", params={"temperature": 0.2}), RunOptions(settings=fast())
+    )
     assert server.count == 24
     ws.close()  # the CLI opens the file itself
     # explain names the ingredient that differs
@@ -117,11 +120,13 @@ def test_rerun_makes_zero_calls_and_changes_miss(ws, server):
 def test_offline_fails_cleanly_on_a_miss_and_replays_hits(ws, server, monkeypatch):
     cqa_examples(ws, n=5)
     with pytest.raises(SbsError, match="--offline: 5 of 5 requests are not in the cache"):
-        generate(ws, "toy", "openai:gpt-4o-mini", offline=True, settings=fast())
+        generate(ws, "toy", PlanSpec("openai:gpt-4o-mini"), RunOptions(offline=True, settings=fast()))
     assert server.count == 0 and ws.one("SELECT count(*) FROM sbs_runs") == 0
-    generate(ws, "toy", "openai:gpt-4o-mini", settings=fast(), limit=3)
+    generate(ws, "toy", PlanSpec("openai:gpt-4o-mini", limit=3), RunOptions(settings=fast()))
     monkeypatch.delenv("OPENAI_API_KEY")  # a deterministic replay needs no key
-    res = generate(ws, "toy", "openai:gpt-4o-mini", offline=True, settings=fast(), limit=3)
+    res = generate(
+        ws, "toy", PlanSpec("openai:gpt-4o-mini", limit=3), RunOptions(offline=True, settings=fast())
+    )
     assert res.summary["cached"] == 3 and server.count == 3
     ws.close()
     r = CliRunner().invoke(
@@ -133,12 +138,12 @@ def test_offline_fails_cleanly_on_a_miss_and_replays_hits(ws, server, monkeypatc
 def test_failures_are_not_answers(ws, server):
     cqa_examples(ws, n=3)
     server.set_faults(FaultPlan(queue=["400"]))
-    res = generate(ws, "toy", "openai:gpt-4o-mini", settings=fast(concurrency=1))
+    res = generate(ws, "toy", PlanSpec("openai:gpt-4o-mini"), RunOptions(settings=fast(concurrency=1)))
     assert res.summary["failed"] == 1
     assert (
         ws.one("SELECT count(*) FROM sbs_cache") == 2 and ws.one("SELECT count(*) FROM cache_failures") == 1
     )
-    res2 = generate(ws, "toy", "openai:gpt-4o-mini", settings=fast())
+    res2 = generate(ws, "toy", PlanSpec("openai:gpt-4o-mini"), RunOptions(settings=fast()))
     assert server.count == 4 and res2.summary["failed"] == 0
     assert ws.one("SELECT count(*) FROM cache_failures WHERE answered_later") == 1
 

@@ -10,6 +10,7 @@ from fakes import FaultPlan
 from generate_helpers import CHOICES, cqa_examples, fast, gen_rows, question
 
 from sbs_data import SbsError
+from sbs_data.generate.options import PlanSpec, RunOptions
 from sbs_data.generate.run import generate, sanitize_name
 from sbs_data.teachers.base import Request, Response, Teacher
 
@@ -34,7 +35,7 @@ def test_every_row_completes_or_is_a_recorded_permanent_failure(ws, server):
             kinds=["500", "drop", "malformed"],
         )
     )
-    res = generate(ws, "toy", "openai:gpt-4o-mini", settings=fast(timeout=1.0))
+    res = generate(ws, "toy", PlanSpec("openai:gpt-4o-mini"), RunOptions(settings=fast(timeout=1.0)))
     rows = gen_rows(ws, res.version.ref)
     assert len(rows) == 24 and len({(r[0], r[1]) for r in rows}) == 24
     by_id = {r[0]: r for r in rows}
@@ -56,7 +57,7 @@ def test_every_row_completes_or_is_a_recorded_permanent_failure(ws, server):
 def test_retry_after_is_never_undercut(ws, server):
     cqa_examples(ws, n=3)
     server.set_faults(FaultPlan(by_match={question(0): ["429:0.6"], question(1): ["503:0.4", "429:0.3"]}))
-    generate(ws, "toy", "openai:gpt-4o-mini", settings=fast(backoff_base=0.01))
+    generate(ws, "toy", PlanSpec("openai:gpt-4o-mini"), RunOptions(settings=fast(backoff_base=0.01)))
     by_prompt: dict[str, list[dict]] = {}
     for e in server.log:
         by_prompt.setdefault(e["prompt_sha"], []).append(e)
@@ -74,7 +75,7 @@ def test_retry_after_is_never_undercut(ws, server):
 def test_attempts_are_bounded_and_failure_recorded(ws, server):
     cqa_examples(ws, n=2)
     server.set_faults(FaultPlan(by_match={question(0): ["500"] * 20}))
-    res = generate(ws, "toy", "openai:gpt-4o-mini", settings=fast(max_attempts=3))
+    res = generate(ws, "toy", PlanSpec("openai:gpt-4o-mini"), RunOptions(settings=fast(max_attempts=3)))
     assert server.stats()["outcomes"]["500"] == 3
     rows = {r[0]: r for r in gen_rows(ws, res.version.ref)}
     assert rows["q0"][2] == "failed" and "transient" in rows["q0"][4] and rows["q1"][2] == "ok"
@@ -82,18 +83,23 @@ def test_attempts_are_bounded_and_failure_recorded(ws, server):
     # a rerun retries the failure (failures are not answers) and pays for nothing else
     server.reset()
     server.set_faults(FaultPlan())
-    res2 = generate(ws, "toy", "openai:gpt-4o-mini", settings=fast())
+    res2 = generate(ws, "toy", PlanSpec("openai:gpt-4o-mini"), RunOptions(settings=fast()))
     assert server.count == 1 and res2.summary["ok"] == 2
 
 
 def test_concurrency_cap_and_rpm_limit(ws, server):
     server.latency = 0.05
     cqa_examples(ws, n=30)
-    generate(ws, "toy", "openai:gpt-4o-mini", settings=fast(concurrency=4))
+    generate(ws, "toy", PlanSpec("openai:gpt-4o-mini"), RunOptions(settings=fast(concurrency=4)))
     assert server.max_in_flight <= 4
     server.reset()
     t0 = time.perf_counter()
-    generate(ws, "toy", "openai:gpt-4o-mini", settings=fast(rpm=600), params={"temperature": 0.1}, limit=15)
+    generate(
+        ws,
+        "toy",
+        PlanSpec("openai:gpt-4o-mini", params={"temperature": 0.1}, limit=15),
+        RunOptions(settings=fast(rpm=600)),
+    )
     # 600 rpm = 10/s with a one-second bucket: 10 at once, then 5 more at 10/s
     assert time.perf_counter() - t0 >= 0.45 and server.count == 15
 
@@ -102,13 +108,20 @@ def test_tpm_limit_paces_by_tokens(ws, server):
     cqa_examples(ws, n=6)
     t0 = time.perf_counter()
     # each request is ~450 prompt tokens + 50 max_tokens; 30k tpm = 500 tokens/s -> about one request per second
-    generate(ws, "toy", "openai:gpt-4o-mini", settings=fast(tpm=30000), params={"max_tokens": 50}, limit=3)
+    generate(
+        ws,
+        "toy",
+        PlanSpec("openai:gpt-4o-mini", params={"max_tokens": 50}, limit=3),
+        RunOptions(settings=fast(tpm=30000)),
+    )
     assert time.perf_counter() - t0 >= 1.5
 
 
 def test_max_usd_stops_cleanly_and_unknown_price_refuses(ws, server):
     cqa_examples(ws, n=40)
-    res = generate(ws, "toy", "openai:gpt-4o-mini", settings=fast(concurrency=8), max_usd=0.002)
+    res = generate(
+        ws, "toy", PlanSpec("openai:gpt-4o-mini"), RunOptions(settings=fast(concurrency=8), max_usd=0.002)
+    )
     s = res.summary
     # the worst case of each request is reserved before it is sent: spend never passes the cap
     assert "max-usd" in s["stopped"] and 0 < s["spent_usd"] <= 0.002
@@ -125,17 +138,17 @@ def test_max_usd_stops_cleanly_and_unknown_price_refuses(ws, server):
     assert "partial" in res.version.note
     # what arrived is cached: raising the budget resumes without paying again
     n = server.count
-    res2 = generate(ws, "toy", "openai:gpt-4o-mini", settings=fast(), max_usd=1.0)
+    res2 = generate(ws, "toy", PlanSpec("openai:gpt-4o-mini"), RunOptions(settings=fast(), max_usd=1.0))
     assert server.count == 40 and res2.summary["ok"] == 40 and res2.summary["cached"] == n
     assert res2.version.ref == "toy-gpt-4o-mini@1" and not res2.version.note
     with pytest.raises(SbsError, match="needs a price"):
-        generate(ws, "toy", "openai:my-private-model", settings=fast(), max_usd=1.0)
+        generate(ws, "toy", PlanSpec("openai:my-private-model"), RunOptions(settings=fast(), max_usd=1.0))
     assert server.count == 40
 
 
 def test_dry_run_calls_nothing(ws, server):
     cqa_examples(ws, n=5)
-    res = generate(ws, "toy", "openai:gpt-4o-mini", dry_run=True, samples=2)
+    res = generate(ws, "toy", PlanSpec("openai:gpt-4o-mini", samples=2), RunOptions(dry_run=True))
     assert res.dry_run and res.version is None and server.count == 0
     s = res.summary
     assert s["requests"] == 10 and s["to_call"] == 10 and s["est_prompt_tokens"] > 1000
@@ -148,7 +161,7 @@ def test_json_mode_validates_and_retries_invalid_output_a_bounded_number_of_time
     cqa_examples(ws, n=3)
     server.keep_bodies = True
     server.set_faults(FaultPlan(by_match={question(0): ["badjson"] * 5, question(1): ["badjson"]}))
-    res = generate(ws, "toy", "openai:gpt-4o-mini", json_mode=True, settings=fast())
+    res = generate(ws, "toy", PlanSpec("openai:gpt-4o-mini", json_mode=True), RunOptions(settings=fast()))
     rows = {r[0]: r for r in gen_rows(ws, res.version.ref)}
     assert rows["q0"][2] == "invalid_json" and rows["q0"][5] == "{not json" and "not JSON" in rows["q0"][4]
     assert rows["q1"][2] == "ok" and rows["q1"][3] == "alpha"
@@ -163,7 +176,7 @@ def test_json_mode_validates_and_retries_invalid_output_a_bounded_number_of_time
 
 def test_samples_are_separate_requests(ws, server):
     cqa_examples(ws, n=3)
-    res = generate(ws, "toy", "openai:gpt-4o-mini", samples=3, settings=fast())
+    res = generate(ws, "toy", PlanSpec("openai:gpt-4o-mini", samples=3), RunOptions(settings=fast()))
     rows = gen_rows(ws, res.version.ref)
     assert len(rows) == 9 and sorted({r[1] for r in rows}) == [0, 1, 2]
     assert len({r[6] for r in rows}) == 9 and server.count == 9
@@ -174,7 +187,7 @@ def test_samples_are_separate_requests(ws, server):
 def test_anthropic_teacher_end_to_end(ws, server):
     cqa_examples(ws, n=4)
     server.set_faults(FaultPlan(by_match={question(0): ["529", "429:0.05"]}))
-    res = generate(ws, "toy", "anthropic:claude-3-5-haiku-latest", settings=fast())
+    res = generate(ws, "toy", PlanSpec("anthropic:claude-3-5-haiku-latest"), RunOptions(settings=fast()))
     assert res.version.ref == "toy-claude-3-5-haiku-latest@1"
     assert [r[3] for r in gen_rows(ws, res.version.ref)] == ["alpha"] * 4
     assert res.summary["spent_usd"] > 0 and res.summary["retries"] + res.summary["rate_limited"] == 2
@@ -184,24 +197,34 @@ def test_auth_failing_everywhere_stops_the_run(ws, server):
     cqa_examples(ws, n=40)
     server.set_faults(FaultPlan(require_key="sk-the-right-one-000000"))
     with pytest.raises(SbsError, match="check the API key") as ei:
-        generate(ws, "toy", "openai:gpt-4o-mini", settings=fast(concurrency=2))
+        generate(ws, "toy", PlanSpec("openai:gpt-4o-mini"), RunOptions(settings=fast(concurrency=2)))
     assert "SUPERSECRET" not in str(ei.value)
     assert server.count < 40
 
 
 def test_version_lineage_and_names(ws, server):
     ex = cqa_examples(ws, n=2)
-    res = generate(ws, "toy@1", "openai:gpt-4o-mini", settings=fast(), params={"seed": 3}, split="train")
+    res = generate(
+        ws,
+        "toy@1",
+        PlanSpec("openai:gpt-4o-mini", params={"seed": 3}, split="train"),
+        RunOptions(settings=fast()),
+    )
     v = res.version
     assert v.kind == "generations" and v.parents == (ex.version_id,) and v.examples_id == ex.version_id
     cfg = v.config
     assert cfg["source"] == "toy@1" and cfg["teacher"]["spec"] == "openai:gpt-4o-mini"
     assert len(cfg["prompt"]["sha"]) == 16 and cfg["params"]["seed"] == 3 and cfg["json"] is False
-    again = generate(ws, "toy@1", "openai:gpt-4o-mini", settings=fast(), params={"seed": 3}, split="train")
+    again = generate(
+        ws,
+        "toy@1",
+        PlanSpec("openai:gpt-4o-mini", params={"seed": 3}, split="train"),
+        RunOptions(settings=fast()),
+    )
     assert again.version.ref == v.ref  # unchanged rerun: no duplicate version
     assert sanitize_name("meta-llama/Llama-3.1-8B:q4 k") == "meta-llama-Llama-3.1-8B-q4-k"
     with pytest.raises(SbsError, match="no rows in split"):
-        generate(ws, "toy", "openai:gpt-4o-mini", split="test", settings=fast())
+        generate(ws, "toy", PlanSpec("openai:gpt-4o-mini", split="test"), RunOptions(settings=fast()))
     assert len(CHOICES) == 5
 
 
@@ -219,7 +242,7 @@ def test_collector_runs_rarely_while_requests_run_then_is_restored(ws):
             return Response(text="Alpha comes first. So the answer is alpha.")
 
     before = gc.get_threshold()
-    res = generate(ws, "toy", Probe("m"), settings=fast(), warn=lambda m: None)
+    res = generate(ws, "toy", PlanSpec(Probe("m")), RunOptions(settings=fast()))
     assert res.summary["ok"] == 4 and len(seen) == 4
     assert min(seen) >= 50_000 > before[0]
     assert gc.get_threshold() == before

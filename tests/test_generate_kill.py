@@ -12,6 +12,7 @@ from fakes import FakeLLMServer
 from generate_helpers import FAKE_KEY, cqa_examples
 
 from sbs_data.generate.cache import replay_journals
+from sbs_data.generate.options import PlanSpec, RunOptions
 from sbs_data.generate.run import generate
 from sbs_data.workspace import Workspace
 
@@ -62,7 +63,9 @@ def test_sigkill_mid_run_then_resume(tmp_path, monkeypatch):
             monkeypatch.setenv("OPENAI_BASE_URL", srv.openai_url)
             from generate_helpers import fast
 
-            res = generate(ws, "toy", "openai:gpt-4o-mini", settings=fast(concurrency=CONCURRENCY))
+            res = generate(
+                ws, "toy", PlanSpec("openai:gpt-4o-mini"), RunOptions(settings=fast(concurrency=CONCURRENCY))
+            )
             repaid = srv.count - paid_first
             rows = ws.all(
                 "SELECT example_id, sample_idx, parse_status FROM generations_at(?)", [res.version.ref]

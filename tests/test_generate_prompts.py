@@ -6,6 +6,7 @@ import pytest
 from generate_helpers import cqa_examples, fast
 
 from sbs_data import SbsError
+from sbs_data.generate.options import PlanSpec, RunOptions
 from sbs_data.generate.parse import parse, parse_json_output
 from sbs_data.generate.prompts import load_prompt
 from sbs_data.generate.run import generate
@@ -36,22 +37,22 @@ def test_user_prompt_files(tmp_path, ws, server):
     cqa_examples(ws, n=2)
     txt = tmp_path / "mine.txt"
     txt.write_text("Answer carefully.\n\n{input}\nA:")
-    res = generate(ws, "toy", "openai:gpt-4o-mini", prompt_path=txt, settings=fast())
+    res = generate(ws, "toy", PlanSpec("openai:gpt-4o-mini", prompt_path=txt), RunOptions(settings=fast()))
     assert res.version.config["prompt"]["source"] == str(txt) and server.count == 2
     txt.write_text(
         "Answer very carefully.\n\n{input}\nA:"
     )  # a new template is a new prompt hash and new keys
-    res2 = generate(ws, "toy", "openai:gpt-4o-mini", prompt_path=txt, settings=fast())
+    res2 = generate(ws, "toy", PlanSpec("openai:gpt-4o-mini", prompt_path=txt), RunOptions(settings=fast()))
     assert res2.version.config["prompt"]["sha"] != res.version.config["prompt"]["sha"] and server.count == 4
     bad = tmp_path / "bad.yaml"
     bad.write_text("template: 'no placeholder'\n")
     with pytest.raises(SbsError, match="bad.yaml: template"):
-        generate(ws, "toy", "openai:gpt-4o-mini", prompt_path=bad)
+        generate(ws, "toy", PlanSpec("openai:gpt-4o-mini", prompt_path=bad))
     bad.write_text("template: '{input}'\nexemplars:\n  - input: x\n    rationale: ''\n    answer: y\n")
     with pytest.raises(SbsError, match=r"exemplars\[0\].rationale"):
-        generate(ws, "toy", "openai:gpt-4o-mini", prompt_path=bad)
+        generate(ws, "toy", PlanSpec("openai:gpt-4o-mini", prompt_path=bad))
     with pytest.raises(SbsError, match="not found"):
-        generate(ws, "toy", "openai:gpt-4o-mini", prompt_path=tmp_path / "nope.txt")
+        generate(ws, "toy", PlanSpec("openai:gpt-4o-mini", prompt_path=tmp_path / "nope.txt"))
 
 
 def test_json_output_parsing():
@@ -70,7 +71,7 @@ def test_json_output_parsing():
 
 def test_progress_bar_runs(ws, server):
     cqa_examples(ws, n=3)
-    res = generate(ws, "toy", "openai:gpt-4o-mini", settings=fast(progress=True))
+    res = generate(ws, "toy", PlanSpec("openai:gpt-4o-mini"), RunOptions(settings=fast(progress=True)))
     assert res.summary["ok"] == 3
 
 

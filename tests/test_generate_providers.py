@@ -11,6 +11,7 @@ from fakes import FaultPlan
 from generate_helpers import FAKE_KEY, cqa_examples, fast, gen_rows, question
 
 from sbs_data import SbsError
+from sbs_data.generate.options import PlanSpec, RunOptions
 from sbs_data.generate.run import Settings, generate
 from sbs_data.teachers.models import facts_for
 
@@ -43,7 +44,7 @@ def bill(srv, provider: str) -> dict:
 
 def test_reasoning_model_default_flags_answer_every_row(ws, server):
     cqa_examples(ws, n=12)
-    res = generate(ws, "toy", "openai:gpt-5-mini", settings=fast())
+    res = generate(ws, "toy", PlanSpec("openai:gpt-5-mini"), RunOptions(settings=fast()))
     assert res.summary["ok"] == 12 and res.summary["failed"] == 0
     cfg = res.version.config["params"]
     assert "temperature" not in cfg and cfg["max_tokens"] >= 2048  # no temperature; a reasoning-sized budget
@@ -58,37 +59,55 @@ def test_reasoning_model_default_flags_answer_every_row(ws, server):
         assert reasoning > 0 and completion > reasoning  # reasoning tokens stored, billed as output
         assert cost == pytest.approx(facts.cost(prompt, completion))
     # the effort is passed through (and is part of what was asked)
-    res2 = generate(ws, "toy", "openai:gpt-5-mini", settings=fast(), params={"reasoning_effort": "minimal"})
+    res2 = generate(
+        ws,
+        "toy",
+        PlanSpec("openai:gpt-5-mini", params={"reasoning_effort": "minimal"}),
+        RunOptions(settings=fast()),
+    )
     assert res2.summary["ok"] == 12 and res2.version.config["params"]["reasoning_effort"] == "minimal"
 
 
 def test_reasoning_model_refuses_temperature_before_any_call(ws, server):
     cqa_examples(ws, n=3)
     with pytest.raises(SbsError, match="reasoning model.*drop --temperature"):
-        generate(ws, "toy", "openai:gpt-5-mini", settings=fast(), params={"temperature": 0.2})
+        generate(
+            ws, "toy", PlanSpec("openai:gpt-5-mini", params={"temperature": 0.2}), RunOptions(settings=fast())
+        )
     with pytest.raises(SbsError, match="takes no --reasoning-effort"):
-        generate(ws, "toy", "openai:gpt-4o-mini", settings=fast(), params={"reasoning_effort": "low"})
+        generate(
+            ws,
+            "toy",
+            PlanSpec("openai:gpt-4o-mini", params={"reasoning_effort": "low"}),
+            RunOptions(settings=fast()),
+        )
     with pytest.raises(SbsError, match="reasoning-effort must be one of"):
-        generate(ws, "toy", "openai:gpt-5-mini", settings=fast(), params={"reasoning_effort": "max"})
+        generate(
+            ws,
+            "toy",
+            PlanSpec("openai:gpt-5-mini", params={"reasoning_effort": "max"}),
+            RunOptions(settings=fast()),
+        )
     assert server.count == 0
 
 
-def test_unknown_model_stops_after_a_few_requests_and_names_it(ws, server):
+def test_unknown_model_stops_after_a_few_requests_and_names_it(ws, server, caplog):
     cqa_examples(ws, n=60)
-    warned: list[str] = []
     with pytest.raises(SbsError, match="gpt-9-turbo") as ei:
-        generate(ws, "toy", "openai:gpt-9-turbo", settings=fast(concurrency=64), warn=warned.append)
+        generate(ws, "toy", PlanSpec("openai:gpt-9-turbo"), RunOptions(settings=fast(concurrency=64)))
     assert "does not exist" in str(ei.value) and "check the model name" in str(ei.value)
     assert server.count <= 16
     assert not ws.all("SELECT 1 FROM sbs_versions WHERE dataset LIKE 'toy-gpt-9%'")  # no version built
-    assert any("not in the price table" in w for w in warned)
+    assert any("not in the price table" in w for w in caplog.messages)
 
 
 def test_advertised_limits_pace_the_run_and_429s_never_fail_rows(ws, server):
     server.set_limits(rpm=1200)  # 20 per second, enforced per second; advertised in the headers
     cqa_examples(ws, n=80)
     t0 = time.perf_counter()
-    res = generate(ws, "toy", "openai:gpt-4o-mini", settings=fast(concurrency=64, max_attempts=2))
+    res = generate(
+        ws, "toy", PlanSpec("openai:gpt-4o-mini"), RunOptions(settings=fast(concurrency=64, max_attempts=2))
+    )
     elapsed = time.perf_counter() - t0
     assert res.summary["ok"] == 80 and res.summary["failed"] == 0  # no row lost to "not now"
     assert res.summary["rate_limited"] <= 0.1 * 80  # the headers were read: few 429s after the first ones
@@ -98,26 +117,35 @@ def test_advertised_limits_pace_the_run_and_429s_never_fail_rows(ws, server):
 def test_429s_without_headers_back_off_and_do_not_use_attempts(ws, server):
     cqa_examples(ws, n=6)
     server.set_faults(FaultPlan(by_match={question(0): ["429"] * 8}))  # more 429s than --max-attempts
-    res = generate(ws, "toy", "openai:gpt-4o-mini", settings=fast(max_attempts=3))
+    res = generate(ws, "toy", PlanSpec("openai:gpt-4o-mini"), RunOptions(settings=fast(max_attempts=3)))
     assert res.summary["ok"] == 6 and res.summary["rate_limited"] == 8
 
 
-def test_long_retry_after_is_capped_and_announced(ws, server):
+def test_long_retry_after_is_capped_and_announced(ws, server, caplog):
     cqa_examples(ws, n=3)
     server.set_faults(FaultPlan(by_match={question(1): ["429:3600"]}))
-    said: list[str] = []
     t0 = time.perf_counter()
-    res = generate(ws, "toy", "openai:gpt-4o-mini", settings=fast(max_wait=1.0), warn=said.append)
+    res = generate(ws, "toy", PlanSpec("openai:gpt-4o-mini"), RunOptions(settings=fast(max_wait=1.0)))
     assert time.perf_counter() - t0 < 30 and res.summary["ok"] == 3
-    assert any("waiting on openai" in m and "until" in m and "3600" in m for m in said), said
+    assert any("waiting on openai" in m and "until" in m and "3600" in m for m in caplog.messages), caplog.messages
 
 
 def test_openai_automatic_prefix_caching_is_billed_at_the_cached_price(ws, server, tmp_path):
     cqa_examples(ws, n=20)
     prompt = long_prompt(tmp_path)
-    dry = generate(ws, "toy", "openai:gpt-4o-mini", prompt_path=prompt, dry_run=True, settings=fast())
+    dry = generate(
+        ws,
+        "toy",
+        PlanSpec("openai:gpt-4o-mini", prompt_path=prompt),
+        RunOptions(dry_run=True, settings=fast()),
+    )
     assert dry.summary["est_cached_prompt_tokens"] > 0  # the dry run assumes the shared prefix is cached
-    res = generate(ws, "toy", "openai:gpt-4o-mini", prompt_path=prompt, settings=fast(concurrency=1))
+    res = generate(
+        ws,
+        "toy",
+        PlanSpec("openai:gpt-4o-mini", prompt_path=prompt),
+        RunOptions(settings=fast(concurrency=1)),
+    )
     rows = ws.all("SELECT cached_tokens, prompt_tokens FROM generations_at(?)", [res.version.ref])
     assert sum(1 for c, _ in rows if c) >= 19  # every request after the first read the prefix from cache
     b = bill(server, "openai")
@@ -137,7 +165,12 @@ def test_openai_automatic_prefix_caching_is_billed_at_the_cached_price(ws, serve
 def test_anthropic_prompt_cache_marks_the_prefix_and_bills_writes_and_reads(ws, server, tmp_path):
     cqa_examples(ws, n=12)
     prompt = long_prompt(tmp_path)
-    res = generate(ws, "toy", "anthropic:claude-sonnet-4-5", prompt_path=prompt, settings=fast(concurrency=1))
+    res = generate(
+        ws,
+        "toy",
+        PlanSpec("anthropic:claude-sonnet-4-5", prompt_path=prompt),
+        RunOptions(settings=fast(concurrency=1)),
+    )
     rows = ws.all("SELECT cached_tokens, cache_write_tokens FROM generations_at(?)", [res.version.ref])
     assert sum(1 for _, w in rows if w) == 1 and sum(1 for c, _ in rows if c) == 11  # one write, then reads
     b = bill(server, "anthropic")
@@ -147,36 +180,37 @@ def test_anthropic_prompt_cache_marks_the_prefix_and_bills_writes_and_reads(ws, 
     # prompt caching changes the bill, not the answer: the same requests are request-cache hits
     server.reset()
     again = generate(
-        ws, "toy", "anthropic:claude-sonnet-4-5", prompt_path=prompt, settings=fast(), prompt_cache=False
+        ws,
+        "toy",
+        PlanSpec("anthropic:claude-sonnet-4-5", prompt_path=prompt),
+        RunOptions(settings=fast(), prompt_cache=False),
     )
     assert server.count == 0 and again.version.ref == res.version.ref
     # --no-prompt-cache sends no cache_control: nothing is written or read
     generate(
         ws,
         "toy",
-        "anthropic:claude-sonnet-4-5",
-        prompt_path=prompt,
-        settings=fast(),
-        prompt_cache=False,
-        params={"max_tokens": 100},
+        PlanSpec("anthropic:claude-sonnet-4-5", prompt_path=prompt, params={"max_tokens": 100}),
+        RunOptions(settings=fast(), prompt_cache=False),
         name="nc",
     )
     b = bill(server, "anthropic")
     assert server.count == 12 and b["cache_write_tokens"] == 0 and b["cached_input_tokens"] == 0
 
 
-def test_an_answer_that_cannot_be_stored_is_repaired_not_fatal(ws, server):
+def test_an_answer_that_cannot_be_stored_is_repaired_not_fatal(ws, server, caplog):
     cqa_examples(ws, n=30)
     server.set_faults(FaultPlan(by_match={question(3): ["surrogate"]}))
-    warned: list[str] = []
-    res = generate(ws, "toy", "openai:gpt-4o-mini", settings=fast(), warn=warned.append)
+    res = generate(ws, "toy", PlanSpec("openai:gpt-4o-mini"), RunOptions(settings=fast()))
     assert res.summary["ok"] + res.summary["no_answer"] == 30 and res.summary["repaired"] == 1
     rows = {r[0]: r for r in gen_rows(ws, res.version.ref)}
     assert "\ufffd" in rows["q3"][5]
     assert ws.one("SELECT count(*) FROM generations_at(?) WHERE repaired", [res.version.ref]) == 1
-    assert any("repaired" in w for w in warned)
+    assert any("repaired" in w for w in caplog.messages)
     n = server.count
-    again = generate(ws, "toy", "openai:gpt-4o-mini", settings=fast())  # nothing is paid twice
+    again = generate(
+        ws, "toy", PlanSpec("openai:gpt-4o-mini"), RunOptions(settings=fast())
+    )  # nothing is paid twice
     assert server.count == n and again.version.ref == res.version.ref
 
 
@@ -194,7 +228,12 @@ def test_an_answer_that_cannot_be_stored_is_repaired_not_fatal(ws, server):
 def test_nonsense_numbers_are_refused_by_name(ws, server, kw, match):
     cqa_examples(ws, n=2)
     with pytest.raises(SbsError, match=match):
-        generate(ws, "toy", "openai:gpt-4o-mini", settings=Settings(**{**fast().__dict__, **kw}))
+        generate(
+            ws,
+            "toy",
+            PlanSpec("openai:gpt-4o-mini"),
+            RunOptions(settings=Settings(**{**fast().__dict__, **kw})),
+        )
     assert server.count == 0
 
 
@@ -210,13 +249,15 @@ def test_nonsense_numbers_are_refused_by_name(ws, server, kw, match):
 def test_nonsense_params_are_refused_by_name(ws, server, params, match):
     cqa_examples(ws, n=2)
     with pytest.raises(SbsError, match=match):
-        generate(ws, "toy", "openai:gpt-4o-mini", settings=fast(), params=params)
+        generate(ws, "toy", PlanSpec("openai:gpt-4o-mini", params=params), RunOptions(settings=fast()))
     assert server.count == 0
 
 
 def test_max_usd_holds_at_high_concurrency(ws, server):
     cqa_examples(ws, n=200)
-    res = generate(ws, "toy", "openai:gpt-4o-mini", settings=fast(concurrency=64), max_usd=0.01)
+    res = generate(
+        ws, "toy", PlanSpec("openai:gpt-4o-mini"), RunOptions(settings=fast(concurrency=64), max_usd=0.01)
+    )
     assert res.summary["spent_usd"] <= 0.01 and "max-usd" in res.summary["stopped"]
     assert res.version.ref.endswith("-partial@1")
     assert FAKE_KEY not in str(res.summary)
@@ -234,7 +275,7 @@ def test_identical_requests_are_sent_once_and_keys_match_python(ws, server):
         {"id": f"d{i}", "question": t, "choices": CHOICES, "answer": "alpha"} for i, t in enumerate(texts)
     ]
     make_examples(ws, "dup", "cqa", rows)
-    res = generate(ws, "dup", "openai:gpt-4o-mini", samples=2, settings=fast())
+    res = generate(ws, "dup", PlanSpec("openai:gpt-4o-mini", samples=2), RunOptions(settings=fast()))
     assert server.count == 6 and res.summary["to_call"] == 6 and res.summary["ok"] == 8
     assert len({r[6] for r in gen_rows(ws, res.version.ref)}) == 6  # two rows share each duplicated key
     # the keys DuckDB computes are the ones Python computes, whatever the text holds

@@ -186,9 +186,35 @@ def test_bad_map_and_task_mismatch(ws, tmp_path):
 # import-original
 
 
-def test_import_original_layout(ws, tmp_path):
-    warnings = []
-    made = import_original(ws, make_original(tmp_path), task="svamp", warn=warnings.append)
+def make_original(root: Path, ds: str = "mini") -> Path:
+    folder = root / ds
+    (folder / "llm").mkdir(parents=True)
+    gold = {
+        "train": [
+            {"input": f"Ann has {i} apples and gets 2 more.\nHow many?", "label": f"( {i}.0 + 2.0 )"}
+            for i in range(5)
+        ],
+        "test": [
+            {"input": f"Bo has {i} pens and 3 more.\nHow many?", "label": f"( {i}.0 + 3.0 )"}
+            for i in range(3)
+        ],
+    }
+    for split, rows in gold.items():
+        write_jsonl(folder / f"{ds}_{split}.json", rows)
+    train = [f"{i} + 2 = {i + 2}. The answer is ({i} + 2).\n\nQ: made up\nA: more" for i in range(5)]
+    train[3] = "I do not know.\n\nQ: x"
+    (folder / "llm" / "train_CoT_0.json").write_text(json.dumps(train[:3]))
+    (folder / "llm" / "train_CoT_1.json").write_text(json.dumps(train[3:]))
+    (folder / "llm" / "test_CoT_0.json").write_text(
+        json.dumps([f"The answer is ({i} + 3)." for i in range(3)])
+    )
+    (folder / "llm" / "valid_CoT_0.json").write_text(json.dumps(["The answer is 1."]))  # no gold: skipped
+    return folder
+
+
+def test_import_original_layout(ws, tmp_path, caplog):
+    made = import_original(ws, make_original(tmp_path), task="svamp")
+    warnings = caplog.messages
     assert [v.ref for v in made] == ["mini@1", "mini-palm@1"]
     ex, gen = made
     assert ex.stats["rows_by_split"] == {"test": 3, "train": 5}
@@ -207,16 +233,16 @@ def test_import_original_misaligned_changes_nothing(ws, tmp_path):
     (folder / "llm" / "train_CoT_1.json").write_text(json.dumps(["only one"]))
     before = state(ws)
     with pytest.raises(SbsError, match="4 completions for 5 gold rows"):
-        import_original(ws, folder, task="svamp", warn=lambda m: None)
+        import_original(ws, folder, task="svamp")
     assert state(ws) == before
 
 
 @pytest.mark.skipif(not (SHARED / "cqa").exists(), reason="shared paper data not present")
 def test_import_real_cqa_and_svamp(ws):
-    cqa = import_original(ws, SHARED / "cqa", task="cqa", warn=lambda m: None)
+    cqa = import_original(ws, SHARED / "cqa", task="cqa")
     assert cqa[0].stats["rows_by_split"] == {"test": 1221, "train": 9741}
     assert cqa[1].row_count == 9741 + 1221
-    sv = import_original(ws, SHARED / "svamp", task="svamp", warn=lambda m: None)
+    sv = import_original(ws, SHARED / "svamp", task="svamp")
     assert sv[0].stats["rows_by_split"] == {"test": 200, "train": 800}
     assert sv[1].row_count == 1000
     # a few percent of PaLM completions cannot be parsed; they are kept and flagged, not dropped
@@ -282,7 +308,7 @@ def test_nan_and_object_ids_are_refused_with_their_line(ws, tmp_path):
     assert state(ws) == ([], 0, 0)
 
 
-def test_unstorable_text_is_repaired_counted_and_warned(ws, tmp_path):
+def test_unstorable_text_is_repaired_counted_and_warned(ws, tmp_path, caplog):
     f = tmp_path / "sur.jsonl"
     f.write_text(
         '{"premise": "lone \\ud800 half", "hypothesis": "nul\\u0000here", "label": 0}\n'
@@ -290,8 +316,8 @@ def test_unstorable_text_is_repaired_counted_and_warned(ws, tmp_path):
         + "\n"
         + '{"premise": "pair \\ud83d\\ude00", "hypothesis": "\\udfff", "label": 2}\n'
     )
-    warnings: list[str] = []
-    v = ingest(ws, str(f), task="anli", split="train", warn=warnings.append)
+    v = ingest(ws, str(f), task="anli", split="train")
+    warnings = caplog.messages
     assert v.row_count == 3 and len(warnings) == 1 and "2 row(s)" in warnings[0]
     texts = [r[0] for r in ws.all("SELECT input_text FROM examples ORDER BY row_idx")]
     assert "lone \ufffd half" in texts[0] and "nulhere" in texts[0] and "\ufffd" in texts[2]

@@ -22,7 +22,7 @@ def exported(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("pipe")
     ws = Workspace.open(tmp / "p.duckdb")
-    import_original(ws, ROOT / "examples" / "demo" / "demo-svamp", task="svamp", warn=lambda m: None)
+    import_original(ws, ROOT / "examples" / "demo" / "demo-svamp", task="svamp")
     filter_version(ws, "demo-svamp-palm", load_recipe("strict"), info=lambda m: None)
     out = tmp / "export"
     export(ws, "demo-svamp-palm", out)

@@ -17,6 +17,7 @@ import pytest
 from export_helpers import build
 from fake_hub_server import FakeHub
 
+from sbs_data.export.options import ExportOptions
 from sbs_data.workspace import Workspace
 
 TOKEN = "hf_SbsTestSecretToken0123456789abcdef"
@@ -216,8 +217,8 @@ def test_push_from_export_replaces_stale_shards(hub, db, tmp_path):
     with Workspace.open(env_db) as ws:
         from sbs_data.export.shards import export
 
-        export(ws, "sv-gen@1", tmp_path / "many", max_rows_per_shard=3)
-        export(ws, "sv-gen@1", small, max_rows_per_shard=1000)
+        export(ws, "sv-gen@1", tmp_path / "many", ExportOptions(max_rows_per_shard=3))
+        export(ws, "sv-gen@1", small, ExportOptions(max_rows_per_shard=1000))
     result(run_push(hub, db, "--from-export", str(tmp_path / "many"), "--tag", "many"))
     many_files = set(hub.repos[REPO].files_at(hub.repos[REPO].branches["main"]))
     assert "train/part-00004.parquet" in many_files

@@ -42,7 +42,7 @@ def _gens(ws):
 
 
 def _judge(**kw) -> Judge:
-    return Judge("openai:gpt-4o-mini", settings=fast(), warn=lambda m: None, **kw)
+    return Judge("openai:gpt-4o-mini", settings=fast(), **kw)
 
 
 def test_parse_score():

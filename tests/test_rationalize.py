@@ -13,6 +13,7 @@ from workspace_helpers import make_examples
 
 from sbs_data import SbsError
 from sbs_data.generate.hints import combine
+from sbs_data.generate.options import PlanSpec, RationalizeSelect, RequestSpec, RunOptions
 from sbs_data.generate.rationalize import rationalize
 from sbs_data.generate.run import generate
 from sbs_data.quality.signals import score
@@ -52,7 +53,7 @@ def _faults() -> FaultPlan:
 def _gen(ws, server):
     _examples(ws)
     server.set_faults(_faults())
-    return generate(ws, "toy", TEACHER, settings=fast(), name="toy-gen").version
+    return generate(ws, "toy", PlanSpec(TEACHER), RunOptions(settings=fast()), name="toy-gen").version
 
 
 def _rows(ws, ref: str) -> dict[tuple[str, int], tuple]:
@@ -69,7 +70,7 @@ def _rows(ws, ref: str) -> dict[tuple[str, int], tuple]:
 def test_rationalize_recovers_wrong_and_failed_train_rows(ws, server):
     gen = _gen(ws, server)
     before = server.count
-    res = rationalize(ws, gen.ref, TEACHER, settings=fast())
+    res = rationalize(ws, gen.ref, RequestSpec(TEACHER), RunOptions(settings=fast(), command="rationalize"))
     s = res.summary
     # train rows q0..q9: odd ones wrong (q1 q3 q5 q7 q9), q2 failed: 6 requests; none for validation/test
     assert server.count - before == 6 == s["requests"] == s["called"]
@@ -94,7 +95,7 @@ def test_rationalize_recovers_wrong_and_failed_train_rows(ws, server):
 
     # a rerun sends nothing and makes no new versions
     n_versions = len(ws.versions())
-    again = rationalize(ws, gen.ref, TEACHER, settings=fast())
+    again = rationalize(ws, gen.ref, RequestSpec(TEACHER), RunOptions(settings=fast(), command="rationalize"))
     assert server.count - before == 6 and again.summary["called"] == 0
     assert again.version.ref == res.version.ref and again.summary["combined"] == combined.ref
     assert len(ws.versions()) == n_versions
@@ -109,37 +110,74 @@ def test_rationalize_recovers_wrong_and_failed_train_rows(ws, server):
 def test_rows_option_and_eval_splits_are_refused(ws, server):
     gen = _gen(ws, server)
     before = server.count
-    res = rationalize(ws, gen.ref, TEACHER, settings=fast(), rows="failed", combine=False, name="only-failed")
+    res = rationalize(
+        ws,
+        gen.ref,
+        RequestSpec(TEACHER),
+        RunOptions(settings=fast(), command="rationalize"),
+        RationalizeSelect(rows="failed", combine=False, name="only-failed"),
+    )
     assert server.count - before == 1 and sorted(k[0] for k in _rows(ws, res.version.ref)) == ["q2"]
     assert "combined" not in res.summary
     with pytest.raises(SbsError, match="--allow-eval-splits"):
-        rationalize(ws, gen.ref, TEACHER, splits=["validation"], settings=fast())
+        rationalize(
+            ws,
+            gen.ref,
+            RequestSpec(TEACHER),
+            RunOptions(settings=fast(), command="rationalize"),
+            RationalizeSelect(splits=["validation"]),
+        )
     with pytest.raises(SbsError, match="--allow-eval-splits"):
-        rationalize(ws, gen.ref, TEACHER, splits=["train", "test"], settings=fast())
+        rationalize(
+            ws,
+            gen.ref,
+            RequestSpec(TEACHER),
+            RunOptions(settings=fast(), command="rationalize"),
+            RationalizeSelect(splits=["train", "test"]),
+        )
     assert server.count - before == 1
     res = rationalize(
-        ws, gen.ref, TEACHER, splits=["validation"], allow_eval=True, settings=fast(), combine=False, name="v"
+        ws,
+        gen.ref,
+        RequestSpec(TEACHER),
+        RunOptions(settings=fast(), command="rationalize"),
+        RationalizeSelect(splits=["validation"], allow_eval=True, combine=False, name="v"),
     )
     assert [k[0] for k in _rows(ws, res.version.ref)] == ["q11"] or res.version.row_count == 0
     with pytest.raises(SbsError, match="--rows"):
-        rationalize(ws, gen.ref, TEACHER, rows="bad", settings=fast())
+        rationalize(
+            ws,
+            gen.ref,
+            RequestSpec(TEACHER),
+            RunOptions(settings=fast(), command="rationalize"),
+            RationalizeSelect(rows="bad"),
+        )
     with pytest.raises(SbsError, match="holds examples"):
-        rationalize(ws, "toy", TEACHER, settings=fast())
+        rationalize(ws, "toy", RequestSpec(TEACHER), RunOptions(settings=fast(), command="rationalize"))
 
 
 def test_dry_run_and_offline(ws, server):
     gen = _gen(ws, server)
     before = server.count
-    dry = rationalize(ws, gen.ref, TEACHER, settings=fast(), dry_run=True)
+    dry = rationalize(
+        ws, gen.ref, RequestSpec(TEACHER), RunOptions(settings=fast(), dry_run=True, command="rationalize")
+    )
     assert dry.dry_run and dry.summary["to_call"] == 6 and server.count == before
     system, user = dry.preview
     assert "The correct answer is (b) beta." in user and user.endswith("A:")
     n = len(ws.versions())
     with pytest.raises(SbsError, match="--offline"):
-        rationalize(ws, gen.ref, TEACHER, settings=fast(), offline=True)
+        rationalize(
+            ws,
+            gen.ref,
+            RequestSpec(TEACHER),
+            RunOptions(settings=fast(), offline=True, command="rationalize"),
+        )
     assert server.count == before and len(ws.versions()) == n
-    rationalize(ws, gen.ref, TEACHER, settings=fast())
-    again = rationalize(ws, gen.ref, TEACHER, settings=fast(), offline=True)
+    rationalize(ws, gen.ref, RequestSpec(TEACHER), RunOptions(settings=fast(), command="rationalize"))
+    again = rationalize(
+        ws, gen.ref, RequestSpec(TEACHER), RunOptions(settings=fast(), offline=True, command="rationalize")
+    )
     assert again.summary["called"] == 0
 
 
@@ -148,7 +186,7 @@ def test_combine_keeps_rows_when_hinted_answers_disagree(ws, server):
     server.set_faults(
         FaultPlan(answers={"The correct answer": "It is (c) gamma. So the answer is (c) gamma."})
     )
-    res = rationalize(ws, gen.ref, TEACHER, settings=fast())
+    res = rationalize(ws, gen.ref, RequestSpec(TEACHER), RunOptions(settings=fast(), command="rationalize"))
     assert res.summary["recovered"] == 0 and res.summary["still_wrong"] == 6
     c = combine(ws, gen, res.version, "again")
     assert c.recovered == {} and c.version.row_count == gen.row_count
@@ -158,8 +196,15 @@ def test_combine_keeps_rows_when_hinted_answers_disagree(ws, server):
 def test_max_usd_and_unknown_price(ws, server):
     gen = _gen(ws, server)
     with pytest.raises(SbsError, match="--max-usd"):
-        rationalize(ws, gen.ref, "openai:gpt-4o-mini", settings=fast(), max_usd=-1)
-    res = rationalize(ws, gen.ref, TEACHER, settings=fast(), max_usd=5.0)
+        rationalize(
+            ws,
+            gen.ref,
+            RequestSpec("openai:gpt-4o-mini"),
+            RunOptions(settings=fast(), max_usd=-1, command="rationalize"),
+        )
+    res = rationalize(
+        ws, gen.ref, RequestSpec(TEACHER), RunOptions(settings=fast(), max_usd=5.0, command="rationalize")
+    )
     assert res.summary["spent_usd"] is not None and res.summary["spent_usd"] <= 5.0
     assert json.loads(json.dumps(res.summary, default=str))["combined"]
 
@@ -171,7 +216,12 @@ def test_batch_mode_builds_both_versions_when_collected(ws, server):
 
     gen = _gen(ws, server)
     before = server.count
-    res = rationalize(ws, gen.ref, TEACHER, settings=fast(), mode="batch", batch_settings=bfast())
+    res = rationalize(
+        ws,
+        gen.ref,
+        RequestSpec(TEACHER),
+        RunOptions(settings=fast(), mode="batch", batch=bfast(), command="rationalize"),
+    )
     assert res.version is None and res.summary["submitted_now"] == 6 and server.count == before
     out = B.collect(ws, res.summary["run"], settings=bfast())
     assert out[0]["state"] == "done" and out[0]["succeeded"] == 6
@@ -180,7 +230,7 @@ def test_batch_mode_builds_both_versions_when_collected(ws, server):
     combined = ws.get("toy-gen-rationalized")
     assert combined.config["recovered"] == {"train": 5}
     # the same keys as online: an online rerun calls nothing and changes nothing
-    again = rationalize(ws, gen.ref, TEACHER, settings=fast())
+    again = rationalize(ws, gen.ref, RequestSpec(TEACHER), RunOptions(settings=fast(), command="rationalize"))
     assert server.count == before and again.version.ref == hinted.ref
     assert again.summary["combined"] == combined.ref
 
@@ -213,7 +263,7 @@ def test_export_and_report_show_hinted_rows(ws, server, tmp_path):
     from sbs_data.quality.report import report, to_html
 
     gen = _gen(ws, server)
-    res = rationalize(ws, gen.ref, TEACHER, settings=fast())
+    res = rationalize(ws, gen.ref, RequestSpec(TEACHER), RunOptions(settings=fast(), command="rationalize"))
     combined = res.summary["combined"]
     sel = filter_version(ws, combined, "default")
     rep = report(ws, sel.version.ref)

@@ -8,6 +8,7 @@ import pytest
 from generate_helpers import fast
 from workspace_helpers import SHARED
 
+from sbs_data.generate.options import RequestSpec, RunOptions
 from sbs_data.generate.rationalize import rationalize
 from sbs_data.ingest import import_original
 from sbs_data.tasks import get_task
@@ -20,7 +21,12 @@ pytestmark = pytest.mark.skipif(
 def test_svamp_palm_rationalized(ws, server):
     import_original(ws, SHARED / "svamp", task="svamp", name="svamp")
     gen = ws.get("svamp-palm")
-    res = rationalize(ws, "svamp-palm", "openai:gpt-4o-mini", settings=fast(concurrency=32))
+    res = rationalize(
+        ws,
+        "svamp-palm",
+        RequestSpec("openai:gpt-4o-mini"),
+        RunOptions(settings=fast(concurrency=32), command="rationalize"),
+    )
     assert server.count == 206 == res.summary["requests"] == res.version.row_count
     assert res.version.stats["rows_by_split"] == {"train": 206}
     combined = ws.get(res.summary["combined"])
@@ -29,6 +35,11 @@ def test_svamp_palm_rationalized(ws, server):
     rows = ws.all("SELECT split, pred_label, gold_label FROM generations_at(?) WHERE hinted", [combined.ref])
     assert len(rows) == res.summary["recovered"] > 150
     assert all(sp == "train" and task.same_label(p, g) for sp, p, g in rows)
-    again = rationalize(ws, "svamp-palm", "openai:gpt-4o-mini", settings=fast())
+    again = rationalize(
+        ws,
+        "svamp-palm",
+        RequestSpec("openai:gpt-4o-mini"),
+        RunOptions(settings=fast(), command="rationalize"),
+    )
     assert server.count == 206 and again.summary["called"] == 0
     assert again.summary["combined"] == combined.ref

@@ -9,6 +9,7 @@ transformers = pytest.importorskip("transformers")
 
 from generate_helpers import cqa_examples  # noqa: E402
 
+from sbs_data.generate.options import PlanSpec, RunOptions  # noqa: E402
 from sbs_data.generate.run import Settings, generate  # noqa: E402
 from sbs_data.teachers.registry import parse_spec  # noqa: E402
 
@@ -50,10 +51,8 @@ def test_hf_teacher_batches_and_records_tokens(ws, tiny_model):
     res = generate(
         ws,
         "toy",
-        teacher,
-        params={"max_tokens": 5},
-        settings=Settings(concurrency=8, progress=False),
-        offline=True,
+        PlanSpec(teacher, params={"max_tokens": 5}),
+        RunOptions(settings=Settings(concurrency=8, progress=False), offline=True),
     )
     assert res.version.ref == f"toy-{tiny_model.name}@1"
     rows = ws.all(
@@ -64,6 +63,9 @@ def test_hf_teacher_batches_and_records_tokens(ws, tiny_model):
     assert max(teacher.batch_sizes) > 1 and sum(teacher.batch_sizes) == 6  # really batched
     assert res.summary["spent_usd"] == 0.0
     again = generate(
-        ws, "toy", f"hf:{tiny_model}", params={"max_tokens": 5}, settings=Settings(progress=False)
+        ws,
+        "toy",
+        PlanSpec(f"hf:{tiny_model}", params={"max_tokens": 5}),
+        RunOptions(settings=Settings(progress=False)),
     )
     assert again.summary["called"] == 0  # cached like any other teacher

@@ -10,6 +10,7 @@ from workspace_helpers import make_examples, make_generations
 
 from sbs_data import SbsError
 from sbs_data.cli import app
+from sbs_data.generate.options import PlanSpec, RunOptions
 from sbs_data.generate.run import generate
 from sbs_data.teachers.base import Permanent, Request
 from sbs_data.teachers.replay import ReplayTeacher
@@ -62,7 +63,13 @@ def test_replay_answers_by_example_and_sample(ws, recorded):
 
 
 def test_generate_with_replay_offline(ws, recorded):
-    res = generate(ws, "demo-svamp", "replay:demo-svamp-palm@1", offline=True, name="demo-svamp-replay")
+    res = generate(
+        ws,
+        "demo-svamp",
+        PlanSpec("replay:demo-svamp-palm@1"),
+        RunOptions(offline=True),
+        name="demo-svamp-replay",
+    )
     rows = ws.all(
         "SELECT example_id, parse_status, pred_label, rationale, error, cost_usd FROM generations_at('demo-svamp-replay') ORDER BY 1"
     )
@@ -70,10 +77,12 @@ def test_generate_with_replay_offline(ws, recorded):
     assert "run-on" not in rows[0][3] and "no completion" in rows[2][4] and rows[0][5] == 0.0
     assert res.version.config["teacher"]["recorded_teacher"] == "palm-540b"
     # two samples: s1 has both recorded
-    res2 = generate(ws, "demo-svamp", "replay:demo-svamp-palm@1", samples=2, params={"temperature": 0.7})
+    res2 = generate(
+        ws, "demo-svamp", PlanSpec("replay:demo-svamp-palm@1", samples=2, params={"temperature": 0.7})
+    )
     assert res2.version.ref == "demo-svamp-palm-1@1" and res2.summary["ok"] == 3
     # replay pins the version it serves, so the default name never lands on the replayed dataset itself
-    assert generate(ws, "demo-svamp", "replay:demo-svamp-palm").version.ref == "demo-svamp-palm-1@2"
+    assert generate(ws, "demo-svamp", PlanSpec("replay:demo-svamp-palm")).version.ref == "demo-svamp-palm-1@2"
 
 
 def test_replay_via_cli(tmp_path, recorded, ws):

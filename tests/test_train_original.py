@@ -15,6 +15,8 @@ import pytest
 import torch
 from workspace_helpers import SHARED
 
+from sbs_data.export.options import ExportOptions
+
 pytestmark = pytest.mark.skipif(
     not (SHARED / "svamp" / "llm").exists(), reason="shared PaLM data not present"
 )
@@ -28,9 +30,9 @@ def svamp_export(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("svamp")
     ws = Workspace.open(tmp / "ws.duckdb")
-    import_original(ws, SHARED / "svamp", task="svamp", name="svamp", warn=lambda m: None)
+    import_original(ws, SHARED / "svamp", task="svamp", name="svamp")
     out = tmp / "export"
-    export(ws, "svamp-palm", out, validation_fraction=0.05)
+    export(ws, "svamp-palm", out, ExportOptions(validation_fraction=0.05))
     ws.close()
     return out
 

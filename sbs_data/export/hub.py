@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from sbs_data import SbsError, __version__
+from sbs_data.export.options import ExportOptions
 from sbs_data.export.shards import _sha256, export, folder_fingerprint
 from sbs_data.workspace import Version, Workspace
 
@@ -112,24 +113,34 @@ def _verify_export(folder: Path, v: Version) -> dict[str, Any]:
     return manifest
 
 
+@dataclass
+class HubTarget:
+    """Where a push goes: the dataset repo, its visibility, the branch and tag, and the Hub to reach."""
+
+    repo: str  # ORG/NAME, created if missing
+    private: bool = False  # create it private; refuse to push into a public one
+    revision: str | None = None  # the branch (default main)
+    tag: str | None = None  # default NAME-vN
+    token: str | None = None  # default HF_TOKEN or the saved login
+    endpoint: str | None = None  # default HF_ENDPOINT or the public Hub
+
+
 def push(
     ws: Workspace,
     ref: str,
-    repo: str,
+    target: HubTarget | str,
+    opts: ExportOptions | None = None,
     *,
-    private: bool = False,
-    revision: str | None = None,
-    tag: str | None = None,
     from_export: str | Path | None = None,
     out: str | Path | None = None,
-    token: str | None = None,
-    endpoint: str | None = None,
     max_attempts: int = 6,
     wait_max: float = 8.0,
     log: Callable[[str], None] | None = None,
-    **export_options: Any,
 ) -> PushResult:
-    """Export `ref` (or reuse `from_export`) and commit it to the dataset repo `repo` on the Hub."""
+    """Export `ref` with `opts` (or reuse `from_export`) and commit it to the dataset repo of `target`."""
+    target = HubTarget(target) if isinstance(target, str) else target
+    repo, private, revision, tag = target.repo, target.private, target.revision, target.tag
+    token, endpoint = target.token, target.endpoint
     from huggingface_hub import HfApi, get_token
     from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
@@ -154,7 +165,7 @@ def push(
             manifest = _verify_export(folder, v)
         else:
             folder = Path(out) if out is not None else Path(tmp) / "export"
-            manifest = export(ws, v.ref, folder, **export_options).manifest
+            manifest = export(ws, v.ref, folder, opts).manifest
         fingerprint = folder_fingerprint(folder)
         files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
         rows = sum(s["rows"] for s in manifest["splits"].values())

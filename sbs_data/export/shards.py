@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 
 from sbs_data import SbsError, __version__
 from sbs_data.export.contamination import FLAGGED, find_contamination
+from sbs_data.export.options import ExportOptions
 from sbs_data.export.validate import validate_table
 from sbs_data.ingest import canonical_split
 from sbs_data.schemas import load_schema, validate
@@ -35,7 +36,6 @@ from sbs_data.workspace import Version, Workspace, config_hash
 SPLITS = ("train", "validation", "test")
 FILE_FORMATS = ("parquet", "jsonl")
 LABEL_SOURCES = ("gold", "teacher")
-DEFAULT_MAX_ROWS = 50_000
 #: The manifest's `schema_version`: 2 added the `hinted` column (rationalized rows).
 SCHEMA_VERSION = 2
 #: Row columns in contract order (the shard schema's `required` list).
@@ -630,38 +630,24 @@ def _label_stats(ws: Workspace, task: str | None) -> dict[str, Any]:
 # The export
 
 
-def export(
-    ws: Workspace,
-    ref: str,
-    out: str | Path,
-    *,
-    file_format: str = "parquet",
-    max_rows_per_shard: int = DEFAULT_MAX_ROWS,
-    splits: list[str] | None = None,
-    validation_fraction: float | None = None,
-    seed: int = 0,
-    label_source: str = "gold",
-    drop_contaminated: bool = False,
-    ngram: int = 8,
-    threshold: float = 0.8,
-    license: str | None = None,
-) -> ExportResult:
+def export(ws: Workspace, ref: str, out: str | Path, opts: ExportOptions | None = None) -> ExportResult:
     """Write `ref` as validated shards + manifest + dataset card into `out` (replacing a previous export there)."""
-    if file_format not in FILE_FORMATS:
-        raise SbsError(f"--shard-format must be one of {', '.join(FILE_FORMATS)}, not {file_format!r}")
-    if label_source not in LABEL_SOURCES:
-        raise SbsError(f"--label-source must be gold or teacher, not {label_source!r}")
-    if max_rows_per_shard < 1:
+    opts = opts or ExportOptions()
+    if opts.file_format not in FILE_FORMATS:
+        raise SbsError(f"--shard-format must be one of {', '.join(FILE_FORMATS)}, not {opts.file_format!r}")
+    if opts.label_source not in LABEL_SOURCES:
+        raise SbsError(f"--label-source must be gold or teacher, not {opts.label_source!r}")
+    if opts.max_rows_per_shard < 1:
         raise SbsError("--max-rows-per-shard must be at least 1")
-    if validation_fraction is not None and not 0 < validation_fraction < 1:
+    if opts.validation_fraction is not None and not 0 < opts.validation_fraction < 1:
         raise SbsError(
-            f"--validation-fraction must be between 0 and 1 (exclusive), not {validation_fraction}"
+            f"--validation-fraction must be between 0 and 1 (exclusive), not {opts.validation_fraction}"
         )
-    if not 1 <= ngram <= 64 or not 0 < threshold <= 1:
+    if not 1 <= opts.ngram <= 64 or not 0 < opts.threshold <= 1:
         raise SbsError("contamination n-gram must be 1..64 and threshold in (0, 1]")
     wanted = None
-    if splits:
-        wanted = [normalize_split(s) for s in splits]
+    if opts.splits:
+        wanted = [normalize_split(s) for s in opts.splits]
         bad = [s for s in wanted if s not in SPLITS]
         if bad:
             raise SbsError(f"--splits: unknown split(s) {', '.join(bad)}; choose from {', '.join(SPLITS)}")
@@ -669,26 +655,12 @@ def export(
     _check_out(out)
 
     v = ws.get(ref)
-    if v.kind == "examples" and label_source == "teacher":
+    if v.kind == "examples" and opts.label_source == "teacher":
         raise SbsError(f"{v.ref} holds examples only (no teacher labels); use --label-source gold")
     # The rows live in a temp table for the whole export, so each step is a query that spills under the
     # cap, and the shards are written a row group at a time: memory does not grow with the version.
     with ws.tuned(memory_limit=_DUCKDB_MEMORY, preserve_insertion_order=False), ws.scratch(_ROWS, FLAGGED):
-        manifest = _export_rows(
-            ws,
-            v,
-            out,
-            file_format=file_format,
-            max_rows_per_shard=max_rows_per_shard,
-            wanted=wanted,
-            validation_fraction=validation_fraction,
-            seed=seed,
-            label_source=label_source,
-            drop_contaminated=drop_contaminated,
-            ngram=ngram,
-            threshold=threshold,
-            license=license,
-        )
+        manifest = _export_rows(ws, v, out, opts, wanted)
     result = ExportResult(out=out, manifest=manifest)
     _record(ws, v, result)
     return result
@@ -737,32 +709,19 @@ def _record(ws: Workspace, v: Version, result: ExportResult) -> None:
 
 
 def _export_rows(
-    ws: Workspace,
-    v: Version,
-    out: Path,
-    *,
-    file_format: str,
-    max_rows_per_shard: int,
-    wanted: list[str] | None,
-    validation_fraction: float | None,
-    seed: int,
-    label_source: str,
-    drop_contaminated: bool,
-    ngram: int,
-    threshold: float,
-    license: str | None,
+    ws: Workspace, v: Version, out: Path, opts: ExportOptions, wanted: list[str] | None
 ) -> dict[str, Any]:
     """The export's steps on the rows in `_ROWS`; returns the manifest of the folder it swapped in."""
     loaded = _load_rows(ws, v)
     present = _present(ws)
-    if validation_fraction is not None:
+    if opts.validation_fraction is not None:
         if "validation" in present:
             raise SbsError(f"{v.ref} already has a validation split; drop --validation-fraction")
         if "train" not in present:
             raise SbsError(
                 f"{v.ref}: --validation-fraction needs train rows to carve from, and there are none"
             )
-        _carve(ws, validation_fraction, seed)
+        _carve(ws, opts.validation_fraction, opts.seed)
         present = _present(ws)
     keep_splits = wanted or [s for s in SPLITS if s in present]
     unknown = sorted(set(present) - set(SPLITS))
@@ -776,9 +735,9 @@ def _export_rows(
         ws.execute(f"DELETE FROM {_ROWS} WHERE split NOT IN (SELECT unnest(?::VARCHAR[]))", [keep_splits])
     after_splits = _count(ws)
 
-    cont = find_contamination(ws, _ROWS, ngram=ngram, threshold=threshold)
+    cont = find_contamination(ws, _ROWS, ngram=opts.ngram, threshold=opts.threshold)
     dropped = 0
-    if drop_contaminated and cont.flagged_rows:
+    if opts.drop_contaminated and cont.flagged_rows:
         ws.execute(
             f"DELETE FROM {_ROWS} USING {FLAGGED} f "
             f"WHERE {_ROWS}.example_id = f.example_id AND {_ROWS}.sample_idx = f.sample_idx"
@@ -812,9 +771,9 @@ def _export_rows(
                     ws,
                     split,
                     tmp,
-                    file_format=file_format,
-                    max_rows=max_rows_per_shard,
-                    label_source=label_source,
+                    file_format=opts.file_format,
+                    max_rows=opts.max_rows_per_shard,
+                    label_source=opts.label_source,
                     schema=schema,
                 )
                 n, examples, hinted = per_split[split]
@@ -828,16 +787,16 @@ def _export_rows(
                 "source_kind": v.kind,
                 "source_created_at": v.created_at.isoformat(sep=" ", timespec="seconds"),
                 "task": task,
-                "label_source": label_source,
-                "file_format": file_format,
+                "label_source": opts.label_source,
+                "file_format": opts.file_format,
                 "columns": COLUMNS,
                 "splits": split_info,
                 "options": {
                     "splits": keep_splits,
-                    "validation_fraction": validation_fraction,
-                    "seed": seed if validation_fraction is not None else None,
-                    "max_rows_per_shard": max_rows_per_shard,
-                    "drop_contaminated": drop_contaminated,
+                    "validation_fraction": opts.validation_fraction,
+                    "seed": opts.seed if opts.validation_fraction is not None else None,
+                    "max_rows_per_shard": opts.max_rows_per_shard,
+                    "drop_contaminated": opts.drop_contaminated,
                 },
                 "lineage": lineage(ws, v.ref),
                 "totals": totals,
@@ -863,7 +822,7 @@ def _export_rows(
                 sizes,
                 quality_stats=quality_stats,
                 label_stats=label_stats,
-                license=license,
+                license=opts.license,
             )
             (tmp / "README.md").write_text(card, encoding="utf-8")
             _swap_in(tmp, out, sfx)

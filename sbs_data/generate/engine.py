@@ -15,14 +15,13 @@ import asyncio
 import contextlib
 import gc
 import random
-import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from typing import Any
 
-from sbs_data import SbsError
+from sbs_data import SbsError, log
 from sbs_data.generate.answer import Answer, Failure
 from sbs_data.generate.cache import CacheWriter
 from sbs_data.generate.limits import Limiter
@@ -134,7 +133,6 @@ class Engine:
         max_usd: float | None = None,
         run_id: str | None = None,
         on_progress: Callable[[Counters], None] | None = None,
-        warn: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
         batch_price: bool = False,
     ):
         self.teacher = teacher
@@ -146,7 +144,6 @@ class Engine:
         self.max_usd = max_usd
         self.run_id = run_id
         self.on_progress = on_progress
-        self.warn = warn
         self.counters = Counters()
         self.stop_reason: str | None = None
         self.fatal: str | None = None  # a systematic error: no version is built
@@ -369,7 +366,7 @@ class Engine:
             if asked > seconds
             else ""
         )
-        self.warn(f"waiting on {self.teacher.provider} (rate limited) until {at}, {seconds:.0f} s{capped}")
+        log.warning(f"waiting on {self.teacher.provider} (rate limited) until {at}, {seconds:.0f} s{capped}")
 
     async def run(self, items: Iterable[Item], expected: int = 0) -> None:
         """Answer `items` (cache misses, each key once); tasks are admitted a few at a time, so neither

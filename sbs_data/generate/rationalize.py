@@ -10,65 +10,42 @@ when that agrees with gold and does not mention the hint. Its config says how ma
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any
-
 from sbs_data.generate.build import GenerateResult
 from sbs_data.generate.hints import default_names, hint_plan
-from sbs_data.generate.run import Settings, plan_args, resolve_teacher, run_plan
-from sbs_data.teachers.base import Teacher
+from sbs_data.generate.options import RationalizeSelect, RequestSpec, RunOptions
+from sbs_data.generate.run import plan_args, resolve_teacher, run_plan
 from sbs_data.workspace import Workspace, check_name
 
 
 def rationalize(
     ws: Workspace,
     ref: str,
-    teacher: str | Teacher,
-    *,
-    rows: str = "wrong+failed",
-    splits: list[str] | tuple[str, ...] | None = None,
-    allow_eval: bool = False,
-    name: str | None = None,
-    combine: bool = True,
-    combined_name: str | None = None,
-    prompt_path: str | Path | None = None,
-    json_mode: bool = False,
-    params: dict[str, Any] | None = None,
-    base_urls: list[str] | tuple[str, ...] = (),
-    settings: Settings | None = None,
-    dry_run: bool = False,
-    offline: bool = False,
-    max_usd: float | None = None,
-    prices_path: str | Path | None = None,
-    prompt_cache: bool = True,
-    warn: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
-    command: str = "rationalize",
-    mode: str = "online",
-    batch_settings: Any = None,
+    spec: RequestSpec,
+    run: RunOptions | None = None,
+    select: RationalizeSelect | None = None,
 ) -> GenerateResult:
-    """Hinted answers for GEN's wrong/failed rows of `splits` (train by default; validation and test only with
-    `allow_eval`), and with `combine` the combined version. Returns the hinted version and a summary (with
-    `combined`, `recovered`, ...); batch mode returns after submitting, and collecting builds both."""
-    s = (settings or Settings()).check()
-    teacher, batch = resolve_teacher(
-        ws, teacher, s, mode, base_urls=base_urls, prompt_cache=prompt_cache, prices_path=prices_path
-    )
+    """Hinted answers for GEN's wrong/failed rows of `select.splits` (train by default; validation and test
+    only with `select.allow_eval`), and with `select.combine` the combined version. Returns the hinted
+    version and a summary (with `combined`, `recovered`, ...); batch mode returns after submitting, and
+    collecting builds both."""
+    run = run or RunOptions(command="rationalize")
+    select = select or RationalizeSelect()
+    run.settings.check()
+    teacher, _ = resolve_teacher(ws, spec, run)
     gen = ws.get(ref)
     hinted_default, combined_default = default_names(gen)
-    out_name = check_name(name or hinted_default)
-    combined = check_name(combined_name or combined_default) if combine else None
+    out_name = check_name(select.name or hinted_default)
+    combined = check_name(select.combined_name or combined_default) if select.combine else None
     p = hint_plan(
         ws,
         gen.ref,
         teacher,
-        rows=rows,
-        splits=splits,
-        allow_eval=allow_eval,
-        prompt_path=prompt_path,
-        json_mode=json_mode,
-        params=params,
+        rows=select.rows,
+        splits=select.splits,
+        allow_eval=select.allow_eval,
+        prompt_path=spec.prompt_path,
+        json_mode=spec.json_mode,
+        params=spec.params,
         combine=combined,
     )
     res = run_plan(
@@ -76,22 +53,15 @@ def rationalize(
         p,
         teacher,
         out_name,
-        settings=s,
-        dry_run=dry_run,
-        offline=offline,
-        max_usd=max_usd,
-        warn=warn,
-        command=command,
-        batch=batch,
-        batch_settings=batch_settings,
+        run,
         batch_args={
             "rationalize": {
-                "rows": rows,
+                "rows": select.rows,
                 "splits": list(p.splits),
-                "allow_eval": allow_eval,
+                "allow_eval": select.allow_eval,
                 "combine": combined,
             },
-            **plan_args(p, prompt_path, json_mode, prices_path, prompt_cache),
+            **plan_args(p, spec, run),
         },
         explain="sbs-data rationalize ... --dry-run (hinted prompts are not explained by `cache explain`)",
     )

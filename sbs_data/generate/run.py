@@ -12,15 +12,16 @@ import asyncio
 import json
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from sbs_data import SbsError
+from sbs_data import SbsError, log
 from sbs_data.generate import cache as cache_mod
 from sbs_data.generate.build import GenerateResult, build_version
 from sbs_data.generate.cache import CacheWriter
 from sbs_data.generate.engine import Counters, Engine, Settings, execute
+from sbs_data.generate.options import MODES, PlanSpec, RequestSpec, RunOptions
 from sbs_data.generate.plan import Item, Plan, default_name, plan, sanitize_name
 from sbs_data.generate.progress import Progress
 from sbs_data.teachers.base import Teacher
@@ -33,15 +34,26 @@ from sbs_data.workspace import Run, Workspace, check_name
 #: order is not kept either (a version's rows are a set; keeping order buffers whole results).
 DUCKDB_MEMORY_BYTES = 384 * 2**20
 
-__all__ = ["GenerateResult", "Settings", "answer", "explain", "generate", "plan", "sanitize_name"]
+__all__ = [
+    "GenerateResult",
+    "PlanSpec",
+    "RequestSpec",
+    "RunOptions",
+    "Settings",
+    "answer",
+    "explain",
+    "generate",
+    "plan",
+    "sanitize_name",
+]
 
 
-def check_facts(teacher: Teacher, max_usd: float | None, warn: Callable[[str], None]) -> None:
+def check_facts(teacher: Teacher, max_usd: float | None) -> None:
     """Say once when the model is not in the table; --max-usd needs a price."""
     facts = teacher.facts
     msg = facts.warning()
     if msg:
-        warn(f"warning: {msg}")
+        log.warning(f"warning: {msg}")
     if max_usd is not None:
         if not (max_usd >= 0 and max_usd < float("inf")):
             raise SbsError(f"--max-usd must be a finite amount of 0 or more, not {max_usd}")
@@ -65,17 +77,15 @@ def answer(
     cached: int,
     expected: int = 0,
     label: str = "generate",
-    warn: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
 ) -> Engine:
     """Call the teacher for `misses` (cache misses, each key once; `expected` of them, of `total` requests of
     which `cached` were answered already) with limits, retries, durable cache writes and a progress bar;
     returns the engine (its counters and stop reason). Answers land in the cache, failures in sbs_failures
     under the run (`ws.run`'s). On an error the run's stats get the counters so far, and `ws.run` records
     it as failed or interrupted."""
-    run_id = run.run_id
     settings.check()
     cache_mod.replay_journals(ws)
-    writer = CacheWriter(ws, teacher, run_id, flush_interval=settings.flush_interval)
+    writer = CacheWriter(ws, teacher, run.run_id, flush_interval=settings.flush_interval)
     progress = Progress(
         total,
         cached,
@@ -89,9 +99,8 @@ def answer(
         task=task,
         json_mode=json_mode,
         max_usd=max_usd,
-        run_id=run_id,
+        run_id=run.run_id,
         on_progress=progress.update if progress.enabled else None,
-        warn=warn,
     )
     engine.counters.total = total
     engine.counters.cached = cached
@@ -106,120 +115,82 @@ def answer(
     return engine
 
 
-def resolve_teacher(
-    ws: Workspace,
-    teacher: str | Teacher,
-    settings: Settings,
-    mode: str,
-    *,
-    base_urls: list[str] | tuple[str, ...] = (),
-    prompt_cache: bool = True,
-    prices_path: str | Path | None = None,
-) -> tuple[Teacher, bool]:
+def resolve_teacher(ws: Workspace, spec: RequestSpec, run: RunOptions) -> tuple[Teacher, bool]:
     """(the teacher of a spec, whether --mode is batch), refusing batch mode for teachers without a batch API."""
-    if mode not in ("online", "batch"):
-        raise SbsError(f"--mode must be online or batch, not {mode!r}")
+    if run.mode not in MODES:
+        raise SbsError(f"--mode must be online or batch, not {run.mode!r}")
+    teacher = spec.teacher
     if isinstance(teacher, str):
         teacher = parse_spec(
             teacher,
-            base_urls=base_urls,
+            base_urls=spec.base_urls,
             ws=ws,
-            timeout=settings.timeout,
-            prompt_cache=prompt_cache,
-            prices_path=prices_path,
+            timeout=run.settings.timeout,
+            prompt_cache=run.prompt_cache,
+            prices_path=spec.prices_path,
         )
-    if mode == "batch" and not supports_batch(teacher):
+    if run.mode == "batch" and not supports_batch(teacher):
         from sbs_data.teachers.registry import batch_api
 
         batch_api(teacher)  # raises the clear error naming the providers that have one
-    return teacher, mode == "batch"
+    return teacher, run.mode == "batch"
 
 
-def generate(
-    ws: Workspace,
-    ref: str,
-    teacher: str | Teacher,
-    *,
-    split: str | None = None,
-    limit: int | None = None,
-    samples: int = 1,
-    prompt_path: str | Path | None = None,
-    json_mode: bool = False,
-    params: dict[str, Any] | None = None,
-    base_urls: list[str] | tuple[str, ...] = (),
-    settings: Settings | None = None,
-    dry_run: bool = False,
-    offline: bool = False,
-    max_usd: float | None = None,
-    name: str | None = None,
-    prices_path: str | Path | None = None,
-    prompt_cache: bool = True,
-    warn: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
-    command: str = "generate",
-    mode: str = "online",
-    batch_settings: Any = None,
-) -> GenerateResult:
-    """Answer an examples version with a teacher; returns the new generation version and a summary.
-
-    `mode="batch"` submits the cache misses as provider batch jobs and returns without a version;
-    `sbs_data.generate.batch.collect` builds it later (see that module)."""
-    s = (settings or Settings()).check()
-    clock = {"start": time.perf_counter()}
-    teacher, batch = resolve_teacher(
-        ws, teacher, s, mode, base_urls=base_urls, prompt_cache=prompt_cache, prices_path=prices_path
-    )
-    p = plan(
+def spec_plan(ws: Workspace, ref: str, teacher: Teacher, spec: PlanSpec) -> Plan:
+    """The plan of `spec`'s requests about the examples version `ref`."""
+    return plan(
         ws,
         ref,
         teacher,
-        split=split,
-        limit=limit,
-        samples=samples,
-        prompt_path=prompt_path,
-        json_mode=json_mode,
-        params=params,
+        split=spec.split,
+        limit=spec.limit,
+        samples=spec.samples,
+        prompt_path=spec.prompt_path,
+        json_mode=spec.json_mode,
+        params=spec.params,
     )
+
+
+def generate(
+    ws: Workspace, ref: str, spec: PlanSpec, run: RunOptions | None = None, *, name: str | None = None
+) -> GenerateResult:
+    """Answer an examples version with a teacher; returns the new generation version and a summary.
+
+    `run.mode="batch"` submits the cache misses as provider batch jobs and returns without a version;
+    `sbs_data.generate.batch.collect` builds it later (see that module)."""
+    run = run or RunOptions()
+    run.settings.check()
+    started = time.perf_counter()
+    teacher, _ = resolve_teacher(ws, spec, run)
+    p = spec_plan(ws, ref, teacher, spec)
     out_name = check_name(name or default_name(p.examples, teacher))
-    if samples > 1 and not p.params.get("temperature") and not teacher.facts.reasoning:
-        warn("warning: --samples > 1 at temperature 0 asks for the same answer several times")
+    if spec.samples > 1 and not p.params.get("temperature") and not teacher.facts.reasoning:
+        log.warning("warning: --samples > 1 at temperature 0 asks for the same answer several times")
     return run_plan(
         ws,
         p,
         teacher,
         out_name,
-        settings=s,
-        dry_run=dry_run,
-        offline=offline,
-        max_usd=max_usd,
-        warn=warn,
-        command=command,
-        batch=batch,
-        batch_settings=batch_settings,
+        run,
         batch_args={
-            "split": split,
-            "limit": limit,
-            "samples": samples,
-            **plan_args(p, prompt_path, json_mode, prices_path, prompt_cache),
+            "split": spec.split,
+            "limit": spec.limit,
+            "samples": spec.samples,
+            **plan_args(p, spec, run),
         },
         explain=f"sbs-data cache explain {ref} --teacher {teacher.spec}",
-        started=clock["start"],
+        started=started,
     )
 
 
-def plan_args(
-    p: Plan,
-    prompt_path: str | Path | None,
-    json_mode: bool,
-    prices_path: str | Path | None,
-    prompt_cache: bool,
-) -> dict[str, Any]:
+def plan_args(p: Plan, spec: RequestSpec, run: RunOptions) -> dict[str, Any]:
     """The `batch_args` every re-plannable command records (absolute paths: `batches` may run elsewhere)."""
     return {
-        "prompt_path": str(Path(prompt_path).resolve()) if prompt_path else None,
-        "json_mode": json_mode,
+        "prompt_path": str(Path(spec.prompt_path).resolve()) if spec.prompt_path else None,
+        "json_mode": spec.json_mode,
         "params": p.params,
-        "prices_path": str(Path(prices_path).resolve()) if prices_path else None,
-        "prompt_cache": prompt_cache,
+        "prices_path": str(Path(spec.prices_path).resolve()) if spec.prices_path else None,
+        "prompt_cache": run.prompt_cache,
     }
 
 
@@ -228,162 +199,121 @@ def run_plan(
     p: Plan,
     teacher: Teacher,
     out_name: str,
+    run: RunOptions,
     *,
-    settings: Settings,
-    dry_run: bool = False,
-    offline: bool = False,
-    max_usd: float | None = None,
-    warn: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
-    command: str = "generate",
-    batch: bool = False,
-    batch_settings: Any = None,
     batch_args: dict[str, Any] | None = None,
     explain: str = "sbs-data cache explain",
     started: float | None = None,
 ) -> GenerateResult:
     """Answer a plan (generate's, or another command's such as rationalize's): dry run, offline check,
-    batch submission (`batch_args` must let `batch._context` re-plan it), or online calls, then the version
-    (`build_version`) and the plan's own follow-up (`Plan.finish`)."""
+    batch submission (`batch_args` must let the batch collector re-plan it), or online calls, then the
+    version (`build_version`) and the plan's own follow-up (`Plan.finish`)."""
     check_name(out_name)
-    with ws.tuned(memory_limit=DUCKDB_MEMORY_BYTES, preserve_insertion_order=False):
-        return _run_plan(
-            ws,
-            p,
-            teacher,
-            out_name,
-            settings=settings,
-            dry_run=dry_run,
-            offline=offline,
-            max_usd=max_usd,
-            warn=warn,
-            command=command,
-            batch=batch,
-            batch_settings=batch_settings,
-            batch_args=batch_args,
-            explain=explain,
-            started=started,
-        )
-
-
-def _run_plan(
-    ws: Workspace,
-    p: Plan,
-    teacher: Teacher,
-    out_name: str,
-    *,
-    settings: Settings,
-    dry_run: bool,
-    offline: bool,
-    max_usd: float | None,
-    warn: Callable[[str], None],
-    command: str,
-    batch: bool,
-    batch_settings: Any,
-    batch_args: dict[str, Any] | None,
-    explain: str,
-    started: float | None,
-) -> GenerateResult:
-    s = settings
+    s = run.settings.check()
+    batch = run.mode == "batch"
     clock = {"start": started if started is not None else time.perf_counter()}
-    clock["planned"] = time.perf_counter()
-    if not dry_run and not ws.read_only:
-        cache_mod.replay_journals(ws)  # answers a killed run paid for are cache hits now
-    n_missing, n_keys = p.count_misses(ws)
-    clock["looked_up"] = time.perf_counter()
-    summary: dict[str, Any] = {
-        "source": p.source.ref,
-        "teacher": teacher.spec,
-        "output": out_name,
-        "requests": p.total,
-        "cached": p.total - n_missing,
-        "to_call": n_keys,
-    }
-    if dry_run:
-        return _dry_run(ws, p, teacher, summary, batch)
-    check_facts(teacher, max_usd, warn)
-    if n_keys and offline and teacher.network:
-        first = next(iter(p.misses(ws)))
-        raise SbsError(
-            f"--offline: {n_missing} of {p.total} requests are not in the cache (first: example "
-            f"{first.example_id!r} sample {first.sample_idx}); run without --offline, or see why with "
-            f"`{explain}`"
-        )
-    if n_keys:
-        teacher.preflight()
-    if batch and n_keys:
-        from sbs_data.generate import batch as batch_mod
-
-        return batch_mod.submit(
-            ws,
-            p,
-            teacher,
-            out_name=out_name,
-            summary=summary,
-            args=batch_args or {},
-            max_usd=max_usd,
-            settings=batch_settings,
-            command=command,
-        )
-    with ws.run(command) as run:
-        t0 = time.perf_counter()
-        engine = answer(
-            ws,
-            teacher,
-            p.misses(ws) if n_keys else (),
-            s,
-            task=p.task,
-            json_mode=p.json_mode,
-            max_usd=max_usd,
-            run=run,
-            total=p.total,
-            cached=summary["cached"],
-            expected=n_keys,
-            warn=warn,
-        )
-        clock["called"] = time.perf_counter()
-        if engine.fatal:
-            run.stats.update(counters(engine.counters, time.perf_counter() - t0))
-            raise SbsError(
-                f"{teacher.spec}: stopped, no version built: {engine.stop_reason}:\n{engine.fatal}"
-            )
-        v, by_status = build_version(ws, p, out_name, run_id=run.run_id, stop_reason=engine.stop_reason)
-        follow = {} if engine.stop_reason else p.finish(ws, v, run.run_id)
-        clock["built"] = time.perf_counter()
-        elapsed = time.perf_counter() - t0
-        timings = {
-            "plan_s": clock["planned"] - clock["start"],
-            "lookup_s": clock["looked_up"] - clock["planned"],
-            "calls_s": clock["called"] - t0,
-            "build_s": clock["built"] - clock["called"],
-            "total_s": clock["built"] - clock["start"],
+    with ws.tuned(memory_limit=DUCKDB_MEMORY_BYTES, preserve_insertion_order=False):
+        clock["planned"] = time.perf_counter()
+        if not run.dry_run and not ws.read_only:
+            cache_mod.replay_journals(ws)  # answers a killed run paid for are cache hits now
+        n_missing, n_keys = p.count_misses(ws)
+        clock["looked_up"] = time.perf_counter()
+        summary: dict[str, Any] = {
+            "source": p.source.ref,
+            "teacher": teacher.spec,
+            "output": out_name,
+            "requests": p.total,
+            "cached": p.total - n_missing,
+            "to_call": n_keys,
         }
-        timings = {k: round(x, 3) for k, x in timings.items()}
-        run.stats.update(counters(engine.counters, elapsed))
-        run.stats.update(by_status)
-        run.stats.update(follow)
-        run.stats["timings"] = timings
-        run.status = "ok" if not engine.stop_reason else "stopped"
+        if run.dry_run:
+            return _dry_run(ws, p, teacher, summary, batch)
+        check_facts(teacher, run.max_usd)
+        if n_keys and run.offline and teacher.network:
+            first = next(iter(p.misses(ws)))
+            raise SbsError(
+                f"--offline: {n_missing} of {p.total} requests are not in the cache (first: example "
+                f"{first.example_id!r} sample {first.sample_idx}); run without --offline, or see why with "
+                f"`{explain}`"
+            )
+        if n_keys:
+            teacher.preflight()
+        if batch and n_keys:
+            from sbs_data.generate import batch as batch_mod
+
+            return batch_mod.submit(
+                ws,
+                p,
+                teacher,
+                out_name=out_name,
+                summary=summary,
+                args=batch_args or {},
+                max_usd=run.max_usd,
+                settings=run.batch,
+                command=run.command,
+            )
+        with ws.run(run.command) as record:
+            t0 = time.perf_counter()
+            engine = answer(
+                ws,
+                teacher,
+                p.misses(ws) if n_keys else (),
+                s,
+                task=p.task,
+                json_mode=p.json_mode,
+                max_usd=run.max_usd,
+                run=record,
+                total=p.total,
+                cached=summary["cached"],
+                expected=n_keys,
+            )
+            clock["called"] = time.perf_counter()
+            c = engine.counters
+            if engine.fatal:
+                record.stats.update(counters(c, time.perf_counter() - t0))
+                raise SbsError(
+                    f"{teacher.spec}: stopped, no version built: {engine.stop_reason}:\n{engine.fatal}"
+                )
+            v, by_status = build_version(
+                ws, p, out_name, run_id=record.run_id, stop_reason=engine.stop_reason
+            )
+            follow = {} if engine.stop_reason else p.finish(ws, v, record.run_id)
+            clock["built"] = time.perf_counter()
+            elapsed = time.perf_counter() - t0
+            timings = {
+                "plan_s": clock["planned"] - clock["start"],
+                "lookup_s": clock["looked_up"] - clock["planned"],
+                "calls_s": clock["called"] - t0,
+                "build_s": clock["built"] - clock["called"],
+                "total_s": clock["built"] - clock["start"],
+            }
+            timings = {k: round(x, 3) for k, x in timings.items()}
+            record.stats.update(counters(c, elapsed))
+            record.stats.update(by_status)
+            record.stats.update(follow)
+            record.stats["timings"] = timings
+            record.status = "ok" if not engine.stop_reason else "stopped"
     summary.update(
         version=v.ref,
         rows=v.row_count,
         **by_status,
-        called=engine.counters.called,
-        retries=engine.counters.retries,
-        rate_limited=engine.counters.rate_limited,
-        spent_usd=round(engine.counters.spend, 6) if engine.counters.spend_known else None,
+        called=c.called,
+        retries=c.retries,
+        rate_limited=c.rate_limited,
+        spent_usd=round(c.spend, 6) if c.spend_known else None,
         seconds=round(elapsed, 2),
         rows_per_s=round(n_keys / elapsed, 1) if n_keys and elapsed > 0 else None,
         **follow,
     )
-    if engine.counters.repaired:
-        summary["repaired"] = engine.counters.repaired
-        warn(
-            f"warning: {engine.counters.repaired} completion(s) held text that cannot be stored (a lone surrogate or "
+    if c.repaired:
+        summary["repaired"] = c.repaired
+        log.warning(
+            f"warning: {c.repaired} completion(s) held text that cannot be stored (a lone surrogate or "
             "NUL) and were repaired; their rows say repaired = true"
         )
     if engine.stop_reason:
         summary["stopped"] = engine.stop_reason
-        warn(
+        log.warning(
             f"warning: run stopped ({engine.stop_reason}); the rows it has are in {v.ref}, a partial version "
             f"that does not replace {out_name}"
         )
@@ -442,23 +372,13 @@ def counters(c: Counters, elapsed: float) -> dict[str, Any]:
 
 
 def explain(
-    ws: Workspace,
-    ref: str,
-    teacher: str | Teacher,
-    *,
-    limit_rows: int = 20,
-    only_misses: bool = True,
-    **plan_kwargs: Any,
+    ws: Workspace, ref: str, spec: PlanSpec, *, limit_rows: int = 20, only_misses: bool = True
 ) -> list[dict[str, Any]]:
     """For each request a generate command would make: hit, or why it missed (the ingredients that differ)."""
-    prices_path = plan_kwargs.pop("prices_path", None)
+    teacher = spec.teacher
     if isinstance(teacher, str):
-        teacher = parse_spec(
-            teacher, base_urls=plan_kwargs.pop("base_urls", ()), ws=ws, prices_path=prices_path
-        )
-    else:
-        plan_kwargs.pop("base_urls", None)
-    p = plan(ws, ref, teacher, **plan_kwargs)
+        teacher = parse_spec(teacher, base_urls=spec.base_urls, ws=ws, prices_path=spec.prices_path)
+    p = spec_plan(ws, ref, teacher, spec)
     out: list[dict[str, Any]] = []
     for items in p.item_chunks(ws):
         hits = cache_mod.present(ws, [it.key for it in items])

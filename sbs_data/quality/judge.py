@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import re
-import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
-from sbs_data import RECIPES_DIR, SbsError
+from sbs_data import RECIPES_DIR, SbsError, log
 from sbs_data.configfile import key_node, parse_yaml, read_text, stray_placeholders, value_line
 from sbs_data.generate import cache as cache_mod
 from sbs_data.generate.plan import Item
@@ -127,7 +126,6 @@ class Judge:
     offline: bool = False
     max_usd: float | None = None
     prices_path: str | Path | None = None
-    warn: Callable[[str], None] = lambda m: print(m, file=sys.stderr)
 
 
 #: Graded rows read, rendered and looked up per chunk.
@@ -254,7 +252,7 @@ def run_judge(
             f"(first: example {first.example_id!r}); run without --offline"
         )
     if n_miss:  # nothing to pay for (or warn about) when every grade is cached
-        check_facts(teacher, judge.max_usd, judge.warn)
+        check_facts(teacher, judge.max_usd)
         teacher.preflight()
     command = f"judge {v.ref} --judge {teacher.spec}"
     with ws.run(command) as run:  # inside `score`, this joins its run
@@ -270,7 +268,6 @@ def run_judge(
             cached=n_rows - n_miss,
             expected=n_miss,
             label="judge",
-            warn=judge.warn,
         )
         df, judged, unparsed = rows.scores()
         summary = {
@@ -289,5 +286,5 @@ def run_judge(
             run.stats.update(summary)
             run.status = "stopped" if engine.stop_reason else "ok"
     if engine.stop_reason:
-        judge.warn(f"judge stopped: {engine.stop_reason}; rows not graded keep judge_score NULL")
+        log.warning(f"judge stopped: {engine.stop_reason}; rows not graded keep judge_score NULL")
     return df, config, summary
