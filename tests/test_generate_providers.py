@@ -127,7 +127,9 @@ def test_long_retry_after_is_capped_and_announced(ws, server, caplog):
     t0 = time.perf_counter()
     res = generate(ws, "toy", PlanSpec("openai:gpt-4o-mini"), RunOptions(settings=fast(max_wait=1.0)))
     assert time.perf_counter() - t0 < 30 and res.summary["ok"] == 3
-    assert any("waiting on openai" in m and "until" in m and "3600" in m for m in caplog.messages), caplog.messages
+    assert any("waiting on openai" in m and "until" in m and "3600" in m for m in caplog.messages), (
+        caplog.messages
+    )
 
 
 def test_openai_automatic_prefix_caching_is_billed_at_the_cached_price(ws, server, tmp_path):
