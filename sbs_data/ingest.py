@@ -29,7 +29,7 @@ MAX_ERRORS_SHOWN = 5
 CHUNK_ROWS = 20_000
 #: DuckDB's memory cap while ingesting: without it DuckDB caches the whole new version in memory.
 MEMORY_LIMIT_BYTES = 256 * 2**20
-_SCHEMA = {
+_SCHEMA: dict[str, Any] = {
     "example_id": pl.Utf8,
     "split": pl.Utf8,
     "row_idx": pl.Int32,

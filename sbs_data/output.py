@@ -57,11 +57,12 @@ def render(
         table.add_column(str(c), overflow="fold")
     for r in rows:
         table.add_row(*[_cell(r.get(c)) for c in cols])
-    console = Console(file=io.StringIO(), width=max(100, _term_width()), force_terminal=False)
+    buf = io.StringIO()
+    console = Console(file=buf, width=max(100, _term_width()), force_terminal=False)
     console.print(table)
     if not rows:
         console.print("(no rows)")
-    return console.file.getvalue().rstrip("\n")
+    return buf.getvalue().rstrip("\n")
 
 
 def _csv_cell(v: Any) -> str:

@@ -374,7 +374,7 @@ class Workspace:
             "SELECT path IS NOT NULL FROM duckdb_databases() WHERE database_name = current_database()"
         )
         lower = on_disk and memory_limit is not None and memory_limit < _setting_bytes(old_limit)
-        if lower:
+        if lower and memory_limit is not None:
             self.con.execute(f"SET memory_limit = '{max(1, memory_limit // 2**20)}MiB'")
         for k, v in settings.items():
             self.con.execute(f"SET {k} = {_sql_value(v)}")
@@ -451,7 +451,10 @@ class Workspace:
         sql += " ORDER BY dataset, num"
         return [_version(r) for r in self.con.execute(sql, params).fetchall()]
 
-    def by_id(self, version_id: int) -> Version:
+    def by_id(self, version_id: int | None) -> Version:
+        """The version with this id (an absent id, e.g. a version without scores, is refused)."""
+        if version_id is None:
+            raise SbsError("no version id given")
         row = self.con.execute(
             f"SELECT {_VERSION_COLS} FROM sbs_versions WHERE version_id = ?", [version_id]
         ).fetchall()

@@ -142,6 +142,7 @@ def push(
     repo, private, revision, tag = target.repo, target.private, target.revision, target.tag
     token, endpoint = target.token, target.endpoint
     from huggingface_hub import HfApi, get_token
+    from huggingface_hub.hf_api import RepoFile
     from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
     say = log or (lambda _m: None)
@@ -198,6 +199,7 @@ def push(
             remote = {
                 f.path: (f.lfs.sha256 if f.lfs else f.blob_id)
                 for f in api.get_paths_info(repo, files, repo_type="dataset", revision=commit_id)
+                if isinstance(f, RepoFile)  # the paths are files; a folder has no content id
             }
             local = {
                 f: (

@@ -345,6 +345,7 @@ class _ShardWriter:
         if self._pq is not None:
             self._pq.write_table(table, row_group_size=_ROW_GROUP)
             return
+        assert self._f is not None
         for batch in table.to_batches(max_chunksize=8192):
             for row in batch.to_pylist():
                 self._f.write(json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n")
@@ -355,7 +356,7 @@ class _ShardWriter:
     def __exit__(self, *exc: object) -> None:
         if self._pq is not None:
             self._pq.close()
-        else:
+        elif self._f is not None:
             self._f.close()
 
 

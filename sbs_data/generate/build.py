@@ -8,6 +8,7 @@ version.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -191,7 +192,7 @@ class _Same(Exception):
         self.version = version
 
 
-def _chunks(ws: Workspace, p: Plan, run_id: str | None):
+def _chunks(ws: Workspace, p: Plan, run_id: str | None) -> Iterator[dict[str, list]]:
     if p.sql_keys:
         # A million answers do not fit DuckDB's memory cap in one hash join: the keyed plan (small columns)
         # is staged once, then joined with the cache a key prefix at a time.
@@ -281,7 +282,7 @@ def _parse_chunk(
 _DIGEST_COLS = "example_id, sample_idx, split, cache_key, raw, parse_status, error"
 
 
-def _digest(ws: Workspace, table: str, version_id: int) -> Any:
+def _digest(ws: Workspace, table: str, version_id: int | None) -> Any:
     return ws.one(f"SELECT bit_xor(hash({_DIGEST_COLS})) FROM {table} WHERE version_id = ?", [version_id])
 
 

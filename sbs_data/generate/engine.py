@@ -16,7 +16,7 @@ import contextlib
 import gc
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from typing import Any
@@ -159,7 +159,7 @@ class Engine:
         self.first: list[tuple | None] = []  # how the first finished requests failed, until one succeeds
         self.succeeded = False
         self.probe_sent = 0  # requests sent before the first answer (at most PROBE)
-        self.probe_done: asyncio.Event | None = None
+        self.probe_done = asyncio.Event()  # made afresh by each run(); binds to its loop on first use
         self.expected = 0  # cache misses this run will send (set by run): the systematic-error verdict size
         self.last_answer = time.monotonic()
         self.backstop = settings.timeout * 1.5 + 5 if teacher.network else None
@@ -400,7 +400,7 @@ class Engine:
 
 
 @contextlib.contextmanager
-def fewer_gc_passes(gen0: int = 50_000):
+def fewer_gc_passes(gen0: int = 50_000) -> Iterator[None]:
     """Raise the collector's first threshold while requests run, and restore it after.
 
     An SDK call allocates hundreds of short-lived containers, so with Python's default threshold (700) the

@@ -298,19 +298,19 @@ def combine(
             return Combined(same, asked, recovered, leaked, disagree)
         gsql, gp = ws.rows_query(gen)
         h_all, hp_all = ws.rows_query(hinted)
-        key = "USING (example_id, sample_idx)"
+        using = "USING (example_id, sample_idx)"
         # Streamed: the version stays pending until both inserts are in (each commits on its own).
         with ws.new_version(
             name, "generations", config, parents=[gen, hinted], task=gen.task, run_id=run_id, streamed=True
         ) as v:
             ws.execute(
                 f"INSERT INTO sbs_generations BY NAME SELECT ? AS version_id, g.* EXCLUDE (version_id, hinted), "
-                f"coalesce(g.hinted, false) AS hinted FROM ({gsql}) g ANTI JOIN _rz_ok {key}",
+                f"coalesce(g.hinted, false) AS hinted FROM ({gsql}) g ANTI JOIN _rz_ok {using}",
                 [v.version_id, *gp],
             )
             ws.execute(
                 f"INSERT INTO sbs_generations BY NAME SELECT ? AS version_id, h.* EXCLUDE (version_id, hinted), "
-                f"true AS hinted FROM ({h_all}) h SEMI JOIN _rz_ok {key}",
+                f"true AS hinted FROM ({h_all}) h SEMI JOIN _rz_ok {using}",
                 [v.version_id, *hp_all],
             )
     finally:

@@ -59,9 +59,9 @@ def parse_json_output(text: str | None) -> tuple[dict | None, str | None]:
         return None, f"not JSON ({e})"
     errors = list(_json_validator().iter_errors(obj))
     if errors:
-        e = errors[0]
-        where = ".".join(map(str, e.absolute_path)) or "(top level)"
-        return None, f"schema: {where}: {e.message}"
+        first = errors[0]
+        where = ".".join(map(str, first.absolute_path)) or "(top level)"
+        return None, f"schema: {where}: {first.message}"
     return obj, None
 
 

@@ -210,7 +210,10 @@ class Plan:
     def first_item(self, ws: Workspace) -> Item | None:
         src, sp = self._source(ws)
         rows = ws.all(f"SELECT example_id, split, choices, input_text FROM ({src}) LIMIT 1", sp)
-        return self.item(*rows[0], 0) if rows else None
+        if not rows:
+            return None
+        example_id, split, choices, input_text = rows[0]
+        return self.item(example_id, split, choices, input_text, 0)
 
     def prompt_chars(self, ws: Workspace) -> tuple[int, int]:
         """(requests not in the cache, characters of their prompts) for --dry-run estimates, in SQL."""

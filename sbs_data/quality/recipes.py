@@ -163,6 +163,8 @@ def _at(root: yaml.Node | None, parts: list, msg: str, key_node: bool = False) -
         # point at the key itself
         parent = root
         for p in parts[:-1]:
+            if parent is None:
+                break
             parent = (
                 next((v for k, v in parent.value if k.value == p), None)
                 if isinstance(parent, yaml.MappingNode)

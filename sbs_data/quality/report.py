@@ -463,8 +463,8 @@ def _svg_hist(name: str, h: dict[str, Any]) -> str:
     return "".join(parts)
 
 
-def _svg_rates(rates: list[tuple[str, float | None]]) -> str:
-    rates = [(n, r) for n, r in rates if r is not None]
+def _svg_rates(given: list[tuple[str, float | None]]) -> str:
+    rates = [(n, r) for n, r in given if r is not None]
     if not rates:
         return ""
     w, bar_h, label_w = 560, 18, 170

@@ -113,6 +113,13 @@ _STOP = [
 ]  # fmt: skip
 
 
+def _frame(table: pa.Table) -> pl.DataFrame:
+    """A polars frame of an Arrow table (`pl.from_arrow` is typed to return a Series too)."""
+    df = pl.from_arrow(table)
+    assert isinstance(df, pl.DataFrame)
+    return df
+
+
 def sql_str(s: str) -> str:
     """A SQL string literal (for the few constants spliced into generated SQL)."""
     return "'" + str(s).replace("'", "''") + "'"
@@ -256,7 +263,7 @@ def compute_scores(
     )
     for lo, hi, offset in _chunks(ws, v, chunk_rows or CHUNK_ROWS):
         _stage_rows(ws, v, lo, hi, offset)
-        rows = pl.from_arrow(ws.arrow("SELECT rid, example_id, rationale FROM _sq_rows ORDER BY rid"))
+        rows = _frame(ws.arrow("SELECT rid, example_id, rationale FROM _sq_rows ORDER BY rid"))
         _stage_labels(ws, task, cache)
         _stage_exprs(ws, task, cache, rows)
         _stage_votes(ws)
@@ -535,7 +542,7 @@ def _stage_text(
         gold = "CASE WHEN r.gold IS NULL THEN NULL WHEN l.canon IS NULL THEN false ELSE l.canon = r.gold END"
         final_num = "NULL::BOOLEAN"
 
-    inputs = pl.from_arrow(
+    inputs = _frame(
         ws.arrow("SELECT example_id, any_value(input_text) AS input_text FROM _sq_rows GROUP BY ALL")
     )
     feats, grams, soff = text_features(rows, inputs, _STOP, numbers=numeric)
@@ -693,8 +700,10 @@ def _stage_exprs(ws: Workspace, task: Task, cache: dict[Any, Any], rows: pl.Data
         f"WHEN {op} = '+' THEN {a} + {b} WHEN {op} = '-' THEN {a} - {b} "
         f"WHEN {op} IN ('*', 'x', '×') THEN {a} * {b} WHEN {b} = 0 THEN NULL ELSE {a} / {b} END"
     )
-    rows = ws.all(f"SELECT DISTINCT expr FROM _sq_ex WHERE NOT regexp_full_match(expr, '{_BINARY}')")
-    exprs = [r[0] for r in rows]
+    exprs = [
+        r[0]
+        for r in ws.all(f"SELECT DISTINCT expr FROM _sq_ex WHERE NOT regexp_full_match(expr, '{_BINARY}')")
+    ]
     values = _cached(
         cache,
         "expr",

@@ -186,10 +186,11 @@ def arithmetic_candidates(rows: pl.DataFrame) -> pl.DataFrame:
     groups of the original scan since a match never depends on text after it.
     """
     rc = pl.col("rationale").fill_null("").str.replace_all(",", "", literal=True)
-    found = rows.lazy().select(
-        "rid", steps=(" " + rc).str.extract_all(STEP), last=rc.str.extract_all(EXPR).list.last()
+    found = (
+        rows.lazy()
+        .select("rid", steps=(" " + rc).str.extract_all(STEP), last=rc.str.extract_all(EXPR).list.last())
+        .collect()
     )
-    found = found.collect()
     steps = (
         found.lazy()
         .select("rid", "steps")

@@ -51,10 +51,9 @@ def get_task(name_or_path: str, stored: dict | None = None) -> Task:
     )
 
 
-def task_from_stored(d: dict | str) -> Task:
+def task_from_stored(stored: dict | str) -> Task:
     """Rebuild a user task from the definition recorded in a version's config."""
-    if isinstance(d, str):
-        d = json.loads(d)
+    d: dict = json.loads(stored) if isinstance(stored, str) else stored
     if d["name"] in BUILTIN:
         return BUILTIN[d["name"]]
     return Task(

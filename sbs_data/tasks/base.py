@@ -84,7 +84,9 @@ def _answer_match(body: str) -> tuple[int, str] | None:
         ws = a.group("ws") or ""
         nl = ws.find("\n")
         if a.start() == 0 or nl >= 0:  # "Answer" opens a line (after blank space at most)
-            return (0 if a.start() == 0 else a.start() + nl + 1), _LABEL.match(body, a.end()).group("label")
+            label = _LABEL.match(body, a.end())  # matches anywhere: every part of it is optional
+            assert label is not None
+            return (0 if a.start() == 0 else a.start() + nl + 1), label.group("label")
         pos = a.end()
     return (m.start(), m.group("label")) if m else None
 
@@ -199,6 +201,7 @@ class Task:
             raise FieldError(self.label_field, f"unknown label {raw!r}; expected one of {list(self.labels)}")
         if self.label_space == "choices" and norm not in (choices or []):
             raise FieldError(self.label_field, f"label {raw!r} is not one of the row's choices {choices}")
+        assert norm is not None  # a label that is not None normalizes to text
         return norm
 
     # -- rendering ------------------------------------------------------------------------

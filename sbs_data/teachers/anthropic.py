@@ -47,7 +47,7 @@ LIMIT_HEADERS: LimitHeaders = {
 }
 
 
-def classify(e: BaseException, secrets: tuple[str, ...] = ()) -> Exception:
+def classify(e: BaseException, secrets: tuple[str, ...] = ()) -> BaseException:
     """An anthropic SDK exception as one of the engine's error classes (529 overloaded is a rate limit)."""
     import anthropic
 
@@ -72,7 +72,7 @@ def read_message(body: dict, limits: RateLimits | None = None) -> Response:
     stop = body.get("stop_reason")
     return Response(
         text=text,
-        finish_reason=_FINISH.get(stop, stop),
+        finish_reason=_FINISH.get(stop, stop) if isinstance(stop, str) else stop,
         prompt_tokens=None if fresh is None else fresh + (read or 0) + (written or 0),
         completion_tokens=_count(usage, "output_tokens"),
         request_id=body.get("id"),

@@ -46,7 +46,8 @@ class HFTeacher(Teacher):
             try:
                 tok = AutoTokenizer.from_pretrained(self.model)
                 dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
-                model = AutoModelForCausalLM.from_pretrained(self.model, dtype=dtype).to(device)
+                auto: Any = AutoModelForCausalLM  # its from_pretrained is typed for instances only
+                model = auto.from_pretrained(self.model, dtype=dtype).to(device)
             except (OSError, ValueError) as e:
                 raise SbsError(f"hf:{self.model}: cannot load model: {e}") from e
             model.eval()
@@ -147,6 +148,7 @@ class HFTeacher(Teacher):
         if self._worker is None or self._worker.done():
             self._queue = asyncio.Queue()
             self._worker = asyncio.create_task(self._batcher())
+        assert self._queue is not None
         fut = asyncio.get_running_loop().create_future()
         await self._queue.put((req, fut))
         return await fut

@@ -149,7 +149,7 @@ def _facts_for(provider: str, model: str, path: str) -> ModelFacts:
     entry = (_load(path).get("providers") or {}).get(provider) or {}
     base = _facts(entry.get("defaults") or {})
     if entry.get("free"):
-        free = {"input": 0.0, "cached_input": 0.0, "cache_write": 0.0, "output": 0.0}
+        free: dict[str, Any] = {"input": 0.0, "cached_input": 0.0, "cache_write": 0.0, "output": 0.0}
         return ModelFacts(provider, model, matched="free", known=True, **free, **base)
     models = entry.get("models") or {}
     key = match(models, model)

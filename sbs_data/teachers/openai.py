@@ -57,7 +57,7 @@ def make_client(base_url: str | None, api_key: str | None, timeout: float, trans
     return openai.AsyncOpenAI(**kwargs)
 
 
-def classify(e: BaseException, provider: str = "openai", secrets: tuple[str, ...] = ()) -> Exception:
+def classify(e: BaseException, provider: str = "openai", secrets: tuple[str, ...] = ()) -> BaseException:
     """An openai SDK exception as one of the engine's error classes."""
     import openai
 
