@@ -11,7 +11,7 @@ import pytest
 from sbs_data import SbsError
 from sbs_data.teachers import registry
 from sbs_data.teachers.base import Request, Response, Teacher
-from sbs_data.teachers.batch import BatchAPI
+from sbs_data.teachers.batch_api import BatchAPI
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -149,5 +149,5 @@ def test_base_and_adapters_never_import_the_registry():
         f"sbs_data.teachers.{n}" for n in ("openai", "anthropic", "compat", "hf", "replay", "registry")
     }
     assert not imported(teachers / "base.py") & adapters
-    for name in ("openai", "anthropic", "compat", "hf", "replay", "batch", "models"):
+    for name in ("openai", "anthropic", "compat", "hf", "replay", "batch_api", "models"):
         assert "sbs_data.teachers.registry" not in imported(teachers / f"{name}.py"), name

@@ -38,7 +38,7 @@ from sbs_data.generate.build import GenerateResult, build_version
 from sbs_data.generate.parse import parse
 from sbs_data.generate.plan import CHUNK, Item, Plan, plan
 from sbs_data.teachers.base import Teacher, TeacherError, redact
-from sbs_data.teachers.batch import RETRYABLE_KINDS, BatchAPI, BatchInfo
+from sbs_data.teachers.batch_api import RETRYABLE_KINDS, BatchAPI, BatchInfo
 from sbs_data.teachers.models import estimate_tokens
 from sbs_data.teachers.registry import batch_api, parse_spec
 from sbs_data.workspace import Workspace, config_hash
