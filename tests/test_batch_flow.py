@@ -9,7 +9,7 @@ from fake_llm_server import FaultPlan
 from generate_helpers import FAKE_KEY, cqa_examples, fast, gen_rows, question, server  # noqa: F401
 
 from sbs_data import SbsError
-from sbs_data.generate import batch as B
+from sbs_data.generate import batches as B
 from sbs_data.generate.run import generate
 from sbs_data.teachers.models import facts_for
 

@@ -167,7 +167,7 @@ def test_max_usd_and_unknown_price(ws, server):  # noqa: F811
 def test_batch_mode_builds_both_versions_when_collected(ws, server):  # noqa: F811
     from batch_helpers import bfast
 
-    from sbs_data.generate import batch as B
+    from sbs_data.generate import batches as B
 
     gen = _gen(ws, server)
     before = server.count

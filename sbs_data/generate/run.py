@@ -162,7 +162,7 @@ def generate(
     """Answer an examples version with a teacher; returns the new generation version and a summary.
 
     `mode="batch"` submits the cache misses as provider batch jobs and returns without a version;
-    `sbs_data.generate.batch.collect` builds it later (see that module)."""
+    `sbs_data.generate.batches.collect` builds it later (see that package)."""
     s = (settings or Settings()).check()
     clock = {"start": time.perf_counter()}
     teacher, batch = resolve_teacher(
@@ -311,7 +311,7 @@ def _run_plan(
     if n_keys:
         teacher.preflight()
     if batch and n_keys:
-        from sbs_data.generate import batch as batch_mod
+        from sbs_data.generate import batches as batch_mod
 
         return batch_mod.submit(
             ws,
