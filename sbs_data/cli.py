@@ -565,7 +565,7 @@ class CallOptions:
 
     def run_options(self, command: str) -> RunOptions:
         """The library's `RunOptions` (its `Settings` and `BatchSettings` from these flags)."""
-        from sbs_data.generate.batch import BatchSettings
+        from sbs_data.generate.batches import BatchSettings
         from sbs_data.generate.options import RunOptions
         from sbs_data.generate.run import Settings
 
@@ -737,7 +737,7 @@ def batches_status(
     fmt: Fmt = "table",
 ) -> None:
     """Every job of the run(s), refreshed from the provider (submits and downloads nothing)."""
-    from sbs_data.generate.batch import status
+    from sbs_data.generate.batches import status
 
     with Workspace.open(db, read_only=no_poll) as ws:
         rows = status(ws, run, poll=not no_poll, warn=info)
@@ -783,7 +783,7 @@ def batches_wait(
     fmt: Fmt = "table",
 ) -> None:
     """Block (with a progress display) until the run(s) are finished; the generation version is built."""
-    from sbs_data.generate.batch import BatchSettings, wait
+    from sbs_data.generate.batches import BatchSettings, wait
 
     s = BatchSettings(poll_interval=poll_interval, progress=progress)
     with Workspace.open(db) as ws:
@@ -795,7 +795,7 @@ def batches_wait(
 @friendly
 def batches_collect(run: RunArg = None, db: Db = None, fmt: Fmt = "table") -> None:
     """Fetch ended jobs into the cache, re-submit failed/expired requests, build finished versions (idempotent)."""
-    from sbs_data.generate.batch import collect
+    from sbs_data.generate.batches import collect
 
     with Workspace.open(db) as ws:
         out = collect(ws, run, warn=info)
@@ -809,7 +809,7 @@ def batches_collect(run: RunArg = None, db: Db = None, fmt: Fmt = "table") -> No
 @friendly
 def batches_cancel(run: RunArg = None, db: Db = None, fmt: Fmt = "table") -> None:
     """Cancel the run's open jobs at the provider; `collect` then keeps what was answered (partial version)."""
-    from sbs_data.generate.batch import cancel
+    from sbs_data.generate.batches import cancel
 
     with Workspace.open(db) as ws:
         out = cancel(ws, run)

@@ -6,7 +6,7 @@ import os
 
 from generate_helpers import FAKE_KEY
 
-from sbs_data.generate.batch import BatchSettings
+from sbs_data.generate.batches import BatchSettings
 
 TEACHERS = {"openai": "openai:gpt-4o-mini", "anthropic": "anthropic:claude-3-5-haiku"}
 CREATE = {"openai": "batches.create", "anthropic": "messages.batches.create"}

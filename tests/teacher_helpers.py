@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from sbs_data import SbsError
 from sbs_data.teachers.base import Request, Response, Teacher
-from sbs_data.teachers.batch import BatchAPI
+from sbs_data.teachers.batch_api import BatchAPI
 
 
 class EchoTeacher(Teacher):

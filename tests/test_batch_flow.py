@@ -9,7 +9,7 @@ from fakes import FaultPlan
 from generate_helpers import FAKE_KEY, cqa_examples, fast, gen_rows, question
 
 from sbs_data import SbsError
-from sbs_data.generate import batch as B
+from sbs_data.generate import batches as B
 from sbs_data.generate.options import PlanSpec, RunOptions
 from sbs_data.generate.run import generate
 from sbs_data.teachers.models import facts_for

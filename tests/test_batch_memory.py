@@ -7,7 +7,7 @@ import pytest
 from batch_helpers import TEACHERS, bfast
 from generate_helpers import cqa_examples, fast, gen_rows
 
-from sbs_data.generate import batch as B
+from sbs_data.generate import batches as B
 from sbs_data.generate.options import PlanSpec, RunOptions
 from sbs_data.generate.plan import Plan
 from sbs_data.generate.run import generate

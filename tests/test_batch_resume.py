@@ -13,7 +13,7 @@ from batch_helpers import CREATE, TEACHERS, bfast, sub_env
 from fakes import FakeLLMServer
 from generate_helpers import cqa_examples, gen_rows
 
-from sbs_data.generate import batch as B
+from sbs_data.generate import batches as B
 from sbs_data.workspace import Workspace
 
 N = 10
@@ -52,7 +52,7 @@ def test_submit_in_one_process_collect_in_another(tmp_path, provider):
 _CRASH = """
 import os, sys
 sys.path.insert(0, {tests!r})
-from sbs_data.generate import batch as B
+from sbs_data.generate.batches import submission as B
 from sbs_data.generate.options import PlanSpec, RunOptions
 from sbs_data.generate.run import generate
 from sbs_data.workspace import Workspace

@@ -212,7 +212,7 @@ def test_max_usd_and_unknown_price(ws, server):
 def test_batch_mode_builds_both_versions_when_collected(ws, server):
     from batch_helpers import bfast
 
-    from sbs_data.generate import batch as B
+    from sbs_data.generate import batches as B
 
     gen = _gen(ws, server)
     before = server.count

@@ -123,5 +123,5 @@ def test_base_and_adapters_never_import_the_registry():
         f"sbs_data.teachers.{n}" for n in ("openai", "anthropic", "compat", "hf", "replay", "registry")
     }
     assert not imported(teachers / "base.py") & adapters
-    for name in ("openai", "anthropic", "compat", "hf", "replay", "batch", "models"):
+    for name in ("openai", "anthropic", "compat", "hf", "replay", "batch_api", "models"):
         assert "sbs_data.teachers.registry" not in imported(teachers / f"{name}.py"), name

@@ -332,6 +332,70 @@ def test_no_module_uses_the_raw_connection_outside_the_workspace():
     assert not offenders, "use the Workspace helpers instead of ws.con:\n" + "\n".join(offenders)
 
 
+# Table ownership: besides workspace.py and the migrations, a table family is named (as a word anywhere in
+# the source, SQL or prose) only by its owning module; everyone else asks that module. Paths are relative
+# to sbs_data/. Give a family here when a module takes it over.
+TABLE_OWNERS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "cache": ("generate/cache.py", ("sbs_cache",)),
+    "batches": ("generate/batches/store.py", ("sbs_batch_runs", "sbs_batches", "sbs_batch_requests")),
+}
+
+
+def _naming(text: str, tables: tuple[str, ...]) -> list[tuple[int, str]]:
+    import re
+
+    word = re.compile(r"\b(" + "|".join(re.escape(t) for t in tables) + r")\b")
+    return [(n, m.group(1)) for n, line in enumerate(text.splitlines(), 1) for m in word.finditer(line)]
+
+
+def _trespassers(sources: dict[str, str], owners: dict = TABLE_OWNERS) -> list[str]:
+    """`path:line: table (owner)` for each table named outside its owner, workspace.py and migrations/."""
+    out = []
+    for owner, tables in owners.values():
+        for path, text in sorted(sources.items()):
+            if path in (owner, "workspace.py") or path.startswith("migrations/"):
+                continue
+            out += [f"{path}:{n}: {t} (owned by {owner})" for n, t in _naming(text, tables)]
+    return out
+
+
+def test_table_ownership_checker_catches_a_trespasser():
+    sources = {
+        "generate/cache.py": "SELECT * FROM sbs_cache",
+        "generate/batches/store.py": "FROM sbs_batches JOIN sbs_batch_requests; sbs_batch_runs",
+        "workspace.py": "sbs_cache sbs_batches",
+        "migrations/__init__.py": "sbs_batch_runs",
+        "generate/plan.py": "sbs_cache_stats _sbs_batch_stage sbs_batchesx ws.batches()",  # other words
+        "quality/report.py": "x = 1\nq = 'SELECT count(*) FROM sbs_batches b'",
+        "generate/build.py": "# reads sbs_cache directly",
+    }
+    assert _trespassers(sources) == [
+        "generate/build.py:1: sbs_cache (owned by generate/cache.py)",
+        "quality/report.py:2: sbs_batches (owned by generate/batches/store.py)",
+    ]
+
+
+def test_each_table_family_is_named_only_by_its_owner():
+    """The store of each table family is one module (plus workspace.py and the migrations)."""
+    import re
+    from pathlib import Path
+
+    root = Path(wsmod.__file__).parent
+    created = {
+        m.group(1)
+        for f in (root / "migrations").glob("*.sql")
+        for m in re.finditer(r"CREATE TABLE (\w+)", f.read_text(encoding="utf-8"))
+    }
+    sources = {p.relative_to(root).as_posix(): p.read_text(encoding="utf-8") for p in root.rglob("*.py")}
+    for family, (owner, tables) in TABLE_OWNERS.items():
+        assert set(tables) <= created, f"{family}: not tables of the migrations: {set(tables) - created}"
+        assert owner in sources, f"{family}: no module {owner}"
+        # the owner does name every table it owns (so the word match cannot pass by matching nothing)
+        assert {t for _, t in _naming(sources[owner], tables)} == set(tables), family
+    offenders = _trespassers(sources)
+    assert not offenders, "ask the owning module instead of naming its tables:\n" + "\n".join(offenders)
+
+
 def test_streamed_version_is_invisible_until_done_and_removed_on_failure(ws):
     import polars as pl
 

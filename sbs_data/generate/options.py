@@ -20,7 +20,7 @@ from sbs_data.generate.engine import Settings
 from sbs_data.teachers.base import Teacher
 
 if TYPE_CHECKING:
-    from sbs_data.generate.batch import BatchSettings
+    from sbs_data.generate.batches import BatchSettings
 
 MODES = ("online", "batch")
 

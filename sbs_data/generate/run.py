@@ -239,7 +239,7 @@ def run_plan(
         if n_keys:
             teacher.preflight()
         if batch and n_keys:
-            from sbs_data.generate import batch as batch_mod
+            from sbs_data.generate import batches as batch_mod
 
             return batch_mod.submit(
                 ws,

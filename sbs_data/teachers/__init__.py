@@ -15,6 +15,9 @@ from sbs_data.teachers.base import (
     Transient,
 )
 from sbs_data.teachers.models import ModelFacts, facts_for
+
+# `batch_api` here is the registry's function; it shadows the submodule teachers/batch_api.py as an attribute of
+# this package, so import that module's names with `from sbs_data.teachers.batch_api import ...`.
 from sbs_data.teachers.registry import batch_api, parse_spec, register, supports_batch
 
 __all__ = [

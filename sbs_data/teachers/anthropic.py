@@ -30,7 +30,7 @@ from sbs_data.teachers.base import (
     error_fields,
     redact,
 )
-from sbs_data.teachers.batch import BatchAPI, BatchInfo, Result, epoch
+from sbs_data.teachers.batch_api import BatchAPI, BatchInfo, Result, epoch
 from sbs_data.teachers.models import estimate_tokens
 
 _FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "refusal": "content_filter"}

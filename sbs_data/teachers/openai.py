@@ -25,7 +25,7 @@ from sbs_data.teachers.base import (
     error_fields,
     redact,
 )
-from sbs_data.teachers.batch import BatchAPI, BatchInfo, Result, epoch
+from sbs_data.teachers.batch_api import BatchAPI, BatchInfo, Result, epoch
 
 #: `client.post` is the SDK's documented low-level call: the same transport, auth, headers, timeouts and
 #: error classes as `chat.completions.create`, without its per-request TypedDict transform of the body and

@@ -22,7 +22,7 @@ from typing import Any
 from sbs_data import SbsError
 from sbs_data.teachers import anthropic, compat, hf, openai, replay
 from sbs_data.teachers.base import Teacher
-from sbs_data.teachers.batch import BatchAPI
+from sbs_data.teachers.batch_api import BatchAPI
 from sbs_data.teachers.models import facts_for
 
 Factory = Callable[..., Teacher]

@@ -4,7 +4,7 @@ Each provider's subclass lives in its provider's module (`OpenAIBatchAPI` in tea
 `AnthropicBatchAPI` in teachers/anthropic.py), builds each request line with the online adapter's own
 `build_kwargs` and reads each answer with the same body reader as the online call, so a request sent by batch
 is the same request (and cache key) as one sent online. `sbs_data.teachers.registry.batch_api(teacher)` picks
-the subclass. The engine around it (`sbs_data.generate.batch`) owns splitting, bookkeeping, reconciliation and
+the subclass. The engine around it (`sbs_data.generate.batches`) owns splitting, bookkeeping, reconciliation and
 collecting; these classes only speak HTTP through the SDKs.
 """
 
