@@ -740,7 +740,7 @@ def batches_status(
     from sbs_data.generate.batches import status
 
     with Workspace.open(db, read_only=no_poll) as ws:
-        rows = status(ws, run, poll=not no_poll, warn=info)
+        rows = status(ws, run, poll=not no_poll)
     if not rows and fmt == "table":
         info("no batch runs")
     emit(
@@ -787,7 +787,7 @@ def batches_wait(
 
     s = BatchSettings(poll_interval=poll_interval, progress=progress)
     with Workspace.open(db) as ws:
-        out = wait(ws, run, settings=s, collect_results=collect_, timeout=timeout, warn=info)
+        out = wait(ws, run, settings=s, collect_results=collect_, timeout=timeout)
     emit(out, fmt)
 
 
@@ -798,7 +798,7 @@ def batches_collect(run: RunArg = None, db: Db = None, fmt: Fmt = "table") -> No
     from sbs_data.generate.batches import collect
 
     with Workspace.open(db) as ws:
-        out = collect(ws, run, warn=info)
+        out = collect(ws, run)
     for r in out:
         if r["state"] != "done":
             info(f"{r['run']}: {r['open_jobs']} job(s) still running; collect again later or `batches wait`")

@@ -168,6 +168,8 @@ class AnthropicTeacher(HostedTeacher):
 class AnthropicBatchAPI(BatchAPI):
     """POST /v1/messages/batches with the requests inline; results streamed as JSONL once ended."""
 
+    teacher: AnthropicTeacher
+
     provider = "anthropic"
     max_requests = 100_000
     max_bytes = 256 * 1024**2

@@ -10,6 +10,7 @@ collecting; these classes only speak HTTP through the SDKs.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -82,6 +83,32 @@ class BatchAPI:
         raise NotImplementedError
 
     def _classify(self, e: BaseException) -> BaseException:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    # -- the endpoints each provider implements --------------------------------------------------
+
+    def upload(self, job_id: str, payload: bytes) -> str | None:  # pragma: no cover - interface
+        """Upload a job's JSONL; the file id `create` takes (None where requests travel inline)."""
+        raise NotImplementedError
+
+    def create(self, job_id: str, run_id: str, source: Any) -> BatchInfo:  # pragma: no cover - interface
+        """Create the batch from the uploaded file id or the request lines, tagged with the job id."""
+        raise NotImplementedError
+
+    def find(
+        self, job_id: str, since: float, n_requests: int, claimed: set[str]
+    ) -> BatchInfo | None:  # pragma: no cover - interface
+        """The batch a crashed submission may have created for `job_id`, if any (reconciliation)."""
+        raise NotImplementedError
+
+    def retrieve(self, batch_id: str) -> BatchInfo:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def cancel(self, batch_id: str) -> BatchInfo:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def results(self, info: BatchInfo) -> Iterator[Result]:  # pragma: no cover - interface
+        """Each request's outcome in an ended batch."""
         raise NotImplementedError
 
     def call(self, what: str, fn: Any, *args: Any, **kw: Any) -> Any:

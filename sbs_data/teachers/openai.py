@@ -138,6 +138,8 @@ class OpenAITeacher(HostedTeacher):
 class OpenAIBatchAPI(BatchAPI):
     """POST /v1/files (purpose=batch) + POST /v1/batches; results in the output and error files."""
 
+    teacher: OpenAITeacher
+
     provider = "openai"
     endpoint = "/v1/chat/completions"
     max_requests = 50_000

@@ -9,11 +9,10 @@ still unanswered is asked of the plan (SQL for plans with SQL keys), not of a li
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
-from sbs_data import SbsError
+from sbs_data import SbsError, log
 from sbs_data.generate import cache as cache_mod
 from sbs_data.generate.answer import Answer, Failure
 from sbs_data.generate.batches import store
@@ -36,16 +35,16 @@ from sbs_data.teachers.batch_api import BatchAPI, BatchInfo
 from sbs_data.workspace import Workspace
 
 
-def poll(ws: Workspace, ctx: Ctx, warn: Callable[[str], None]) -> None:
+def poll(ws: Workspace, ctx: Ctx) -> None:
     """Refresh every submitted job of the run from the provider (a transient error: poll again later)."""
     for job in store.jobs(ws, ctx.run.run_id):
         if job.state != "submitted":
             continue
         try:
-            info = ctx.api.retrieve(job.provider_batch_id)
+            info = ctx.api.retrieve(job.batch_id)
         except TeacherError as e:
             if e.retryable:
-                warn(f"warning: {job.job_id}: {e} (will poll again)")
+                log.warning(f"warning: {job.job_id}: {e} (will poll again)")
                 continue
             raise SbsError(f"{job.job_id}: {e}") from None
         note_info(ws, job.job_id, info)
@@ -57,7 +56,7 @@ def _collect_job(ws: Workspace, ctx: Ctx, job: Job) -> dict[str, int]:
     t, run_id, round_ = ctx.teacher, ctx.run.run_id, job.round
     last_round = round_ + 1 >= ctx.run.max_rounds
     info = BatchInfo(
-        job.provider_batch_id,
+        job.batch_id,
         job.provider_status or "",
         True,
         output_file_id=job.output_file_id,
@@ -203,7 +202,6 @@ def collect(
     *,
     settings: BatchSettings | None = None,
     api: BatchAPI | None = None,
-    warn: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
 ) -> list[dict[str, Any]]:
     """Poll, download ended jobs, re-submit what can be retried, build versions of finished runs.
     Idempotent: collected jobs and finished runs make no provider calls."""
@@ -217,7 +215,7 @@ def collect(
         ctx = context(ws, run_id, s, api)
         try:
             resume(ws, ctx, s)
-            poll(ws, ctx, warn)
+            poll(ws, ctx)
             for job in store.jobs(ws, run_id):
                 if job.state == "ended":
                     _collect_job(ws, ctx, job)

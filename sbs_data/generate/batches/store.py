@@ -73,6 +73,13 @@ class Job:
     ended_at: datetime | None
     collected_at: datetime | None
 
+    @property
+    def batch_id(self) -> str:
+        """The provider's batch id; every job past submission has one."""
+        if self.provider_batch_id is None:
+            raise SbsError(f"batch job {self.job_id}: no provider batch id recorded")
+        return self.provider_batch_id
+
 
 class JobRequest(NamedTuple):
     """A row of sbs_batch_requests, less the job: one request of a job."""

@@ -287,7 +287,7 @@ def note_info(ws: Workspace, job_id: str, info: BatchInfo) -> None:
 
 
 def cancel_job(ws: Workspace, ctx: Ctx, job: Job) -> None:
-    info = ctx.api.cancel(job.provider_batch_id)
+    info = ctx.api.cancel(job.batch_id)
     note_info(ws, job.job_id, info)
 
 

@@ -21,7 +21,6 @@ def status(
     poll: bool = True,
     settings: BatchSettings | None = None,
     api: BatchAPI | None = None,
-    warn: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
 ) -> list[dict[str, Any]]:
     """One row per job of the selected runs, refreshed from the provider (submits and downloads nothing)."""
     s = settings or BatchSettings()
@@ -32,7 +31,7 @@ def status(
         if poll and store.count_jobs(ws, run_id, ("submitted",)):
             ctx = context(ws, run_id, s, api)
             try:
-                collection.poll(ws, ctx, warn)
+                collection.poll(ws, ctx)
             finally:
                 if api is None:
                     ctx.api.close()
@@ -77,7 +76,6 @@ def wait(
     api: BatchAPI | None = None,
     collect_results: bool = True,
     timeout: float | None = None,
-    warn: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
     sleep: Callable[[float], None] = time.sleep,
 ) -> list[dict[str, Any]]:
     """Block until the selected runs are finished (collecting and re-submitting on the way), or with
@@ -92,10 +90,10 @@ def wait(
     try:
         while True:
             if collect_results:
-                summaries = [collection.collect(ws, r, settings=s, api=api, warn=warn)[0] for r in runs]
+                summaries = [collection.collect(ws, r, settings=s, api=api)[0] for r in runs]
                 finished = all(x["state"] == "done" for x in summaries)
             else:
-                status(ws, run, settings=s, api=api, warn=warn)
+                status(ws, run, settings=s, api=api)
                 summaries = [store.run_summary(ws, r, "waiting") for r in runs]
                 finished = not any(store.count_jobs(ws, r, ("submitting", "submitted")) for r in runs)
             display.update(ws, runs)
