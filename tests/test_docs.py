@@ -23,3 +23,23 @@ def test_readme_mentions_every_command():
     commands = sorted(get_command(app).commands)
     missing = [c for c in commands if not re.search(rf"sbs-data {re.escape(c)}\b", readme)]
     assert not missing, f"README.md does not show: {missing}"
+
+
+def test_readme_python_api_example_runs(server, tmp_path, monkeypatch):
+    """The README's Python API example, as printed, against the loopback stand-in."""
+    from generate_helpers import cqa_examples
+
+    from sbs_data.workspace import Workspace
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("### The Python API", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    monkeypatch.chdir(tmp_path)
+    with Workspace.open(tmp_path / "sbs.duckdb") as ws:
+        cqa_examples(ws, name="cqa", n=12)
+    exec(compile(code, "README.md", "exec"), {})
+    with Workspace.open(tmp_path / "sbs.duckdb") as ws:
+        kinds = {v.kind for v in ws.versions()}
+    assert {"examples", "generations"} <= kinds
+    assert (tmp_path / "out" / "cqa" / "manifest.json").is_file()
+    assert server.count == 24  # 12 examples x 2 samples; rationalize found no wrong rows to ask again

@@ -22,6 +22,8 @@ from sbs_data.teachers.base import Teacher
 if TYPE_CHECKING:
     from sbs_data.generate.batches import BatchSettings
 
+__all__ = ["MODES", "PlanSpec", "RationalizeSelect", "RequestSpec", "RunOptions", "Settings"]
+
 MODES = ("online", "batch")
 
 
