@@ -141,3 +141,21 @@ def test_own_table_and_its_errors(tmp_path):
 
 def test_default_table_is_the_shipped_one():
     assert DEFAULT_PRICES.name == "prices.yaml" and load_table()["currency"] == "USD"
+
+
+def test_service_tiers_are_priced_per_model():
+    mini = facts_for("openai", "gpt-5-mini")
+    assert mini.tiers == {"flex": 0.5, "priority": 1.8}
+    base = mini.cost(10_000, 2_000, 4_000)
+    assert mini.cost(10_000, 2_000, 4_000, tier="flex") == pytest.approx(base / 2)
+    # priority: https://openai.com/api-priority-processing/ lists gpt-5-mini at $0.45 / $0.045 / $3.60
+    assert mini.cost(10_000, 2_000, 4_000, tier="priority") == pytest.approx(
+        (6_000 * 0.45 + 4_000 * 0.045 + 2_000 * 3.60) / 1e6
+    )
+    for tier in (None, "default", "auto", "scale"):
+        assert mini.cost(10_000, 2_000, 4_000, tier=tier) == base
+    assert mini.cost(10_000, 2_000, tier="flex", batch=True) == mini.cost(10_000, 2_000, batch=True)
+    assert mini.cost(10_000, 2_000, tier="ultrafast") is None  # a tier the table does not price
+    assert "flex" not in facts_for("openai", "gpt-4o-mini").tiers
+    assert facts_for("openai", "gpt-4o-mini").cost(0, 1_000_000, tier="priority") == pytest.approx(1.00)
+    assert facts_for("anthropic", "claude-sonnet-4").tiers == {}

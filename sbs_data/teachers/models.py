@@ -9,7 +9,8 @@ a model that matches nothing gets those defaults, unknown prices and `known=Fals
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,8 @@ FALLBACK_MAX_TOKENS = 1024
 FALLBACK_MIN_CACHE = 1024
 
 _FACT_KEYS = ("reasoning", "params", "max_output_tokens", "default_max_tokens", "min_cache_tokens")
+#: The service tiers a provider may report that are priced like the standard tier (`scale` is prepaid).
+STANDARD_TIERS = frozenset({"default", "auto", "scale"})
 
 
 @dataclass(frozen=True)
@@ -34,7 +37,9 @@ class ModelFacts:
 
     `cached_input` prices input tokens read from the provider's prompt cache and `cache_write` those written
     to it (Anthropic); either defaults to `input` when the table leaves it out. `batch_discount` multiplies
-    everything for calls made through a batch API. `params` are the request params the model accepts;
+    everything for calls made through a batch API; `tiers` multiplies everything for a service tier other than
+    the standard one (OpenAI `flex`, `priority`), for the models that offer it. `params` are the request
+    params the model accepts;
     `default_max_tokens` is an output budget large enough that, at the default reasoning effort, an answer is
     not normally cut short; `min_cache_tokens` is the shortest prefix the provider will cache.
     """
@@ -48,6 +53,7 @@ class ModelFacts:
     cache_write: float | None = None
     output: float | None = None
     batch_discount: float = 1.0
+    tiers: Mapping[str, float] = field(default_factory=dict)
     reasoning: bool = False
     params: frozenset[str] = ALL_PARAMS
     max_output_tokens: int | None = None
@@ -66,12 +72,18 @@ class ModelFacts:
         cache_write_tokens: int | None = 0,
         *,
         batch: bool = False,
+        tier: str | None = None,
     ) -> float | None:
         """USD for one call; None when the price is unknown.
 
         `prompt_tokens` counts all input tokens, the cached and cache-written ones included (as
-        `Response.prompt_tokens` does); `completion_tokens` includes reasoning tokens."""
+        `Response.prompt_tokens` does); `completion_tokens` includes reasoning tokens. `tier` is the
+        service tier that served the call (as the response reports it; a batch call has the batch price
+        whatever it says): a tier the table does not price for this model makes the cost unknown."""
         if self.input is None or self.output is None:
+            return None
+        scale = self.batch_discount if batch else self.tier_multiplier(tier)
+        if scale is None:
             return None
         cached = cached_tokens or 0
         written = cache_write_tokens or 0
@@ -84,16 +96,24 @@ class ModelFacts:
             + written * write_price
             + (completion_tokens or 0) * self.output
         ) / 1e6
-        return usd * self.batch_discount if batch else usd
+        return usd * scale
+
+    def tier_multiplier(self, tier: str | None) -> float | None:
+        """What a service tier costs relative to the standard price (None: the table does not price it)."""
+        if tier is None or tier in STANDARD_TIERS:
+            return 1.0
+        return self.tiers.get(tier)
 
     def cost_of(self, resp: Any, *, batch: bool = False) -> float | None:
-        """USD for one answered call, from its `Response` usage (None when the price is unknown)."""
+        """USD for one answered call, from its `Response` usage and the service tier it reports (None when
+        the price is unknown)."""
         return self.cost(
             resp.prompt_tokens,
             resp.completion_tokens,
             resp.cached_tokens or 0,
             resp.cache_write_tokens or 0,
             batch=batch,
+            tier=getattr(resp, "service_tier", None),
         )
 
     def warning(self) -> str | None:
@@ -167,6 +187,7 @@ def _facts_for(provider: str, model: str, path: str) -> ModelFacts:
         cache_write=float(m["cache_write"]) if "cache_write" in m else None,
         output=float(m["output"]),
         batch_discount=float(m.get("batch_discount", entry.get("batch_discount", 1.0))),
+        tiers={str(k): float(v) for k, v in (m.get("tiers") or {}).items()},
         **facts,
     )
 
