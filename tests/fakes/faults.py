@@ -34,6 +34,7 @@ import json
 import re
 import threading
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from .models import Refusal
@@ -124,10 +125,14 @@ class Faults:
             return "{not json"
         return self._completion_text(prompt, json_mode, cut_emoji=fault == "surrogate")
 
-    def _line_outcome(self, body: dict, provider: str) -> tuple[str, Any]:
+    def _line_outcome(self, body: dict, provider: str, api: str = "chat") -> tuple[str, Any]:
         """('ok', payload) | ('expired', None) | ('error', (status, etype, message[, code, param])) for one
-        batch line; a line the API would refuse fails as it would online, before any fault is drawn."""
-        planner = self.plan_anthropic if provider == "anthropic" else self.plan_openai
+        batch line (`api`: an OpenAI line's chat or responses); a line the API would refuse fails as it would
+        online, before any fault is drawn. Batch lines are served at the batch price, not a service tier."""
+        if provider == "anthropic":
+            planner: Any = self.plan_anthropic
+        else:
+            planner = partial(self.plan_responses if api == "responses" else self.plan_openai, mode="batch")
         try:
             plan = planner(body)
         except Refusal as r:

@@ -1,4 +1,5 @@
-"""A loopback stand-in for the OpenAI chat-completions and Anthropic messages HTTP APIs, with fault injection.
+"""A loopback stand-in for the OpenAI chat-completions and responses and the Anthropic messages HTTP APIs, with
+fault injection.
 
 The server wiring: `FakeLLMServer` composes the model rules (`models`), the faults and answer text
 (`faults`), the caches, bill, counters and rate limits (`accounting`) and the two APIs (`openai_api`,
@@ -81,6 +82,9 @@ class FakeLLMServer(ModelRules, Faults, Accounting, OpenAIAPI, AnthropicAPI):
         self.in_flight = 0
         self.max_in_flight = 0
         self._attempts: dict[str, int] = {}
+        self.flex_busy = 0.0  # share of distinct prompts a busy flex tier turns away (see accounting)
+        self.flex_busy_tries = 1
+        self._flex_attempts: dict[str, int] = {}
         self._lock = threading.Lock()
         self._bill: dict[tuple[str, str, str], dict[str, int]] = {}
         self._cache: dict[tuple, tuple[float, float]] = {}  # key -> (expires at, ttl)
@@ -131,7 +135,8 @@ class FakeLLMServer(ModelRules, Faults, Accounting, OpenAIAPI, AnthropicAPI):
             }
         return web.json_response(body, status=r.status)
 
-    async def _handle(self, request: web.Request, provider: str) -> web.StreamResponse:
+    async def _handle(self, request: web.Request, provider: str, api: str = "chat") -> web.StreamResponse:
+        """One online request to `provider`'s API (`api`: OpenAI's chat or responses)."""
         t_recv = time.time()
         with self._lock:
             self.count += 1
@@ -160,7 +165,9 @@ class FakeLLMServer(ModelRules, Faults, Accounting, OpenAIAPI, AnthropicAPI):
                 outcome = "401"
                 # Echo the key like careless servers do: the client must still never store or print it.
                 return self._error(provider, 401, "authentication_error", f"invalid api key {key!r}")
-            planner = self.plan_anthropic if provider == "anthropic" else self.plan_openai
+            planner: Any = self.plan_anthropic
+            if provider == "openai":
+                planner = self.plan_responses if api == "responses" else self.plan_openai
             try:
                 plan = planner(body)
             except Refusal as r:
@@ -172,6 +179,9 @@ class FakeLLMServer(ModelRules, Faults, Accounting, OpenAIAPI, AnthropicAPI):
             if limited is not None:
                 outcome = "rate_limited"
                 return limited
+            if self._flex_refuses(plan):
+                outcome = "resource_unavailable"
+                return self._flex_unavailable()
             fault = self._pick_fault(prompt)
             name, _, arg = (fault or "").partition(":")
             if name == "slow":
@@ -221,6 +231,7 @@ class FakeLLMServer(ModelRules, Faults, Accounting, OpenAIAPI, AnthropicAPI):
                             "t_recv": t_recv,
                             "t_sent": time.time(),
                             "provider": provider,
+                            "path": request.path,
                             "outcome": outcome,
                             "prompt_sha": hashlib.sha1(utf8(prompt)).hexdigest()[:12],
                         }
