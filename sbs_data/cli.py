@@ -450,6 +450,22 @@ class TeacherOptions:
             help="Reasoning models (OpenAI o-series, gpt-5): minimal, low, medium or high.",
         ),
     ] = None
+    reasoning_summary: Annotated[
+        str | None,
+        typer.Option(
+            "--reasoning-summary",
+            help="openai: reasoning models (Responses API): also ask for a summary of the reasoning "
+            "(auto, concise or detailed), stored per row as teacher_reasoning.",
+        ),
+    ] = None
+    api: Annotated[
+        str | None,
+        typer.Option(
+            "--api",
+            help="openai:/openai-compat: API: chat or responses (default: responses for reasoning models, "
+            "chat otherwise).",
+        ),
+    ] = None
     prices: Annotated[
         Path | None,
         typer.Option(
@@ -466,6 +482,7 @@ class TeacherOptions:
             "seed": self.seed,
             "stop": list(self.stop) if self.stop else None,
             "reasoning_effort": self.reasoning_effort,
+            "reasoning_summary": self.reasoning_summary,
         }
 
     def spec(self) -> RequestSpec:
@@ -479,6 +496,7 @@ class TeacherOptions:
             params=self.params(),
             base_urls=tuple(self.base_url or ()),
             prices_path=self.prices,
+            api=self.api,
         )
 
 
@@ -562,6 +580,14 @@ class CallOptions:
         int,
         typer.Option("--max-rounds", help="Batch mode: submissions per request (failed/expired re-sent)."),
     ] = 3
+    service_tier: Annotated[
+        str | None,
+        typer.Option(
+            "--service-tier",
+            help="openai: auto, default, flex (cheaper, slower; busy answers are waited out) or priority; "
+            "the tier each answer reports is stored and priced.",
+        ),
+    ] = None
 
     def run_options(self, command: str) -> RunOptions:
         """The library's `RunOptions` (its `Settings` and `BatchSettings` from these flags)."""
@@ -588,6 +614,7 @@ class CallOptions:
             dry_run=self.dry_run,
             offline=self.offline,
             prompt_cache=self.prompt_cache,
+            service_tier=self.service_tier,
             batch=BatchSettings(max_rounds=self.max_rounds),
             command=" ".join([command, *sys.argv[2:]]) if len(sys.argv) > 1 else command,
         )
@@ -1028,6 +1055,13 @@ class ExportOptions:
     label_source: Annotated[str, typer.Option("--label-source", help="Training label: gold|teacher.")] = (
         "gold"
     )
+    rationale_source: Annotated[
+        str,
+        typer.Option(
+            "--rationale-source",
+            help="Training rationale: output (the completion's) or reasoning_summary (--reasoning-summary's).",
+        ),
+    ] = "output"
     drop_contaminated: Annotated[
         bool, typer.Option("--drop-contaminated", help="Drop train rows overlapping validation/test inputs.")
     ] = False
@@ -1046,6 +1080,7 @@ class ExportOptions:
             validation_fraction=self.validation_fraction,
             seed=self.seed,
             label_source=self.label_source,
+            rationale_source=self.rationale_source,
             drop_contaminated=self.drop_contaminated,
             license=self.license,
         )

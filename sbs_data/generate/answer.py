@@ -31,7 +31,8 @@ def storable_text(text: str | None) -> tuple[str | None, bool]:
 @dataclass(frozen=True, slots=True)
 class Answer:
     """A stored completion. `prompt_tokens` counts all input tokens, cached and cache-write ones included;
-    `completion_tokens` includes reasoning tokens (both as OpenAI reports them)."""
+    `completion_tokens` includes reasoning tokens (both as OpenAI reports them). `teacher_reasoning` is the
+    provider's summary of the model's reasoning (when asked for), `service_tier` the tier that served it."""
 
     key: str
     text: str | None
@@ -46,6 +47,8 @@ class Answer:
     request_id: str | None = None
     attempts: int = 1
     repaired: bool = False
+    teacher_reasoning: str | None = None
+    service_tier: str | None = None
 
     @classmethod
     def from_response(
@@ -58,6 +61,8 @@ class Answer:
         attempts: int,
     ) -> Answer:
         text, repaired = storable_text(resp.text)
+        reasoning, reasoning_repaired = storable_text(resp.reasoning_summary)
+        tier = resp.service_tier[:32] if resp.service_tier else None
         return cls(
             key=key,
             text=text,
@@ -71,7 +76,9 @@ class Answer:
             cost_usd=cost_usd,
             request_id=resp.request_id,
             attempts=attempts,
-            repaired=repaired,
+            repaired=repaired or reasoning_repaired,
+            teacher_reasoning=reasoning,
+            service_tier=tier,
         )
 
     def as_row(self) -> dict[str, Any]:

@@ -45,6 +45,8 @@ _SCHEMA = {
     "error": pl.Utf8,
     "repaired": pl.Boolean,
     "hinted": pl.Boolean,
+    "teacher_reasoning": pl.Utf8,
+    "service_tier": pl.Utf8,
 }
 _CACHE_VALUES = (
     "finish_reason",
@@ -56,6 +58,8 @@ _CACHE_VALUES = (
     "cost_usd",
     "latency_ms",
     "repaired",
+    "teacher_reasoning",
+    "service_tier",
 )
 _ROW_KEY = "example_id, sample_idx, split, cache_key"
 

@@ -173,7 +173,7 @@ class Engine:
         size = len((req.system or "").encode()) + sum(len(m["content"].encode()) for m in req.messages)
         worst_in = size + 8 * (len(req.messages) + 1)
         out = int(req.params.get("max_tokens") or self.facts.default_max_tokens or 4096)
-        return self.facts.cost(worst_in, out)
+        return self.facts.cost(worst_in, out, tier=self.teacher.service_tier)
 
     async def _reserve(self, worst: float | None) -> bool:
         if self.max_usd is None or worst is None:

@@ -20,7 +20,7 @@ from sbs_data import SbsError
 from sbs_data.generate import cache as cache_mod
 from sbs_data.generate.prompts import Prompt, load_prompt
 from sbs_data.tasks import Task, get_task
-from sbs_data.teachers.base import Request, Teacher
+from sbs_data.teachers.base import REASONING_SUMMARIES, Request, Teacher
 from sbs_data.teachers.models import estimate_tokens
 from sbs_data.workspace import Version, Workspace
 
@@ -308,6 +308,17 @@ def request_params(teacher: Teacher, params: dict[str, Any] | None, samples: int
             raise SbsError(
                 f"{teacher.spec} takes no --reasoning-effort (it is for reasoning models such as openai:gpt-5-mini)"
             )
+    summary = p.get("reasoning_summary")
+    if summary is not None:
+        if summary not in REASONING_SUMMARIES:
+            raise SbsError(
+                f"--reasoning-summary must be one of {', '.join(REASONING_SUMMARIES)}, not {summary!r}"
+            )
+        if not facts.reasoning:
+            raise SbsError(
+                f"{teacher.spec} is not a reasoning model (the models table says so): there is no reasoning "
+                "to summarize; drop --reasoning-summary"
+            )
     for k in ("temperature", "top_p", "seed", "stop"):
         if p.get(k) is not None and k not in facts.params:
             what = "a reasoning model: it only runs at its default" if facts.reasoning else "a model that"
@@ -322,6 +333,7 @@ def request_params(teacher: Teacher, params: dict[str, Any] | None, samples: int
         )
     if p.get("temperature") is None and "temperature" in facts.params and not facts.reasoning:
         p["temperature"] = 0.7 if samples > 1 else 0.0
+    teacher.check_params(p)  # what the teacher's API cannot send (e.g. --seed to the Responses API)
     return p
 
 

@@ -119,6 +119,10 @@ def resolve_teacher(ws: Workspace, spec: RequestSpec, run: RunOptions) -> tuple[
     """(the teacher of a spec, whether --mode is batch), refusing batch mode for teachers without a batch API."""
     if run.mode not in MODES:
         raise SbsError(f"--mode must be online or batch, not {run.mode!r}")
+    if run.mode == "batch" and run.service_tier is not None:
+        raise SbsError(
+            "--service-tier applies to online calls; --mode batch has its own price (the Batch API's)"
+        )
     teacher = spec.teacher
     if isinstance(teacher, str):
         teacher = parse_spec(
@@ -128,7 +132,14 @@ def resolve_teacher(ws: Workspace, spec: RequestSpec, run: RunOptions) -> tuple[
             timeout=run.settings.timeout,
             prompt_cache=run.prompt_cache,
             prices_path=spec.prices_path,
+            api=spec.api,
+            service_tier=run.service_tier,
         )
+    else:
+        if spec.api is not None:
+            teacher.use_api(spec.api)
+        if run.service_tier is not None:
+            teacher.use_service_tier(run.service_tier)
     if run.mode == "batch" and not supports_batch(teacher):
         from sbs_data.teachers.registry import batch_api
 
@@ -184,13 +195,16 @@ def generate(
 
 
 def plan_args(p: Plan, spec: RequestSpec, run: RunOptions) -> dict[str, Any]:
-    """The `batch_args` every re-plannable command records (absolute paths: `batches` may run elsewhere)."""
+    """The `batch_args` every re-plannable command records (absolute paths: `batches` may run elsewhere;
+    the API as resolved, so `batches collect` reads the answers with the API they were sent to)."""
+    api = spec.api or getattr(p.teacher, "api", None)
     return {
         "prompt_path": str(Path(spec.prompt_path).resolve()) if spec.prompt_path else None,
         "json_mode": spec.json_mode,
         "params": p.params,
         "prices_path": str(Path(spec.prices_path).resolve()) if spec.prices_path else None,
         "prompt_cache": run.prompt_cache,
+        "api": api,
     }
 
 
@@ -336,8 +350,9 @@ def _dry_run(
     cached_in = shared * max(0, n - 1) if caches and shared >= facts.min_cache_tokens else 0
     write_in = shared if caches and teacher.provider == "anthropic" and cached_in else 0
     max_out = n * int(p.params.get("max_tokens") or 0)
-    est = facts.cost(est_in, 0, cached_in, write_in, batch=batch)
-    worst = facts.cost(est_in, max_out, cached_in, write_in, batch=batch)
+    tier = teacher.service_tier  # priced as asked for (`auto`: the standard price)
+    est = facts.cost(est_in, 0, cached_in, write_in, batch=batch, tier=tier)
+    worst = facts.cost(est_in, max_out, cached_in, write_in, batch=batch, tier=tier)
     summary.update(
         est_prompt_tokens=est_in,
         est_cached_prompt_tokens=cached_in,
@@ -352,6 +367,8 @@ def _dry_run(
     asyncio.run(teacher.aclose())
     if batch:
         summary["mode"] = "batch"
+    if tier is not None:
+        summary["service_tier"] = tier
     return GenerateResult(None, summary, dry_run=True, preview=preview)
 
 
@@ -377,7 +394,11 @@ def explain(
     """For each request a generate command would make: hit, or why it missed (the ingredients that differ)."""
     teacher = spec.teacher
     if isinstance(teacher, str):
-        teacher = parse_spec(teacher, base_urls=spec.base_urls, ws=ws, prices_path=spec.prices_path)
+        teacher = parse_spec(
+            teacher, base_urls=spec.base_urls, ws=ws, prices_path=spec.prices_path, api=spec.api
+        )
+    elif spec.api is not None:
+        teacher.use_api(spec.api)
     p = spec_plan(ws, ref, teacher, spec)
     out: list[dict[str, Any]] = []
     for items in p.item_chunks(ws):

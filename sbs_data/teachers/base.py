@@ -25,7 +25,9 @@ if TYPE_CHECKING:
     from sbs_data.teachers.models import ModelFacts
 
 #: Generation params a request may carry; adapters pass through the ones their API supports.
-PARAMS = ("temperature", "top_p", "max_tokens", "seed", "stop", "n", "reasoning_effort")
+PARAMS = ("temperature", "top_p", "max_tokens", "seed", "stop", "n", "reasoning_effort", "reasoning_summary")
+#: What `--reasoning-summary` may ask for (OpenAI's `reasoning.summary`).
+REASONING_SUMMARIES = ("auto", "concise", "detailed")
 
 
 @dataclass(frozen=True)
@@ -83,7 +85,9 @@ class Response:
     `prompt_tokens` counts every input token, cached and cache-written ones included; `cached_tokens` of
     them were read from the provider's prompt cache and `cache_write_tokens` were written to it (Anthropic).
     `completion_tokens` includes `reasoning_tokens` (billed as output). `limits` is what the response's
-    headers said about the account's rate limits.
+    headers said about the account's rate limits. `reasoning_summary` is the provider's summary of the
+    model's reasoning, when one was asked for; `service_tier` the tier that served the call, as the
+    provider reports it (it sets the price).
     """
 
     text: str | None
@@ -95,6 +99,8 @@ class Response:
     cache_write_tokens: int | None = None
     reasoning_tokens: int | None = None
     limits: RateLimits | None = None
+    reasoning_summary: str | None = None
+    service_tier: str | None = None
 
 
 # -- classified errors ----------------------------------------------------------------------------
@@ -159,15 +165,20 @@ class AuthError(Permanent):
 
 
 _CONTEXT_WORDS = ("context_length", "context length", "maximum context", "context window", "too long")
+_UNAVAILABLE_WORDS = ("resource_unavailable", "resource unavailable")
 
 
 def classify_status(status: int, message: str = "", code: str | None = None) -> type[TeacherError]:
     """The error class for an HTTP status, online or inside a batch result (one rule for every provider).
 
-    429 and Anthropic's 529 (overloaded) are rate limits; 408/409/425 and 5xx are transient; 401/403 are
-    auth; a 400/413/422 whose code or message speaks of the context window is ContextLength.
+    429 and Anthropic's 529 (overloaded) are rate limits, and so is any answer that says the capacity is
+    not there now ("Resource Unavailable", what OpenAI's flex tier answers when it is busy:
+    https://platform.openai.com/docs/guides/flex-processing); 408/409/425 and 5xx are transient; 401/403
+    are auth; a 400/413/422 whose code or message speaks of the context window is ContextLength.
     """
     if status in (429, 529):
+        return RateLimited
+    if status >= 500 and any(w in f"{code or ''} {message}"[:2000].lower() for w in _UNAVAILABLE_WORDS):
         return RateLimited
     if status in (408, 409, 425) or status >= 500:
         return Transient
@@ -437,6 +448,27 @@ class Teacher:
 
     def preflight(self) -> None:
         """Raise SbsError when the teacher cannot be called at all (e.g. no API key); run before any call."""
+
+    #: The service tier asked for (`--service-tier`); None: the provider's default. It changes the price
+    #: and the speed of an answer, never the answer, so it is no cache-key ingredient.
+    service_tier: str | None = None
+
+    def use_api(self, api: str) -> None:
+        """Speak `api` (`--api`); a teacher whose provider has one API refuses by name."""
+        raise SbsError(f"--api {api} does not apply to {self.spec}: its provider has one API")
+
+    def use_service_tier(self, tier: str) -> None:
+        """Ask for service tier `tier` (`--service-tier`); providers without tiers refuse by name."""
+        raise SbsError(f"--service-tier is an OpenAI option; {self.spec} has no service tiers")
+
+    def check_params(self, params: Mapping[str, Any]) -> None:
+        """Raise SbsError for a request param this teacher's API cannot send (checked before any call).
+        Reasoning summaries need an API that returns them."""
+        if params.get("reasoning_summary") is not None:
+            raise SbsError(
+                f"{self.spec} returns no reasoning summaries (--reasoning-summary is for openai: reasoning "
+                "models through the Responses API)"
+            )
 
     async def complete(self, req: Request) -> Response:  # pragma: no cover - interface
         raise NotImplementedError

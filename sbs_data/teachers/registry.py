@@ -95,10 +95,14 @@ def parse_spec(
     timeout: float = 60.0,
     prompt_cache: bool = True,
     prices_path: str | Path | None = None,
+    api: str | None = None,
+    service_tier: str | None = None,
     **opts: Any,
 ) -> Teacher:
     """`openai:MODEL`, `anthropic:MODEL`, `openai-compat:MODEL`, `hf:NAME_OR_PATH`, `replay:NAME@N` (or a
-    plugin's prefix) -> a teacher, with its model facts read from the price table at `prices_path`."""
+    plugin's prefix) -> a teacher, with its model facts read from the price table at `prices_path`, speaking
+    `api` (`--api`; None: the teacher's choice for the model) in `service_tier` (`--service-tier`). A
+    teacher that has no such choice refuses them by name."""
     provider, sep, model = spec.partition(":")
     provider = provider.strip().lower()
     model = model.strip()
@@ -116,6 +120,10 @@ def parse_spec(
         model, base_urls=tuple(base_urls), ws=ws, timeout=timeout, prompt_cache=prompt_cache, **opts
     )
     teacher.facts = facts_for(teacher.provider, teacher.model, prices_path)
+    if api is not None:
+        teacher.use_api(api)
+    if service_tier is not None:
+        teacher.use_service_tier(service_tier)
     return teacher
 
 

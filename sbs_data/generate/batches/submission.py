@@ -55,6 +55,10 @@ class Ctx:
     api: BatchAPI
 
 
+#: Providers whose batch runs were all sent through Chat Completions before runs recorded their API.
+_CHAT_BEFORE_API = ("openai", "openai-compat")
+
+
 def context(ws: Workspace, run_id: str, settings: BatchSettings, api: BatchAPI | None = None) -> Ctx:
     r = store.load_run(ws, run_id)
     a = r.args
@@ -64,6 +68,8 @@ def context(ws: Workspace, run_id: str, settings: BatchSettings, api: BatchAPI |
         ws=ws,
         prompt_cache=a.get("prompt_cache", True),
         prices_path=a.get("prices_path"),
+        # the API the run was submitted with (runs recorded before `api` existed were all chat)
+        api=a["api"] if "api" in a else ("chat" if r.provider in _CHAT_BEFORE_API else None),
     )
     if a.get("rationalize") is not None:  # `rationalize --mode batch`: the hinted plan over GEN's rows
         from sbs_data.generate.hints import hint_plan
