@@ -593,8 +593,14 @@ class CallOptions:
         )
 
 
+#: Exit status of a run that stopped before every row was answered (budget, patience, the same error on every
+#: first request...): its rows are in NAME-partial, and scripts can tell it from a complete run (0).
+EXIT_STOPPED = 3
+
+
 def _show_run(res: Any, fmt: str) -> None:
-    """A generate-style result: the first request of a dry run, a stop note, then the summary."""
+    """A generate-style result: the first request of a dry run, a stop note, then the summary; a run that
+    stopped early exits with EXIT_STOPPED once the summary is out."""
     if res.dry_run and res.preview and fmt == "table":
         system, user = res.preview
         info(f"--- first request ({res.summary['prompt']}) ---")
@@ -607,6 +613,8 @@ def _show_run(res: Any, fmt: str) -> None:
         emit([{"field": k, "value": "" if v is None else v} for k, v in res.summary.items()], fmt)
     else:
         emit([res.summary], fmt)
+    if res.summary.get("stopped"):
+        raise typer.Exit(EXIT_STOPPED)
 
 
 @app.command()

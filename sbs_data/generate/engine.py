@@ -33,11 +33,13 @@ from sbs_data.teachers.base import (
     ContextLength,
     Permanent,
     RateLimited,
+    Request,
     Teacher,
     TeacherError,
     Transient,
     redact,
 )
+from sbs_data.teachers.models import ModelFacts
 
 _timeout = getattr(asyncio, "timeout", None)
 #: Requests allowed out before the first answer: an unknown model or a bad parameter costs at most this many.
@@ -167,13 +169,7 @@ class Engine:
 
     # -- budget ---------------------------------------------------------------------------------------
     def _worst(self, item: Item) -> float | None:
-        """The most a request can cost: every prompt byte a token (no tokenizer does worse), a few tokens of
-        framing per message, and the full completion budget."""
-        req = item.req
-        size = len((req.system or "").encode()) + sum(len(m["content"].encode()) for m in req.messages)
-        worst_in = size + 8 * (len(req.messages) + 1)
-        out = int(req.params.get("max_tokens") or self.facts.default_max_tokens or 4096)
-        return self.facts.cost(worst_in, out)
+        return worst_cost(self.facts, item.req)
 
     async def _reserve(self, worst: float | None) -> bool:
         if self.max_usd is None or worst is None:
@@ -186,6 +182,7 @@ class Engine:
                             f"--max-usd {self.max_usd:g} reached (spent ${self.counters.spend:.4f}; the next request "
                             f"could cost up to ${worst:.4f})"
                         )
+                    self.probe_done.set()  # requests waiting for the first answer see the stop and end
                     return False
                 await self.budget.wait()
             self.reserved += worst
@@ -397,6 +394,15 @@ class Engine:
             for t in list(tasks):
                 t.cancel()
             await self.teacher.aclose()
+
+
+def worst_cost(facts: ModelFacts, req: Request) -> float | None:
+    """The most a request can cost: every prompt byte a token (no tokenizer does worse), a few tokens of
+    framing per message, and the full completion budget (None without a price)."""
+    size = len((req.system or "").encode()) + sum(len(m["content"].encode()) for m in req.messages)
+    worst_in = size + 8 * (len(req.messages) + 1)
+    out = int(req.params.get("max_tokens") or facts.default_max_tokens or 4096)
+    return facts.cost(worst_in, out)
 
 
 @contextlib.contextmanager

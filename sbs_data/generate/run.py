@@ -20,11 +20,11 @@ from sbs_data import SbsError, log
 from sbs_data.generate import cache as cache_mod
 from sbs_data.generate.build import GenerateResult, build_version
 from sbs_data.generate.cache import CacheWriter
-from sbs_data.generate.engine import Counters, Engine, Settings, execute
+from sbs_data.generate.engine import Counters, Engine, Settings, execute, worst_cost
 from sbs_data.generate.options import MODES, PlanSpec, RequestSpec, RunOptions
 from sbs_data.generate.plan import Item, Plan, default_name, plan, sanitize_name
 from sbs_data.generate.progress import Progress
-from sbs_data.teachers.base import Teacher
+from sbs_data.teachers.base import Request, Teacher
 from sbs_data.teachers.models import estimate_tokens
 from sbs_data.teachers.registry import parse_spec, supports_batch
 from sbs_data.workspace import Run, Workspace, check_name
@@ -61,6 +61,18 @@ def check_facts(teacher: Teacher, max_usd: float | None) -> None:
             raise SbsError(
                 f"--max-usd needs a price for {teacher.spec}: add it to recipes/prices.yaml (or drop --max-usd)"
             )
+
+
+def check_budget(teacher: Teacher, max_usd: float, req: Request) -> None:
+    """Refuse, before any call, a --max-usd that cannot pay for one request at its worst case (which the
+    engine must reserve before sending it): such a run could only stop at once."""
+    worst = worst_cost(teacher.facts, req)
+    if worst is not None and worst > max_usd:
+        budget = req.params.get("max_tokens") or teacher.facts.default_max_tokens
+        raise SbsError(
+            f"--max-usd {max_usd:g} is below what one request may cost at worst (${worst:.4f}: its prompt "
+            f"and up to {budget} completion tokens); raise --max-usd, or lower --max-tokens"
+        )
 
 
 def answer(
@@ -229,6 +241,8 @@ def run_plan(
         if run.dry_run:
             return _dry_run(ws, p, teacher, summary, batch)
         check_facts(teacher, run.max_usd)
+        if n_keys and run.max_usd is not None:
+            check_budget(teacher, run.max_usd, next(iter(p.misses(ws))).req)
         if n_keys and run.offline and teacher.network:
             first = next(iter(p.misses(ws)))
             raise SbsError(

@@ -12,23 +12,17 @@ prefix is byte-identical and later rows read it at a tenth of the input price.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from typing import Any
 
-from sbs_data import SbsError
 from sbs_data.teachers.base import (
-    BAD_BODY,
     HostedTeacher,
     LimitHeaders,
     RateLimits,
     Request,
     Response,
-    Teacher,
     classify_sdk_error,
-    classify_status,
     error_fields,
-    redact,
 )
 from sbs_data.teachers.batch_api import BatchAPI, BatchInfo, Result, epoch
 from sbs_data.teachers.models import estimate_tokens
@@ -93,6 +87,7 @@ class AnthropicTeacher(HostedTeacher):
 
     key_env = "ANTHROPIC_API_KEY"
     base_url_env = "ANTHROPIC_BASE_URL"
+    several_base_urls = "anthropic: takes at most one --base-url"
 
     def make_client(self) -> Any:
         import anthropic
@@ -174,16 +169,17 @@ class AnthropicBatchAPI(BatchAPI):
     max_requests = 100_000
     max_bytes = 256 * 1024**2
 
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            import anthropic
+    def make_client(self) -> Any:
+        import anthropic
 
-            t = self.teacher
-            self._client = anthropic.Anthropic(
-                api_key=t._api_key, base_url=t.base_url, timeout=self.timeout, max_retries=2
-            )
-        return self._client
+        t = self.teacher
+        return anthropic.Anthropic(
+            api_key=t._api_key, base_url=t.base_url, timeout=self.timeout, max_retries=2
+        )
+
+    @property
+    def sdk_batches(self) -> Any:
+        return self.client.messages.batches
 
     def _classify(self, e: BaseException) -> BaseException:
         return classify(e, self.secrets)
@@ -213,12 +209,6 @@ class AnthropicBatchAPI(BatchAPI):
                 found = info  # newest first: keep going to end at the oldest match
         return found
 
-    def retrieve(self, batch_id: str) -> BatchInfo:
-        return self._info(self.call("retrieve batch", self.client.messages.batches.retrieve, batch_id))
-
-    def cancel(self, batch_id: str) -> BatchInfo:
-        return self._info(self.call("cancel batch", self.client.messages.batches.cancel, batch_id))
-
     def _info(self, b: Any) -> BatchInfo:
         rc = b.request_counts
         counts = {
@@ -242,15 +232,7 @@ class AnthropicBatchAPI(BatchAPI):
         stream = self.client.messages.batches.with_streaming_response.results(info.batch_id)
         http = self.call("download results", stream.__enter__)
         try:
-            for n, line in enumerate(http.iter_lines(), 1):
-                if not line.strip():
-                    continue
-                try:
-                    yield self.result(json.loads(line))
-                except (ValueError, KeyError, TypeError, AttributeError) as e:
-                    raise SbsError(
-                        f"anthropic batch {info.batch_id} result line {n}: unreadable ({e})"
-                    ) from None
+            yield from self.read_results(http.iter_lines(), f"anthropic batch {info.batch_id} result")
         finally:
             stream.__exit__(None, None, None)
 
@@ -260,21 +242,11 @@ class AnthropicBatchAPI(BatchAPI):
         r = line.get("result") or {}
         t = r.get("type")
         if t == "succeeded":
-            try:
-                return Result(key, read_message(r["message"]))
-            except BAD_BODY:
-                return Result(key, kind="transient", error="anthropic batch: malformed response body")
+            return self.answered(key, read_message, r.get("message"))
         if t == "errored":
             msg, code, param = error_fields(r.get("error") or {})
             status = _STATUS_OF_TYPE.get(code or "", 500)
-            return Result(
-                key,
-                kind=classify_status(status, msg, code).kind,
-                status=status,
-                error=f"anthropic {code or 'error'}: {redact(msg, self.secrets)}",
-                code=code,
-                param=param,
-            )
+            return self.failed(key, status, f"anthropic {code or 'error'}", msg, code, param)
         if t in ("canceled", "expired"):
             return Result(key, kind=t, error=f"anthropic batch: request {t}")
         return Result(key, kind="transient", error=f"anthropic batch: unknown result type {str(t)[:50]!r}")
@@ -295,22 +267,5 @@ _STATUS_OF_TYPE = {
 }
 
 
-def create(
-    model: str,
-    *,
-    base_urls: tuple[str, ...] = (),
-    ws: Any = None,
-    timeout: float = 60.0,
-    prompt_cache: bool = True,
-    **opts: Any,
-) -> Teacher:
-    """The registry's factory for `anthropic:MODEL` (one optional --base-url)."""
-    if len(base_urls) > 1:
-        raise SbsError("anthropic: takes at most one --base-url")
-    return AnthropicTeacher(
-        model,
-        base_url=base_urls[0] if base_urls else None,
-        timeout=timeout,
-        prompt_cache=prompt_cache,
-        **opts,
-    )
+#: The registry's factory for `anthropic:MODEL` (one optional --base-url).
+create = AnthropicTeacher.create

@@ -464,6 +464,8 @@ class HostedTeacher(Teacher):
 
     key_env: str = "?"
     base_url_env: str = "?"
+    #: What `create` answers to more than one --base-url.
+    several_base_urls: str = "takes at most one --base-url"
 
     def __init__(
         self,
@@ -481,6 +483,14 @@ class HostedTeacher(Teacher):
         self.transport = transport
         self.prompt_cache = prompt_cache
         self._client: Any = None
+
+    @classmethod
+    def create(cls, model: str, *, base_urls: tuple[str, ...] = (), ws: Any = None, **opts: Any) -> Teacher:
+        """The registry's factory for `PROVIDER:MODEL`: one optional --base-url (else the SDK's environment
+        variable); `timeout`, `prompt_cache` and the rest go to the constructor, and `ws` is not used."""
+        if len(base_urls) > 1:
+            raise SbsError(cls.several_base_urls)
+        return cls(model, base_url=base_urls[0] if base_urls else None, **opts)
 
     def preflight(self) -> None:
         if not self._api_key:
