@@ -32,6 +32,7 @@ from sbs_data.teachers.base import (
     AuthError,
     ContextLength,
     Permanent,
+    QuotaExhausted,
     RateLimited,
     Request,
     Teacher,
@@ -106,6 +107,11 @@ class Counters:
 def fix_hint(e: TeacherError, teacher: Teacher) -> str:
     """What to do about a permanent error that hit every request."""
     code, param = getattr(e, "code", None) or "", getattr(e, "param", None) or ""
+    if isinstance(e, QuotaExhausted):
+        return (
+            f"the {teacher.provider} account has no credit left (quota/billing): add credit or raise the spend "
+            "limit in the provider's Plans & Billing, then re-run; answers already paid for are cached"
+        )
     if isinstance(e, AuthError):
         env = getattr(teacher, "key_env", None)
         return f"check the API key{f' ({env})' if env else ''} and that it may use {teacher.model}"
@@ -331,6 +337,15 @@ class Engine:
             ),
             item,
         )
+        if isinstance(e, QuotaExhausted) and not self.fatal:
+            # out of credit: every further request would fail the same way, so stop now; what was answered
+            # before stays (a partial version), and with nothing answered there is no version at all
+            hint = fix_hint(e, self.teacher)
+            if self.succeeded:
+                self.stop_reason = self.stop_reason or f"{msg} ({hint})"
+            else:
+                self.fatal, self.stop_reason = f"{msg}\nfix: {hint}", "the account has no credit left"
+            self.probe_done.set()
         self._watch_systematic(e, msg)
         if self.on_progress:
             self.on_progress(self.counters)

@@ -158,15 +158,31 @@ class AuthError(Permanent):
     kind = "auth"
 
 
+class QuotaExhausted(Permanent):
+    """The account has no credit left (OpenAI's 429 `insufficient_quota`, Anthropic's "credit balance is too
+    low", a 402 billing error): no retry can help, so the engine stops the run at once."""
+
+    kind = "quota"
+
+
 _CONTEXT_WORDS = ("context_length", "context length", "maximum context", "context window", "too long")
+#: What marks an account out of credit, whatever the status it comes with (OpenAI sends it as a 429):
+#: https://platform.openai.com/docs/guides/error-codes (429 "You exceeded your current quota"),
+#: https://docs.anthropic.com/en/api/errors (billing_error; "Your credit balance is too low").
+_QUOTA_CODES = ("insufficient_quota", "billing_error", "billing_hard_limit_reached")
+_QUOTA_WORDS = ("exceeded your current quota", "credit balance is too low", "insufficient credit")
 
 
 def classify_status(status: int, message: str = "", code: str | None = None) -> type[TeacherError]:
     """The error class for an HTTP status, online or inside a batch result (one rule for every provider).
 
+    An account out of credit is QuotaExhausted whatever its status (OpenAI sends it as a 429); otherwise
     429 and Anthropic's 529 (overloaded) are rate limits; 408/409/425 and 5xx are transient; 401/403 are
     auth; a 400/413/422 whose code or message speaks of the context window is ContextLength.
     """
+    text = f"{code or ''} {message}"[:2000].lower()
+    if status == 402 or (code or "") in _QUOTA_CODES or any(w in text for w in _QUOTA_WORDS):
+        return QuotaExhausted
     if status in (429, 529):
         return RateLimited
     if status in (408, 409, 425) or status >= 500:
@@ -174,7 +190,6 @@ def classify_status(status: int, message: str = "", code: str | None = None) -> 
     if status in (401, 403):
         return AuthError
     if status in (400, 413, 422):
-        text = f"{code or ''} {message}"[:2000].lower()
         if any(w in text for w in _CONTEXT_WORDS):
             return ContextLength
     return Permanent

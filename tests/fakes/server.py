@@ -195,6 +195,23 @@ class FakeLLMServer(ModelRules, Faults, Accounting, OpenAIAPI, AnthropicAPI):
                 return self._error(
                     provider, 401, "authentication_error", f"invalid api key {key!r}", rl_headers
                 )
+            if name == "noquota":
+                # An account out of credit. OpenAI answers 429 with type and code `insufficient_quota`
+                # (https://platform.openai.com/docs/guides/error-codes: "You exceeded your current quota,
+                # please check your plan and billing details"); Anthropic answers 400 invalid_request_error
+                # "Your credit balance is too low to access the Anthropic API..." (its billing errors:
+                # https://docs.anthropic.com/en/api/errors).
+                if provider == "anthropic":
+                    msg = (
+                        "Your credit balance is too low to access the Anthropic API. Please go to Plans & "
+                        "Billing to upgrade or purchase credits."
+                    )
+                    return self._error(provider, 400, "invalid_request_error", msg, rl_headers)
+                msg = (
+                    "You exceeded your current quota, please check your plan and billing details. For more "
+                    "information on this error, read the docs: https://platform.openai.com/docs/guides/error-codes/api-errors."
+                )
+                return self._error(provider, 429, "insufficient_quota", msg, rl_headers)
             if name == "context":
                 msg = "This model's maximum context length is 8192 tokens; prompt is too long"
                 return self._error(provider, 400, "context_length_exceeded", msg, rl_headers)
