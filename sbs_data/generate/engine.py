@@ -156,7 +156,13 @@ class Engine:
         self.stop_reason: str | None = None
         self.fatal: str | None = None  # a systematic error: no version is built
         self.secrets = teacher.secrets()
-        self.limiter = Limiter(settings.concurrency, settings.rpm, settings.tpm, on_wait=self._waiting)
+        self.limiter = Limiter(
+            settings.concurrency,
+            settings.rpm,
+            settings.tpm,
+            on_wait=self._waiting,
+            max_wait=settings.max_wait,
+        )
         # One request at a time until the first answer: a systematic error costs one request per verdict
         # step, and the answer warms the provider's prompt cache (a concurrent first wave would write the
         # shared prefix once per request, at 1.25x the input price on Anthropic).
@@ -366,8 +372,8 @@ class Engine:
             self.stop_reason = f"every one of the first {need} requests failed the same way"
         self.probe_done.set()  # a verdict either way: stop, or go on at full speed
 
-    def _waiting(self, seconds: float, asked: float) -> None:
-        """Say on stderr that the run waits on the provider, until when, and whether the wait was capped."""
+    def _waiting(self, seconds: float, asked: float, cause: str = "rate limited") -> None:
+        """Say on stderr that the run waits, why, until when, and whether the wait was capped."""
         until = time.monotonic() + seconds
         if until - self._told_until < 1.0:
             return
@@ -378,7 +384,7 @@ class Engine:
             if asked > seconds
             else ""
         )
-        log.warning(f"waiting on {self.teacher.provider} (rate limited) until {at}, {seconds:.0f} s{capped}")
+        log.warning(f"waiting on {self.teacher.provider} ({cause}) until {at}, {seconds:.0f} s{capped}")
 
     async def run(self, items: Iterable[Item], expected: int = 0) -> None:
         """Answer `items` (cache misses, each key once); tasks are admitted a few at a time, so neither
