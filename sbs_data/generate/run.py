@@ -157,9 +157,7 @@ def spec_plan(ws: Workspace, ref: str, teacher: Teacher, spec: PlanSpec) -> Plan
         split=spec.split,
         limit=spec.limit,
         samples=spec.samples,
-        prompt_path=spec.prompt_path,
-        json_mode=spec.json_mode,
-        params=spec.params,
+        **spec.prompt_args(),
     )
 
 
@@ -241,7 +239,7 @@ def run_plan(
         if run.dry_run:
             return _dry_run(ws, p, teacher, summary, batch)
         check_facts(teacher, run.max_usd)
-        if n_keys and run.max_usd is not None:
+        if n_keys and run.max_usd is not None and not batch:  # a batch checks its whole worst case
             check_budget(teacher, run.max_usd, next(iter(p.misses(ws))).req)
         if n_keys and run.offline and teacher.network:
             first = next(iter(p.misses(ws)))
