@@ -45,6 +45,7 @@ _SCHEMA = {
     "error": pl.Utf8,
     "repaired": pl.Boolean,
     "hinted": pl.Boolean,
+    "usage_estimated": pl.Boolean,
 }
 _CACHE_VALUES = (
     "finish_reason",
@@ -56,6 +57,7 @@ _CACHE_VALUES = (
     "cost_usd",
     "latency_ms",
     "repaired",
+    "usage_estimated",
 )
 _ROW_KEY = "example_id, sample_idx, split, cache_key"
 

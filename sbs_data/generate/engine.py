@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sbs_data import SbsError, log
-from sbs_data.generate.answer import Answer, Failure
+from sbs_data.generate.answer import Answer, Failure, checked_usage
 from sbs_data.generate.cache import CacheWriter
 from sbs_data.generate.limits import Limiter
 from sbs_data.generate.parse import parse
@@ -100,6 +100,7 @@ class Counters:
     skipped: int = 0
     invalid_retries: int = 0
     repaired: int = 0
+    usage_estimated: int = 0  # answers whose usage could not be true, priced from estimates
     spend: float = 0.0
     spend_known: bool = True
 
@@ -298,6 +299,17 @@ class Engine:
             await self.limiter.release()
             latency = (time.perf_counter() - t0) * 1000.0
             attempts += 1
+            estimated = False
+            if self.teacher.network:  # a paid call is priced from usage that can be true
+                resp, estimated = checked_usage(resp, item.req.prompt_chars)
+                if estimated:
+                    self.counters.usage_estimated += 1
+                    if self.counters.usage_estimated == 1:
+                        log.warning(
+                            f"warning: {self.teacher.spec} reported token usage that cannot be true (absent, "
+                            "negative or out of range); those answers are priced from token estimates of "
+                            "their text and flagged usage_estimated"
+                        )
             cost = self.facts.cost_of(resp)
             await self._settle(worst, cost)
             used = (resp.prompt_tokens or 0) + (resp.completion_tokens or 0)
@@ -308,7 +320,12 @@ class Engine:
                 await self.limiter.open()  # the probe is over
                 self.probe_done.set()
             answer = Answer.from_response(
-                item.key, resp, latency_ms=latency, cost_usd=cost, attempts=attempts
+                item.key,
+                resp,
+                latency_ms=latency,
+                cost_usd=cost,
+                attempts=attempts,
+                usage_estimated=estimated,
             )
             if self.json_mode and self.task is not None and invalid < self.settings.json_retries:
                 _, why = parse(self.task, answer.text, item.choices, True)

@@ -317,6 +317,8 @@ def run_plan(
         rows_per_s=round(n_keys / elapsed, 1) if n_keys and elapsed > 0 else None,
         **follow,
     )
+    if c.usage_estimated:
+        summary["usage_estimated"] = c.usage_estimated
     if c.repaired:
         summary["repaired"] = c.repaired
         log.warning(
@@ -378,6 +380,7 @@ def counters(c: Counters, elapsed: float) -> dict[str, Any]:
         "failed": c.failed,
         "skipped": c.skipped,
         "repaired": c.repaired,
+        "usage_estimated": c.usage_estimated,
         "spent_usd": c.spend if c.spend_known else None,
         "seconds": round(elapsed, 3),
     }

@@ -32,6 +32,19 @@ from .openai_api import OpenAIAPI
 from .tokens import utf8
 
 
+def lie_about_usage(payload: dict, how: str) -> dict:
+    """The answer with a usage block no real server sends: the client must not price from it as it is."""
+    usage = payload.get("usage")
+    if how == "missing":
+        payload.pop("usage", None)
+    elif isinstance(usage, dict):
+        lie: object = {"negative": -5000, "huge": 10**18, "text": "many"}.get(how, -5000)
+        for k in ("prompt_tokens", "completion_tokens", "input_tokens", "output_tokens"):
+            if k in usage:
+                usage[k] = lie
+    return payload
+
+
 class FakeLLMServer(ModelRules, Faults, Accounting, OpenAIAPI, AnthropicAPI):
     """Serve both APIs on 127.0.0.1; `latency` seconds per answer. Thread-safe counters in `self.log`."""
 
@@ -226,6 +239,10 @@ class FakeLLMServer(ModelRules, Faults, Accounting, OpenAIAPI, AnthropicAPI):
             if name in ("badjson", "surrogate"):
                 plan = planner(body, name)
             payload = self._commit(plan, "online")
+            if (
+                name == "lieusage"
+            ):  # billed truly, reported falsely (issue 23): lieusage:negative|missing|huge|text
+                payload = lie_about_usage(payload, arg or "negative")
             id_header = "request-id" if provider == "anthropic" else "x-request-id"
             return web.json_response(payload, headers={**rl_headers, id_header: payload["id"]})
         finally:
