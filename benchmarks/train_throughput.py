@@ -43,19 +43,6 @@ from sbs_trainer.model import StudentStep, combine, two_pass_losses
 from sbs_trainer.train import TrainConfig, _lr_lambda, run
 
 SVAMP_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "sbs_original" / "datasets" / "svamp"
-COLUMNS = [
-    "example_id",
-    "task",
-    "split",
-    "input",
-    "label",
-    "gold_label",
-    "teacher_label",
-    "rationale",
-    "teacher",
-    "sample_idx",
-    "choices",
-]
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -97,6 +84,9 @@ def _row(i: int, text: str, label: str, rationale: str) -> dict:
         "gold_label": label, "teacher_label": label, "rationale": rationale, "teacher": "palm", "sample_idx": 0,
         "choices": None,
     }  # fmt: skip
+
+
+COLUMNS = list(_row(0, "", "", ""))  # the shard columns: a row's keys
 
 
 def write_export(root: Path, rows: list[dict], shard_rows: int = 256) -> Path:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from fakes import FaultPlan
-from generate_helpers import FAKE_KEY, cqa_examples, fast, gen_rows
+from generate_helpers import FAKE_KEY, cqa_examples, fast, gen_rows, generate_argv
 from typer.testing import CliRunner
 
 from sbs_data import SbsError
@@ -129,9 +129,7 @@ def test_offline_fails_cleanly_on_a_miss_and_replays_hits(ws, server, monkeypatc
     )
     assert res.summary["cached"] == 3 and server.count == 3
     ws.close()
-    r = CliRunner().invoke(
-        app, ["generate", "toy", "--teacher", "openai:gpt-4o-mini", "--offline", "--db", str(ws.path)]
-    )
+    r = CliRunner().invoke(app, generate_argv(ws.path, "--offline"))
     assert r.exit_code == 1 and "Error: --offline: 2 of 5" in r.output and "Traceback" not in r.output
 
 
@@ -158,29 +156,13 @@ def test_keys_never_reach_the_workspace_or_output(tmp_path, server, monkeypatch)
     server.set_faults(FaultPlan(queue=["401", "401"]))  # the fake server echoes the key in its 401 body
     runner = CliRunner()
     r = runner.invoke(
-        app,
-        [
-            "generate",
-            "toy",
-            "--teacher",
-            "openai:gpt-4o-mini",
-            "--db",
-            str(db),
-            "--backoff",
-            "0.01",
-            "--format",
-            "json",
-            "--base-url",
-            server.openai_url,
-        ],
+        app, generate_argv(db, "--backoff", "0.01", "--format", "json", "--base-url", server.openai_url)
     )
     assert r.exit_code == 0, r.output
     assert FAKE_KEY not in r.output
     monkeypatch.setenv("OPENAI_API_KEY", "sk-wrong-key-abcdefghijkl")
     server.set_faults(FaultPlan(require_key="sk-right"))
-    r = runner.invoke(
-        app, ["generate", "toy", "--teacher", "openai:gpt-4o", "--db", str(db), "--backoff", "0.01"]
-    )
+    r = runner.invoke(app, generate_argv(db, "--backoff", "0.01", teacher="openai:gpt-4o"))
     assert r.exit_code == 1 and "check the API key" in r.output and "sk-wrong-key" not in r.output
     ws = Workspace.open(db)
     assert ws.one("SELECT count(*) FROM sbs_failures WHERE kind = 'auth'") >= 2

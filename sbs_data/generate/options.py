@@ -40,6 +40,10 @@ class RequestSpec:
     base_urls: tuple[str, ...] = ()  # openai-compat: servers to spread the requests over
     prices_path: str | Path | None = None  # a models table instead of recipes/prices.yaml
 
+    def prompt_args(self) -> dict[str, Any]:
+        """What the planners (`plan`, `hint_plan`) take of the spec to render its requests."""
+        return {"prompt_path": self.prompt_path, "json_mode": self.json_mode, "params": self.params}
+
 
 @dataclass
 class PlanSpec(RequestSpec):
