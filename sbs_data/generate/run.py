@@ -26,7 +26,7 @@ from sbs_data.generate.plan import Item, Plan, default_name, plan, sanitize_name
 from sbs_data.generate.progress import Progress
 from sbs_data.teachers.base import Request, Teacher
 from sbs_data.teachers.models import estimate_tokens
-from sbs_data.teachers.registry import parse_spec, supports_batch
+from sbs_data.teachers.registry import check_cache_ttl, parse_spec, supports_batch
 from sbs_data.workspace import Run, Workspace, check_name
 
 #: DuckDB's memory cap while a plan runs: the key pass, the cache join and the version build spill past it
@@ -140,6 +140,15 @@ def resolve_teacher(ws: Workspace, spec: RequestSpec, run: RunOptions) -> tuple[
             timeout=run.settings.timeout,
             prompt_cache=run.prompt_cache,
             prices_path=spec.prices_path,
+            cache_ttl=run.cache_ttl,
+        )
+    elif run.cache_ttl is not None:
+        check_cache_ttl(run.cache_ttl)
+        teacher.cache_ttl = run.cache_ttl
+    if run.cache_ttl is not None and teacher.prompt_cache_ttl() is None:
+        log.warning(
+            f"warning: --cache-ttl has no effect on {teacher.spec}: it sets the lifetime of the prompt-cache "
+            "marks anthropic: teachers send (with prompt caching on)"
         )
     if run.mode == "batch" and not supports_batch(teacher):
         from sbs_data.teachers.registry import batch_api
@@ -201,6 +210,7 @@ def plan_args(p: Plan, spec: RequestSpec, run: RunOptions) -> dict[str, Any]:
         "params": p.params,
         "prices_path": str(Path(spec.prices_path).resolve()) if spec.prices_path else None,
         "prompt_cache": run.prompt_cache,
+        "cache_ttl": run.cache_ttl,
     }
 
 
@@ -349,9 +359,10 @@ def _dry_run(
     )
     cached_in = shared * max(0, n - 1) if caches and shared >= facts.min_cache_tokens else 0
     write_in = shared if caches and teacher.provider == "anthropic" and cached_in else 0
+    write_1h = write_in if teacher.prompt_cache_ttl(batch) == "1h" else 0
     max_out = n * int(p.params.get("max_tokens") or 0)
-    est = facts.cost(est_in, 0, cached_in, write_in, batch=batch)
-    worst = facts.cost(est_in, max_out, cached_in, write_in, batch=batch)
+    est = facts.cost(est_in, 0, cached_in, write_in, cache_write_1h_tokens=write_1h, batch=batch)
+    worst = facts.cost(est_in, max_out, cached_in, write_in, cache_write_1h_tokens=write_1h, batch=batch)
     summary.update(
         est_prompt_tokens=est_in,
         est_cached_prompt_tokens=cached_in,

@@ -6,8 +6,19 @@ sent online, and `read_message` turns either kind of answer into a Response.
 
 Prompt caching: when the shared prefix (system + the few-shot block, `Request.prefix_chars` characters of
 the first user message) is long enough for the model's cache, the first user message is sent as two text
-blocks, the few-shot block first and marked `cache_control: ephemeral` (5-minute cache), so every row's
-prefix is byte-identical and later rows read it at a tenth of the input price.
+blocks, the few-shot block first and marked `cache_control: ephemeral`, so every row's prefix is
+byte-identical and later rows read it at the model's cache-read price. The mark's lifetime is the
+teacher's `cache_ttl`, else 5 minutes online (the API's default, sent as the bare mark) and 1 hour in a
+Message Batch: a batch can take longer than 5 minutes to process, and the 1-hour cache keeps the shared
+prefix warm across it (https://platform.claude.com/docs/en/build-with-claude/batch-processing). A 1-hour
+write costs 2x input, a 5-minute one 1.25x; the answer's `usage.cache_creation` says how many tokens were
+written at each (https://platform.claude.com/docs/en/build-with-claude/prompt-caching).
+
+Structured output (`--json`): on a model whose table entry says `native_json`, the schema goes in
+`output_config.format` (`{"type": "json_schema", "schema": ...}`) and the API's constrained decoding
+enforces it; this is generally available, no beta header
+(https://platform.claude.com/docs/en/build-with-claude/structured-outputs). Elsewhere the prompt asks for
+the JSON and the engine validates it, as before. The prompt is the same either way, so is the cache key.
 """
 
 from __future__ import annotations
@@ -28,7 +39,8 @@ from sbs_data.teachers.batch_api import BatchAPI, BatchInfo, Result, epoch
 from sbs_data.teachers.models import estimate_tokens
 
 _FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "refusal": "content_filter"}
-_EPHEMERAL = {"type": "ephemeral"}
+_EPHEMERAL = {"type": "ephemeral"}  # the 5-minute mark, as every request sent it before TTLs were chosen
+_EPHEMERAL_1H = {"type": "ephemeral", "ttl": "1h"}
 
 #: Anthropic's rate-limit headers; resets are RFC 3339 times. Input and output tokens have their own limits.
 LIMIT_HEADERS: LimitHeaders = {
@@ -63,6 +75,10 @@ def read_message(body: dict, limits: RateLimits | None = None) -> Response:
     fresh = _count(usage, "input_tokens")
     read = _count(usage, "cache_read_input_tokens")
     written = _count(usage, "cache_creation_input_tokens")
+    # The write broken down by lifetime: `cache_creation.ephemeral_{5m,1h}_input_tokens`
+    # (https://platform.claude.com/docs/en/build-with-claude/prompt-caching); absent, every write is 5-minute.
+    by_ttl = usage.get("cache_creation")
+    written_1h = _count(by_ttl, "ephemeral_1h_input_tokens") if isinstance(by_ttl, dict) else None
     stop = body.get("stop_reason")
     return Response(
         text=text,
@@ -73,13 +89,15 @@ def read_message(body: dict, limits: RateLimits | None = None) -> Response:
         cached_tokens=read,
         cache_write_tokens=written,
         limits=limits,
+        cache_write_1h_tokens=written_1h,
     )
 
 
 class AnthropicTeacher(HostedTeacher):
     """`anthropic:MODEL`. Honours ANTHROPIC_API_KEY and ANTHROPIC_BASE_URL like the SDK does.
 
-    The messages API has no seed or n; structured output is asked for in the prompt and validated by the engine.
+    The messages API has no seed or n. Structured output is enforced by the API on models whose table entry
+    says `native_json`, else asked for in the prompt; the engine validates it either way.
     """
 
     provider = "anthropic"
@@ -102,24 +120,35 @@ class AnthropicTeacher(HostedTeacher):
             kw["http_client"] = anthropic.DefaultAioHttpClient(timeout=self.timeout)
         return anthropic.AsyncAnthropic(**kw)
 
-    def build_kwargs(self, req: Request) -> dict[str, Any]:
-        """The request body exactly as the messages API (and a Message Batches request) takes it."""
+    def build_kwargs(self, req: Request, *, batch: bool = False) -> dict[str, Any]:
+        """The request body exactly as the messages API (and, `batch`, a Message Batches request) takes it;
+        the two differ only in the prompt-cache mark's lifetime (`prompt_cache_ttl`)."""
         p = req.params
+        mark = _EPHEMERAL_1H if self.prompt_cache_ttl(batch) == "1h" else _EPHEMERAL
         kw: dict[str, Any] = {
             "model": self.model,
-            "messages": self._messages(req),
+            "messages": self._messages(req, mark),
             "max_tokens": p.get("max_tokens") or self.facts.default_max_tokens,  # the API requires it
         }
         if req.system:
             kw["system"] = req.system
             if self._caches(req) and not req.prefix_chars:  # no few-shot block: cache a long system alone
-                kw["system"] = [{"type": "text", "text": req.system, "cache_control": _EPHEMERAL}]
+                kw["system"] = [{"type": "text", "text": req.system, "cache_control": mark}]
         for k in ("temperature", "top_p"):
             if p.get(k) is not None:
                 kw[k] = p[k]
         if p.get("stop"):
             kw["stop_sequences"] = list(p["stop"]) if not isinstance(p["stop"], str) else [p["stop"]]
+        if req.json_schema is not None and self.facts.native_json:
+            kw["output_config"] = {"format": {"type": "json_schema", "schema": req.json_schema}}
         return kw
+
+    def prompt_cache_ttl(self, batch: bool = False) -> str | None:
+        """`cache_ttl` when set, else "5m" online and "1h" in a Message Batch (see the module docstring);
+        None with prompt caching off."""
+        if not self.prompt_cache:
+            return None
+        return self.cache_ttl or ("1h" if batch else "5m")
 
     def _caches(self, req: Request) -> bool:
         """Whether the prefix is worth marking: prompt caching on, and system + few-shot block estimated
@@ -130,7 +159,7 @@ class AnthropicTeacher(HostedTeacher):
         prefix = len(req.system or "") + max(0, req.prefix_chars)
         return estimate_tokens(prefix) >= self.facts.min_cache_tokens
 
-    def _messages(self, req: Request) -> list[dict[str, Any]]:
+    def _messages(self, req: Request, mark: dict[str, str]) -> list[dict[str, Any]]:
         msgs = list(req.messages)
         if not msgs or req.prefix_chars <= 0 or not self._caches(req):
             return msgs
@@ -141,11 +170,11 @@ class AnthropicTeacher(HostedTeacher):
         head, rest = content[: req.prefix_chars], content[req.prefix_chars :]
         if not head.strip():
             return msgs
-        blocks: list[dict[str, Any]] = [{"type": "text", "text": head, "cache_control": _EPHEMERAL}]
+        blocks: list[dict[str, Any]] = [{"type": "text", "text": head, "cache_control": mark}]
         if rest.strip():  # the API rejects empty or blank text blocks
             blocks.append({"type": "text", "text": rest})
         else:
-            blocks[0] = {"type": "text", "text": content, "cache_control": _EPHEMERAL}
+            blocks[0] = {"type": "text", "text": content, "cache_control": mark}
         return [{**first, "content": blocks}, *msgs[1:]]
 
     limit_headers = LIMIT_HEADERS
@@ -185,7 +214,7 @@ class AnthropicBatchAPI(BatchAPI):
         return classify(e, self.secrets)
 
     def line(self, key: str, req: Any) -> dict[str, Any]:
-        return {"custom_id": key, "params": self.teacher.build_kwargs(req)}
+        return {"custom_id": key, "params": self.teacher.build_kwargs(req, batch=True)}
 
     def upload(self, job_id: str, payload: bytes) -> None:
         return None  # requests travel inline with create

@@ -81,7 +81,8 @@ class Response:
     """A completion: the text exactly as returned, why it stopped, token usage and the provider's id.
 
     `prompt_tokens` counts every input token, cached and cache-written ones included; `cached_tokens` of
-    them were read from the provider's prompt cache and `cache_write_tokens` were written to it (Anthropic).
+    them were read from the provider's prompt cache and `cache_write_tokens` were written to it (Anthropic),
+    `cache_write_1h_tokens` of those with the 1-hour lifetime (priced apart from 5-minute writes).
     `completion_tokens` includes `reasoning_tokens` (billed as output). `limits` is what the response's
     headers said about the account's rate limits.
     """
@@ -95,6 +96,7 @@ class Response:
     cache_write_tokens: int | None = None
     reasoning_tokens: int | None = None
     limits: RateLimits | None = None
+    cache_write_1h_tokens: int | None = None
 
 
 # -- classified errors ----------------------------------------------------------------------------
@@ -427,6 +429,9 @@ class Teacher:
         True  # False for teachers that never leave the machine (replay, hf): allowed with --offline
     )
     prompt_cache: bool = True  # mark the shared prefix for the provider's prompt cache where it needs marking
+    #: The prompt-cache lifetime to ask for where the provider lets a request choose one ("5m" or "1h";
+    #: Anthropic), None for the provider's default; set from `RunOptions.cache_ttl`.
+    cache_ttl: str | None = None
 
     def __init__(self, model: str):
         self.model = model
@@ -455,6 +460,11 @@ class Teacher:
 
     async def complete(self, req: Request) -> Response:  # pragma: no cover - interface
         raise NotImplementedError
+
+    def prompt_cache_ttl(self, batch: bool = False) -> str | None:
+        """The lifetime this teacher's prompt-cache marks ask for, online or in a batch; None where the
+        provider offers no choice (OpenAI caches by itself) or nothing is marked."""
+        return None
 
     def key_extra(self, req: Request) -> dict[str, Any]:
         """Extra cache-key ingredients (replay keys by example id, since it answers by id, not by text)."""

@@ -25,9 +25,9 @@ from typing import Any
 from aiohttp import web
 
 from .accounting import Accounting, Bucket
-from .anthropic_api import AnthropicAPI
+from .anthropic_api import AnthropicAPI, betas_of
 from .faults import ERROR_FAULTS, FaultPlan, Faults
-from .models import MODELS, Model, ModelRules, Refusal
+from .models import ANTHROPIC_BETAS, MODELS, Model, ModelRules, Refusal
 from .openai_api import OpenAIAPI
 from .tokens import utf8
 
@@ -152,6 +152,8 @@ class FakeLLMServer(ModelRules, Faults, Accounting, OpenAIAPI, AnthropicAPI):
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
         outcome = "ok"
         prompt = ""
+        if provider == "anthropic":  # this request's own task: the value stays with it
+            ANTHROPIC_BETAS.set(betas_of(request))
         try:
             try:
                 body = await request.json()
