@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from fakes import FaultPlan
 from generate_helpers import cqa_examples, fast, question
@@ -28,10 +26,9 @@ def test_quota_errors_are_not_rate_limits():
 def test_no_credit_from_the_start_stops_within_seconds(ws, server, teacher):
     cqa_examples(ws, n=200)
     server.set_faults(FaultPlan(queue=["noquota"] * 1000))
-    t0 = time.perf_counter()
+    # waited out as a rate limit, this would end after --patience with a version of failed rows
     with pytest.raises(SbsError, match=r"no credit left \(quota/billing\)"):
-        generate(ws, "toy", PlanSpec(teacher), RunOptions(settings=fast(concurrency=8, patience=600)))
-    assert time.perf_counter() - t0 < 60  # never waited out as a rate limit (--patience is 600 s)
+        generate(ws, "toy", PlanSpec(teacher), RunOptions(settings=fast(concurrency=8, patience=5)))
     assert server.count <= 16  # the requests already in flight, not the other 184
     assert not ws.all("SELECT 1 FROM sbs_versions WHERE kind = 'generations'")  # no version of failed rows
 

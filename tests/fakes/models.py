@@ -160,6 +160,22 @@ def _quote_list(xs: Iterable[str]) -> str:
     return ", ".join(q[:-1]) + f", and {q[-1]}" if len(q) > 2 else " and ".join(q)
 
 
+#: The most output tokens a model family writes; a larger `max_tokens`/`max_completion_tokens` is refused with
+#: the provider's 400 (model pages: https://platform.openai.com/docs/models/gpt-4o-mini "16,384 max output
+#: tokens", gpt-4.1 32,768, gpt-5 128,000, o3/o4-mini 100,000; https://docs.anthropic.com/en/docs/about-claude/models/overview
+#: Sonnet 4/4.5 and Haiku 4.5 64K, Opus 4/4.1 32K, Claude 3.5 Haiku 8,192). Families not listed are not checked.
+MAX_OUTPUT = {
+    "gpt-4o-mini": 16_384, "gpt-4o": 16_384, "gpt-4.1": 32_768, "gpt-4.1-mini": 32_768, "gpt-4.1-nano": 32_768,
+    "gpt-5": 128_000, "gpt-5-mini": 128_000, "gpt-5-nano": 128_000, "o3": 100_000, "o4-mini": 100_000,
+    "claude-sonnet-4-5": 64_000, "claude-sonnet-4": 64_000, "claude-haiku-4-5": 64_000,
+    "claude-opus-4": 32_000, "claude-opus-4-1": 32_000, "claude-3-5-haiku": 8_192,
+}  # fmt: skip
+
+
+def max_output(name: str) -> int | None:
+    return MAX_OUTPUT.get(name) or MAX_OUTPUT.get(_SNAPSHOT.sub("", name))
+
+
 class ModelRules:
     """Validation, what the real APIs refuse (a FakeLLMServer mixin: reads `models` and `strict`)."""
 
@@ -206,6 +222,13 @@ class ModelRules:
             raise Refusal(404, "invalid_request_error", msg, None, "model_not_found")
         if model.open_weights:
             return model
+        limit, asked = max_output(name), body.get("max_completion_tokens") or body.get("max_tokens")
+        if limit and isinstance(asked, int) and asked > limit:
+            msg = (
+                f"max_tokens is too large: {asked}. This model supports at most {limit} completion tokens, "
+                f"whereas you provided {asked}."
+            )
+            raise Refusal(400, "invalid_request_error", msg, "max_tokens", "invalid_value")
         extra = next((k for k in body if k not in _OPENAI_FIELDS), None)
         if extra is not None:
             msg = f"Unrecognized request argument supplied: {extra}"
@@ -247,6 +270,11 @@ class ModelRules:
             raise bad("max_tokens: Field required")
         if not isinstance(mt, int) or isinstance(mt, bool) or mt < 1:
             raise bad("max_tokens: Input should be greater than or equal to 1")
+        limit = max_output(str(name))
+        if self.strict and limit and mt > limit:
+            raise bad(
+                f"max_tokens: {mt} > {limit}, which is the maximum allowed number of output tokens for {name}"
+            )
         msgs = body.get("messages")
         if not isinstance(msgs, list) or not msgs:
             raise bad(
