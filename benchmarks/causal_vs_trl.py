@@ -607,7 +607,7 @@ def main(argv: list[str] | None = None) -> dict:
     ok = {v for v in variants if check is None or check["trl"][v]["agree"]}
     best = min(ok or variants, key=lambda v: sides[f"trl_{v}"]["loop_s"])
     ours = sides["sbs_train"]
-    for s in sides.values():
+    for _name, s in sides.items():
         s["ratio_vs_sbs_train_loop"] = s["loop_s"] / ours["loop_s"]
         s["ratio_vs_sbs_train_total"] = s["total_s"] / ours["total_s"]
     result = {

@@ -50,6 +50,23 @@ def test_older_workspace_is_migrated_on_open(tmp_path, monkeypatch):
         assert ws.schema_version() == allm[-1][0]
 
 
+def test_workspace_at_009_gets_010_and_a_cache_view_with_every_column(tmp_path, monkeypatch):
+    """A workspace migrated to 009 (usage_estimated) gets 010 (the Responses API) next, and the cache view
+    the last migration defines keeps the columns of both."""
+    allm = wsmod._migrations()
+    assert [(n, name) for n, name, _ in allm[-2:]] == [(9, "usage_estimated"), (10, "responses")]
+    monkeypatch.setattr(wsmod, "_migrations", lambda: allm[:-1])
+    Workspace.open(tmp_path / "at9.duckdb").close()
+    monkeypatch.setattr(wsmod, "_migrations", lambda: allm)
+    with Workspace.open(tmp_path / "at9.duckdb") as ws:
+        assert ws.schema_version() == 10
+        cols = {
+            r[0]
+            for r in ws.all("SELECT column_name FROM information_schema.columns WHERE table_name = 'cache'")
+        }
+    assert {"usage_estimated", "teacher_reasoning", "service_tier", "repaired", "text"} <= cols
+
+
 def test_newer_workspace_fails_clearly(tmp_path):
     with Workspace.open(tmp_path / "new.duckdb") as ws:
         ws.con.execute("INSERT INTO sbs_migrations (version, name) VALUES (9999, 'future')")
@@ -96,28 +113,35 @@ def test_failed_write_leaves_nothing(ws):
     assert ws.next_num("sv") == 2
 
 
-def test_killed_process_never_leaves_a_half_version(tmp_path):
-    db = tmp_path / "k.duckdb"
+def _kill_mid_write(db, rows: str, streamed: bool = False) -> None:
+    """A workspace at `db`; then, in a fresh interpreter, version `big` of it begun, `rows` run inside its
+    `with` block (`ws`, `v`, `pl` at hand) and the process SIGKILLed before the block ends."""
     Workspace.open(db).close()
-    script = textwrap.dedent(
-        f"""
-        import sys, time
-        from sbs_data.workspace import Workspace
-        ws = Workspace.open({str(db)!r})
-        with ws.new_version("big", "examples", {{"x": 1}}, task="svamp") as v:
-            for i in range(200):
-                ws.con.execute(
-                    "INSERT INTO sbs_examples (version_id, example_id, split, row_idx, task, input_text, fields) "
-                    "VALUES (?, ?, 'train', ?, 'svamp', 'x', '{{}}')", [v.version_id, f"e{{i}}", i])
-            print("writing", flush=True)
-            time.sleep(60)
-        """
+    script = (
+        "import time\nimport polars as pl\nfrom sbs_data.workspace import Workspace\n"
+        f"ws = Workspace.open({str(db)!r})\n"
+        f'with ws.new_version("big", "examples", {{"x": 1}}, task="svamp", streamed={streamed}) as v:\n'
+        + textwrap.indent(textwrap.dedent(rows).strip("\n"), "    ")
+        + '\n    print("writing", flush=True)\n    time.sleep(60)\n'
     )
     p = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     assert p.stdout.readline().strip() == "writing"
     os.kill(p.pid, signal.SIGKILL)
     p.wait()
     time.sleep(0.1)
+
+
+def test_killed_process_never_leaves_a_half_version(tmp_path):
+    db = tmp_path / "k.duckdb"
+    _kill_mid_write(
+        db,
+        """
+        for i in range(200):
+            ws.con.execute(
+                "INSERT INTO sbs_examples (version_id, example_id, split, row_idx, task, input_text, fields) "
+                "VALUES (?, ?, 'train', ?, 'svamp', 'x', '{}')", [v.version_id, f"e{i}", i])
+        """,
+    )
     with Workspace.open(db, read_only=True) as ws:
         assert ws.versions(include_pending=True) == []
         assert ws.one("SELECT count(*) FROM sbs_examples") == 0
@@ -428,26 +452,15 @@ def test_streamed_version_is_invisible_until_done_and_removed_on_failure(ws):
 
 def test_killed_streamed_write_is_swept_on_the_next_writable_open(tmp_path):
     db = tmp_path / "k.duckdb"
-    Workspace.open(db).close()
-    script = textwrap.dedent(
-        f"""
-        import time
-        import polars as pl
-        from sbs_data.workspace import Workspace
-        ws = Workspace.open({str(db)!r})
-        with ws.new_version("big", "examples", {{"x": 1}}, task="svamp", streamed=True) as v:
-            for i in range(3):
-                ws.append("sbs_examples", v, pl.DataFrame({{"example_id": [f"e{{i}}"], "split": ["train"],
-                    "row_idx": [i], "task": ["svamp"], "input_text": ["x"], "fields": ["{{}}"]}}))
-            print("writing", flush=True)
-            time.sleep(60)
+    _kill_mid_write(
+        db,
         """
+        for i in range(3):
+            ws.append("sbs_examples", v, pl.DataFrame({"example_id": [f"e{i}"], "split": ["train"],
+                "row_idx": [i], "task": ["svamp"], "input_text": ["x"], "fields": ["{}"]}))
+        """,
+        streamed=True,
     )
-    p = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
-    assert p.stdout.readline().strip() == "writing"
-    os.kill(p.pid, signal.SIGKILL)
-    p.wait()
-    time.sleep(0.1)
     with Workspace.open(db, read_only=True) as ro:  # committed chunks of a dead pending version: invisible
         assert ro.one("SELECT count(*) FROM examples") == 0 and ro.versions() == []
     with Workspace.open(db) as ws:  # a writable open removes them

@@ -23,7 +23,7 @@ from sbs_data import SbsError
 from sbs_data.teachers import anthropic, compat, hf, openai, replay
 from sbs_data.teachers.base import Teacher
 from sbs_data.teachers.batch_api import BatchAPI
-from sbs_data.teachers.models import facts_for
+from sbs_data.teachers.models import CACHE_TTLS, facts_for
 
 Factory = Callable[..., Teacher]
 ENTRY_POINT_GROUP = "sbs_data.teachers"
@@ -97,12 +97,15 @@ def parse_spec(
     prices_path: str | Path | None = None,
     api: str | None = None,
     service_tier: str | None = None,
+    cache_ttl: str | None = None,
     **opts: Any,
 ) -> Teacher:
     """`openai:MODEL`, `anthropic:MODEL`, `openai-compat:MODEL`, `hf:NAME_OR_PATH`, `replay:NAME@N` (or a
     plugin's prefix) -> a teacher, with its model facts read from the price table at `prices_path`, speaking
-    `api` (`--api`; None: the teacher's choice for the model) in `service_tier` (`--service-tier`). A
-    teacher that has no such choice refuses them by name."""
+    `api` (`--api`; None: the teacher's choice for the model) in `service_tier` (`--service-tier`), and its
+    prompt-cache lifetime (`cache_ttl`, set on the teacher, not passed to the factory) checked. A teacher
+    that has no choice of API or tier refuses them by name."""
+    check_cache_ttl(cache_ttl)
     provider, sep, model = spec.partition(":")
     provider = provider.strip().lower()
     model = model.strip()
@@ -124,7 +127,15 @@ def parse_spec(
         teacher.use_api(api)
     if service_tier is not None:
         teacher.use_service_tier(service_tier)
+    if cache_ttl is not None:
+        teacher.cache_ttl = cache_ttl
     return teacher
+
+
+def check_cache_ttl(ttl: str | None) -> None:
+    """Refuse a prompt-cache lifetime other than those the API takes (None: the default)."""
+    if ttl is not None and ttl not in CACHE_TTLS:
+        raise SbsError(f"--cache-ttl must be {' or '.join(CACHE_TTLS)}, not {ttl!r}")
 
 
 def supports_batch(teacher: Teacher) -> bool:

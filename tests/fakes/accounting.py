@@ -21,7 +21,8 @@ Rate limits (off unless given): `rpm` (both APIs), `tpm` (OpenAI), `itpm`/`otpm`
 
 The bill: `stats()["bill"]`, one row per provider, model (as requested), mode (online/batch) and service
   tier (the one that served the request: default, flex or priority) with requests, input_tokens (all of
-  them: cached and cache-written included), cached_input_tokens, cache_write_tokens, output_tokens
+  them: cached and cache-written included), cached_input_tokens, cache_write_tokens (all writes) split into
+  cache_write_5m_tokens and cache_write_1h_tokens (Anthropic prices the two lifetimes apart), output_tokens
   (reasoning included), reasoning_tokens, rate_limited and failed counts, and `usd`: what the answers cost
   at the prices below (OpenAI models only; 0 for the others). `bill(provider, model, mode)` adds up the
   tiers unless one is named.
@@ -154,7 +155,7 @@ class Plan:
     provider: str
     model: str
     payload: dict
-    usage: dict[str, int]  # input, cached, written, output, reasoning
+    usage: dict[str, int]  # input, cached, written (of which written_1h: 1-hour TTL), output, reasoning
     cache_keys: list[tuple[tuple, float]]  # entries to write or refresh: (key, ttl)
     max_out: int  # output tokens the request may use (rate-limit estimate)
     prompt: str  # prompt_of(body)
@@ -250,8 +251,10 @@ class Accounting:
 
     @staticmethod
     def _bill_row() -> dict[str, Any]:
-        keys = ("requests", "input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens")
-        return {**dict.fromkeys((*keys, "reasoning_tokens", "rate_limited", "failed"), 0), "usd": 0.0}
+        keys = ("requests", "input_tokens", "cached_input_tokens", "cache_write_tokens")
+        ttls = ("cache_write_5m_tokens", "cache_write_1h_tokens")
+        counts = (*keys, *ttls, "output_tokens", "reasoning_tokens", "rate_limited", "failed")
+        return {**dict.fromkeys(counts, 0), "usd": 0.0}
 
     def _bill_add(self, provider: str, model: Any, mode: str, tier: str = "default", **add: float) -> None:
         with self._lock:
@@ -320,6 +323,8 @@ class Accounting:
             input_tokens=u["input"],
             cached_input_tokens=u["cached"],
             cache_write_tokens=u["written"],
+            cache_write_5m_tokens=u["written"] - u.get("written_1h", 0),
+            cache_write_1h_tokens=u.get("written_1h", 0),
             output_tokens=u["output"],
             reasoning_tokens=u["reasoning"],
             usd=usd(plan.model, u, mode, plan.tier) if plan.provider == "openai" else 0.0,

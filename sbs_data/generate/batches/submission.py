@@ -70,6 +70,7 @@ def context(ws: Workspace, run_id: str, settings: BatchSettings, api: BatchAPI |
         prices_path=a.get("prices_path"),
         # the API the run was submitted with (runs recorded before `api` existed were all chat)
         api=a["api"] if "api" in a else ("chat" if r.provider in _CHAT_BEFORE_API else None),
+        cache_ttl=a.get("cache_ttl"),
     )
     if a.get("rationalize") is not None:  # `rationalize --mode batch`: the hinted plan over GEN's rows
         from sbs_data.generate.hints import hint_plan
