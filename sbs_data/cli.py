@@ -405,7 +405,8 @@ Teacher = Annotated[
     typer.Option(
         "--teacher",
         "-T",
-        help="openai:MODEL | anthropic:MODEL | openai-compat:MODEL (with --base-url) | hf:NAME_OR_PATH | replay:NAME@N",
+        help="openai:MODEL | anthropic:MODEL | gemini:MODEL | openai-compat:MODEL (with --base-url) | hf:NAME_OR_PATH "
+        "| replay:NAME@N",
     ),
 ]
 BaseUrl = Annotated[
@@ -447,7 +448,14 @@ class TeacherOptions:
         str | None,
         typer.Option(
             "--reasoning-effort",
-            help="Reasoning models (OpenAI o-series, gpt-5): minimal, low, medium or high.",
+            help="Reasoning models (OpenAI o-series, gpt-5; Gemini thinking models): minimal, low, medium or high.",
+        ),
+    ] = None
+    thinking_budget: Annotated[
+        int | None,
+        typer.Option(
+            "--thinking-budget",
+            help="Gemini thinking models: tokens to think (0 off where the model allows it, -1 dynamic).",
         ),
     ] = None
     prices: Annotated[
@@ -466,6 +474,7 @@ class TeacherOptions:
             "seed": self.seed,
             "stop": list(self.stop) if self.stop else None,
             "reasoning_effort": self.reasoning_effort,
+            "thinking_budget": self.thinking_budget,
         }
 
     def spec(self) -> RequestSpec:
@@ -545,7 +554,7 @@ class CallOptions:
         bool,
         typer.Option(
             "--prompt-cache/--no-prompt-cache",
-            help="Mark the shared few-shot prefix for Anthropic's prompt cache (OpenAI caches by itself).",
+            help="Mark the shared few-shot prefix for Anthropic's prompt cache (OpenAI, Gemini cache by themselves).",
         ),
     ] = True
     progress: Annotated[
@@ -555,7 +564,7 @@ class CallOptions:
         str,
         typer.Option(
             "--mode",
-            help="online, or batch (openai:/anthropic: batch APIs at the batch price; see `batches`).",
+            help="online, or batch (openai:/anthropic:/gemini: batch APIs at the batch price; see `batches`).",
         ),
     ] = "online"
     max_rounds: Annotated[

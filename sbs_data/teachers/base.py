@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from sbs_data.teachers.models import ModelFacts
 
 #: Generation params a request may carry; adapters pass through the ones their API supports.
-PARAMS = ("temperature", "top_p", "max_tokens", "seed", "stop", "n", "reasoning_effort")
+PARAMS = ("temperature", "top_p", "max_tokens", "seed", "stop", "n", "reasoning_effort", "thinking_budget")
 
 
 @dataclass(frozen=True)
@@ -158,7 +158,14 @@ class AuthError(Permanent):
     kind = "auth"
 
 
-_CONTEXT_WORDS = ("context_length", "context length", "maximum context", "context window", "too long")
+_CONTEXT_WORDS = (
+    "context_length",
+    "context length",
+    "maximum context",
+    "context window",
+    "too long",
+    "input token count",  # Gemini: "The input token count (N) exceeds the maximum number of tokens allowed"
+)
 
 
 def classify_status(status: int, message: str = "", code: str | None = None) -> type[TeacherError]:
@@ -379,7 +386,9 @@ def malformed(provider: str, e: BaseException, limits: RateLimits | None = None)
 
 
 # -- secrets hygiene ------------------------------------------------------------------------------
-_KEYLIKE = re.compile(r"\b(sk-[A-Za-z0-9_\-]{6,}|sk-ant-[A-Za-z0-9_\-]{6,}|hf_[A-Za-z0-9]{10,})")
+_KEYLIKE = re.compile(
+    r"\b(sk-[A-Za-z0-9_\-]{6,}|sk-ant-[A-Za-z0-9_\-]{6,}|hf_[A-Za-z0-9]{10,}|AIza[A-Za-z0-9_\-]{20,})"
+)
 
 
 def redact(text: str | None, secrets: tuple[str, ...] | list[str] = ()) -> str | None:

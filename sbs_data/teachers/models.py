@@ -19,7 +19,9 @@ from sbs_data.configfile import load_yaml
 DEFAULT_PRICES = RECIPES_DIR / "prices.yaml"
 
 #: What any model is assumed to accept when neither the model nor its provider's defaults say.
-ALL_PARAMS = frozenset({"temperature", "top_p", "max_tokens", "seed", "stop", "n", "reasoning_effort"})
+ALL_PARAMS = frozenset(
+    {"temperature", "top_p", "max_tokens", "seed", "stop", "n", "reasoning_effort", "thinking_budget"}
+)
 #: The output budget when nothing says otherwise: ample for a rationale and a label.
 FALLBACK_MAX_TOKENS = 1024
 #: The smallest prefix any provider caches (OpenAI, and most Anthropic models), in tokens.

@@ -10,6 +10,8 @@ Reasoning models (o-series, gpt-5 family) reject what OpenAI rejects, with OpenA
 a `reasoning_effort` the model lacks (gpt-5: minimal/low/medium/high; o-series: low/medium/high). Other
 models reject `reasoning_effort`. Anthropic's newer models (Sonnet 4.5+, Haiku 4.5, Opus 4.1+) reject
 `temperature` together with `top_p`; Anthropic rejects unknown top-level fields and a missing `max_tokens`.
+Gemini's rules live with its API (`gemini_api.py`); its model families are registered here (2.5 Pro, Flash,
+Flash-Lite; 3 Pro/Flash previews, 3.1 Pro preview, 3.1 Flash-Lite), with Google's 404 NOT_FOUND for the rest.
 """
 
 from __future__ import annotations
@@ -25,13 +27,18 @@ from typing import Any
 class Model:
     """What the stand-in enforces for one model family."""
 
-    provider: str  # "openai" (chat completions) or "anthropic" (messages)
+    provider: str  # "openai" (chat completions), "anthropic" (messages) or "gemini" (generateContent)
     efforts: tuple[str, ...] = ()  # reasoning efforts accepted; empty: not a reasoning model
     default_effort: str = "medium"
     stop: bool = True  # accepts `stop`
     cache_min: int = 1024  # the shortest prefix the provider caches, in tokens
     one_sampler: bool = False  # Anthropic: `temperature` and `top_p` cannot both be given
     open_weights: bool = False  # an OpenAI-compatible server (vLLM, Ollama): no OpenAI parameter rules
+    # Gemini (efforts above: the thinkingLevel values a level-based model takes, default_effort its default)
+    budget: tuple[int, int] = (0, 0)  # the thinkingBudget range; (0, 0): no thinking at all
+    can_off: bool = True  # thinkingBudget 0 turns thinking off
+    thinks: bool = False  # thinks when the request says nothing (a dynamic budget or the default level)
+    max_output: int = 65536  # the maxOutputTokens ceiling
 
     @property
     def reasoning(self) -> bool:
@@ -44,6 +51,13 @@ _OSERIES = Model("openai", ("low", "medium", "high"), stop=False)
 _OPEN = Model("openai", open_weights=True)
 _CLAUDE = Model("anthropic")
 _CLAUDE_NEW = Model("anthropic", one_sampler=True)
+# Gemini (https://ai.google.dev/gemini-api/docs/thinking): 2.5 models think by budget (Pro 128-32768 and always,
+# Flash 0-24576 and by default, Flash-Lite 512-24576 and only when asked); Gemini 3 models by level, and still
+# take a budget. Implicit-cache minimums from https://ai.google.dev/gemini-api/docs/caching.
+_LEVELS = ("minimal", "low", "medium", "high")
+_GEMINI_PRO = Model("gemini", budget=(128, 32768), can_off=False, thinks=True, cache_min=2048)
+_GEMINI_FLASH = Model("gemini", budget=(1, 24576), thinks=True, cache_min=2048)
+_GEMINI_LITE = Model("gemini", budget=(512, 24576), cache_min=2048)
 
 #: Model families by name, as the real model lists spell them (snapshots and `-latest` resolve to these).
 MODELS: dict[str, Model] = {
@@ -76,8 +90,32 @@ MODELS: dict[str, Model] = {
         ["claude-haiku-4-5", "claude-opus-4-5", "claude-opus-4-6"],
         Model("anthropic", cache_min=4096, one_sampler=True),
     ),
+    "gemini-2.5-pro": _GEMINI_PRO,
+    "gemini-2.5-flash": _GEMINI_FLASH,
+    "gemini-2.5-flash-lite": _GEMINI_LITE,
+    **dict.fromkeys(
+        ["gemini-3-pro-preview"],
+        Model(
+            "gemini", ("low", "high"), "high", budget=(128, 32768), can_off=False, thinks=True, cache_min=4096
+        ),
+    ),
+    "gemini-3.1-pro-preview": Model(
+        "gemini",
+        ("low", "medium", "high"),
+        "high",
+        budget=(128, 32768),
+        can_off=False,
+        thinks=True,
+        cache_min=4096,
+    ),
+    "gemini-3-flash-preview": Model(
+        "gemini", _LEVELS, "high", budget=(1, 24576), thinks=True, cache_min=4096
+    ),
+    "gemini-3.1-flash-lite": Model(
+        "gemini", _LEVELS, "minimal", budget=(1, 24576), thinks=True, cache_min=4096
+    ),
 }
-_SNAPSHOT = re.compile(r"-(?:latest|\d{4}-\d{2}-\d{2}|\d{8})$")
+_SNAPSHOT = re.compile(r"-(?:latest|\d{4}-\d{2}-\d{2}|\d{8}|preview-\d{2}-\d{4}|\d{3})$")
 
 
 class Refusal(Exception):
@@ -132,6 +170,7 @@ class ModelRules:
         """The family of a model name (snapshots and -latest resolve) on this provider's API, else None."""
         if not isinstance(name, str) or not name:
             return None
+        name = name.removeprefix("models/")  # Gemini's resource names
         for n in (name, _SNAPSHOT.sub("", name)):
             m = self.models.get(n)
             if m is not None:
