@@ -61,7 +61,18 @@ MAX_INPUT_LEN, MAX_TARGET_LEN = 1024, 256  # sbs-train's defaults; no SVAMP row 
 # ------------------------------------------------------------------------------------------------ data
 
 _NAMES = ["Tom", "Sara", "Jack", "Mary", "Anna", "Luke", "Emma", "Noah", "Lily", "Ben", "Grace", "Omar"]
-_ITEMS = ["apples", "pencils", "cookies", "books", "marbles", "stickers", "cards", "flowers", "shells", "toys"]
+_ITEMS = [
+    "apples",
+    "pencils",
+    "cookies",
+    "books",
+    "marbles",
+    "stickers",
+    "cards",
+    "flowers",
+    "shells",
+    "toys",
+]
 _SCENES = [
     "It was a sunny day and the children were playing in the park.",
     "The school fair was about to start in the big hall.",
@@ -97,10 +108,16 @@ def english_rows(n: int, seed: int = 0) -> list[dict]:
         if op == "/":
             a = a * b
         story = {
-            "+": (f"{name} has {a} {item}. {name} finds {b} more {item}.", f"How many {item} does {name} have now?"),
+            "+": (
+                f"{name} has {a} {item}. {name} finds {b} more {item}.",
+                f"How many {item} does {name} have now?",
+            ),
             "-": (f"{name} had {a} {item} and gave {b} of them to a friend.", f"How many {item} are left?"),
             "*": (f"{name} has {a} boxes with {b} {item} in each box.", f"How many {item} are there in all?"),
-            "/": (f"{name} shares {a} {item} equally among {b} friends.", f"How many {item} does each friend get?"),
+            "/": (
+                f"{name} shares {a} {item} equally among {b} friends.",
+                f"How many {item} does each friend get?",
+            ),
         }[op]
         context = " ".join(rng.sample(_SCENES, rng.randint(0, 4)))
         question = " ".join(x for x in (context, story[0], story[1]) if x)
@@ -135,7 +152,9 @@ def load_rows(a: argparse.Namespace, n: int) -> tuple[list[dict], str]:
 def train_rows(export: str):
     from sbs_trainer.data import build_rows, read_manifest, read_split_rows
 
-    rows, _ = build_rows(read_split_rows(export, read_manifest(export), "train"), "sbs", "train", training=True)
+    rows, _ = build_rows(
+        read_split_rows(export, read_manifest(export), "train"), "sbs", "train", training=True
+    )
     return rows
 
 
@@ -176,7 +195,11 @@ def trl_attention(s: dict) -> str | None:
     import importlib.util
 
     packed = s["variant"] in ("padding_free", "packing")
-    return "flash_attention_2" if packed and s["device"] == "cuda" and importlib.util.find_spec("flash_attn") else None
+    return (
+        "flash_attention_2"
+        if packed and s["device"] == "cuda" and importlib.util.find_spec("flash_attn")
+        else None
+    )
 
 
 def trl_trainer(s: dict, model, tok, examples: list[dict], max_steps: int | None = None, sequential=False):
@@ -220,7 +243,9 @@ def trl_trainer(s: dict, model, tok, examples: list[dict], max_steps: int | None
         seed=s["seed"],
         **kw,
     )
-    trainer = SFTTrainer(model=model, args=cfg, train_dataset=Dataset.from_list(examples), processing_class=tok)
+    trainer = SFTTrainer(
+        model=model, args=cfg, train_dataset=Dataset.from_list(examples), processing_class=tok
+    )
     trainer.remove_callback(PrinterCallback)  # disable_tqdm's stand-in prints every log record
     return trainer
 
@@ -300,7 +325,9 @@ def work_trl(s: dict) -> dict:
         "packed_rows": len(trainer.train_dataset) if s["variant"] == "packing" else None,
         "final_loss": out.metrics["train_loss"],
         "attention": trainer.model.config._attn_implementation,
-        "optimizer": type(trainer.optimizer.optimizer if hasattr(trainer.optimizer, "optimizer") else trainer.optimizer).__name__,
+        "optimizer": type(
+            trainer.optimizer.optimizer if hasattr(trainer.optimizer, "optimizer") else trainer.optimizer
+        ).__name__,
         "threads": torch.get_num_threads(),
         "rss_before_mb": rss0,
         "peak_rss_mb": max_rss_mb(),
@@ -331,7 +358,9 @@ def launch(spec: dict, tmp: Path, name: str) -> dict:
     path = tmp / f"{name}.spec.json"
     path.write_text(json.dumps(spec))
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1"}
-    p = subprocess.run([sys.executable, __file__, "--worker", str(path)], env=env, capture_output=True, text=True)
+    p = subprocess.run(
+        [sys.executable, __file__, "--worker", str(path)], env=env, capture_output=True, text=True
+    )
     if p.returncode:
         sys.stderr.write(p.stdout[-4000:] + p.stderr[-4000:])
         raise SystemExit(f"{name}: the worker failed (exit {p.returncode})")
@@ -354,7 +383,9 @@ def padded_ref_loss(model, seqs: list[tuple[list[int], list[int]]], pad_id: int,
         ids[r, : len(x)], lab[r, : len(x)], mask[r, : len(x)] = torch.tensor(x), torch.tensor(y), 1
     logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False).logits
     tgt = lab[:, 1:].to(device)
-    ce = F.cross_entropy(logits[:, :-1].float().reshape(-1, logits.size(-1)), tgt.reshape(-1), reduction="sum")
+    ce = F.cross_entropy(
+        logits[:, :-1].float().reshape(-1, logits.size(-1)), tgt.reshape(-1), reduction="sum"
+    )
     return float(ce), int((tgt != -100).sum())
 
 
@@ -375,8 +406,13 @@ def step1_check(s: dict, variants: list[str], tmp: Path) -> dict:
     model = student.model.to(device).train()
     on = lambda b: {k: v.to(device) for k, v in b.items()}  # noqa: E731
     with torch.no_grad():
-        ours = {k: float(v) for k, v in CausalStep(model)(**on(collate_causal(enc, idx, pad, "rows"))).items()}
-        ref = {k: float(v) for k, v in full_logits_losses(model, on(collate_causal(enc, idx, pad, "none"))).items()}
+        ours = {
+            k: float(v) for k, v in CausalStep(model)(**on(collate_causal(enc, idx, pad, "rows"))).items()
+        }
+        ref = {
+            k: float(v)
+            for k, v in full_logits_losses(model, on(collate_causal(enc, idx, pad, "none"))).items()
+        }
     weighted = lambda d: sum(d[t] * n[t] for t in TASKS) / sum(n.values())  # noqa: E731
     out = {
         "rows": len(idx),
@@ -476,7 +512,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--repeats", type=int, default=3, help="interleaved repeats (order alternates); medians")
     p.add_argument("--threads", type=int, default=1, help="torch threads, both sides (0: torch's default)")
-    p.add_argument("--trl", default=",".join(VARIANTS), help=f"TRL variants to run, among {', '.join(VARIANTS)}")
+    p.add_argument(
+        "--trl", default=",".join(VARIANTS), help=f"TRL variants to run, among {', '.join(VARIANTS)}"
+    )
     p.add_argument("--sbs-packing", default="auto", help="sbs-train --packing (auto: rows on CPU)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast on both sides")
@@ -508,9 +546,13 @@ def main(argv: list[str] | None = None) -> dict:
         tmp = Path(tmp)
         raw, source = load_rows(a, n_rows)
         export = tt.write_export(tmp / "export", raw)
-        model_dir = write_tiny(tmp / "student", arch="qwen2", seed=a.seed, d_model=a.d_model, layers=a.layers, heads=a.heads)
+        model_dir = write_tiny(
+            tmp / "student", arch="qwen2", seed=a.seed, d_model=a.d_model, layers=a.layers, heads=a.heads
+        )
         student = load_student(str(model_dir))
-        enc = encode_causal(train_rows(str(export)), student.tokenizer, student.prompt, TASKS, MAX_INPUT_LEN, MAX_TARGET_LEN)
+        enc = encode_causal(
+            train_rows(str(export)), student.tokenizer, student.prompt, TASKS, MAX_INPUT_LEN, MAX_TARGET_LEN
+        )
         target_tokens = sum(len(y) for t in TASKS for y in enc.targets[t])
         all_tokens = enc.tokens(list(range(len(enc))))
         params = sum(p.numel() for p in student.model.parameters())
@@ -539,7 +581,9 @@ def main(argv: list[str] | None = None) -> dict:
                 f"step-1 losses agree: {'yes' if c['agree'] else 'no'} (sbs-train label {c['sbs_train']['label']:.6f}, "
                 f"rationale {c['sbs_train']['rationale']:.6f}; token-weighted {c['sbs_train_token_weighted']:.6f}; "
                 f"reference {c['reference_token_weighted']:.6f}; TRL "
-                + ", ".join(f"{v} {r['trl_step1']:.6f} (ref {r['reference']:.6f})" for v, r in c["trl"].items())
+                + ", ".join(
+                    f"{v} {r['trl_step1']:.6f} (ref {r['reference']:.6f})" for v, r in c["trl"].items()
+                )
                 + f"; check took {time.perf_counter() - t0:.1f} s)",
                 flush=True,
             )
@@ -563,7 +607,7 @@ def main(argv: list[str] | None = None) -> dict:
     ok = {v for v in variants if check is None or check["trl"][v]["agree"]}
     best = min(ok or variants, key=lambda v: sides[f"trl_{v}"]["loop_s"])
     ours = sides["sbs_train"]
-    for name, s in sides.items():
+    for _name, s in sides.items():
         s["ratio_vs_sbs_train_loop"] = s["loop_s"] / ours["loop_s"]
         s["ratio_vs_sbs_train_total"] = s["total_s"] / ours["total_s"]
     result = {
@@ -572,7 +616,10 @@ def main(argv: list[str] | None = None) -> dict:
         "sequences": 2 * n_rows,
         "target_tokens": target_tokens,
         "all_tokens": all_tokens,
-        "config": {k: getattr(a, k) for k in ("d_model", "layers", "heads", "batch_size", "steps", "lr", "device", "bf16", "repeats")}
+        "config": {
+            k: getattr(a, k)
+            for k in ("d_model", "layers", "heads", "batch_size", "steps", "lr", "device", "bf16", "repeats")
+        }
         | {"threads": threads, "parameters": params, "pack_len": base["pack_len"]},
         "cpu_count": os.cpu_count(),
         "load_average": {"start": load_start, "end": load_end},
@@ -593,7 +640,9 @@ def main(argv: list[str] | None = None) -> dict:
             f"{name:<18} {s['loop_s']:8.2f} {s['total_s']:8.2f} {s['target_tokens_per_s']:13.0f} "
             f"{s['examples_per_s']:8.2f} {s['peak_rss_mb']:7.0f}MB {s['ratio_vs_sbs_train_loop']:8.2f}"
         )
-    print(f"fastest correct TRL variant: {best}; whole-call ratio {result['ratio_total']:.2f}; took {result['wall_s']:.0f} s")
+    print(
+        f"fastest correct TRL variant: {best}; whole-call ratio {result['ratio_total']:.2f}; took {result['wall_s']:.0f} s"
+    )
     print(f"ratio {result['ratio']:.2f}")
     return result
 

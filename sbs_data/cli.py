@@ -415,6 +415,66 @@ BaseUrl = Annotated[
 ]
 
 
+#: `sbs-data models --format table`: list_models' columns under short headings, one table per provider.
+_MODEL_HEADINGS = {
+    "model": "model",
+    "input": "in",
+    "cached_input": "cached",
+    "cache_write_5m": "write 5m",
+    "cache_write_1h": "write 1h",
+    "output": "out",
+    "batch_discount": "batch",
+    "reasoning": "reasons",
+    "max_output_tokens": "max out",
+    "default_max_tokens": "budget",
+    "min_cache_tokens": "min cache",
+    "params": "params",
+    "native_json": "--json",
+}
+
+
+@app.command()
+@friendly
+def models(
+    provider: Annotated[
+        str | None,
+        typer.Option("--provider", "-p", help="Only this provider's models (openai, anthropic...)."),
+    ] = None,
+    prices: Annotated[
+        Path | None, typer.Option("--prices", help="Model table to list instead of recipes/prices.yaml.")
+    ] = None,
+    fmt: Fmt = "table",
+) -> None:
+    """List the models table: prices (USD per 1M tokens), batch discount, reasoning, limits, what each accepts."""
+    from sbs_data.teachers.models import MODEL_COLUMNS, list_models
+
+    rows = list_models(provider, prices)
+    if fmt == "csv":
+        emit([{**r, "params": " ".join(r["params"])} for r in rows], fmt, columns=list(MODEL_COLUMNS))
+        return
+    if fmt != "table":
+        emit(rows, fmt, columns=list(MODEL_COLUMNS))
+        return
+    if not rows:
+        info("no models listed")
+    for name in dict.fromkeys(r["provider"] for r in rows):
+        shown = [
+            {
+                _MODEL_HEADINGS[k]: v
+                for k, v in {
+                    **r,
+                    "reasoning": "yes" if r["reasoning"] else "",
+                    "params": " ".join(r["params"]),
+                    "native_json": "native" if r["native_json"] else "prompt",
+                }.items()
+                if k in _MODEL_HEADINGS
+            }
+            for r in rows
+            if r["provider"] == name
+        ]
+        emit(shown, fmt, title=f"{name}: USD per 1M tokens; batch = price multiplier for batch calls")
+
+
 @dataclass
 class TeacherOptions:
     """Which teacher, prompt and sampling parameters: every field is a request ingredient (part of the key).
@@ -557,6 +617,14 @@ class CallOptions:
             help="Mark the shared few-shot prefix for Anthropic's prompt cache (OpenAI, Gemini cache by themselves).",
         ),
     ] = True
+    cache_ttl: Annotated[
+        str | None,
+        typer.Option(
+            "--cache-ttl",
+            help="Lifetime of Anthropic's prompt-cache marks: 5m or 1h (writes cost 1.25x / 2x input; "
+            "default 5m online, 1h with --mode batch). Not part of the request cache key.",
+        ),
+    ] = None
     progress: Annotated[
         bool | None, typer.Option("--progress/--no-progress", help="Progress bar (default: on a terminal).")
     ] = None
@@ -597,13 +665,20 @@ class CallOptions:
             dry_run=self.dry_run,
             offline=self.offline,
             prompt_cache=self.prompt_cache,
+            cache_ttl=self.cache_ttl,
             batch=BatchSettings(max_rounds=self.max_rounds),
             command=" ".join([command, *sys.argv[2:]]) if len(sys.argv) > 1 else command,
         )
 
 
+#: Exit status of a run that stopped before every row was answered (budget, patience, the same error on every
+#: first request...): its rows are in NAME-partial, and scripts can tell it from a complete run (0).
+EXIT_STOPPED = 3
+
+
 def _show_run(res: Any, fmt: str) -> None:
-    """A generate-style result: the first request of a dry run, a stop note, then the summary."""
+    """A generate-style result: the first request of a dry run, a stop note, then the summary; a run that
+    stopped early exits with EXIT_STOPPED once the summary is out."""
     if res.dry_run and res.preview and fmt == "table":
         system, user = res.preview
         info(f"--- first request ({res.summary['prompt']}) ---")
@@ -616,6 +691,8 @@ def _show_run(res: Any, fmt: str) -> None:
         emit([{"field": k, "value": "" if v is None else v} for k, v in res.summary.items()], fmt)
     else:
         emit([res.summary], fmt)
+    if res.summary.get("stopped"):
+        raise typer.Exit(EXIT_STOPPED)
 
 
 @app.command()

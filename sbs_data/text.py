@@ -82,9 +82,12 @@ HINT_LEAK_PATTERN = (
     # "the hint", "hints", "hinted"; not the idiom "a hint of" ("the slightest hint of traffic")
     r"\bhint(s|ed)?( [^o]| o[^f]| of[a-z0-9_]|[^ a-z0-9_])"
     # "told the answer", "given that the correct answer", "informed that the final answer"
-    rf"|\b{_TOLD}( that)?( the| an| a| our)? ?(correct |right |true |final |expected |target )?{_ANSWER}\b"
+    # (an article is required: "Belinda provided answers to 40 questions" is no leak)
+    rf"|\b{_TOLD}( that)?( the| an| a| our) (correct |right |true |final |expected |target )?{_ANSWER}\b"
     # "the given answer", "the expected answer", "the provided correct answer"
-    rf"|\b(given|provided|stated|expected|supplied|suggested|indicated|known) (correct |right |final )?{_ANSWER}\b"
+    # (after a determiner: "Belinda provided answers to 40 questions" is no leak)
+    rf"|\b(the|a|an|our|this|that) (given|provided|stated|expected|supplied|suggested|indicated|known) "
+    rf"(correct |right |final )?{_ANSWER}\b"
     # "the answer we were given", "the answer i was told"
     rf"|\b{_ANSWER} (we|i|you) (were|was|are|am|have been|had been) {_TOLD}\b"
     # "the answer is given as", "the correct answer was stated to be"
@@ -95,6 +98,11 @@ HINT_LEAK_PATTERN = (
     rf"|\b(we|i) (already )?(know|knew) (that )?the (correct |right |final )?{_ANSWER}\b"
     # "matches the correct answer", "confirms the right answer"
     rf"|\b(match|matches|matching|confirm|confirms|confirming|consistent with) the (correct|right) {_ANSWER}\b"
+    # "the problem tells us the answer is", "the question says that the correct answer"
+    rf"|\b(problem|question|prompt|task|statement) (tells|told|gives|gave|says|said|states|stated) "
+    rf"((us|me|you) )?(that )?(the )?(correct |right |final )?{_ANSWER}\b"
+    # "the answer key says", "according to the answer key"
+    r"|\banswer key\b"
 )
 _RE = re.compile(HINT_LEAK_PATTERN, re.ASCII)
 #: Appended to the text in both engines, so that patterns ending a clause also match at the end of the text
@@ -113,3 +121,31 @@ def hint_leak_sql(column: str) -> str:
     """The same test as a DuckDB expression over a text column (NULL stays NULL)."""
     pattern = HINT_LEAK_PATTERN.replace("'", "''")
     return f"regexp_matches(lower(left({column}, {LEAK_MAX_CHARS})) || '{_END}', '{pattern}')"
+
+
+# -- hint echo: the hint's own words in the rationale (the hint text is known per row) -------------------
+#: Words in a row that make an echo: a run of this many of the hint's words, in order, in the rationale.
+ECHO_WORDS = 6
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+def _words(text: str) -> list[str]:
+    return _WORD.findall(text[:LEAK_MAX_CHARS].lower())
+
+
+def hint_echo(rationale: str | None, hint: str, allowed: str = "") -> bool | None:
+    """Whether the rationale repeats ECHO_WORDS consecutive words of the hint the teacher was shown (the hint
+    sentences with the row's answer filled in), ignoring case and punctuation: "The correct answer is 12.
+    Explain step by step..." copied into a rationale. Runs that lie wholly inside `allowed` (a phrase the
+    hint asks the answer to end with, "So the answer is 12") do not count. Linear time: word n-gram sets of
+    the first LEAK_MAX_CHARS characters of each text. None without a rationale."""
+    if not rationale:
+        return None
+    n = ECHO_WORDS
+    hw, ok = _words(hint), _words(allowed)
+    grams = {tuple(hw[i : i + n]) for i in range(len(hw) - n + 1)}
+    grams -= {tuple(ok[i : i + n]) for i in range(len(ok) - n + 1)}
+    if not grams:
+        return False
+    rw = _words(rationale)
+    return any(tuple(rw[i : i + n]) in grams for i in range(len(rw) - n + 1))

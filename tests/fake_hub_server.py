@@ -203,6 +203,17 @@ class _Handler(BaseHTTPRequestHandler):
             return None
         return repo
 
+    def _revision(self, repo_id: str, rev: str, write: bool = False) -> tuple[Repo, str] | None:
+        """The repo and the commit `rev` names in it; None once the 404 (or 401) is sent."""
+        r = self._repo(repo_id, write)
+        if r is None:
+            return None
+        cid = self.hub.resolve(r, rev)
+        if cid is None:
+            self._error(404, f"Invalid rev id: {rev}", "RevisionNotFound")
+            return None
+        return r, cid
+
     # -- routing -----------------------------------------------------------------------------------
     _ROUTES = [
         ("POST", r"/api/repos/create", "create_repo"),
@@ -282,12 +293,10 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(200, {"errors": [], "warnings": []})
 
     def h_repo_info(self, repo: str, rev: str = "main") -> None:
-        r = self._repo(repo)
-        if r is None:
+        found = self._revision(repo, rev)
+        if found is None:
             return
-        cid = self.hub.resolve(r, rev)
-        if cid is None:
-            return self._error(404, f"Invalid rev id: {rev}", "RevisionNotFound")
+        r, cid = found
         files = r.files_at(cid)
         self._send(
             200,
@@ -332,12 +341,10 @@ class _Handler(BaseHTTPRequestHandler):
         return out
 
     def h_tree(self, repo: str, rev: str, path: str = "") -> None:
-        r = self._repo(repo)
-        if r is None:
+        found = self._revision(repo, rev)
+        if found is None:
             return
-        cid = self.hub.resolve(r, rev)
-        if cid is None:
-            return self._error(404, f"Invalid rev id: {rev}", "RevisionNotFound")
+        r, cid = found
         files = r.files_at(cid)
         prefix = path.strip("/") + "/" if path.strip("/") else ""
         recursive = self._query.get("recursive", ["false"])[0].lower() in ("1", "true")
@@ -358,12 +365,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def h_paths_info(self, repo: str, rev: str) -> None:
         form = parse_qs(self._body().decode())
-        r = self._repo(repo)
-        if r is None:
+        found = self._revision(repo, rev)
+        if found is None:
             return
-        cid = self.hub.resolve(r, rev)
-        if cid is None:
-            return self._error(404, f"Invalid rev id: {rev}", "RevisionNotFound")
+        r, cid = found
         files = r.files_at(cid)
         self._send(200, self._entries(files, [p for p in form.get("paths", []) if p in files]))
 
@@ -476,12 +481,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def h_tag(self, repo: str, rev: str) -> None:
         body = json.loads(self._body() or b"{}")
-        r = self._repo(repo, write=True)
-        if r is None:
+        found = self._revision(repo, rev, write=True)
+        if found is None:
             return
-        cid = self.hub.resolve(r, rev)
-        if cid is None:
-            return self._error(404, f"Invalid rev id: {rev}", "RevisionNotFound")
+        r, cid = found
         if body["tag"] in r.tags:
             return self._error(409, f"Tag {body['tag']} already exists")
         r.tags[body["tag"]] = cid

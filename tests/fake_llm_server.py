@@ -10,35 +10,10 @@ from __future__ import annotations
 
 import sys
 
-from fakes import (
-    MODELS,
-    Bucket,
-    FakeLLMServer,
-    FaultPlan,
-    Model,
-    Refusal,
-    count_tokens,
-    default_label,
-    go_duration,
-    main,
-    prompt_of,
-    reasoning_tokens,
-)
+import fakes
+from fakes import *  # noqa: F403 - the old import path serves every name the package exports
 
-__all__ = [
-    "MODELS",
-    "Bucket",
-    "FakeLLMServer",
-    "FaultPlan",
-    "Model",
-    "Refusal",
-    "count_tokens",
-    "default_label",
-    "go_duration",
-    "main",
-    "prompt_of",
-    "reasoning_tokens",
-]
+__all__ = fakes.__all__
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(fakes.main())

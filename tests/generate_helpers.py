@@ -25,6 +25,11 @@ def fast(**kw) -> Settings:
     return Settings(**base)
 
 
+def generate_argv(db, *more: str, teacher: str = "openai:gpt-4o-mini") -> list[str]:
+    """The command line `generate toy --teacher TEACHER --db DB MORE...` (after `sbs-data`)."""
+    return ["generate", "toy", "--teacher", teacher, "--db", str(db), *more]
+
+
 def cqa_examples(ws, name: str = "toy", n: int = 20, split: str = "train"):
     rows = [
         {"id": f"q{i}", "question": f"Which word is number {i}?", "choices": CHOICES, "answer": "alpha"}

@@ -25,38 +25,26 @@ SVAMP_EXAMPLES = [
         "label": "3 + 6",
     },
 ]
+
+
+def samples(example_id: str, *raws: str) -> list[dict]:
+    """Generation rows of one example: a row per completion, sample_idx 0, 1, ... in order."""
+    return [{"example_id": example_id, "sample_idx": i, "raw": raw} for i, raw in enumerate(raws)]
+
+
 SVAMP_GENS = [
-    # right answer, right arithmetic, concludes on the label's value
-    {
-        "example_id": "train-0",
-        "sample_idx": 0,
-        "raw": "There are 45 flower beds with 10 seeds each. 10 * 45 is 450. The answer is (10 * 45).\n\nQ: x",
-    },
-    # wrong arithmetic and wrong answer
-    {
-        "example_id": "train-0",
-        "sample_idx": 1,
-        "raw": "There are 45 flower beds with 10 seeds each. 10 * 45 = 460. The answer is 460.",
-    },
-    # right answer stated first (leakage); concludes on another number
-    {
-        "example_id": "train-0",
-        "sample_idx": 2,
-        "raw": "450. There are 45 flower beds with 10 seeds each. The answer is 450.",
-    },
+    *samples(
+        "train-0",
+        # right answer, right arithmetic, concludes on the label's value
+        "There are 45 flower beds with 10 seeds each. 10 * 45 is 450. The answer is (10 * 45).\n\nQ: x",
+        # wrong arithmetic and wrong answer
+        "There are 45 flower beds with 10 seeds each. 10 * 45 = 460. The answer is 460.",
+        # right answer stated first (leakage); concludes on another number
+        "450. There are 45 flower beds with 10 seeds each. The answer is 450.",
+    ),
     # no answer sentence at all
-    {
-        "example_id": "train-1",
-        "sample_idx": 0,
-        "raw": "Jack got 3 emails and then 6 more emails in the evening.",
-    },
+    *samples("train-1", "Jack got 3 emails and then 6 more emails in the evening."),
 ]
-
-
-def svamp_scored(ws: Workspace) -> tuple[Version, Version]:
-    ex = make_examples(ws, "sv", "svamp", SVAMP_EXAMPLES, split="train")
-    gen = make_generations(ws, ex, SVAMP_GENS, name="sv-gen")
-    return gen, score(ws, gen.ref)
 
 
 CQA_EXAMPLES = [
@@ -74,35 +62,32 @@ CQA_EXAMPLES = [
     },
 ]
 CQA_GENS = [
-    {
-        "example_id": "q1",
-        "sample_idx": 0,
-        "raw": "The answer must be a place with many trees. Of the above choices, only wooded area has many trees. So the answer is (a) wooded area.",
-    },
-    {
-        "example_id": "q1",
-        "sample_idx": 1,
-        "raw": "The answer must be a place with many trees. Of the above choices, only wooded area has many trees. So the answer is (a) wooded area.",
-    },
-    {
-        "example_id": "q1",
-        "sample_idx": 2,
-        "raw": "Deserts have no trees at all. Of the above choices, the desert is dry. So the answer is (c) park.",
-    },
-    {
-        "example_id": "q2",
-        "sample_idx": 0,
-        "raw": "Roller coaster. People ride things at a fair. So the answer is roller coaster.",
-    },
-    {
-        "example_id": "q2",
-        "sample_idx": 1,
-        "raw": "I'm sorry, I cannot help with that. So the answer is (f) nothing.",
-    },
+    *samples(
+        "q1",
+        "The answer must be a place with many trees. Of the above choices, only wooded area has many trees. So the answer is (a) wooded area.",
+        "The answer must be a place with many trees. Of the above choices, only wooded area has many trees. So the answer is (a) wooded area.",
+        "Deserts have no trees at all. Of the above choices, the desert is dry. So the answer is (c) park.",
+    ),
+    *samples(
+        "q2",
+        "Roller coaster. People ride things at a fair. So the answer is roller coaster.",
+        "I'm sorry, I cannot help with that. So the answer is (f) nothing.",
+    ),
 ]
 
 
-def cqa_scored(ws: Workspace) -> tuple[Version, Version]:
-    ex = make_examples(ws, "cq", "cqa", CQA_EXAMPLES, split="train")
-    gen = make_generations(ws, ex, CQA_GENS, name="cq-gen")
+def _scored(
+    ws: Workspace, name: str, task: str, examples: list[dict], gens: list[dict]
+) -> tuple[Version, Version]:
+    """Train examples NAME, generations NAME-gen answering them, and those generations scored."""
+    ex = make_examples(ws, name, task, examples, split="train")
+    gen = make_generations(ws, ex, gens, name=f"{name}-gen")
     return gen, score(ws, gen.ref)
+
+
+def svamp_scored(ws: Workspace) -> tuple[Version, Version]:
+    return _scored(ws, "sv", "svamp", SVAMP_EXAMPLES, SVAMP_GENS)
+
+
+def cqa_scored(ws: Workspace) -> tuple[Version, Version]:
+    return _scored(ws, "cq", "cqa", CQA_EXAMPLES, CQA_GENS)

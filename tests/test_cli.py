@@ -174,3 +174,20 @@ def test_read_only_sql_still_reads_and_write_allows_files(db, tmp_path):
     assert "httpfs" in r.output and "Failed to download" not in r.output
     run("sql", f"COPY (SELECT 1 AS x) TO '{tmp_path / 'x.csv'}'", "--write", "--db", db)
     assert (tmp_path / "x.csv").read_text().split() == ["x", "1"]
+
+
+def test_a_workspace_in_use_gives_a_clear_message(tmp_path):
+    """The README: while one command writes a workspace, another sbs-data process fails with "in use"."""
+    import subprocess
+    import sys
+
+    from sbs_data.workspace import Workspace
+
+    db = tmp_path / "busy.duckdb"
+    with Workspace.open(db):  # this process holds the workspace, as a running generate would
+        r = subprocess.run(
+            [sys.executable, "-m", "sbs_data.cli", "init", "--db", str(db)],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    assert r.returncode == 1, r.stderr
+    assert "the workspace is in use by another sbs-data process" in r.stderr and "Traceback" not in r.stderr

@@ -28,7 +28,11 @@ from sbs_data.text import LEAK_MAX_CHARS as LEAK_CHARS
 from sbs_data.text import hint_leak, hint_leak_sql
 
 CAP = MAX_COMPLETION_CHARS
-BUDGET_S = 0.010  # per call, at the cap, on a loaded 2-core machine (measured worst: ~4 ms)
+#: Linear-time claims are tested as growth, not wall-clock bounds (a loaded machine makes any bound flaky):
+#: input GROWTH times longer may take at most MAX_GROWTH times longer (linear: ~GROWTH; quadratic: GROWTH**2).
+#: The absolute worst-case times are measured in benchmarks/hint_leak_fp.py and RESULTS.md, not here.
+GROWTH = 8
+MAX_GROWTH = 3 * GROWTH
 CHOICES = ["wooded area", "desert", "park", "amusement park", "ocean"]
 
 # -- the patterns replaced, as references ---------------------------------------------------------------
@@ -171,37 +175,42 @@ def _rep(unit: str, n: int = CAP) -> str:
     return (unit * (n // len(unit) + 1))[:n]
 
 
-WORST = {
-    "dots after a label": "So the answer is x" + _rep(". ", CAP - 20) + "x",
-    "newlines": "x" + _rep("\n", CAP - 2) + "x",
-    "blank lines with spaces": "x" + _rep("\n ", CAP - 2) + "x",
-    "spaces": _rep(" ", CAP - 1) + "x",
-    "the the": _rep("the ", CAP),
-    "the + spaces": "the" + _rep(" ", CAP - 4) + "x",
-    "so the": _rep("So the ", CAP),
-    "answer words": _rep("Answer ", CAP),
-    "answer lines": _rep("\nAnswer", CAP),
-    "answer + spaces": "Answer" + _rep(" ", CAP - 8) + "x",
-    "glued answers": _rep("xAnswer:", CAP),
-    "run-on markers": _rep("\n \nQ", CAP),
-    "markers": _rep(" Q:", CAP),
-    "nested parens": "So the answer is " + "(" * (CAP // 2 - 10) + ")" * (CAP // 2 - 10),
-    "chain": _rep("1 + ", CAP),
-    "chain in parens": _rep("(1) + ", CAP),
-    "chain with spaces": _rep("1  +  ", CAP),
-    "minus signs": _rep("- ", CAP),
-    "one number": _rep("1", CAP),
-    "open fence": "```" + _rep(" ", CAP - 4) + "x",
-    "fence of backticks": "```json" + _rep("`", CAP - 10) + "```",
-    "deep JSON": _rep("[", CAP),
-    "braces": _rep("{", CAP - 1) + "}",
-    "score + spaces": "score:" + _rep(" ", CAP - 8) + "x",
-    "score stars": _rep("score: * ", CAP),
-    "scores": _rep("Score:", CAP),
-    "hint words": _rep("we were told the given correct ", CAP),
-    "as given": _rep("as given ", CAP),
-    "answers": _rep("answer we were ", CAP),
-}
+def worst_cases(n: int) -> dict[str, str]:
+    """Adversarial inputs of length about `n`: each pattern's fragments repeated, or a long near-match."""
+    return {
+        "dots after a label": "So the answer is x" + _rep(". ", n - 20) + "x",
+        "newlines": "x" + _rep("\n", n - 2) + "x",
+        "blank lines with spaces": "x" + _rep("\n ", n - 2) + "x",
+        "spaces": _rep(" ", n - 1) + "x",
+        "the the": _rep("the ", n),
+        "the + spaces": "the" + _rep(" ", n - 4) + "x",
+        "so the": _rep("So the ", n),
+        "answer words": _rep("Answer ", n),
+        "answer lines": _rep("\nAnswer", n),
+        "answer + spaces": "Answer" + _rep(" ", n - 8) + "x",
+        "glued answers": _rep("xAnswer:", n),
+        "run-on markers": _rep("\n \nQ", n),
+        "markers": _rep(" Q:", n),
+        "nested parens": "So the answer is " + "(" * (n // 2 - 10) + ")" * (n // 2 - 10),
+        "chain": _rep("1 + ", n),
+        "chain in parens": _rep("(1) + ", n),
+        "chain with spaces": _rep("1  +  ", n),
+        "minus signs": _rep("- ", n),
+        "one number": _rep("1", n),
+        "open fence": "```" + _rep(" ", n - 4) + "x",
+        "fence of backticks": "```json" + _rep("`", n - 10) + "```",
+        "deep JSON": _rep("[", n),
+        "braces": _rep("{", n - 1) + "}",
+        "score + spaces": "score:" + _rep(" ", n - 8) + "x",
+        "score stars": _rep("score: * ", n),
+        "scores": _rep("Score:", n),
+        "hint words": _rep("we were told the given correct ", n),
+        "as given": _rep("as given ", n),
+        "answers": _rep("answer we were ", n),
+    }
+
+
+WORST = worst_cases(CAP)
 PARSERS = {
     "split_completion": split_completion,
     "cqa": lambda t: BUILTIN["cqa"].parse_completion(t, CHOICES),
@@ -227,20 +236,27 @@ def test_caps_are_what_the_timings_assume():
     assert MAX_STEP_TEXT_CHARS <= CAP and MAX_REPLY_CHARS <= CAP and LEAK_CHARS <= CAP
 
 
-def test_every_parser_is_fast_on_the_worst_cases():
+def _growth(fn, small: str, big: str, floor: float = 1e-6) -> float:
+    """How many times longer `fn` takes on `big` than on `small` (best of a few runs each); `small`'s time
+    counts as at least `floor` seconds, so microsecond jitter is not read as growth."""
+    return _best(fn, big, reps=5) / max(_best(fn, small, reps=5), floor)
+
+
+def test_every_parser_is_linear_on_the_worst_cases():
+    small = worst_cases(CAP // GROWTH)
     slow = {
-        (case, name): round(t * 1000, 2)
+        (case, name): round(g, 1)
         for case, text in WORST.items()
         for name, fn in PARSERS.items()
-        if (t := _best(fn, text)) >= BUDGET_S
+        if (g := _growth(fn, small[case], text)) > MAX_GROWTH
     }
-    assert not slow, f"over {BUDGET_S * 1000:.0f} ms: {slow}"
+    assert not slow, f"grew more than {MAX_GROWTH}x for {GROWTH}x the input: {slow}"
 
 
 def test_text_past_the_cap_costs_no_more():
-    huge = _rep("the ", 50 * CAP)
-    for fn in PARSERS.values():
-        assert _best(fn, huge) < BUDGET_S
+    at_cap, huge = _rep("the ", CAP), _rep("the ", 50 * CAP)
+    for name, fn in PARSERS.items():
+        assert _growth(fn, at_cap, huge, floor=1e-4) < 3, name  # refusing 50x the cap stays under 0.1 ms
 
 
 ALL_FRAGS = sorted(set(ANSWER_FRAGS + STEP_FRAGS + FENCE_FRAGS + SCORE_FRAGS))
@@ -249,8 +265,8 @@ ALL_FRAGS = sorted(set(ANSWER_FRAGS + STEP_FRAGS + FENCE_FRAGS + SCORE_FRAGS))
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(frags(ALL_FRAGS, 6).filter(bool), st.sampled_from(sorted(PARSERS)))
 def test_repeated_fragments_at_the_cap_are_fast(unit, parser):
-    """Any short mix of the patterns' fragments, repeated to the cap."""
-    assert _best(PARSERS[parser], _rep(unit), reps=2) < BUDGET_S
+    """Any short mix of the patterns' fragments, repeated to the cap: linear growth."""
+    assert _growth(PARSERS[parser], _rep(unit, CAP // GROWTH), _rep(unit)) < MAX_GROWTH
 
 
 # -- signals: polars / DuckDB (linear-time regex engines), timed per row ---------------------------------
@@ -264,29 +280,45 @@ def test_text_signals_are_fast_on_the_worst_cases():
     inputs = pl.DataFrame({"example_id": rows["example_id"], "input_text": texts})
     text_features(rows[:1], inputs[:1], ["the"], numbers=True)  # polars' one-time start-up
     arithmetic_candidates(rows[:1])
-    t0 = time.perf_counter()
-    text_features(rows, inputs, ["the", "a"], numbers=True)
-    arithmetic_candidates(rows)
-    assert (time.perf_counter() - t0) / len(texts) < BUDGET_S
+
+    def timed(rows: pl.DataFrame, inputs: pl.DataFrame) -> float:
+        best = float("inf")
+        for _ in range(3):
+            t0 = time.perf_counter()
+            text_features(rows, inputs, ["the", "a"], numbers=True)
+            arithmetic_candidates(rows)
+            best = min(best, time.perf_counter() - t0)
+        return best
+
+    short = [t[: CAP // GROWTH] for t in texts]
+    rows_s = rows.with_columns(rationale=pl.Series(short))
+    inputs_s = inputs.with_columns(input_text=pl.Series(short))
+    assert timed(rows, inputs) / max(timed(rows_s, inputs_s), 1e-6) < MAX_GROWTH
 
 
-def test_score_is_fast_on_hostile_rationales(ws):
+def test_score_is_linear_on_hostile_rationales(ws):
     """The whole scoring pass (SQL label/position/refusal signals too) on adversarial rows of a numeric and
-    a multiple-choice task: under 10 ms a row, once DuckDB and polars have started (a first small score)."""
+    a multiple-choice task: rationales GROWTH times longer take at most MAX_GROWTH times longer, once DuckDB
+    and polars have started (a first small score)."""
     texts = list(WORST.values()) * 4
     for task, row in [
         ("svamp", lambda i: {"input": f"{i} + 1?", "label": "2"}),
         ("cqa", lambda i: {"id": f"train-{i}", "question": "Where?", "choices": CHOICES, "answer": "park"}),
     ]:
-        for name, batch in [(f"{task}-warm", texts[:2]), (task, texts)]:
+        took = {}
+        for name, batch in [
+            (f"{task}-warm", texts[:2]),
+            (f"{task}-short", [t[: CAP // GROWTH] for t in texts]),
+            (task, texts),
+        ]:
             ex = make_examples(ws, name, task, [row(i) for i in range(len(batch))])
             gen = make_generations(
                 ws, ex, [{"example_id": f"train-{i}", "raw": t} for i, t in enumerate(batch)]
             )
             t0 = time.perf_counter()
             score(ws, gen.ref)
-            per_row = (time.perf_counter() - t0) / len(batch)
-        assert per_row < BUDGET_S, f"{task}: {per_row * 1000:.1f} ms a row"
+            took[name] = time.perf_counter() - t0
+        assert took[task] / took[f"{task}-short"] < MAX_GROWTH, took
 
 
 # -- hint_leak: one pattern, two engines (DuckDB's RE2 when scoring, Python's re) -------------------------

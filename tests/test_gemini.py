@@ -25,6 +25,7 @@ from sbs_data.teachers.base import (
     AuthError,
     ContextLength,
     Permanent,
+    QuotaExhausted,
     RateLimited,
     Request,
     Transient,
@@ -145,6 +146,26 @@ def test_retry_delay_is_honoured_not_guessed(ws, server):
     res = generate(ws, "toy", PlanSpec(FLASH), RunOptions(settings=fast()))
     assert res.summary["ok"] == 3 and res.summary["rate_limited"] == 2
     assert time.perf_counter() - t0 >= 4.0  # twice the 2 s the server asked for, never sooner
+
+
+def test_every_429_is_a_rate_limit_unless_the_credits_are_depleted(server):
+    """Gemini words all its 429s "You exceeded your current quota", per-minute limits included: that is a
+    wait, not the end of the account (the shared classifier reads the phrase as OpenAI's no-credit error)."""
+    server.set_faults(FaultPlan(queue=["429:3"]))
+    with pytest.raises(RateLimited) as ei:
+        asyncio.run(_call(_teacher(server)))
+    assert "exceeded your current quota" in str(ei.value) and ei.value.retry_after == 3.0
+    server.set_faults(FaultPlan(queue=["noquota"]))
+    with pytest.raises(QuotaExhausted, match="prepayment credits are depleted"):
+        asyncio.run(_call(_teacher(server)))
+
+
+def test_usage_that_cannot_be_true_is_estimated(ws, server):
+    cqa_examples(ws, n=6)
+    server.set_faults(FaultPlan(queue=["lieusage:missing"] * 3 + ["lieusage:negative"] * 3))
+    res = generate(ws, "toy", PlanSpec(FLASH), RunOptions(settings=fast()))
+    assert res.summary["ok"] == 6 and res.summary["usage_estimated"] == 6
+    assert ws.one("SELECT min(cost_usd) FROM generations_at(?)", [res.version.ref]) > 0
 
 
 def test_quota_limits_without_headers_lose_no_row(ws, server):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from fakes import FaultPlan
-from generate_helpers import FAKE_KEY, cqa_examples, fast, gen_rows
+from generate_helpers import FAKE_KEY, cqa_examples, fast, gen_rows, generate_argv
 from typer.testing import CliRunner
 
 from sbs_data import SbsError
@@ -129,9 +129,7 @@ def test_offline_fails_cleanly_on_a_miss_and_replays_hits(ws, server, monkeypatc
     )
     assert res.summary["cached"] == 3 and server.count == 3
     ws.close()
-    r = CliRunner().invoke(
-        app, ["generate", "toy", "--teacher", "openai:gpt-4o-mini", "--offline", "--db", str(ws.path)]
-    )
+    r = CliRunner().invoke(app, generate_argv(ws.path, "--offline"))
     assert r.exit_code == 1 and "Error: --offline: 2 of 5" in r.output and "Traceback" not in r.output
 
 
@@ -158,29 +156,13 @@ def test_keys_never_reach_the_workspace_or_output(tmp_path, server, monkeypatch)
     server.set_faults(FaultPlan(queue=["401", "401"]))  # the fake server echoes the key in its 401 body
     runner = CliRunner()
     r = runner.invoke(
-        app,
-        [
-            "generate",
-            "toy",
-            "--teacher",
-            "openai:gpt-4o-mini",
-            "--db",
-            str(db),
-            "--backoff",
-            "0.01",
-            "--format",
-            "json",
-            "--base-url",
-            server.openai_url,
-        ],
+        app, generate_argv(db, "--backoff", "0.01", "--format", "json", "--base-url", server.openai_url)
     )
     assert r.exit_code == 0, r.output
     assert FAKE_KEY not in r.output
     monkeypatch.setenv("OPENAI_API_KEY", "sk-wrong-key-abcdefghijkl")
     server.set_faults(FaultPlan(require_key="sk-right"))
-    r = runner.invoke(
-        app, ["generate", "toy", "--teacher", "openai:gpt-4o", "--db", str(db), "--backoff", "0.01"]
-    )
+    r = runner.invoke(app, generate_argv(db, "--backoff", "0.01", teacher="openai:gpt-4o"))
     assert r.exit_code == 1 and "check the API key" in r.output and "sk-wrong-key" not in r.output
     ws = Workspace.open(db)
     assert ws.one("SELECT count(*) FROM sbs_failures WHERE kind = 'auth'") >= 2
@@ -210,17 +192,25 @@ def test_journal_segments_are_dropped_once_committed_and_kept_until_then(tmp_pat
     async def main() -> CacheWriter:
         w = CacheWriter(ws, teacher, "run1", flush_interval=0.01)
         w.start()
+
+        def journaled() -> int:
+            return sum(1 for f in journal_dir(ws).glob("*.jsonl") for _ in open(f))
+
         for wave in range(5):
             for i in range(50):
                 w.answer(Answer(f"k{wave}-{i}", "text"), item)
-            await asyncio.sleep(0.1)  # a flush commits the wave
-            sizes.append(sum(1 for f in journal_dir(ws).glob("*.jsonl") for _ in open(f)))
+            # poll (no wall-clock assumption): the wave is committed, then its journal segment goes
+            for _ in range(3000):
+                await asyncio.sleep(0.01)
+                if w.written == 50 * (wave + 1) and journaled() == 0:  # committed, then dropped
+                    break
+            sizes.append(journaled())
         # an answer that arrives and is never committed (the process dies) stays journaled
         w.answer(Answer("late", "text"), item)
         return w
 
     w = asyncio.run(main())
-    assert max(sizes) <= 50 and sizes[-1] == 0  # committed waves leave the journal
+    assert sizes == [0] * 5  # committed waves leave the journal
     assert ws.one("SELECT count(*) FROM sbs_cache") == 250
     assert w._seq == 251  # "late" was journaled, never written: the next run folds it in
     assert replay_journals(ws) == 1 and ws.one("SELECT count(*) FROM sbs_cache") == 251

@@ -9,7 +9,7 @@ import sys
 import time
 
 from fakes import FakeLLMServer
-from generate_helpers import FAKE_KEY, cqa_examples
+from generate_helpers import FAKE_KEY, cqa_examples, generate_argv
 
 from sbs_data.generate.cache import replay_journals
 from sbs_data.generate.options import PlanSpec, RunOptions
@@ -30,15 +30,7 @@ def test_sigkill_mid_run_then_resume(tmp_path, monkeypatch):
             sys.executable,
             "-m",
             "sbs_data.cli",
-            "generate",
-            "toy",
-            "--teacher",
-            "openai:gpt-4o-mini",
-            "--db",
-            str(db),
-            "--concurrency",
-            str(CONCURRENCY),
-            "--no-progress",
+            *generate_argv(db, "--concurrency", str(CONCURRENCY), "--no-progress"),
         ]
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         deadline = time.time() + 60

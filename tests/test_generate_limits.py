@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from sbs_data.generate import limits as limits_mod
 from sbs_data.generate.limits import CUT_SHARE, HEADROOM, Limiter
 from sbs_data.teachers.base import RateLimits
 
@@ -53,7 +54,7 @@ def test_nothing_left_until_a_reset_holds_new_requests():
 
 def test_waits_are_capped_and_announced():
     said: list[tuple[float, float]] = []
-    lim = Limiter(8, on_wait=lambda wait, asked: said.append((wait, asked)))
+    lim = Limiter(8, on_wait=lambda wait, asked, cause: said.append((wait, asked)))
     assert lim.throttle(None, 3600.0, 120.0) == 120.0
     assert said == [(120.0, 3600.0)]
     assert lim.throttle(None, 1.0, 120.0) == 1.0 and len(said) == 1  # short waits are not worth a line
@@ -84,3 +85,36 @@ def test_opening_the_window_admits_everyone_it_can():
         return n
 
     assert asyncio.run(go()) == 8
+
+
+def test_an_absurd_advertised_rate_is_capped_by_max_wait_and_announced(monkeypatch):
+    """`x-ratelimit-limit-requests: 1` paced every request a minute apart, silently (issue 23)."""
+    said: list[tuple[float, float, str]] = []
+    slept: list[float] = []
+
+    async def no_sleep(seconds: float) -> None:  # record the waits instead of taking them
+        slept.append(seconds)
+
+    lim = Limiter(8, on_wait=lambda w, a, c: said.append((w, a, c)), max_wait=2.0)
+    lim.observe(RateLimits(requests_limit=1))
+    monkeypatch.setattr(limits_mod.asyncio, "sleep", no_sleep)
+
+    async def go() -> None:
+        for _ in range(3):
+            await lim.acquire(10.0)
+            await lim.release()
+
+    asyncio.run(go())
+    assert slept and max(slept) <= 2.0  # never longer than --max-wait
+    assert len(said) == 2 and all(w == 2.0 and a > 60 for w, a, _ in said)
+    assert said[0][2] == "the provider advertises 1 requests a minute"
+
+
+def test_nothing_left_until_a_far_reset_holds_at_most_max_wait_and_says_so():
+    said: list[tuple[float, float, str]] = []
+    lim = Limiter(8, on_wait=lambda w, a, c: said.append((w, a, c)), max_wait=3.0)
+    lim.observe(RateLimits(requests_remaining=0, requests_reset=360.0))  # "6m0s"
+    assert 0 < lim.paused_until - time.monotonic() <= 3.0
+    assert said == [
+        (pytest.approx(3.0, abs=0.1), 360.0, "the provider says no requests are left until its reset")
+    ]

@@ -305,28 +305,17 @@ def test_chunked_ingest_is_all_or_nothing_and_finds_duplicates_across_chunks(ws,
     v = ingest(ws, str(write_jsonl(tmp_path / "a.jsonl", rows)), task="anli", split="train", chunk_rows=2)
     assert v.row_count == 9 and ws.one("SELECT max(row_idx) FROM examples") == 8
     before = state(ws)
-    dup = rows[:7] + [dict(rows[1], premise="other")]
-    with pytest.raises(
-        SbsError, match=r"b\.jsonl:8: duplicate example id 'u1' \(first seen at .*b\.jsonl:2\)"
-    ):
-        ingest(
-            ws,
-            str(write_jsonl(tmp_path / "b.jsonl", dup)),
-            task="anli",
-            split="train",
-            name="a",
-            chunk_rows=2,
-        )
-    bad = rows[:7] + [{"uid": "z", "premise": "p"}]
-    with pytest.raises(SbsError, match=r"c\.jsonl:8: field 'hypothesis'"):
-        ingest(
-            ws,
-            str(write_jsonl(tmp_path / "c.jsonl", bad)),
-            task="anli",
-            split="train",
-            name="a",
-            chunk_rows=2,
-        )
+    for file, last, match in [
+        (
+            "b.jsonl",
+            dict(rows[1], premise="other"),
+            r"b\.jsonl:8: duplicate example id 'u1' \(first seen at .*b\.jsonl:2\)",
+        ),
+        ("c.jsonl", {"uid": "z", "premise": "p"}, r"c\.jsonl:8: field 'hypothesis'"),
+    ]:  # seven good rows, then a bad one in the fourth chunk
+        path = write_jsonl(tmp_path / file, [*rows[:7], last])
+        with pytest.raises(SbsError, match=match):
+            ingest(ws, str(path), task="anli", split="train", name="a", chunk_rows=2)
     assert state(ws) == before
     leak = [dict(rows[5], label=0)]
     with pytest.raises(

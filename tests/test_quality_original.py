@@ -8,6 +8,7 @@ import json
 import pytest
 from workspace_helpers import SHARED
 
+from sbs_data.ingest import import_original
 from sbs_data.quality.filter import filter_version
 from sbs_data.quality.report import report
 from sbs_data.tasks import get_task
@@ -33,10 +34,6 @@ def _raw_svamp_test_agreement() -> tuple[int, int]:
 
 
 def test_original_svamp_and_cqa(ws):
-    try:
-        from sbs_data.ingest import import_original
-    except ImportError:
-        pytest.skip("sbs_data.ingest.import_original is not available yet")
     import_original(ws, SHARED / "svamp", task="svamp", name="svamp")
     res = filter_version(ws, "svamp-palm", "strict")
     rep = report(ws, res.scored.ref)

@@ -47,41 +47,37 @@ def test_typod_key():
     assert "at least one of" not in msg  # the typo is the error, not its consequence
 
 
-def test_wrong_threshold_types():
-    assert "steps[0].max: 'lots' is not of type 'number'" in _err(
-        "steps:\n  - {name: a, signal: words, max: lots}\n"
-    )
-    msg = _err("steps:\n  - {name: a, signal: parse_ok, min: 1}\n")
-    assert "steps[0].min: parse_ok is a boolean signal; use equals:" in msg
-    msg = _err("steps:\n  - {name: a, signal: parse_ok, equals: 'yes'}\n")
-    assert "steps[0].equals: parse_ok is a boolean signal" in msg
-    assert "min 5 is above max 1" in _err("steps:\n  - {name: a, signal: words, min: 5, max: 1}\n")
-    assert "at least one of min, max, equals" in _err("steps:\n  - {name: a, signal: words}\n")
+@pytest.mark.parametrize(
+    "recipe, message",
+    [
+        # threshold types
+        ("steps:\n  - {name: a, signal: words, max: lots}\n", "steps[0].max: 'lots' is not of type 'number'"),
+        ("steps:\n  - {name: a, signal: parse_ok, min: 1}\n", "steps[0].min: parse_ok is a boolean signal; use equals:"),
+        ("steps:\n  - {name: a, signal: parse_ok, equals: 'yes'}\n", "steps[0].equals: parse_ok is a boolean signal"),
+        ("steps:\n  - {name: a, signal: words, min: 5, max: 1}\n", "min 5 is above max 1"),
+        ("steps:\n  - {name: a, signal: words}\n", "at least one of min, max, equals"),
+        # selection steps
+        ("steps:\n  - {name: a, select: majority, by: [words]}\n", "steps[0].by: unknown key"),
+        ("steps:\n  - {name: a, select: dedup}\n", "'kind' is a required property"),
+        ("steps:\n  - {name: a, select: best}\n", "unknown selection 'best'"),
+        ("steps:\n  - {name: a, select: best_per_example, by: [majority_label]}\n", "cannot rank by 'majority_label'"),
+        ("steps:\n  - {name: a, signal: words, min: 1}\n  - {name: a, signal: words, max: 9}\n", "duplicate step name 'a'"),
+        # the YAML and the top level
+        ("steps: [\n", "not valid YAML"),
+        ("- a\n", "a recipe is a mapping"),
+        ("name: x\n", "'steps' is a required property"),
+        ("stepz: []\nsteps: [{name: a, signal: words, min: 1}]\n", "recipes/x.yaml: stepz: unknown key (did you mean 'steps'?)"),
+    ],
+)  # fmt: skip
+def test_bad_recipes_are_refused_by_name(recipe, message):
+    assert message in _err(recipe)
 
 
-def test_selection_steps_validated():
-    assert "steps[0].by: unknown key" in _err("steps:\n  - {name: a, select: majority, by: [words]}\n")
-    assert "'kind' is a required property" in _err("steps:\n  - {name: a, select: dedup}\n")
-    assert "unknown selection 'best'" in _err("steps:\n  - {name: a, select: best}\n")
-    assert "cannot rank by 'majority_label'" in _err(
-        "steps:\n  - {name: a, select: best_per_example, by: [majority_label]}\n"
-    )
-    assert "duplicate step name 'a'" in _err(
-        "steps:\n  - {name: a, signal: words, min: 1}\n  - {name: a, signal: words, max: 9}\n"
-    )
+def test_selection_step_ranks_by_signals_in_order():
     r = parse_recipe(
         "steps:\n  - {name: best, select: best_per_example, by: [gold_match, words asc], n: 2}\n"
     )
     assert r.steps[0].by == (("gold_match", True), ("words", False)) and r.steps[0].n == 2
-
-
-def test_bad_yaml_and_top_level():
-    assert "not valid YAML" in _err("steps: [\n")
-    assert "a recipe is a mapping" in _err("- a\n")
-    assert "'steps' is a required property" in _err("name: x\n")
-    assert "recipes/x.yaml: stepz: unknown key (did you mean 'steps'?)" in _err(
-        "stepz: []\nsteps: [{name: a, signal: words, min: 1}]\n"
-    )
 
 
 def test_missing_recipe_file_lists_shipped():

@@ -56,6 +56,13 @@ def _gen(ws, server):
     return generate(ws, "toy", PlanSpec(TEACHER), RunOptions(settings=fast()), name="toy-gen").version
 
 
+def _rationalize(ws, ref: str, select: RationalizeSelect | None = None, **run):
+    """`rationalize REF` with TEACHER and test-sized settings; `run` sets more RunOptions fields."""
+    return rationalize(
+        ws, ref, RequestSpec(TEACHER), RunOptions(settings=fast(), command="rationalize", **run), select
+    )
+
+
 def _rows(ws, ref: str) -> dict[tuple[str, int], tuple]:
     return {
         (r[0], r[1]): r[2:]
@@ -70,7 +77,7 @@ def _rows(ws, ref: str) -> dict[tuple[str, int], tuple]:
 def test_rationalize_recovers_wrong_and_failed_train_rows(ws, server):
     gen = _gen(ws, server)
     before = server.count
-    res = rationalize(ws, gen.ref, RequestSpec(TEACHER), RunOptions(settings=fast(), command="rationalize"))
+    res = _rationalize(ws, gen.ref)
     s = res.summary
     # train rows q0..q9: odd ones wrong (q1 q3 q5 q7 q9), q2 failed: 6 requests; none for validation/test
     assert server.count - before == 6 == s["requests"] == s["called"]
@@ -95,7 +102,7 @@ def test_rationalize_recovers_wrong_and_failed_train_rows(ws, server):
 
     # a rerun sends nothing and makes no new versions
     n_versions = len(ws.versions())
-    again = rationalize(ws, gen.ref, RequestSpec(TEACHER), RunOptions(settings=fast(), command="rationalize"))
+    again = _rationalize(ws, gen.ref)
     assert server.count - before == 6 and again.summary["called"] == 0
     assert again.version.ref == res.version.ref and again.summary["combined"] == combined.ref
     assert len(ws.versions()) == n_versions
@@ -110,74 +117,37 @@ def test_rationalize_recovers_wrong_and_failed_train_rows(ws, server):
 def test_rows_option_and_eval_splits_are_refused(ws, server):
     gen = _gen(ws, server)
     before = server.count
-    res = rationalize(
-        ws,
-        gen.ref,
-        RequestSpec(TEACHER),
-        RunOptions(settings=fast(), command="rationalize"),
-        RationalizeSelect(rows="failed", combine=False, name="only-failed"),
-    )
+    res = _rationalize(ws, gen.ref, RationalizeSelect(rows="failed", combine=False, name="only-failed"))
     assert server.count - before == 1 and sorted(k[0] for k in _rows(ws, res.version.ref)) == ["q2"]
     assert "combined" not in res.summary
     with pytest.raises(SbsError, match="--allow-eval-splits"):
-        rationalize(
-            ws,
-            gen.ref,
-            RequestSpec(TEACHER),
-            RunOptions(settings=fast(), command="rationalize"),
-            RationalizeSelect(splits=["validation"]),
-        )
+        _rationalize(ws, gen.ref, RationalizeSelect(splits=["validation"]))
     with pytest.raises(SbsError, match="--allow-eval-splits"):
-        rationalize(
-            ws,
-            gen.ref,
-            RequestSpec(TEACHER),
-            RunOptions(settings=fast(), command="rationalize"),
-            RationalizeSelect(splits=["train", "test"]),
-        )
+        _rationalize(ws, gen.ref, RationalizeSelect(splits=["train", "test"]))
     assert server.count - before == 1
-    res = rationalize(
-        ws,
-        gen.ref,
-        RequestSpec(TEACHER),
-        RunOptions(settings=fast(), command="rationalize"),
-        RationalizeSelect(splits=["validation"], allow_eval=True, combine=False, name="v"),
+    res = _rationalize(
+        ws, gen.ref, RationalizeSelect(splits=["validation"], allow_eval=True, combine=False, name="v")
     )
     assert [k[0] for k in _rows(ws, res.version.ref)] == ["q11"] or res.version.row_count == 0
     with pytest.raises(SbsError, match="--rows"):
-        rationalize(
-            ws,
-            gen.ref,
-            RequestSpec(TEACHER),
-            RunOptions(settings=fast(), command="rationalize"),
-            RationalizeSelect(rows="bad"),
-        )
+        _rationalize(ws, gen.ref, RationalizeSelect(rows="bad"))
     with pytest.raises(SbsError, match="holds examples"):
-        rationalize(ws, "toy", RequestSpec(TEACHER), RunOptions(settings=fast(), command="rationalize"))
+        _rationalize(ws, "toy")
 
 
 def test_dry_run_and_offline(ws, server):
     gen = _gen(ws, server)
     before = server.count
-    dry = rationalize(
-        ws, gen.ref, RequestSpec(TEACHER), RunOptions(settings=fast(), dry_run=True, command="rationalize")
-    )
+    dry = _rationalize(ws, gen.ref, dry_run=True)
     assert dry.dry_run and dry.summary["to_call"] == 6 and server.count == before
     system, user = dry.preview
     assert "The correct answer is (b) beta." in user and user.endswith("A:")
     n = len(ws.versions())
     with pytest.raises(SbsError, match="--offline"):
-        rationalize(
-            ws,
-            gen.ref,
-            RequestSpec(TEACHER),
-            RunOptions(settings=fast(), offline=True, command="rationalize"),
-        )
+        _rationalize(ws, gen.ref, offline=True)
     assert server.count == before and len(ws.versions()) == n
-    rationalize(ws, gen.ref, RequestSpec(TEACHER), RunOptions(settings=fast(), command="rationalize"))
-    again = rationalize(
-        ws, gen.ref, RequestSpec(TEACHER), RunOptions(settings=fast(), offline=True, command="rationalize")
-    )
+    _rationalize(ws, gen.ref)
+    again = _rationalize(ws, gen.ref, offline=True)
     assert again.summary["called"] == 0
 
 
@@ -186,7 +156,7 @@ def test_combine_keeps_rows_when_hinted_answers_disagree(ws, server):
     server.set_faults(
         FaultPlan(answers={"The correct answer": "It is (c) gamma. So the answer is (c) gamma."})
     )
-    res = rationalize(ws, gen.ref, RequestSpec(TEACHER), RunOptions(settings=fast(), command="rationalize"))
+    res = _rationalize(ws, gen.ref)
     assert res.summary["recovered"] == 0 and res.summary["still_wrong"] == 6
     c = combine(ws, gen, res.version, "again")
     assert c.recovered == {} and c.version.row_count == gen.row_count
@@ -196,15 +166,8 @@ def test_combine_keeps_rows_when_hinted_answers_disagree(ws, server):
 def test_max_usd_and_unknown_price(ws, server):
     gen = _gen(ws, server)
     with pytest.raises(SbsError, match="--max-usd"):
-        rationalize(
-            ws,
-            gen.ref,
-            RequestSpec("openai:gpt-4o-mini"),
-            RunOptions(settings=fast(), max_usd=-1, command="rationalize"),
-        )
-    res = rationalize(
-        ws, gen.ref, RequestSpec(TEACHER), RunOptions(settings=fast(), max_usd=5.0, command="rationalize")
-    )
+        _rationalize(ws, gen.ref, max_usd=-1)
+    res = _rationalize(ws, gen.ref, max_usd=5.0)
     assert res.summary["spent_usd"] is not None and res.summary["spent_usd"] <= 5.0
     assert json.loads(json.dumps(res.summary, default=str))["combined"]
 
@@ -216,12 +179,7 @@ def test_batch_mode_builds_both_versions_when_collected(ws, server):
 
     gen = _gen(ws, server)
     before = server.count
-    res = rationalize(
-        ws,
-        gen.ref,
-        RequestSpec(TEACHER),
-        RunOptions(settings=fast(), mode="batch", batch=bfast(), command="rationalize"),
-    )
+    res = _rationalize(ws, gen.ref, mode="batch", batch=bfast())
     assert res.version is None and res.summary["submitted_now"] == 6 and server.count == before
     out = B.collect(ws, res.summary["run"], settings=bfast())
     assert out[0]["state"] == "done" and out[0]["succeeded"] == 6
@@ -230,7 +188,7 @@ def test_batch_mode_builds_both_versions_when_collected(ws, server):
     combined = ws.get("toy-gen-rationalized")
     assert combined.config["recovered"] == {"train": 5}
     # the same keys as online: an online rerun calls nothing and changes nothing
-    again = rationalize(ws, gen.ref, RequestSpec(TEACHER), RunOptions(settings=fast(), command="rationalize"))
+    again = _rationalize(ws, gen.ref)
     assert server.count == before and again.version.ref == hinted.ref
     assert again.summary["combined"] == combined.ref
 
@@ -263,7 +221,7 @@ def test_export_and_report_show_hinted_rows(ws, server, tmp_path):
     from sbs_data.quality.report import report, to_html
 
     gen = _gen(ws, server)
-    res = rationalize(ws, gen.ref, RequestSpec(TEACHER), RunOptions(settings=fast(), command="rationalize"))
+    res = _rationalize(ws, gen.ref)
     combined = res.summary["combined"]
     sel = filter_version(ws, combined, "default")
     rep = report(ws, sel.version.ref)
@@ -286,3 +244,44 @@ def test_export_and_report_show_hinted_rows(ws, server, tmp_path):
         and "5 of 6 were recovered" in card
         and "`hinted = true`: train 5" in card
     )
+
+
+def test_hint_echoes_and_paraphrases_never_reach_the_combined_version(ws, server):
+    """A teacher echoing the hint sentence verbatim, or paraphrasing it, passed hint_leak (issue 23)."""
+    _examples(ws)
+    verbatim = (
+        "The correct answer is (b) beta. Explain step by step why it is correct: beta fits best. "
+        "So the answer is (b) beta."
+    )
+    answers = {
+        f"number 2?{OPTIONS}\nA:": "I do not know.",
+        f"number 1?{OPTIONS}\nThe correct answer": verbatim,
+        f"number 3?{OPTIONS}\nThe correct answer": "The question says the answer should be beta. So the answer is (b) beta.",
+        f"number 5?{OPTIONS}\nThe correct answer": "Per the answer key, beta fits. So the answer is (b) beta.",
+        f"number 7?{OPTIONS}\nThe correct answer": "Beta fits best here. So the answer is (b) beta.",
+    }
+    server.set_faults(FaultPlan(answers=answers))
+    gen = generate(ws, "toy", PlanSpec(TEACHER), RunOptions(settings=fast()), name="toy-gen").version
+    res = _rationalize(ws, gen.ref)
+    rows = _rows(ws, res.summary["combined"])
+    recovered = sorted(k[0] for k, r in rows.items() if r[1])
+    assert "q1" not in recovered and "q3" not in recovered and "q5" not in recovered  # echo, paraphrases
+    assert "q7" in recovered  # "So the answer is ..." is what the hint asks for: not an echo
+    assert res.summary["hint_leak_refused"] == 3 and res.summary["still_wrong"] == 0
+
+
+def test_hint_echo_detector():
+    from sbs_data.text import hint_echo, hint_leak
+
+    hint = 'The correct answer is 12.\nExplain step by step why it is correct, then end with "So the answer is 12."'
+    allowed = "So the answer is 12"
+    assert hint_echo(
+        "The correct answer is 12. Explain step by step why it is correct. 7 + 5 = 12.", hint, allowed
+    )
+    assert hint_echo("the CORRECT answer is 12;  explain, step by step!", hint, allowed)  # case, punctuation
+    assert not hint_echo("7 + 5 = 12. So the answer is 12.", hint, allowed)  # the asked-for ending
+    assert not hint_echo("The correct answer is 12.", hint, allowed)  # five words: a sentence anyone writes
+    assert hint_echo(None, hint) is None
+    assert hint_leak("The problem tells us that the answer is 12.")
+    assert hint_leak("Checking against the answer key, it is 12.")
+    assert not hint_leak("The problem asks how many apples; the answer is 12.")

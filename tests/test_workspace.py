@@ -96,28 +96,35 @@ def test_failed_write_leaves_nothing(ws):
     assert ws.next_num("sv") == 2
 
 
-def test_killed_process_never_leaves_a_half_version(tmp_path):
-    db = tmp_path / "k.duckdb"
+def _kill_mid_write(db, rows: str, streamed: bool = False) -> None:
+    """A workspace at `db`; then, in a fresh interpreter, version `big` of it begun, `rows` run inside its
+    `with` block (`ws`, `v`, `pl` at hand) and the process SIGKILLed before the block ends."""
     Workspace.open(db).close()
-    script = textwrap.dedent(
-        f"""
-        import sys, time
-        from sbs_data.workspace import Workspace
-        ws = Workspace.open({str(db)!r})
-        with ws.new_version("big", "examples", {{"x": 1}}, task="svamp") as v:
-            for i in range(200):
-                ws.con.execute(
-                    "INSERT INTO sbs_examples (version_id, example_id, split, row_idx, task, input_text, fields) "
-                    "VALUES (?, ?, 'train', ?, 'svamp', 'x', '{{}}')", [v.version_id, f"e{{i}}", i])
-            print("writing", flush=True)
-            time.sleep(60)
-        """
+    script = (
+        "import time\nimport polars as pl\nfrom sbs_data.workspace import Workspace\n"
+        f"ws = Workspace.open({str(db)!r})\n"
+        f'with ws.new_version("big", "examples", {{"x": 1}}, task="svamp", streamed={streamed}) as v:\n'
+        + textwrap.indent(textwrap.dedent(rows).strip("\n"), "    ")
+        + '\n    print("writing", flush=True)\n    time.sleep(60)\n'
     )
     p = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     assert p.stdout.readline().strip() == "writing"
     os.kill(p.pid, signal.SIGKILL)
     p.wait()
     time.sleep(0.1)
+
+
+def test_killed_process_never_leaves_a_half_version(tmp_path):
+    db = tmp_path / "k.duckdb"
+    _kill_mid_write(
+        db,
+        """
+        for i in range(200):
+            ws.con.execute(
+                "INSERT INTO sbs_examples (version_id, example_id, split, row_idx, task, input_text, fields) "
+                "VALUES (?, ?, 'train', ?, 'svamp', 'x', '{}')", [v.version_id, f"e{i}", i])
+        """,
+    )
     with Workspace.open(db, read_only=True) as ws:
         assert ws.versions(include_pending=True) == []
         assert ws.one("SELECT count(*) FROM sbs_examples") == 0
@@ -428,26 +435,15 @@ def test_streamed_version_is_invisible_until_done_and_removed_on_failure(ws):
 
 def test_killed_streamed_write_is_swept_on_the_next_writable_open(tmp_path):
     db = tmp_path / "k.duckdb"
-    Workspace.open(db).close()
-    script = textwrap.dedent(
-        f"""
-        import time
-        import polars as pl
-        from sbs_data.workspace import Workspace
-        ws = Workspace.open({str(db)!r})
-        with ws.new_version("big", "examples", {{"x": 1}}, task="svamp", streamed=True) as v:
-            for i in range(3):
-                ws.append("sbs_examples", v, pl.DataFrame({{"example_id": [f"e{{i}}"], "split": ["train"],
-                    "row_idx": [i], "task": ["svamp"], "input_text": ["x"], "fields": ["{{}}"]}}))
-            print("writing", flush=True)
-            time.sleep(60)
+    _kill_mid_write(
+        db,
         """
+        for i in range(3):
+            ws.append("sbs_examples", v, pl.DataFrame({"example_id": [f"e{i}"], "split": ["train"],
+                "row_idx": [i], "task": ["svamp"], "input_text": ["x"], "fields": ["{}"]}))
+        """,
+        streamed=True,
     )
-    p = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
-    assert p.stdout.readline().strip() == "writing"
-    os.kill(p.pid, signal.SIGKILL)
-    p.wait()
-    time.sleep(0.1)
     with Workspace.open(db, read_only=True) as ro:  # committed chunks of a dead pending version: invisible
         assert ro.one("SELECT count(*) FROM examples") == 0 and ro.versions() == []
     with Workspace.open(db) as ws:  # a writable open removes them

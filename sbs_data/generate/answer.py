@@ -6,10 +6,11 @@ that ended without one. Both carry everything storage needs, so no layer passes 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from sbs_data.teachers.base import Response
+from sbs_data.teachers.models import estimate_tokens
 from sbs_data.text import storable
 
 #: Longest completion text stored (characters); longer ones are cut and flagged `repaired`. A teacher that
@@ -26,6 +27,66 @@ def storable_text(text: str | None) -> tuple[str | None, bool]:
     if len(fixed) > MAX_TEXT_CHARS:
         fixed, changed = fixed[:MAX_TEXT_CHARS], True
     return fixed, changed
+
+
+#: The most tokens one call plausibly counts, in or out: more is a broken (or lying) server.
+MAX_PLAUSIBLE_TOKENS = 10_000_000
+#: No tokenizer packs more characters into a token on average: fewer tokens than chars / this cannot be true.
+MAX_CHARS_PER_TOKEN = 16
+
+
+def _count(n: Any, chars: int) -> bool:
+    """Whether `n` is a token count the text of `chars` characters could have."""
+    return type(n) is int and chars // MAX_CHARS_PER_TOKEN <= n <= MAX_PLAUSIBLE_TOKENS
+
+
+def checked_usage(resp: Response, prompt_chars: int) -> tuple[Response, bool]:
+    """The response with usage it cannot have had replaced by estimates from the text, and whether any was.
+
+    A paid call is priced from its usage; a server that sends none, a negative, fractional or astronomical
+    count, or fewer tokens than the text could hold, would make it cost nothing (or a negative amount) and
+    defeat --max-usd. Such counts become `estimate_tokens` of the prompt and of the completion; cache and
+    reasoning parts that do not fit inside their totals are dropped to 0."""
+    out_chars = len(resp.text or "")
+    prompt_ok = _count(resp.prompt_tokens, prompt_chars)
+    completion_ok = _count(resp.completion_tokens, out_chars)
+    prompt: int = (
+        resp.prompt_tokens if prompt_ok and resp.prompt_tokens is not None else estimate_tokens(prompt_chars)
+    )
+    completion: int = (
+        resp.completion_tokens
+        if completion_ok and resp.completion_tokens is not None
+        else estimate_tokens(out_chars)
+    )
+    parts_ok = True
+
+    def part(n: Any, total: int) -> int | None:
+        nonlocal parts_ok
+        if n is None:
+            return None
+        if type(n) is int and 0 <= n <= total:
+            return n
+        parts_ok = False
+        return 0
+
+    cached = part(resp.cached_tokens, prompt)
+    written = part(resp.cache_write_tokens, prompt)
+    if (cached or 0) + (written or 0) > prompt:
+        parts_ok, cached, written = False, 0, 0
+    reasoning = part(resp.reasoning_tokens, completion)
+    if prompt_ok and completion_ok and parts_ok:
+        return resp, False
+    return (
+        replace(
+            resp,
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            cached_tokens=cached,
+            cache_write_tokens=written,
+            reasoning_tokens=reasoning,
+        ),
+        True,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +107,7 @@ class Answer:
     request_id: str | None = None
     attempts: int = 1
     repaired: bool = False
+    usage_estimated: bool = False  # the server's usage could not be true: tokens estimated from the text
 
     @classmethod
     def from_response(
@@ -56,6 +118,7 @@ class Answer:
         latency_ms: float | None,
         cost_usd: float | None,
         attempts: int,
+        usage_estimated: bool = False,
     ) -> Answer:
         text, repaired = storable_text(resp.text)
         return cls(
@@ -72,6 +135,7 @@ class Answer:
             request_id=resp.request_id,
             attempts=attempts,
             repaired=repaired,
+            usage_estimated=usage_estimated,
         )
 
     def as_row(self) -> dict[str, Any]:

@@ -45,6 +45,7 @@ _SCHEMA = {
     "error": pl.Utf8,
     "repaired": pl.Boolean,
     "hinted": pl.Boolean,
+    "usage_estimated": pl.Boolean,
 }
 _CACHE_VALUES = (
     "finish_reason",
@@ -56,6 +57,7 @@ _CACHE_VALUES = (
     "cost_usd",
     "latency_ms",
     "repaired",
+    "usage_estimated",
 )
 _ROW_KEY = "example_id, sample_idx, split, cache_key"
 
@@ -178,11 +180,24 @@ def build_version(
         ) as v:
             for cols in _chunks(ws, p, run_id):
                 ws.append("sbs_generations", v, _parse_chunk(p, cols, spec, stop_reason, counts))
+            _cost_once_per_answer(ws, v.version_id)
             if digest_old is not None and digest_old[1] == _digest(ws, "sbs_generations", v.version_id):
                 raise _Same(digest_old[0])
     except _Same as same:  # a rerun that changes nothing: the new version was rolled back
         return same.version, counts
     return ws.by_id(v.version_id), counts
+
+
+def _cost_once_per_answer(ws: Workspace, version_id: int) -> None:
+    """Rows that share a cache key share one answer, paid for once: only the first of them (by example and
+    sample) carries its cost, so the version's `cost_usd` adds up to the bill (the report and card sum it)."""
+    ws.execute(
+        "UPDATE sbs_generations SET cost_usd = 0 WHERE version_id = ? AND cost_usd IS NOT NULL AND "
+        "(example_id, sample_idx) IN (SELECT example_id, sample_idx FROM (SELECT example_id, sample_idx, "
+        "row_number() OVER (PARTITION BY cache_key ORDER BY example_id, sample_idx) AS n FROM sbs_generations "
+        "WHERE version_id = ? AND cost_usd IS NOT NULL) WHERE n > 1)",
+        [version_id, version_id],
+    )
 
 
 class _Same(Exception):

@@ -130,7 +130,8 @@ def texts(ws: Any, keys: list[str]) -> dict[str, str | None]:
 # -- the durable writer ---------------------------------------------------------------------------
 _CACHE_COLS = (
     "cache_key provider endpoint model subject request text finish_reason prompt_tokens completion_tokens "
-    "cached_tokens cache_write_tokens reasoning_tokens request_id latency_ms cost_usd attempts run_id repaired"
+    "cached_tokens cache_write_tokens reasoning_tokens request_id latency_ms cost_usd attempts run_id repaired "
+    "usage_estimated"
 ).split()
 _INT = pl.Int32
 _CACHE_TYPES = {
@@ -143,6 +144,7 @@ _CACHE_TYPES = {
     "latency_ms": pl.Float64,
     "cost_usd": pl.Float64,
     "repaired": pl.Boolean,
+    "usage_estimated": pl.Boolean,
 }
 _FAIL_COLS = "cache_key provider model example_id sample_idx kind status error attempts run_id".split()
 _FAIL_TYPES = {"sample_idx": _INT, "status": _INT, "attempts": _INT}

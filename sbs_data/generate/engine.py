@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sbs_data import SbsError, log
-from sbs_data.generate.answer import Answer, Failure
+from sbs_data.generate.answer import Answer, Failure, checked_usage
 from sbs_data.generate.cache import CacheWriter
 from sbs_data.generate.limits import Limiter
 from sbs_data.generate.parse import parse
@@ -32,12 +32,15 @@ from sbs_data.teachers.base import (
     AuthError,
     ContextLength,
     Permanent,
+    QuotaExhausted,
     RateLimited,
+    Request,
     Teacher,
     TeacherError,
     Transient,
     redact,
 )
+from sbs_data.teachers.models import ModelFacts
 
 _timeout = getattr(asyncio, "timeout", None)
 #: Requests allowed out before the first answer: an unknown model or a bad parameter costs at most this many.
@@ -97,6 +100,7 @@ class Counters:
     skipped: int = 0
     invalid_retries: int = 0
     repaired: int = 0
+    usage_estimated: int = 0  # answers whose usage could not be true, priced from estimates
     spend: float = 0.0
     spend_known: bool = True
 
@@ -104,6 +108,11 @@ class Counters:
 def fix_hint(e: TeacherError, teacher: Teacher) -> str:
     """What to do about a permanent error that hit every request."""
     code, param = getattr(e, "code", None) or "", getattr(e, "param", None) or ""
+    if isinstance(e, QuotaExhausted):
+        return (
+            f"the {teacher.provider} account has no credit left (quota/billing): add credit or raise the spend "
+            "limit in the provider's Plans & Billing, then re-run; answers already paid for are cached"
+        )
     if isinstance(e, AuthError):
         env = getattr(teacher, "key_env", None)
         return f"check the API key{f' ({env})' if env else ''} and that it may use {teacher.model}"
@@ -148,7 +157,13 @@ class Engine:
         self.stop_reason: str | None = None
         self.fatal: str | None = None  # a systematic error: no version is built
         self.secrets = teacher.secrets()
-        self.limiter = Limiter(settings.concurrency, settings.rpm, settings.tpm, on_wait=self._waiting)
+        self.limiter = Limiter(
+            settings.concurrency,
+            settings.rpm,
+            settings.tpm,
+            on_wait=self._waiting,
+            max_wait=settings.max_wait,
+        )
         # One request at a time until the first answer: a systematic error costs one request per verdict
         # step, and the answer warms the provider's prompt cache (a concurrent first wave would write the
         # shared prefix once per request, at 1.25x the input price on Anthropic).
@@ -167,13 +182,7 @@ class Engine:
 
     # -- budget ---------------------------------------------------------------------------------------
     def _worst(self, item: Item) -> float | None:
-        """The most a request can cost: every prompt byte a token (no tokenizer does worse), a few tokens of
-        framing per message, and the full completion budget."""
-        req = item.req
-        size = len((req.system or "").encode()) + sum(len(m["content"].encode()) for m in req.messages)
-        worst_in = size + 8 * (len(req.messages) + 1)
-        out = int(req.params.get("max_tokens") or self.facts.default_max_tokens or 4096)
-        return self.facts.cost(worst_in, out)
+        return worst_cost(self.facts, item.req)
 
     async def _reserve(self, worst: float | None) -> bool:
         if self.max_usd is None or worst is None:
@@ -186,6 +195,7 @@ class Engine:
                             f"--max-usd {self.max_usd:g} reached (spent ${self.counters.spend:.4f}; the next request "
                             f"could cost up to ${worst:.4f})"
                         )
+                    self.probe_done.set()  # requests waiting for the first answer see the stop and end
                     return False
                 await self.budget.wait()
             self.reserved += worst
@@ -289,6 +299,17 @@ class Engine:
             await self.limiter.release()
             latency = (time.perf_counter() - t0) * 1000.0
             attempts += 1
+            estimated = False
+            if self.teacher.network:  # a paid call is priced from usage that can be true
+                resp, estimated = checked_usage(resp, item.req.prompt_chars)
+                if estimated:
+                    self.counters.usage_estimated += 1
+                    if self.counters.usage_estimated == 1:
+                        log.warning(
+                            f"warning: {self.teacher.spec} reported token usage that cannot be true (absent, "
+                            "negative or out of range); those answers are priced from token estimates of "
+                            "their text and flagged usage_estimated"
+                        )
             cost = self.facts.cost_of(resp)
             await self._settle(worst, cost)
             used = (resp.prompt_tokens or 0) + (resp.completion_tokens or 0)
@@ -299,7 +320,12 @@ class Engine:
                 await self.limiter.open()  # the probe is over
                 self.probe_done.set()
             answer = Answer.from_response(
-                item.key, resp, latency_ms=latency, cost_usd=cost, attempts=attempts
+                item.key,
+                resp,
+                latency_ms=latency,
+                cost_usd=cost,
+                attempts=attempts,
+                usage_estimated=estimated,
             )
             if self.json_mode and self.task is not None and invalid < self.settings.json_retries:
                 _, why = parse(self.task, answer.text, item.choices, True)
@@ -334,6 +360,15 @@ class Engine:
             ),
             item,
         )
+        if isinstance(e, QuotaExhausted) and not self.fatal:
+            # out of credit: every further request would fail the same way, so stop now; what was answered
+            # before stays (a partial version), and with nothing answered there is no version at all
+            hint = fix_hint(e, self.teacher)
+            if self.succeeded:
+                self.stop_reason = self.stop_reason or f"{msg} ({hint})"
+            else:
+                self.fatal, self.stop_reason = f"{msg}\nfix: {hint}", "the account has no credit left"
+            self.probe_done.set()
         self._watch_systematic(e, msg)
         if self.on_progress:
             self.on_progress(self.counters)
@@ -354,8 +389,8 @@ class Engine:
             self.stop_reason = f"every one of the first {need} requests failed the same way"
         self.probe_done.set()  # a verdict either way: stop, or go on at full speed
 
-    def _waiting(self, seconds: float, asked: float) -> None:
-        """Say on stderr that the run waits on the provider, until when, and whether the wait was capped."""
+    def _waiting(self, seconds: float, asked: float, cause: str = "rate limited") -> None:
+        """Say on stderr that the run waits, why, until when, and whether the wait was capped."""
         until = time.monotonic() + seconds
         if until - self._told_until < 1.0:
             return
@@ -366,7 +401,7 @@ class Engine:
             if asked > seconds
             else ""
         )
-        log.warning(f"waiting on {self.teacher.provider} (rate limited) until {at}, {seconds:.0f} s{capped}")
+        log.warning(f"waiting on {self.teacher.provider} ({cause}) until {at}, {seconds:.0f} s{capped}")
 
     async def run(self, items: Iterable[Item], expected: int = 0) -> None:
         """Answer `items` (cache misses, each key once); tasks are admitted a few at a time, so neither
@@ -397,6 +432,15 @@ class Engine:
             for t in list(tasks):
                 t.cancel()
             await self.teacher.aclose()
+
+
+def worst_cost(facts: ModelFacts, req: Request) -> float | None:
+    """The most a request can cost: every prompt byte a token (no tokenizer does worse), a few tokens of
+    framing per message, and the full completion budget (None without a price)."""
+    size = len((req.system or "").encode()) + sum(len(m["content"].encode()) for m in req.messages)
+    worst_in = size + 8 * (len(req.messages) + 1)
+    out = int(req.params.get("max_tokens") or facts.default_max_tokens or 4096)
+    return facts.cost(worst_in, out)
 
 
 @contextlib.contextmanager

@@ -24,9 +24,9 @@ import polars as pl
 from sbs_data import SbsError
 from sbs_data.generate import cache as cache_mod
 from sbs_data.generate.plan import CHUNK, Item, Plan, request_params, task_of
-from sbs_data.generate.prompts import answer_text, load_prompt
+from sbs_data.generate.prompts import ANSWER_PHRASE, answer_text, fill, load_prompt
 from sbs_data.teachers.base import Teacher
-from sbs_data.text import hint_leak_sql
+from sbs_data.text import LEAK_MAX_CHARS, hint_echo, hint_leak_sql
 from sbs_data.workspace import Version, Workspace, check_name, config_hash
 
 #: Which rows of GEN to ask again: --rows.
@@ -48,7 +48,7 @@ class HintPlan(Plan):
     def finish(self, ws: Workspace, built: Version, run_id: str | None) -> dict[str, Any]:
         if not self.combine_name:
             return {}
-        c = combine(ws, self.source, built, self.combine_name, run_id=run_id)
+        c = combine(ws, self.source, built, self.combine_name, run_id=run_id, hint=self.prompt.hint_template)
         return {
             "combined": c.version.ref,
             "combined_rows": c.version.row_count,
@@ -235,10 +235,12 @@ class Combined:
 
 
 def combine(
-    ws: Workspace, gen: Version, hinted: Version, name: str, *, run_id: str | None = None
+    ws: Workspace, gen: Version, hinted: Version, name: str, *, run_id: str | None = None, hint: str = ""
 ) -> Combined:
-    """Every row of `gen`; a row `hinted` answered is replaced when that answer agrees with gold and passes
-    hint_leak. Row counts per split are `gen`'s. Rebuilding an unchanged combination returns the old version."""
+    """Every row of `gen`; a row `hinted` answered is replaced when that answer agrees with gold, passes
+    hint_leak, and does not echo the hint it was shown (`hint`: the hinted question template; its words
+    with the row's answer filled in, the question left out). Row counts per split are `gen`'s. Rebuilding an
+    unchanged combination returns the old version."""
     check_name(name)
     if hinted.examples_id != gen.examples_id:
         raise SbsError(f"{hinted.ref} does not answer the examples of {gen.ref}")
@@ -247,18 +249,19 @@ def combine(
     leak = hint_leak_sql("h.rationale")
     q = (
         f"SELECT h.example_id, h.sample_idx, h.split, h.parse_status = 'ok' AS ok, coalesce({leak}, false) AS leak, "
-        "h.pred_label, e.label, e.choices FROM (" + hsql + ") h JOIN sbs_examples e ON e.version_id = ? "
-        "AND e.example_id = h.example_id ORDER BY h.example_id, h.sample_idx"
+        "h.pred_label, e.label, e.choices, left(h.rationale, ?) FROM (" + hsql + ") h JOIN sbs_examples e "
+        "ON e.version_id = ? AND e.example_id = h.example_id ORDER BY h.example_id, h.sample_idx"
     )
+    hint_words = fill(hint, "", "{answer}") if hint else ""
     asked: dict[str, int] = {}
     recovered: dict[str, int] = {}
     leaked = disagree = 0
     memo: dict[tuple, bool] = {}
     ws.execute("CREATE OR REPLACE TEMP TABLE _rz_ok (example_id VARCHAR, sample_idx INTEGER)")
     try:
-        for batch in ws.batches(q, [*hp, gen.examples_id], CHUNK):
+        for batch in ws.batches(q, [LEAK_MAX_CHARS, *hp, gen.examples_id], CHUNK):
             keep_e, keep_k = [], []
-            for e, k, split, ok, lk, pred, gold, choices in zip(*batch.to_pydict().values()):
+            for e, k, split, ok, lk, pred, gold, choices, rationale in zip(*batch.to_pydict().values()):
                 asked[split] = asked.get(split, 0) + 1
                 if ok:
                     key = (pred, gold, tuple(choices or ()))
@@ -267,6 +270,10 @@ def combine(
                             memo.clear()
                         memo[key] = task.same_label(pred, gold, choices)
                     ok = memo[key]
+                if ok and not lk and hint_words:
+                    answer = answer_text(task, gold, list(choices) if choices is not None else None)
+                    shown = hint_words.replace("{answer}", answer)
+                    lk = bool(hint_echo(rationale, shown, allowed=f"{ANSWER_PHRASE} {answer}"))
                 if not ok:
                     disagree += 1
                 elif lk:

@@ -11,6 +11,10 @@ Three mechanisms, all in one `Limiter` the engine asks before every attempt:
   a server sends 429s without headers.
 * Waits: a 429 waits for its `retry-after` (capped by --max-wait) without using up an attempt; headers
   saying nothing is left until a reset hold every new request until then.
+
+Every wait is capped by --max-wait and every wait of `ANNOUNCE_S` or more is announced with its cause
+(`on_wait(seconds, asked, cause)`): an absurd advertised limit (one request a minute, nothing left for six
+minutes) is the provider's word, but it never stalls a run silently.
 """
 
 from __future__ import annotations
@@ -23,16 +27,32 @@ from sbs_data.teachers.base import RateLimits
 
 #: Fraction of an advertised limit the engine paces to (headroom for the provider's short windows).
 HEADROOM = 0.92
+#: Waits this long or longer are announced (with their cause).
+ANNOUNCE_S = 5.0
 #: Share of recent answers that were 429s above which the concurrency window is halved.
 CUT_SHARE = 0.1
 _EMA = 0.01  # weight of one outcome in that share (about the last 100 answers: a stray 429 is not a trend)
 
 
+#: on_wait(seconds it will wait, seconds asked for, cause)
+OnWait = Callable[[float, float, str], None]
+
+
 class Bucket:
     """A token bucket refilled at `per_minute / 60` per second, holding at most `burst_s` seconds' worth.
-    Amounts larger than the capacity wait for a full bucket."""
+    Amounts larger than the capacity wait for a full bucket. A wait longer than `max_wait` is cut to it (the
+    request then goes ahead), and a wait of ANNOUNCE_S or more is announced through `on_wait`."""
 
-    def __init__(self, per_minute: float, burst_s: float = 1.0):
+    def __init__(
+        self,
+        per_minute: float,
+        burst_s: float = 1.0,
+        *,
+        cause: str = "",
+        max_wait: float = float("inf"),
+        on_wait: OnWait | None = None,
+    ):
+        self.cause, self.max_wait, self.on_wait = cause, max_wait, on_wait
         self.burst_s = burst_s
         self.rate = 1.0
         self.capacity = 1.0
@@ -53,12 +73,25 @@ class Bucket:
     async def take(self, amount: float = 1.0) -> None:
         amount = min(amount, self.capacity)
         async with self.lock:
+            waited = 0.0
             while True:
                 self._refill()
                 if self.level >= amount:
                     self.level -= amount
                     return
-                await asyncio.sleep((amount - self.level) / self.rate)
+                need = (amount - self.level) / self.rate
+                if waited + need > self.max_wait:  # cut to --max-wait, then go ahead
+                    wait = max(0.0, self.max_wait - waited)
+                    if self.on_wait and (wait >= ANNOUNCE_S or need >= ANNOUNCE_S):
+                        self.on_wait(wait, waited + need, self.cause)
+                    await asyncio.sleep(wait)
+                    self._refill()
+                    self.level = max(0.0, self.level - amount)
+                    return
+                if self.on_wait and need >= ANNOUNCE_S:
+                    self.on_wait(need, need, self.cause)
+                await asyncio.sleep(need)
+                waited += need
 
     def adjust(self, delta: float) -> None:
         """Charge (or refund) the difference between estimated and actual usage."""
@@ -75,14 +108,16 @@ class Limiter:
         rpm: float | None = None,
         tpm: float | None = None,
         *,
-        on_wait: Callable[[float, float], None] | None = None,
+        on_wait: OnWait | None = None,
+        max_wait: float = float("inf"),
     ):
+        self.max_wait = max_wait
         self.max_window = max(1, concurrency)
         self.window = float(self.max_window)
         self.in_flight = 0
         self.cond = asyncio.Condition()
-        self.user_rpm = Bucket(rpm) if rpm else None
-        self.user_tpm = Bucket(tpm) if tpm else None
+        self.user_rpm = Bucket(rpm, cause=f"--rpm {rpm:g}", on_wait=on_wait) if rpm else None
+        self.user_tpm = Bucket(tpm, cause=f"--tpm {tpm:g}", on_wait=on_wait) if tpm else None
         self.rpm: Bucket | None = None  # advertised by the provider
         self.tpm: Bucket | None = None
         self.advertised: dict[str, float] = {}
@@ -132,6 +167,16 @@ class Limiter:
                 return
             await asyncio.sleep(left)
 
+    def _hold(self, until: float, asked: float, cause: str) -> None:
+        """Hold new requests until `until` (cut to --max-wait from now), announcing a long hold."""
+        now = time.monotonic()
+        wait = min(until - now, self.max_wait)
+        if wait <= 0 or now + wait <= self.paused_until:
+            return
+        self.paused_until = now + wait
+        if self.on_wait and (wait >= ANNOUNCE_S or asked > wait):
+            self.on_wait(wait, asked, cause)
+
     # -- what the provider said -------------------------------------------------------------------------
     def observe(self, limits: RateLimits | None, used_tokens: float = 0.0, est_tokens: float = 0.0) -> None:
         """After an answer: adopt advertised limits, charge actual tokens, grow the window."""
@@ -165,8 +210,8 @@ class Limiter:
             return 0.0
         asked = max(0.0, wait)
         wait = min(asked, max_wait)
-        if self.on_wait and (wait >= 5.0 or asked > max_wait):
-            self.on_wait(wait, asked)
+        if self.on_wait and (wait >= ANNOUNCE_S or asked > max_wait):
+            self.on_wait(wait, asked, "rate limited (429)")
         return wait
 
     def _adopt(self, lim: RateLimits) -> None:
@@ -181,17 +226,22 @@ class Limiter:
                 per_minute = float(limit) * HEADROOM
                 b = getattr(self, attr)
                 if b is None:
-                    setattr(self, attr, Bucket(per_minute, burst_s=0.25))
+                    cause = f"the provider advertises {limit:g} {name} a minute"
+                    bucket = Bucket(
+                        per_minute, 0.25, cause=cause, max_wait=self.max_wait, on_wait=self.on_wait
+                    )
+                    setattr(self, attr, bucket)
                 else:
                     b.set_rate(per_minute)
+                    b.cause = f"the provider advertises {limit:g} {name} a minute"
         # Nothing left until a reset: hold new requests until then (the buckets handle the steady state).
         now = time.monotonic()
-        for remaining, reset in (
-            (lim.requests_remaining, lim.requests_reset),
-            (lim.tokens_remaining, lim.tokens_reset),
+        for what, remaining, reset in (
+            ("requests", lim.requests_remaining, lim.requests_reset),
+            ("tokens", lim.tokens_remaining, lim.tokens_reset),
         ):
             if remaining is not None and remaining <= 0 and reset:
-                self.paused_until = max(self.paused_until, now + min(reset, 60.0))
+                self._hold(now + reset, reset, f"the provider says no {what} are left until its reset")
 
 
 def _min(*xs: float | None) -> float | None:

@@ -3,7 +3,10 @@
 - `RequestSpec`: what a command asks its teacher (teacher, prompt, sampling): every field is a request
   ingredient, so part of the cache key. `PlanSpec` adds which examples `generate` asks about.
 - `RunOptions`: how the calls are made (limits and retries in `Settings`, online or batch, budget, dry run,
-  offline, the prompt-cache marking, batch settings): none of it changes an answer.
+  offline, the prompt-cache marking and its lifetime, batch settings): none of it changes an answer.
+  `cache_ttl` does change the request body (Anthropic's `cache_control.ttl`), as `prompt_cache` does, but
+  only how long the provider keeps the shared prefix, and so what it bills, never what the model answers:
+  like the marks themselves it is not a cache-key ingredient, and a 1-hour run reuses 5-minute answers.
 - `RationalizeSelect`: which rows of a generations version `rationalize` asks again, and what it builds.
 
 The CLI maps its option groups onto these one to one (`sbs_data/cli.py`), and the library functions take
@@ -40,6 +43,10 @@ class RequestSpec:
     base_urls: tuple[str, ...] = ()  # openai-compat: servers to spread the requests over
     prices_path: str | Path | None = None  # a models table instead of recipes/prices.yaml
 
+    def prompt_args(self) -> dict[str, Any]:
+        """What the planners (`plan`, `hint_plan`) take of the spec to render its requests."""
+        return {"prompt_path": self.prompt_path, "json_mode": self.json_mode, "params": self.params}
+
 
 @dataclass
 class PlanSpec(RequestSpec):
@@ -60,6 +67,7 @@ class RunOptions:
     dry_run: bool = False  # render, count and price the requests; call nothing
     offline: bool = False  # never call the network; fail on a cache miss
     prompt_cache: bool = True  # mark the shared few-shot prefix for Anthropic's prompt cache
+    cache_ttl: str | None = None  # the marks' lifetime, "5m" or "1h" (default: 5m online, 1h in batch mode)
     batch: BatchSettings | None = None  # batch mode's knobs (default: BatchSettings())
     command: str = "generate"  # what `sbs_runs` records as the command line
 

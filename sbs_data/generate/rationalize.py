@@ -43,10 +43,8 @@ def rationalize(
         rows=select.rows,
         splits=select.splits,
         allow_eval=select.allow_eval,
-        prompt_path=spec.prompt_path,
-        json_mode=spec.json_mode,
-        params=spec.params,
         combine=combined,
+        **spec.prompt_args(),
     )
     res = run_plan(
         ws,

@@ -20,13 +20,13 @@ from sbs_data import SbsError, log
 from sbs_data.generate import cache as cache_mod
 from sbs_data.generate.build import GenerateResult, build_version
 from sbs_data.generate.cache import CacheWriter
-from sbs_data.generate.engine import Counters, Engine, Settings, execute
+from sbs_data.generate.engine import Counters, Engine, Settings, execute, worst_cost
 from sbs_data.generate.options import MODES, PlanSpec, RequestSpec, RunOptions
 from sbs_data.generate.plan import Item, Plan, default_name, plan, sanitize_name
 from sbs_data.generate.progress import Progress
-from sbs_data.teachers.base import Teacher
+from sbs_data.teachers.base import Request, Teacher
 from sbs_data.teachers.models import estimate_tokens
-from sbs_data.teachers.registry import parse_spec, supports_batch
+from sbs_data.teachers.registry import check_cache_ttl, parse_spec, supports_batch
 from sbs_data.workspace import Run, Workspace, check_name
 
 #: DuckDB's memory cap while a plan runs: the key pass, the cache join and the version build spill past it
@@ -61,6 +61,18 @@ def check_facts(teacher: Teacher, max_usd: float | None) -> None:
             raise SbsError(
                 f"--max-usd needs a price for {teacher.spec}: add it to recipes/prices.yaml (or drop --max-usd)"
             )
+
+
+def check_budget(teacher: Teacher, max_usd: float, req: Request) -> None:
+    """Refuse, before any call, a --max-usd that cannot pay for one request at its worst case (which the
+    engine must reserve before sending it): such a run could only stop at once."""
+    worst = worst_cost(teacher.facts, req)
+    if worst is not None and worst > max_usd:
+        budget = req.params.get("max_tokens") or teacher.facts.default_max_tokens
+        raise SbsError(
+            f"--max-usd {max_usd:g} is below what one request may cost at worst (${worst:.4f}: its prompt "
+            f"and up to {budget} completion tokens); raise --max-usd, or lower --max-tokens"
+        )
 
 
 def answer(
@@ -128,6 +140,15 @@ def resolve_teacher(ws: Workspace, spec: RequestSpec, run: RunOptions) -> tuple[
             timeout=run.settings.timeout,
             prompt_cache=run.prompt_cache,
             prices_path=spec.prices_path,
+            cache_ttl=run.cache_ttl,
+        )
+    elif run.cache_ttl is not None:
+        check_cache_ttl(run.cache_ttl)
+        teacher.cache_ttl = run.cache_ttl
+    if run.cache_ttl is not None and teacher.prompt_cache_ttl() is None:
+        log.warning(
+            f"warning: --cache-ttl has no effect on {teacher.spec}: it sets the lifetime of the prompt-cache "
+            "marks anthropic: teachers send (with prompt caching on)"
         )
     if run.mode == "batch" and not supports_batch(teacher):
         from sbs_data.teachers.registry import batch_api
@@ -145,9 +166,7 @@ def spec_plan(ws: Workspace, ref: str, teacher: Teacher, spec: PlanSpec) -> Plan
         split=spec.split,
         limit=spec.limit,
         samples=spec.samples,
-        prompt_path=spec.prompt_path,
-        json_mode=spec.json_mode,
-        params=spec.params,
+        **spec.prompt_args(),
     )
 
 
@@ -191,6 +210,7 @@ def plan_args(p: Plan, spec: RequestSpec, run: RunOptions) -> dict[str, Any]:
         "params": p.params,
         "prices_path": str(Path(spec.prices_path).resolve()) if spec.prices_path else None,
         "prompt_cache": run.prompt_cache,
+        "cache_ttl": run.cache_ttl,
     }
 
 
@@ -229,6 +249,8 @@ def run_plan(
         if run.dry_run:
             return _dry_run(ws, p, teacher, summary, batch)
         check_facts(teacher, run.max_usd)
+        if n_keys and run.max_usd is not None and not batch:  # a batch checks its whole worst case
+            check_budget(teacher, run.max_usd, next(iter(p.misses(ws))).req)
         if n_keys and run.offline and teacher.network:
             first = next(iter(p.misses(ws)))
             raise SbsError(
@@ -305,6 +327,8 @@ def run_plan(
         rows_per_s=round(n_keys / elapsed, 1) if n_keys and elapsed > 0 else None,
         **follow,
     )
+    if c.usage_estimated:
+        summary["usage_estimated"] = c.usage_estimated
     if c.repaired:
         summary["repaired"] = c.repaired
         log.warning(
@@ -335,9 +359,10 @@ def _dry_run(
     )
     cached_in = shared * max(0, n - 1) if caches and shared >= facts.min_cache_tokens else 0
     write_in = shared if caches and teacher.provider == "anthropic" and cached_in else 0
+    write_1h = write_in if teacher.prompt_cache_ttl(batch) == "1h" else 0
     max_out = n * int(p.params.get("max_tokens") or 0)
-    est = facts.cost(est_in, 0, cached_in, write_in, batch=batch)
-    worst = facts.cost(est_in, max_out, cached_in, write_in, batch=batch)
+    est = facts.cost(est_in, 0, cached_in, write_in, cache_write_1h_tokens=write_1h, batch=batch)
+    worst = facts.cost(est_in, max_out, cached_in, write_in, cache_write_1h_tokens=write_1h, batch=batch)
     summary.update(
         est_prompt_tokens=est_in,
         est_cached_prompt_tokens=cached_in,
@@ -366,6 +391,7 @@ def counters(c: Counters, elapsed: float) -> dict[str, Any]:
         "failed": c.failed,
         "skipped": c.skipped,
         "repaired": c.repaired,
+        "usage_estimated": c.usage_estimated,
         "spent_usd": c.spend if c.spend_known else None,
         "seconds": round(elapsed, 3),
     }

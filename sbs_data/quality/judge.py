@@ -20,7 +20,7 @@ from sbs_data import RECIPES_DIR, SbsError, log
 from sbs_data.configfile import key_node, parse_yaml, read_text, stray_placeholders, value_line
 from sbs_data.generate import cache as cache_mod
 from sbs_data.generate.plan import Item
-from sbs_data.generate.run import Settings, answer, check_facts
+from sbs_data.generate.run import Settings, answer, check_budget, check_facts
 from sbs_data.tasks import Task
 from sbs_data.teachers.base import Request
 from sbs_data.teachers.registry import parse_spec
@@ -253,6 +253,8 @@ def run_judge(
         )
     if n_miss:  # nothing to pay for (or warn about) when every grade is cached
         check_facts(teacher, judge.max_usd)
+        if judge.max_usd is not None and first is not None:
+            check_budget(teacher, judge.max_usd, first.req)
         teacher.preflight()
     command = f"judge {v.ref} --judge {teacher.spec}"
     with ws.run(command) as run:  # inside `score`, this joins its run

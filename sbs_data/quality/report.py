@@ -210,6 +210,19 @@ def histograms(ws: Workspace, v: Version) -> dict[str, dict[str, Any]]:
     return out
 
 
+def _kept(v: Version, rows: str, params: list[Any]) -> tuple[str, str]:
+    """The join of the rows aliased `rows` onto the version's selection (its id appended to `params`) and
+    the SQL of "this row is kept"; without a selection, no join and every row is kept."""
+    if not v.selection_id:
+        return "", "true"
+    params.append(v.selection_id)
+    join = (
+        f"LEFT JOIN sbs_selections k ON k.version_id = ? AND k.example_id = {rows}.example_id "
+        f"AND k.sample_idx = {rows}.sample_idx"
+    )
+    return join, "coalesce(k.keep, false)"
+
+
 def teacher_stats(ws: Workspace, v: Version) -> list[dict[str, Any]]:
     """Per teacher over all generated rows of the base: quality rates, kept share, tokens and cost."""
     params: list[Any] = []
@@ -222,14 +235,7 @@ def teacher_stats(ws: Workspace, v: Version) -> list[dict[str, Any]]:
         )
         params.append(v.scores_id)
         score_cols = "s.parse_ok, s.label_in_space, s.gold_match, s.words"
-    kjoin, kept = "", "true"
-    if v.selection_id:
-        kjoin = (
-            "LEFT JOIN sbs_selections k ON k.version_id = ? AND k.example_id = g.example_id "
-            "AND k.sample_idx = g.sample_idx"
-        )
-        params.append(v.selection_id)
-        kept = "coalesce(k.keep, false)"
+    kjoin, kept = _kept(v, "g", params)
     params.append(v.base_id)
     rows = ws.all(
         f"""
@@ -306,14 +312,7 @@ def rationalization(ws: Workspace, v: Version) -> dict[str, Any] | None:
             out["recovered"].append(d)
     if v.scores_id:
         params: list[Any] = []
-        kjoin, kept = "", "true"
-        if v.selection_id:
-            kjoin = (
-                "LEFT JOIN sbs_selections k ON k.version_id = ? AND k.example_id = s.example_id "
-                "AND k.sample_idx = s.sample_idx"
-            )
-            params.append(v.selection_id)
-            kept = "coalesce(k.keep, false)"
+        kjoin, kept = _kept(v, "s", params)
         cols = (
             "split, hinted, rows, kept, parse_ok_rate, gold_match_rate, conclusion_match_rate, hint_leak_rate, "
             "starts_with_answer_rate, mean_words, mean_arith_correct_frac"

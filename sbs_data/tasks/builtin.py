@@ -23,27 +23,29 @@ _NLI_ALIASES = {
     "maybe": "neutral",
 }
 
+
+def _nli(name: str, field_aliases: dict[str, tuple[str, ...]], description: str) -> Task:
+    """A premise/hypothesis task over the three NLI labels (e-SNLI and ANLI differ in field names only)."""
+    return Task(
+        name=name,
+        fields=("premise", "hypothesis"),
+        template="Premise: {premise}\nHypothesis: {hypothesis}",
+        label_space="fixed",
+        labels=NLI_LABELS,
+        label_aliases=_NLI_ALIASES,
+        field_aliases=field_aliases,
+        description=description,
+    )
+
+
 BUILTIN: dict[str, Task] = {
-    "esnli": Task(
-        name="esnli",
-        fields=("premise", "hypothesis"),
-        template="Premise: {premise}\nHypothesis: {hypothesis}",
-        label_space="fixed",
-        labels=NLI_LABELS,
-        label_aliases=_NLI_ALIASES,
-        field_aliases={"premise": ("Sentence1", "sentence1"), "hypothesis": ("Sentence2", "sentence2")},
-        label_field="label",
-        description="e-SNLI natural language inference (entailment / neutral / contradiction).",
+    "esnli": _nli(
+        "esnli",
+        {"premise": ("Sentence1", "sentence1"), "hypothesis": ("Sentence2", "sentence2")},
+        "e-SNLI natural language inference (entailment / neutral / contradiction).",
     ),
-    "anli": Task(
-        name="anli",
-        fields=("premise", "hypothesis"),
-        template="Premise: {premise}\nHypothesis: {hypothesis}",
-        label_space="fixed",
-        labels=NLI_LABELS,
-        label_aliases=_NLI_ALIASES,
-        field_aliases={"premise": ("context",)},
-        description="Adversarial NLI (entailment / neutral / contradiction).",
+    "anli": _nli(
+        "anli", {"premise": ("context",)}, "Adversarial NLI (entailment / neutral / contradiction)."
     ),
     "cqa": Task(
         name="cqa",

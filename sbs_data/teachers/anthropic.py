@@ -6,35 +6,41 @@ sent online, and `read_message` turns either kind of answer into a Response.
 
 Prompt caching: when the shared prefix (system + the few-shot block, `Request.prefix_chars` characters of
 the first user message) is long enough for the model's cache, the first user message is sent as two text
-blocks, the few-shot block first and marked `cache_control: ephemeral` (5-minute cache), so every row's
-prefix is byte-identical and later rows read it at a tenth of the input price.
+blocks, the few-shot block first and marked `cache_control: ephemeral`, so every row's prefix is
+byte-identical and later rows read it at the model's cache-read price. The mark's lifetime is the
+teacher's `cache_ttl`, else 5 minutes online (the API's default, sent as the bare mark) and 1 hour in a
+Message Batch: a batch can take longer than 5 minutes to process, and the 1-hour cache keeps the shared
+prefix warm across it (https://platform.claude.com/docs/en/build-with-claude/batch-processing). A 1-hour
+write costs 2x input, a 5-minute one 1.25x; the answer's `usage.cache_creation` says how many tokens were
+written at each (https://platform.claude.com/docs/en/build-with-claude/prompt-caching).
+
+Structured output (`--json`): on a model whose table entry says `native_json`, the schema goes in
+`output_config.format` (`{"type": "json_schema", "schema": ...}`) and the API's constrained decoding
+enforces it; this is generally available, no beta header
+(https://platform.claude.com/docs/en/build-with-claude/structured-outputs). Elsewhere the prompt asks for
+the JSON and the engine validates it, as before. The prompt is the same either way, so is the cache key.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from typing import Any
 
-from sbs_data import SbsError
 from sbs_data.teachers.base import (
-    BAD_BODY,
     HostedTeacher,
     LimitHeaders,
     RateLimits,
     Request,
     Response,
-    Teacher,
     classify_sdk_error,
-    classify_status,
     error_fields,
-    redact,
 )
 from sbs_data.teachers.batch_api import BatchAPI, BatchInfo, Result, epoch
 from sbs_data.teachers.models import estimate_tokens
 
 _FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "refusal": "content_filter"}
-_EPHEMERAL = {"type": "ephemeral"}
+_EPHEMERAL = {"type": "ephemeral"}  # the 5-minute mark, as every request sent it before TTLs were chosen
+_EPHEMERAL_1H = {"type": "ephemeral", "ttl": "1h"}
 
 #: Anthropic's rate-limit headers; resets are RFC 3339 times. Input and output tokens have their own limits.
 LIMIT_HEADERS: LimitHeaders = {
@@ -69,6 +75,10 @@ def read_message(body: dict, limits: RateLimits | None = None) -> Response:
     fresh = _count(usage, "input_tokens")
     read = _count(usage, "cache_read_input_tokens")
     written = _count(usage, "cache_creation_input_tokens")
+    # The write broken down by lifetime: `cache_creation.ephemeral_{5m,1h}_input_tokens`
+    # (https://platform.claude.com/docs/en/build-with-claude/prompt-caching); absent, every write is 5-minute.
+    by_ttl = usage.get("cache_creation")
+    written_1h = _count(by_ttl, "ephemeral_1h_input_tokens") if isinstance(by_ttl, dict) else None
     stop = body.get("stop_reason")
     return Response(
         text=text,
@@ -79,13 +89,15 @@ def read_message(body: dict, limits: RateLimits | None = None) -> Response:
         cached_tokens=read,
         cache_write_tokens=written,
         limits=limits,
+        cache_write_1h_tokens=written_1h,
     )
 
 
 class AnthropicTeacher(HostedTeacher):
     """`anthropic:MODEL`. Honours ANTHROPIC_API_KEY and ANTHROPIC_BASE_URL like the SDK does.
 
-    The messages API has no seed or n; structured output is asked for in the prompt and validated by the engine.
+    The messages API has no seed or n. Structured output is enforced by the API on models whose table entry
+    says `native_json`, else asked for in the prompt; the engine validates it either way.
     """
 
     provider = "anthropic"
@@ -93,6 +105,7 @@ class AnthropicTeacher(HostedTeacher):
 
     key_env = "ANTHROPIC_API_KEY"
     base_url_env = "ANTHROPIC_BASE_URL"
+    several_base_urls = "anthropic: takes at most one --base-url"
 
     def make_client(self) -> Any:
         import anthropic
@@ -107,24 +120,35 @@ class AnthropicTeacher(HostedTeacher):
             kw["http_client"] = anthropic.DefaultAioHttpClient(timeout=self.timeout)
         return anthropic.AsyncAnthropic(**kw)
 
-    def build_kwargs(self, req: Request) -> dict[str, Any]:
-        """The request body exactly as the messages API (and a Message Batches request) takes it."""
+    def build_kwargs(self, req: Request, *, batch: bool = False) -> dict[str, Any]:
+        """The request body exactly as the messages API (and, `batch`, a Message Batches request) takes it;
+        the two differ only in the prompt-cache mark's lifetime (`prompt_cache_ttl`)."""
         p = req.params
+        mark = _EPHEMERAL_1H if self.prompt_cache_ttl(batch) == "1h" else _EPHEMERAL
         kw: dict[str, Any] = {
             "model": self.model,
-            "messages": self._messages(req),
+            "messages": self._messages(req, mark),
             "max_tokens": p.get("max_tokens") or self.facts.default_max_tokens,  # the API requires it
         }
         if req.system:
             kw["system"] = req.system
             if self._caches(req) and not req.prefix_chars:  # no few-shot block: cache a long system alone
-                kw["system"] = [{"type": "text", "text": req.system, "cache_control": _EPHEMERAL}]
+                kw["system"] = [{"type": "text", "text": req.system, "cache_control": mark}]
         for k in ("temperature", "top_p"):
             if p.get(k) is not None:
                 kw[k] = p[k]
         if p.get("stop"):
             kw["stop_sequences"] = list(p["stop"]) if not isinstance(p["stop"], str) else [p["stop"]]
+        if req.json_schema is not None and self.facts.native_json:
+            kw["output_config"] = {"format": {"type": "json_schema", "schema": req.json_schema}}
         return kw
+
+    def prompt_cache_ttl(self, batch: bool = False) -> str | None:
+        """`cache_ttl` when set, else "5m" online and "1h" in a Message Batch (see the module docstring);
+        None with prompt caching off."""
+        if not self.prompt_cache:
+            return None
+        return self.cache_ttl or ("1h" if batch else "5m")
 
     def _caches(self, req: Request) -> bool:
         """Whether the prefix is worth marking: prompt caching on, and system + few-shot block estimated
@@ -135,7 +159,7 @@ class AnthropicTeacher(HostedTeacher):
         prefix = len(req.system or "") + max(0, req.prefix_chars)
         return estimate_tokens(prefix) >= self.facts.min_cache_tokens
 
-    def _messages(self, req: Request) -> list[dict[str, Any]]:
+    def _messages(self, req: Request, mark: dict[str, str]) -> list[dict[str, Any]]:
         msgs = list(req.messages)
         if not msgs or req.prefix_chars <= 0 or not self._caches(req):
             return msgs
@@ -146,11 +170,11 @@ class AnthropicTeacher(HostedTeacher):
         head, rest = content[: req.prefix_chars], content[req.prefix_chars :]
         if not head.strip():
             return msgs
-        blocks: list[dict[str, Any]] = [{"type": "text", "text": head, "cache_control": _EPHEMERAL}]
+        blocks: list[dict[str, Any]] = [{"type": "text", "text": head, "cache_control": mark}]
         if rest.strip():  # the API rejects empty or blank text blocks
             blocks.append({"type": "text", "text": rest})
         else:
-            blocks[0] = {"type": "text", "text": content, "cache_control": _EPHEMERAL}
+            blocks[0] = {"type": "text", "text": content, "cache_control": mark}
         return [{**first, "content": blocks}, *msgs[1:]]
 
     limit_headers = LIMIT_HEADERS
@@ -174,22 +198,23 @@ class AnthropicBatchAPI(BatchAPI):
     max_requests = 100_000
     max_bytes = 256 * 1024**2
 
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            import anthropic
+    def make_client(self) -> Any:
+        import anthropic
 
-            t = self.teacher
-            self._client = anthropic.Anthropic(
-                api_key=t._api_key, base_url=t.base_url, timeout=self.timeout, max_retries=2
-            )
-        return self._client
+        t = self.teacher
+        return anthropic.Anthropic(
+            api_key=t._api_key, base_url=t.base_url, timeout=self.timeout, max_retries=2
+        )
+
+    @property
+    def sdk_batches(self) -> Any:
+        return self.client.messages.batches
 
     def _classify(self, e: BaseException) -> BaseException:
         return classify(e, self.secrets)
 
     def line(self, key: str, req: Any) -> dict[str, Any]:
-        return {"custom_id": key, "params": self.teacher.build_kwargs(req)}
+        return {"custom_id": key, "params": self.teacher.build_kwargs(req, batch=True)}
 
     def upload(self, job_id: str, payload: bytes) -> None:
         return None  # requests travel inline with create
@@ -212,12 +237,6 @@ class AnthropicBatchAPI(BatchAPI):
             if b.id not in claimed and sum(info.counts.values()) == n_requests:
                 found = info  # newest first: keep going to end at the oldest match
         return found
-
-    def retrieve(self, batch_id: str) -> BatchInfo:
-        return self._info(self.call("retrieve batch", self.client.messages.batches.retrieve, batch_id))
-
-    def cancel(self, batch_id: str) -> BatchInfo:
-        return self._info(self.call("cancel batch", self.client.messages.batches.cancel, batch_id))
 
     def _info(self, b: Any) -> BatchInfo:
         rc = b.request_counts
@@ -242,15 +261,7 @@ class AnthropicBatchAPI(BatchAPI):
         stream = self.client.messages.batches.with_streaming_response.results(info.batch_id)
         http = self.call("download results", stream.__enter__)
         try:
-            for n, line in enumerate(http.iter_lines(), 1):
-                if not line.strip():
-                    continue
-                try:
-                    yield self.result(json.loads(line))
-                except (ValueError, KeyError, TypeError, AttributeError) as e:
-                    raise SbsError(
-                        f"anthropic batch {info.batch_id} result line {n}: unreadable ({e})"
-                    ) from None
+            yield from self.read_results(http.iter_lines(), f"anthropic batch {info.batch_id} result")
         finally:
             stream.__exit__(None, None, None)
 
@@ -260,21 +271,11 @@ class AnthropicBatchAPI(BatchAPI):
         r = line.get("result") or {}
         t = r.get("type")
         if t == "succeeded":
-            try:
-                return Result(key, read_message(r["message"]))
-            except BAD_BODY:
-                return Result(key, kind="transient", error="anthropic batch: malformed response body")
+            return self.answered(key, read_message, r.get("message"))
         if t == "errored":
             msg, code, param = error_fields(r.get("error") or {})
             status = _STATUS_OF_TYPE.get(code or "", 500)
-            return Result(
-                key,
-                kind=classify_status(status, msg, code).kind,
-                status=status,
-                error=f"anthropic {code or 'error'}: {redact(msg, self.secrets)}",
-                code=code,
-                param=param,
-            )
+            return self.failed(key, status, f"anthropic {code or 'error'}", msg, code, param)
         if t in ("canceled", "expired"):
             return Result(key, kind=t, error=f"anthropic batch: request {t}")
         return Result(key, kind="transient", error=f"anthropic batch: unknown result type {str(t)[:50]!r}")
@@ -295,22 +296,5 @@ _STATUS_OF_TYPE = {
 }
 
 
-def create(
-    model: str,
-    *,
-    base_urls: tuple[str, ...] = (),
-    ws: Any = None,
-    timeout: float = 60.0,
-    prompt_cache: bool = True,
-    **opts: Any,
-) -> Teacher:
-    """The registry's factory for `anthropic:MODEL` (one optional --base-url)."""
-    if len(base_urls) > 1:
-        raise SbsError("anthropic: takes at most one --base-url")
-    return AnthropicTeacher(
-        model,
-        base_url=base_urls[0] if base_urls else None,
-        timeout=timeout,
-        prompt_cache=prompt_cache,
-        **opts,
-    )
+#: The registry's factory for `anthropic:MODEL` (one optional --base-url).
+create = AnthropicTeacher.create

@@ -81,7 +81,8 @@ class Response:
     """A completion: the text exactly as returned, why it stopped, token usage and the provider's id.
 
     `prompt_tokens` counts every input token, cached and cache-written ones included; `cached_tokens` of
-    them were read from the provider's prompt cache and `cache_write_tokens` were written to it (Anthropic).
+    them were read from the provider's prompt cache and `cache_write_tokens` were written to it (Anthropic),
+    `cache_write_1h_tokens` of those with the 1-hour lifetime (priced apart from 5-minute writes).
     `completion_tokens` includes `reasoning_tokens` (billed as output). `limits` is what the response's
     headers said about the account's rate limits.
     """
@@ -95,6 +96,7 @@ class Response:
     cache_write_tokens: int | None = None
     reasoning_tokens: int | None = None
     limits: RateLimits | None = None
+    cache_write_1h_tokens: int | None = None
 
 
 # -- classified errors ----------------------------------------------------------------------------
@@ -158,6 +160,13 @@ class AuthError(Permanent):
     kind = "auth"
 
 
+class QuotaExhausted(Permanent):
+    """The account has no credit left (OpenAI's 429 `insufficient_quota`, Anthropic's "credit balance is too
+    low", a 402 billing error): no retry can help, so the engine stops the run at once."""
+
+    kind = "quota"
+
+
 _CONTEXT_WORDS = (
     "context_length",
     "context length",
@@ -166,14 +175,23 @@ _CONTEXT_WORDS = (
     "too long",
     "input token count",  # Gemini: "The input token count (N) exceeds the maximum number of tokens allowed"
 )
+#: What marks an account out of credit, whatever the status it comes with (OpenAI sends it as a 429):
+#: https://platform.openai.com/docs/guides/error-codes (429 "You exceeded your current quota"),
+#: https://docs.anthropic.com/en/api/errors (billing_error; "Your credit balance is too low").
+_QUOTA_CODES = ("insufficient_quota", "billing_error", "billing_hard_limit_reached")
+_QUOTA_WORDS = ("exceeded your current quota", "credit balance is too low", "insufficient credit")
 
 
 def classify_status(status: int, message: str = "", code: str | None = None) -> type[TeacherError]:
     """The error class for an HTTP status, online or inside a batch result (one rule for every provider).
 
+    An account out of credit is QuotaExhausted whatever its status (OpenAI sends it as a 429); otherwise
     429 and Anthropic's 529 (overloaded) are rate limits; 408/409/425 and 5xx are transient; 401/403 are
     auth; a 400/413/422 whose code or message speaks of the context window is ContextLength.
     """
+    text = f"{code or ''} {message}"[:2000].lower()
+    if status == 402 or (code or "") in _QUOTA_CODES or any(w in text for w in _QUOTA_WORDS):
+        return QuotaExhausted
     if status in (429, 529):
         return RateLimited
     if status in (408, 409, 425) or status >= 500:
@@ -181,7 +199,6 @@ def classify_status(status: int, message: str = "", code: str | None = None) -> 
     if status in (401, 403):
         return AuthError
     if status in (400, 413, 422):
-        text = f"{code or ''} {message}"[:2000].lower()
         if any(w in text for w in _CONTEXT_WORDS):
             return ContextLength
     return Permanent
@@ -421,6 +438,9 @@ class Teacher:
         True  # False for teachers that never leave the machine (replay, hf): allowed with --offline
     )
     prompt_cache: bool = True  # mark the shared prefix for the provider's prompt cache where it needs marking
+    #: The prompt-cache lifetime to ask for where the provider lets a request choose one ("5m" or "1h";
+    #: Anthropic), None for the provider's default; set from `RunOptions.cache_ttl`.
+    cache_ttl: str | None = None
 
     def __init__(self, model: str):
         self.model = model
@@ -450,6 +470,11 @@ class Teacher:
     async def complete(self, req: Request) -> Response:  # pragma: no cover - interface
         raise NotImplementedError
 
+    def prompt_cache_ttl(self, batch: bool = False) -> str | None:
+        """The lifetime this teacher's prompt-cache marks ask for, online or in a batch; None where the
+        provider offers no choice (OpenAI caches by itself) or nothing is marked."""
+        return None
+
     def key_extra(self, req: Request) -> dict[str, Any]:
         """Extra cache-key ingredients (replay keys by example id, since it answers by id, not by text)."""
         return {}
@@ -473,6 +498,8 @@ class HostedTeacher(Teacher):
 
     key_env: str = "?"
     base_url_env: str = "?"
+    #: What `create` answers to more than one --base-url.
+    several_base_urls: str = "takes at most one --base-url"
 
     def __init__(
         self,
@@ -490,6 +517,14 @@ class HostedTeacher(Teacher):
         self.transport = transport
         self.prompt_cache = prompt_cache
         self._client: Any = None
+
+    @classmethod
+    def create(cls, model: str, *, base_urls: tuple[str, ...] = (), ws: Any = None, **opts: Any) -> Teacher:
+        """The registry's factory for `PROVIDER:MODEL`: one optional --base-url (else the SDK's environment
+        variable); `timeout`, `prompt_cache` and the rest go to the constructor, and `ws` is not used."""
+        if len(base_urls) > 1:
+            raise SbsError(cls.several_base_urls)
+        return cls(model, base_url=base_urls[0] if base_urls else None, **opts)
 
     def preflight(self) -> None:
         if not self._api_key:

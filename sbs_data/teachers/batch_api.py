@@ -10,12 +10,14 @@ collecting; these classes only speak HTTP through the SDKs.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from sbs_data.teachers.base import Response, Teacher, TeacherError, redact
+from sbs_data import SbsError
+from sbs_data.teachers.base import BAD_BODY, Response, Teacher, TeacherError, classify_status, redact
 
 #: Failure kinds that another round can fix; the rest are permanent and recorded per row.
 RETRYABLE_KINDS = frozenset(
@@ -67,7 +69,8 @@ class BatchAPI:
     """Base: one provider's batch endpoints, synchronous (a handful of calls per job).
 
     Subclasses set `provider` and what one batch may hold (`max_requests`, `max_bytes` of the JSONL file or
-    request body) and implement the methods below."""
+    request body) and implement the methods below; `retrieve` and `cancel` come from `sdk_batches` and
+    `_info`."""
 
     provider = "?"
     max_requests = 0
@@ -79,10 +82,33 @@ class BatchAPI:
         self.secrets = teacher.secrets()
         self._client: Any = None
 
+    def make_client(self) -> Any:  # pragma: no cover - interface
+        """The provider's synchronous SDK client (`client` makes it on first use)."""
+        raise NotImplementedError
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = self.make_client()
+        return self._client
+
+    @property
+    def sdk_batches(self) -> Any:  # pragma: no cover - interface
+        """The SDK's batches resource (its `retrieve(id)` and `cancel(id)`)."""
+        raise NotImplementedError
+
     def line(self, key: str, req: Any) -> dict[str, Any]:  # pragma: no cover - interface
         raise NotImplementedError
 
     def _classify(self, e: BaseException) -> BaseException:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def _info(self, b: Any) -> BatchInfo:  # pragma: no cover - interface
+        """The SDK's batch object as a BatchInfo."""
+        raise NotImplementedError
+
+    def result(self, line: dict) -> Result:  # pragma: no cover - interface
+        """One line of the provider's results, read with the online call's body reader (`answered`)."""
         raise NotImplementedError
 
     # -- the endpoints each provider implements --------------------------------------------------
@@ -106,15 +132,48 @@ class BatchAPI:
         """The batch a crashed submission may have created for `job_id`, if any (reconciliation)."""
         raise NotImplementedError
 
-    def retrieve(self, batch_id: str) -> BatchInfo:  # pragma: no cover - interface
-        raise NotImplementedError
+    def retrieve(self, batch_id: str) -> BatchInfo:
+        return self._info(self.call("retrieve batch", self.sdk_batches.retrieve, batch_id))
 
-    def cancel(self, batch_id: str) -> BatchInfo:  # pragma: no cover - interface
-        raise NotImplementedError
+    def cancel(self, batch_id: str) -> BatchInfo:
+        return self._info(self.call("cancel batch", self.sdk_batches.cancel, batch_id))
 
     def results(self, info: BatchInfo) -> Iterator[Result]:  # pragma: no cover - interface
         """Each request's outcome in an ended batch."""
         raise NotImplementedError
+
+    def read_results(self, lines: Iterable[str | bytes], where: str) -> Iterator[Result]:
+        """Each non-blank line of a JSONL results file through `result`; a line that cannot be read stops
+        with an SbsError naming `where` and the line number."""
+        for n, raw in enumerate(lines, 1):
+            if not raw.strip():
+                continue
+            try:
+                yield self.result(json.loads(raw))
+            except (ValueError, KeyError, TypeError, AttributeError) as e:
+                raise SbsError(f"{where} line {n}: unreadable ({e})") from None
+
+    def answered(self, key: str, read: Callable[..., Response], body: Any, **kw: Any) -> Result:
+        """A request answered with success: `read(body, **kw)`, the online call's body reader; a body that is
+        not the documented shape is a transient failure."""
+        try:
+            return Result(key, read(body, **kw))
+        except BAD_BODY:
+            return Result(key, kind="transient", error=f"{self.provider} batch: malformed response body")
+
+    def failed(
+        self, key: str, status: int, what: str, msg: str, code: str | None, param: str | None
+    ) -> Result:
+        """A request the provider answered with an error: classified by the status rule every provider
+        shares (`classify_status`), the message redacted after `what`."""
+        return Result(
+            key,
+            kind=classify_status(status, msg, code).kind,
+            status=status,
+            error=f"{what}: {redact(msg, self.secrets)}",
+            code=code,
+            param=param,
+        )
 
     def call(self, what: str, fn: Any, *args: Any, **kw: Any) -> Any:
         """Run one SDK call; errors come back as classified TeacherErrors with keys redacted."""

@@ -43,6 +43,14 @@ class CompatTeacher(OpenAITeacher):
         self._clients: list[Any] = []
         self._inflight: list[int] = [0] * len(self.base_urls)
 
+    @classmethod
+    def create(cls, model: str, *, base_urls: tuple[str, ...] = (), ws: Any = None, **opts: Any) -> Teacher:
+        """The registry's factory for `openai-compat:MODEL`: --base-url (repeatable), else OPENAI_BASE_URL."""
+        urls = list(base_urls) or [u for u in [os.environ.get("OPENAI_BASE_URL")] if u]
+        if not urls:
+            raise SbsError("openai-compat:MODEL needs --base-url URL (e.g. http://localhost:8000/v1)")
+        return cls(model, base_urls=urls, **opts)
+
     def secrets(self) -> tuple[str, ...]:
         return (self._api_key,) if self._api_key and self._api_key != "EMPTY" else ()
 
@@ -74,17 +82,5 @@ class CompatTeacher(OpenAITeacher):
         self._clients = []
 
 
-def create(
-    model: str,
-    *,
-    base_urls: tuple[str, ...] = (),
-    ws: Any = None,
-    timeout: float = 60.0,
-    prompt_cache: bool = True,
-    **opts: Any,
-) -> Teacher:
-    """The registry's factory for `openai-compat:MODEL`: --base-url (repeatable), else OPENAI_BASE_URL."""
-    urls = list(base_urls) or [u for u in [os.environ.get("OPENAI_BASE_URL")] if u]
-    if not urls:
-        raise SbsError("openai-compat:MODEL needs --base-url URL (e.g. http://localhost:8000/v1)")
-    return CompatTeacher(model, base_urls=urls, timeout=timeout, prompt_cache=prompt_cache, **opts)
+#: The registry's factory for `openai-compat:MODEL`.
+create = CompatTeacher.create

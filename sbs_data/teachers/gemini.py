@@ -31,10 +31,11 @@ from sbs_data.teachers.base import (
     BAD_BODY,
     AuthError,
     HostedTeacher,
+    QuotaExhausted,
+    RateLimited,
     RateLimits,
     Request,
     Response,
-    Teacher,
     TeacherError,
     Transient,
     classify_status,
@@ -240,14 +241,19 @@ def _param(details: list[dict]) -> str | None:
 
 def error_of(status: int, err: dict, secrets: tuple[str, ...], where: str = "gemini") -> TeacherError:
     """The teacher error for a Gemini error body (`{"error": {"code", "message", "status", "details"}}`,
-    https://ai.google.dev/gemini-api/docs/troubleshooting), through the shared status classifier. An invalid
-    key is a 400 whose ErrorInfo reason is API_KEY_INVALID: an auth error, like a 401/403."""
+    https://ai.google.dev/gemini-api/docs/troubleshooting), through the shared status classifier, with two
+    Gemini readings: an invalid key is a 400 whose ErrorInfo reason is API_KEY_INVALID, an auth error like a
+    401/403; and every 429 RESOURCE_EXHAUSTED says "You exceeded your current quota" (per-minute limits
+    included, https://ai.google.dev/gemini-api/docs/rate-limits), so a 429 is a rate limit unless it says the
+    account's prepaid credits are depleted (AI Studio prepaid billing), which no wait can fix."""
     message = str(err.get("message") or "")[:300]
     code = str(err.get("status") or "")[:100] or None
     details = _details(err)
     cls = classify_status(status, message, code)
     if _reason(details) == "API_KEY_INVALID":
         cls = AuthError
+    elif status == 429:
+        cls = QuotaExhausted if "credits are depleted" in message.lower() else RateLimited
     delay = retry_delay(details) if cls.retryable else None
     return cls(
         f"{where} HTTP {status}{f' {code}' if code else ''}: {redact(message, secrets)}",
@@ -305,6 +311,7 @@ class GeminiTeacher(HostedTeacher):
     endpoint = "generateContent"
     key_env = "GEMINI_API_KEY or GOOGLE_API_KEY"
     base_url_env = BASE_URL_ENV
+    several_base_urls = "gemini: takes at most one --base-url"
 
     def __init__(self, model: str, base_url: str | None = None, api_key: str | None = None, **kw: Any):
         super().__init__(model, base_url=base_url, api_key=api_key, **kw)
@@ -404,15 +411,12 @@ class GeminiBatchAPI(BatchAPI):
     #: Jobs listed when looking for one a crashed submission may have created.
     find_window = 500
 
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            t = self.teacher
-            genai = sdk()
-            self._client = genai.Client(
-                api_key=t._api_key, vertexai=False, http_options=http_options(t.base_url, self.timeout, 3)
-            )
-        return self._client
+    def make_client(self) -> Any:
+        """The synchronous client; management calls may be retried by the SDK (3 attempts), except create."""
+        t = self.teacher
+        return sdk().Client(
+            api_key=t._api_key, vertexai=False, http_options=http_options(t.base_url, self.timeout, 3)
+        )
 
     #: Per-call options that turn the client's retries off (a create must not be sent twice unreconciled).
     _ONCE = {"retry_options": {"attempts": 1}}
@@ -508,7 +512,7 @@ class GeminiBatchAPI(BatchAPI):
                 continue
             if r.response is not None:
                 body = r.response.model_dump(mode="json", by_alias=True, exclude_none=True)
-                yield self.result({"key": key, "response": body})
+                yield self.result({"key": key, "response": body})  # the REST shape: one reader
             else:
                 err = r.error
                 yield self.result(
@@ -522,25 +526,14 @@ class GeminiBatchAPI(BatchAPI):
         with tempfile.TemporaryFile() as f:
             self.call("download results", self.client.files.download, file=name, destination=f)
             f.seek(0)
-            for n, raw in enumerate(f, 1):
-                if not raw.strip():
-                    continue
-                try:
-                    yield self.result(json.loads(raw))
-                except (ValueError, KeyError, TypeError, AttributeError) as e:
-                    raise SbsError(
-                        f"gemini batch {batch_id} file {name} line {n}: unreadable ({e})"
-                    ) from None
+            yield from self.read_results(f, f"gemini batch {batch_id} file {name}")
 
     def result(self, line: dict) -> Result:
         """One result: `{"key", "response"}`, or `{"key", "error"}` with a google.rpc.Status (its `code` a
         google.rpc.Code, mapped to the HTTP status the shared classifier reads)."""
         key = line["key"]
         if line.get("response") is not None:
-            try:
-                return Result(key, read_response(line["response"]))
-            except BAD_BODY:
-                return Result(key, kind="transient", error="gemini batch: malformed response body")
+            return self.answered(key, read_response, line["response"])
         err = line.get("error") or {}
         grpc = err.get("code")
         status = _HTTP_OF_GRPC.get(grpc, 500) if isinstance(grpc, int) and grpc < 100 else int(grpc or 500)
@@ -548,22 +541,5 @@ class GeminiBatchAPI(BatchAPI):
         return Result(key, kind=e.kind, status=status, error=str(e), code=e.code, param=e.param)
 
 
-def create(
-    model: str,
-    *,
-    base_urls: tuple[str, ...] = (),
-    ws: Any = None,
-    timeout: float = 60.0,
-    prompt_cache: bool = True,
-    **opts: Any,
-) -> Teacher:
-    """The registry's factory for `gemini:MODEL` (one optional --base-url)."""
-    if len(base_urls) > 1:
-        raise SbsError("gemini: takes at most one --base-url")
-    return GeminiTeacher(
-        model,
-        base_url=base_urls[0] if base_urls else None,
-        timeout=timeout,
-        prompt_cache=prompt_cache,
-        **opts,
-    )
+#: The registry's factory for `gemini:MODEL` (one optional --base-url).
+create = GeminiTeacher.create

@@ -18,27 +18,47 @@ from sbs_data.configfile import load_yaml
 
 DEFAULT_PRICES = RECIPES_DIR / "prices.yaml"
 
-#: What any model is assumed to accept when neither the model nor its provider's defaults say.
-ALL_PARAMS = frozenset(
-    {"temperature", "top_p", "max_tokens", "seed", "stop", "n", "reasoning_effort", "thinking_budget"}
+#: The request params a model may accept, in the order `list_models` shows them (`base.PARAMS`'s).
+PARAM_ORDER = (
+    "temperature",
+    "top_p",
+    "max_tokens",
+    "seed",
+    "stop",
+    "n",
+    "reasoning_effort",
+    "thinking_budget",
 )
+#: What any model is assumed to accept when neither the model nor its provider's defaults say.
+ALL_PARAMS = frozenset(PARAM_ORDER)
 #: The output budget when nothing says otherwise: ample for a rationale and a label.
 FALLBACK_MAX_TOKENS = 1024
 #: The smallest prefix any provider caches (OpenAI, and most Anthropic models), in tokens.
 FALLBACK_MIN_CACHE = 1024
 
-_FACT_KEYS = ("reasoning", "params", "max_output_tokens", "default_max_tokens", "min_cache_tokens")
+_FACT_KEYS = (
+    "reasoning",
+    "params",
+    "max_output_tokens",
+    "default_max_tokens",
+    "min_cache_tokens",
+    "native_json",
+)
+#: Prompt-cache lifetimes a request may choose (Anthropic's `cache_control.ttl`).
+CACHE_TTLS = ("5m", "1h")
 
 
 @dataclass(frozen=True)
 class ModelFacts:
     """What sbs-data knows about one PROVIDER:MODEL. Prices are USD per 1M tokens, None where unknown.
 
-    `cached_input` prices input tokens read from the provider's prompt cache and `cache_write` those written
-    to it (Anthropic); either defaults to `input` when the table leaves it out. `batch_discount` multiplies
-    everything for calls made through a batch API. `params` are the request params the model accepts;
-    `default_max_tokens` is an output budget large enough that, at the default reasoning effort, an answer is
-    not normally cut short; `min_cache_tokens` is the shortest prefix the provider will cache.
+    `cached_input` prices input tokens read from the provider's prompt cache, `cache_write` those written to
+    it with the 5-minute lifetime and `cache_write_1h` with the 1-hour one (Anthropic); each defaults to
+    `input` when the table leaves it out. `batch_discount` multiplies everything for calls made through a
+    batch API. `params` are the request params the model accepts; `default_max_tokens` is an output budget
+    large enough that, at the default reasoning effort, an answer is not normally cut short;
+    `min_cache_tokens` is the shortest prefix the provider will cache; `native_json` says the API enforces
+    an output JSON schema for this model (Anthropic structured outputs), else `--json` asks in the prompt.
     """
 
     provider: str
@@ -48,6 +68,7 @@ class ModelFacts:
     input: float | None = None
     cached_input: float | None = None
     cache_write: float | None = None
+    cache_write_1h: float | None = None
     output: float | None = None
     batch_discount: float = 1.0
     reasoning: bool = False
@@ -55,6 +76,7 @@ class ModelFacts:
     max_output_tokens: int | None = None
     default_max_tokens: int = FALLBACK_MAX_TOKENS
     min_cache_tokens: int = FALLBACK_MIN_CACHE
+    native_json: bool = False
 
     @property
     def priced(self) -> bool:
@@ -67,23 +89,29 @@ class ModelFacts:
         cached_tokens: int | None = 0,
         cache_write_tokens: int | None = 0,
         *,
+        cache_write_1h_tokens: int | None = 0,
         batch: bool = False,
     ) -> float | None:
         """USD for one call; None when the price is unknown.
 
         `prompt_tokens` counts all input tokens, the cached and cache-written ones included (as
-        `Response.prompt_tokens` does); `completion_tokens` includes reasoning tokens."""
+        `Response.prompt_tokens` does); `cache_write_tokens` counts every token written to the cache, of
+        which `cache_write_1h_tokens` with the 1-hour lifetime (priced at `cache_write_1h`, the rest at the
+        5-minute `cache_write`); `completion_tokens` includes reasoning tokens."""
         if self.input is None or self.output is None:
             return None
         cached = cached_tokens or 0
         written = cache_write_tokens or 0
+        written_1h = min(written, cache_write_1h_tokens or 0)
         fresh = max(0, (prompt_tokens or 0) - cached - written)
         read_price = self.input if self.cached_input is None else self.cached_input
         write_price = self.input if self.cache_write is None else self.cache_write
+        write_1h_price = self.input if self.cache_write_1h is None else self.cache_write_1h
         usd = (
             fresh * self.input
             + cached * read_price
-            + written * write_price
+            + (written - written_1h) * write_price
+            + written_1h * write_1h_price
             + (completion_tokens or 0) * self.output
         ) / 1e6
         return usd * self.batch_discount if batch else usd
@@ -95,6 +123,7 @@ class ModelFacts:
             resp.completion_tokens,
             resp.cached_tokens or 0,
             resp.cache_write_tokens or 0,
+            cache_write_1h_tokens=resp.cache_write_1h_tokens or 0,
             batch=batch,
         )
 
@@ -146,12 +175,20 @@ def _facts(d: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+#: The price fields of a model entry, USD per 1M tokens (`input` and `output` are required).
+_PRICE_KEYS = ("input", "cached_input", "cache_write", "cache_write_1h", "output")
+
+
+def _price(m: dict[str, Any], key: str) -> float | None:
+    return float(m[key]) if key in m else None
+
+
 @functools.cache
 def _facts_for(provider: str, model: str, path: str) -> ModelFacts:
     entry = (_load(path).get("providers") or {}).get(provider) or {}
     base = _facts(entry.get("defaults") or {})
     if entry.get("free"):
-        free: dict[str, Any] = {"input": 0.0, "cached_input": 0.0, "cache_write": 0.0, "output": 0.0}
+        free: dict[str, Any] = dict.fromkeys(_PRICE_KEYS, 0.0)
         return ModelFacts(provider, model, matched="free", known=True, **free, **base)
     models = entry.get("models") or {}
     key = match(models, model)
@@ -165,8 +202,9 @@ def _facts_for(provider: str, model: str, path: str) -> ModelFacts:
         matched=key,
         known=True,
         input=float(m["input"]),
-        cached_input=float(m["cached_input"]) if "cached_input" in m else None,
-        cache_write=float(m["cache_write"]) if "cache_write" in m else None,
+        cached_input=_price(m, "cached_input"),
+        cache_write=_price(m, "cache_write"),
+        cache_write_1h=_price(m, "cache_write_1h"),
         output=float(m["output"]),
         batch_discount=float(m.get("batch_discount", entry.get("batch_discount", 1.0))),
         **facts,
@@ -182,3 +220,59 @@ def estimate_tokens(chars: int) -> int:
     """Rough token count from characters (about 4 per token for English): dry-run estimates and deciding
     whether a prefix is long enough to cache."""
     return max(1, round(chars / 4))
+
+
+#: The columns of `list_models`' rows, in order.
+MODEL_COLUMNS = (
+    "provider",
+    "model",
+    "input",
+    "cached_input",
+    "cache_write_5m",
+    "cache_write_1h",
+    "output",
+    "batch_discount",
+    "reasoning",
+    "max_output_tokens",
+    "default_max_tokens",
+    "min_cache_tokens",
+    "params",
+    "native_json",
+)
+
+
+def list_models(provider: str | None = None, path: str | Path | None = None) -> list[dict[str, Any]]:
+    """The models table as rows (`sbs-data models`), in the table's order: each listed model's prices (USD
+    per 1M tokens; None where the table gives none, which bills those tokens as plain input), batch
+    discount, whether it reasons, its limits (`default_max_tokens` is the output budget `generate` gives a
+    reasoning model without --max-tokens; other models get 256), the params it accepts (in `PARAM_ORDER`)
+    and whether the API enforces a `--json` schema natively. `provider` keeps one provider's models (an
+    unknown one is an SbsError naming those in the table)."""
+    providers = load_table(path).get("providers") or {}
+    if provider is not None and provider not in providers:
+        raise SbsError(f"no provider {provider!r} in the models table (it has: {', '.join(providers)})")
+    rows: list[dict[str, Any]] = []
+    for name, entry in providers.items():
+        if provider is not None and name != provider:
+            continue
+        for model in (entry or {}).get("models") or {}:
+            f = facts_for(name, model, path)
+            rows.append(
+                {
+                    "provider": name,
+                    "model": model,
+                    "input": f.input,
+                    "cached_input": f.cached_input,
+                    "cache_write_5m": f.cache_write,
+                    "cache_write_1h": f.cache_write_1h,
+                    "output": f.output,
+                    "batch_discount": f.batch_discount,
+                    "reasoning": f.reasoning,
+                    "max_output_tokens": f.max_output_tokens,
+                    "default_max_tokens": f.default_max_tokens,
+                    "min_cache_tokens": f.min_cache_tokens,
+                    "params": [p for p in PARAM_ORDER if p in f.params],
+                    "native_json": f.native_json,
+                }
+            )
+    return rows

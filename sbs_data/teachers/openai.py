@@ -7,21 +7,16 @@ online, and `read_body` turns either kind of answer into a Response.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from typing import Any
 
-from sbs_data import SbsError
 from sbs_data.teachers.base import (
-    BAD_BODY,
     HostedTeacher,
     LimitHeaders,
     RateLimits,
     Request,
     Response,
-    Teacher,
     classify_sdk_error,
-    classify_status,
     error_fields,
     redact,
 )
@@ -96,6 +91,7 @@ class OpenAITeacher(HostedTeacher):
 
     key_env = "OPENAI_API_KEY"
     base_url_env = "OPENAI_BASE_URL"
+    several_base_urls = "several --base-url values need openai-compat:MODEL (load spreading over replicas)"
 
     def make_client(self) -> Any:
         return make_client(self.base_url, self._api_key, self.timeout, self.transport)
@@ -145,16 +141,15 @@ class OpenAIBatchAPI(BatchAPI):
     max_requests = 50_000
     max_bytes = 200 * 1024**2
 
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            import openai
+    def make_client(self) -> Any:
+        import openai
 
-            t = self.teacher
-            self._client = openai.OpenAI(
-                api_key=t._api_key, base_url=t.base_url, timeout=self.timeout, max_retries=2
-            )
-        return self._client
+        t = self.teacher
+        return openai.OpenAI(api_key=t._api_key, base_url=t.base_url, timeout=self.timeout, max_retries=2)
+
+    @property
+    def sdk_batches(self) -> Any:
+        return self.client.batches
 
     def _classify(self, e: BaseException) -> BaseException:
         return classify(e, "openai", self.secrets)
@@ -201,12 +196,6 @@ class OpenAIBatchAPI(BatchAPI):
                 return self._info(b)
         return None
 
-    def retrieve(self, batch_id: str) -> BatchInfo:
-        return self._info(self.call("retrieve batch", self.client.batches.retrieve, batch_id))
-
-    def cancel(self, batch_id: str) -> BatchInfo:
-        return self._info(self.call("cancel batch", self.client.batches.cancel, batch_id))
-
     def _info(self, b: Any) -> BatchInfo:
         rc = b.request_counts
         counts = {}
@@ -233,36 +222,17 @@ class OpenAIBatchAPI(BatchAPI):
             if not fid:
                 continue
             text = self.call("download results", self.client.files.content, fid).text
-            for n, raw in enumerate(text.splitlines(), 1):
-                if not raw.strip():
-                    continue
-                try:
-                    yield self.result(json.loads(raw))
-                except (ValueError, KeyError, TypeError, AttributeError) as e:
-                    raise SbsError(
-                        f"openai batch {info.batch_id} file {fid} line {n}: unreadable ({e})"
-                    ) from None
+            yield from self.read_results(text.splitlines(), f"openai batch {info.batch_id} file {fid}")
 
     def result(self, line: dict) -> Result:
         """One line of a batch output or error file."""
         key = line["custom_id"]
         resp = line.get("response")
         if resp and resp.get("status_code") == 200:
-            try:
-                return Result(key, read_body(resp["body"], request_id=resp.get("request_id")))
-            except BAD_BODY:
-                return Result(key, kind="transient", error="openai batch: malformed response body")
+            return self.answered(key, read_body, resp.get("body"), request_id=resp.get("request_id"))
         if resp:
             status = int(resp.get("status_code") or 0)
-            msg, code, param = error_fields(resp.get("body") or {})
-            return Result(
-                key,
-                kind=classify_status(status, msg, code).kind,
-                status=status,
-                error=f"openai HTTP {status}: {redact(msg, self.secrets)}",
-                code=code,
-                param=param,
-            )
+            return self.failed(key, status, f"openai HTTP {status}", *error_fields(resp.get("body") or {}))
         err = line.get("error") or {}
         code = str(err.get("code") or "")
         kind = {"batch_expired": "expired", "batch_cancelled": "canceled"}.get(code, "transient")
@@ -274,22 +244,5 @@ class OpenAIBatchAPI(BatchAPI):
         )
 
 
-def create(
-    model: str,
-    *,
-    base_urls: tuple[str, ...] = (),
-    ws: Any = None,
-    timeout: float = 60.0,
-    prompt_cache: bool = True,
-    **opts: Any,
-) -> Teacher:
-    """The registry's factory for `openai:MODEL` (one optional --base-url)."""
-    if len(base_urls) > 1:
-        raise SbsError("several --base-url values need openai-compat:MODEL (load spreading over replicas)")
-    return OpenAITeacher(
-        model,
-        base_url=base_urls[0] if base_urls else None,
-        timeout=timeout,
-        prompt_cache=prompt_cache,
-        **opts,
-    )
+#: The registry's factory for `openai:MODEL` (one optional --base-url).
+create = OpenAITeacher.create

@@ -23,7 +23,7 @@ from sbs_data import SbsError
 from sbs_data.teachers import anthropic, compat, gemini, hf, openai, replay
 from sbs_data.teachers.base import Teacher
 from sbs_data.teachers.batch_api import BatchAPI
-from sbs_data.teachers.models import facts_for
+from sbs_data.teachers.models import CACHE_TTLS, facts_for
 
 Factory = Callable[..., Teacher]
 ENTRY_POINT_GROUP = "sbs_data.teachers"
@@ -95,10 +95,14 @@ def parse_spec(
     timeout: float = 60.0,
     prompt_cache: bool = True,
     prices_path: str | Path | None = None,
+    cache_ttl: str | None = None,
     **opts: Any,
 ) -> Teacher:
     """`openai:MODEL`, `anthropic:MODEL`, `gemini:MODEL`, `openai-compat:MODEL`, `hf:NAME_OR_PATH`,
-    `replay:NAME@N` (or a plugin's prefix) -> a teacher, with its model facts read from the price table at `prices_path`."""
+    `replay:NAME@N` (or a plugin's prefix) -> a teacher, with its model facts read from the price table at
+    `prices_path` and its prompt-cache lifetime (`cache_ttl`, set on the teacher, not passed to the factory)
+    checked."""
+    check_cache_ttl(cache_ttl)
     provider, sep, model = spec.partition(":")
     provider = provider.strip().lower()
     model = model.strip()
@@ -116,7 +120,15 @@ def parse_spec(
         model, base_urls=tuple(base_urls), ws=ws, timeout=timeout, prompt_cache=prompt_cache, **opts
     )
     teacher.facts = facts_for(teacher.provider, teacher.model, prices_path)
+    if cache_ttl is not None:
+        teacher.cache_ttl = cache_ttl
     return teacher
+
+
+def check_cache_ttl(ttl: str | None) -> None:
+    """Refuse a prompt-cache lifetime other than those the API takes (None: the default)."""
+    if ttl is not None and ttl not in CACHE_TTLS:
+        raise SbsError(f"--cache-ttl must be {' or '.join(CACHE_TTLS)}, not {ttl!r}")
 
 
 def supports_batch(teacher: Teacher) -> bool:

@@ -23,7 +23,9 @@ Rate limits (off unless given): `rpm` (every API), `tpm` (OpenAI; Gemini: input 
 
 The bill: `stats()["bill"]`, one row per provider, model (as requested) and mode (online/batch) with
   requests, input_tokens (all of them: cached and cache-written included), cached_input_tokens,
-  cache_write_tokens, output_tokens (reasoning included), reasoning_tokens, rate_limited and failed counts.
+  cache_write_tokens (all writes) split into cache_write_5m_tokens and cache_write_1h_tokens (Anthropic
+  prices the two lifetimes apart), output_tokens (reasoning included), reasoning_tokens, rate_limited and
+  failed counts.
 
 Counters: `count`, `in_flight`, `max_in_flight`, `outcomes` (per outcome), `log` (per request, when
 `record`), and for the batch endpoints `batch_calls` (per endpoint) and `batch_keys` (API keys seen).
@@ -100,7 +102,7 @@ class Plan:
     provider: str
     model: str
     payload: dict
-    usage: dict[str, int]  # input, cached, written, output, reasoning
+    usage: dict[str, int]  # input, cached, written (of which written_1h: 1-hour TTL), output, reasoning
     cache_keys: list[tuple[tuple, float]]  # entries to write or refresh: (key, ttl)
     max_out: int  # output tokens the request may use (rate-limit estimate)
     prompt: str  # prompt_of(body)
@@ -183,8 +185,9 @@ class Accounting:
 
     @staticmethod
     def _bill_row() -> dict[str, int]:
-        keys = ("requests", "input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens")
-        return dict.fromkeys((*keys, "reasoning_tokens", "rate_limited", "failed"), 0)
+        keys = ("requests", "input_tokens", "cached_input_tokens", "cache_write_tokens")
+        ttls = ("cache_write_5m_tokens", "cache_write_1h_tokens")
+        return dict.fromkeys((*keys, *ttls, "output_tokens", "reasoning_tokens", "rate_limited", "failed"), 0)
 
     def _bill_add(self, provider: str, model: Any, mode: str, **add: int) -> None:
         with self._lock:
@@ -226,6 +229,8 @@ class Accounting:
             input_tokens=u["input"],
             cached_input_tokens=u["cached"],
             cache_write_tokens=u["written"],
+            cache_write_5m_tokens=u["written"] - u.get("written_1h", 0),
+            cache_write_1h_tokens=u.get("written_1h", 0),
             output_tokens=u["output"],
             reasoning_tokens=u["reasoning"],
         )

@@ -1,15 +1,25 @@
 """The Anthropic API: messages (POST /v1/messages) and Message Batches (POST /v1/messages/batches,
 GET /v1/messages/batches[/{id}[/results]], POST .../{id}/cancel).
 
-Prompt caching (explicit): `cache_control: {"type": "ephemeral"[, "ttl": "5m"|"1h"]}` on system or message
-  blocks (at most 4). The prefix up to and including a marked block is written if it reaches the model's
-  minimum (1024 tokens; 2048 for Haiku 3/3.5; 4096 for Haiku 4.5 and Opus 4.5+; shorter ones are processed
-  uncached, no error). A hit is the longest cached prefix ending at a block boundary within 20 blocks before
-  a marker; it refreshes the entry's TTL. Usage: `input_tokens` (the uncached rest),
-  `cache_creation_input_tokens`, `cache_read_input_tokens`, `output_tokens`.
+Prompt caching (explicit, https://platform.claude.com/docs/en/build-with-claude/prompt-caching):
+  `cache_control: {"type": "ephemeral"[, "ttl": "5m"|"1h"]}` on system or message blocks (at most 4; a mark
+  without `ttl` is 5 minutes). Marks of both lifetimes may be mixed, longer ones first: a 1-hour mark after a
+  5-minute one is a 400. The prefix up to and including a marked block is written if it reaches the model's
+  minimum (`Model.cache_min`: 1024 tokens by default; 2048 for Haiku 3/3.5 and Opus 4.7; 4096 for Haiku 4.5
+  and Opus 4.5/4.6; 512 for Opus 5 and Fable; shorter ones are processed uncached, no error). A hit is the
+  longest cached prefix ending at a block boundary within 20 blocks before a marker; it refreshes the
+  entry's TTL. Usage: `input_tokens` (the uncached rest), `cache_creation_input_tokens` (every token
+  written), `cache_read_input_tokens`, `cache_creation: {"ephemeral_5m_input_tokens",
+  "ephemeral_1h_input_tokens"}` (the write by lifetime) and `output_tokens`; the bill keeps the write by
+  lifetime too (`cache_write_5m_tokens`, `cache_write_1h_tokens`), since the two are priced apart (1.25x and
+  2x input).
+
+Structured outputs: `output_config.format` (or the deprecated `output_format` under its beta header) is
+  checked by the model rules (`models.py`), and the answer is the JSON the schema asks for.
 
 Batches: each request is answered with `answer_anthropic(body)`, so batch and online answers are identical,
-and the same fault plan applies per line (see `faults`). A batch ends after `batch_polls` retrieves (0: at
+and the same fault plan applies per line (see `faults`); the create call's `anthropic-beta` header applies to
+every line. A batch ends after `batch_polls` retrieves (0: at
 once); cancelling answers the first half of the lines and cancels the rest. `batch_submitted` counts, per
 custom_id, how many times it was sent in a batch.
 """
@@ -26,12 +36,19 @@ from typing import Any
 from aiohttp import web
 
 from .accounting import Plan
-from .models import Refusal
+from .models import ANTHROPIC_BETAS, Refusal, output_schema
 from .tokens import CACHE_LOOKBACK, MSG_TOKENS, TTL, count_tokens, cut, prompt_of, utf8
 
 
 def _iso(offset: float = 0.0) -> str:
     return datetime.fromtimestamp(time.time() + offset, timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def betas_of(request: web.Request) -> frozenset[str]:
+    """The `anthropic-beta` header's values (comma-separated, possibly repeated)."""
+    return frozenset(
+        v.strip() for h in request.headers.getall("anthropic-beta", []) for v in h.split(",") if v.strip()
+    )
 
 
 class AnthropicAPI:
@@ -98,6 +115,12 @@ class AnthropicAPI:
                     raise Refusal(
                         400, "invalid_request_error", "cache_control.ttl: Input should be '5m' or '1h'"
                     )
+                if marks and TTL[ttl] > marks[-1][1]:
+                    msg = (
+                        "cache_control: a block with ttl '1h' cannot come after a block with ttl '5m'; "
+                        "cache entries with a longer TTL must appear before those with a shorter TTL"
+                    )
+                    raise Refusal(400, "invalid_request_error", msg)
                 marks.append((i, TTL[ttl]))
         if len(marks) > 4:
             msg = f"A maximum of 4 blocks with cache_control may be provided. Found {len(marks)}."
@@ -123,7 +146,7 @@ class AnthropicAPI:
                     written += cum[bp] - prev
                     prev = cum[bp]
         prompt = prompt_of(body)
-        text = self._text_for(prompt, fault, "JSON" in prompt[:2000])
+        text = self._text_for(prompt, fault, output_schema(body) is not None or "JSON" in prompt[:2000])
         stop = "end_turn"
         if count_tokens(text) > body["max_tokens"]:
             text, stop = cut(text, body["max_tokens"]), "max_tokens"
@@ -148,7 +171,14 @@ class AnthropicAPI:
                 "service_tier": "standard",
             },
         }
-        usage = {"input": total, "cached": read, "written": written, "output": out, "reasoning": 0}
+        usage = {
+            "input": total,
+            "cached": read,
+            "written": written,
+            "written_1h": by_ttl[TTL["1h"]],
+            "output": out,
+            "reasoning": 0,
+        }
         return Plan("anthropic", name, payload, usage, keys, body["max_tokens"], prompt)
 
     def answer_anthropic(self, body: dict, fault: str | None = None, mode: str = "online") -> dict:
@@ -161,9 +191,16 @@ class AnthropicAPI:
 
     def _finish_anthropic(self, b: dict, cancelled: bool = False) -> None:
         st = self._batch_state[b["id"]]
+        betas = ANTHROPIC_BETAS.set(st.get("betas", frozenset()))
+        try:
+            self._finish_lines(b, st["lines"], cancelled)
+        finally:
+            ANTHROPIC_BETAS.reset(betas)
+
+    def _finish_lines(self, b: dict, reqs: list[dict], cancelled: bool) -> None:
+        st = self._batch_state[b["id"]]
         results = []
         counts = {"processing": 0, "succeeded": 0, "errored": 0, "canceled": 0, "expired": 0}
-        reqs = st["lines"]
         for i, r in enumerate(reqs):
             if cancelled and i >= len(reqs) // 2:
                 res = {"type": "canceled"}
@@ -214,7 +251,7 @@ class AnthropicAPI:
             "_t": time.time(),
         }
         self.msg_batches[bid] = b
-        self._batch_state[bid] = {"lines": reqs, "polls": self.batch_polls}
+        self._batch_state[bid] = {"lines": reqs, "polls": self.batch_polls, "betas": betas_of(request)}
         if self.batch_polls <= 0:
             self._finish_anthropic(b)
         return web.json_response(self._a_view(b))

@@ -51,7 +51,9 @@ class FaultPlan:
 
 
 #: Faults that answer with an error (billed as failed).
-ERROR_FAULTS = frozenset(["429", "503", "500", "529", "400", "401", "403", "context", "drop", "malformed"])
+ERROR_FAULTS = frozenset(
+    ["429", "503", "500", "529", "400", "401", "403", "context", "drop", "malformed", "noquota"]
+)
 
 _HINT = "The correct answer is "
 

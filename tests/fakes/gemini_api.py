@@ -42,7 +42,8 @@ Faults (`faults.py`): 429[:S] is RESOURCE_EXHAUSTED with QuotaFailure, Help and,
 `retryDelay: "Ss"`; no header says anything (Gemini sends no rate-limit headers,
 https://ai.google.dev/gemini-api/docs/rate-limits). 500 INTERNAL, 503/529 UNAVAILABLE ("The model is
 overloaded"), 400, 401 UNAUTHENTICATED, 403 PERMISSION_DENIED, context (400 "The input token count ... exceeds
-the maximum"), drop, malformed, slow, badjson, surrogate as for the others. Over an advertised limit (`rpm`,
+the maximum"), noquota (429 "Your prepayment credits are depleted"), drop, malformed, slow, badjson, surrogate,
+lieusage as for the others. Over an advertised limit (`rpm`,
 `tpm` = input tokens per minute, per model) the 429 carries the wait as RetryInfo (whole seconds, at least 1).
 
 Batches (https://ai.google.dev/gemini-api/docs/batch-api): inline requests (`inputConfig.requests.requests`,
@@ -350,6 +351,12 @@ class GeminiAPI:
         """The answer to an error fault drawn for a generateContent call."""
         if name == "429":
             return self.quota_exceeded(model, float(arg) if arg else None)
+        if name == "noquota":  # AI Studio prepaid billing with no credit left: also a 429 RESOURCE_EXHAUSTED
+            msg = (
+                "Your prepayment credits are depleted. Please go to AI Studio at https://ai.studio/projects to "
+                "manage your project and billing."
+            )
+            return self.gemini_error(429, msg)
         if name in ("503", "529"):
             return self.gemini_error(503, "The model is overloaded. Please try again later.")
         if name == "500":

@@ -9,7 +9,22 @@ Reasoning models (o-series, gpt-5 family) reject what OpenAI rejects, with OpenA
 `presence_penalty`/`frequency_penalty`; 400 `unsupported_value` for `temperature`/`top_p` other than 1 and for
 a `reasoning_effort` the model lacks (gpt-5: minimal/low/medium/high; o-series: low/medium/high). Other
 models reject `reasoning_effort`. Anthropic's newer models (Sonnet 4.5+, Haiku 4.5, Opus 4.1+) reject
-`temperature` together with `top_p`; Anthropic rejects unknown top-level fields and a missing `max_tokens`.
+`temperature` together with `top_p`; from Opus 4.7 on (Opus 4.7/4.8/5/5.5, Sonnet 5/5.5, Haiku 5.5, Fable)
+they reject `temperature`, `top_p` and `top_k` outright, 400 "`temperature` is deprecated for this model."
+(https://platform.claude.com/docs/en/about-claude/models/migration-guide#migrating-to-claude-opus-4-7); their
+adaptive thinking is not modelled (no thinking blocks or tokens). Anthropic rejects unknown top-level fields
+and a missing `max_tokens`.
+
+Structured outputs (Anthropic, https://platform.claude.com/docs/en/build-with-claude/structured-outputs):
+`output_config: {"format": {"type": "json_schema", "schema": ...}}` is generally available, no beta header,
+on the models that support it (`Model.structured`: Opus 4.5+, Sonnet 4.5+, Haiku 4.5+, the Claude 5 models);
+any other model gets a 400. The deprecated top-level `output_format` still works during the transition, but
+only with the beta header it was introduced under (`anthropic-beta: structured-outputs-2025-11-13`), and not
+together with `output_config.format`. The schema must stay within the documented JSON Schema subset, else a
+400 naming the offending keyword: no numerical constraints (`minimum`, `maximum`, `exclusiveMinimum`,
+`exclusiveMaximum`, `multipleOf`), no string length constraints (`minLength`, `maxLength`), no array
+constraints beyond `minItems` 0 or 1, `additionalProperties: false` on every object, no external or recursive
+`$ref`, and only scalars in `enum`. The answer is then JSON matching the schema.
 Gemini's rules live with its API (`gemini_api.py`); its model families are registered here (2.5 Pro, Flash,
 Flash-Lite; 3 Pro/Flash previews, 3.1 Pro preview, 3.1 Flash-Lite), with Google's 404 NOT_FOUND for the rest.
 """
@@ -19,8 +34,15 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
+
+#: The `anthropic-beta` header values of the request being planned (set by the server around the planner:
+#: online from the request's header, in a batch from the create call's).
+ANTHROPIC_BETAS: ContextVar[frozenset[str]] = ContextVar("anthropic_betas", default=frozenset())
+#: The beta under which `output_format` was introduced; still honoured for it during the transition.
+STRUCTURED_BETA = "structured-outputs-2025-11-13"
 
 
 @dataclass(frozen=True)
@@ -33,6 +55,8 @@ class Model:
     stop: bool = True  # accepts `stop`
     cache_min: int = 1024  # the shortest prefix the provider caches, in tokens
     one_sampler: bool = False  # Anthropic: `temperature` and `top_p` cannot both be given
+    no_sampling: bool = False  # Anthropic Opus 4.7+ / Claude 5: no `temperature`, `top_p` or `top_k` at all
+    structured: bool = False  # Anthropic: takes `output_config.format` (structured outputs)
     open_weights: bool = False  # an OpenAI-compatible server (vLLM, Ollama): no OpenAI parameter rules
     # Gemini (efforts above: the thinkingLevel values a level-based model takes, default_effort its default)
     budget: tuple[int, int] = (0, 0)  # the thinkingBudget range; (0, 0): no thinking at all
@@ -85,10 +109,24 @@ MODELS: dict[str, Model] = {
         ["claude-3-opus", "claude-3-5-sonnet", "claude-3-7-sonnet", "claude-sonnet-4", "claude-opus-4"],
         _CLAUDE,
     ),
-    **dict.fromkeys(["claude-sonnet-4-5", "claude-sonnet-4-6", "claude-opus-4-1"], _CLAUDE_NEW),
+    "claude-opus-4-1": _CLAUDE_NEW,
+    **dict.fromkeys(
+        ["claude-sonnet-4-5", "claude-sonnet-4-6"], Model("anthropic", one_sampler=True, structured=True)
+    ),
     **dict.fromkeys(
         ["claude-haiku-4-5", "claude-opus-4-5", "claude-opus-4-6"],
-        Model("anthropic", cache_min=4096, one_sampler=True),
+        Model("anthropic", cache_min=4096, one_sampler=True, structured=True),
+    ),
+    # https://platform.claude.com/docs/en/build-with-claude/prompt-caching: 2048 on Opus 4.7, 512 on Opus 5 and
+    # Fable 5, 1024 on Opus 4.8 and Sonnet 5 (and the default where none is published)
+    "claude-opus-4-7": Model("anthropic", cache_min=2048, no_sampling=True, structured=True),
+    **dict.fromkeys(
+        ["claude-opus-4-8", "claude-sonnet-5", "claude-sonnet-5-5", "claude-opus-5-5", "claude-haiku-5-5"],
+        Model("anthropic", no_sampling=True, structured=True),
+    ),
+    **dict.fromkeys(
+        ["claude-opus-5", "claude-fable-5", "claude-fable-5-1", "claude-fable-5-2"],
+        Model("anthropic", cache_min=512, no_sampling=True, structured=True),
     ),
     "gemini-2.5-pro": _GEMINI_PRO,
     "gemini-2.5-flash": _GEMINI_FLASH,
@@ -160,6 +198,22 @@ def _quote_list(xs: Iterable[str]) -> str:
     return ", ".join(q[:-1]) + f", and {q[-1]}" if len(q) > 2 else " and ".join(q)
 
 
+#: The most output tokens a model family writes; a larger `max_tokens`/`max_completion_tokens` is refused with
+#: the provider's 400 (model pages: https://platform.openai.com/docs/models/gpt-4o-mini "16,384 max output
+#: tokens", gpt-4.1 32,768, gpt-5 128,000, o3/o4-mini 100,000; https://docs.anthropic.com/en/docs/about-claude/models/overview
+#: Sonnet 4/4.5 and Haiku 4.5 64K, Opus 4/4.1 32K, Claude 3.5 Haiku 8,192). Families not listed are not checked.
+MAX_OUTPUT = {
+    "gpt-4o-mini": 16_384, "gpt-4o": 16_384, "gpt-4.1": 32_768, "gpt-4.1-mini": 32_768, "gpt-4.1-nano": 32_768,
+    "gpt-5": 128_000, "gpt-5-mini": 128_000, "gpt-5-nano": 128_000, "o3": 100_000, "o4-mini": 100_000,
+    "claude-sonnet-4-5": 64_000, "claude-sonnet-4": 64_000, "claude-haiku-4-5": 64_000,
+    "claude-opus-4": 32_000, "claude-opus-4-1": 32_000, "claude-3-5-haiku": 8_192,
+}  # fmt: skip
+
+
+def max_output(name: str) -> int | None:
+    return MAX_OUTPUT.get(name) or MAX_OUTPUT.get(_SNAPSHOT.sub("", name))
+
+
 class ModelRules:
     """Validation, what the real APIs refuse (a FakeLLMServer mixin: reads `models` and `strict`)."""
 
@@ -207,6 +261,13 @@ class ModelRules:
             raise Refusal(404, "invalid_request_error", msg, None, "model_not_found")
         if model.open_weights:
             return model
+        limit, asked = max_output(name), body.get("max_completion_tokens") or body.get("max_tokens")
+        if limit and isinstance(asked, int) and asked > limit:
+            msg = (
+                f"max_tokens is too large: {asked}. This model supports at most {limit} completion tokens, "
+                f"whereas you provided {asked}."
+            )
+            raise Refusal(400, "invalid_request_error", msg, "max_tokens", "invalid_value")
         extra = next((k for k in body if k not in _OPENAI_FIELDS), None)
         if extra is not None:
             msg = f"Unrecognized request argument supplied: {extra}"
@@ -248,6 +309,11 @@ class ModelRules:
             raise bad("max_tokens: Field required")
         if not isinstance(mt, int) or isinstance(mt, bool) or mt < 1:
             raise bad("max_tokens: Input should be greater than or equal to 1")
+        limit = max_output(str(name))
+        if self.strict and limit and mt > limit:
+            raise bad(
+                f"max_tokens: {mt} > {limit}, which is the maximum allowed number of output tokens for {name}"
+            )
         msgs = body.get("messages")
         if not isinstance(msgs, list) or not msgs:
             raise bad(
@@ -262,10 +328,111 @@ class ModelRules:
         if model is None:
             raise Refusal(404, "not_found_error", f"model: {name}")
         t = body.get("temperature")
+        if model.no_sampling:
+            for p in ("temperature", "top_p", "top_k"):
+                if body.get(p) is not None:
+                    raise bad(f"`{p}` is deprecated for this model.")
         if t is not None and not (isinstance(t, (int, float)) and 0 <= t <= 1):
             raise bad("temperature: Input should be less than or equal to 1")
         if model.one_sampler and t is not None and body.get("top_p") is not None:
             raise bad(
                 "`temperature` and `top_p` cannot both be specified for this model. Please use only one."
             )
+        _check_output_format(body, model, str(name))
         return model
+
+
+def output_schema(body: dict) -> dict | None:
+    """The JSON schema an Anthropic request asks the answer to follow (structured outputs), else None."""
+    cfg = body.get("output_config")
+    fmt = cfg.get("format") if isinstance(cfg, dict) else None
+    if fmt is None:
+        fmt = body.get("output_format")
+    return fmt.get("schema") if isinstance(fmt, dict) else None
+
+
+def _check_output_format(body: dict, model: Model, name: str) -> None:
+    """Structured outputs as the docs describe them (see the module docstring)."""
+
+    def bad(msg: str) -> Refusal:
+        return Refusal(400, "invalid_request_error", msg)
+
+    cfg = body.get("output_config")
+    if cfg is not None and not isinstance(cfg, dict):
+        raise bad("output_config: Input should be a valid dictionary")
+    fmt = (cfg or {}).get("format")
+    legacy = body.get("output_format")
+    if legacy is not None:
+        if STRUCTURED_BETA not in ANTHROPIC_BETAS.get():
+            raise bad("output_format: Extra inputs are not permitted")
+        if fmt is not None:
+            raise bad("output_format: cannot be combined with output_config.format; use output_config.format")
+        fmt, where = legacy, "output_format"
+    else:
+        where = "output_config.format"
+    if fmt is None:
+        return
+    if not model.structured:
+        raise bad(f"{where}: structured outputs are not supported for model {name!r}")
+    if not isinstance(fmt, dict) or fmt.get("type") != "json_schema":
+        raise bad(f"{where}.type: Input should be 'json_schema'")
+    schema = fmt.get("schema")
+    if not isinstance(schema, dict):
+        raise bad(f"{where}.schema: Field required")
+    problem = _schema_problem(schema, schema, "schema", set())
+    if problem:
+        raise bad(f"{where}.{problem}")
+
+
+_NUMERIC = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf")
+_LENGTHS = ("minLength", "maxLength", "maxItems", "maxProperties", "minProperties", "uniqueItems")
+
+
+def _schema_problem(node: Any, root: dict, path: str, refs: set[str]) -> str | None:
+    """Where `node` leaves the JSON Schema subset structured outputs accept, and why; None when it does not."""
+    if isinstance(node, list):
+        for i, x in enumerate(node):
+            p = _schema_problem(x, root, f"{path}.{i}", refs)
+            if p:
+                return p
+        return None
+    if not isinstance(node, dict):
+        return None
+    for k in _NUMERIC:
+        if k in node:
+            return f"{path}: numerical constraints are not supported ('{k}')"
+    for k in _LENGTHS:
+        if k in node:
+            return f"{path}: '{k}' is not supported"
+    if node.get("minItems", 0) not in (0, 1):
+        return f"{path}: 'minItems' only supports the values 0 and 1"
+    if "enum" in node and any(isinstance(v, (dict, list)) for v in node["enum"]):
+        return f"{path}.enum: only strings, numbers, booleans and null are supported"
+    if node.get("type") == "object" or "properties" in node:
+        if node.get("additionalProperties") is not False:
+            return f"{path}: 'additionalProperties' must be explicitly set to false for objects"
+    ref = node.get("$ref")
+    if isinstance(ref, str):
+        if not ref.startswith("#"):
+            return f"{path}.$ref: external references are not supported"
+        if ref in refs:
+            return f"{path}.$ref: recursive schemas are not supported"
+        target: Any = root
+        for part in ref.lstrip("#/").split("/") if ref != "#" else []:
+            target = target.get(part) if isinstance(target, dict) else None
+        if target is None:
+            return f"{path}.$ref: cannot resolve {ref!r}"
+        p = _schema_problem(target, root, path, refs | {ref})
+        if p:
+            return p
+    props = node.get("properties")
+    for prop, sub in (props if isinstance(props, dict) else {}).items():
+        p = _schema_problem(sub, root, f"{path}.properties.{prop}", refs)
+        if p:
+            return p
+    for k in ("items", "anyOf", "allOf"):
+        if k in node:
+            p = _schema_problem(node[k], root, f"{path}.{k}", refs)
+            if p:
+                return p
+    return None

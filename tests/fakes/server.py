@@ -26,12 +26,33 @@ from typing import Any
 from aiohttp import web
 
 from .accounting import Accounting, Bucket
-from .anthropic_api import AnthropicAPI
+from .anthropic_api import AnthropicAPI, betas_of
 from .faults import ERROR_FAULTS, FaultPlan, Faults
 from .gemini_api import GeminiAPI
-from .models import MODELS, Model, ModelRules, Refusal
+from .models import ANTHROPIC_BETAS, MODELS, Model, ModelRules, Refusal
 from .openai_api import OpenAIAPI
 from .tokens import utf8
+
+
+def lie_about_usage(payload: dict, how: str) -> dict:
+    """The answer with a usage block no real server sends: the client must not price from it as it is."""
+    field = "usageMetadata" if "usageMetadata" in payload else "usage"  # Gemini's, or the others'
+    usage = payload.get(field)
+    if how == "missing":
+        payload.pop(field, None)
+    elif isinstance(usage, dict):
+        lie: object = {"negative": -5000, "huge": 10**18, "text": "many"}.get(how, -5000)
+        for k in (
+            "prompt_tokens",
+            "completion_tokens",
+            "input_tokens",
+            "output_tokens",
+            "promptTokenCount",
+            "candidatesTokenCount",
+        ):
+            if k in usage:
+                usage[k] = lie
+    return payload
 
 
 class FakeLLMServer(ModelRules, Faults, Accounting, OpenAIAPI, AnthropicAPI, GeminiAPI):
@@ -156,6 +177,8 @@ class FakeLLMServer(ModelRules, Faults, Accounting, OpenAIAPI, AnthropicAPI, Gem
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
         outcome = "ok"
         prompt = ""
+        if provider == "anthropic":  # this request's own task: the value stays with it
+            ANTHROPIC_BETAS.set(betas_of(request))
         try:
             try:
                 body = await request.json()
@@ -228,6 +251,23 @@ class FakeLLMServer(ModelRules, Faults, Accounting, OpenAIAPI, AnthropicAPI, Gem
                 return self._error(
                     provider, 401, "authentication_error", f"invalid api key {key!r}", rl_headers
                 )
+            if name == "noquota":
+                # An account out of credit. OpenAI answers 429 with type and code `insufficient_quota`
+                # (https://platform.openai.com/docs/guides/error-codes: "You exceeded your current quota,
+                # please check your plan and billing details"); Anthropic answers 400 invalid_request_error
+                # "Your credit balance is too low to access the Anthropic API..." (its billing errors:
+                # https://docs.anthropic.com/en/api/errors).
+                if provider == "anthropic":
+                    msg = (
+                        "Your credit balance is too low to access the Anthropic API. Please go to Plans & "
+                        "Billing to upgrade or purchase credits."
+                    )
+                    return self._error(provider, 400, "invalid_request_error", msg, rl_headers)
+                msg = (
+                    "You exceeded your current quota, please check your plan and billing details. For more "
+                    "information on this error, read the docs: https://platform.openai.com/docs/guides/error-codes/api-errors."
+                )
+                return self._error(provider, 429, "insufficient_quota", msg, rl_headers)
             if name == "context":
                 msg = "This model's maximum context length is 8192 tokens; prompt is too long"
                 return self._error(provider, 400, "context_length_exceeded", msg, rl_headers)
@@ -242,6 +282,10 @@ class FakeLLMServer(ModelRules, Faults, Accounting, OpenAIAPI, AnthropicAPI, Gem
             if name in ("badjson", "surrogate"):
                 plan = planner(body, name)
             payload = self._commit(plan, "online")
+            if (
+                name == "lieusage"
+            ):  # billed truly, reported falsely (issue 23): lieusage:negative|missing|huge|text
+                payload = lie_about_usage(payload, arg or "negative")
             id_header = "request-id" if provider == "anthropic" else "x-request-id"
             rid = payload.get("id")  # Gemini answers carry a responseId and no request-id header
             return web.json_response(payload, headers={**rl_headers, id_header: rid} if rid else rl_headers)

@@ -7,6 +7,7 @@ It is written to checkpoint.tmp/ and swapped in whole, so a kill mid-save keeps 
 
 from __future__ import annotations
 
+import pickle
 import random
 import shutil
 from dataclasses import asdict, dataclass, field
@@ -91,6 +92,17 @@ def _finish_swap(out: Path) -> None:
         (out / "checkpoint.tmp").rename(out / "checkpoint")
 
 
+def _load(path: Path) -> Any:
+    """torch.load with a clear error for a truncated or corrupt file."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as e:
+        raise ResumeError(
+            f"--resume: {path} cannot be read ({type(e).__name__}: {str(e)[:200]}); the checkpoint is "
+            "corrupt or was cut short: remove OUT/checkpoint/ to start again"
+        ) from None
+
+
 @dataclass
 class Checkpoints:
     """OUT/checkpoint/ (exact resume) and the plain transformers folders OUT/best/ and OUT/final/."""
@@ -102,6 +114,7 @@ class Checkpoints:
     optimizer: torch.optim.Optimizer
     scheduler: Any
     stream: BatchStream
+    export: str = ""  # the export's fingerprint (data.fingerprint): --resume refuses another export
 
     @property
     def fsdp(self) -> bool:
@@ -140,6 +153,7 @@ class Checkpoints:
                     "stream": self.stream.state(),
                     "state": asdict(state),
                     "config": asdict(self.cfg),
+                    "export": self.export,
                 },
                 tmp / "state.pt",
             )
@@ -158,24 +172,40 @@ class Checkpoints:
         self.env.barrier()
         if not (self.dir / "state.pt").is_file():
             return None
-        ck = torch.load(self.dir / "state.pt", map_location="cpu", weights_only=False)
+        ck = _load(self.dir / "state.pt")
+        if not isinstance(ck, dict) or not {"config", "state", "scheduler", "stream"} <= set(ck):
+            raise ResumeError(f"--resume: {self.dir / 'state.pt'} is not an sbs-train checkpoint")
         was, now = {**_RESUME_DEFAULTS, **ck["config"]}, asdict(self.cfg)
         for k in _RESUME_KEYS:
             if was.get(k) != now.get(k):
                 raise ResumeError(f"--resume: {k} was {was.get(k)!r}, now {now.get(k)!r}")
+        if ck.get("export") and self.export and ck["export"] != self.export:
+            raise ResumeError(
+                f"--resume: the checkpoint was trained on another export than {self.cfg.data} (its shards "
+                "differ); resume with the same export, or train into a new --output"
+            )
+        rng_path = self.dir / f"rng-rank{self.env.rank}.pt"
+        if not rng_path.is_file():
+            raise ResumeError(f"--resume: {rng_path} is missing; the checkpoint is incomplete")
         model = self.student.model
-        if self.fsdp:
-            sharding.load(model, self.optimizer, self.dir / "sharded")
-        else:
-            missing, unexpected = model.load_state_dict(ck["model"], strict=self.student.peft is None)
-            if unexpected or (set(self._weights()) - set(ck["model"])):
-                raise ResumeError(
-                    f"--resume: the checkpoint's weights do not fit this model ({unexpected[:3]})"
-                )
-            self.optimizer.load_state_dict(ck["optimizer"])
+        try:
+            if self.fsdp:
+                sharding.load(model, self.optimizer, self.dir / "sharded")
+            else:
+                missing, unexpected = model.load_state_dict(ck["model"], strict=self.student.peft is None)
+                if unexpected or (set(self._weights()) - set(ck["model"])):
+                    raise ResumeError(
+                        f"--resume: the checkpoint's weights do not fit this model ({unexpected[:3]})"
+                    )
+                self.optimizer.load_state_dict(ck["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as e:  # a size mismatch, another architecture
+            raise ResumeError(
+                f"--resume: the checkpoint in {self.dir} does not fit --model {self.cfg.model} "
+                f"({str(e).splitlines()[0][:300]})"
+            ) from None
         self.scheduler.load_state_dict(ck["scheduler"])
         self.stream.load_state(ck["stream"])
-        _set_rng_state(torch.load(self.dir / f"rng-rank{self.env.rank}.pt", weights_only=False))
+        _set_rng_state(_load(rng_path))
         return TrainState(**ck["state"])
 
     def save_pretrained(self, folder: Path) -> None:

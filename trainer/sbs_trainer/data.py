@@ -48,6 +48,16 @@ class Row:
     targets: dict[str, str]  # task name ("label", "rationale") -> target text
 
 
+def fingerprint(manifest: dict) -> str:
+    """What identifies an export's contents: the sha256 of its shards, split by split (for --resume)."""
+    parts = [
+        f"{split}:{shard.get('path')}:{shard.get('sha256')}"
+        for split, info in sorted(manifest.get("splits", {}).items())
+        for shard in (info or {}).get("shards", [])
+    ]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
 def read_manifest(data_dir: str | Path) -> dict:
     """Load and check DIR/manifest.json; refuses formats and schema versions it does not know."""
     path = Path(data_dir) / "manifest.json"
@@ -83,12 +93,56 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+#: Columns whose values must be text (or null) in every shard row.
+_TEXT_COLUMNS = ("example_id", "task", "split", "input", "label", "gold_label", "teacher_label", "rationale")
+
+
 def _read_shard(path: Path) -> list[dict]:
+    """The rows of one shard; a shard that is not readable, or whose text columns hold other types, is an
+    ExportError naming the file (and the line or column)."""
     if path.suffix == ".jsonl":
-        with path.open() as f:
-            return [json.loads(line) for line in f if line.strip()]
-    cols = [c for c in _READ_COLUMNS if c in pq.read_schema(path).names]
-    return pq.read_table(path, columns=cols).to_pylist()
+        rows = []
+        with path.open(encoding="utf-8", errors="strict") as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise ExportError(f"{path}:{n}: not a JSON row ({e.msg})") from None
+                if not isinstance(row, dict):
+                    raise ExportError(f"{path}:{n}: a row must be a JSON object")
+                rows.append(row)
+    else:
+        try:
+            names = pq.read_schema(path).names
+            cols = [c for c in _READ_COLUMNS if c in names]
+            rows = pq.read_table(path, columns=cols).to_pylist()
+        except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid is a ValueError; a cut file an OSError
+            raise ExportError(f"{path}: not a readable parquet shard ({e}); re-export it") from None
+    for n, row in enumerate(rows, 1):
+        for c in _TEXT_COLUMNS:
+            v = row.get(c)
+            if v is not None and not isinstance(v, str):
+                raise ExportError(
+                    f"{path}: row {n}: column {c!r} holds {type(v).__name__}, not text (see schemas/shard.schema.json)"
+                )
+    return rows
+
+
+def shard_path(data_dir: str | Path, rel: object) -> Path:
+    """The file a manifest's shard path names, refused unless it lies inside the export folder."""
+    if not isinstance(rel, str) or not rel:
+        raise ExportError(
+            f"{data_dir}/manifest.json: a shard path must be a non-empty relative path, not {rel!r}"
+        )
+    root = Path(data_dir).resolve()
+    path = (root / rel).resolve()
+    if Path(rel).is_absolute() or root not in path.parents:
+        raise ExportError(
+            f"{data_dir}/manifest.json: shard path {rel!r} points outside the export folder; refused"
+        )
+    return path
 
 
 def read_split_rows(data_dir: str | Path, manifest: dict, split: str, verify: bool = True) -> list[dict]:
@@ -98,7 +152,7 @@ def read_split_rows(data_dir: str | Path, manifest: dict, split: str, verify: bo
         return []
     rows: list[dict] = []
     for shard in info.get("shards", []):
-        path = Path(data_dir) / shard["path"]
+        path = shard_path(data_dir, shard.get("path"))
         if not path.is_file():
             raise ExportError(f"{path}: shard listed in the manifest is missing")
         if verify and shard.get("sha256") and _sha256(path) != shard["sha256"]:
@@ -140,6 +194,8 @@ def build_rows(raw: list[dict], mode: str, split: str, training: bool) -> tuple[
             seen.add(r["example_id"])
             targets = {}
         out.append(Row(r["example_id"], r.get("task") or "", r.get("input") or "", gold, targets))
+    if training and out and not any(r.input.strip() for r in out):
+        raise ExportError(f"every {split} row has an empty input; nothing to learn from (check the export)")
     if training and raw and not out:
         missing = ", ".join(f"'{c}'" for c in cols.values())
         hint = (
@@ -157,9 +213,12 @@ def check_columns(data_dir: str | Path, manifest: dict, mode: str) -> None:
     listed = manifest.get("columns")
     if listed is None:
         shards = manifest["splits"].get("train", {}).get("shards", [])
-        if not shards or not shards[0]["path"].endswith(".parquet"):
+        if not shards or not str(shards[0].get("path", "")).endswith(".parquet"):
             return
-        listed = pq.read_schema(Path(data_dir) / shards[0]["path"]).names
+        try:
+            listed = pq.read_schema(shard_path(data_dir, shards[0]["path"])).names
+        except (OSError, ValueError) as e:
+            raise ExportError(f"{data_dir}: cannot read the first train shard ({e})") from None
     missing = sorted(need - set(listed))
     if missing:
         raise ExportError(f"mode {mode!r} needs column(s) {missing} that the shards in {data_dir} lack")

@@ -34,7 +34,16 @@ from .batching import BatchStream, collate, count_tokens, encode_rows
 from .causal import PACKINGS, CausalEncoded, collate_causal, encode_causal
 from .checkpoints import Checkpoints, ResumeError, TrainState
 from .config import ConfigError, Env, TrainConfig
-from .data import ExportError, Row, build_rows, check_columns, drop_hinted, read_manifest, read_split_rows
+from .data import (
+    ExportError,
+    Row,
+    build_rows,
+    check_columns,
+    drop_hinted,
+    fingerprint,
+    read_manifest,
+    read_split_rows,
+)
 from .evaluation import Evaluator
 from .logs import CURVES_NAME, LOG_NAME, RunLog, check_report_to, draw_curves
 from .model import Student, combine, load_student
@@ -370,7 +379,7 @@ def _run(cfg: TrainConfig, rank: int, world: int, device: torch.device) -> dict 
         dist.all_gather_object(params["per_rank"], sharding.local_numel(model))
     optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg.warmup_steps, max_steps))
-    ckpt = Checkpoints(out, cfg, env, student, optimizer, scheduler, stream)
+    ckpt = Checkpoints(out, cfg, env, student, optimizer, scheduler, stream, fingerprint(data.manifest))
 
     # -- 4. resume
     restored = ckpt.restore() if cfg.resume else None

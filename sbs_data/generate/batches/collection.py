@@ -9,12 +9,13 @@ still unanswered is asked of the plan (SQL for plans with SQL keys), not of a li
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
 from sbs_data import SbsError, log
 from sbs_data.generate import cache as cache_mod
-from sbs_data.generate.answer import Answer, Failure
+from sbs_data.generate.answer import Answer, Failure, checked_usage
 from sbs_data.generate.batches import store
 from sbs_data.generate.batches.store import OPEN_STATES, Job
 from sbs_data.generate.batches.submission import (
@@ -33,6 +34,14 @@ from sbs_data.generate.plan import CHUNK, Plan
 from sbs_data.teachers.base import TeacherError, redact
 from sbs_data.teachers.batch_api import BatchAPI, BatchInfo
 from sbs_data.workspace import Workspace
+
+
+def _prompt_chars(request: str | None) -> int:
+    """The prompt's characters, from the key ingredients a cache row stores (the messages' lengths)."""
+    try:
+        return sum(int(m.get("chars") or 0) for m in json.loads(request or "{}").get("messages") or [])
+    except (ValueError, TypeError, AttributeError):
+        return 0
 
 
 def poll(ws: Workspace, ctx: Ctx) -> None:
@@ -98,8 +107,11 @@ def _collect_job(ws: Workspace, ctx: Ctx, job: Job) -> dict[str, int]:
             if why is not None:  # like online mode: invalid structured output is asked again (bounded)
                 fail(r.key, "invalid_output", None, f"invalid structured output: {why}")
                 continue
+        resp, estimated = checked_usage(resp, _prompt_chars(m[1]))
         cost = t.facts.cost_of(resp, batch=True)
-        a = Answer.from_response(r.key, resp, latency_ms=None, cost_usd=cost, attempts=round_ + 1)
+        a = Answer.from_response(
+            r.key, resp, latency_ms=None, cost_usd=cost, attempts=round_ + 1, usage_estimated=estimated
+        )
         answers.append(cache_mod.answer_row(a, t, subject=m[0], request=m[1], run_id=run_id))
         counts["succeeded"] += 1
     status = (job.provider_status or "").lower()

@@ -65,6 +65,7 @@ def context(ws: Workspace, run_id: str, settings: BatchSettings, api: BatchAPI |
         ws=ws,
         prompt_cache=a.get("prompt_cache", True),
         prices_path=a.get("prices_path"),
+        cache_ttl=a.get("cache_ttl"),
     )
     if a.get("rationalize") is not None:  # `rationalize --mode batch`: the hinted plan over GEN's rows
         from sbs_data.generate.hints import hint_plan
