@@ -405,7 +405,8 @@ Teacher = Annotated[
     typer.Option(
         "--teacher",
         "-T",
-        help="openai:MODEL | anthropic:MODEL | openai-compat:MODEL (with --base-url) | hf:NAME_OR_PATH | replay:NAME@N",
+        help="openai:MODEL | anthropic:MODEL | gemini:MODEL | openai-compat:MODEL (with --base-url) | hf:NAME_OR_PATH "
+        "| replay:NAME@N",
     ),
 ]
 BaseUrl = Annotated[
@@ -507,7 +508,14 @@ class TeacherOptions:
         str | None,
         typer.Option(
             "--reasoning-effort",
-            help="Reasoning models (OpenAI o-series, gpt-5): minimal, low, medium or high.",
+            help="Reasoning models (OpenAI o-series, gpt-5; Gemini thinking models): minimal, low, medium or high.",
+        ),
+    ] = None
+    thinking_budget: Annotated[
+        int | None,
+        typer.Option(
+            "--thinking-budget",
+            help="Gemini thinking models: tokens to think (0 off where the model allows it, -1 dynamic).",
         ),
     ] = None
     reasoning_summary: Annotated[
@@ -543,6 +551,7 @@ class TeacherOptions:
             "stop": list(self.stop) if self.stop else None,
             "reasoning_effort": self.reasoning_effort,
             "reasoning_summary": self.reasoning_summary,
+            "thinking_budget": self.thinking_budget,
         }
 
     def spec(self) -> RequestSpec:
@@ -623,7 +632,7 @@ class CallOptions:
         bool,
         typer.Option(
             "--prompt-cache/--no-prompt-cache",
-            help="Mark the shared few-shot prefix for Anthropic's prompt cache (OpenAI caches by itself).",
+            help="Mark the shared few-shot prefix for Anthropic's prompt cache (OpenAI, Gemini cache by themselves).",
         ),
     ] = True
     cache_ttl: Annotated[
@@ -641,7 +650,7 @@ class CallOptions:
         str,
         typer.Option(
             "--mode",
-            help="online, or batch (openai:/anthropic: batch APIs at the batch price; see `batches`).",
+            help="online, or batch (openai:/anthropic:/gemini: batch APIs at the batch price; see `batches`).",
         ),
     ] = "online"
     max_rounds: Annotated[

@@ -249,7 +249,8 @@ def test_list_models_mirrors_the_table():
     assert PARAM_ORDER == tuple(p for p in PARAMS if p != "reasoning_summary")
     rows = list_models()
     assert rows and all(tuple(r) == MODEL_COLUMNS for r in rows)
-    assert {r["provider"] for r in rows} == {"openai", "anthropic"}  # providers without listed models: none
+    # providers without listed models (openai-compat, hf, replay): none
+    assert {r["provider"] for r in rows} == {"openai", "anthropic", "gemini"}
     by = {(r["provider"], r["model"]): r for r in rows}
     opus = by[("anthropic", "claude-opus-5-5")]
     prices = ("input", "cached_input", "cache_write_5m", "cache_write_1h", "output")
@@ -259,9 +260,12 @@ def test_list_models_mirrors_the_table():
     mini = by[("openai", "gpt-4o-mini")]
     assert mini["cache_write_5m"] is None and not mini["native_json"]
     assert mini["params"] == ["temperature", "top_p", "max_tokens", "seed", "stop", "n"]  # PARAMS order
+    flash = by[("gemini", "gemini-2.5-flash")]
+    assert [flash[k] for k in ("input", "cached_input", "output")] == [0.3, 0.03, 2.5]
+    assert flash["reasoning"] and "thinking_budget" in flash["params"] and flash["batch_discount"] == 0.5
     assert {r["provider"] for r in list_models("anthropic")} == {"anthropic"}
-    with pytest.raises(SbsError, match="no provider 'gemini'.*openai, anthropic"):
-        list_models("gemini")
+    with pytest.raises(SbsError, match="no provider 'mistral'.*openai, anthropic, gemini"):
+        list_models("mistral")
 
 
 def test_models_command_lists_and_filters(tmp_path):

@@ -319,6 +319,20 @@ def request_params(teacher: Teacher, params: dict[str, Any] | None, samples: int
                 f"{teacher.spec} is not a reasoning model (the models table says so): there is no reasoning "
                 "to summarize; drop --reasoning-summary"
             )
+    budget = p.get("thinking_budget")
+    if budget is not None:
+        if isinstance(budget, bool) or not isinstance(budget, int) or budget < -1:
+            raise SbsError(
+                f"--thinking-budget must be a number of tokens, 0 (off) or -1 (dynamic), not {budget!r}"
+            )
+        if "thinking_budget" not in facts.params:
+            raise SbsError(
+                f"{teacher.spec} takes no --thinking-budget (it is for thinking models such as gemini:gemini-2.5-flash)"
+            )
+        if effort is not None:
+            raise SbsError(
+                "give --reasoning-effort or --thinking-budget, not both: the model takes one of them"
+            )
     for k in ("temperature", "top_p", "seed", "stop"):
         if p.get(k) is not None and k not in facts.params:
             what = "a reasoning model: it only runs at its default" if facts.reasoning else "a model that"
@@ -330,6 +344,10 @@ def request_params(teacher: Teacher, params: dict[str, Any] | None, samples: int
     if facts.max_output_tokens and int(p["max_tokens"]) > facts.max_output_tokens:
         raise SbsError(
             f"--max-tokens {p['max_tokens']} is more than {teacher.spec} can write ({facts.max_output_tokens})"
+        )
+    if budget is not None and budget >= int(p["max_tokens"]):  # thoughts count against the output budget
+        raise SbsError(
+            f"--thinking-budget {budget} leaves no room for the answer within --max-tokens {p['max_tokens']}"
         )
     if p.get("temperature") is None and "temperature" in facts.params and not facts.reasoning:
         p["temperature"] = 0.7 if samples > 1 else 0.0

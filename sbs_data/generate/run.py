@@ -361,15 +361,15 @@ def run_plan(
 def _dry_run(
     ws: Workspace, p: Plan, teacher: Teacher, summary: dict[str, Any], batch: bool
 ) -> GenerateResult:
-    """What the run would ask and cost. Providers that cache prompt prefixes (OpenAI by itself; Anthropic
-    when marked) read the shared few-shot block from their cache after the first request."""
+    """What the run would ask and cost. Providers that cache prompt prefixes (OpenAI and Gemini by themselves;
+    Anthropic when marked) read the shared few-shot block from their cache after the first request."""
     facts = teacher.facts
     n, chars = p.prompt_chars(ws)
     est_in = estimate_tokens(chars) if n else 0
     system, prefix, _ = p.prompt_parts()
     shared = estimate_tokens(len(system or "") + len(prefix)) if prefix else 0
-    caches = teacher.provider in ("openai", "anthropic") and (
-        teacher.prompt_cache or teacher.provider == "openai"
+    caches = teacher.provider in ("openai", "gemini") or (
+        teacher.provider == "anthropic" and teacher.prompt_cache
     )
     cached_in = shared * max(0, n - 1) if caches and shared >= facts.min_cache_tokens else 0
     write_in = shared if caches and teacher.provider == "anthropic" and cached_in else 0

@@ -25,7 +25,17 @@ if TYPE_CHECKING:
     from sbs_data.teachers.models import ModelFacts
 
 #: Generation params a request may carry; adapters pass through the ones their API supports.
-PARAMS = ("temperature", "top_p", "max_tokens", "seed", "stop", "n", "reasoning_effort", "reasoning_summary")
+PARAMS = (
+    "temperature",
+    "top_p",
+    "max_tokens",
+    "seed",
+    "stop",
+    "n",
+    "reasoning_effort",
+    "thinking_budget",
+    "reasoning_summary",
+)
 #: What `--reasoning-summary` may ask for (OpenAI's `reasoning.summary`).
 REASONING_SUMMARIES = ("auto", "concise", "detailed")
 
@@ -173,7 +183,14 @@ class QuotaExhausted(Permanent):
     kind = "quota"
 
 
-_CONTEXT_WORDS = ("context_length", "context length", "maximum context", "context window", "too long")
+_CONTEXT_WORDS = (
+    "context_length",
+    "context length",
+    "maximum context",
+    "context window",
+    "too long",
+    "input token count",  # Gemini: "The input token count (N) exceeds the maximum number of tokens allowed"
+)
 _UNAVAILABLE_WORDS = ("resource_unavailable", "resource unavailable")
 #: What marks an account out of credit, whatever the status it comes with (OpenAI sends it as a 429):
 #: https://platform.openai.com/docs/guides/error-codes (429 "You exceeded your current quota"),
@@ -407,7 +424,9 @@ def malformed(provider: str, e: BaseException, limits: RateLimits | None = None)
 
 
 # -- secrets hygiene ------------------------------------------------------------------------------
-_KEYLIKE = re.compile(r"\b(sk-[A-Za-z0-9_\-]{6,}|sk-ant-[A-Za-z0-9_\-]{6,}|hf_[A-Za-z0-9]{10,})")
+_KEYLIKE = re.compile(
+    r"\b(sk-[A-Za-z0-9_\-]{6,}|sk-ant-[A-Za-z0-9_\-]{6,}|hf_[A-Za-z0-9]{10,}|AIza[A-Za-z0-9_\-]{20,})"
+)
 
 
 def redact(text: str | None, secrets: tuple[str, ...] | list[str] = ()) -> str | None:

@@ -21,7 +21,16 @@ DEFAULT_PRICES = RECIPES_DIR / "prices.yaml"
 
 #: The request params a model may accept, in the order `list_models` shows them (`base.PARAMS`'s, less
 #: `reasoning_summary`, which the table does not gate: it needs a reasoning model and the Responses API).
-PARAM_ORDER = ("temperature", "top_p", "max_tokens", "seed", "stop", "n", "reasoning_effort")
+PARAM_ORDER = (
+    "temperature",
+    "top_p",
+    "max_tokens",
+    "seed",
+    "stop",
+    "n",
+    "reasoning_effort",
+    "thinking_budget",
+)
 #: What any model is assumed to accept when neither the model nor its provider's defaults say.
 ALL_PARAMS = frozenset(PARAM_ORDER)
 #: The output budget when nothing says otherwise: ample for a rationale and a label.

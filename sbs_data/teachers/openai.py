@@ -353,6 +353,9 @@ class OpenAIBatchAPI(BatchAPI):
             "body": self.teacher.build_kwargs(req),
         }
 
+    def uploads(self, n_bytes: int) -> bool:
+        return True  # the Batch API takes a file only
+
     def upload(self, job_id: str, payload: bytes) -> str:
         f = self.call(
             "upload",

@@ -4,7 +4,8 @@ Prompt caches: each answer is worked out first (a `Plan`: payload, usage, the ca
   writes), then committed: its entries written or refreshed, its usage billed. Entries expire after their TTL;
   TTLs follow `clock` (a callable returning seconds; tests pass one they can advance).
 
-Rate limits (off unless given): `rpm` (both APIs), `tpm` (OpenAI), `itpm`/`otpm` (Anthropic), per model. Each
+Rate limits (off unless given): `rpm` (every API), `tpm` (OpenAI; Gemini: input tokens), `itpm`/`otpm`
+  (Anthropic), per model. Each
   is a token bucket refilled continuously at limit/60 per second holding at most `burst` seconds of it
   (default 1: both providers document that a per-minute limit may be enforced over shorter intervals,
   "60,000 RPM as 1,000 per second"). A request is admitted when its bucket holds its cost (or, if the cost
@@ -18,6 +19,7 @@ Rate limits (off unless given): `rpm` (both APIs), `tpm` (OpenAI), `itpm`/`otpm`
   bucket, as the real headers do, so a burst can be refused while `remaining` is high. Over a limit: 429
   with the provider's body (OpenAI `rate_limit_exceeded`, type `requests`/`tokens`; Anthropic
   `rate_limit_error`), those headers and `retry-after` (whole seconds, >= 1; OpenAI also `retry-after-ms`).
+  Gemini sends no rate-limit headers: its 429 RESOURCE_EXHAUSTED carries the wait as a RetryInfo detail.
 
 The bill: `stats()["bill"]`, one row per provider, model (as requested), mode (online/batch) and service
   tier (the one that served the request: default, flex or priority) with requests, input_tokens (all of
@@ -292,8 +294,10 @@ class Accounting:
 
     def _bcount(self, request: web.Request, name: str) -> None:
         """Count a call to a batch endpoint, and the API key it carried."""
-        key = request.headers.get("x-api-key") or request.headers.get("authorization", "").removeprefix(
-            "Bearer "
+        key = (
+            request.headers.get("x-api-key")
+            or request.headers.get("x-goog-api-key")
+            or request.headers.get("authorization", "").removeprefix("Bearer ")
         )
         with self._lock:
             self.batch_calls[name] = self.batch_calls.get(name, 0) + 1
@@ -334,6 +338,7 @@ class Accounting:
     # -- rate limits ------------------------------------------------------------------------------
     _DIMS = {
         "openai": (("requests", "rpm"), ("tokens", "tpm")),
+        "gemini": (("requests", "rpm"), ("tokens", "tpm")),
         "anthropic": (("requests", "rpm"), ("input-tokens", "itpm"), ("output-tokens", "otpm")),
     }
 
@@ -345,6 +350,8 @@ class Accounting:
         u = plan.usage
         if plan.provider == "openai":
             cost = {"requests": 1, "tokens": u["input"] + plan.max_out}
+        elif plan.provider == "gemini":  # Gemini's TPM counts input tokens
+            cost = {"requests": 1, "tokens": u["input"]}
         else:
             cost = {"requests": 1, "input-tokens": u["input"] - u["cached"], "output-tokens": plan.max_out}
         now = self.clock()
@@ -372,6 +379,8 @@ class Accounting:
 
     def _rl_headers(self, provider: str, buckets: dict[str, Bucket]) -> dict[str, str]:
         h: dict[str, str] = {}
+        if provider == "gemini":  # Gemini advertises no limits in headers
+            return h
         if provider == "openai":
             for d, b in buckets.items():
                 h[f"x-ratelimit-limit-{d}"] = str(b.limit)
@@ -398,6 +407,9 @@ class Accounting:
     def _rate_limited(
         self, plan: Plan, dim: str, limit: int, used: int, cost: int, wait: float, headers: dict[str, str]
     ) -> web.Response:
+        if plan.provider == "gemini":  # no headers: the wait rides in the body's RetryInfo
+            retry = float(max(1, math.ceil(wait))) if math.isfinite(wait) else None
+            return self.quota_exceeded(plan.model, retry, "requests" if dim == "requests" else "tokens")
         headers = dict(headers)
         if math.isfinite(wait):
             headers["retry-after"] = str(max(1, math.ceil(wait)))

@@ -41,6 +41,9 @@ o4-mini, https://platform.openai.com/docs/guides/flex-processing; priority on th
 https://openai.com/api-priority-processing/); elsewhere, and for auto/default/scale, the request is served
 at the default tier. The answer's `service_tier` says which tier served it, as the real answers do
 (https://developers.openai.com/api/docs/guides/priority-processing).
+
+Gemini's rules live with its API (`gemini_api.py`); its model families are registered here (2.5 Pro, Flash,
+Flash-Lite; 3 Pro/Flash previews, 3.1 Pro preview, 3.1 Flash-Lite), with Google's 404 NOT_FOUND for the rest.
 """
 
 from __future__ import annotations
@@ -63,7 +66,7 @@ STRUCTURED_BETA = "structured-outputs-2025-11-13"
 class Model:
     """What the stand-in enforces for one model family."""
 
-    provider: str  # "openai" (chat completions) or "anthropic" (messages)
+    provider: str  # "openai" (chat completions), "anthropic" (messages) or "gemini" (generateContent)
     efforts: tuple[str, ...] = ()  # reasoning efforts accepted; empty: not a reasoning model
     default_effort: str = "medium"
     stop: bool = True  # accepts `stop`
@@ -73,6 +76,11 @@ class Model:
     structured: bool = False  # Anthropic: takes `output_config.format` (structured outputs)
     open_weights: bool = False  # an OpenAI-compatible server (vLLM, Ollama): no OpenAI parameter rules
     tiers: tuple[str, ...] = ()  # OpenAI service tiers besides default it serves (flex, priority)
+    # Gemini (efforts above: the thinkingLevel values a level-based model takes, default_effort its default)
+    budget: tuple[int, int] = (0, 0)  # the thinkingBudget range; (0, 0): no thinking at all
+    can_off: bool = True  # thinkingBudget 0 turns thinking off
+    thinks: bool = False  # thinks when the request says nothing (a dynamic budget or the default level)
+    max_output: int = 65536  # the maxOutputTokens ceiling
 
     @property
     def reasoning(self) -> bool:
@@ -88,6 +96,13 @@ _OSERIES_FLEX = Model("openai", ("low", "medium", "high"), stop=False, tiers=("f
 _OPEN = Model("openai", open_weights=True)
 _CLAUDE = Model("anthropic")
 _CLAUDE_NEW = Model("anthropic", one_sampler=True)
+# Gemini (https://ai.google.dev/gemini-api/docs/thinking): 2.5 models think by budget (Pro 128-32768 and always,
+# Flash 0-24576 and by default, Flash-Lite 512-24576 and only when asked); Gemini 3 models by level, and still
+# take a budget. Implicit-cache minimums from https://ai.google.dev/gemini-api/docs/caching.
+_LEVELS = ("minimal", "low", "medium", "high")
+_GEMINI_PRO = Model("gemini", budget=(128, 32768), can_off=False, thinks=True, cache_min=2048)
+_GEMINI_FLASH = Model("gemini", budget=(1, 24576), thinks=True, cache_min=2048)
+_GEMINI_LITE = Model("gemini", budget=(512, 24576), cache_min=2048)
 
 #: Model families by name, as the real model lists spell them (snapshots and `-latest` resolve to these).
 MODELS: dict[str, Model] = {
@@ -132,8 +147,32 @@ MODELS: dict[str, Model] = {
         ["claude-opus-5", "claude-fable-5", "claude-fable-5-1", "claude-fable-5-2"],
         Model("anthropic", cache_min=512, no_sampling=True, structured=True),
     ),
+    "gemini-2.5-pro": _GEMINI_PRO,
+    "gemini-2.5-flash": _GEMINI_FLASH,
+    "gemini-2.5-flash-lite": _GEMINI_LITE,
+    **dict.fromkeys(
+        ["gemini-3-pro-preview"],
+        Model(
+            "gemini", ("low", "high"), "high", budget=(128, 32768), can_off=False, thinks=True, cache_min=4096
+        ),
+    ),
+    "gemini-3.1-pro-preview": Model(
+        "gemini",
+        ("low", "medium", "high"),
+        "high",
+        budget=(128, 32768),
+        can_off=False,
+        thinks=True,
+        cache_min=4096,
+    ),
+    "gemini-3-flash-preview": Model(
+        "gemini", _LEVELS, "high", budget=(1, 24576), thinks=True, cache_min=4096
+    ),
+    "gemini-3.1-flash-lite": Model(
+        "gemini", _LEVELS, "minimal", budget=(1, 24576), thinks=True, cache_min=4096
+    ),
 }
-_SNAPSHOT = re.compile(r"-(?:latest|\d{4}-\d{2}-\d{2}|\d{8})$")
+_SNAPSHOT = re.compile(r"-(?:latest|\d{4}-\d{2}-\d{2}|\d{8}|preview-\d{2}-\d{4}|\d{3})$")
 
 
 class Refusal(Exception):
@@ -247,6 +286,7 @@ class ModelRules:
         """The family of a model name (snapshots and -latest resolve) on this provider's API, else None."""
         if not isinstance(name, str) or not name:
             return None
+        name = name.removeprefix("models/")  # Gemini's resource names
         for n in (name, _SNAPSHOT.sub("", name)):
             m = self.models.get(n)
             if m is not None:
