@@ -74,13 +74,23 @@ def _laughs(levels: int) -> str:
     return text
 
 
-def test_alias_bomb_is_refused_in_milliseconds(tmp_path):
-    f = tmp_path / "bomb.yaml"
-    f.write_text(_laughs(9) + "steps:\n  - {name: a, signal: words, min: 1}\n")
-    t0 = time.perf_counter()
-    msg = _raises(load_recipe, f, match="expands to more than")
-    assert time.perf_counter() - t0 < 1.0  # 113 s of CPU before
-    assert "bomb.yaml:" in msg
+def test_alias_bomb_is_refused_before_it_expands(tmp_path):
+    """Refused before expanding: 1000x the expansion costs about the same (it took 113 s of CPU once). A
+    growth ratio, not a wall-clock bound."""
+
+    def refuse(levels: int) -> float:
+        f = tmp_path / f"bomb{levels}.yaml"
+        f.write_text(_laughs(levels) + "steps:\n  - {name: a, signal: words, min: 1}\n")
+        best = float("inf")
+        for _ in range(3):
+            t0 = time.perf_counter()
+            msg = _raises(load_recipe, f, match="expands to more than")
+            best = min(best, time.perf_counter() - t0)
+        assert f"bomb{levels}.yaml:" in msg
+        return best
+
+    small, big = refuse(6), refuse(9)  # 10**6 vs 10**9 nodes if expanded
+    assert big / max(small, 1e-3) < 30
 
 
 def test_aliases_within_the_limit_still_work():
@@ -107,9 +117,8 @@ def test_aliases_within_the_limit_still_work():
     ],
 )  # fmt: skip
 def test_hostile_yaml_fails_cleanly(text, match):
-    t0 = time.perf_counter()
     msg = _raises(parse_yaml, text, where="f.yaml", what="recipe", match=match)
-    assert msg.startswith("f.yaml") and time.perf_counter() - t0 < 2.0
+    assert msg.startswith("f.yaml")
 
 
 def test_size_cap(tmp_path):
@@ -162,9 +171,8 @@ def test_utf8_with_bom_and_missing_files(tmp_path):
 def test_task_template_allows_plain_fields_only(tmp_path, template, match):
     f = tmp_path / "task.yaml"
     f.write_text(f"name: s\ninput_fields: [review]\ntemplate: {template!r}\nlabel_space: free\n")
-    t0 = time.perf_counter()
     msg = _raises(load_task_file, f, match=match)
-    assert f"{f}:3: template:" in msg and time.perf_counter() - t0 < 0.5
+    assert f"{f}:3: template:" in msg
 
 
 def test_template_error_points_at_the_line_in_a_literal_block(tmp_path):

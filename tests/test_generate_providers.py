@@ -124,9 +124,9 @@ def test_429s_without_headers_back_off_and_do_not_use_attempts(ws, server):
 def test_long_retry_after_is_capped_and_announced(ws, server, caplog):
     cqa_examples(ws, n=3)
     server.set_faults(FaultPlan(by_match={question(1): ["429:3600"]}))
-    t0 = time.perf_counter()
     res = generate(ws, "toy", PlanSpec("openai:gpt-4o-mini"), RunOptions(settings=fast(max_wait=1.0)))
-    assert time.perf_counter() - t0 < 30 and res.summary["ok"] == 3
+    assert res.summary["ok"] == 3
+    assert any("asked for 3600 s, capped at --max-wait 1 s" in m for m in caplog.messages), caplog.messages
     assert any("waiting on openai" in m and "until" in m and "3600" in m for m in caplog.messages), (
         caplog.messages
     )

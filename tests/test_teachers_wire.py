@@ -3,7 +3,6 @@ batch through one reader), the status classifier, and where Anthropic's cache_co
 
 from __future__ import annotations
 
-import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -52,11 +51,10 @@ def test_bad_durations_are_none(text):
     assert parse_duration(text) is None
 
 
-def test_duration_parser_is_linear_on_hostile_input():
-    t0 = time.perf_counter()
+def test_duration_parser_refuses_hostile_input():
+    """Inputs are bounded (64 characters) before any regex runs: long ones are refused unread."""
     assert parse_duration("1s" * 30 + "x") is None
     assert parse_duration("9" * 10_000 + "s") is None  # over the length bound
-    assert time.perf_counter() - t0 < 0.05
 
 
 def test_rfc3339_resets():
