@@ -16,13 +16,20 @@ Same on both sides: lr, AdamW (betas, eps, no weight decay), linear decay withou
 1.0, fp32 (or bf16 autocast with --bf16), no evaluation, no checkpoints during the run, 0 dataloader
 workers, seed, and the torch thread count (`torch.set_num_threads(--threads)`, in each process).
 
-Every run is its own subprocess (so peak RSS is per run), and repeats alternate the order of the sides.
-Reported per side (medians): the training-loop wall time (sbs-train: its step loop; TRL: `train()`'s
-`train_runtime`, the loop after the trainer is built), the whole call (sbs-train: `run()` from loading the
-export to saving final/; TRL: building the trainer, which tokenises the dataset, plus `train()`), target
-tokens/s (label + rationale tokens, end token included: the same count on both sides), examples/s (rows,
-that is predict + explain pairs), peak RSS. The last line printed is `ratio X.XX`: the median TRL loop wall
-(the fastest correct TRL variant) over the median sbs-train loop wall.
+Every run is its own subprocess (so peak RSS is per run), and repeats alternate the order of the sides
+(`--prune F`, on with --quick: after the first repeat only the TRL variants within F times the fastest one
+are repeated). Reported per side (medians): the training-loop wall time (sbs-train: its step loop; TRL:
+`train()`'s `train_runtime`, the loop after the trainer is built) and the process's CPU time over the same
+span (steadier than wall time when other jobs share the cores), the whole call (sbs-train: `run()` from
+loading the export to saving final/; TRL: building the trainer, which tokenises the dataset, plus
+`train()`), target tokens/s (label + rationale tokens, end token included: the same count on both sides),
+examples/s (rows, that is predict + explain pairs), peak RSS (VmHWM of the run's process, imports
+included), and what the model computed, counted from each collated micro-batch: positions through the
+backbone (padding efficiency = real tokens / positions), attention query x key pairs (rows x width^2:
+SDPA with an explicit mask computes every pair of a row), positions projected onto the vocabulary (TRL's
+fused LM head scores every position where Triton is missing, e.g. on CPU). The last line printed is
+`ratio X.XX`: the median TRL loop wall of the fastest correct TRL variant (picked by loop CPU time in the
+first repeat, where all variants run back to back) over the median sbs-train loop wall.
 
 Before the timed runs, a step-1 check: from the same init, on the first --batch-size rows, sbs-train's
 per-task losses (its own `CausalStep`, `rows` layout) and the unpacked reference (`collate_causal(...,
@@ -61,18 +68,7 @@ MAX_INPUT_LEN, MAX_TARGET_LEN = 1024, 256  # sbs-train's defaults; no SVAMP row 
 # ------------------------------------------------------------------------------------------------ data
 
 _NAMES = ["Tom", "Sara", "Jack", "Mary", "Anna", "Luke", "Emma", "Noah", "Lily", "Ben", "Grace", "Omar"]
-_ITEMS = [
-    "apples",
-    "pencils",
-    "cookies",
-    "books",
-    "marbles",
-    "stickers",
-    "cards",
-    "flowers",
-    "shells",
-    "toys",
-]
+_ITEMS = "apples pencils cookies books marbles stickers cards flowers shells toys".split()
 _SCENES = [
     "It was a sunny day and the children were playing in the park.",
     "The school fair was about to start in the big hall.",
@@ -171,7 +167,15 @@ def trl_examples(rows, tok, fmt) -> list[dict]:
 
 
 def max_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    """This process's peak RSS. VmHWM, not ru_maxrss: Linux carries ru_maxrss over fork and exec, so a worker
+    would report at least its parent's RSS at the time it was started."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux, bytes on macOS
 
 
 def device_peak(device) -> dict:
@@ -182,12 +186,40 @@ def device_peak(device) -> dict:
     return {"peak_gpu_memory_gb": torch.cuda.max_memory_allocated(device) / 2**30}
 
 
+class Counter:
+    """Per-run totals of what the model computes, from each micro-batch as collated (a few us per step)."""
+
+    def __init__(self):
+        self.positions = self.attention = self.scored = self.batches = 0
+
+    def add(self, batch: dict, scored: int) -> None:
+        rows, width = batch["input_ids"].shape
+        self.positions += rows * width  # positions through the backbone, padding included
+        self.attention += rows * width * width  # query x key pairs (an explicit mask: no causal skipping)
+        self.scored += scored  # positions projected onto the vocabulary
+        self.batches += 1
+
+    def as_dict(self) -> dict:
+        return {
+            "positions": self.positions,
+            "attention_pairs": self.attention,
+            "lm_head_positions": self.scored,
+        }
+
+
 def load_model(model_dir: str, device, attn: str | None = None):
     import torch
     from transformers import AutoModelForCausalLM
 
     kw = {"attn_implementation": attn} if attn else {}
     return AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, **kw).to(device)
+
+
+def trl_scores_targets_only(device) -> bool:
+    """TRL's fused LM head projects only the target positions where Triton runs, every position elsewhere."""
+    from trl.kernels.chunked_logprob import _use_triton
+
+    return _use_triton(device)
 
 
 def trl_attention(s: dict) -> str | None:
@@ -230,7 +262,7 @@ def trl_trainer(s: dict, model, tok, examples: list[dict], max_steps: int | None
         weight_decay=0.0,
         max_grad_norm=1.0,
         gradient_accumulation_steps=1,
-        gradient_checkpointing=False,  # SFTConfig turns it on by default; sbs-train does not checkpoint
+        activation_checkpointing=False,  # SFTConfig turns it on by default; sbs-train does not checkpoint
         bf16=s["bf16"],
         fp16=False,
         use_cpu=not cuda,
@@ -256,7 +288,7 @@ def trl_trainer(s: dict, model, tok, examples: list[dict], max_steps: int | None
 def work_sbs(s: dict) -> dict:
     """One sbs-train run, in this process."""
     import torch
-    from sbs_trainer import logs
+    from sbs_trainer import logs, train
     from sbs_trainer.train import TrainConfig, run
 
     torch.set_num_threads(s["threads"])
@@ -266,13 +298,22 @@ def work_sbs(s: dict) -> dict:
 
     def timed_init(self, *args, **kw):  # created right before the first step
         init(self, *args, **kw)
-        stamps["start"] = time.perf_counter()
+        stamps["start"], stamps["cpu_start"] = time.perf_counter(), time.process_time()
 
     def timed_write(self, rec):  # once per step, at its end
         write(self, rec)
-        stamps["end"] = time.perf_counter()
+        stamps["end"], stamps["cpu_end"] = time.perf_counter(), time.process_time()
 
     logs.RunLog.__init__, logs.RunLog.write = timed_init, timed_write
+    count, collate = Counter(), train.collate_causal
+
+    def counted_collate(*args, **kw):
+        b = collate(*args, **kw)
+        if "start" in stamps:  # the training steps (not the packing check before them)
+            count.add(b, int((b["labels"] != -100).sum()))  # logits_to_keep: target positions only
+        return b
+
+    train.collate_causal = counted_collate
     cfg = TrainConfig(
         data=s["data"], model=s["model"], output=s["out"], mode="sbs", alpha=s["alpha"], max_steps=s["steps"],
         batch_size=s["batch_size"], lr=s["lr"], weight_decay=0.0, warmup_steps=0, max_grad_norm=1.0,
@@ -286,6 +327,7 @@ def work_sbs(s: dict) -> dict:
     t = m["train"]
     return {
         "loop_s": stamps["end"] - stamps["start"],
+        "loop_cpu_s": stamps["cpu_end"] - stamps["cpu_start"],
         "steps_s": t["train_runtime_s"],  # sbs-train's own sum of step times
         "total_s": total,
         "steps": t["steps"],
@@ -296,8 +338,25 @@ def work_sbs(s: dict) -> dict:
         "threads": torch.get_num_threads(),
         "rss_before_mb": rss0,
         "peak_rss_mb": max_rss_mb(),
+        **count.as_dict(),
         **device_peak(device),
     }
+
+
+def cpu_clock():
+    """A TrainerCallback reading this process's CPU time where `train_runtime` starts and ends."""
+    from transformers import TrainerCallback
+
+    class CpuClock(TrainerCallback):
+        start = end = 0.0
+
+        def on_train_begin(self, *args, **kw):
+            self.start = time.process_time()
+
+        def on_train_end(self, *args, **kw):
+            self.end = time.process_time()
+
+    return CpuClock()
 
 
 def work_trl(s: dict) -> dict:
@@ -313,11 +372,25 @@ def work_trl(s: dict) -> dict:
     tok = AutoTokenizer.from_pretrained(s["model"])
     examples = trl_examples(train_rows(s["data"]), tok, PromptFormat.for_tokenizer(tok))
     trainer = trl_trainer(s, load_model(s["model"], device, trl_attention(s)), tok, examples)
+    count, collate = Counter(), trainer.data_collator
+    every_position = not trl_scores_targets_only(device)
+
+    def counted_collate(features):
+        b = collate(features)
+        rows, width = b["input_ids"].shape
+        count.add(b, rows * (width - 1) if every_position else int((b["labels"][:, 1:] != -100).sum()))
+        return b
+
+    trainer.data_collator = counted_collate
+    cpu = cpu_clock()
+    trainer.add_callback(cpu)
     built = time.perf_counter() - t0
     out = trainer.train()
     total = time.perf_counter() - t0
+    opt = getattr(trainer.optimizer, "optimizer", trainer.optimizer)  # accelerate wraps it
     return {
         "loop_s": out.metrics["train_runtime"],
+        "loop_cpu_s": cpu.end - cpu.start,
         "build_s": built,
         "total_s": total,
         "steps": trainer.state.global_step,
@@ -325,29 +398,30 @@ def work_trl(s: dict) -> dict:
         "packed_rows": len(trainer.train_dataset) if s["variant"] == "packing" else None,
         "final_loss": out.metrics["train_loss"],
         "attention": trainer.model.config._attn_implementation,
-        "optimizer": type(
-            trainer.optimizer.optimizer if hasattr(trainer.optimizer, "optimizer") else trainer.optimizer
-        ).__name__,
+        "optimizer": f"{type(opt).__name__}(fused={opt.defaults.get('fused')})",
         "threads": torch.get_num_threads(),
         "rss_before_mb": rss0,
         "peak_rss_mb": max_rss_mb(),
+        **count.as_dict(),
         **device_peak(device),
     }
 
 
-def quiet() -> None:
-    import datasets
+def quiet(trl: bool = True) -> None:
     import transformers
 
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
-    datasets.disable_progress_bars()
-    datasets.utils.logging.set_verbosity_error()
+    if trl:  # (the sbs-train worker never imports datasets)
+        import datasets
+
+        datasets.disable_progress_bars()
+        datasets.utils.logging.set_verbosity_error()
 
 
 def worker(spec_path: str) -> None:
-    quiet()
     s = json.loads(Path(spec_path).read_text())
+    quiet(trl=s["side"] == "trl")
     res = work_sbs(s) if s["side"] == "sbs" else work_trl(s)
     Path(s["result"]).write_text(json.dumps(res))
 
@@ -413,6 +487,13 @@ def step1_check(s: dict, variants: list[str], tmp: Path) -> dict:
             k: float(v)
             for k, v in full_logits_losses(model, on(collate_causal(enc, idx, pad, "none"))).items()
         }
+        ce, tokens = padded_ref_loss(
+            model,
+            [(enc.prompts[t][i] + enc.targets[t][i], [-100] * len(enc.prompts[t][i]) + enc.targets[t][i])
+             for i in idx for t in TASKS],
+            pad,
+            device,
+        )  # fmt: skip
     weighted = lambda d: sum(d[t] * n[t] for t in TASKS) / sum(n.values())  # noqa: E731
     out = {
         "rows": len(idx),
@@ -422,6 +503,7 @@ def step1_check(s: dict, variants: list[str], tmp: Path) -> dict:
         "sbs_train_alpha_mixed": s["alpha"] * ours["label"] + (1 - s["alpha"]) * ours["rationale"],
         "reference_none_layout": ref,
         "reference_token_weighted": weighted(ref),
+        "independent_reference": ce / tokens,  # this file's own padded forward, no sbs_trainer code
         "trl": {},
     }
     del model, student
@@ -433,7 +515,7 @@ def step1_check(s: dict, variants: list[str], tmp: Path) -> dict:
         for t in TASKS
     ]
     for v in variants:
-        spec = {**s, "variant": v, "out": str(tmp / f"check-{v}")}
+        spec = {**s, "variant": v, "out": str(tmp / f"check-{v}"), "bf16": False}  # the check runs in fp32
         model = load_model(s["model"], device, trl_attention(spec))
         trainer = trl_trainer(spec, model, tok, examples, max_steps=1, sequential=True)
         ds = trainer.train_dataset
@@ -464,17 +546,23 @@ def step1_check(s: dict, variants: list[str], tmp: Path) -> dict:
         rec["agree"] = bool(rec["same_sequences"] and rec["abs_diff"] < s["tol"])
         out["trl"][v] = rec
     out["sbs_vs_reference"] = max(abs(ours[t] - ref[t]) for t in TASKS)
-    out["agree"] = out["sbs_vs_reference"] < s["tol"] and all(r["agree"] for r in out["trl"].values())
+    out["agree"] = (
+        out["sbs_vs_reference"] < s["tol"]
+        and abs(out["independent_reference"] - out["reference_token_weighted"]) < s["tol"]
+        and all(r["agree"] for r in out["trl"].values())
+    )
     return out
 
 
 # ---------------------------------------------------------------------------------------------- main
 
 
-def summarise(runs: list[dict], target_tokens: int, n_rows: int) -> dict:
+def summarise(runs: list[dict], target_tokens: int, all_tokens: int, n_rows: int) -> dict:
     med = lambda k: statistics.median(r[k] for r in runs)  # noqa: E731
     out = {
+        "runs": len(runs),
         "loop_s": med("loop_s"),
+        "loop_cpu_s": med("loop_cpu_s"),
         "total_s": med("total_s"),
         "target_tokens_per_s": target_tokens / med("loop_s"),
         "examples_per_s": n_rows / med("loop_s"),
@@ -483,6 +571,10 @@ def summarise(runs: list[dict], target_tokens: int, n_rows: int) -> dict:
         "rss_before_mb": med("rss_before_mb"),
         "runs_loop_s": [round(r["loop_s"], 3) for r in runs],
         "steps": runs[0]["steps"],
+        "positions": runs[0]["positions"],
+        "padding_efficiency": all_tokens / runs[0]["positions"],
+        "attention_pairs": runs[0]["attention_pairs"],
+        "lm_head_positions": runs[0]["lm_head_positions"],
         "attention": runs[0]["attention"],
         "threads": runs[0]["threads"],
     }
@@ -520,14 +612,21 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--bf16", action="store_true", help="bf16 autocast on both sides")
     p.add_argument("--tol", type=float, default=1e-4, help="step-1 agreement tolerance (fp32)")
     p.add_argument("--skip-check", action="store_true")
-    p.add_argument("--quick", action="store_true", help="a short run: 25 steps of 8 rows, 3 repeats")
+    p.add_argument(
+        "--prune", type=float, default=0.0,
+        help="after repeat 0, repeat only the TRL variants within this factor of the fastest (0: all)",
+    )  # fmt: skip
+    p.add_argument(
+        "--quick", action="store_true",
+        help="a short run: 25 steps of 8 rows, 3 repeats, --prune 1.25 (< 5 min on 2 cores)",
+    )  # fmt: skip
     p.add_argument("--json", type=Path, help="also write the result here")
     a = p.parse_args(argv)
     if a.worker:
         worker(a.worker)
         return {}
     if a.quick:
-        a.steps, a.batch_size = 25, 8
+        a.steps, a.batch_size, a.repeats, a.prune = 25, 8, 3, a.prune or 1.25
     variants = [v.strip() for v in a.trl.split(",") if v.strip()]
     if bad := set(variants) - set(VARIANTS):
         p.error(f"unknown --trl variant(s) {sorted(bad)}")
@@ -589,27 +688,37 @@ def main(argv: list[str] | None = None) -> dict:
             )
         runs: dict[str, list[dict]] = {"sbs_train": [], **{f"trl_{v}": [] for v in variants}}
         load_start = list(os.getloadavg())
+        active = list(runs)
         for k in range(a.repeats):
-            order = list(runs) if k % 2 == 0 else list(runs)[::-1]
+            if k == 1 and a.prune:  # keep the TRL variants within --prune of the fastest one
+                fastest = min(runs[n][0]["loop_cpu_s"] for n in active if n != "sbs_train")
+                active = [
+                    n for n in active if n == "sbs_train" or runs[n][0]["loop_cpu_s"] <= a.prune * fastest
+                ]
+            order = active if k % 2 == 0 else active[::-1]
             for name in order:
                 spec = {**base, "side": "sbs" if name == "sbs_train" else "trl", "variant": name[4:] or None}
                 r = launch(spec, tmp, f"{name}-{k}")
                 runs[name].append(r)
                 print(
-                    f"repeat {k} {name:<17} loop {r['loop_s']:7.2f} s  total {r['total_s']:7.2f} s  "
+                    f"repeat {k} {name:<17} loop {r['loop_s']:7.2f} s (cpu {r['loop_cpu_s']:6.2f} s)  "
+                    f"total {r['total_s']:7.2f} s  "
                     f"steps {r['steps']}  peak RSS {r['peak_rss_mb']:.0f} MB  load {os.getloadavg()[0]:.1f}",
                     file=sys.stderr,
                     flush=True,
                 )
         load_end = list(os.getloadavg())
 
-    sides = {name: summarise(r, target_tokens, n_rows) for name, r in runs.items()}
+    sides = {name: summarise(r, target_tokens, all_tokens, n_rows) for name, r in runs.items() if r}
     ok = {v for v in variants if check is None or check["trl"][v]["agree"]}
-    best = min(ok or variants, key=lambda v: sides[f"trl_{v}"]["loop_s"])
+    # the fastest variant by the first repeat, where every variant ran back to back, on CPU time (a variant
+    # pruned after it must not win by having run only while the box was quieter)
+    best = min(ok or variants, key=lambda v: runs[f"trl_{v}"][0]["loop_cpu_s"])
     ours = sides["sbs_train"]
-    for _name, s in sides.items():
+    for s in sides.values():
         s["ratio_vs_sbs_train_loop"] = s["loop_s"] / ours["loop_s"]
         s["ratio_vs_sbs_train_total"] = s["total_s"] / ours["total_s"]
+        s["ratio_vs_sbs_train_cpu"] = s["loop_cpu_s"] / ours["loop_cpu_s"]
     result = {
         "data": source,
         "rows": n_rows,
@@ -628,21 +737,31 @@ def main(argv: list[str] | None = None) -> dict:
         "trl_best": best,
         "ratio": sides[f"trl_{best}"]["loop_s"] / ours["loop_s"],
         "ratio_total": sides[f"trl_{best}"]["total_s"] / ours["total_s"],
+        "ratio_cpu": sides[f"trl_{best}"]["loop_cpu_s"] / ours["loop_cpu_s"],
+        # each repeat's own ratio: its two runs ran back to back, under much the same load
+        "ratio_per_repeat": [
+            t["loop_s"] / o["loop_s"] for t, o in zip(runs[f"trl_{best}"], runs["sbs_train"])
+        ],
         "wall_s": time.perf_counter() - started,
     }
     if a.json:
         a.json.write_text(json.dumps(result, indent=2) + "\n")
     print(
-        f"\n{'side':<18} {'loop s':>8} {'total s':>8} {'target tok/s':>13} {'rows/s':>8} {'peak RSS':>9} {'TRL/sbs':>8}"
+        f"\n{'side':<18} {'runs':>4} {'loop s':>7} {'cpu s':>6} {'total s':>7} {'target tok/s':>12} {'rows/s':>7} "
+        f"{'peak RSS':>8} {'pad eff':>7} {'attn pairs':>10} {'LM-head pos':>11} {'TRL/sbs':>7}"
     )
     for name, s in sides.items():
         print(
-            f"{name:<18} {s['loop_s']:8.2f} {s['total_s']:8.2f} {s['target_tokens_per_s']:13.0f} "
-            f"{s['examples_per_s']:8.2f} {s['peak_rss_mb']:7.0f}MB {s['ratio_vs_sbs_train_loop']:8.2f}"
+            f"{name:<18} {s['runs']:4d} {s['loop_s']:7.2f} {s['loop_cpu_s']:6.2f} {s['total_s']:7.2f} {s['target_tokens_per_s']:12.0f} "
+            f"{s['examples_per_s']:7.2f} {s['peak_rss_mb']:6.0f}MB {s['padding_efficiency']:7.1%} "
+            f"{s['attention_pairs'] / 1e6:9.1f}M {s['lm_head_positions']:11d} {s['ratio_vs_sbs_train_loop']:7.2f}"
         )
     print(
-        f"fastest correct TRL variant: {best}; whole-call ratio {result['ratio_total']:.2f}; took {result['wall_s']:.0f} s"
+        f"fastest correct TRL variant: {best}; TRL/sbs-train: loop wall {result['ratio']:.2f}, loop CPU time "
+        f"{result['ratio_cpu']:.2f}, whole call {result['ratio_total']:.2f}; load {load_start[0]:.1f} -> "
+        f"{load_end[0]:.1f}; took {result['wall_s']:.0f} s"
     )
+    print("per-repeat ratios (loop wall): " + ", ".join(f"{x:.2f}" for x in result["ratio_per_repeat"]))
     print(f"ratio {result['ratio']:.2f}")
     return result
 
