@@ -488,6 +488,43 @@ class Workspace:
             raise SbsError(f"{v.ref} is a {v.kind} version; expected {' or '.join(kinds)}")
         return v
 
+    def check_target(
+        self,
+        dataset: str,
+        kind: str,
+        task: str | None = None,
+        *,
+        source: Version | None = None,
+        flag: str = "--name",
+    ) -> None:
+        """Refuse to add a `kind` version of `task` to `dataset` when the dataset holds something else: examples
+        where teacher rows would go (or the reverse), or another task's rows; with `source`, also the source's
+        own dataset, which a new version would shadow. Cheap: commands call it before any paid work, and
+        `new_version` calls it again for every version it makes."""
+        check_name(dataset)
+        if source is not None and dataset == source.dataset:
+            raise SbsError(
+                f"{flag} {dataset!r} is the dataset it reads ({source.ref}): a {kind} version there would "
+                f"shadow it; choose another {flag}"
+            )
+        row = self.con.execute(
+            "SELECT num, kind, task FROM sbs_versions WHERE dataset = ? AND status = 'committed' "
+            "ORDER BY num DESC LIMIT 1",
+            [dataset],
+        ).fetchall()
+        if not row:
+            return
+        num, last_kind, last_task = row[0]
+        if (last_kind == "examples") != (kind == "examples"):
+            what = "examples" if kind == "examples" else "teacher rows"
+            raise SbsError(
+                f"dataset {dataset!r} holds {last_kind} ({dataset}@{num}), not {what}; choose another {flag}"
+            )
+        if task and last_task and task != last_task:
+            raise SbsError(
+                f"dataset {dataset!r} is task {last_task!r} ({dataset}@{num}), not {task!r}; choose another {flag}"
+            )
+
     def next_num(self, dataset: str) -> int:
         return self.con.execute(
             "SELECT coalesce(max(num), 0) + 1 FROM sbs_versions WHERE dataset = ?", [dataset]
@@ -518,7 +555,7 @@ class Workspace:
         """
         if kind not in KINDS:
             raise ValueError(f"unknown kind {kind}")
-        check_name(dataset)
+        self.check_target(dataset, kind, task or (parents[0].task if parents else None))
         if not streamed:
             with self.transaction():
                 pending = self._insert_pending(dataset, kind, config, parents, task, note, run_id)

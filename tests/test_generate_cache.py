@@ -192,6 +192,7 @@ def test_journal_segments_are_dropped_once_committed_and_kept_until_then(tmp_pat
     async def main() -> CacheWriter:
         w = CacheWriter(ws, teacher, "run1", flush_interval=0.01)
         w.start()
+
         def journaled() -> int:
             return sum(1 for f in journal_dir(ws).glob("*.jsonl") for _ in open(f))
 

@@ -220,6 +220,55 @@ def test_an_answer_that_cannot_be_stored_is_repaired_not_fatal(ws, server, caplo
 
 
 @pytest.mark.parametrize(
+    "teacher, snapshot",
+    [
+        ("openai:gpt-4o-mini", "gpt-4o-mini-2024-07-18"),
+        ("anthropic:claude-haiku-4-5", "claude-haiku-4-5-20251001"),
+    ],
+)
+def test_the_model_that_served_each_answer_is_stored_and_another_one_warned_once(
+    ws, server, caplog, teacher, snapshot
+):
+    cqa_examples(ws, n=8)
+    plan = {
+        question(2): [f"served:{snapshot}"],
+        question(3): ["served:gpt-4o"],
+        question(5): ["served:gpt-4o"],
+    }
+    server.set_faults(FaultPlan(by_match=plan))
+    res = generate(ws, "toy", PlanSpec(teacher), RunOptions(settings=fast()))
+    requested = teacher.split(":", 1)[1]
+    served = dict(ws.all("SELECT example_id, served_model FROM generations_at(?)", [res.version.ref]))
+    assert served == {
+        **{f"q{i}": requested for i in range(8)},
+        "q2": snapshot,
+        "q3": "gpt-4o",
+        "q5": "gpt-4o",
+    }
+    assert ws.one("SELECT count(*) FROM cache WHERE served_model = 'gpt-4o'") == 2
+    warned = [m for m in caplog.messages if "'gpt-4o'" in m]
+    assert len(warned) == 1 and f"not {requested!r}" in warned[0], caplog.messages
+    assert not any(snapshot in m for m in caplog.messages)  # a dated snapshot is what was asked for
+    assert res.summary["served_other_model"] == 2
+
+
+@pytest.mark.parametrize("teacher", ["openai:gpt-4o-mini", "anthropic:claude-haiku-4-5"])
+def test_a_content_filtered_answer_has_its_own_status_and_the_default_recipe_drops_it(ws, server, teacher):
+    from sbs_data.quality.filter import filter_version
+
+    cqa_examples(ws, n=6)
+    server.set_faults(FaultPlan(by_match={question(1): ["filtered"], question(4): ["filtered"]}))
+    res = generate(ws, "toy", PlanSpec(teacher), RunOptions(settings=fast()))
+    assert res.summary["content_filter"] == 2 and res.summary["ok"] == 4
+    rows = {r[0]: r for r in gen_rows(ws, res.version.ref)}
+    assert rows["q1"][2] == "content_filter" and rows["q1"][3] is None and "content filter" in rows["q1"][4]
+    assert {r[2] for k, r in rows.items() if k not in ("q1", "q4")} == {"ok"}
+    sel = filter_version(ws, res.version.ref, "default").version
+    dropped = ws.all("SELECT example_id, reason FROM selections_at(?) WHERE NOT keep ORDER BY 1", [sel.ref])
+    assert dropped == [("q1", "parsable"), ("q4", "parsable")]
+
+
+@pytest.mark.parametrize(
     "kw,match",
     [
         ({"rpm": -1}, "--rpm must be a positive number"),

@@ -282,6 +282,25 @@ def test_nan_and_object_ids_are_refused_with_their_line(ws, tmp_path):
     assert state(ws) == ([], 0, 0)
 
 
+def test_a_nan_or_infinite_input_is_refused_with_file_line_and_field(ws, tmp_path):
+    f = tmp_path / "nan.jsonl"
+    f.write_text(
+        '{"premise": "a", "hypothesis": "b", "label": 0}\n'
+        '{"premise": NaN, "hypothesis": "d", "label": 0}\n'
+        '{"premise": "e", "hypothesis": -Infinity, "label": 0}\n'
+    )
+    with pytest.raises(SbsError) as e:
+        ingest(ws, str(f), task="anli", split="train")
+    msg = str(e.value)
+    assert "nan.jsonl:2: field 'premise': expected text, got nan" in msg
+    assert "nan.jsonl:3: field 'hypothesis': expected text, got -inf" in msg
+    p = tmp_path / "nan.parquet"
+    pq.write_table(pa.table({"input": [1.5, float("nan")], "label": ["1", "2"]}), p)
+    with pytest.raises(SbsError, match=r"nan\.parquet:row 1: field 'input': expected text, got nan"):
+        ingest(ws, str(p), task="svamp", split="train")
+    assert state(ws) == ([], 0, 0)
+
+
 def test_unstorable_text_is_repaired_counted_and_warned(ws, tmp_path, caplog):
     f = tmp_path / "sur.jsonl"
     f.write_text(

@@ -17,6 +17,7 @@ import pytest
 from export_helpers import build
 from fake_hub_server import FakeHub
 
+from sbs_data import SbsError
 from sbs_data.export.options import ExportOptions
 from sbs_data.workspace import Workspace
 
@@ -250,3 +251,36 @@ def test_same_export_on_another_branch(hub, db):
     back = result(run_push(hub, db, "--revision", "exp"))
     assert back["status"] == "pushed" and repo.branches["exp"] == back["commit"] != other["commit"]
     assert repo.tags["sv-gen-v1"] == main["commit"] and repo.tags["teacher-labels"] == other["commit"]
+
+
+@pytest.mark.parametrize(
+    "revision, why",
+    [
+        ("../main", "it holds '..'"),
+        ("a b", "it holds ' '"),
+        ("HEAD", "HEAD names whatever is checked out"),
+        ("x@{1}", "it holds '@{'"),
+        ("-x", "starts with '-'"),
+        ("feat/.x", "starts with '.'"),
+        ("v1.lock", "ends with '.lock'"),
+        ("a//b", "holds '//'"),
+        ("x.", "ends with '.'"),
+        ("x\x01", "control characters"),
+    ],
+)
+def test_a_revision_git_would_refuse_is_refused_before_any_network_call(hub, db, revision, why):
+    from sbs_data.export.hub import HubTarget, push
+
+    with Workspace.open(db) as ws, pytest.raises(SbsError) as e:
+        push(ws, "sv-gen@1", HubTarget(REPO, revision=revision, token=TOKEN, endpoint=hub.url))
+    assert str(e.value).startswith(f"--revision {revision!r} is not a valid branch name: ")
+    assert why in str(e.value) and not hub.calls
+
+
+def test_a_bad_revision_or_tag_is_one_clear_line_from_the_cli(hub, db):
+    proc = run_push(hub, db, "--revision", "../main")
+    assert proc.returncode == 1 and "--revision '../main' is not a valid branch name" in proc.stderr
+    assert "Traceback" not in proc.stderr and not hub.calls
+    proc = run_push(hub, db, "--tag", "v1 final")
+    assert proc.returncode == 1 and "--tag 'v1 final' is not a valid tag name" in proc.stderr
+    assert not hub.calls and pushes(db) == []

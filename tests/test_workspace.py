@@ -476,3 +476,16 @@ def test_close_folds_the_log_in_under_the_cap_and_twice_is_harmless(tmp_path):
     with Workspace.open(db, read_only=True) as ro:
         assert ro.one("SELECT count(*) FROM t") == 20000
         ro.close()
+
+
+def test_a_version_never_lands_in_a_dataset_of_another_kind_or_task(ws):
+    ex = make_examples(ws, "toy", "anli", [{"premise": "a", "hypothesis": "b", "label": 0}])
+    with pytest.raises(SbsError, match=r"dataset 'toy' holds examples \(toy@1\), not teacher rows"):
+        make_generations(ws, ex, [{"example_id": "train-0", "raw": "So the answer is neutral."}], name="toy")
+    gen = make_generations(ws, ex, [{"example_id": "train-0", "raw": "So the answer is neutral."}])
+    with pytest.raises(SbsError, match=r"dataset 'toy-gen' holds generations \(toy-gen@1\), not examples"):
+        make_examples(ws, "toy-gen", "anli", [{"premise": "a", "hypothesis": "b", "label": 0}])
+    with pytest.raises(SbsError, match=r"dataset 'toy-gen' is task 'anli' \(toy-gen@1\), not 'svamp'"):
+        sv = make_examples(ws, "sv", "svamp", [{"input": "1 and 2?", "label": "1 + 2"}])
+        make_generations(ws, sv, [{"example_id": "train-0", "raw": "The answer is 3."}], name="toy-gen")
+    assert [v.ref for v in ws.versions()] == ["sv@1", "toy@1", gen.ref]

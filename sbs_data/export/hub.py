@@ -60,6 +60,51 @@ def default_tag(v: Version) -> str:
     return f"{v.dataset}-v{v.num}"
 
 
+#: What git's check-ref-format refuses anywhere in a ref name: controls, space, ~ ^ : ? * [ \\ and DEL.
+_REF_BAD_CHARS = frozenset(" ~^:?*[\\\x7f") | frozenset(chr(i) for i in range(32))
+MAX_REF_CHARS = 255
+
+
+def ref_name_problem(name: str) -> str | None:
+    """Why `name` is not a valid git branch or tag name (git check-ref-format's rules, plus `--branch`'s: not
+    `HEAD`, not starting with '-'), or None when it is one. Linear time."""
+    if not name:
+        return "it is empty"
+    if len(name) > MAX_REF_CHARS:
+        return f"it is longer than {MAX_REF_CHARS} characters"
+    bad = next((c for c in name if c in _REF_BAD_CHARS), None)
+    if bad is not None:
+        return f"it holds {bad!r} (no spaces, control characters or any of ~ ^ : ? * [ \\)"
+    if name == "@":
+        return "'@' alone is not a name"
+    if "@{" in name:
+        return "it holds '@{'"
+    if name == "HEAD":
+        return "HEAD names whatever is checked out, not a branch"
+    if name.startswith("-"):
+        return "it starts with '-'"
+    if ".." in name:
+        return "it holds '..'"
+    if name.startswith("/") or name.endswith("/") or "//" in name:
+        return "it starts or ends with '/', or holds '//'"
+    if name.endswith("."):
+        return "it ends with '.'"
+    for part in name.split("/"):
+        if part.startswith("."):
+            return f"a part of it ({part!r}) starts with '.'"
+        if part.endswith(".lock"):
+            return f"a part of it ({part!r}) ends with '.lock'"
+    return None
+
+
+def check_ref_name(name: str, flag: str, what: str) -> str:
+    """`name` when it is a valid git ref name, else an SbsError naming the option (`--revision`)."""
+    why = ref_name_problem(name)
+    if why is not None:
+        raise SbsError(f"{flag} {name!r} is not a valid {what} name: {why}")
+    return name
+
+
 def _public_endpoint(endpoint: str) -> str:
     """The endpoint without any user:password@ part, safe to store."""
     parts = urlsplit(endpoint)
@@ -148,6 +193,10 @@ def push(
     say = log or (lambda _m: None)
     if repo.count("/") != 1 or not all(repo.split("/")):
         raise SbsError(f"--repo {repo!r}: expected ORG/NAME")
+    if revision is not None:  # checked here, before any network call: the Hub's answer would be a 4xx later
+        check_ref_name(revision, "--revision", "branch")
+    if tag is not None:
+        check_ref_name(tag, "--tag", "tag")
     if ws.read_only:
         raise SbsError("push records the commit in the workspace; open it writable")
     v = ws.get(ref)
@@ -158,7 +207,7 @@ def push(
     api = HfApi(endpoint=endpoint, token=token)
     endpoint = api.endpoint
     branch = revision or "main"
-    tag = tag or default_tag(v)
+    tag = tag or check_ref_name(default_tag(v), "the default tag", "tag")
 
     with tempfile.TemporaryDirectory(prefix="sbs-push-") as tmp:
         if from_export is not None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from sbs_data.teachers.base import Response
+from sbs_data.teachers.base import Response, same_model
 from sbs_data.teachers.models import estimate_tokens
 from sbs_data.text import storable
 
@@ -89,6 +89,20 @@ def checked_usage(resp: Response, prompt_chars: int) -> tuple[Response, bool]:
     )
 
 
+def served_other(requested: str, served: str | None) -> bool:
+    """Whether an answer came from another model than the one requested (not just a dated snapshot of it)."""
+    return not same_model(requested, served)
+
+
+def served_other_warning(spec: str, requested: str, served: str | None, n: int = 1) -> str:
+    """The one warning a run gives when answers came from another model than the one requested."""
+    many = f"{n} answers" if n > 1 else "an answer"
+    return (
+        f"warning: {spec}: {many} came from model {served!r}, which is not {requested!r} (nor a dated snapshot "
+        "of it); each answer's model is stored (served_model on the cache and generation rows)"
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Answer:
     """A stored completion. `prompt_tokens` counts all input tokens, cached and cache-write ones included;
@@ -108,6 +122,7 @@ class Answer:
     attempts: int = 1
     repaired: bool = False
     usage_estimated: bool = False  # the server's usage could not be true: tokens estimated from the text
+    served_model: str | None = None  # the model the provider says answered (None when it said none)
 
     @classmethod
     def from_response(
@@ -136,6 +151,7 @@ class Answer:
             attempts=attempts,
             repaired=repaired,
             usage_estimated=usage_estimated,
+            served_model=resp.served_model,
         )
 
     def as_row(self) -> dict[str, Any]:

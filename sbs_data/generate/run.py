@@ -183,6 +183,7 @@ def generate(
     teacher, _ = resolve_teacher(ws, spec, run)
     p = spec_plan(ws, ref, teacher, spec)
     out_name = check_name(name or default_name(p.examples, teacher))
+    ws.check_target(out_name, "generations", p.task.name, source=p.source)
     if spec.samples > 1 and not p.params.get("temperature") and not teacher.facts.reasoning:
         log.warning("warning: --samples > 1 at temperature 0 asks for the same answer several times")
     return run_plan(
@@ -329,6 +330,8 @@ def run_plan(
     )
     if c.usage_estimated:
         summary["usage_estimated"] = c.usage_estimated
+    if c.served_other:
+        summary["served_other_model"] = c.served_other
     if c.repaired:
         summary["repaired"] = c.repaired
         log.warning(
@@ -392,6 +395,7 @@ def counters(c: Counters, elapsed: float) -> dict[str, Any]:
         "skipped": c.skipped,
         "repaired": c.repaired,
         "usage_estimated": c.usage_estimated,
+        "served_other_model": c.served_other,
         "spent_usd": c.spend if c.spend_known else None,
         "seconds": round(elapsed, 3),
     }

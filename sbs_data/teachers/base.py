@@ -84,7 +84,8 @@ class Response:
     them were read from the provider's prompt cache and `cache_write_tokens` were written to it (Anthropic),
     `cache_write_1h_tokens` of those with the 1-hour lifetime (priced apart from 5-minute writes).
     `completion_tokens` includes `reasoning_tokens` (billed as output). `limits` is what the response's
-    headers said about the account's rate limits.
+    headers said about the account's rate limits. `served_model` is the model the body says answered
+    (OpenAI's and Anthropic's `model`), None when it names none.
     """
 
     text: str | None
@@ -97,6 +98,40 @@ class Response:
     reasoning_tokens: int | None = None
     limits: RateLimits | None = None
     cache_write_1h_tokens: int | None = None
+    served_model: str | None = None
+
+
+#: Longest model name kept from a response body (a hostile server must not make one row unbounded).
+MAX_MODEL_CHARS = 200
+
+
+def served_model(body: Any) -> str | None:
+    """The `model` a response body names (both providers call it that), cut to MAX_MODEL_CHARS; None when
+    it names none or something that is not text."""
+    name = body.get("model") if isinstance(body, dict) else None
+    if not isinstance(name, str) or not name.strip():
+        return None
+    return name.strip()[:MAX_MODEL_CHARS]
+
+
+#: A dated snapshot suffix: -2024-07-18, -20241022, @20240620, and OpenAI's older -0613 / -1106.
+_SNAPSHOT = re.compile(r"[-@](?:\d{4}-\d{2}-\d{2}|\d{8}|\d{4})")
+
+
+def same_model(requested: str, served: str | None) -> bool:
+    """Whether an answer `served` by this model is what `requested` asked for: the same name, or a dated
+    snapshot of it (`gpt-4o-mini` -> `gpt-4o-mini-2024-07-18`, `claude-3-5-haiku-latest` ->
+    `claude-3-5-haiku-20241022`). Unknown (None) counts as the same. Case is ignored. Linear time."""
+    if served is None:
+        return True
+    req, got = requested.strip().lower(), served.strip().lower()
+    if req == got:
+        return True
+    base = req.removesuffix("-latest")
+    for name in (req, base):
+        if got.startswith(name) and _SNAPSHOT.fullmatch(got[len(name) :]):
+            return True
+    return False
 
 
 # -- classified errors ----------------------------------------------------------------------------

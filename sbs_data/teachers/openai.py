@@ -19,6 +19,7 @@ from sbs_data.teachers.base import (
     classify_sdk_error,
     error_fields,
     redact,
+    served_model,
 )
 from sbs_data.teachers.batch_api import BatchAPI, BatchInfo, Result, epoch
 
@@ -79,6 +80,7 @@ def read_body(body: dict, limits: RateLimits | None = None, request_id: str | No
         cached_tokens=_count(usage.get("prompt_tokens_details"), "cached_tokens"),
         reasoning_tokens=_count(usage.get("completion_tokens_details"), "reasoning_tokens"),
         limits=limits,
+        served_model=served_model(body),
     )
 
 

@@ -26,7 +26,7 @@ from aiohttp import web
 
 from .accounting import Accounting, Bucket
 from .anthropic_api import AnthropicAPI, betas_of
-from .faults import ERROR_FAULTS, FaultPlan, Faults
+from .faults import BODY_FAULTS, ERROR_FAULTS, FaultPlan, Faults, alter
 from .models import ANTHROPIC_BETAS, MODELS, Model, ModelRules, Refusal
 from .openai_api import OpenAIAPI
 from .tokens import utf8
@@ -245,6 +245,8 @@ class FakeLLMServer(ModelRules, Faults, Accounting, OpenAIAPI, AnthropicAPI):
                 name == "lieusage"
             ):  # billed truly, reported falsely (issue 23): lieusage:negative|missing|huge|text
                 payload = lie_about_usage(payload, arg or "negative")
+            if name in BODY_FAULTS:
+                payload = alter(payload, provider, fault or "")
             id_header = "request-id" if provider == "anthropic" else "x-request-id"
             return web.json_response(payload, headers={**rl_headers, id_header: payload["id"]})
         finally:
