@@ -19,12 +19,13 @@ from functools import wraps
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
+import duckdb
 import typer
 
 from sbs_data import SbsError, __version__
 from sbs_data import log as library_log
 from sbs_data.output import FORMATS, emit
-from sbs_data.workspace import Workspace, resolve_db_path
+from sbs_data.workspace import Workspace, corrupt_error, resolve_db_path
 
 if TYPE_CHECKING:
     from sbs_data.export.options import ExportOptions as LibExportOptions
@@ -67,6 +68,12 @@ def friendly(fn: Callable) -> Callable:
             return fn(*args, **kwargs)
         except SbsError as e:
             typer.echo(f"Error: {e}", err=True)
+            raise typer.Exit(1) from None
+        except duckdb.Error as e:  # a workspace file damaged where only a later read reaches
+            bad = corrupt_error(e, kwargs.get("db"))
+            if bad is None:
+                raise
+            typer.echo(f"Error: {bad}", err=True)
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
             typer.echo("Interrupted; everything committed so far is kept.", err=True)
@@ -279,8 +286,6 @@ def sql(
     fmt: Fmt = "table",
 ) -> None:
     """Run SQL on the workspace: queries only (no COPY TO, EXPORT, INSTALL, ATTACH, SET...) unless --write."""
-    import duckdb
-
     with Workspace.open(db, read_only=not write) as ws:
         if not write:
             ws.check_read_only(query)
@@ -289,6 +294,9 @@ def sql(
             cols, result = ws.query(query)
         except duckdb.Error as e:
             msg = str(e)
+            bad = corrupt_error(e, ws.path)
+            if bad is not None:  # the file is damaged: no SQL of the user's could help
+                raise bad from None
             if not write and ("read-only" in msg.lower() or "read only" in msg.lower()):
                 raise SbsError(
                     f"{msg}\n(the connection is read-only; pass --write to change the workspace)"

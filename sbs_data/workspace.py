@@ -6,6 +6,7 @@ crash never leaves a half-written version visible: readers (and the SQL views) o
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -101,6 +102,41 @@ def check_name(name: str) -> str:
     if not _NAME_RE.match(name or ""):
         raise SbsError(f"bad dataset name {name!r}: use letters, digits, '.', '_' and '-' (no '@')")
     return name
+
+
+#: What DuckDB says about a file that is not a whole DuckDB database (cut short, overwritten, another format).
+_CORRUPT_SIGNS = ("could not read enough bytes", "not a valid duckdb database", "corrupt", "checksum")
+_FILE_IN_MESSAGE = re.compile(r'file "([^"]{1,4096})"')
+
+
+def corrupt_error(
+    e: BaseException, path: str | os.PathLike | None = None, force: bool = False
+) -> SbsError | None:
+    """The clear error for a DuckDB error that says the workspace file is damaged (truncated, overwritten, not
+    DuckDB at all), naming the file and what to do; None for any other error (unless `force`)."""
+    msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+    if not force and not any(w in msg.lower() for w in _CORRUPT_SIGNS):
+        return None
+    named = _FILE_IN_MESSAGE.search(msg[:8192])
+    where = named.group(1) if named else (str(path) if path is not None else "the workspace")
+    return SbsError(
+        f"{where}: not a DuckDB workspace or corrupt ({msg[:300]}); restore it from a backup or copy, or point "
+        "--db at another file (a new path starts an empty workspace)"
+    )
+
+
+@contextmanager
+def _closing_on_corrupt(con: duckdb.DuckDBPyConnection, path: Path) -> Iterator[None]:
+    """Turn a damaged-file error inside the block into `corrupt_error`, closing `con` first."""
+    try:
+        yield
+    except duckdb.Error as e:
+        bad = corrupt_error(e, path)
+        if bad is None:
+            raise
+        with contextlib.suppress(duckdb.Error):
+            con.close()
+        raise bad from None
 
 
 @dataclass(frozen=True)
@@ -215,7 +251,8 @@ class Workspace:
         if read_only:
             # Migrate first if needed, so a read-only command on an older workspace still works.
             con = cls._connect(path, read_only=True)
-            pending = cls._pending(con, path)
+            with _closing_on_corrupt(con, path):
+                pending = cls._pending(con, path)
             if pending:
                 con.close()
                 cls.open(path, read_only=False).close()
@@ -223,8 +260,9 @@ class Workspace:
             return cls(con, path, True)
         con = cls._connect(path, read_only=False)
         ws = cls(con, path, False)
-        ws._migrate()
-        ws._sweep_pending()
+        with _closing_on_corrupt(con, path):  # a cut-short file shows itself at the first read of its tables
+            ws._migrate()
+            ws._sweep_pending()
         return ws
 
     @staticmethod
@@ -235,9 +273,12 @@ class Workspace:
             msg = str(e)
             if "lock" in msg.lower():
                 raise SbsError(f"{path}: the workspace is in use by another sbs-data process ({msg})") from e
+            bad = corrupt_error(e, path)
+            if bad is not None:
+                raise bad from None
             raise SbsError(f"{path}: cannot open workspace: {msg}") from e
         except duckdb.Error as e:
-            raise SbsError(f"{path}: not a DuckDB workspace or corrupt: {e}") from e
+            raise corrupt_error(e, path, force=True) or SbsError(str(e)) from None
 
     @staticmethod
     def _applied(con: duckdb.DuckDBPyConnection) -> list[int]:
@@ -672,26 +713,40 @@ class Workspace:
         return sum(by_split.values()), {"rows_by_split": by_split}
 
     # -- SQL idioms: every statement goes through these, so results never stay half-read ------------
+    # A damaged file shows itself when a read first reaches a missing page: these say so clearly
+    # (`corrupt_error`) instead of DuckDB's IOException.
+    def _statement(self, sql: str, params: list | None) -> duckdb.DuckDBPyConnection:
+        try:
+            return self.con.execute(sql, params or [])
+        except duckdb.IOException as e:
+            raise corrupt_error(e, self.path) or e from None
+
+    def _fetch(self, cur: duckdb.DuckDBPyConnection) -> list[tuple]:
+        try:
+            return cur.fetchall()
+        except duckdb.IOException as e:
+            raise corrupt_error(e, self.path) or e from None
+
     def execute(self, sql: str, params: list | None = None) -> None:
         """Run a statement for its effect (DDL, INSERT, UPDATE...); any result is consumed."""
-        self.con.execute(sql, params or []).fetchall()
+        self._fetch(self._statement(sql, params))
 
     def one(self, sql: str, params: list | None = None) -> Any:
         """First column of the first row (or None). duckdb 2 refuses new work while a result is half-read,
         so helpers here always fetch results completely; use them instead of `fetchone()`."""
-        rows = self.con.execute(sql, params or []).fetchall()
+        rows = self._fetch(self._statement(sql, params))
         return rows[0][0] if rows else None
 
     def all(self, sql: str, params: list | None = None) -> list[tuple]:
         """Every row of a query, as tuples."""
-        return self.con.execute(sql, params or []).fetchall()
+        return self._fetch(self._statement(sql, params))
 
     def query(self, sql: str, params: list | None = None) -> tuple[list[str] | None, list[tuple]]:
         """Column names (None for a statement that returns no result set) and every row."""
-        cur = self.con.execute(sql, params or [])
+        cur = self._statement(sql, params)
         if cur.description is None:
             return None, []
-        return [d[0] for d in cur.description], cur.fetchall()
+        return [d[0] for d in cur.description], self._fetch(cur)
 
     def arrow(self, sql: str, params: list | None = None) -> Any:
         """A query's whole result as a pyarrow Table (columnar: no Python object per value)."""

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import textwrap
 import time
 
+import duckdb
 import pytest
 from workspace_helpers import make_examples, make_generations
 
@@ -489,3 +491,36 @@ def test_a_version_never_lands_in_a_dataset_of_another_kind_or_task(ws):
         sv = make_examples(ws, "sv", "svamp", [{"input": "1 and 2?", "label": "1 + 2"}])
         make_generations(ws, sv, [{"example_id": "train-0", "raw": "The answer is 3."}], name="toy-gen")
     assert [v.ref for v in ws.versions()] == ["sv@1", "toy@1", gen.ref]
+
+
+def test_a_truncated_or_foreign_workspace_file_is_one_clear_error(tmp_path):
+    from typer.testing import CliRunner
+
+    from sbs_data.cli import app
+
+    db = tmp_path / "ws.duckdb"
+    with Workspace.open(db) as w:
+        make_examples(
+            w, "toy", "anli", [{"premise": f"p{i} " * 40, "hypothesis": "h", "label": 0} for i in range(3000)]
+        )
+    whole = db.read_bytes()
+    damaged = 0
+    for cut in sorted({len(whole) * k // 16 // 4096 * 4096 for k in range(1, 16)}):
+        bad = tmp_path / f"cut{cut}.duckdb"
+        bad.write_bytes(whole[:cut])
+        for read_only in (True, False):
+            try:
+                with Workspace.open(bad, read_only=read_only) as w:
+                    assert w.one("SELECT count(*) FROM examples") == 3000  # the cut spared every page read
+            except SbsError as e:
+                damaged += 1
+                assert str(e).startswith(f"{bad}: not a DuckDB workspace or corrupt (")
+                assert "restore it from a backup" in str(e)
+        r = CliRunner().invoke(app, ["versions", "--db", str(bad)])
+        assert r.exit_code == 0 or (r.exit_code == 1 and "not a DuckDB workspace or corrupt" in r.output)
+        assert not isinstance(r.exception, duckdb.Error), r.output  # never a traceback
+    assert damaged >= 4
+    foreign = tmp_path / "notes.duckdb"
+    foreign.write_text("hello")
+    with pytest.raises(SbsError, match=rf"^{re.escape(str(foreign))}: not a DuckDB workspace or corrupt"):
+        Workspace.open(foreign)
