@@ -268,6 +268,32 @@ def test_a_content_filtered_answer_has_its_own_status_and_the_default_recipe_dro
     assert dropped == [("q1", "parsable"), ("q4", "parsable")]
 
 
+def test_the_repaired_warning_says_whether_text_was_cut_or_held_unstorable_characters(
+    ws, server, caplog, monkeypatch
+):
+    import sbs_data.generate.answer as answer_mod
+
+    monkeypatch.setattr(answer_mod, "MAX_TEXT_CHARS", 400)  # a runaway completion, test-sized
+    cqa_examples(ws, n=6)
+    server.set_faults(FaultPlan(answers={question(2): "So the answer is (a) alpha. " + "blah " * 200}))
+    res = generate(ws, "toy", PlanSpec("openai:gpt-4o-mini"), RunOptions(settings=fast()))
+    assert res.summary["repaired"] == 1 and res.summary["text_cut"] == 1
+    raw = ws.one("SELECT raw FROM generations_at(?) WHERE example_id = 'q2'", [res.version.ref])
+    assert len(raw) == 400 and raw.startswith("So the answer is (a) alpha.")
+    (warned,) = [m for m in caplog.messages if "repaired" in m]
+    assert "1 longer than 400 characters were cut there" in warned
+    assert "surrogate" not in warned and "NUL" not in warned  # nothing of the kind happened
+    caplog.clear()
+    server.set_faults(FaultPlan(by_match={question(7): ["surrogate"]}))
+    cqa_examples(ws, name="more", n=9)
+    generate(ws, "more", PlanSpec("openai:gpt-4o-mini"), RunOptions(settings=fast()))
+    (warned,) = [m for m in caplog.messages if "repaired" in m]
+    assert "1 held characters that cannot be stored (a lone surrogate" in warned and "cut" not in warned
+    # a cut never splits an emoji's surrogate pair (that alone would look like an unstorable character)
+    text, unstorable, cut = answer_mod.repaired_text("x" * 399 + "\ud83d\ude00" + "y")
+    assert (text, unstorable, cut) == ("x" * 399, False, True)
+
+
 @pytest.mark.parametrize(
     "kw,match",
     [

@@ -18,15 +18,27 @@ from sbs_data.text import storable
 MAX_TEXT_CHARS = 200_000
 
 
-def storable_text(text: str | None) -> tuple[str | None, bool]:
-    """A completion as something DuckDB and JSON can hold (see `sbs_data.text.storable`), cut at
-    MAX_TEXT_CHARS, and whether it had to change."""
+def repaired_text(text: str | None) -> tuple[str | None, bool, bool]:
+    """(a completion as something DuckDB and JSON can hold, whether it held characters they cannot: lone
+    surrogates became U+FFFD and NULs were removed (`sbs_data.text.storable`), whether it was longer than
+    MAX_TEXT_CHARS and cut there). Cut first, so a runaway text costs no more work than the cap."""
     if text is None:
-        return None, False
+        return None, False, False
+    cut = len(text) > MAX_TEXT_CHARS
+    if cut:
+        end = MAX_TEXT_CHARS
+        if "\ud800" <= text[end - 1] <= "\udbff" and "\udc00" <= text[end] <= "\udfff":
+            end -= 1  # never split a surrogate pair: that alone would look like an unstorable character
+        text = text[:end]
     fixed, changed = storable(text)
-    if len(fixed) > MAX_TEXT_CHARS:
-        fixed, changed = fixed[:MAX_TEXT_CHARS], True
-    return fixed, changed
+    return fixed, changed, cut
+
+
+def storable_text(text: str | None) -> tuple[str | None, bool]:
+    """A completion as something DuckDB and JSON can hold, cut at MAX_TEXT_CHARS, and whether it had to
+    change (see `repaired_text`, which says why)."""
+    fixed, changed, cut = repaired_text(text)
+    return fixed, changed or cut
 
 
 #: The most tokens one call plausibly counts, in or out: more is a broken (or lying) server.
@@ -123,6 +135,9 @@ class Answer:
     repaired: bool = False
     usage_estimated: bool = False  # the server's usage could not be true: tokens estimated from the text
     served_model: str | None = None  # the model the provider says answered (None when it said none)
+    text_cut: bool = (
+        False  # of `repaired`: the text was longer than MAX_TEXT_CHARS and cut there (not stored)
+    )
 
     @classmethod
     def from_response(
@@ -135,7 +150,7 @@ class Answer:
         attempts: int,
         usage_estimated: bool = False,
     ) -> Answer:
-        text, repaired = storable_text(resp.text)
+        text, changed, cut = repaired_text(resp.text)
         return cls(
             key=key,
             text=text,
@@ -149,15 +164,31 @@ class Answer:
             cost_usd=cost_usd,
             request_id=resp.request_id,
             attempts=attempts,
-            repaired=repaired,
+            repaired=changed or cut,
             usage_estimated=usage_estimated,
             served_model=resp.served_model,
+            text_cut=cut,
         )
 
     def as_row(self) -> dict[str, Any]:
         d = asdict(self)
         d["cache_key"] = d.pop("key")
+        del d["text_cut"]  # `repaired` is what is stored; why is only for this run's warning
         return d
+
+
+def repaired_warning(cut: int, unstorable: int) -> str:
+    """The one warning a run gives about the completions it had to change before storing them, saying what
+    happened to them: cut at the cap, or characters DuckDB cannot hold replaced."""
+    parts = []
+    if cut:
+        parts.append(f"{cut} longer than {MAX_TEXT_CHARS:,} characters were cut there")
+    if unstorable:
+        parts.append(
+            f"{unstorable} held characters that cannot be stored (a lone surrogate became U+FFFD, NULs were "
+            "removed)"
+        )
+    return f"warning: completions were repaired: {'; '.join(parts)}; their rows say repaired = true"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

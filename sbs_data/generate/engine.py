@@ -100,6 +100,7 @@ class Counters:
     skipped: int = 0
     invalid_retries: int = 0
     repaired: int = 0
+    text_cut: int = 0  # of the repaired answers, those cut at MAX_TEXT_CHARS
     usage_estimated: int = 0  # answers whose usage could not be true, priced from estimates
     served_other: int = 0  # answers another model than the requested one served (not a dated snapshot of it)
     spend: float = 0.0
@@ -340,6 +341,7 @@ class Engine:
             self.counters.answered += 1
             self.counters.called += 1
             self.counters.repaired += answer.repaired
+            self.counters.text_cut += answer.text_cut
             if served_other(self.teacher.model, answer.served_model):
                 self.counters.served_other += 1
                 if self.counters.served_other == 1:

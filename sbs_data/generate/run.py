@@ -18,6 +18,7 @@ from typing import Any
 
 from sbs_data import SbsError, log
 from sbs_data.generate import cache as cache_mod
+from sbs_data.generate.answer import repaired_warning
 from sbs_data.generate.build import GenerateResult, build_version
 from sbs_data.generate.cache import CacheWriter
 from sbs_data.generate.engine import Counters, Engine, Settings, execute, worst_cost
@@ -334,10 +335,9 @@ def run_plan(
         summary["served_other_model"] = c.served_other
     if c.repaired:
         summary["repaired"] = c.repaired
-        log.warning(
-            f"warning: {c.repaired} completion(s) held text that cannot be stored (a lone surrogate or "
-            "NUL) and were repaired; their rows say repaired = true"
-        )
+        if c.text_cut:
+            summary["text_cut"] = c.text_cut
+        log.warning(repaired_warning(c.text_cut, c.repaired - c.text_cut))
     if engine.stop_reason:
         summary["stopped"] = engine.stop_reason
         log.warning(
@@ -394,6 +394,7 @@ def counters(c: Counters, elapsed: float) -> dict[str, Any]:
         "failed": c.failed,
         "skipped": c.skipped,
         "repaired": c.repaired,
+        "text_cut": c.text_cut,
         "usage_estimated": c.usage_estimated,
         "served_other_model": c.served_other,
         "spent_usd": c.spend if c.spend_known else None,
