@@ -342,3 +342,53 @@ def test_chunked_ingest_is_all_or_nothing_and_finds_duplicates_across_chunks(ws,
     ):
         ingest(ws, str(write_jsonl(tmp_path / "leak.jsonl", leak)), task="anli", split="test", name="a")
     assert state(ws) == before
+
+
+def test_an_overlong_line_is_refused_by_file_and_line_after_reading_at_most_the_cap(
+    ws, tmp_path, monkeypatch
+):
+    import io
+
+    import sbs_data.ingest as ingest_mod
+
+    monkeypatch.setattr(ingest_mod, "MAX_LINE_BYTES", 1000)
+    ok = {"premise": "p" * 900, "hypothesis": "h", "label": 0}  # a line just under the cap
+    for ext in ("jsonl", "csv"):
+        f = tmp_path / f"long.{ext}"
+        if ext == "jsonl":
+            f.write_text(json.dumps(ok) + "\n" + json.dumps({**ok, "premise": "p" * 5000}) + "\n")
+        else:
+            f.write_text("premise,hypothesis,label\n" + "p" * 900 + ",h,0\n" + "p" * 5000 + ",h,0\n")
+        with pytest.raises(SbsError, match=rf"long\.{ext}:\d: line longer than 1,000 bytes"):
+            ingest(ws, str(f), task="anli", split="train")
+    assert state(ws) == ([], 0, 0)
+    # bounded memory: a line with no end is read only up to the cap
+    fh = io.BytesIO(b"x" * 10_000_000)
+    with pytest.raises(SbsError, match="<big>:1: line longer"):
+        list(ingest_mod._lines("<big>", fh))
+    assert fh.tell() == 1001
+
+
+def test_chunks_are_bounded_by_bytes_as_well_as_rows(tmp_path, monkeypatch):
+    import sbs_data.ingest as ingest_mod
+    from sbs_data.tasks import get_task
+
+    monkeypatch.setattr(ingest_mod, "CHUNK_BYTES", 10_000)
+    rows = [{"premise": f"{i} " + "p" * 2000, "hypothesis": "h", "label": 0} for i in range(20)]
+    f = write_jsonl(tmp_path / "big.jsonl", rows)
+    checked = ingest_mod._Checked(get_task("anli"), "train", None, None, positional_ids=False)
+    sizes = [len(c) for c in checked.chunks(ingest_mod.read_rows(str(f)))]
+    assert sum(sizes) == 20 and max(sizes) <= 3  # each row holds ~6 KB of text (input, fields, source)
+
+
+def test_a_large_json_array_file_is_refused_with_the_way_out(ws, tmp_path, monkeypatch):
+    import sbs_data.ingest as ingest_mod
+
+    monkeypatch.setattr(ingest_mod, "MAX_JSON_ARRAY_BYTES", 500)
+    f = tmp_path / "arr.json"
+    f.write_text(json.dumps(NLI * 10))
+    with pytest.raises(
+        SbsError, match=r"arr\.json: a JSON array file of [\d,]+ bytes .* write it as JSON Lines"
+    ):
+        ingest(ws, str(f), task="anli", split="train")
+    assert state(ws) == ([], 0, 0)
