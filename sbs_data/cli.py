@@ -25,7 +25,7 @@ import typer
 from sbs_data import SbsError, __version__
 from sbs_data import log as library_log
 from sbs_data.output import FORMATS, emit
-from sbs_data.workspace import Workspace, corrupt_error, resolve_db_path
+from sbs_data.workspace import Workspace, corrupt_error, resolve_db_path, storage_error
 
 if TYPE_CHECKING:
     from sbs_data.export.options import ExportOptions as LibExportOptions
@@ -69,8 +69,8 @@ def friendly(fn: Callable) -> Callable:
         except SbsError as e:
             typer.echo(f"Error: {e}", err=True)
             raise typer.Exit(1) from None
-        except duckdb.Error as e:  # a workspace file damaged where only a later read reaches
-            bad = corrupt_error(e, kwargs.get("db"))
+        except (duckdb.Error, OSError) as e:  # a damaged workspace file, a full disk
+            bad = storage_error(e, kwargs.get("db") or resolve_db_path(None))
             if bad is None:
                 raise
             typer.echo(f"Error: {bad}", err=True)

@@ -7,6 +7,7 @@ crash never leaves a half-written version visible: readers (and the SQL views) o
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -123,6 +124,31 @@ def corrupt_error(
         f"{where}: not a DuckDB workspace or corrupt ({msg[:300]}); restore it from a backup or copy, or point "
         "--db at another file (a new path starts an empty workspace)"
     )
+
+
+#: What DuckDB (and the OS) say when a write finds the disk full.
+_FULL_SIGNS = ("no space left on device", "disk is full", "not enough space on the disk")
+
+
+def disk_full_error(e: BaseException, path: str | os.PathLike | None = None) -> SbsError | None:
+    """The clear error for a write that found the disk full (DuckDB's IOException saying so, or an OSError
+    ENOSPC), naming the workspace and what to do; None for any other error."""
+    msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+    full = isinstance(e, OSError) and e.errno == errno.ENOSPC
+    if not full and not any(w in msg[:4096].lower() for w in _FULL_SIGNS):
+        return None
+    named = getattr(e, "filename", None)  # an OSError says which file it was writing
+    where = str(named or path or "the workspace")
+    return SbsError(
+        f"{where}: the disk is full ({msg[:300]}); the command stopped and nothing half-written is visible "
+        "(what earlier commands committed is kept): free some space (DuckDB also needs room for the "
+        "workspace's .wal log and its temp files) and run it again"
+    )
+
+
+def storage_error(e: BaseException, path: str | os.PathLike | None = None) -> SbsError | None:
+    """`disk_full_error` or `corrupt_error` for an error of the workspace's storage, else None."""
+    return disk_full_error(e, path) or corrupt_error(e, path)
 
 
 @contextmanager
@@ -394,8 +420,8 @@ class Workspace:
             error = (str(e) or type(e).__name__)[:2000]
             try:
                 self.finish_run(run.run_id, status, {**run.stats, "error": error})
-            except duckdb.Error:
-                pass  # never mask the body's error with a bookkeeping one
+            except (duckdb.Error, SbsError, OSError):
+                pass  # never mask the body's error with a bookkeeping one (a full disk fails both)
             raise
         self._run = None
         self.finish_run(run.run_id, run.status, run.stats)
@@ -713,19 +739,19 @@ class Workspace:
         return sum(by_split.values()), {"rows_by_split": by_split}
 
     # -- SQL idioms: every statement goes through these, so results never stay half-read ------------
-    # A damaged file shows itself when a read first reaches a missing page: these say so clearly
-    # (`corrupt_error`) instead of DuckDB's IOException.
+    # A damaged file shows itself when a read first reaches a missing page, a full disk when a write needs
+    # room: these say so clearly (`storage_error`) instead of DuckDB's IOException.
     def _statement(self, sql: str, params: list | None) -> duckdb.DuckDBPyConnection:
         try:
             return self.con.execute(sql, params or [])
         except duckdb.IOException as e:
-            raise corrupt_error(e, self.path) or e from None
+            raise storage_error(e, self.path) or e from None
 
     def _fetch(self, cur: duckdb.DuckDBPyConnection) -> list[tuple]:
         try:
             return cur.fetchall()
         except duckdb.IOException as e:
-            raise corrupt_error(e, self.path) or e from None
+            raise storage_error(e, self.path) or e from None
 
     def execute(self, sql: str, params: list | None = None) -> None:
         """Run a statement for its effect (DDL, INSERT, UPDATE...); any result is consumed."""
@@ -806,9 +832,11 @@ class Workspace:
         fixed = fixed or {}
         consts = "".join(f'? AS "{k}", ' for k in fixed)
         with self.registered("_sbs_insert", frame) as src:
-            n = self.con.execute(
-                f"INSERT INTO {table} BY NAME SELECT {consts}* FROM {src}", list(fixed.values())
-            ).fetchall()
+            n = self._fetch(
+                self._statement(
+                    f"INSERT INTO {table} BY NAME SELECT {consts}* FROM {src}", list(fixed.values())
+                )
+            )
         return int(n[0][0]) if n else 0
 
     def append(self, table: str, version: Version, rows: Any) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 
+import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -392,3 +393,59 @@ def test_a_large_json_array_file_is_refused_with_the_way_out(ws, tmp_path, monke
     ):
         ingest(ws, str(f), task="anli", split="train")
     assert state(ws) == ([], 0, 0)
+
+
+class _FullDisk:
+    """The workspace's connection, but the n-th insert into sbs_examples finds the disk full, as DuckDB says it."""
+
+    def __init__(self, con, path, after: int):
+        self._con, self._path, self._left = con, path, after
+
+    def execute(self, sql, *args, **kw):
+        if sql.startswith("INSERT INTO sbs_examples"):
+            if self._left == 0:
+                raise duckdb.IOException(
+                    f'IO Error: Could not write file "{self._path}.wal": No space left on device'
+                )
+            self._left -= 1
+        return self._con.execute(sql, *args, **kw)
+
+    def __getattr__(self, name):
+        return getattr(self._con, name)
+
+
+def test_a_full_disk_during_ingest_is_a_clear_error_and_stores_nothing(ws, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from sbs_data.cli import app
+
+    write_jsonl(tmp_path / "old.jsonl", NLI[:2])
+    ingest(ws, str(tmp_path / "old.jsonl"), task="anli", split="test", name="nli")
+    before = state(ws)
+    f = write_jsonl(tmp_path / "nli.jsonl", [{**NLI[0], "premise": f"p{i}"} for i in range(50)])
+    real = ws.con
+    ws.con = _FullDisk(real, ws.path, after=2)  # two chunks land, the third finds the disk full
+    try:
+        with pytest.raises(SbsError) as e:
+            ingest(ws, str(f), task="anli", split="train", name="nli", chunk_rows=10)
+    finally:
+        ws.con = real
+    msg = str(e.value)
+    assert (
+        msg.startswith(f"{ws.path}: the disk is full (IO Error: Could not write file")
+        and "run it again" in msg
+    )
+    assert state(ws) == before  # the streamed chunks already written are gone again
+    assert ws.one("SELECT status FROM sbs_runs ORDER BY started_at DESC LIMIT 1") == "failed"
+    # the CLI: one line, exit 1 (an OSError ENOSPC from anywhere, here the reader)
+    monkeypatch.setattr(
+        "sbs_data.ingest.read_rows",
+        lambda *a, **k: (_ for _ in ()).throw(OSError(28, "No space left on device", str(tmp_path / "x"))),
+    )
+    ws.close()  # the CLI opens the workspace itself (closing twice is harmless)
+    r = CliRunner().invoke(
+        app, ["ingest", str(f), "--task", "anli", "--split", "train", "--db", str(ws.path)]
+    )
+    assert r.exit_code == 1 and "the disk is full" in r.output and not isinstance(r.exception, OSError), (
+        r.output
+    )
