@@ -69,15 +69,15 @@ def friendly(fn: Callable) -> Callable:
         except SbsError as e:
             typer.echo(f"Error: {e}", err=True)
             raise typer.Exit(1) from None
+        except (KeyboardInterrupt, duckdb.InterruptException):  # Ctrl-C inside a DuckDB query says so
+            typer.echo("Interrupted; everything committed so far is kept.", err=True)
+            raise typer.Exit(130) from None
         except (duckdb.Error, OSError) as e:  # a damaged workspace file, a full disk
             bad = storage_error(e, kwargs.get("db") or resolve_db_path(None))
             if bad is None:
                 raise
             typer.echo(f"Error: {bad}", err=True)
             raise typer.Exit(1) from None
-        except KeyboardInterrupt:
-            typer.echo("Interrupted; everything committed so far is kept.", err=True)
-            raise typer.Exit(130) from None
 
     return wrapper
 

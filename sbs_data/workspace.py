@@ -416,7 +416,8 @@ class Workspace:
             yield run
         except BaseException as e:
             self._run = None
-            status = "interrupted" if isinstance(e, (KeyboardInterrupt, SystemExit)) else "failed"
+            stopped = (KeyboardInterrupt, SystemExit, duckdb.InterruptException)
+            status = "interrupted" if isinstance(e, stopped) else "failed"
             error = (str(e) or type(e).__name__)[:2000]
             try:
                 self.finish_run(run.run_id, status, {**run.stats, "error": error})
