@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml trainer/pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	# The CPU build of torch first (an unpinned torch would pull a multi-GB CUDA build).
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[dev,hf]' -e './trainer[tensorboard,lora]'
+	$(BIN)/pip install -q -e '.[dev,hf,gemini]' -e './trainer[tensorboard,lora]'
 	touch $(STAMP)
 
 install: $(STAMP)

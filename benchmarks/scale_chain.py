@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,6 +64,12 @@ def run_step(name: str, args: list[str], env: dict[str, str], log: Path) -> dict
     return {"step": name, "seconds": round(seconds, 2), "peak_rss_mb": round(rss_mb), "rc": proc.returncode}
 
 
+def server_calls(url: str) -> int:
+    """Requests the stand-in has answered so far (its own counter)."""
+    with urllib.request.urlopen(f"{url}/_control/stats", timeout=30) as r:
+        return int(json.load(r)["count"])
+
+
 def chain(n: int, work: Path, url: str, concurrency: int, log: Path) -> list[dict]:
     db, data, out = work / f"w{n}.duckdb", work / f"cqa{n}.jsonl", work / f"export{n}"
     write_input(data, n)
@@ -89,11 +96,16 @@ def chain(n: int, work: Path, url: str, concurrency: int, log: Path) -> list[dic
     ]
     results = []
     for name, args in steps:
+        before = server_calls(url)
         r = run_step(name, [*args, "--db", str(db)], env, log)
         r.update(size=n, rows_per_s=round(n / r["seconds"]) if r["seconds"] else None)
+        r["calls"] = server_calls(url) - before
+        if name == "generate (cached)" and r["calls"] and r["rc"] == 0:
+            r["rc"] = f"{r['calls']} calls"  # a cached re-run must make none: this is a failure
         results.append(r)
         print(
-            f"  {n:>9,} {name:<18} {r['seconds']:>8.1f} s {r['peak_rss_mb']:>6} MB  rc={r['rc']}", flush=True
+            f"  {n:>9,} {name:<18} {r['seconds']:>8.1f} s {r['peak_rss_mb']:>6} MB  calls={r['calls']}  rc={r['rc']}",
+            flush=True,
         )
         if r["rc"] != 0:
             print(f"  {name} failed; see {log}", flush=True)
@@ -102,11 +114,15 @@ def chain(n: int, work: Path, url: str, concurrency: int, log: Path) -> list[dic
 
 
 def table(results: list[dict]) -> str:
-    lines = ["| requests | step | seconds | peak RSS (MB) | rows/s |", "|---:|---|---:|---:|---:|"]
+    lines = [
+        "| requests | step | seconds | peak RSS (MB) | rows/s | calls |",
+        "|---:|---|---:|---:|---:|---:|",
+    ]
     for r in results:
         ok = "" if r["rc"] == 0 else f" (failed, rc {r['rc']})"
         lines.append(
-            f"| {r['size']:,} | {r['step']}{ok} | {r['seconds']:.1f} | {r['peak_rss_mb']:,} | {r['rows_per_s'] or ''} |"
+            f"| {r['size']:,} | {r['step']}{ok} | {r['seconds']:.1f} | {r['peak_rss_mb']:,} | "
+            f"{r['rows_per_s'] or ''} | {r.get('calls', '')} |"
         )
     return "\n".join(lines)
 

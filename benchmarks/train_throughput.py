@@ -438,13 +438,16 @@ def main(argv: list[str] | None = None) -> dict:
             for t, n in settings.items():
                 torch.set_num_threads(n)
                 base, ours = runs[t]
-                if device.type == "cuda":
-                    torch.cuda.reset_peak_memory_stats(device)
-                base.append(run_baseline(data, model_dir, a, device))
-                if device.type == "cuda":
-                    torch.cuda.reset_peak_memory_stats(device)
-                ours.append(run_sbs_train(data, model_dir, tmp / f"out{k}-{t}", a))
-                ours[-1]["step_examples"] = [len(b) for b in grouped][: len(ours[-1]["step_s"])]
+
+                # rotated: odd repeats run sbs-train first, so neither side always meets a cold (or warm) box
+                for side in ("baseline", "sbs_train") if k % 2 == 0 else ("sbs_train", "baseline"):
+                    if device.type == "cuda":
+                        torch.cuda.reset_peak_memory_stats(device)
+                    if side == "baseline":
+                        base.append(run_baseline(data, model_dir, a, device))
+                        continue
+                    ours.append(run_sbs_train(data, model_dir, tmp / f"out{k}-{t}", a))
+                    ours[-1]["step_examples"] = [len(b) for b in grouped][: len(ours[-1]["step_s"])]
                 print(
                     f"repeat {k}, {n} thread(s): baseline {base[-1]['examples_per_s']:.1f} ex/s "
                     f"({base[-1]['examples_per_cpu_s']:.1f}/cpu-s), sbs-train {ours[-1]['examples_per_s']:.1f} ex/s "

@@ -413,7 +413,8 @@ Teacher = Annotated[
     typer.Option(
         "--teacher",
         "-T",
-        help="openai:MODEL | anthropic:MODEL | openai-compat:MODEL (with --base-url) | hf:NAME_OR_PATH | replay:NAME@N",
+        help="openai:MODEL | anthropic:MODEL | gemini:MODEL | openai-compat:MODEL (with --base-url) | hf:NAME_OR_PATH "
+        "| replay:NAME@N",
     ),
 ]
 BaseUrl = Annotated[
@@ -515,7 +516,30 @@ class TeacherOptions:
         str | None,
         typer.Option(
             "--reasoning-effort",
-            help="Reasoning models (OpenAI o-series, gpt-5): minimal, low, medium or high.",
+            help="Reasoning models (OpenAI o-series, gpt-5; Gemini thinking models): minimal, low, medium or high.",
+        ),
+    ] = None
+    thinking_budget: Annotated[
+        int | None,
+        typer.Option(
+            "--thinking-budget",
+            help="Gemini thinking models: tokens to think (0 off where the model allows it, -1 dynamic).",
+        ),
+    ] = None
+    reasoning_summary: Annotated[
+        str | None,
+        typer.Option(
+            "--reasoning-summary",
+            help="openai: reasoning models (Responses API): also ask for a summary of the reasoning "
+            "(auto, concise or detailed), stored per row as teacher_reasoning.",
+        ),
+    ] = None
+    api: Annotated[
+        str | None,
+        typer.Option(
+            "--api",
+            help="openai:/openai-compat: API: chat or responses (default: responses for reasoning models, "
+            "chat otherwise).",
         ),
     ] = None
     prices: Annotated[
@@ -534,6 +558,8 @@ class TeacherOptions:
             "seed": self.seed,
             "stop": list(self.stop) if self.stop else None,
             "reasoning_effort": self.reasoning_effort,
+            "reasoning_summary": self.reasoning_summary,
+            "thinking_budget": self.thinking_budget,
         }
 
     def spec(self) -> RequestSpec:
@@ -547,6 +573,7 @@ class TeacherOptions:
             params=self.params(),
             base_urls=tuple(self.base_url or ()),
             prices_path=self.prices,
+            api=self.api,
         )
 
 
@@ -613,7 +640,7 @@ class CallOptions:
         bool,
         typer.Option(
             "--prompt-cache/--no-prompt-cache",
-            help="Mark the shared few-shot prefix for Anthropic's prompt cache (OpenAI caches by itself).",
+            help="Mark the shared few-shot prefix for Anthropic's prompt cache (OpenAI, Gemini cache by themselves).",
         ),
     ] = True
     cache_ttl: Annotated[
@@ -631,13 +658,21 @@ class CallOptions:
         str,
         typer.Option(
             "--mode",
-            help="online, or batch (openai:/anthropic: batch APIs at the batch price; see `batches`).",
+            help="online, or batch (openai:/anthropic:/gemini: batch APIs at the batch price; see `batches`).",
         ),
     ] = "online"
     max_rounds: Annotated[
         int,
         typer.Option("--max-rounds", help="Batch mode: submissions per request (failed/expired re-sent)."),
     ] = 3
+    service_tier: Annotated[
+        str | None,
+        typer.Option(
+            "--service-tier",
+            help="openai: auto, default, flex (cheaper, slower; busy answers are waited out) or priority; "
+            "the tier each answer reports is stored and priced.",
+        ),
+    ] = None
 
     def run_options(self, command: str) -> RunOptions:
         """The library's `RunOptions` (its `Settings` and `BatchSettings` from these flags)."""
@@ -664,6 +699,7 @@ class CallOptions:
             dry_run=self.dry_run,
             offline=self.offline,
             prompt_cache=self.prompt_cache,
+            service_tier=self.service_tier,
             cache_ttl=self.cache_ttl,
             batch=BatchSettings(max_rounds=self.max_rounds),
             command=" ".join([command, *sys.argv[2:]]) if len(sys.argv) > 1 else command,
@@ -1113,6 +1149,13 @@ class ExportOptions:
     label_source: Annotated[str, typer.Option("--label-source", help="Training label: gold|teacher.")] = (
         "gold"
     )
+    rationale_source: Annotated[
+        str,
+        typer.Option(
+            "--rationale-source",
+            help="Training rationale: output (the completion's) or reasoning_summary (--reasoning-summary's).",
+        ),
+    ] = "output"
     drop_contaminated: Annotated[
         bool, typer.Option("--drop-contaminated", help="Drop train rows overlapping validation/test inputs.")
     ] = False
@@ -1131,6 +1174,7 @@ class ExportOptions:
             validation_fraction=self.validation_fraction,
             seed=self.seed,
             label_source=self.label_source,
+            rationale_source=self.rationale_source,
             drop_contaminated=self.drop_contaminated,
             license=self.license,
         )

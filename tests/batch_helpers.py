@@ -1,4 +1,4 @@
-"""Shared bits for the batch tests: both providers, fast batch settings, key lookup per example."""
+"""Shared bits for the batch tests: the providers, fast batch settings, key lookup per example."""
 
 from __future__ import annotations
 
@@ -8,8 +8,16 @@ from generate_helpers import FAKE_KEY
 
 from sbs_data.generate.batches import BatchSettings
 
-TEACHERS = {"openai": "openai:gpt-4o-mini", "anthropic": "anthropic:claude-3-5-haiku"}
-CREATE = {"openai": "batches.create", "anthropic": "messages.batches.create"}
+TEACHERS = {
+    "openai": "openai:gpt-4o-mini",
+    "anthropic": "anthropic:claude-3-5-haiku",
+    "gemini": "gemini:gemini-2.5-flash",
+}
+CREATE = {
+    "openai": "batches.create",
+    "anthropic": "messages.batches.create",
+    "gemini": "gemini.batches.create",
+}
 
 
 def bfast(**kw) -> BatchSettings:
@@ -30,10 +38,13 @@ def keys_by_example(ws, run_id: str) -> dict[str, list[str]]:
 
 
 def sub_env(srv) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "GOOGLE_API_KEY"}  # it would win over GEMINI_API_KEY
     return {
-        **os.environ,
+        **env,
         "OPENAI_API_KEY": FAKE_KEY,
         "OPENAI_BASE_URL": srv.openai_url,
         "ANTHROPIC_API_KEY": FAKE_KEY,
         "ANTHROPIC_BASE_URL": srv.anthropic_url,
+        "GEMINI_API_KEY": FAKE_KEY,
+        "GOOGLE_GEMINI_BASE_URL": srv.gemini_url,
     }

@@ -1,5 +1,5 @@
 """Shared fixtures (pytest finds them here; tests never import them): a fresh workspace, and a loopback
-OpenAI/Anthropic stand-in. Plain builders live in the *_helpers.py modules, imported normally."""
+OpenAI/Anthropic/Gemini stand-in. Plain builders live in the *_helpers.py modules, imported normally."""
 
 from __future__ import annotations
 
@@ -21,10 +21,14 @@ def ws(tmp_path: Path):
 
 @pytest.fixture
 def server(monkeypatch: pytest.MonkeyPatch):
-    """A loopback OpenAI/Anthropic stand-in; the SDKs find it (and a fake key) through their usual env vars."""
+    """A loopback OpenAI/Anthropic/Gemini stand-in; the SDKs find it (and a fake key) through their usual env
+    vars."""
     with FakeLLMServer(latency=0.0) as srv:
         monkeypatch.setenv("OPENAI_API_KEY", FAKE_KEY)
         monkeypatch.setenv("OPENAI_BASE_URL", srv.openai_url)
         monkeypatch.setenv("ANTHROPIC_API_KEY", FAKE_KEY)
         monkeypatch.setenv("ANTHROPIC_BASE_URL", srv.anthropic_url)
+        monkeypatch.setenv("GEMINI_API_KEY", FAKE_KEY)
+        monkeypatch.delenv("GOOGLE_API_KEY", raising=False)
+        monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", srv.gemini_url)
         yield srv

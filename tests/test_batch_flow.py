@@ -1,5 +1,6 @@
-"""Batch generation against the loopback server through the real SDKs, for OpenAI and Anthropic:
-a clean batch, failed + expired items re-submitted (bounded), collect twice, cancel, limits, same keys as online."""
+"""Batch generation against the loopback server through the real SDKs, for OpenAI, Anthropic and Gemini:
+a clean batch, failed + expired items re-submitted (bounded), collect twice, cancel, limits, same keys as online.
+(Gemini's own expiry and cancel semantics, whole batches, are in test_gemini.py.)"""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ from sbs_data.generate.options import PlanSpec, RunOptions
 from sbs_data.generate.run import generate
 from sbs_data.teachers.models import facts_for
 
-PROVIDERS = ["openai", "anthropic"]
+PROVIDERS = ["openai", "anthropic", "gemini"]
+#: Per-request expiry, and cancellation that keeps the answers that arrived (Gemini: whole batches).
+PER_REQUEST = ["openai", "anthropic"]
 
 
 def _submit(ws, provider, **kw):
@@ -50,7 +53,7 @@ def test_clean_batch_same_keys_as_online_and_batch_price(ws, server, provider):
     assert ws.one("SELECT count(*) FROM batch_runs WHERE status = 'done' AND version = ?", [ref]) == 1
 
 
-@pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize("provider", PER_REQUEST)
 def test_failed_and_expired_items_are_resubmitted_bounded(ws, server, provider):
     cqa_examples(ws, n=8)
     server.set_faults(
@@ -121,7 +124,7 @@ def test_collect_before_the_batch_ends_then_again(ws, server, provider):
     assert out[0]["state"] == "done" and len(gen_rows(ws, out[0]["version"])) == 5
 
 
-@pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize("provider", PER_REQUEST)
 def test_cancel_keeps_what_arrived(ws, server, provider):
     server.batch_polls = 100
     cqa_examples(ws, n=8)
@@ -180,7 +183,7 @@ def test_dry_run_uses_the_batch_price_and_only_providers_with_batches(ws, server
     assert batch.summary["est_cost_usd"] == pytest.approx(online.summary["est_cost_usd"] * 0.5, abs=1e-4)
     assert batch.summary["mode"] == "batch" and server.batch_calls == {}
     assert ws.one("SELECT count(*) FROM sbs_batches") == 0
-    with pytest.raises(SbsError, match="--mode batch needs an openai: or anthropic:"):
+    with pytest.raises(SbsError, match="--mode batch needs an openai:, anthropic: or gemini:"):
         generate(
             ws, "toy", PlanSpec("openai-compat:m", base_urls=[server.openai_url]), RunOptions(mode="batch")
         )

@@ -34,7 +34,7 @@ def renders(monkeypatch):
     return seen
 
 
-@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+@pytest.mark.parametrize("provider", ["openai", "anthropic", "gemini"])
 def test_polls_render_nothing_and_collect_renders_only_the_jobs_read(ws, server, renders, provider):
     cqa_examples(ws, n=N)
     server.batch_polls = 2  # every job ends on its second retrieve

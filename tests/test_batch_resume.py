@@ -24,7 +24,7 @@ def _cli(db, env, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
 
 
-@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+@pytest.mark.parametrize("provider", ["openai", "anthropic", "gemini"])
 def test_submit_in_one_process_collect_in_another(tmp_path, provider):
     db = tmp_path / "b.duckdb"
     with Workspace.open(db) as ws:
@@ -69,7 +69,13 @@ generate(ws, "toy", PlanSpec({teacher!r}), RunOptions(mode="batch", batch=bfast(
 
 @pytest.mark.parametrize(
     "provider,where",
-    [("openai", "after_create"), ("anthropic", "after_create"), ("openai", "before_create")],
+    [
+        ("openai", "after_create"),
+        ("anthropic", "after_create"),
+        ("gemini", "after_create"),
+        ("openai", "before_create"),
+        ("gemini", "before_create"),
+    ],
 )
 def test_killed_around_the_provider_call_never_submits_twice(tmp_path, monkeypatch, provider, where):
     db = tmp_path / "c.duckdb"
@@ -106,6 +112,8 @@ def test_killed_around_the_provider_call_never_submits_twice(tmp_path, monkeypat
         assert len(srv.batch_submitted) == N and set(srv.batch_submitted.values()) == {1}
         if provider == "openai" and where == "after_create":
             assert srv.batch_calls["batches.list"] >= 1 and srv.batch_calls["files.create"] == 3
+        if provider == "gemini" and where == "after_create":
+            assert srv.batch_calls["gemini.batches.list"] >= 1
 
 
 def test_cli_wait_and_cancel(tmp_path, monkeypatch):

@@ -18,6 +18,21 @@ def test_schema_doc_covers_every_table_and_view(ws):
     assert not missing, f"docs/schema.md does not describe: {missing}"
 
 
+def test_schema_doc_names_every_generation_column(ws):
+    """Each column of `sbs_generations` (beyond its key) is named in its row of docs/schema.md."""
+    doc = (ROOT / "docs" / "schema.md").read_text()
+    row = next(line for line in doc.splitlines() if line.startswith("| `sbs_generations` |"))
+    cols = [
+        r[0]
+        for r in ws.all(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'sbs_generations'"
+        )
+    ]
+    key = {"version_id", "example_id", "sample_idx", "split"}
+    missing = [c for c in cols if c not in key and not re.search(rf"\b{c}\b", row)]
+    assert not missing, f"docs/schema.md's sbs_generations row does not name: {missing}"
+
+
 def test_readme_mentions_every_command():
     readme = (ROOT / "README.md").read_text()
     commands = sorted(get_command(app).commands)

@@ -569,3 +569,164 @@ def test_cli_serves_with_limits_and_lenient_models():
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+# -- the Responses API and service tiers -------------------------------------------------------------
+def resp(client: openai.OpenAI, model: str = "gpt-5-mini", content: str = Q, **kw):
+    return client.responses.create(model=model, input=[{"role": "user", "content": content}], **kw)
+
+
+def test_responses_answer_in_the_documented_shape(srv):
+    c = oai(srv)
+    r = resp(c, instructions="Answer briefly.", reasoning={"effort": "low", "summary": "detailed"})
+    assert r.object == "response" and r.status == "completed" and r.id.startswith("resp_")
+    assert [o.type for o in r.output] == ["reasoning", "message"]
+    assert r.output_text.endswith("So the answer is (a) red.") and r.service_tier == "default"
+    (summary,) = r.output[0].summary
+    assert summary.type == "summary_text" and "ruled out" in summary.text  # detailed says more
+    u = r.usage
+    assert 192 <= u.output_tokens_details.reasoning_tokens <= 320
+    assert u.output_tokens == u.output_tokens_details.reasoning_tokens + count_tokens(r.output_text)
+    assert u.input_tokens > count_tokens(Q) and u.input_tokens_details.cached_tokens == 0
+    # no summary unless asked; a chat model has no reasoning item at all
+    assert resp(c).output[0].summary == []
+    assert [o.type for o in resp(c, "gpt-4o-mini", temperature=0.3).output] == ["message"]
+    # the same prompt through both APIs costs the same input tokens
+    assert resp(c, "gpt-4o-mini").usage.input_tokens == chat(c).usage.prompt_tokens
+
+
+def test_responses_max_output_tokens_gives_incomplete(srv):
+    c = oai(srv)
+    cut = resp(c, "gpt-4.1-nano", max_output_tokens=16)  # the answer is longer than 16 tokens
+    assert cut.status == "incomplete" and cut.incomplete_details.reason == "max_output_tokens"
+    assert cut.usage.output_tokens == 16 and cut.output[-1].type == "message" and cut.output_text
+    assert cut.output[-1].status == "incomplete" and len(cut.output_text) <= 64
+    starved = resp(c, reasoning={"effort": "high", "summary": "auto"}, max_output_tokens=100)
+    assert starved.status == "incomplete" and [o.type for o in starved.output] == ["reasoning"]
+    assert starved.output_text == "" and starved.usage.output_tokens_details.reasoning_tokens == 100
+
+
+@pytest.mark.parametrize(
+    "model, kw, status, code, param, message",
+    [
+        ("gpt-5", {"temperature": 0.2}, 400, None, "temperature",
+         "Unsupported parameter: 'temperature' is not supported with this model."),
+        ("o3", {"top_p": 0.9}, 400, None, "top_p",
+         "Unsupported parameter: 'top_p' is not supported with this model."),
+        ("gpt-9", {}, 400, "model_not_found", "model", "The requested model 'gpt-9' does not exist."),
+        ("gpt-5-mini", {"max_output_tokens": 8}, 400, "integer_below_min_value", "max_output_tokens",
+         "Invalid 'max_output_tokens': integer below minimum value. Expected a value >= 16, but got 8 instead."),
+        ("gpt-5-mini", {"extra_body": {"seed": 1}}, 400, "unknown_parameter", "seed", "Unknown parameter: 'seed'."),
+        ("gpt-4o-mini", {"reasoning": {"effort": "low"}}, 400, "unsupported_parameter", "reasoning.effort",
+         "Unsupported parameter: 'reasoning.effort' is not supported with this model."),
+        ("o4-mini", {"reasoning": {"effort": "minimal"}}, 400, "unsupported_value", "reasoning.effort",
+         "Unsupported value: 'reasoning.effort' does not support 'minimal' with this model. "
+         "Supported values are: 'low', 'medium', and 'high'."),
+        ("gpt-5-mini", {"reasoning": {"summary": "long"}}, 400, "invalid_value", "reasoning.summary",
+         "Invalid value: \"long\". Supported values are: 'auto', 'concise', and 'detailed'."),
+        ("gpt-5-mini", {"service_tier": "turbo"}, 400, "invalid_value", "service_tier",
+         "Invalid value: \"turbo\". Supported values are: 'auto', 'default', 'flex', 'priority', and 'scale'."),
+        ("gpt-5-mini",
+         {"text": {"format": {"type": "json_schema", "name": "out", "strict": True,
+                              "schema": {"type": "object", "properties": {"a": {"type": "string"}}}}}},
+         400, "invalid_json_schema", "text.format.schema",
+         "Invalid schema for response_format 'out': In context=(), 'additionalProperties' is required to be "
+         "supplied and to be false."),
+        ("gpt-5-mini",
+         {"text": {"format": {"type": "json_schema", "name": "out", "strict": True,
+                              "schema": {"type": "object", "properties": {"a": {"type": "string"}},
+                                         "additionalProperties": False}}}},
+         400, "invalid_json_schema", "text.format.schema",
+         "Invalid schema for response_format 'out': In context=(), 'required' is required to be supplied and "
+         "to be an array including every key in properties. Missing 'a'."),
+    ],
+)  # fmt: skip
+def test_responses_refuses_what_the_api_refuses(srv, model, kw, status, code, param, message):
+    with pytest.raises(openai.APIStatusError) as ei:
+        resp(oai(srv), model, **kw)
+    err = ei.value.body
+    assert ei.value.status_code == status and (err["code"], err["param"], err["message"]) == (
+        code,
+        param,
+        message,
+    )
+    assert srv.count == 1 and srv.bill("openai", model)["requests"] == 0
+
+
+def test_responses_structured_output_and_string_input(srv):
+    schema = {
+        "type": "object",
+        "properties": {"rationale": {"type": "string"}, "label": {"type": "string"}},
+        "required": ["rationale", "label"],
+        "additionalProperties": False,
+    }
+    fmt = {"type": "json_schema", "name": "teacher_output", "schema": schema, "strict": True}
+    r = oai(srv).responses.create(model="gpt-5-nano", input=Q, text={"format": fmt})
+    assert json.loads(r.output_text)["label"] == "(a) red" and r.text.format.name == "teacher_output"
+
+
+def test_service_tiers_are_reported_billed_and_flex_can_be_busy(srv):
+    c = oai(srv)
+    r = resp(c, "gpt-5-mini", service_tier="flex")
+    assert r.service_tier == "flex"
+    assert resp(c, "gpt-5-mini", service_tier="priority").service_tier == "priority"
+    assert resp(c, "gpt-5-mini", service_tier="auto").service_tier == "default"
+    assert chat(c, "gpt-4o-mini", service_tier="flex").service_tier == "default"  # no flex for it
+    assert chat(c, "o4-mini", service_tier="flex").service_tier == "flex"  # chat takes tiers too
+    flex = srv.bill("openai", "gpt-5-mini", tier="flex")
+    u = r.usage
+    assert flex["requests"] == 1 and flex["output_tokens"] == u.output_tokens
+    full = (u.input_tokens * 0.25 + u.output_tokens * 2.00) / 1e6
+    assert flex["usd"] == pytest.approx(full / 2)
+    prio = srv.bill("openai", "gpt-5-mini", tier="priority")
+    assert prio["usd"] > 1.7 * srv.bill("openai", "gpt-5-mini", tier="default")["usd"] * 0.5
+    assert srv.bill("openai", "gpt-5-mini")["requests"] == 3  # all tiers added up
+    assert {(b["model"], b["tier"]) for b in srv.stats()["bill"]} >= {
+        ("gpt-5-mini", "flex"),
+        ("o4-mini", "flex"),
+    }
+    # a busy flex tier turns a stable share of prompts away with 429 Resource Unavailable, unbilled
+    srv.reset()
+    srv.flex_busy, srv.flex_busy_tries = 1.0, 2
+    for _ in range(2):
+        with pytest.raises(openai.RateLimitError) as ei:
+            resp(c, "gpt-5-mini", content="busy?", service_tier="flex")
+        assert (
+            ei.value.body["code"] == "resource_unavailable" and "retry-after" not in ei.value.response.headers
+        )
+    assert resp(c, "gpt-5-mini", content="busy?", service_tier="flex").status == "completed"
+    assert resp(c, "gpt-5-mini", content="other", service_tier="default").status == "completed"
+    b = srv.bill("openai", "gpt-5-mini", tier="flex")
+    assert (b["requests"], b["rate_limited"]) == (1, 2)
+
+
+def test_batches_of_responses_lines(srv):
+    srv.batch_polls = 0
+    c = oai(srv)
+    body = {"model": "gpt-5-mini", "input": Q, "reasoning": {"summary": "auto"}, "max_output_tokens": 5000}
+    lines = [
+        {"custom_id": "a", "method": "POST", "url": "/v1/responses", "body": body},
+        {"custom_id": "b", "method": "POST", "url": "/v1/responses", "body": {**body, "temperature": 0.5}},
+    ]
+    f = c.files.create(
+        file=("in.jsonl", "".join(json.dumps(x) + "\n" for x in lines).encode()), purpose="batch"
+    )
+    b = c.batches.create(input_file_id=f.id, endpoint="/v1/responses", completion_window="24h")
+    assert b.status == "completed" and (b.request_counts.completed, b.request_counts.failed) == (1, 1)
+    out = json.loads(c.files.content(b.output_file_id).text)
+    assert out["custom_id"] == "a" and out["response"]["body"]["object"] == "response"
+    assert out["response"]["body"]["output"][0]["summary"][0]["type"] == "summary_text"
+    err = json.loads(c.files.content(b.error_file_id).text)
+    assert (
+        err["response"]["status_code"] == 400 and err["response"]["body"]["error"]["param"] == "temperature"
+    )
+    bill = srv.bill("openai", "gpt-5-mini", "batch")
+    assert bill["requests"] == 1 and bill["failed"] == 1
+    u = out["response"]["body"]["usage"]
+    assert bill["usd"] == pytest.approx((u["input_tokens"] * 0.25 + u["output_tokens"] * 2.0) / 1e6 / 2)
+    # a line whose url is not the batch's endpoint fails the batch's validation
+    f = c.files.create(file=("in.jsonl", json.dumps(lines[0]).encode()), purpose="batch")
+    b = c.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h")
+    assert b.status == "failed" and b.errors.data[0].code == "invalid_url" and b.errors.data[0].line == 1
+    with pytest.raises(openai.BadRequestError):
+        c.batches.create(input_file_id=f.id, endpoint="/v1/embeddingz", completion_window="24h")  # type: ignore[arg-type]

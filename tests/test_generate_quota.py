@@ -22,7 +22,9 @@ def test_quota_errors_are_not_rate_limits():
     assert classify_status(429, "Rate limit reached for requests", "rate_limit_exceeded") is RateLimited
 
 
-@pytest.mark.parametrize("teacher", ["openai:gpt-4o-mini", "anthropic:claude-sonnet-4-5"])
+@pytest.mark.parametrize(
+    "teacher", ["openai:gpt-4o-mini", "anthropic:claude-sonnet-4-5", "gemini:gemini-2.5-flash"]
+)
 def test_no_credit_from_the_start_stops_within_seconds(ws, server, teacher):
     cqa_examples(ws, n=200)
     server.set_faults(FaultPlan(queue=["noquota"] * 1000))

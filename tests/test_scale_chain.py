@@ -22,4 +22,7 @@ def test_scale_chain_runs_every_step(tmp_path):
     steps = ["ingest", "generate", "generate (cached)", "score", "filter", "export"]
     assert [r["step"] for r in results] == steps, (tmp_path / "w" / "steps.log").read_text()[-3000:]
     assert all(r["rc"] == 0 and r["peak_rss_mb"] > 0 and r["size"] == 300 for r in results)
+    calls = {r["step"]: r["calls"] for r in results}
+    # the re-run is checked to call nothing
+    assert calls["generate"] == 300 and calls["generate (cached)"] == 0
     assert "| 300 | export |" in proc.stdout

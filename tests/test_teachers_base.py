@@ -81,6 +81,8 @@ def test_redact_and_safe_url():
         ("gpt-4o", "gpt-4o-mini-2024-07-18", False),
         ("gpt-4o-mini", "gpt-4o-mini-2024-07-18-extra", False),
         ("claude-3-5-haiku-latest", "claude-3-5-sonnet-20241022", False),
+        ("gemini-1.5-flash", "gemini-1.5-flash-002", True),  # Gemini's stable version of the model
+        ("gemini-2.5-flash", "gemini-2.5-flash-lite", False),
     ],
 )
 def test_same_model_accepts_only_the_name_or_a_dated_snapshot_of_it(requested, served, same):
@@ -92,3 +94,5 @@ def test_served_model_is_read_capped_and_never_anything_but_text():
     assert served_model({"model": "x" * 10_000}) == "x" * 200
     assert served_model({"model": 7}) is None and served_model({"model": ""}) is None
     assert served_model({}) is None and served_model(None) is None
+    assert served_model({"modelVersion": "gemini-2.5-flash"}, "modelVersion") == "gemini-2.5-flash"
+    assert served_model({"modelVersion": "gemini-2.5-flash"}) is None  # Gemini's field is not `model`

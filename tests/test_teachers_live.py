@@ -87,10 +87,16 @@ def test_anthropic_limits_on_answers_and_on_429():
 def test_openai_error_code_and_param():
     with FakeLLMServer() as srv:
         (missing,) = _calls(_openai(srv, "gpt-9-ultra"), _req())
-        (hot,) = _calls(_openai(srv, "gpt-5"), _req(params={"temperature": 0.2, "max_tokens": 5000}))
+        chat = _openai(srv, "gpt-5")
+        chat.use_api("chat")
+        (hot,) = _calls(chat, _req(params={"temperature": 0.2, "max_tokens": 5000}))
+        # the Responses API (gpt-5's default) refuses the parameter itself, with no code
+        (hot_r,) = _calls(_openai(srv, "gpt-5"), _req(params={"temperature": 0.2, "max_tokens": 5000}))
     assert isinstance(missing, Permanent) and missing.status == 404 and missing.code == "model_not_found"
     assert isinstance(hot, Permanent) and hot.status == 400
     assert (hot.code, hot.param) == ("unsupported_value", "temperature")
+    assert isinstance(hot_r, Permanent) and (hot_r.status, hot_r.param) == (400, "temperature")
+    assert "is not supported with this model" in str(hot_r)
 
 
 def test_openai_reasoning_and_cached_tokens():

@@ -208,6 +208,24 @@ def test_default_table_is_the_shipped_one():
     assert DEFAULT_PRICES.name == "prices.yaml" and load_table()["currency"] == "USD"
 
 
+def test_service_tiers_are_priced_per_model():
+    mini = facts_for("openai", "gpt-5-mini")
+    assert mini.tiers == {"flex": 0.5, "priority": 1.8}
+    base = mini.cost(10_000, 2_000, 4_000)
+    assert mini.cost(10_000, 2_000, 4_000, tier="flex") == pytest.approx(base / 2)
+    # priority: https://openai.com/api-priority-processing/ lists gpt-5-mini at $0.45 / $0.045 / $3.60
+    assert mini.cost(10_000, 2_000, 4_000, tier="priority") == pytest.approx(
+        (6_000 * 0.45 + 4_000 * 0.045 + 2_000 * 3.60) / 1e6
+    )
+    for tier in (None, "default", "auto", "scale"):
+        assert mini.cost(10_000, 2_000, 4_000, tier=tier) == base
+    assert mini.cost(10_000, 2_000, tier="flex", batch=True) == mini.cost(10_000, 2_000, batch=True)
+    assert mini.cost(10_000, 2_000, tier="ultrafast") is None  # a tier the table does not price
+    assert "flex" not in facts_for("openai", "gpt-4o-mini").tiers
+    assert facts_for("openai", "gpt-4o-mini").cost(0, 1_000_000, tier="priority") == pytest.approx(1.00)
+    assert facts_for("anthropic", "claude-sonnet-4").tiers == {}
+
+
 def test_prices_file_validates_with_its_new_fields(tmp_path):
     from sbs_data.schemas import validate
 
@@ -226,10 +244,13 @@ def test_list_models_mirrors_the_table():
     from sbs_data.teachers.base import PARAMS
     from sbs_data.teachers.models import MODEL_COLUMNS, PARAM_ORDER, list_models
 
-    assert PARAM_ORDER == PARAMS  # the models table's copy of the request params, in the same order
+    # the models table's copy of the request params, in the same order; `reasoning_summary` is no table
+    # param (the planner asks for a reasoning model, the teacher for the Responses API)
+    assert PARAM_ORDER == tuple(p for p in PARAMS if p != "reasoning_summary")
     rows = list_models()
     assert rows and all(tuple(r) == MODEL_COLUMNS for r in rows)
-    assert {r["provider"] for r in rows} == {"openai", "anthropic"}  # providers without listed models: none
+    # providers without listed models (openai-compat, hf, replay): none
+    assert {r["provider"] for r in rows} == {"openai", "anthropic", "gemini"}
     by = {(r["provider"], r["model"]): r for r in rows}
     opus = by[("anthropic", "claude-opus-5-5")]
     prices = ("input", "cached_input", "cache_write_5m", "cache_write_1h", "output")
@@ -239,9 +260,12 @@ def test_list_models_mirrors_the_table():
     mini = by[("openai", "gpt-4o-mini")]
     assert mini["cache_write_5m"] is None and not mini["native_json"]
     assert mini["params"] == ["temperature", "top_p", "max_tokens", "seed", "stop", "n"]  # PARAMS order
+    flash = by[("gemini", "gemini-2.5-flash")]
+    assert [flash[k] for k in ("input", "cached_input", "output")] == [0.3, 0.03, 2.5]
+    assert flash["reasoning"] and "thinking_budget" in flash["params"] and flash["batch_discount"] == 0.5
     assert {r["provider"] for r in list_models("anthropic")} == {"anthropic"}
-    with pytest.raises(SbsError, match="no provider 'gemini'.*openai, anthropic"):
-        list_models("gemini")
+    with pytest.raises(SbsError, match="no provider 'mistral'.*openai, anthropic, gemini"):
+        list_models("mistral")
 
 
 def test_models_command_lists_and_filters(tmp_path):

@@ -23,7 +23,7 @@ def clean_registry(monkeypatch):
 
 def test_builtins_and_their_facts(monkeypatch, tmp_path):
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
-    assert registry.providers()[:5] == ["openai", "anthropic", "openai-compat", "hf", "replay"]
+    assert registry.providers()[:6] == ["openai", "anthropic", "gemini", "openai-compat", "hf", "replay"]
     t = registry.parse_spec("openai:gpt-5-mini-2025-08-07")
     assert t.facts.matched == "gpt-5-mini" and t.facts.reasoning and t.prompt_cache
     a = registry.parse_spec("anthropic:claude-3-5-haiku-latest", prompt_cache=False)
@@ -48,14 +48,16 @@ def test_batch_support(monkeypatch):
     assert type(registry.batch_api(o)) is OpenAIBatchAPI and type(registry.batch_api(a)) is AnthropicBatchAPI
     assert registry.batch_api(o).max_requests == 50_000 and registry.batch_api(a).max_requests == 100_000
     with pytest.raises(
-        SbsError, match=r"--mode batch needs an openai: or anthropic: teacher, not openai-compat:llama3"
+        SbsError,
+        match=r"--mode batch needs an openai:, anthropic: or gemini: teacher, not openai-compat:llama3",
     ):
         registry.batch_api(c)
 
 
 def test_third_party_provider(clean_registry):
     with pytest.raises(
-        SbsError, match="unknown teacher provider 'echo'.*openai, anthropic, openai-compat, hf or replay"
+        SbsError,
+        match="unknown teacher provider 'echo'.*openai, anthropic, gemini, openai-compat, hf or replay",
     ):
         registry.parse_spec("echo:v1")
     registry.register("echo", make_echo, batch=EchoBatch, aliases=("parrot",))
@@ -120,8 +122,9 @@ def test_base_and_adapters_never_import_the_registry():
 
     teachers = ROOT / "sbs_data" / "teachers"
     adapters = {
-        f"sbs_data.teachers.{n}" for n in ("openai", "anthropic", "compat", "hf", "replay", "registry")
+        f"sbs_data.teachers.{n}"
+        for n in ("openai", "anthropic", "gemini", "compat", "hf", "replay", "registry")
     }
     assert not imported(teachers / "base.py") & adapters
-    for name in ("openai", "anthropic", "compat", "hf", "replay", "batch_api", "models"):
+    for name in ("openai", "anthropic", "gemini", "compat", "hf", "replay", "batch_api", "models"):
         assert "sbs_data.teachers.registry" not in imported(teachers / f"{name}.py"), name

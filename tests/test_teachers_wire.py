@@ -158,7 +158,9 @@ def test_openai_reader_online_and_batch_agree():
     )
     assert (online.prompt_tokens, online.cached_tokens) == (2048, 1920)
     assert (online.completion_tokens, online.reasoning_tokens) == (900, 832)
-    api = OpenAIBatchAPI(OpenAITeacher("gpt-5-mini", api_key="k"))
+    chat = OpenAITeacher("gpt-5-mini", api_key="k")
+    chat.use_api("chat")  # a Chat Completions body (gpt-5-mini's default is the Responses API)
+    api = OpenAIBatchAPI(chat)
     line = {"custom_id": "K", "response": {"status_code": 200, "request_id": "req_9", "body": OPENAI_BODY}}
     r = api.result(line)
     assert r.key == "K" and r.kind is None and r.response == online
@@ -346,6 +348,7 @@ def test_anthropic_default_max_tokens_comes_from_the_facts():
 
 def test_openai_body_adds_nothing_and_passes_reasoning_effort():
     t = OpenAITeacher("gpt-5-mini", api_key="k")
+    t.use_api("chat")
     kw = t.build_kwargs(
         Request(
             ({"role": "user", "content": SHOTS + QUESTION},),
@@ -360,3 +363,127 @@ def test_openai_body_adds_nothing_and_passes_reasoning_effort():
         "reasoning_effort": "low",
         "max_completion_tokens": 4000,
     }
+
+
+# -- the Responses API ------------------------------------------------------------------------------
+SCHEMA = {
+    "type": "object",
+    "properties": {"a": {"type": "string"}},
+    "required": ["a"],
+    "additionalProperties": False,
+}
+
+
+def test_reasoning_models_speak_the_responses_api_and_chat_models_chat():
+    from sbs_data.teachers.compat import CompatTeacher
+
+    assert OpenAITeacher("gpt-5-mini", api_key="k").endpoint == "responses"
+    assert OpenAITeacher("o4-mini-2025-04-16", api_key="k").endpoint == "responses"
+    assert OpenAITeacher("gpt-4o-mini", api_key="k").endpoint == "chat.completions"
+    t = OpenAITeacher("gpt-4o-mini", api_key="k")
+    t.use_api("responses")
+    assert (t.api, t.endpoint) == ("responses", "responses")
+    t.endpoint = "chat.completions"
+    assert t.api == "chat"
+    c = CompatTeacher("gpt-5-mini", base_urls=["http://a/v1"])
+    c.facts = facts_for("openai", "gpt-5-mini")  # even a reasoning model: compat servers speak chat
+    assert c.endpoint == "chat.completions"
+    assert OpenAIBatchAPI(OpenAITeacher("gpt-5", api_key="k")).endpoint == "/v1/responses"
+    assert OpenAIBatchAPI(OpenAITeacher("gpt-4.1", api_key="k")).endpoint == "/v1/chat/completions"
+
+
+def test_responses_body_maps_every_param():
+    t = OpenAITeacher("gpt-5-mini", api_key="k")
+    t.use_service_tier("flex")
+    req = Request(
+        ({"role": "user", "content": SHOTS + QUESTION},),
+        "sys",
+        {"reasoning_effort": "low", "reasoning_summary": "auto", "max_tokens": 4000, "n": 1, "top_p": None},
+        SCHEMA,
+        prefix_chars=len(SHOTS),
+    )
+    assert t.build_kwargs(req) == {
+        "model": "gpt-5-mini",
+        "instructions": "sys",
+        "input": [{"role": "user", "content": SHOTS + QUESTION}],
+        "max_output_tokens": 4000,
+        "reasoning": {"effort": "low", "summary": "auto"},
+        "text": {
+            "format": {"type": "json_schema", "name": "teacher_output", "schema": SCHEMA, "strict": True}
+        },
+        "service_tier": "flex",
+        "store": False,
+    }
+    line = OpenAIBatchAPI(t).line("K", req)
+    assert line["url"] == "/v1/responses" and line["body"] == t.build_kwargs(req)
+    # chat carries the tier too
+    c = OpenAITeacher("gpt-4o-mini", api_key="k")
+    c.use_service_tier("priority")
+    assert c.build_kwargs(Request(({"role": "user", "content": "hi"},)))["service_tier"] == "priority"
+
+
+RESPONSES_BODY = {
+    "id": "resp_1",
+    "object": "response",
+    "status": "completed",
+    "service_tier": "flex",
+    "output": [
+        {"type": "reasoning", "id": "rs_1", "summary": [{"type": "summary_text", "text": "First."},
+                                                        {"type": "summary_text", "text": "Then."}]},
+        {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "So the answer "},
+                                                             {"type": "output_text", "text": "is (a)."}]},
+    ],
+    "usage": {"input_tokens": 2048, "input_tokens_details": {"cached_tokens": 1920}, "output_tokens": 900,
+              "output_tokens_details": {"reasoning_tokens": 832}, "total_tokens": 2948},
+}  # fmt: skip
+
+
+def test_responses_reader_online_and_batch_agree():
+    r = openai_mod.read_response(RESPONSES_BODY)
+    assert (r.text, r.finish_reason, r.request_id, r.service_tier) == (
+        "So the answer is (a).",
+        "stop",
+        "resp_1",
+        "flex",
+    )
+    assert (r.prompt_tokens, r.cached_tokens, r.completion_tokens, r.reasoning_tokens) == (
+        2048,
+        1920,
+        900,
+        832,
+    )
+    assert r.reasoning_summary == "First.\n\nThen."
+    api = OpenAIBatchAPI(OpenAITeacher("gpt-5-mini", api_key="k"))
+    res = api.result({"custom_id": "K", "response": {"status_code": 200, "body": RESPONSES_BODY}})
+    assert res.kind is None and res.response == r
+    # incomplete: the length finish reason (no message at all when reasoning used the budget)
+    cut = {**RESPONSES_BODY, "status": "incomplete", "incomplete_details": {"reason": "max_output_tokens"}}
+    assert openai_mod.read_response(cut).finish_reason == "length"
+    starved = {**cut, "output": RESPONSES_BODY["output"][:1]}
+    assert openai_mod.read_response(starved).text == ""
+    filtered = {**cut, "incomplete_details": {"reason": "content_filter"}}
+    assert openai_mod.read_response(filtered).finish_reason == "content_filter"
+    refusal = {
+        **RESPONSES_BODY,
+        "output": [{"type": "message", "content": [{"type": "refusal", "refusal": "No."}]}],
+    }
+    assert openai_mod.read_response(refusal).text is None
+    # a failed response is a classified error; a body of another shape is malformed
+    failed = {**RESPONSES_BODY, "status": "failed", "error": {"code": "server_error", "message": "oops"}}
+    with pytest.raises(Transient, match="server_error"):
+        openai_mod.read_response(failed)
+    with pytest.raises(RateLimited):
+        openai_mod.read_response({**failed, "error": {"code": "rate_limit_exceeded", "message": "x"}})
+    bad = api.result({"custom_id": "K", "response": {"status_code": 200, "body": failed}})
+    assert bad.kind == "transient" and "server_error" in bad.error
+    for body in ({**RESPONSES_BODY, "status": "queued"}, {"status": "completed"}, {"output": []}):
+        with pytest.raises((KeyError, TypeError, ValueError)):
+            openai_mod.read_response(body)
+    # chat answers report their tier too
+    assert read_body({**OPENAI_BODY, "service_tier": "priority"}).service_tier == "priority"
+
+
+def test_resource_unavailable_is_a_rate_limit():
+    assert classify_status(429, "Resource Unavailable", "resource_unavailable") is RateLimited
+    assert classify_status(503, "Resource unavailable, try again later") is RateLimited
+    assert classify_status(503, "upstream failed") is Transient

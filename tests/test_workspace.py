@@ -52,6 +52,77 @@ def test_older_workspace_is_migrated_on_open(tmp_path, monkeypatch):
         assert ws.schema_version() == allm[-1][0]
 
 
+def _cache_view_columns(ws: Workspace) -> set[str]:
+    return {
+        r[0] for r in ws.all("SELECT column_name FROM information_schema.columns WHERE table_name = 'cache'")
+    }
+
+
+def test_workspace_at_009_gets_010_and_a_cache_view_with_every_column(tmp_path, monkeypatch):
+    """A workspace migrated to 009 (usage_estimated) gets 010 (the Responses API) and the later migrations
+    next, and the cache view the last migration defines keeps the columns of all of them."""
+    allm = wsmod._migrations()
+    assert [(n, name) for n, name, _ in allm[8:10]] == [(9, "usage_estimated"), (10, "responses")]
+    monkeypatch.setattr(wsmod, "_migrations", lambda: allm[:9])
+    Workspace.open(tmp_path / "at9.duckdb").close()
+    monkeypatch.setattr(wsmod, "_migrations", lambda: allm)
+    with Workspace.open(tmp_path / "at9.duckdb") as ws:
+        assert ws.schema_version() == allm[-1][0]
+        cols = _cache_view_columns(ws)
+    assert {
+        "usage_estimated",
+        "teacher_reasoning",
+        "service_tier",
+        "served_model",
+        "repaired",
+        "text",
+    } <= cols
+
+
+def test_workspace_migrated_by_main_at_010_gets_011_and_012(tmp_path, monkeypatch):
+    """A workspace main's code migrated to 010 (the Responses API: teacher_reasoning, service_tier), with an
+    answer in its cache, gets the branch's migrations renumbered after it: 011 (served_model) and 012 (push
+    intents). The answer keeps its columns and reads served_model NULL; the cache view has every column."""
+    allm = wsmod._migrations()
+    assert [(n, name) for n, name, _ in allm[9:]] == [
+        (10, "responses"),
+        (11, "served_model"),
+        (12, "push_intents"),
+    ]
+    db = tmp_path / "at10.duckdb"
+    monkeypatch.setattr(wsmod, "_migrations", lambda: allm[:10])
+    with Workspace.open(db) as ws:
+        assert ws.schema_version() == 10
+        assert "served_model" not in _cache_view_columns(ws)
+        ws.con.execute(
+            "INSERT INTO sbs_cache (cache_key, provider, endpoint, model, text, teacher_reasoning, service_tier) "
+            "VALUES ('k1', 'openai', 'responses', 'o4-mini', 'an answer', 'a summary', 'flex')"
+        )
+    monkeypatch.setattr(wsmod, "_migrations", lambda: allm)
+    with Workspace.open(db) as ws:
+        assert ws.schema_version() == 12
+        applied = ws.all("SELECT version, name FROM sbs_migrations WHERE version > 9 ORDER BY 1")
+        assert [tuple(r) for r in applied] == [(10, "responses"), (11, "served_model"), (12, "push_intents")]
+        assert {
+            "usage_estimated",
+            "teacher_reasoning",
+            "service_tier",
+            "served_model",
+        } <= _cache_view_columns(ws)
+        row = ws.all(
+            "SELECT text, teacher_reasoning, service_tier, served_model FROM cache WHERE cache_key = 'k1'"
+        )
+        assert [tuple(r) for r in row] == [("an answer", "a summary", "flex", None)]
+        gen_cols = {
+            r[0]
+            for r in ws.all(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = 'sbs_generations'"
+            )
+        }
+        assert {"teacher_reasoning", "service_tier", "served_model"} <= gen_cols
+        assert ws.all("SELECT count(*) FROM sbs_push_intents")[0][0] == 0
+
+
 def test_newer_workspace_fails_clearly(tmp_path):
     with Workspace.open(tmp_path / "new.duckdb") as ws:
         ws.con.execute("INSERT INTO sbs_migrations (version, name) VALUES (9999, 'future')")

@@ -238,7 +238,12 @@ def build_card(
                 ["label", f"training target ({manifest['label_source']} label)"],
                 ["gold_label", "the dataset's label (null when unlabelled)"],
                 ["teacher_label", "the label the teacher predicted (null for examples-only exports)"],
-                ["rationale", "the teacher's step-by-step rationale"],
+                [
+                    "rationale",
+                    "the teacher's reasoning summary"
+                    if manifest.get("options", {}).get("rationale_source") == "reasoning_summary"
+                    else "the teacher's step-by-step rationale",
+                ],
                 ["teacher", "teacher model spec"],
                 ["sample_idx", "index of the teacher sample for this example"],
                 ["choices", "answer choices (multiple-choice tasks) or null"],
@@ -248,6 +253,11 @@ def build_card(
                     "true when the teacher was shown the gold answer as a hint (`sbs-data rationalize`); "
                     "weight or drop these rows in training (`sbs-train --hinted drop`)",
                 ],
+                *(
+                    [["teacher_reasoning", "the teacher's summary of its own reasoning (null when none)"]]
+                    if "teacher_reasoning" in schema.names
+                    else []
+                ),
             ],
             ["column", "meaning"],
         ),

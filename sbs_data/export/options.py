@@ -16,6 +16,7 @@ class ExportOptions:
     validation_fraction: float | None = None  # carve this fraction of train examples into validation
     seed: int = 0  # seed of the validation carve
     label_source: str = "gold"  # the training label: gold | teacher
+    rationale_source: str = "output"  # the training rationale: output | reasoning_summary (teacher_reasoning)
     drop_contaminated: bool = False  # drop train rows whose input overlaps validation/test inputs
     ngram: int = 8  # contamination: word n-gram size
     threshold: float = 0.8  # contamination: share of a row's n-grams seen in validation/test

@@ -36,10 +36,14 @@ from sbs_data.workspace import Version, Workspace, config_hash
 SPLITS = ("train", "validation", "test")
 FILE_FORMATS = ("parquet", "jsonl")
 LABEL_SOURCES = ("gold", "teacher")
+#: Which text becomes a row's `rationale`: the completion's, or the teacher's reasoning summary.
+RATIONALE_SOURCES = ("output", "reasoning_summary")
 #: The manifest's `schema_version`: 2 added the `hinted` column (rationalized rows).
 SCHEMA_VERSION = 2
 #: Row columns in contract order (the shard schema's `required` list).
 COLUMNS: list[str] = list(load_schema("shard")["required"])
+#: Optional columns, written only when some exported row has a value (so older exports stay as they were).
+OPTIONAL_COLUMNS = ("teacher_reasoning",)
 _PART_RE = re.compile(r"^(train|validation|test)/part-\d{5}\.(parquet|jsonl)$")
 _SECRET_KEY = re.compile(r"(api[_-]?key|token|secret|password|passwd|authorization|credential)", re.I)
 _SECRET_VALUE = re.compile(r"^(hf_|sk-|sk_|xai-|gsk_)[A-Za-z0-9_\-]{8,}$")
@@ -62,7 +66,7 @@ _DUCKDB_MEMORY = 256 * 2**20  # 1M rows with carving, or 63% of train contaminat
 _ROWS = "_sbs_export_rows"
 #: The columns a shard is made from (`label` is picked from gold_label or teacher_label).
 _READ = ("example_id", "task", "split", "input", "gold_label", "teacher_label", "rationale", "teacher",
-         "sample_idx", "choices", "quality", "hinted")  # fmt: skip
+         "sample_idx", "choices", "quality", "hinted", "teacher_reasoning")  # fmt: skip
 
 
 @dataclass
@@ -116,8 +120,10 @@ def _signal_expr(name: str, dtype: str) -> str:
     return f"{col}::VARCHAR"  # UBIGINT hashes etc. do not fit int64: keep them exact as text
 
 
-def _rows_sql(ws: Workspace, v: Version) -> tuple[str, list]:
-    """All rows visible in `v` joined to their examples (and quality signals), one per (example, sample)."""
+def _rows_sql(ws: Workspace, v: Version, rationale_source: str = "output") -> tuple[str, list]:
+    """All rows visible in `v` joined to their examples (and quality signals), one per (example, sample);
+    the `rationale` is the completion's, or with `rationale_source="reasoning_summary"` the teacher's
+    reasoning summary."""
     if v.examples_id is None:
         raise SbsError(f"{v.ref}: no examples version behind it; nothing to export")
     if v.kind == "examples":
@@ -125,13 +131,13 @@ def _rows_sql(ws: Workspace, v: Version) -> tuple[str, list]:
         gen = (
             f"SELECT example_id, 0::BIGINT AS sample_idx, NULL::VARCHAR AS teacher, NULL::VARCHAR AS rationale, "
             f"NULL::VARCHAR AS pred_label, NULL::BIGINT AS prompt_tokens, NULL::BIGINT AS completion_tokens, "
-            f"NULL::DOUBLE AS cost_usd, false AS hinted FROM ({inner})"
+            f"NULL::DOUBLE AS cost_usd, false AS hinted, NULL::VARCHAR AS teacher_reasoning FROM ({inner})"
         )
     else:
         inner, params = ws.rows_query(
             v,
             columns="example_id, sample_idx, teacher, rationale, pred_label, prompt_tokens, completion_tokens, cost_usd, "
-            "hinted",
+            "hinted, teacher_reasoning",
         )
         gen = f"SELECT * FROM ({inner})"
     params = list(params) + [v.examples_id]
@@ -151,8 +157,9 @@ def _rows_sql(ws: Workspace, v: Version) -> tuple[str, list]:
                CASE lower(trim(e.split)) WHEN 'valid' THEN 'validation' WHEN 'val' THEN 'validation'
                     WHEN 'dev' THEN 'validation' ELSE lower(trim(e.split)) END AS split,
                e.input_text AS input, e.label AS gold_label, g.pred_label AS teacher_label,
-               g.rationale, g.teacher, g.sample_idx::BIGINT AS sample_idx, e.choices, {quality} AS quality,
-               coalesce(g.hinted, false) AS hinted,
+               {"g.teacher_reasoning" if rationale_source == "reasoning_summary" else "g.rationale"} AS rationale,
+               g.teacher, g.sample_idx::BIGINT AS sample_idx, e.choices, {quality} AS quality,
+               coalesce(g.hinted, false) AS hinted, g.teacher_reasoning,
                g.prompt_tokens::BIGINT AS _prompt_tokens, g.completion_tokens::BIGINT AS _completion_tokens,
                g.cost_usd::DOUBLE AS _cost_usd, e.example_id IS NULL AS _missing
         FROM ({gen}) g
@@ -162,10 +169,10 @@ def _rows_sql(ws: Workspace, v: Version) -> tuple[str, list]:
     return sql, params
 
 
-def _load_rows(ws: Workspace, v: Version) -> int:
+def _load_rows(ws: Workspace, v: Version, rationale_source: str = "output") -> int:
     """Copy `v`'s rows into the temp table `_ROWS` (which spills to disk under the export's memory cap, so
     a million rationales are never all in memory) and check them; returns the row count."""
-    sql, params = _rows_sql(ws, v)
+    sql, params = _rows_sql(ws, v, rationale_source)
     ws.execute(f"CREATE OR REPLACE TEMP TABLE {_ROWS} AS {sql}", params)
     n, missing = ws.all(f"SELECT count(*), count(*) FILTER (WHERE _missing) FROM {_ROWS}")[0]
     if missing:
@@ -217,7 +224,8 @@ def _carve(ws: Workspace, fraction: float, seed: int) -> None:
     )
 
 
-def _out_schema(quality_type: pa.DataType) -> pa.Schema:
+def _out_schema(quality_type: pa.DataType, optional: tuple[str, ...] = ()) -> pa.Schema:
+    """The shard schema: the contract's columns, then the `optional` ones this export carries."""
     if pa.types.is_struct(quality_type):
         fields = []
         for f in quality_type:
@@ -236,9 +244,9 @@ def _out_schema(quality_type: pa.DataType) -> pa.Schema:
     types = {
         "example_id": s, "task": s, "split": s, "input": s, "label": s, "gold_label": s, "teacher_label": s,
         "rationale": s, "teacher": s, "sample_idx": pa.int64(), "choices": pa.list_(pa.string()), "quality": quality_type,
-        "hinted": pa.bool_(),
+        "hinted": pa.bool_(), "teacher_reasoning": s,
     }  # fmt: skip
-    return pa.schema([pa.field(c, types[c]) for c in COLUMNS])
+    return pa.schema([pa.field(c, types[c]) for c in [*COLUMNS, *optional]])
 
 
 def _shape(table: pa.Table, label_source: str, schema: pa.Schema) -> pa.Table:
@@ -305,7 +313,7 @@ def _write_split(
     `_ROW_GROUP`), each piece validated against the shard schema before it is written.
     Returns (the shards, their bytes on disk, their bytes in Arrow)."""
     ext = "parquet" if file_format == "parquet" else "jsonl"
-    cols = ", ".join(f'"{c}"' for c in _READ)
+    cols = ", ".join(f'"{c}"' for c in _READ if c in schema.names or c not in OPTIONAL_COLUMNS)
     rows = _Slicer(
         ws.stream(
             f"SELECT {cols} FROM {_ROWS} WHERE split = ? ORDER BY example_id, sample_idx", [split], _ROW_GROUP
@@ -646,6 +654,10 @@ def export(ws: Workspace, ref: str, out: str | Path, opts: ExportOptions | None 
         raise SbsError(f"--shard-format must be one of {', '.join(FILE_FORMATS)}, not {opts.file_format!r}")
     if opts.label_source not in LABEL_SOURCES:
         raise SbsError(f"--label-source must be gold or teacher, not {opts.label_source!r}")
+    if opts.rationale_source not in RATIONALE_SOURCES:
+        raise SbsError(
+            f"--rationale-source must be output or reasoning_summary, not {opts.rationale_source!r}"
+        )
     if opts.max_rows_per_shard < 1:
         raise SbsError("--max-rows-per-shard must be at least 1")
     if opts.validation_fraction is not None and not 0 < opts.validation_fraction < 1:
@@ -721,7 +733,14 @@ def _export_rows(
     ws: Workspace, v: Version, out: Path, opts: ExportOptions, wanted: list[str] | None
 ) -> dict[str, Any]:
     """The export's steps on the rows in `_ROWS`; returns the manifest of the folder it swapped in."""
-    loaded = _load_rows(ws, v)
+    loaded = _load_rows(ws, v, opts.rationale_source)
+    if opts.rationale_source == "reasoning_summary" and not ws.one(
+        f"SELECT count(teacher_reasoning) FROM {_ROWS}"
+    ):
+        raise SbsError(
+            f"{v.ref} holds no reasoning summaries (generate with --reasoning-summary auto, an openai: reasoning "
+            "model); use --rationale-source output"
+        )
     present = _present(ws)
     if opts.validation_fraction is not None:
         if "validation" in present:
@@ -761,7 +780,10 @@ def _export_rows(
         r[0] for r in ws.all(f"SELECT DISTINCT task FROM {_ROWS} WHERE task IS NOT NULL ORDER BY 1")
     )
     label_stats = _label_stats(ws, v.task)
-    schema = _out_schema(ws.arrow(f"SELECT quality FROM {_ROWS} LIMIT 0").schema.field("quality").type)
+    optional = tuple(c for c in OPTIONAL_COLUMNS if ws.one(f'SELECT count("{c}") FROM {_ROWS}'))
+    schema = _out_schema(
+        ws.arrow(f"SELECT quality FROM {_ROWS} LIMIT 0").schema.field("quality").type, optional
+    )
     quality_stats = _quality_stats(ws, schema)
     per_split = {
         split: (int(n), int(ex), int(h or 0))
@@ -798,7 +820,7 @@ def _export_rows(
                 "task": task,
                 "label_source": opts.label_source,
                 "file_format": opts.file_format,
-                "columns": COLUMNS,
+                "columns": schema.names,
                 "splits": split_info,
                 "options": {
                     "splits": keep_splits,
@@ -806,6 +828,12 @@ def _export_rows(
                     "seed": opts.seed if opts.validation_fraction is not None else None,
                     "max_rows_per_shard": opts.max_rows_per_shard,
                     "drop_contaminated": opts.drop_contaminated,
+                    # named only when not the default, so a default export stays byte for byte as it was
+                    **(
+                        {"rationale_source": opts.rationale_source}
+                        if opts.rationale_source != "output"
+                        else {}
+                    ),
                 },
                 "lineage": lineage(ws, v.ref),
                 "totals": totals,

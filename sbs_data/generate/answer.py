@@ -118,7 +118,8 @@ def served_other_warning(spec: str, requested: str, served: str | None, n: int =
 @dataclass(frozen=True, slots=True)
 class Answer:
     """A stored completion. `prompt_tokens` counts all input tokens, cached and cache-write ones included;
-    `completion_tokens` includes reasoning tokens (both as OpenAI reports them)."""
+    `completion_tokens` includes reasoning tokens (both as OpenAI reports them). `teacher_reasoning` is the
+    provider's summary of the model's reasoning (when asked for), `service_tier` the tier that served it."""
 
     key: str
     text: str | None
@@ -134,9 +135,11 @@ class Answer:
     attempts: int = 1
     repaired: bool = False
     usage_estimated: bool = False  # the server's usage could not be true: tokens estimated from the text
+    teacher_reasoning: str | None = None
+    service_tier: str | None = None
     served_model: str | None = None  # the model the provider says answered (None when it said none)
     text_cut: bool = (
-        False  # of `repaired`: the text was longer than MAX_TEXT_CHARS and cut there (not stored)
+        False  # of `repaired`: the text (or reasoning summary) was longer than MAX_TEXT_CHARS and cut there
     )
 
     @classmethod
@@ -151,6 +154,8 @@ class Answer:
         usage_estimated: bool = False,
     ) -> Answer:
         text, changed, cut = repaired_text(resp.text)
+        reasoning, reasoning_changed, reasoning_cut = repaired_text(resp.reasoning_summary)
+        tier = resp.service_tier[:32] if resp.service_tier else None
         return cls(
             key=key,
             text=text,
@@ -164,10 +169,12 @@ class Answer:
             cost_usd=cost_usd,
             request_id=resp.request_id,
             attempts=attempts,
-            repaired=changed or cut,
+            repaired=changed or cut or reasoning_changed or reasoning_cut,
             usage_estimated=usage_estimated,
+            teacher_reasoning=reasoning,
+            service_tier=tier,
             served_model=resp.served_model,
-            text_cut=cut,
+            text_cut=cut or reasoning_cut,
         )
 
     def as_row(self) -> dict[str, Any]:

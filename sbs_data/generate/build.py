@@ -48,6 +48,8 @@ _SCHEMA = {
     "repaired": pl.Boolean,
     "hinted": pl.Boolean,
     "usage_estimated": pl.Boolean,
+    "teacher_reasoning": pl.Utf8,
+    "service_tier": pl.Utf8,
     "served_model": pl.Utf8,
 }
 _CACHE_VALUES = (
@@ -61,6 +63,8 @@ _CACHE_VALUES = (
     "latency_ms",
     "repaired",
     "usage_estimated",
+    "teacher_reasoning",
+    "service_tier",
     "served_model",
 )
 _ROW_KEY = "example_id, sample_idx, split, cache_key"

@@ -131,7 +131,7 @@ def texts(ws: Any, keys: list[str]) -> dict[str, str | None]:
 _CACHE_COLS = (
     "cache_key provider endpoint model subject request text finish_reason prompt_tokens completion_tokens "
     "cached_tokens cache_write_tokens reasoning_tokens request_id latency_ms cost_usd attempts run_id repaired "
-    "usage_estimated served_model"
+    "usage_estimated teacher_reasoning service_tier served_model"
 ).split()
 _INT = pl.Int32
 _CACHE_TYPES = {
@@ -181,10 +181,11 @@ def write(ws: Any, answers: list[dict], failures: list[dict]) -> None:
     with ws.transaction():
         if answers:
             for r in answers:  # the last line of defence: a text DuckDB cannot hold must not lose the batch
-                if r.get("text") is not None:
-                    fixed, changed = storable_text(r["text"])
-                    if changed:
-                        r["text"], r["repaired"] = fixed, True
+                for col in ("text", "teacher_reasoning"):
+                    if r.get(col) is not None:
+                        fixed, changed = storable_text(r[col])
+                        if changed:
+                            r[col], r["repaired"] = fixed, True
             with ws.registered("_sbs_cache_batch", _table(answers, _CACHE_COLS, _CACHE_TYPES)) as t:
                 ws.execute(
                     f"INSERT OR IGNORE INTO sbs_cache ({', '.join(_CACHE_COLS)}) SELECT {', '.join(_CACHE_COLS)} FROM {t}"

@@ -184,7 +184,7 @@ class Engine:
 
     # -- budget ---------------------------------------------------------------------------------------
     def _worst(self, item: Item) -> float | None:
-        return worst_cost(self.facts, item.req)
+        return worst_cost(self.facts, item.req, self.teacher.service_tier)
 
     async def _reserve(self, worst: float | None) -> bool:
         if self.max_usd is None or worst is None:
@@ -443,13 +443,14 @@ class Engine:
             await self.teacher.aclose()
 
 
-def worst_cost(facts: ModelFacts, req: Request) -> float | None:
+def worst_cost(facts: ModelFacts, req: Request, tier: str | None = None) -> float | None:
     """The most a request can cost: every prompt byte a token (no tokenizer does worse), a few tokens of
-    framing per message, and the full completion budget (None without a price)."""
+    framing per message, and the full completion budget, at the service tier asked for (None without a
+    price)."""
     size = len((req.system or "").encode()) + sum(len(m["content"].encode()) for m in req.messages)
     worst_in = size + 8 * (len(req.messages) + 1)
     out = int(req.params.get("max_tokens") or facts.default_max_tokens or 4096)
-    return facts.cost(worst_in, out)
+    return facts.cost(worst_in, out, tier=tier)
 
 
 @contextlib.contextmanager

@@ -42,6 +42,7 @@ class RequestSpec:
     params: dict[str, Any] = field(default_factory=dict)  # temperature, top_p, max_tokens, seed, stop, ...
     base_urls: tuple[str, ...] = ()  # openai-compat: servers to spread the requests over
     prices_path: str | Path | None = None  # a models table instead of recipes/prices.yaml
+    api: str | None = None  # openai: chat | responses (None: responses for reasoning models, else chat)
 
     def prompt_args(self) -> dict[str, Any]:
         """What the planners (`plan`, `hint_plan`) take of the spec to render its requests."""
@@ -67,6 +68,7 @@ class RunOptions:
     dry_run: bool = False  # render, count and price the requests; call nothing
     offline: bool = False  # never call the network; fail on a cache miss
     prompt_cache: bool = True  # mark the shared few-shot prefix for Anthropic's prompt cache
+    service_tier: str | None = None  # openai: auto | default | flex | priority (online; price and speed)
     cache_ttl: str | None = None  # the marks' lifetime, "5m" or "1h" (default: 5m online, 1h in batch mode)
     batch: BatchSettings | None = None  # batch mode's knobs (default: BatchSettings())
     command: str = "generate"  # what `sbs_runs` records as the command line

@@ -20,7 +20,7 @@ from sbs_data import SbsError
 from sbs_data.generate import cache as cache_mod
 from sbs_data.generate.prompts import Prompt, load_prompt
 from sbs_data.tasks import Task, get_task
-from sbs_data.teachers.base import Request, Teacher
+from sbs_data.teachers.base import REASONING_SUMMARIES, Request, Teacher
 from sbs_data.teachers.models import estimate_tokens
 from sbs_data.workspace import Version, Workspace
 
@@ -308,6 +308,31 @@ def request_params(teacher: Teacher, params: dict[str, Any] | None, samples: int
             raise SbsError(
                 f"{teacher.spec} takes no --reasoning-effort (it is for reasoning models such as openai:gpt-5-mini)"
             )
+    summary = p.get("reasoning_summary")
+    if summary is not None:
+        if summary not in REASONING_SUMMARIES:
+            raise SbsError(
+                f"--reasoning-summary must be one of {', '.join(REASONING_SUMMARIES)}, not {summary!r}"
+            )
+        if not facts.reasoning:
+            raise SbsError(
+                f"{teacher.spec} is not a reasoning model (the models table says so): there is no reasoning "
+                "to summarize; drop --reasoning-summary"
+            )
+    budget = p.get("thinking_budget")
+    if budget is not None:
+        if isinstance(budget, bool) or not isinstance(budget, int) or budget < -1:
+            raise SbsError(
+                f"--thinking-budget must be a number of tokens, 0 (off) or -1 (dynamic), not {budget!r}"
+            )
+        if "thinking_budget" not in facts.params:
+            raise SbsError(
+                f"{teacher.spec} takes no --thinking-budget (it is for thinking models such as gemini:gemini-2.5-flash)"
+            )
+        if effort is not None:
+            raise SbsError(
+                "give --reasoning-effort or --thinking-budget, not both: the model takes one of them"
+            )
     for k in ("temperature", "top_p", "seed", "stop"):
         if p.get(k) is not None and k not in facts.params:
             what = "a reasoning model: it only runs at its default" if facts.reasoning else "a model that"
@@ -320,8 +345,13 @@ def request_params(teacher: Teacher, params: dict[str, Any] | None, samples: int
         raise SbsError(
             f"--max-tokens {p['max_tokens']} is more than {teacher.spec} can write ({facts.max_output_tokens})"
         )
+    if budget is not None and budget >= int(p["max_tokens"]):  # thoughts count against the output budget
+        raise SbsError(
+            f"--thinking-budget {budget} leaves no room for the answer within --max-tokens {p['max_tokens']}"
+        )
     if p.get("temperature") is None and "temperature" in facts.params and not facts.reasoning:
         p["temperature"] = 0.7 if samples > 1 else 0.0
+    teacher.check_params(p)  # what the teacher's API cannot send (e.g. --seed to the Responses API)
     return p
 
 

@@ -67,7 +67,7 @@ def check_facts(teacher: Teacher, max_usd: float | None) -> None:
 def check_budget(teacher: Teacher, max_usd: float, req: Request) -> None:
     """Refuse, before any call, a --max-usd that cannot pay for one request at its worst case (which the
     engine must reserve before sending it): such a run could only stop at once."""
-    worst = worst_cost(teacher.facts, req)
+    worst = worst_cost(teacher.facts, req, teacher.service_tier)
     if worst is not None and worst > max_usd:
         budget = req.params.get("max_tokens") or teacher.facts.default_max_tokens
         raise SbsError(
@@ -132,6 +132,10 @@ def resolve_teacher(ws: Workspace, spec: RequestSpec, run: RunOptions) -> tuple[
     """(the teacher of a spec, whether --mode is batch), refusing batch mode for teachers without a batch API."""
     if run.mode not in MODES:
         raise SbsError(f"--mode must be online or batch, not {run.mode!r}")
+    if run.mode == "batch" and run.service_tier is not None:
+        raise SbsError(
+            "--service-tier applies to online calls; --mode batch has its own price (the Batch API's)"
+        )
     teacher = spec.teacher
     if isinstance(teacher, str):
         teacher = parse_spec(
@@ -141,11 +145,18 @@ def resolve_teacher(ws: Workspace, spec: RequestSpec, run: RunOptions) -> tuple[
             timeout=run.settings.timeout,
             prompt_cache=run.prompt_cache,
             prices_path=spec.prices_path,
+            api=spec.api,
+            service_tier=run.service_tier,
             cache_ttl=run.cache_ttl,
         )
-    elif run.cache_ttl is not None:
-        check_cache_ttl(run.cache_ttl)
-        teacher.cache_ttl = run.cache_ttl
+    else:
+        if spec.api is not None:
+            teacher.use_api(spec.api)
+        if run.service_tier is not None:
+            teacher.use_service_tier(run.service_tier)
+        if run.cache_ttl is not None:
+            check_cache_ttl(run.cache_ttl)
+            teacher.cache_ttl = run.cache_ttl
     if run.cache_ttl is not None and teacher.prompt_cache_ttl() is None:
         log.warning(
             f"warning: --cache-ttl has no effect on {teacher.spec}: it sets the lifetime of the prompt-cache "
@@ -205,13 +216,16 @@ def generate(
 
 
 def plan_args(p: Plan, spec: RequestSpec, run: RunOptions) -> dict[str, Any]:
-    """The `batch_args` every re-plannable command records (absolute paths: `batches` may run elsewhere)."""
+    """The `batch_args` every re-plannable command records (absolute paths: `batches` may run elsewhere;
+    the API as resolved, so `batches collect` reads the answers with the API they were sent to)."""
+    api = spec.api or getattr(p.teacher, "api", None)
     return {
         "prompt_path": str(Path(spec.prompt_path).resolve()) if spec.prompt_path else None,
         "json_mode": spec.json_mode,
         "params": p.params,
         "prices_path": str(Path(spec.prices_path).resolve()) if spec.prices_path else None,
         "prompt_cache": run.prompt_cache,
+        "api": api,
         "cache_ttl": run.cache_ttl,
     }
 
@@ -350,22 +364,25 @@ def run_plan(
 def _dry_run(
     ws: Workspace, p: Plan, teacher: Teacher, summary: dict[str, Any], batch: bool
 ) -> GenerateResult:
-    """What the run would ask and cost. Providers that cache prompt prefixes (OpenAI by itself; Anthropic
-    when marked) read the shared few-shot block from their cache after the first request."""
+    """What the run would ask and cost. Providers that cache prompt prefixes (OpenAI and Gemini by themselves;
+    Anthropic when marked) read the shared few-shot block from their cache after the first request."""
     facts = teacher.facts
     n, chars = p.prompt_chars(ws)
     est_in = estimate_tokens(chars) if n else 0
     system, prefix, _ = p.prompt_parts()
     shared = estimate_tokens(len(system or "") + len(prefix)) if prefix else 0
-    caches = teacher.provider in ("openai", "anthropic") and (
-        teacher.prompt_cache or teacher.provider == "openai"
+    caches = teacher.provider in ("openai", "gemini") or (
+        teacher.provider == "anthropic" and teacher.prompt_cache
     )
     cached_in = shared * max(0, n - 1) if caches and shared >= facts.min_cache_tokens else 0
     write_in = shared if caches and teacher.provider == "anthropic" and cached_in else 0
     write_1h = write_in if teacher.prompt_cache_ttl(batch) == "1h" else 0
     max_out = n * int(p.params.get("max_tokens") or 0)
-    est = facts.cost(est_in, 0, cached_in, write_in, cache_write_1h_tokens=write_1h, batch=batch)
-    worst = facts.cost(est_in, max_out, cached_in, write_in, cache_write_1h_tokens=write_1h, batch=batch)
+    tier = teacher.service_tier  # priced as asked for (`auto`: the standard price)
+    est = facts.cost(est_in, 0, cached_in, write_in, cache_write_1h_tokens=write_1h, batch=batch, tier=tier)
+    worst = facts.cost(
+        est_in, max_out, cached_in, write_in, cache_write_1h_tokens=write_1h, batch=batch, tier=tier
+    )
     summary.update(
         est_prompt_tokens=est_in,
         est_cached_prompt_tokens=cached_in,
@@ -380,6 +397,8 @@ def _dry_run(
     asyncio.run(teacher.aclose())
     if batch:
         summary["mode"] = "batch"
+    if tier is not None:
+        summary["service_tier"] = tier
     return GenerateResult(None, summary, dry_run=True, preview=preview)
 
 
@@ -408,7 +427,11 @@ def explain(
     """For each request a generate command would make: hit, or why it missed (the ingredients that differ)."""
     teacher = spec.teacher
     if isinstance(teacher, str):
-        teacher = parse_spec(teacher, base_urls=spec.base_urls, ws=ws, prices_path=spec.prices_path)
+        teacher = parse_spec(
+            teacher, base_urls=spec.base_urls, ws=ws, prices_path=spec.prices_path, api=spec.api
+        )
+    elif spec.api is not None:
+        teacher.use_api(spec.api)
     p = spec_plan(ws, ref, teacher, spec)
     out: list[dict[str, Any]] = []
     for items in p.item_chunks(ws):

@@ -25,7 +25,19 @@ if TYPE_CHECKING:
     from sbs_data.teachers.models import ModelFacts
 
 #: Generation params a request may carry; adapters pass through the ones their API supports.
-PARAMS = ("temperature", "top_p", "max_tokens", "seed", "stop", "n", "reasoning_effort")
+PARAMS = (
+    "temperature",
+    "top_p",
+    "max_tokens",
+    "seed",
+    "stop",
+    "n",
+    "reasoning_effort",
+    "thinking_budget",
+    "reasoning_summary",
+)
+#: What `--reasoning-summary` may ask for (OpenAI's `reasoning.summary`).
+REASONING_SUMMARIES = ("auto", "concise", "detailed")
 
 
 @dataclass(frozen=True)
@@ -84,8 +96,10 @@ class Response:
     them were read from the provider's prompt cache and `cache_write_tokens` were written to it (Anthropic),
     `cache_write_1h_tokens` of those with the 1-hour lifetime (priced apart from 5-minute writes).
     `completion_tokens` includes `reasoning_tokens` (billed as output). `limits` is what the response's
-    headers said about the account's rate limits. `served_model` is the model the body says answered
-    (OpenAI's and Anthropic's `model`), None when it names none.
+    headers said about the account's rate limits. `reasoning_summary` is the provider's summary of the
+    model's reasoning, when one was asked for; `service_tier` the tier that served the call, as the
+    provider reports it (it sets the price). `served_model` is the model the body says answered (OpenAI's
+    and Anthropic's `model`, Gemini's `modelVersion`), None when it names none.
     """
 
     text: str | None
@@ -97,6 +111,8 @@ class Response:
     cache_write_tokens: int | None = None
     reasoning_tokens: int | None = None
     limits: RateLimits | None = None
+    reasoning_summary: str | None = None
+    service_tier: str | None = None
     cache_write_1h_tokens: int | None = None
     served_model: str | None = None
 
@@ -105,23 +121,25 @@ class Response:
 MAX_MODEL_CHARS = 200
 
 
-def served_model(body: Any) -> str | None:
-    """The `model` a response body names (both providers call it that), cut to MAX_MODEL_CHARS; None when
-    it names none or something that is not text."""
-    name = body.get("model") if isinstance(body, dict) else None
+def served_model(body: Any, field: str = "model") -> str | None:
+    """The model a response body names (OpenAI and Anthropic call it `model`, Gemini `modelVersion`), cut to
+    MAX_MODEL_CHARS; None when it names none or something that is not text."""
+    name = body.get(field) if isinstance(body, dict) else None
     if not isinstance(name, str) or not name.strip():
         return None
     return name.strip()[:MAX_MODEL_CHARS]
 
 
-#: A dated snapshot suffix: -2024-07-18, -20241022, @20240620, and OpenAI's older -0613 / -1106.
-_SNAPSHOT = re.compile(r"[-@](?:\d{4}-\d{2}-\d{2}|\d{8}|\d{4})")
+#: A dated snapshot suffix: -2024-07-18, -20241022, @20240620, OpenAI's older -0613 / -1106, and Gemini's
+#: stable versions -001 / -002.
+_SNAPSHOT = re.compile(r"[-@](?:\d{4}-\d{2}-\d{2}|\d{8}|\d{4}|\d{3})")
 
 
 def same_model(requested: str, served: str | None) -> bool:
     """Whether an answer `served` by this model is what `requested` asked for: the same name, or a dated
     snapshot of it (`gpt-4o-mini` -> `gpt-4o-mini-2024-07-18`, `claude-3-5-haiku-latest` ->
-    `claude-3-5-haiku-20241022`). Unknown (None) counts as the same. Case is ignored. Linear time."""
+    `claude-3-5-haiku-20241022`, `gemini-1.5-flash` -> `gemini-1.5-flash-002`). Unknown (None) counts as
+    the same. Case is ignored. Linear time."""
     if served is None:
         return True
     req, got = requested.strip().lower(), served.strip().lower()
@@ -202,7 +220,15 @@ class QuotaExhausted(Permanent):
     kind = "quota"
 
 
-_CONTEXT_WORDS = ("context_length", "context length", "maximum context", "context window", "too long")
+_CONTEXT_WORDS = (
+    "context_length",
+    "context length",
+    "maximum context",
+    "context window",
+    "too long",
+    "input token count",  # Gemini: "The input token count (N) exceeds the maximum number of tokens allowed"
+)
+_UNAVAILABLE_WORDS = ("resource_unavailable", "resource unavailable")
 #: What marks an account out of credit, whatever the status it comes with (OpenAI sends it as a 429):
 #: https://platform.openai.com/docs/guides/error-codes (429 "You exceeded your current quota"),
 #: https://docs.anthropic.com/en/api/errors (billing_error; "Your credit balance is too low").
@@ -214,13 +240,17 @@ def classify_status(status: int, message: str = "", code: str | None = None) -> 
     """The error class for an HTTP status, online or inside a batch result (one rule for every provider).
 
     An account out of credit is QuotaExhausted whatever its status (OpenAI sends it as a 429); otherwise
-    429 and Anthropic's 529 (overloaded) are rate limits; 408/409/425 and 5xx are transient; 401/403 are
-    auth; a 400/413/422 whose code or message speaks of the context window is ContextLength.
+    429 and Anthropic's 529 (overloaded) are rate limits, and so is any 5xx that says the capacity is not
+    there now ("Resource Unavailable", what OpenAI's flex tier answers when it is busy:
+    https://platform.openai.com/docs/guides/flex-processing); 408/409/425 and 5xx are transient; 401/403
+    are auth; a 400/413/422 whose code or message speaks of the context window is ContextLength.
     """
     text = f"{code or ''} {message}"[:2000].lower()
     if status == 402 or (code or "") in _QUOTA_CODES or any(w in text for w in _QUOTA_WORDS):
         return QuotaExhausted
     if status in (429, 529):
+        return RateLimited
+    if status >= 500 and any(w in text for w in _UNAVAILABLE_WORDS):
         return RateLimited
     if status in (408, 409, 425) or status >= 500:
         return Transient
@@ -431,7 +461,9 @@ def malformed(provider: str, e: BaseException, limits: RateLimits | None = None)
 
 
 # -- secrets hygiene ------------------------------------------------------------------------------
-_KEYLIKE = re.compile(r"\b(sk-[A-Za-z0-9_\-]{6,}|sk-ant-[A-Za-z0-9_\-]{6,}|hf_[A-Za-z0-9]{10,})")
+_KEYLIKE = re.compile(
+    r"\b(sk-[A-Za-z0-9_\-]{6,}|sk-ant-[A-Za-z0-9_\-]{6,}|hf_[A-Za-z0-9]{10,}|AIza[A-Za-z0-9_\-]{20,})"
+)
 
 
 def redact(text: str | None, secrets: tuple[str, ...] | list[str] = ()) -> str | None:
@@ -492,6 +524,27 @@ class Teacher:
 
     def preflight(self) -> None:
         """Raise SbsError when the teacher cannot be called at all (e.g. no API key); run before any call."""
+
+    #: The service tier asked for (`--service-tier`); None: the provider's default. It changes the price
+    #: and the speed of an answer, never the answer, so it is no cache-key ingredient.
+    service_tier: str | None = None
+
+    def use_api(self, api: str) -> None:
+        """Speak `api` (`--api`); a teacher whose provider has one API refuses by name."""
+        raise SbsError(f"--api {api} does not apply to {self.spec}: its provider has one API")
+
+    def use_service_tier(self, tier: str) -> None:
+        """Ask for service tier `tier` (`--service-tier`); providers without tiers refuse by name."""
+        raise SbsError(f"--service-tier is an OpenAI option; {self.spec} has no service tiers")
+
+    def check_params(self, params: Mapping[str, Any]) -> None:
+        """Raise SbsError for a request param this teacher's API cannot send (checked before any call).
+        Reasoning summaries need an API that returns them."""
+        if params.get("reasoning_summary") is not None:
+            raise SbsError(
+                f"{self.spec} returns no reasoning summaries (--reasoning-summary is for openai: reasoning "
+                "models through the Responses API)"
+            )
 
     async def complete(self, req: Request) -> Response:  # pragma: no cover - interface
         raise NotImplementedError

@@ -1,7 +1,7 @@
 """The provider-neutral side of batch APIs: BatchAPI (the interface), BatchInfo, Result, RETRYABLE_KINDS.
 
 Each provider's subclass lives in its provider's module (`OpenAIBatchAPI` in teachers/openai.py,
-`AnthropicBatchAPI` in teachers/anthropic.py), builds each request line with the online adapter's own
+`AnthropicBatchAPI` in teachers/anthropic.py, `GeminiBatchAPI` in teachers/gemini.py), builds each request line with the online adapter's own
 `build_kwargs` and reads each answer with the same body reader as the online call, so a request sent by batch
 is the same request (and cache key) as one sent online. `sbs_data.teachers.registry.batch_api(teacher)` picks
 the subclass. The engine around it (`sbs_data.generate.batches`) owns splitting, bookkeeping, reconciliation and
@@ -112,6 +112,11 @@ class BatchAPI:
         raise NotImplementedError
 
     # -- the endpoints each provider implements --------------------------------------------------
+
+    def uploads(self, n_bytes: int) -> bool:
+        """Whether a job of `n_bytes` (its JSONL lines) goes up as a file first (`upload`, then `create` with
+        the file id) rather than inline with `create` (the default)."""
+        return False
 
     def upload(self, job_id: str, payload: bytes) -> str | None:  # pragma: no cover - interface
         """Upload a job's JSONL; the file id `create` takes (None where requests travel inline)."""

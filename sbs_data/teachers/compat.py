@@ -17,6 +17,12 @@ from sbs_data.teachers.openai import OpenAITeacher, make_client
 class CompatTeacher(OpenAITeacher):
     provider = "openai-compat"
     max_tokens_param = "max_tokens"
+    #: Chat Completions is what every compatible server speaks; `--api responses` for those that also
+    #: serve the Responses API (vLLM does).
+    reasoning_api = "chat"
+    # json_schema is not supported everywhere (Ollama, llama.cpp); vLLM and TGI accept it, not always in
+    # strict mode. The prompt also spells the format out, and the engine validates the result either way.
+    strict_schema = False
 
     def __init__(
         self,
@@ -59,10 +65,10 @@ class CompatTeacher(OpenAITeacher):
         d["base_url"] = [safe_url(u) for u in self.base_urls]
         return d
 
-    def response_format(self, schema: dict) -> dict:
-        # json_schema is not supported everywhere (Ollama, llama.cpp); vLLM and TGI accept it. The prompt also
-        # spells the format out, and the engine validates the result either way.
-        return {"type": "json_schema", "json_schema": {"name": "teacher_output", "schema": schema}}
+    def use_service_tier(self, tier: str) -> None:
+        raise SbsError(
+            f"--service-tier is an OpenAI option (openai:MODEL); {self.spec} is a compatible server without tiers"
+        )
 
     async def complete(self, req: Request) -> Response:
         if not self._clients:

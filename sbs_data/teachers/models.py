@@ -9,7 +9,8 @@ a model that matches nothing gets those defaults, unknown prices and `known=Fals
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +19,18 @@ from sbs_data.configfile import load_yaml
 
 DEFAULT_PRICES = RECIPES_DIR / "prices.yaml"
 
-#: The request params a model may accept, in the order `list_models` shows them (`base.PARAMS`'s).
-PARAM_ORDER = ("temperature", "top_p", "max_tokens", "seed", "stop", "n", "reasoning_effort")
+#: The request params a model may accept, in the order `list_models` shows them (`base.PARAMS`'s, less
+#: `reasoning_summary`, which the table does not gate: it needs a reasoning model and the Responses API).
+PARAM_ORDER = (
+    "temperature",
+    "top_p",
+    "max_tokens",
+    "seed",
+    "stop",
+    "n",
+    "reasoning_effort",
+    "thinking_budget",
+)
 #: What any model is assumed to accept when neither the model nor its provider's defaults say.
 ALL_PARAMS = frozenset(PARAM_ORDER)
 #: The output budget when nothing says otherwise: ample for a rationale and a label.
@@ -35,6 +46,8 @@ _FACT_KEYS = (
     "min_cache_tokens",
     "native_json",
 )
+#: The service tiers a provider may report that are priced like the standard tier (`scale` is prepaid).
+STANDARD_TIERS = frozenset({"default", "auto", "scale"})
 #: Prompt-cache lifetimes a request may choose (Anthropic's `cache_control.ttl`).
 CACHE_TTLS = ("5m", "1h")
 
@@ -46,10 +59,12 @@ class ModelFacts:
     `cached_input` prices input tokens read from the provider's prompt cache, `cache_write` those written to
     it with the 5-minute lifetime and `cache_write_1h` with the 1-hour one (Anthropic); each defaults to
     `input` when the table leaves it out. `batch_discount` multiplies everything for calls made through a
-    batch API. `params` are the request params the model accepts; `default_max_tokens` is an output budget
-    large enough that, at the default reasoning effort, an answer is not normally cut short;
-    `min_cache_tokens` is the shortest prefix the provider will cache; `native_json` says the API enforces
-    an output JSON schema for this model (Anthropic structured outputs), else `--json` asks in the prompt.
+    batch API; `tiers` multiplies everything for a service tier other than the standard one (OpenAI `flex`,
+    `priority`), for the models that offer it. `params` are the request params the model accepts;
+    `default_max_tokens` is an output budget large enough that, at the default reasoning effort, an answer
+    is not normally cut short; `min_cache_tokens` is the shortest prefix the provider will cache;
+    `native_json` says the API enforces an output JSON schema for this model (Anthropic structured
+    outputs), else `--json` asks in the prompt.
     """
 
     provider: str
@@ -62,6 +77,7 @@ class ModelFacts:
     cache_write_1h: float | None = None
     output: float | None = None
     batch_discount: float = 1.0
+    tiers: Mapping[str, float] = field(default_factory=dict)
     reasoning: bool = False
     params: frozenset[str] = ALL_PARAMS
     max_output_tokens: int | None = None
@@ -82,14 +98,20 @@ class ModelFacts:
         *,
         cache_write_1h_tokens: int | None = 0,
         batch: bool = False,
+        tier: str | None = None,
     ) -> float | None:
         """USD for one call; None when the price is unknown.
 
         `prompt_tokens` counts all input tokens, the cached and cache-written ones included (as
         `Response.prompt_tokens` does); `cache_write_tokens` counts every token written to the cache, of
         which `cache_write_1h_tokens` with the 1-hour lifetime (priced at `cache_write_1h`, the rest at the
-        5-minute `cache_write`); `completion_tokens` includes reasoning tokens."""
+        5-minute `cache_write`); `completion_tokens` includes reasoning tokens. `tier` is the service tier
+        that served the call (as the response reports it; a batch call has the batch price whatever it
+        says): a tier the table does not price for this model makes the cost unknown."""
         if self.input is None or self.output is None:
+            return None
+        scale = self.batch_discount if batch else self.tier_multiplier(tier)
+        if scale is None:
             return None
         cached = cached_tokens or 0
         written = cache_write_tokens or 0
@@ -105,10 +127,17 @@ class ModelFacts:
             + written_1h * write_1h_price
             + (completion_tokens or 0) * self.output
         ) / 1e6
-        return usd * self.batch_discount if batch else usd
+        return usd * scale
+
+    def tier_multiplier(self, tier: str | None) -> float | None:
+        """What a service tier costs relative to the standard price (None: the table does not price it)."""
+        if tier is None or tier in STANDARD_TIERS:
+            return 1.0
+        return self.tiers.get(tier)
 
     def cost_of(self, resp: Any, *, batch: bool = False) -> float | None:
-        """USD for one answered call, from its `Response` usage (None when the price is unknown)."""
+        """USD for one answered call, from its `Response` usage and the service tier it reports (None when
+        the price is unknown)."""
         return self.cost(
             resp.prompt_tokens,
             resp.completion_tokens,
@@ -116,6 +145,7 @@ class ModelFacts:
             resp.cache_write_tokens or 0,
             cache_write_1h_tokens=resp.cache_write_1h_tokens or 0,
             batch=batch,
+            tier=getattr(resp, "service_tier", None),
         )
 
     def warning(self) -> str | None:
@@ -198,6 +228,7 @@ def _facts_for(provider: str, model: str, path: str) -> ModelFacts:
         cache_write_1h=_price(m, "cache_write_1h"),
         output=float(m["output"]),
         batch_discount=float(m.get("batch_discount", entry.get("batch_discount", 1.0))),
+        tiers={str(k): float(v) for k, v in (m.get("tiers") or {}).items()},
         **facts,
     )
 

@@ -1,21 +1,31 @@
-"""OpenAI: chat completions online and through the Batch API, one reader for both answers.
+"""OpenAI: Chat Completions and the Responses API, online and through the Batch API, one reader per API.
+
+Reasoning models (the models table says which) go through the Responses API by default, the others through
+Chat Completions; `--api chat|responses` overrides the choice (`use_api`), and the API is the teacher's
+`endpoint`, so part of the cache key. `--service-tier` asks for a tier (`use_service_tier`); the tier that
+served each call is read back from the answer and sets its price.
 
 The online call goes through the official SDK (aiohttp transport, SDK retries off: the engine retries). A batch
-line's body is `build_kwargs(req)`, so a request sent by batch is the same request (and cache key) as one sent
-online, and `read_body` turns either kind of answer into a Response.
+line's body is `build_kwargs(req)` and its url the API's, so a request sent by batch is the same request (and
+cache key) as one sent online, and `read_body` / `read_response` turn either kind of answer into a Response.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
+from sbs_data import SbsError
 from sbs_data.teachers.base import (
     HostedTeacher,
     LimitHeaders,
+    Permanent,
+    RateLimited,
     RateLimits,
     Request,
     Response,
+    TeacherError,
+    Transient,
     classify_sdk_error,
     error_fields,
     redact,
@@ -60,9 +70,25 @@ def classify(e: BaseException, provider: str = "openai", secrets: tuple[str, ...
     return classify_sdk_error(e, openai, provider, secrets, limit_headers=LIMIT_HEADERS)
 
 
+#: `--api`: OpenAI's two text-generation APIs, and the endpoint name each one has in the cache key.
+ENDPOINTS = {"chat": "chat.completions", "responses": "responses"}
+#: `--service-tier` values (https://platform.openai.com/docs/api-reference/responses/create#service_tier):
+#: `auto` is the project's default tier, `flex` the cheaper, slower one (Batch API rates, may answer 429
+#: Resource Unavailable: https://platform.openai.com/docs/guides/flex-processing), `priority` the faster,
+#: dearer one (https://developers.openai.com/api/docs/guides/priority-processing).
+SERVICE_TIERS = ("auto", "default", "flex", "priority")
+#: The Responses API's smallest `max_output_tokens`.
+MIN_OUTPUT_TOKENS = 16
+
+
 def _count(d: Any, key: str) -> int | None:
     v = d.get(key) if isinstance(d, dict) else None
     return v if isinstance(v, int) and not isinstance(v, bool) else None
+
+
+def _str(d: Any, key: str) -> str | None:
+    v = d.get(key) if isinstance(d, dict) else None
+    return v if isinstance(v, str) else None
 
 
 def read_body(body: dict, limits: RateLimits | None = None, request_id: str | None = None) -> Response:
@@ -80,6 +106,63 @@ def read_body(body: dict, limits: RateLimits | None = None, request_id: str | No
         cached_tokens=_count(usage.get("prompt_tokens_details"), "cached_tokens"),
         reasoning_tokens=_count(usage.get("completion_tokens_details"), "reasoning_tokens"),
         limits=limits,
+        service_tier=_str(body, "service_tier"),
+        served_model=served_model(body),
+    )
+
+
+#: `incomplete_details.reason` of a Responses API answer as the finish reason Chat Completions would give.
+_INCOMPLETE = {"max_output_tokens": "length", "content_filter": "content_filter"}
+
+
+def read_response(body: dict, limits: RateLimits | None = None, request_id: str | None = None) -> Response:
+    """A Responses API body (online, or a batch output line's `response.body`) as a Response: the text of
+    its `output_text` parts, the summary of its `reasoning` items, and its usage
+    (https://platform.openai.com/docs/api-reference/responses/object). `status: "incomplete"` for
+    `max_output_tokens` is the `length` finish reason; a `failed` response is a classified error.
+
+    Raises KeyError/IndexError/TypeError/AttributeError/ValueError when the body is not the documented
+    shape."""
+    status = body["status"]
+    if status == "failed":
+        err = body.get("error") or {}
+        code = str(err.get("code") or "")[:100] or None
+        cls: type[TeacherError] = {"rate_limit_exceeded": RateLimited, "invalid_prompt": Permanent}.get(
+            code or "", Transient
+        )
+        raise cls(f"openai: response failed ({code}): {str(err.get('message') or '')[:300]}", code=code)
+    if status == "completed":
+        finish = "stop"
+    elif status == "incomplete":
+        reason = str((body.get("incomplete_details") or {}).get("reason") or "incomplete")[:64]
+        finish = _INCOMPLETE.get(reason, reason)
+    else:
+        raise ValueError(f"response status {status!r}")
+    texts: list[str] = []
+    summaries: list[str] = []
+    refused = False
+    for item in body["output"]:
+        kind = item.get("type")
+        if kind == "message":
+            for part in item.get("content") or []:
+                if part.get("type") == "output_text":
+                    texts.append(part["text"])
+                elif part.get("type") == "refusal":
+                    refused = True
+        elif kind == "reasoning":
+            summaries += [p["text"] for p in item.get("summary") or [] if p.get("type") == "summary_text"]
+    usage = body.get("usage") or {}
+    return Response(
+        text="".join(texts) if texts or not refused else None,
+        finish_reason=finish,
+        prompt_tokens=_count(usage, "input_tokens"),
+        completion_tokens=_count(usage, "output_tokens"),
+        request_id=body.get("id") or request_id,
+        cached_tokens=_count(usage.get("input_tokens_details"), "cached_tokens"),
+        reasoning_tokens=_count(usage.get("output_tokens_details"), "reasoning_tokens"),
+        limits=limits,
+        reasoning_summary="\n\n".join(summaries) if summaries else None,
+        service_tier=_str(body, "service_tier"),
         served_model=served_model(body),
     )
 
@@ -88,35 +171,137 @@ class OpenAITeacher(HostedTeacher):
     """`openai:MODEL`. Honours OPENAI_API_KEY and OPENAI_BASE_URL like the SDK does."""
 
     provider = "openai"
-    endpoint = "chat.completions"
     max_tokens_param = "max_completion_tokens"  # OpenAI's current name; compat servers use max_tokens
+    #: The API reasoning models go through unless `--api` says otherwise: the Responses API, OpenAI's
+    #: recommended one for them (it returns reasoning summaries), https://platform.openai.com/docs/guides/reasoning
+    reasoning_api = "responses"
+    #: Whether structured output asks for OpenAI's strict schema mode.
+    strict_schema = True
+    _api: str | None = None  # --api; None: by the model (reasoning_api for reasoning models, else chat)
 
     key_env = "OPENAI_API_KEY"
     base_url_env = "OPENAI_BASE_URL"
     several_base_urls = "several --base-url values need openai-compat:MODEL (load spreading over replicas)"
 
+    @property
+    def api(self) -> str:
+        """`chat` or `responses`: what this teacher speaks."""
+        if self._api is not None:
+            return self._api
+        return self.reasoning_api if self.facts.reasoning else "chat"
+
+    @property
+    def endpoint(self) -> str:
+        """The API surface (a cache-key ingredient): `chat.completions` or `responses`."""
+        return ENDPOINTS[self.api]
+
+    @endpoint.setter
+    def endpoint(self, value: str) -> None:
+        apis = {e: a for a, e in ENDPOINTS.items()}
+        if value not in apis:
+            raise SbsError(f"{self.spec}: no API named {value!r} ({', '.join(apis)})")
+        self._api = apis[value]
+
+    def use_api(self, api: str) -> None:
+        if api not in ENDPOINTS:
+            raise SbsError(f"--api must be {' or '.join(ENDPOINTS)}, not {api!r}")
+        self._api = api
+
+    def use_service_tier(self, tier: str) -> None:
+        """Ask for `tier`: refused before any call when the models table knows the model and does not list
+        the tier for it (a tier the model lacks would fail every row, and its price would be unknown)."""
+        if tier not in SERVICE_TIERS:
+            raise SbsError(f"--service-tier must be one of {', '.join(SERVICE_TIERS)}, not {tier!r}")
+        facts = self.facts
+        if tier in ("flex", "priority") and facts.known and tier not in facts.tiers:
+            offered = ", ".join(sorted(facts.tiers)) or "none besides default"
+            raise SbsError(
+                f"{self.spec} has no {tier} tier in the models table (its tiers: {offered}); pick another "
+                f"--service-tier, or add `tiers: {{{tier}: MULTIPLIER}}` to its entry in your --prices file"
+            )
+        self.service_tier = tier
+
+    def check_params(self, params: Mapping[str, Any]) -> None:
+        """The Responses API takes no `seed` or `stop` and at least 16 output tokens; Chat Completions
+        returns no reasoning summary."""
+        how = "by default" if self._api is None else "with --api responses"
+        if self.api == "responses":
+            for k in ("seed", "stop"):
+                if params.get(k) is not None:
+                    raise SbsError(
+                        f"{self.spec} goes through the Responses API {how}, which takes no --{k}; drop --{k}, "
+                        "or add --api chat"
+                    )
+            mt = params.get("max_tokens")
+            if mt is not None and int(mt) < MIN_OUTPUT_TOKENS:
+                raise SbsError(
+                    f"the Responses API ({self.spec}) needs --max-tokens of at least {MIN_OUTPUT_TOKENS}, not {mt}"
+                )
+        elif params.get("reasoning_summary") is not None:
+            raise SbsError(
+                f"--reasoning-summary needs the Responses API, and {self.spec} goes through Chat Completions; "
+                "add --api responses"
+            )
+
     def make_client(self) -> Any:
         return make_client(self.base_url, self._api_key, self.timeout, self.transport)
 
     def build_kwargs(self, req: Request) -> dict[str, Any]:
-        """The request body: exactly the params in `req.params`, nothing added (the planner decides what a
-        model gets, e.g. no temperature for a reasoning model); the shared few-shot prefix stays first in the
-        user message, which is what OpenAI's automatic prompt cache keys on."""
+        """The request body for this teacher's API: exactly the params in `req.params`, nothing added (the
+        planner decides what a model gets, e.g. no temperature for a reasoning model), plus the service
+        tier asked for; the shared few-shot prefix stays first in the user message, which is what OpenAI's
+        automatic prompt cache keys on."""
+        if self.api == "responses":
+            return self.responses_body(req)
         messages = ([{"role": "system", "content": req.system}] if req.system else []) + list(req.messages)
         kw: dict[str, Any] = {"model": self.model, "messages": messages}
         for k, v in req.params.items():
-            if v is None or k == "n":
+            if v is None or k in ("n", "reasoning_summary"):
                 continue
             kw[self.max_tokens_param if k == "max_tokens" else k] = v
         if req.json_schema is not None:
             kw["response_format"] = self.response_format(req.json_schema)
+        if self.service_tier is not None:
+            kw["service_tier"] = self.service_tier
         return kw
 
+    def responses_body(self, req: Request) -> dict[str, Any]:
+        """A Responses API request (https://platform.openai.com/docs/api-reference/responses/create): the
+        system prompt as `instructions`, the messages as `input`, `max_output_tokens`, `reasoning.effort`
+        and `reasoning.summary`, structured output as `text.format`; `store: false`, since nothing here
+        reads a response back from OpenAI."""
+        body: dict[str, Any] = {"model": self.model}
+        if req.system:
+            body["instructions"] = req.system
+        body["input"] = [{"role": m["role"], "content": m["content"]} for m in req.messages]
+        reasoning: dict[str, Any] = {}
+        for k, v in req.params.items():
+            if v is None or k == "n":
+                continue
+            if k == "max_tokens":
+                body["max_output_tokens"] = v
+            elif k in ("reasoning_effort", "reasoning_summary"):
+                reasoning[k.removeprefix("reasoning_")] = v
+            else:
+                body[k] = v
+        if reasoning:
+            body["reasoning"] = reasoning
+        if req.json_schema is not None:
+            body["text"] = {"format": self.text_format(req.json_schema)}
+        if self.service_tier is not None:
+            body["service_tier"] = self.service_tier
+        body["store"] = False
+        return body
+
     def response_format(self, schema: dict) -> dict:
-        return {
-            "type": "json_schema",
-            "json_schema": {"name": "teacher_output", "schema": schema, "strict": True},
-        }
+        """Chat Completions' structured output (`response_format`)."""
+        strict = {"strict": True} if self.strict_schema else {}
+        return {"type": "json_schema", "json_schema": {"name": "teacher_output", "schema": schema, **strict}}
+
+    def text_format(self, schema: dict) -> dict:
+        """The Responses API's structured output (`text.format`)."""
+        strict = {"strict": True} if self.strict_schema else {}
+        return {"type": "json_schema", "name": "teacher_output", "schema": schema, **strict}
 
     limit_headers = LIMIT_HEADERS
 
@@ -124,22 +309,24 @@ class OpenAITeacher(HostedTeacher):
         return classify(e, self.provider, self.secrets())
 
     def read(self, body: Any, limits: RateLimits | None) -> Response:
-        return read_body(body, limits)
+        return read_response(body, limits) if self.api == "responses" else read_body(body, limits)
 
     async def complete(self, req: Request) -> Response:
         return await self._call(self.client(), req)
 
     async def _call(self, client: Any, req: Request) -> Response:
-        return await self.post(client, "/chat/completions", self.build_kwargs(req), options=_OPTIONS)
+        path = "/responses" if self.api == "responses" else "/chat/completions"
+        return await self.post(client, path, self.build_kwargs(req), options=_OPTIONS)
 
 
 class OpenAIBatchAPI(BatchAPI):
-    """POST /v1/files (purpose=batch) + POST /v1/batches; results in the output and error files."""
+    """POST /v1/files (purpose=batch) + POST /v1/batches; results in the output and error files. A batch
+    holds lines of one endpoint, its teacher's API: `/v1/chat/completions` or `/v1/responses`
+    (https://platform.openai.com/docs/guides/batch)."""
 
     teacher: OpenAITeacher
 
     provider = "openai"
-    endpoint = "/v1/chat/completions"
     max_requests = 50_000
     max_bytes = 200 * 1024**2
 
@@ -153,6 +340,11 @@ class OpenAIBatchAPI(BatchAPI):
     def sdk_batches(self) -> Any:
         return self.client.batches
 
+    @property
+    def endpoint(self) -> str:
+        """The batch's `endpoint`, and every line's `url`."""
+        return "/v1/responses" if self.teacher.api == "responses" else "/v1/chat/completions"
+
     def _classify(self, e: BaseException) -> BaseException:
         return classify(e, "openai", self.secrets)
 
@@ -163,6 +355,9 @@ class OpenAIBatchAPI(BatchAPI):
             "url": self.endpoint,
             "body": self.teacher.build_kwargs(req),
         }
+
+    def uploads(self, n_bytes: int) -> bool:
+        return True  # the Batch API takes a file only
 
     def upload(self, job_id: str, payload: bytes) -> str:
         f = self.call(
@@ -228,7 +423,11 @@ class OpenAIBatchAPI(BatchAPI):
         key = line["custom_id"]
         resp = line.get("response")
         if resp and resp.get("status_code") == 200:
-            return self.answered(key, read_body, resp.get("body"), request_id=resp.get("request_id"))
+            reader = read_response if self.teacher.api == "responses" else read_body
+            try:
+                return self.answered(key, reader, resp.get("body"), request_id=resp.get("request_id"))
+            except TeacherError as e:  # a Responses answer that is no answer (failed, no output)
+                return Result(key, kind=e.kind, error=redact(str(e), self.secrets), code=e.code)
         if resp:
             status = int(resp.get("status_code") or 0)
             return self.failed(key, status, f"openai HTTP {status}", *error_fields(resp.get("body") or {}))

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from sbs_data import SbsError
-from sbs_data.teachers import anthropic, compat, hf, openai, replay
+from sbs_data.teachers import anthropic, compat, gemini, hf, openai, replay
 from sbs_data.teachers.base import Teacher
 from sbs_data.teachers.batch_api import BatchAPI
 from sbs_data.teachers.models import CACHE_TTLS, facts_for
@@ -95,12 +95,16 @@ def parse_spec(
     timeout: float = 60.0,
     prompt_cache: bool = True,
     prices_path: str | Path | None = None,
+    api: str | None = None,
+    service_tier: str | None = None,
     cache_ttl: str | None = None,
     **opts: Any,
 ) -> Teacher:
-    """`openai:MODEL`, `anthropic:MODEL`, `openai-compat:MODEL`, `hf:NAME_OR_PATH`, `replay:NAME@N` (or a
-    plugin's prefix) -> a teacher, with its model facts read from the price table at `prices_path` and its
-    prompt-cache lifetime (`cache_ttl`, set on the teacher, not passed to the factory) checked."""
+    """`openai:MODEL`, `anthropic:MODEL`, `gemini:MODEL`, `openai-compat:MODEL`, `hf:NAME_OR_PATH`,
+    `replay:NAME@N` (or a plugin's prefix) -> a teacher, with its model facts read from the price table at
+    `prices_path`, speaking `api` (`--api`; None: the teacher's choice for the model) in `service_tier`
+    (`--service-tier`), and its prompt-cache lifetime (`cache_ttl`, set on the teacher, not passed to the
+    factory) checked. A teacher that has no choice of API or tier refuses them by name."""
     check_cache_ttl(cache_ttl)
     provider, sep, model = spec.partition(":")
     provider = provider.strip().lower()
@@ -119,6 +123,10 @@ def parse_spec(
         model, base_urls=tuple(base_urls), ws=ws, timeout=timeout, prompt_cache=prompt_cache, **opts
     )
     teacher.facts = facts_for(teacher.provider, teacher.model, prices_path)
+    if api is not None:
+        teacher.use_api(api)
+    if service_tier is not None:
+        teacher.use_service_tier(service_tier)
     if cache_ttl is not None:
         teacher.cache_ttl = cache_ttl
     return teacher
@@ -141,7 +149,8 @@ def batch_api(teacher: Teacher, timeout: float = 120.0) -> BatchAPI:
     entry = _entry(teacher.provider)
     if entry is None or entry.batch is None:
         names = [f"{p}:" for p in providers() if _PROVIDERS[p].batch is not None]
-        which = " or ".join(names) if names else "a batch-capable"
+        which = ", ".join(names[:-1]) + f" or {names[-1]}" if len(names) > 1 else "".join(names)
+        which = which or "a batch-capable"
         article = "an" if which[:1] in "aeiou" else "a"
         raise SbsError(
             f"--mode batch needs {article} {which} teacher, not {teacher.spec} "
@@ -152,6 +161,7 @@ def batch_api(teacher: Teacher, timeout: float = 120.0) -> BatchAPI:
 
 register("openai", openai.create, batch=openai.OpenAIBatchAPI)
 register("anthropic", anthropic.create, batch=anthropic.AnthropicBatchAPI)
+register("gemini", gemini.create, batch=gemini.GeminiBatchAPI)
 register("openai-compat", compat.create, aliases=("compat",))
 register("hf", hf.create)
 register("replay", replay.create)

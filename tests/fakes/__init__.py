@@ -1,4 +1,4 @@
-"""Loopback stand-ins for the OpenAI and Anthropic HTTP APIs, written from the providers' documentation.
+"""Loopback stand-ins for the OpenAI, Anthropic and Gemini HTTP APIs, written from the providers' documentation.
 
 Used by the tests (in a background thread: `with FakeLLMServer(latency=0.05) as srv: srv.openai_url`) and by
 the benchmarks (as a separate process: `python tests/fake_llm_server.py --latency 0.1 [--rpm N --tpm N]`,
@@ -13,6 +13,8 @@ turns the model and parameter rules off). One class, `FakeLLMServer`, composed o
   accounting.py     prompt-cache entries, the bill, counters, rate-limit buckets and headers (`Accounting`)
   openai_api.py     chat completions, prompt caching, files and the Batch API (`OpenAIAPI`)
   anthropic_api.py  messages, cache_control, Message Batches (`AnthropicAPI`)
+  gemini_api.py     generateContent, implicit caching, thinking, Batch Mode, the Files API (`GeminiAPI`), under
+                    `/gemini` (`srv.gemini_url`, what GOOGLE_GEMINI_BASE_URL points the google-genai SDK at)
   server.py         the server wiring: state, the online request path, routes, control, start/stop, `main`
 
 Each module's docstring holds the part of the behaviour it implements.

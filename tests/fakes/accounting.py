@@ -4,7 +4,8 @@ Prompt caches: each answer is worked out first (a `Plan`: payload, usage, the ca
   writes), then committed: its entries written or refreshed, its usage billed. Entries expire after their TTL;
   TTLs follow `clock` (a callable returning seconds; tests pass one they can advance).
 
-Rate limits (off unless given): `rpm` (both APIs), `tpm` (OpenAI), `itpm`/`otpm` (Anthropic), per model. Each
+Rate limits (off unless given): `rpm` (every API), `tpm` (OpenAI; Gemini: input tokens), `itpm`/`otpm`
+  (Anthropic), per model. Each
   is a token bucket refilled continuously at limit/60 per second holding at most `burst` seconds of it
   (default 1: both providers document that a per-minute limit may be enforced over shorter intervals,
   "60,000 RPM as 1,000 per second"). A request is admitted when its bucket holds its cost (or, if the cost
@@ -18,12 +19,25 @@ Rate limits (off unless given): `rpm` (both APIs), `tpm` (OpenAI), `itpm`/`otpm`
   bucket, as the real headers do, so a burst can be refused while `remaining` is high. Over a limit: 429
   with the provider's body (OpenAI `rate_limit_exceeded`, type `requests`/`tokens`; Anthropic
   `rate_limit_error`), those headers and `retry-after` (whole seconds, >= 1; OpenAI also `retry-after-ms`).
+  Gemini sends no rate-limit headers: its 429 RESOURCE_EXHAUSTED carries the wait as a RetryInfo detail.
 
-The bill: `stats()["bill"]`, one row per provider, model (as requested) and mode (online/batch) with
-  requests, input_tokens (all of them: cached and cache-written included), cached_input_tokens,
-  cache_write_tokens (all writes) split into cache_write_5m_tokens and cache_write_1h_tokens (Anthropic
-  prices the two lifetimes apart), output_tokens (reasoning included), reasoning_tokens, rate_limited and
-  failed counts.
+The bill: `stats()["bill"]`, one row per provider, model (as requested), mode (online/batch) and service
+  tier (the one that served the request: default, flex or priority) with requests, input_tokens (all of
+  them: cached and cache-written included), cached_input_tokens, cache_write_tokens (all writes) split into
+  cache_write_5m_tokens and cache_write_1h_tokens (Anthropic prices the two lifetimes apart), output_tokens
+  (reasoning included), reasoning_tokens, rate_limited and failed counts, and `usd`: what the answers cost
+  at the prices below (OpenAI models only; 0 for the others). `bill(provider, model, mode)` adds up the
+  tiers unless one is named.
+
+Prices (`PRICES`, USD per 1M input / cached input / output tokens, https://openai.com/api/pricing, as of
+  2025-08): the Batch API and the flex tier bill half of them (flex "tokens are priced at Batch API rates",
+  https://platform.openai.com/docs/guides/flex-processing), the priority tier its own list (`PRIORITY`,
+  https://openai.com/api-priority-processing/). Refused, failed and rate-limited requests cost nothing
+  (flex's 429 Resource Unavailable included).
+
+Flex: `flex_busy` (0..1, default 0) is the stable share of distinct prompts that a busy flex tier answers
+  429 Resource Unavailable (`code: resource_unavailable`, no Retry-After: the docs advise exponential
+  backoff) on their first `flex_busy_tries` flex attempts (default 1); then they are served.
 
 Counters: `count`, `in_flight`, `max_in_flight`, `outcomes` (per outcome), `log` (per request, when
 `record`), and for the batch endpoints `batch_calls` (per endpoint) and `batch_keys` (API keys seen).
@@ -31,7 +45,9 @@ Counters: `count`, `in_flight`, `max_in_flight`, `outcomes` (per outcome), `log`
 
 from __future__ import annotations
 
+import hashlib
 import math
+import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,6 +55,47 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from aiohttp import web
+
+#: USD per 1M tokens: (input, cached input, output) at the default tier (https://openai.com/api/pricing).
+PRICES: dict[str, tuple[float, float, float]] = {
+    "gpt-5": (1.25, 0.125, 10.00),
+    "gpt-5-mini": (0.25, 0.025, 2.00),
+    "gpt-5-nano": (0.05, 0.005, 0.40),
+    "o3": (2.00, 0.50, 8.00),
+    "o4-mini": (1.10, 0.275, 4.40),
+    "gpt-4.1": (2.00, 0.50, 8.00),
+    "gpt-4.1-mini": (0.40, 0.10, 1.60),
+    "gpt-4.1-nano": (0.10, 0.025, 0.40),
+    "gpt-4o": (2.50, 1.25, 10.00),
+    "gpt-4o-mini": (0.15, 0.075, 0.60),
+}
+#: The priority tier's own prices (https://openai.com/api-priority-processing/).
+PRIORITY: dict[str, tuple[float, float, float]] = {
+    "gpt-5": (2.50, 0.25, 20.00),
+    "gpt-5-mini": (0.45, 0.045, 3.60),
+    "o3": (3.50, 0.875, 14.00),
+    "o4-mini": (2.00, 0.50, 8.00),
+    "gpt-4.1": (3.50, 0.875, 14.00),
+    "gpt-4.1-mini": (0.70, 0.175, 2.80),
+    "gpt-4.1-nano": (0.20, 0.05, 0.80),
+    "gpt-4o": (4.25, 2.125, 17.00),
+    "gpt-4o-mini": (0.25, 0.125, 1.00),
+}
+#: What the Batch API and the flex tier bill, relative to the default tier.
+HALF = 0.5
+_SNAPSHOT = re.compile(r"-(?:latest|\d{4}-\d{2}-\d{2}|\d{8})$")
+
+
+def usd(model: str, usage: dict[str, int], mode: str = "online", tier: str = "default") -> float:
+    """What one answer costs at the stand-in's prices (0 for a model it does not price)."""
+    family = model if model in PRICES else _SNAPSHOT.sub("", model)
+    table = PRIORITY if tier == "priority" and mode == "online" else PRICES
+    if family not in table:
+        return 0.0
+    inp, cached_in, out = table[family]
+    fresh = usage["input"] - usage["cached"]
+    cost = (fresh * inp + usage["cached"] * cached_in + usage["output"] * out) / 1e6
+    return cost * HALF if mode == "batch" or tier == "flex" else cost
 
 
 def go_duration(seconds: float) -> str:
@@ -104,6 +161,7 @@ class Plan:
     cache_keys: list[tuple[tuple, float]]  # entries to write or refresh: (key, ttl)
     max_out: int  # output tokens the request may use (rate-limit estimate)
     prompt: str  # prompt_of(body)
+    tier: str = "default"  # the service tier that serves it
 
 
 class Accounting:
@@ -120,9 +178,12 @@ class Accounting:
     max_in_flight: int
     batch_calls: dict[str, int]
     batch_keys: list[str]
+    flex_busy: float
+    flex_busy_tries: int
     _attempts: dict[str, int]
+    _flex_attempts: dict[str, int]
     _lock: threading.Lock
-    _bill: dict[tuple[str, str, str], dict[str, int]]
+    _bill: dict[tuple[str, str, str, str], dict[str, Any]]
     _cache: dict[tuple, tuple[float, float]]
     _buckets: dict[tuple[str, str, str], Bucket]
 
@@ -155,6 +216,7 @@ class Accounting:
             self.count = 0
             self.max_in_flight = 0
             self._attempts.clear()
+            self._flex_attempts.clear()
             self._bill.clear()
             self._cache.clear()
             self._buckets.clear()
@@ -163,8 +225,8 @@ class Accounting:
         with self._lock:
             outcomes = dict(self.outcomes)
             bill = [
-                {"provider": p, "model": m, "mode": mode, **counts}
-                for (p, m, mode), counts in sorted(self._bill.items())
+                {"provider": p, "model": m, "mode": mode, "tier": tier, **counts}
+                for (p, m, mode, tier), counts in sorted(self._bill.items())
             ]
             return {
                 "count": self.count,
@@ -176,27 +238,66 @@ class Accounting:
             }
 
     # -- the bill -----------------------------------------------------------------------------
-    def bill(self, provider: str, model: str, mode: str = "online") -> dict[str, int]:
-        """The bill's row for one provider, model (as requested) and mode; zeros if none."""
+    def bill(
+        self, provider: str, model: str, mode: str = "online", tier: str | None = None
+    ) -> dict[str, Any]:
+        """The bill for one provider, model (as requested) and mode, of one service tier or (None) all of
+        them added up; zeros if none."""
+        out = self._bill_row()
         with self._lock:
-            return dict(self._bill.get((provider, model, mode)) or self._bill_row())
+            for (p, m, md, t), row in self._bill.items():
+                if (p, m, md) == (provider, model, mode) and tier in (None, t):
+                    for k, v in row.items():
+                        out[k] += v
+        return out
 
     @staticmethod
-    def _bill_row() -> dict[str, int]:
+    def _bill_row() -> dict[str, Any]:
         keys = ("requests", "input_tokens", "cached_input_tokens", "cache_write_tokens")
         ttls = ("cache_write_5m_tokens", "cache_write_1h_tokens")
-        return dict.fromkeys((*keys, *ttls, "output_tokens", "reasoning_tokens", "rate_limited", "failed"), 0)
+        counts = (*keys, *ttls, "output_tokens", "reasoning_tokens", "rate_limited", "failed")
+        return {**dict.fromkeys(counts, 0), "usd": 0.0}
 
-    def _bill_add(self, provider: str, model: Any, mode: str, **add: int) -> None:
+    def _bill_add(self, provider: str, model: Any, mode: str, tier: str = "default", **add: float) -> None:
         with self._lock:
-            row = self._bill.setdefault((provider, str(model), mode), self._bill_row())
+            row = self._bill.setdefault((provider, str(model), mode, tier), self._bill_row())
             for k, v in add.items():
                 row[k] += v
 
+    # -- the flex tier ----------------------------------------------------------------------------
+    def _flex_refuses(self, plan: Plan) -> bool:
+        """Whether a busy flex tier turns this attempt away (see the module docstring)."""
+        if plan.tier != "flex" or not self.flex_busy:
+            return False
+        h = hashlib.sha1(plan.prompt.encode("utf-8", "surrogatepass")).hexdigest()
+        if int(h[:8], 16) / 0xFFFFFFFF >= self.flex_busy:
+            return False
+        with self._lock:
+            n = self._flex_attempts.get(h, 0)
+            self._flex_attempts[h] = n + 1
+        if n >= self.flex_busy_tries:
+            return False
+        self._bill_add(plan.provider, plan.model, "online", plan.tier, rate_limited=1)
+        return True
+
+    def _flex_unavailable(self) -> web.Response:
+        body = {
+            "error": {
+                "message": "Resource Unavailable: the flex tier has no capacity for this request right now. "
+                "Retry later with exponential backoff, or use the default service tier.",
+                "type": "resource_unavailable",
+                "param": None,
+                "code": "resource_unavailable",
+            }
+        }
+        return web.json_response(body, status=429)
+
     def _bcount(self, request: web.Request, name: str) -> None:
         """Count a call to a batch endpoint, and the API key it carried."""
-        key = request.headers.get("x-api-key") or request.headers.get("authorization", "").removeprefix(
-            "Bearer "
+        key = (
+            request.headers.get("x-api-key")
+            or request.headers.get("x-goog-api-key")
+            or request.headers.get("authorization", "").removeprefix("Bearer ")
         )
         with self._lock:
             self.batch_calls[name] = self.batch_calls.get(name, 0) + 1
@@ -221,6 +322,7 @@ class Accounting:
             plan.provider,
             plan.model,
             mode,
+            plan.tier,
             requests=1,
             input_tokens=u["input"],
             cached_input_tokens=u["cached"],
@@ -229,12 +331,14 @@ class Accounting:
             cache_write_1h_tokens=u.get("written_1h", 0),
             output_tokens=u["output"],
             reasoning_tokens=u["reasoning"],
+            usd=usd(plan.model, u, mode, plan.tier) if plan.provider == "openai" else 0.0,
         )
         return plan.payload
 
     # -- rate limits ------------------------------------------------------------------------------
     _DIMS = {
         "openai": (("requests", "rpm"), ("tokens", "tpm")),
+        "gemini": (("requests", "rpm"), ("tokens", "tpm")),
         "anthropic": (("requests", "rpm"), ("input-tokens", "itpm"), ("output-tokens", "otpm")),
     }
 
@@ -246,6 +350,8 @@ class Accounting:
         u = plan.usage
         if plan.provider == "openai":
             cost = {"requests": 1, "tokens": u["input"] + plan.max_out}
+        elif plan.provider == "gemini":  # Gemini's TPM counts input tokens
+            cost = {"requests": 1, "tokens": u["input"]}
         else:
             cost = {"requests": 1, "input-tokens": u["input"] - u["cached"], "output-tokens": plan.max_out}
         now = self.clock()
@@ -266,13 +372,15 @@ class Accounting:
             used = buckets[worst].limit - buckets[worst].remaining()
         if waits[worst] == 0:
             return headers, None
-        self._bill_add(plan.provider, plan.model, "online", rate_limited=1)
+        self._bill_add(plan.provider, plan.model, "online", plan.tier, rate_limited=1)
         return headers, self._rate_limited(
             plan, worst, buckets[worst].limit, used, cost[worst], waits[worst], headers
         )
 
     def _rl_headers(self, provider: str, buckets: dict[str, Bucket]) -> dict[str, str]:
         h: dict[str, str] = {}
+        if provider == "gemini":  # Gemini advertises no limits in headers
+            return h
         if provider == "openai":
             for d, b in buckets.items():
                 h[f"x-ratelimit-limit-{d}"] = str(b.limit)
@@ -299,6 +407,9 @@ class Accounting:
     def _rate_limited(
         self, plan: Plan, dim: str, limit: int, used: int, cost: int, wait: float, headers: dict[str, str]
     ) -> web.Response:
+        if plan.provider == "gemini":  # no headers: the wait rides in the body's RetryInfo
+            retry = float(max(1, math.ceil(wait))) if math.isfinite(wait) else None
+            return self.quota_exceeded(plan.model, retry, "requests" if dim == "requests" else "tokens")
         headers = dict(headers)
         if math.isfinite(wait):
             headers["retry-after"] = str(max(1, math.ceil(wait)))

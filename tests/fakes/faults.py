@@ -12,9 +12,11 @@ Faults, by name (a name may carry a number after a colon):
   badjson        200 whose completion text is not valid JSON (structured-output mode)
   surrogate      200 whose completion text holds a lone surrogate, sent as the JSON escape "\\ud83d" (half an
                  emoji): the client's JSON parser yields a str that cannot be encoded as UTF-8
-  served:NAME    200 whose body says model NAME answered (a provider serving another model than the one asked)
-  filtered       200 stopped by the provider's content filter (OpenAI finish_reason content_filter, Anthropic
-                 stop_reason refusal), its text cut short
+  served:NAME    200 whose body says model NAME answered (a provider serving another model than the one asked;
+                 Gemini's `modelVersion`)
+  filtered       200 stopped by the provider's content filter (OpenAI finish_reason content_filter, Responses
+                 API incomplete_details.reason content_filter, Anthropic stop_reason refusal), its text cut
+                 short; Gemini finishReason SAFETY with no content
 They are applied by three rules, checked in order:
   by_match {substring: [fault, ...]}   requests whose prompt contains substring get the faults in turn, one
                                        per attempt (then normal answers): deterministic per row
@@ -37,6 +39,7 @@ import json
 import re
 import threading
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from .models import Refusal
@@ -47,10 +50,22 @@ BODY_FAULTS = frozenset(["served", "filtered"])
 
 
 def alter(payload: dict, provider: str, fault: str) -> dict:
-    """The answer as a body fault (`served:NAME`, `filtered`) changes it; other faults leave it as it is."""
+    """The answer as a body fault (`served:NAME`, `filtered`) changes it; other faults leave it as it is.
+    Chat Completions, Responses API, Anthropic and Gemini bodies alike (told apart by their shape)."""
     name, _, arg = fault.partition(":")
+    gemini = "candidates" in payload
     if name == "served":
-        payload["model"] = arg
+        payload["modelVersion" if gemini else "model"] = arg
+    elif name == "filtered" and gemini:  # a SAFETY block: the candidate has no content parts
+        payload["candidates"][0]["finishReason"] = "SAFETY"
+        payload["candidates"][0]["content"] = {"role": "model"}
+    elif name == "filtered" and payload.get("object") == "response":  # the Responses API
+        payload["status"] = "incomplete"
+        payload["incomplete_details"] = {"reason": "content_filter"}
+        for item in payload.get("output") or []:
+            if item.get("type") == "message":
+                item["status"] = "incomplete"
+                item["content"] = [{"type": "output_text", "text": "The", "annotations": [], "logprobs": []}]
     elif name == "filtered" and provider == "anthropic":
         payload["stop_reason"] = "refusal"
         payload["content"] = [{"type": "text", "text": "I"}]
@@ -147,10 +162,14 @@ class Faults:
             return "{not json"
         return self._completion_text(prompt, json_mode, cut_emoji=fault == "surrogate")
 
-    def _line_outcome(self, body: dict, provider: str) -> tuple[str, Any]:
+    def _line_outcome(self, body: dict, provider: str, api: str = "chat") -> tuple[str, Any]:
         """('ok', payload) | ('expired', None) | ('error', (status, etype, message[, code, param])) for one
-        batch line; a line the API would refuse fails as it would online, before any fault is drawn."""
-        planner = self.plan_anthropic if provider == "anthropic" else self.plan_openai
+        batch line (`api`: an OpenAI line's chat or responses); a line the API would refuse fails as it would
+        online, before any fault is drawn. Batch lines are served at the batch price, not a service tier."""
+        if provider == "anthropic":
+            planner: Any = self.plan_anthropic
+        else:
+            planner = partial(self.plan_responses if api == "responses" else self.plan_openai, mode="batch")
         try:
             plan = planner(body)
         except Refusal as r:

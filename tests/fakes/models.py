@@ -25,6 +25,25 @@ together with `output_config.format`. The schema must stay within the documented
 `exclusiveMaximum`, `multipleOf`), no string length constraints (`minLength`, `maxLength`), no array
 constraints beyond `minItems` 0 or 1, `additionalProperties: false` on every object, no external or recursive
 `$ref`, and only scalars in `enum`. The answer is then JSON matching the schema.
+
+The Responses API (`_check_responses`, https://platform.openai.com/docs/api-reference/responses/create) has
+its own field list: an unknown field (`seed`, `stop`, `messages`, `max_tokens`...) is 400
+`unknown_parameter`; an unknown model is 400 `model_not_found` (param `model`, "The requested model '...'
+does not exist."); `input` is required; `max_output_tokens` must be >= 16; reasoning models reject
+`temperature` and `top_p` outright ("Unsupported parameter: 'temperature' is not supported with this
+model.", code null), other models reject `reasoning.effort`; `reasoning.summary` is auto, concise or
+detailed; a strict `text.format` json_schema must give every object `additionalProperties: false` and list
+every property in `required` (400 `invalid_json_schema`, param `text.format.schema`).
+
+Service tiers (both APIs): `service_tier` is auto, default, flex, priority or scale. A model serves flex
+and priority only where OpenAI offers them (`Model.tiers`: flex on gpt-5, gpt-5-mini, gpt-5-nano, o3 and
+o4-mini, https://platform.openai.com/docs/guides/flex-processing; priority on the models listed on
+https://openai.com/api-priority-processing/); elsewhere, and for auto/default/scale, the request is served
+at the default tier. The answer's `service_tier` says which tier served it, as the real answers do
+(https://developers.openai.com/api/docs/guides/priority-processing).
+
+Gemini's rules live with its API (`gemini_api.py`); its model families are registered here (2.5 Pro, Flash,
+Flash-Lite; 3 Pro/Flash previews, 3.1 Pro preview, 3.1 Flash-Lite), with Google's 404 NOT_FOUND for the rest.
 """
 
 from __future__ import annotations
@@ -47,7 +66,7 @@ STRUCTURED_BETA = "structured-outputs-2025-11-13"
 class Model:
     """What the stand-in enforces for one model family."""
 
-    provider: str  # "openai" (chat completions) or "anthropic" (messages)
+    provider: str  # "openai" (chat completions), "anthropic" (messages) or "gemini" (generateContent)
     efforts: tuple[str, ...] = ()  # reasoning efforts accepted; empty: not a reasoning model
     default_effort: str = "medium"
     stop: bool = True  # accepts `stop`
@@ -56,6 +75,12 @@ class Model:
     no_sampling: bool = False  # Anthropic Opus 4.7+ / Claude 5: no `temperature`, `top_p` or `top_k` at all
     structured: bool = False  # Anthropic: takes `output_config.format` (structured outputs)
     open_weights: bool = False  # an OpenAI-compatible server (vLLM, Ollama): no OpenAI parameter rules
+    tiers: tuple[str, ...] = ()  # OpenAI service tiers besides default it serves (flex, priority)
+    # Gemini (efforts above: the thinkingLevel values a level-based model takes, default_effort its default)
+    budget: tuple[int, int] = (0, 0)  # the thinkingBudget range; (0, 0): no thinking at all
+    can_off: bool = True  # thinkingBudget 0 turns thinking off
+    thinks: bool = False  # thinks when the request says nothing (a dynamic budget or the default level)
+    max_output: int = 65536  # the maxOutputTokens ceiling
 
     @property
     def reasoning(self) -> bool:
@@ -63,11 +88,21 @@ class Model:
 
 
 _CHAT = Model("openai")
-_GPT5 = Model("openai", ("minimal", "low", "medium", "high"), stop=False)
+_CHAT_PRIORITY = Model("openai", tiers=("priority",))
+_GPT5 = Model("openai", ("minimal", "low", "medium", "high"), stop=False, tiers=("flex", "priority"))
+_GPT5_NANO = Model("openai", ("minimal", "low", "medium", "high"), stop=False, tiers=("flex",))
 _OSERIES = Model("openai", ("low", "medium", "high"), stop=False)
+_OSERIES_FLEX = Model("openai", ("low", "medium", "high"), stop=False, tiers=("flex", "priority"))
 _OPEN = Model("openai", open_weights=True)
 _CLAUDE = Model("anthropic")
 _CLAUDE_NEW = Model("anthropic", one_sampler=True)
+# Gemini (https://ai.google.dev/gemini-api/docs/thinking): 2.5 models think by budget (Pro 128-32768 and always,
+# Flash 0-24576 and by default, Flash-Lite 512-24576 and only when asked); Gemini 3 models by level, and still
+# take a budget. Implicit-cache minimums from https://ai.google.dev/gemini-api/docs/caching.
+_LEVELS = ("minimal", "low", "medium", "high")
+_GEMINI_PRO = Model("gemini", budget=(128, 32768), can_off=False, thinks=True, cache_min=2048)
+_GEMINI_FLASH = Model("gemini", budget=(1, 24576), thinks=True, cache_min=2048)
+_GEMINI_LITE = Model("gemini", budget=(512, 24576), cache_min=2048)
 
 #: Model families by name, as the real model lists spell them (snapshots and `-latest` resolve to these).
 MODELS: dict[str, Model] = {
@@ -76,18 +111,16 @@ MODELS: dict[str, Model] = {
             "gpt-3.5-turbo",
             "gpt-4",
             "gpt-4-turbo",
-            "gpt-4o",
-            "gpt-4o-mini",
-            "gpt-4.1",
-            "gpt-4.1-mini",
-            "gpt-4.1-nano",
             "gpt-5-chat-latest",
             "chatgpt-4o-latest",
         ],
         _CHAT,
     ),
-    **dict.fromkeys(["gpt-5", "gpt-5-mini", "gpt-5-nano"], _GPT5),
-    **dict.fromkeys(["o1", "o3", "o3-mini", "o4-mini"], _OSERIES),
+    **dict.fromkeys(["gpt-4o", "gpt-4o-mini", "gpt-4.1", "gpt-4.1-mini", "gpt-4.1-nano"], _CHAT_PRIORITY),
+    **dict.fromkeys(["gpt-5", "gpt-5-mini"], _GPT5),
+    "gpt-5-nano": _GPT5_NANO,
+    **dict.fromkeys(["o1", "o3-mini"], _OSERIES),
+    **dict.fromkeys(["o3", "o4-mini"], _OSERIES_FLEX),
     # names an OpenAI-compatible server serves in the tests (CompatTeacher)
     **dict.fromkeys(["llama", "llama3", "meta-llama/Llama-3.1-8B-Instruct"], _OPEN),
     **dict.fromkeys(["claude-3-haiku", "claude-3-5-haiku"], Model("anthropic", cache_min=2048)),
@@ -114,8 +147,32 @@ MODELS: dict[str, Model] = {
         ["claude-opus-5", "claude-fable-5", "claude-fable-5-1", "claude-fable-5-2"],
         Model("anthropic", cache_min=512, no_sampling=True, structured=True),
     ),
+    "gemini-2.5-pro": _GEMINI_PRO,
+    "gemini-2.5-flash": _GEMINI_FLASH,
+    "gemini-2.5-flash-lite": _GEMINI_LITE,
+    **dict.fromkeys(
+        ["gemini-3-pro-preview"],
+        Model(
+            "gemini", ("low", "high"), "high", budget=(128, 32768), can_off=False, thinks=True, cache_min=4096
+        ),
+    ),
+    "gemini-3.1-pro-preview": Model(
+        "gemini",
+        ("low", "medium", "high"),
+        "high",
+        budget=(128, 32768),
+        can_off=False,
+        thinks=True,
+        cache_min=4096,
+    ),
+    "gemini-3-flash-preview": Model(
+        "gemini", _LEVELS, "high", budget=(1, 24576), thinks=True, cache_min=4096
+    ),
+    "gemini-3.1-flash-lite": Model(
+        "gemini", _LEVELS, "minimal", budget=(1, 24576), thinks=True, cache_min=4096
+    ),
 }
-_SNAPSHOT = re.compile(r"-(?:latest|\d{4}-\d{2}-\d{2}|\d{8})$")
+_SNAPSHOT = re.compile(r"-(?:latest|\d{4}-\d{2}-\d{2}|\d{8}|preview-\d{2}-\d{4}|\d{3})$")
 
 
 class Refusal(Exception):
@@ -142,6 +199,49 @@ _ANTHROPIC_FIELDS = frozenset(
     "output_config".split()
 )
 _REASONING_UNSUPPORTED = ("logprobs", "top_logprobs", "presence_penalty", "frequency_penalty", "logit_bias")
+#: The Responses API's request fields (https://platform.openai.com/docs/api-reference/responses/create).
+_RESPONSES_FIELDS = frozenset(
+    "model input instructions max_output_tokens max_tool_calls temperature top_p top_logprobs reasoning text "
+    "tools tool_choice parallel_tool_calls previous_response_id conversation include metadata store stream "
+    "stream_options background truncation service_tier user safety_identifier prompt prompt_cache_key "
+    "prompt_cache_retention".split()
+)
+SERVICE_TIERS = ("auto", "default", "flex", "priority", "scale")
+REASONING_SUMMARIES = ("auto", "concise", "detailed")
+#: The Responses API's smallest `max_output_tokens`.
+MIN_OUTPUT_TOKENS = 16
+
+
+def served_tier(model: Model, asked: Any) -> str:
+    """The tier that serves a request asking for `asked`: flex or priority where the model offers it,
+    otherwise the default tier (auto and scale included)."""
+    return asked if asked in ("flex", "priority") and asked in model.tiers else "default"
+
+
+def _invalid_value(p: str, v: Any, allowed: Iterable[str]) -> Refusal:
+    msg = f"Invalid value: {json.dumps(v)}. Supported values are: {_quote_list(allowed)}."
+    return Refusal(400, "invalid_request_error", msg, p, "invalid_value")
+
+
+def _strict_schema_error(schema: Any, path: tuple[str, ...] = ()) -> str | None:
+    """Why `schema` is not a strict-mode schema (every object closed, every property required), else None."""
+    if not isinstance(schema, dict):
+        return f"In context={path}, schema must be a JSON Schema object."
+    if schema.get("type") == "object":
+        if schema.get("additionalProperties") is not False:
+            return f"In context={path}, 'additionalProperties' is required to be supplied and to be false."
+        props = schema.get("properties") or {}
+        missing = [k for k in props if k not in (schema.get("required") or [])]
+        if missing:
+            return f"In context={path}, 'required' is required to be supplied and to be an array including every key in properties. Missing '{missing[0]}'."
+        for k, sub in props.items():
+            why = _strict_schema_error(sub, (*path, "properties", k))
+            if why:
+                return why
+    items = schema.get("items")
+    if isinstance(items, dict):
+        return _strict_schema_error(items, (*path, "items"))
+    return None
 
 
 def _unsupported(p: str, hint: str = "") -> Refusal:
@@ -186,6 +286,7 @@ class ModelRules:
         """The family of a model name (snapshots and -latest resolve) on this provider's API, else None."""
         if not isinstance(name, str) or not name:
             return None
+        name = name.removeprefix("models/")  # Gemini's resource names
         for n in (name, _SNAPSHOT.sub("", name)):
             m = self.models.get(n)
             if m is not None:
@@ -233,6 +334,7 @@ class ModelRules:
         if extra is not None:
             msg = f"Unrecognized request argument supplied: {extra}"
             raise Refusal(400, "invalid_request_error", msg, None, "")
+        self._check_tier(body)
         effort = body.get("reasoning_effort")
         if not model.reasoning:
             if effort is not None:
@@ -252,6 +354,92 @@ class ModelRules:
         if effort is not None and effort not in model.efforts:
             supported = f"Supported values are: {_quote_list(model.efforts)}."
             raise _unsupported_value("reasoning_effort", effort, supported)
+        return model
+
+    def _check_tier(self, body: dict) -> None:
+        tier = body.get("service_tier")
+        if tier is not None and tier not in SERVICE_TIERS:
+            raise _invalid_value("service_tier", tier, SERVICE_TIERS)
+
+    def _check_responses(self, body: dict) -> Model:
+        """What POST /v1/responses refuses (see the module docstring)."""
+        name = body.get("model")
+        if not name:
+            raise Refusal(
+                400,
+                "invalid_request_error",
+                "Missing required parameter: 'model'.",
+                "model",
+                "missing_required_parameter",
+            )
+        inp = body.get("input")
+        if not (isinstance(inp, str) and inp) and not (isinstance(inp, list) and inp):
+            raise Refusal(
+                400,
+                "invalid_request_error",
+                "Missing required parameter: 'input'.",
+                "input",
+                "missing_required_parameter",
+            )
+        for i, m in enumerate(inp if isinstance(inp, list) else []):
+            if not isinstance(m, dict) or m.get("role") not in ("user", "assistant", "system", "developer"):
+                msg = f"Invalid value for 'input[{i}].role': expected one of 'user', 'assistant', 'system', 'developer'."
+                raise Refusal(400, "invalid_request_error", msg, f"input[{i}].role", "invalid_value")
+        mot = body.get("max_output_tokens")
+        if mot is not None and (not isinstance(mot, int) or isinstance(mot, bool) or mot < MIN_OUTPUT_TOKENS):
+            msg = (
+                "Invalid 'max_output_tokens': integer below minimum value. Expected a value >= "
+                f"{MIN_OUTPUT_TOKENS}, but got {mot!r} instead."
+            )
+            raise Refusal(400, "invalid_request_error", msg, "max_output_tokens", "integer_below_min_value")
+        model = self.resolve("openai", name)
+        if not self.strict:
+            return model or Model("openai")
+        if model is None:
+            msg = f"The requested model '{name}' does not exist."
+            raise Refusal(400, "invalid_request_error", msg, "model", "model_not_found")
+        if model.open_weights:
+            return model
+        extra = next((k for k in body if k not in _RESPONSES_FIELDS), None)
+        if extra is not None:
+            msg = f"Unknown parameter: '{extra}'."
+            raise Refusal(400, "invalid_request_error", msg, extra, "unknown_parameter")
+        self._check_tier(body)
+        reasoning = body.get("reasoning") or {}
+        if not isinstance(reasoning, dict):
+            msg = "Invalid type for 'reasoning': expected an object."
+            raise Refusal(400, "invalid_request_error", msg, "reasoning", "invalid_type")
+        summary = reasoning.get("summary")
+        if summary is not None and summary not in REASONING_SUMMARIES:
+            raise _invalid_value("reasoning.summary", summary, REASONING_SUMMARIES)
+        effort = reasoning.get("effort")
+        if model.reasoning:
+            for p in ("temperature", "top_p"):
+                if body.get(p) is not None:
+                    msg = f"Unsupported parameter: '{p}' is not supported with this model."
+                    raise Refusal(400, "invalid_request_error", msg, p, "")
+            if effort is not None and effort not in model.efforts:
+                supported = f"Supported values are: {_quote_list(model.efforts)}."
+                raise _unsupported_value("reasoning.effort", effort, supported)
+        elif effort is not None or summary is not None:
+            raise _unsupported("reasoning.effort" if effort is not None else "reasoning.summary")
+        fmt = (body.get("text") or {}).get("format") if isinstance(body.get("text"), dict) else None
+        if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
+            fname = fmt.get("name")
+            if not isinstance(fname, str) or not fname:
+                raise Refusal(
+                    400,
+                    "invalid_request_error",
+                    "Missing required parameter: 'text.format.name'.",
+                    "text.format.name",
+                    "missing_required_parameter",
+                )
+            why = _strict_schema_error(fmt.get("schema")) if fmt.get("strict") else None
+            if why is None and not isinstance(fmt.get("schema"), dict):
+                why = "In context=(), schema must be a JSON Schema object."
+            if why:
+                msg = f"Invalid schema for response_format '{fname}': {why}"
+                raise Refusal(400, "invalid_request_error", msg, "text.format.schema", "invalid_json_schema")
         return model
 
     def _check_anthropic(self, body: dict) -> Model:

@@ -1,12 +1,27 @@
-"""The OpenAI API: chat completions (POST /v1/chat/completions) and the Batch API (POST /v1/files,
-GET /v1/files/{id}/content, POST /v1/batches, GET /v1/batches[/{id}], POST /v1/batches/{id}/cancel).
+"""The OpenAI API: chat completions (POST /v1/chat/completions), the Responses API (POST /v1/responses) and
+the Batch API (POST /v1/files, GET /v1/files/{id}/content, POST /v1/batches, GET /v1/batches[/{id}],
+POST /v1/batches/{id}/cancel).
+
+Responses (https://platform.openai.com/docs/api-reference/responses): `instructions` and `input` (a string,
+  or messages with string or `input_text` content) make the prompt, tokenized like a chat's (instructions as
+  the system message); `max_output_tokens` bounds reasoning plus answer: run out while reasoning and the
+  response is `status: "incomplete"`, `incomplete_details.reason: "max_output_tokens"`, with no message
+  item; run out in the answer and the message is cut (also incomplete). A reasoning model's output starts
+  with a `reasoning` item whose `summary` holds one `summary_text` when `reasoning.summary` was asked for
+  (`detailed` longer than `concise`; none when no reasoning was done). Usage: `input_tokens`,
+  `input_tokens_details.cached_tokens`, `output_tokens` (reasoning included),
+  `output_tokens_details.reasoning_tokens`. Both APIs report the `service_tier` that served the request
+  (see `models`), and a flex request may meet a busy flex tier (see `accounting`).
 
 Prompt caching (automatic): a prompt of >= 1024 tokens is cached per model in 128-token steps of its token
   stream; a later prompt sharing a cached prefix reports the longest one (>= 1024, a multiple of 128) as
   `usage.prompt_tokens_details.cached_tokens`. Entries live `openai_cache_ttl` seconds (300) from last use.
 
-Batches: each line is answered with `answer_openai(body)`, so batch and online answers are identical, and the
-same fault plan applies per line (see `faults`). A batch ends after `batch_polls` retrieves (0: at once);
+Batches: each line is answered with `answer_openai(body)` (or, for `url: /v1/responses`, as POST /v1/responses
+answers), so batch and online answers are identical, and the same fault plan applies per line (see `faults`).
+The batch's `endpoint` must be /v1/chat/completions or /v1/responses, and every line's `url` the batch's
+endpoint: otherwise the batch fails validation (status `failed`, its `errors` naming the line), as
+https://platform.openai.com/docs/guides/batch describes. A batch ends after `batch_polls` retrieves (0: at once);
 cancelling answers the first half of the lines and cancels the rest. `batch_submitted` counts, per
 custom_id, how many times it was sent in a batch.
 """
@@ -21,7 +36,12 @@ import uuid
 from aiohttp import web
 
 from .accounting import Plan
+from .faults import default_label
+from .models import Model, served_tier
 from .tokens import CACHE_STEP, REPLY_TOKENS, count_tokens, cut, prompt_of, reasoning_tokens, text_of, utf8
+
+#: The Batch API endpoints the stand-in serves, and the path of each one's online twin.
+BATCH_ENDPOINTS = {"/v1/chat/completions": "chat", "/v1/responses": "responses"}
 
 
 class OpenAIAPI:
@@ -38,6 +58,7 @@ class OpenAIAPI:
     def _openai_routes(self) -> list[web.RouteDef]:
         return [
             web.post("/v1/chat/completions", self._openai),
+            web.post("/v1/responses", self._responses),
             web.post("/v1/files", self._o_file_create),
             web.get("/v1/files/{id}/content", self._o_file_content),
             web.post("/v1/batches", self._o_batch_create),
@@ -49,20 +70,14 @@ class OpenAIAPI:
     async def _openai(self, request: web.Request) -> web.StreamResponse:
         return await self._handle(request, "openai")
 
-    # -- answers --------------------------------------------------------------------------------
-    def plan_openai(self, body: dict, fault: str | None = None) -> Plan:
-        """Validate and work out one chat completion (nothing committed). Raises Refusal."""
-        model = self._check_openai(body)
-        name = str(body["model"])
-        parts = [
-            json.dumps(body[k], sort_keys=True, ensure_ascii=False)
-            for k in ("tools", "response_format")
-            if body.get(k)
-        ]
-        parts += [f"<|{m['role']}|>{text_of(m.get('content'))}<|end|>" for m in body["messages"]]
+    async def _responses(self, request: web.Request) -> web.StreamResponse:
+        return await self._handle(request, "openai", "responses")
+
+    def _openai_prompt(self, name: str, model: Model, parts: list[str]) -> tuple[int, int, list]:
+        """(prompt tokens, cached tokens, cache entries to write) of a prompt made of `parts`: automatic
+        prefix caching, every 128-token prefix from the model's minimum up."""
         stream = utf8("".join(parts))
         prompt_tokens = (len(stream) + 3) // 4 + REPLY_TOKENS
-        # automatic prefix caching: every 128-token prefix from the model's minimum up
         now = self.clock()
         cached, keys = 0, []
         if prompt_tokens >= model.cache_min:
@@ -76,6 +91,21 @@ class OpenAIAPI:
                 keys.append((key, self.openai_cache_ttl))
                 if self._cached(key, now):
                     cached = k * CACHE_STEP
+        return prompt_tokens, cached, keys
+
+    # -- answers --------------------------------------------------------------------------------
+    def plan_openai(self, body: dict, fault: str | None = None, mode: str = "online") -> Plan:
+        """Validate and work out one chat completion (nothing committed). Raises Refusal."""
+        model = self._check_openai(body)
+        name = str(body["model"])
+        tier = served_tier(model, body.get("service_tier")) if mode == "online" else "default"
+        parts = [
+            json.dumps(body[k], sort_keys=True, ensure_ascii=False)
+            for k in ("tools", "response_format")
+            if body.get(k)
+        ]
+        parts += [f"<|{m['role']}|>{text_of(m.get('content'))}<|end|>" for m in body["messages"]]
+        prompt_tokens, cached, keys = self._openai_prompt(name, model, parts)
         prompt = prompt_of(body)
         json_mode = bool(body.get("response_format")) or "JSON" in prompt[:2000]
         text = self._text_for(prompt, fault, json_mode)
@@ -116,12 +146,103 @@ class OpenAIAPI:
                     "rejected_prediction_tokens": 0,
                 },
             },
-            "service_tier": "default",
+            "service_tier": tier,
             "system_fingerprint": "fp_fake",
         }
         usage = {"input": prompt_tokens, "cached": cached, "written": 0, "output": ct, "reasoning": r}
         max_out = budget if budget is not None else ct
-        return Plan("openai", name, payload, usage, keys, max_out, prompt)
+        return Plan("openai", name, payload, usage, keys, max_out, prompt, tier)
+
+    def plan_responses(self, body: dict, fault: str | None = None, mode: str = "online") -> Plan:
+        """Validate and work out one Responses API answer (nothing committed). Raises Refusal."""
+        model = self._check_responses(body)
+        name = str(body["model"])
+        tier = served_tier(model, body.get("service_tier")) if mode == "online" else "default"
+        inp = body["input"]
+        messages = [{"role": "user", "content": inp}] if isinstance(inp, str) else list(inp)
+        if isinstance(body.get("instructions"), str):
+            messages = [{"role": "system", "content": body["instructions"]}, *messages]
+        fmt = (body.get("text") or {}).get("format") if isinstance(body.get("text"), dict) else None
+        parts = [json.dumps(fmt, sort_keys=True, ensure_ascii=False)] if fmt else []
+        parts += [f"<|{m['role']}|>{text_of(m.get('content'))}<|end|>" for m in messages]
+        prompt_tokens, cached, keys = self._openai_prompt(name, model, parts)
+        prompt = prompt_of({"messages": messages})
+        json_mode = (isinstance(fmt, dict) and fmt.get("type") == "json_schema") or "JSON" in prompt[:2000]
+        text = self._text_for(prompt, fault, json_mode)
+        budget = body.get("max_output_tokens")
+        reasoning = body.get("reasoning") or {}
+        effort = reasoning.get("effort") or model.default_effort
+        r = reasoning_tokens(prompt, effort) if model.reasoning else 0
+        status, incomplete, answered = "completed", None, True
+        if budget is not None and r + count_tokens(text) > budget:
+            status, incomplete = "incomplete", {"reason": "max_output_tokens"}
+            if budget <= r:  # the budget ran out while reasoning: no message at all
+                r, text, answered = budget, "", False
+            else:
+                text = cut(text, budget - r)
+        ct = r + count_tokens(text)
+        output: list[dict] = []
+        if model.reasoning:
+            summary = []
+            if reasoning.get("summary") and r:
+                summary = [{"type": "summary_text", "text": self._summary_for(prompt, reasoning["summary"])}]
+            output.append({"id": f"rs_{uuid.uuid4().hex[:12]}", "type": "reasoning", "summary": summary})
+        if answered:
+            output.append(
+                {
+                    "id": f"msg_{uuid.uuid4().hex[:12]}",
+                    "type": "message",
+                    "status": status,
+                    "role": "assistant",
+                    "content": [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}],
+                }
+            )
+        payload = {
+            "id": f"resp_{uuid.uuid4().hex[:16]}",
+            "object": "response",
+            "created_at": int(time.time()),
+            "status": status,
+            "error": None,
+            "incomplete_details": incomplete,
+            "instructions": body.get("instructions"),
+            "max_output_tokens": budget,
+            "model": name,
+            "output": output,
+            "parallel_tool_calls": True,
+            "previous_response_id": None,
+            "reasoning": {"effort": effort if model.reasoning else None, "summary": reasoning.get("summary")},
+            "service_tier": tier,
+            "store": body.get("store", True),
+            "temperature": body.get("temperature", 1.0),
+            "text": {"format": fmt or {"type": "text"}},
+            "tool_choice": "auto",
+            "tools": [],
+            "top_p": body.get("top_p", 1.0),
+            "truncation": "disabled",
+            "usage": {
+                "input_tokens": prompt_tokens,
+                "input_tokens_details": {"cached_tokens": cached},
+                "output_tokens": ct,
+                "output_tokens_details": {"reasoning_tokens": r},
+                "total_tokens": prompt_tokens + ct,
+            },
+            "user": None,
+            "metadata": body.get("metadata") or {},
+        }
+        usage = {"input": prompt_tokens, "cached": cached, "written": 0, "output": ct, "reasoning": r}
+        max_out = budget if budget is not None else ct
+        return Plan("openai", name, payload, usage, keys, max_out, prompt, tier)
+
+    def _summary_for(self, prompt: str, detail: str) -> str:
+        """A reasoning summary, deterministic per prompt; `detailed` says more than `concise`."""
+        h = hashlib.sha1(utf8(prompt)).hexdigest()[:8]
+        label = default_label(prompt)
+        text = f"**Weighing request {h}**\n\nI compared each option with the question and settled on {label}."
+        if detail == "detailed":
+            text += (
+                " The other options contradict a detail of the question, so they were ruled out one by one."
+            )
+        return text
 
     def answer_openai(self, body: dict, fault: str | None = None, mode: str = "online") -> dict:
         """A chat.completion for `body` (caches and bill updated). Raises Refusal where the API would."""
@@ -138,7 +259,7 @@ class OpenAIAPI:
             cid = line["custom_id"]
             if cancelled and i >= len(lines) // 2:
                 continue  # never ran: no line at all
-            kind, val = self._line_outcome(line["body"], "openai")
+            kind, val = self._line_outcome(line["body"], "openai", BATCH_ENDPOINTS[b["endpoint"]])
             if kind == "ok":
                 n_ok += 1
                 resp = {"status_code": 200, "request_id": f"req_{uuid.uuid4().hex[:8]}", "body": val}
@@ -225,9 +346,17 @@ class OpenAIAPI:
         fid = body.get("input_file_id")
         if fid not in self.files:
             return self._error("openai", 400, "invalid_request_error", f"no file {fid}")
+        endpoint = body.get("endpoint")
+        if endpoint not in BATCH_ENDPOINTS:
+            msg = (
+                f"Invalid value: {json.dumps(endpoint)}. Supported values are: {', '.join(BATCH_ENDPOINTS)}."
+            )
+            return self._error("openai", 400, "invalid_request_error", msg)
         lines = [json.loads(x) for x in self.files[fid].decode().splitlines() if x.strip()]
-        for line in lines:
-            self.batch_submitted[line["custom_id"]] = self.batch_submitted.get(line["custom_id"], 0) + 1
+        wrong = next((i for i, x in enumerate(lines, 1) if x.get("url") != endpoint), None)
+        if wrong is None:
+            for line in lines:
+                self.batch_submitted[line["custom_id"]] = self.batch_submitted.get(line["custom_id"], 0) + 1
         bid = f"batch_{uuid.uuid4().hex[:12]}"
         b = {
             "id": bid,
@@ -246,7 +375,15 @@ class OpenAIAPI:
         }
         self.batches[bid] = b
         self._batch_state[bid] = {"lines": lines, "polls": self.batch_polls}
-        if self.batch_polls <= 0:
+        if wrong is not None:  # fails validation: nothing runs
+            b["status"], b["failed_at"] = "failed", int(time.time())
+            b["request_counts"] = {"total": 0, "completed": 0, "failed": 0}
+            msg = f"The URL provided for this request does not match the batch endpoint {endpoint}."
+            b["errors"] = {
+                "object": "list",
+                "data": [{"code": "invalid_url", "message": msg, "param": "url", "line": wrong}],
+            }
+        elif self.batch_polls <= 0:
             self._finish_openai(b)
         return web.json_response(b)
 

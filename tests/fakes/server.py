@@ -1,8 +1,9 @@
-"""A loopback stand-in for the OpenAI chat-completions and Anthropic messages HTTP APIs, with fault injection.
+"""A loopback stand-in for the OpenAI chat-completions and responses, Anthropic messages and Gemini
+generateContent HTTP APIs, with fault injection.
 
 The server wiring: `FakeLLMServer` composes the model rules (`models`), the faults and answer text
-(`faults`), the caches, bill, counters and rate limits (`accounting`) and the two APIs (`openai_api`,
-`anthropic_api`), and serves them with aiohttp on 127.0.0.1, in a background thread (tests:
+(`faults`), the caches, bill, counters and rate limits (`accounting`) and the three APIs (`openai_api`,
+`anthropic_api`, `gemini_api`), and serves them with aiohttp on 127.0.0.1, in a background thread (tests:
 `with FakeLLMServer(latency=0.05) as srv: srv.openai_url`) or in the foreground (`main`, the benchmarks'
 separate process: `python tests/fake_llm_server.py --latency 0.1 [--rpm N --tpm N]`, which prints
 `READY <url>`).
@@ -27,6 +28,7 @@ from aiohttp import web
 from .accounting import Accounting, Bucket
 from .anthropic_api import AnthropicAPI, betas_of
 from .faults import BODY_FAULTS, ERROR_FAULTS, FaultPlan, Faults, alter
+from .gemini_api import GeminiAPI
 from .models import ANTHROPIC_BETAS, MODELS, Model, ModelRules, Refusal
 from .openai_api import OpenAIAPI
 from .tokens import utf8
@@ -34,19 +36,27 @@ from .tokens import utf8
 
 def lie_about_usage(payload: dict, how: str) -> dict:
     """The answer with a usage block no real server sends: the client must not price from it as it is."""
-    usage = payload.get("usage")
+    field = "usageMetadata" if "usageMetadata" in payload else "usage"  # Gemini's, or the others'
+    usage = payload.get(field)
     if how == "missing":
-        payload.pop("usage", None)
+        payload.pop(field, None)
     elif isinstance(usage, dict):
         lie: object = {"negative": -5000, "huge": 10**18, "text": "many"}.get(how, -5000)
-        for k in ("prompt_tokens", "completion_tokens", "input_tokens", "output_tokens"):
+        for k in (
+            "prompt_tokens",
+            "completion_tokens",
+            "input_tokens",
+            "output_tokens",
+            "promptTokenCount",
+            "candidatesTokenCount",
+        ):
             if k in usage:
                 usage[k] = lie
     return payload
 
 
-class FakeLLMServer(ModelRules, Faults, Accounting, OpenAIAPI, AnthropicAPI):
-    """Serve both APIs on 127.0.0.1; `latency` seconds per answer. Thread-safe counters in `self.log`."""
+class FakeLLMServer(ModelRules, Faults, Accounting, OpenAIAPI, AnthropicAPI, GeminiAPI):
+    """Serve the three APIs on 127.0.0.1; `latency` seconds per answer. Thread-safe counters in `self.log`."""
 
     def __init__(
         self,
@@ -65,7 +75,8 @@ class FakeLLMServer(ModelRules, Faults, Accounting, OpenAIAPI, AnthropicAPI):
         openai_cache_ttl: float = 300.0,
         clock: Callable[[], float] = time.monotonic,
     ):
-        """`models`: extra names, as {name: Model} or "openai:NAME" / "anthropic:NAME" (plain chat models).
+        """`models`: extra names, as {name: Model} or "openai:NAME" / "anthropic:NAME" / "gemini:NAME" (plain
+        chat models; Gemini ones think by default, like 2.5 Flash).
         `strict=False` serves any model name and skips the parameter rules (limits and caching still apply)."""
         self.latency = latency
         self.port = port
@@ -78,13 +89,17 @@ class FakeLLMServer(ModelRules, Faults, Accounting, OpenAIAPI, AnthropicAPI):
         else:
             for spec in models or ():
                 provider, _, name = spec.partition(":")
-                if provider not in ("openai", "anthropic") or not name:
-                    raise ValueError(f"models: {spec!r} is not openai:NAME or anthropic:NAME")
-                self.models[name] = Model(provider)
+                if provider not in ("openai", "anthropic", "gemini") or not name:
+                    raise ValueError(f"models: {spec!r} is not openai:NAME, anthropic:NAME or gemini:NAME")
+                extra = (
+                    {"budget": (1, 24576), "thinks": True, "cache_min": 2048} if provider == "gemini" else {}
+                )
+                self.models[name] = Model(provider, **extra)
         self.limits: dict[str, int | None] = {}
         self.burst = burst
         self.set_limits(rpm=rpm, tpm=tpm, itpm=itpm, otpm=otpm, burst=burst)
         self.openai_cache_ttl = openai_cache_ttl
+        self.gemini_cache_ttl = 300.0  # implicit cache entries: Google says "a few minutes"
         self.clock = clock
         self.bodies: list[dict] = []  # request bodies (and headers seen), when keep_bodies is set
         self.keep_bodies = False
@@ -94,6 +109,9 @@ class FakeLLMServer(ModelRules, Faults, Accounting, OpenAIAPI, AnthropicAPI):
         self.in_flight = 0
         self.max_in_flight = 0
         self._attempts: dict[str, int] = {}
+        self.flex_busy = 0.0  # share of distinct prompts a busy flex tier turns away (see accounting)
+        self.flex_busy_tries = 1
+        self._flex_attempts: dict[str, int] = {}
         self._lock = threading.Lock()
         self._bill: dict[tuple[str, str, str], dict[str, int]] = {}
         self._cache: dict[tuple, tuple[float, float]] = {}  # key -> (expires at, ttl)
@@ -110,6 +128,9 @@ class FakeLLMServer(ModelRules, Faults, Accounting, OpenAIAPI, AnthropicAPI):
         self.files: dict[str, bytes] = {}
         self.batches: dict[str, dict] = {}  # openai
         self.msg_batches: dict[str, dict] = {}  # anthropic
+        self.g_batches: dict[str, dict] = {}  # gemini
+        self.g_files: dict[str, dict] = {}
+        self.g_uploads: dict[str, dict] = {}
         self._batch_state: dict[str, dict] = {}
 
     # -- urls ---------------------------------------------------------------------------------
@@ -129,6 +150,8 @@ class FakeLLMServer(ModelRules, Faults, Accounting, OpenAIAPI, AnthropicAPI):
     def _error(
         self, provider: str, status: int, etype: str, message: str, headers: dict | None = None
     ) -> web.Response:
+        if provider == "gemini":
+            return self.gemini_error(status, message, headers=headers)
         if provider == "anthropic":
             body = {"type": "error", "error": {"type": etype, "message": message}}
         else:
@@ -136,6 +159,8 @@ class FakeLLMServer(ModelRules, Faults, Accounting, OpenAIAPI, AnthropicAPI):
         return web.json_response(body, status=status, headers=headers)
 
     def _refuse(self, provider: str, r: Refusal) -> web.Response:
+        if provider == "gemini":
+            return self.gemini_refusal(r)
         if provider == "anthropic":
             body: dict = {"type": "error", "error": {"type": r.etype, "message": r.message}}
         else:
@@ -144,7 +169,11 @@ class FakeLLMServer(ModelRules, Faults, Accounting, OpenAIAPI, AnthropicAPI):
             }
         return web.json_response(body, status=r.status)
 
-    async def _handle(self, request: web.Request, provider: str) -> web.StreamResponse:
+    async def _handle(
+        self, request: web.Request, provider: str, api: str = "chat", extra: dict | None = None
+    ) -> web.StreamResponse:
+        """One online call to `provider`'s API (`api`: OpenAI's chat or responses); `extra` joins the body
+        (Gemini: the model and API version from the path)."""
         t_recv = time.time()
         with self._lock:
             self.count += 1
@@ -163,19 +192,33 @@ class FakeLLMServer(ModelRules, Faults, Accounting, OpenAIAPI, AnthropicAPI):
             if not isinstance(body, dict):
                 outcome = "400"
                 return self._error(provider, 400, "invalid_request_error", "body is not a JSON object")
-            key = request.headers.get("x-api-key") or request.headers.get("authorization", "").removeprefix(
-                "Bearer "
+            key = (
+                request.headers.get("x-api-key")
+                or request.headers.get("x-goog-api-key")
+                or request.headers.get("authorization", "").removeprefix("Bearer ")
             )
             if self.keep_bodies:
                 with self._lock:
                     self.bodies.append(
                         {"path": request.path, "body": body, "key": key, "headers": dict(request.headers)}
                     )
-            if self.faults.require_key is not None and key != self.faults.require_key:
+            if extra:
+                body = {**body, **extra}
+            denied = self._g_key(request) if provider == "gemini" else None
+            if denied is not None:
+                outcome = "401"
+                return denied
+            if (
+                provider != "gemini"
+                and self.faults.require_key is not None
+                and key != self.faults.require_key
+            ):
                 outcome = "401"
                 # Echo the key like careless servers do: the client must still never store or print it.
                 return self._error(provider, 401, "authentication_error", f"invalid api key {key!r}")
-            planner = self.plan_anthropic if provider == "anthropic" else self.plan_openai
+            planner: Any = {"anthropic": self.plan_anthropic, "gemini": self.plan_gemini}.get(
+                provider, self.plan_responses if api == "responses" else self.plan_openai
+            )
             try:
                 plan = planner(body)
             except Refusal as r:
@@ -187,6 +230,9 @@ class FakeLLMServer(ModelRules, Faults, Accounting, OpenAIAPI, AnthropicAPI):
             if limited is not None:
                 outcome = "rate_limited"
                 return limited
+            if self._flex_refuses(plan):
+                outcome = "resource_unavailable"
+                return self._flex_unavailable()
             fault = self._pick_fault(prompt)
             name, _, arg = (fault or "").partition(":")
             if name == "slow":
@@ -196,6 +242,8 @@ class FakeLLMServer(ModelRules, Faults, Accounting, OpenAIAPI, AnthropicAPI):
             outcome = fault or "ok"
             if name in ERROR_FAULTS:
                 self._bill_add(provider, plan.model, "online", failed=1)
+            if provider == "gemini" and name in ERROR_FAULTS and name not in ("drop", "malformed"):
+                return self.gemini_fault(name, arg, plan.model)
             if name in ("429", "503"):
                 headers = {**rl_headers, "Retry-After": arg} if arg else rl_headers
                 etype = "rate_limit_error" if name == "429" else "overloaded_error"
@@ -248,7 +296,8 @@ class FakeLLMServer(ModelRules, Faults, Accounting, OpenAIAPI, AnthropicAPI):
             if name in BODY_FAULTS:
                 payload = alter(payload, provider, fault or "")
             id_header = "request-id" if provider == "anthropic" else "x-request-id"
-            return web.json_response(payload, headers={**rl_headers, id_header: payload["id"]})
+            rid = payload.get("id")  # Gemini answers carry a responseId and no request-id header
+            return web.json_response(payload, headers={**rl_headers, id_header: rid} if rid else rl_headers)
         finally:
             with self._lock:
                 self.in_flight -= 1
@@ -259,6 +308,7 @@ class FakeLLMServer(ModelRules, Faults, Accounting, OpenAIAPI, AnthropicAPI):
                             "t_recv": t_recv,
                             "t_sent": time.time(),
                             "provider": provider,
+                            "path": request.path,
                             "outcome": outcome,
                             "prompt_sha": hashlib.sha1(utf8(prompt)).hexdigest()[:12],
                         }
@@ -286,6 +336,7 @@ class FakeLLMServer(ModelRules, Faults, Accounting, OpenAIAPI, AnthropicAPI):
         return [
             *self._openai_routes(),
             *self._anthropic_routes(),
+            *self._gemini_routes(),
             web.post("/_control/faults", self._control_faults),
             web.post("/_control/limits", self._control_limits),
             web.get("/_control/stats", self._control_stats),
@@ -344,7 +395,10 @@ def main() -> None:
     ap.add_argument("--burst", type=float, default=1.0, help="seconds of a limit a burst may use (default 1)")
     ap.add_argument("--lenient", action="store_true", help="serve any model; no parameter rules")
     ap.add_argument(
-        "--model", action="append", default=[], help="serve this extra openai:NAME / anthropic:NAME"
+        "--model",
+        action="append",
+        default=[],
+        help="serve this extra openai:NAME / anthropic:NAME / gemini:NAME",
     )
     ap.add_argument("--cache-ttl", type=float, default=300.0, help="OpenAI prompt-cache TTL, seconds")
     ap.add_argument("--batch-polls", type=int, default=1, help="retrieves before a batch ends")

@@ -4,7 +4,8 @@ A round is staged first (each request's part and size in a DuckDB temp table, re
 jobs recorded in one transaction (`store.record_round`), then each job's request lines are rendered again from
 its recorded (example, sample) rows, one job at a time, and the job is created. A crash between create and
 record is healed by reconciling: the provider's batch list is searched for the job (OpenAI: metadata sbs_job;
-Anthropic: an unclaimed batch of the same size created after the intent) before anything is sent again.
+Anthropic: an unclaimed batch of the same size created after the intent; Gemini: the job id as display name)
+before anything is sent again. A job goes up as a file first where its API says so (`BatchAPI.uploads`).
 """
 
 from __future__ import annotations
@@ -55,6 +56,10 @@ class Ctx:
     api: BatchAPI
 
 
+#: Providers whose batch runs were all sent through Chat Completions before runs recorded their API.
+_CHAT_BEFORE_API = ("openai", "openai-compat")
+
+
 def context(ws: Workspace, run_id: str, settings: BatchSettings, api: BatchAPI | None = None) -> Ctx:
     r = store.load_run(ws, run_id)
     a = r.args
@@ -64,6 +69,8 @@ def context(ws: Workspace, run_id: str, settings: BatchSettings, api: BatchAPI |
         ws=ws,
         prompt_cache=a.get("prompt_cache", True),
         prices_path=a.get("prices_path"),
+        # the API the run was submitted with (runs recorded before `api` existed were all chat)
+        api=a["api"] if "api" in a else ("chat" if r.provider in _CHAT_BEFORE_API else None),
         cache_ttl=a.get("cache_ttl"),
     )
     if a.get("rationalize") is not None:  # `rationalize --mode batch`: the hinted plan over GEN's rows
@@ -231,13 +238,10 @@ def _submit_job(
                 if info is not None:
                     _record_created(ws, job_id, info)
                     return
-            if api.provider == "openai":
-                if not file_id:
-                    file_id = api.upload(job_id, _payload(lines()))
-                    store.update_job(ws, job_id, input_file_id=file_id)
-                info = api.create(job_id, job.run_id, file_id)
-            else:
-                info = api.create(job_id, job.run_id, lines())
+            if not file_id and api.uploads(job.bytes or 0):
+                file_id = api.upload(job_id, _payload(lines()))
+                store.update_job(ws, job_id, input_file_id=file_id)
+            info = api.create(job_id, job.run_id, file_id if file_id else lines())
         except TeacherError as e:
             last = e
             store.update_job(ws, job_id, error=redact(str(e), ctx.api.secrets))

@@ -1,4 +1,4 @@
--- 011: a push writes its intent (version, repo, branch, tag, the export's fingerprint, the branch head it builds
+-- 012: a push writes its intent (version, repo, branch, tag, the export's fingerprint, the branch head it builds
 -- on) and commits it BEFORE the Hub commit, and removes it in the transaction that records the push. An intent
 -- left behind (the push was interrupted or killed between the Hub commit and its record) is reconciled by the
 -- next push to that repo: the commit it made, found on the branch by its message and the fingerprint in its
