@@ -19,12 +19,13 @@ from functools import wraps
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
+import duckdb
 import typer
 
 from sbs_data import SbsError, __version__
 from sbs_data import log as library_log
 from sbs_data.output import FORMATS, emit
-from sbs_data.workspace import Workspace, resolve_db_path
+from sbs_data.workspace import Workspace, corrupt_error, resolve_db_path, storage_error
 
 if TYPE_CHECKING:
     from sbs_data.export.options import ExportOptions as LibExportOptions
@@ -68,9 +69,15 @@ def friendly(fn: Callable) -> Callable:
         except SbsError as e:
             typer.echo(f"Error: {e}", err=True)
             raise typer.Exit(1) from None
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, duckdb.InterruptException):  # Ctrl-C inside a DuckDB query says so
             typer.echo("Interrupted; everything committed so far is kept.", err=True)
             raise typer.Exit(130) from None
+        except (duckdb.Error, OSError) as e:  # a damaged workspace file, a full disk
+            bad = storage_error(e, kwargs.get("db") or resolve_db_path(None))
+            if bad is None:
+                raise
+            typer.echo(f"Error: {bad}", err=True)
+            raise typer.Exit(1) from None
 
     return wrapper
 
@@ -279,8 +286,6 @@ def sql(
     fmt: Fmt = "table",
 ) -> None:
     """Run SQL on the workspace: queries only (no COPY TO, EXPORT, INSTALL, ATTACH, SET...) unless --write."""
-    import duckdb
-
     with Workspace.open(db, read_only=not write) as ws:
         if not write:
             ws.check_read_only(query)
@@ -289,6 +294,9 @@ def sql(
             cols, result = ws.query(query)
         except duckdb.Error as e:
             msg = str(e)
+            bad = corrupt_error(e, ws.path)
+            if bad is not None:  # the file is damaged: no SQL of the user's could help
+                raise bad from None
             if not write and ("read-only" in msg.lower() or "read only" in msg.lower()):
                 raise SbsError(
                     f"{msg}\n(the connection is read-only; pass --write to change the workspace)"

@@ -27,8 +27,14 @@ SPLIT_ALIASES = {"valid": "validation", "val": "validation", "dev": "validation"
 MAX_ERRORS_SHOWN = 5
 #: Rows validated and written at a time: bounds memory whatever the file size.
 CHUNK_ROWS = 20_000
+#: ... and at most about this many bytes of text (input, fields and source row) at a time, whatever the rows' size.
+CHUNK_BYTES = 32 * 2**20
 #: DuckDB's memory cap while ingesting: without it DuckDB caches the whole new version in memory.
 MEMORY_LIMIT_BYTES = 256 * 2**20
+#: The longest line of a JSON Lines / CSV file (one row): longer is no task input but a broken file.
+MAX_LINE_BYTES = 8 * 2**20
+#: The largest JSON array file, which is parsed whole (JSON Lines files are streamed).
+MAX_JSON_ARRAY_BYTES = 64 * 2**20
 _SCHEMA: dict[str, Any] = {
     "example_id": pl.Utf8,
     "split": pl.Utf8,
@@ -62,9 +68,24 @@ class Rows:
         return ((self.where(n), r) for n, r in self.rows)
 
 
+def _lines(path: Path, fh: Any) -> Iterator[tuple[int, bytes]]:
+    """(line number, bytes) of a binary file, each line read with a cap: a line over MAX_LINE_BYTES stops with
+    an error naming it, after reading at most the cap (never the whole line into memory)."""
+    cap = MAX_LINE_BYTES
+    n = 0
+    while raw := fh.readline(cap + 1):
+        n += 1
+        if len(raw) > cap and not (len(raw) == cap + 1 and raw.endswith(b"\n")):
+            raise SbsError(
+                f"{path}:{n}: line longer than {cap:,} bytes; no task input is that large (a file without "
+                "line breaks, or a binary file?): split the row or fix the file"
+            )
+        yield n, raw
+
+
 def _utf8_lines(path: Path, fh: Any, what: str) -> Iterator[tuple[int, str]]:
     """(line number, text) of a binary file, decoded line by line so a bad byte is reported with its line."""
-    for n, raw in enumerate(fh, 1):
+    for n, raw in _lines(path, fh):
         if n == 1 and raw.startswith(b"\xef\xbb\xbf"):  # UTF-8 byte order mark (Excel's default)
             raw = raw[3:]
         try:
@@ -79,6 +100,12 @@ def _read_jsonl(path: Path) -> Rows:
     with path.open("rb") as fh:
         head = fh.read(8).removeprefix(b"\xef\xbb\xbf").lstrip()
     if head.startswith(b"["):  # a JSON array file (e.g. SVAMP.json) is accepted too
+        size = path.stat().st_size
+        if size > MAX_JSON_ARRAY_BYTES:  # read whole: only small ones
+            raise SbsError(
+                f"{path}: a JSON array file of {size:,} bytes (at most {MAX_JSON_ARRAY_BYTES:,} are read whole); "
+                "write it as JSON Lines (one object a line), which is read a chunk at a time"
+            )
         try:
             data = json.loads(path.read_text(encoding="utf-8-sig"))
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -260,6 +287,7 @@ class _Checked:
     def chunks(self, source: Rows, chunk_rows: int = CHUNK_ROWS) -> Iterator[pl.DataFrame]:
         """Validated rows as DataFrames of at most `chunk_rows`; raises SbsError naming file:line and field."""
         cols: dict[str, list[Any]] = {k: [] for k in _SCHEMA}
+        size = 0  # characters of text in `cols`
         t, where = self.task, source.where
         for idx, (pos, raw) in enumerate(source.rows):
             raw, fixed = storable_value(raw)
@@ -288,17 +316,19 @@ class _Checked:
             self.positions.append(pos)
             if self.errors:
                 continue  # nothing more will be written: only look for further errors
+            fields = json.dumps(c["fields"], ensure_ascii=False)
+            src = json.dumps(raw, ensure_ascii=False, default=str)
             for k, v in (
                 ("example_id", ex_id), ("split", self.split), ("row_idx", idx), ("task", t.name),
                 ("input_text", text), ("label", c["label"]), ("choices", c["choices"]),
-                ("fields", json.dumps(c["fields"], ensure_ascii=False)),
-                ("source", json.dumps(raw, ensure_ascii=False, default=str)),
+                ("fields", fields), ("source", src),
             ):  # fmt: skip
                 cols[k].append(v)
             self.rows += 1
-            if len(cols["example_id"]) >= chunk_rows:
+            size += len(text) + len(fields) + len(src)
+            if len(cols["example_id"]) >= chunk_rows or size >= CHUNK_BYTES:
                 yield pl.DataFrame(cols, schema=_SCHEMA)
-                cols = {k: [] for k in _SCHEMA}
+                cols, size = {k: [] for k in _SCHEMA}, 0
         if self.errors:
             more = " (stopped after the first errors)" if len(self.errors) >= MAX_ERRORS_SHOWN else ""
             raise SbsError("bad input, nothing was stored:\n  " + "\n  ".join(self.errors) + more)

@@ -6,6 +6,8 @@ crash never leaves a half-written version visible: readers (and the SQL views) o
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -101,6 +103,66 @@ def check_name(name: str) -> str:
     if not _NAME_RE.match(name or ""):
         raise SbsError(f"bad dataset name {name!r}: use letters, digits, '.', '_' and '-' (no '@')")
     return name
+
+
+#: What DuckDB says about a file that is not a whole DuckDB database (cut short, overwritten, another format).
+_CORRUPT_SIGNS = ("could not read enough bytes", "not a valid duckdb database", "corrupt", "checksum")
+_FILE_IN_MESSAGE = re.compile(r'file "([^"]{1,4096})"')
+
+
+def corrupt_error(
+    e: BaseException, path: str | os.PathLike | None = None, force: bool = False
+) -> SbsError | None:
+    """The clear error for a DuckDB error that says the workspace file is damaged (truncated, overwritten, not
+    DuckDB at all), naming the file and what to do; None for any other error (unless `force`)."""
+    msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+    if not force and not any(w in msg.lower() for w in _CORRUPT_SIGNS):
+        return None
+    named = _FILE_IN_MESSAGE.search(msg[:8192])
+    where = named.group(1) if named else (str(path) if path is not None else "the workspace")
+    return SbsError(
+        f"{where}: not a DuckDB workspace or corrupt ({msg[:300]}); restore it from a backup or copy, or point "
+        "--db at another file (a new path starts an empty workspace)"
+    )
+
+
+#: What DuckDB (and the OS) say when a write finds the disk full.
+_FULL_SIGNS = ("no space left on device", "disk is full", "not enough space on the disk")
+
+
+def disk_full_error(e: BaseException, path: str | os.PathLike | None = None) -> SbsError | None:
+    """The clear error for a write that found the disk full (DuckDB's IOException saying so, or an OSError
+    ENOSPC), naming the workspace and what to do; None for any other error."""
+    msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+    full = isinstance(e, OSError) and e.errno == errno.ENOSPC
+    if not full and not any(w in msg[:4096].lower() for w in _FULL_SIGNS):
+        return None
+    named = getattr(e, "filename", None)  # an OSError says which file it was writing
+    where = str(named or path or "the workspace")
+    return SbsError(
+        f"{where}: the disk is full ({msg[:300]}); the command stopped and nothing half-written is visible "
+        "(what earlier commands committed is kept): free some space (DuckDB also needs room for the "
+        "workspace's .wal log and its temp files) and run it again"
+    )
+
+
+def storage_error(e: BaseException, path: str | os.PathLike | None = None) -> SbsError | None:
+    """`disk_full_error` or `corrupt_error` for an error of the workspace's storage, else None."""
+    return disk_full_error(e, path) or corrupt_error(e, path)
+
+
+@contextmanager
+def _closing_on_corrupt(con: duckdb.DuckDBPyConnection, path: Path) -> Iterator[None]:
+    """Turn a damaged-file error inside the block into `corrupt_error`, closing `con` first."""
+    try:
+        yield
+    except duckdb.Error as e:
+        bad = corrupt_error(e, path)
+        if bad is None:
+            raise
+        with contextlib.suppress(duckdb.Error):
+            con.close()
+        raise bad from None
 
 
 @dataclass(frozen=True)
@@ -215,7 +277,8 @@ class Workspace:
         if read_only:
             # Migrate first if needed, so a read-only command on an older workspace still works.
             con = cls._connect(path, read_only=True)
-            pending = cls._pending(con, path)
+            with _closing_on_corrupt(con, path):
+                pending = cls._pending(con, path)
             if pending:
                 con.close()
                 cls.open(path, read_only=False).close()
@@ -223,8 +286,9 @@ class Workspace:
             return cls(con, path, True)
         con = cls._connect(path, read_only=False)
         ws = cls(con, path, False)
-        ws._migrate()
-        ws._sweep_pending()
+        with _closing_on_corrupt(con, path):  # a cut-short file shows itself at the first read of its tables
+            ws._migrate()
+            ws._sweep_pending()
         return ws
 
     @staticmethod
@@ -235,9 +299,12 @@ class Workspace:
             msg = str(e)
             if "lock" in msg.lower():
                 raise SbsError(f"{path}: the workspace is in use by another sbs-data process ({msg})") from e
+            bad = corrupt_error(e, path)
+            if bad is not None:
+                raise bad from None
             raise SbsError(f"{path}: cannot open workspace: {msg}") from e
         except duckdb.Error as e:
-            raise SbsError(f"{path}: not a DuckDB workspace or corrupt: {e}") from e
+            raise corrupt_error(e, path, force=True) or SbsError(str(e)) from None
 
     @staticmethod
     def _applied(con: duckdb.DuckDBPyConnection) -> list[int]:
@@ -349,12 +416,13 @@ class Workspace:
             yield run
         except BaseException as e:
             self._run = None
-            status = "interrupted" if isinstance(e, (KeyboardInterrupt, SystemExit)) else "failed"
+            stopped = (KeyboardInterrupt, SystemExit, duckdb.InterruptException)
+            status = "interrupted" if isinstance(e, stopped) else "failed"
             error = (str(e) or type(e).__name__)[:2000]
             try:
                 self.finish_run(run.run_id, status, {**run.stats, "error": error})
-            except duckdb.Error:
-                pass  # never mask the body's error with a bookkeeping one
+            except (duckdb.Error, SbsError, OSError):
+                pass  # never mask the body's error with a bookkeeping one (a full disk fails both)
             raise
         self._run = None
         self.finish_run(run.run_id, run.status, run.stats)
@@ -488,6 +556,43 @@ class Workspace:
             raise SbsError(f"{v.ref} is a {v.kind} version; expected {' or '.join(kinds)}")
         return v
 
+    def check_target(
+        self,
+        dataset: str,
+        kind: str,
+        task: str | None = None,
+        *,
+        source: Version | None = None,
+        flag: str = "--name",
+    ) -> None:
+        """Refuse to add a `kind` version of `task` to `dataset` when the dataset holds something else: examples
+        where teacher rows would go (or the reverse), or another task's rows; with `source`, also the source's
+        own dataset, which a new version would shadow. Cheap: commands call it before any paid work, and
+        `new_version` calls it again for every version it makes."""
+        check_name(dataset)
+        if source is not None and dataset == source.dataset:
+            raise SbsError(
+                f"{flag} {dataset!r} is the dataset it reads ({source.ref}): a {kind} version there would "
+                f"shadow it; choose another {flag}"
+            )
+        row = self.con.execute(
+            "SELECT num, kind, task FROM sbs_versions WHERE dataset = ? AND status = 'committed' "
+            "ORDER BY num DESC LIMIT 1",
+            [dataset],
+        ).fetchall()
+        if not row:
+            return
+        num, last_kind, last_task = row[0]
+        if (last_kind == "examples") != (kind == "examples"):
+            what = "examples" if kind == "examples" else "teacher rows"
+            raise SbsError(
+                f"dataset {dataset!r} holds {last_kind} ({dataset}@{num}), not {what}; choose another {flag}"
+            )
+        if task and last_task and task != last_task:
+            raise SbsError(
+                f"dataset {dataset!r} is task {last_task!r} ({dataset}@{num}), not {task!r}; choose another {flag}"
+            )
+
     def next_num(self, dataset: str) -> int:
         return self.con.execute(
             "SELECT coalesce(max(num), 0) + 1 FROM sbs_versions WHERE dataset = ?", [dataset]
@@ -518,7 +623,7 @@ class Workspace:
         """
         if kind not in KINDS:
             raise ValueError(f"unknown kind {kind}")
-        check_name(dataset)
+        self.check_target(dataset, kind, task or (parents[0].task if parents else None))
         if not streamed:
             with self.transaction():
                 pending = self._insert_pending(dataset, kind, config, parents, task, note, run_id)
@@ -635,26 +740,40 @@ class Workspace:
         return sum(by_split.values()), {"rows_by_split": by_split}
 
     # -- SQL idioms: every statement goes through these, so results never stay half-read ------------
+    # A damaged file shows itself when a read first reaches a missing page, a full disk when a write needs
+    # room: these say so clearly (`storage_error`) instead of DuckDB's IOException.
+    def _statement(self, sql: str, params: list | None) -> duckdb.DuckDBPyConnection:
+        try:
+            return self.con.execute(sql, params or [])
+        except duckdb.IOException as e:
+            raise storage_error(e, self.path) or e from None
+
+    def _fetch(self, cur: duckdb.DuckDBPyConnection) -> list[tuple]:
+        try:
+            return cur.fetchall()
+        except duckdb.IOException as e:
+            raise storage_error(e, self.path) or e from None
+
     def execute(self, sql: str, params: list | None = None) -> None:
         """Run a statement for its effect (DDL, INSERT, UPDATE...); any result is consumed."""
-        self.con.execute(sql, params or []).fetchall()
+        self._fetch(self._statement(sql, params))
 
     def one(self, sql: str, params: list | None = None) -> Any:
         """First column of the first row (or None). duckdb 2 refuses new work while a result is half-read,
         so helpers here always fetch results completely; use them instead of `fetchone()`."""
-        rows = self.con.execute(sql, params or []).fetchall()
+        rows = self._fetch(self._statement(sql, params))
         return rows[0][0] if rows else None
 
     def all(self, sql: str, params: list | None = None) -> list[tuple]:
         """Every row of a query, as tuples."""
-        return self.con.execute(sql, params or []).fetchall()
+        return self._fetch(self._statement(sql, params))
 
     def query(self, sql: str, params: list | None = None) -> tuple[list[str] | None, list[tuple]]:
         """Column names (None for a statement that returns no result set) and every row."""
-        cur = self.con.execute(sql, params or [])
+        cur = self._statement(sql, params)
         if cur.description is None:
             return None, []
-        return [d[0] for d in cur.description], cur.fetchall()
+        return [d[0] for d in cur.description], self._fetch(cur)
 
     def arrow(self, sql: str, params: list | None = None) -> Any:
         """A query's whole result as a pyarrow Table (columnar: no Python object per value)."""
@@ -714,9 +833,11 @@ class Workspace:
         fixed = fixed or {}
         consts = "".join(f'? AS "{k}", ' for k in fixed)
         with self.registered("_sbs_insert", frame) as src:
-            n = self.con.execute(
-                f"INSERT INTO {table} BY NAME SELECT {consts}* FROM {src}", list(fixed.values())
-            ).fetchall()
+            n = self._fetch(
+                self._statement(
+                    f"INSERT INTO {table} BY NAME SELECT {consts}* FROM {src}", list(fixed.values())
+                )
+            )
         return int(n[0][0]) if n else 0
 
     def append(self, table: str, version: Version, rows: Any) -> int:

@@ -1,8 +1,8 @@
 """A loopback stand-in for the Hugging Face Hub, enough for `huggingface_hub`'s dataset-repo upload path.
 
 Implements what `create_repo`, `upload_folder` (validate-yaml, preupload, LFS batch/upload/verify, ndjson
-commit, tree listing for delete_patterns), `repo_info`, `list_repo_refs`, `create_branch`, `create_tag` and
-`get_paths_info` call, with git-like state (commits with parents, branches, tags, an LFS store) and switches
+commit, tree listing for delete_patterns), `repo_info`, `list_repo_refs`, `list_repo_commits`, `create_branch`,
+`create_tag` and `get_paths_info` call, with git-like state (commits with parents, branches, tags, an LFS store) and switches
 for faults: a concurrent commit before ours (-> 412 on our stale parent), dropped connections on LFS uploads
 and on the commit call. Run with `FakeHub(token=...)` as a context manager; `hub.url` is the endpoint.
 """
@@ -93,13 +93,21 @@ class FakeHub:
         self.repos[repo_id] = repo
         return repo
 
-    def _new_commit(self, repo: Repo, parent: str | None, files: dict[str, dict], message: str) -> str:
+    def _new_commit(
+        self, repo: Repo, parent: str | None, files: dict[str, dict], message: str, description: str = ""
+    ) -> str:
         blob = json.dumps(
             {"parent": parent, "message": message, "files": {p: f["oid"] for p, f in sorted(files.items())}},
             sort_keys=True,
         ).encode()
         cid = hashlib.sha1(blob + str(len(repo.commits)).encode()).hexdigest()
-        repo.commits[cid] = {"id": cid, "parent": parent, "files": files, "message": message}
+        repo.commits[cid] = {
+            "id": cid,
+            "parent": parent,
+            "files": files,
+            "message": message,
+            "description": description,
+        }
         return cid
 
     def resolve(self, repo: Repo, rev: str) -> str | None:
@@ -219,6 +227,7 @@ class _Handler(BaseHTTPRequestHandler):
         ("POST", r"/api/repos/create", "create_repo"),
         ("POST", r"/api/validate-yaml", "validate_yaml"),
         ("GET", r"/api/datasets/(?P<repo>[^/]+/[^/]+)/refs", "refs"),
+        ("GET", r"/api/datasets/(?P<repo>[^/]+/[^/]+)/commits/(?P<rev>[^/]+)", "commits"),
         ("GET", r"/api/datasets/(?P<repo>[^/]+/[^/]+)/tree/(?P<rev>[^/]+)(?:/(?P<path>.*))?", "tree"),
         ("GET", r"/api/datasets/(?P<repo>[^/]+/[^/]+)(?:/revision/(?P<rev>[^/]+))?", "repo_info"),
         ("POST", r"/api/datasets/(?P<repo>[^/]+/[^/]+)/preupload/(?P<rev>[^/]+)", "preupload"),
@@ -329,6 +338,27 @@ class _Handler(BaseHTTPRequestHandler):
                 "converts": [],
             },
         )
+
+    def h_commits(self, repo: str, rev: str) -> None:
+        """A branch's commits, newest first (one page: the stand-in's histories are short)."""
+        found = self._revision(repo, rev)
+        if found is None:
+            return
+        r, cid = found
+        out: list[dict] = []
+        while cid is not None:
+            c = r.commits[cid]
+            out.append(
+                {
+                    "id": cid,
+                    "authors": [{"user": "sbs-test"}],
+                    "date": "2025-01-01T00:00:00.000Z",
+                    "title": c["message"],
+                    "message": c.get("description", ""),
+                }
+            )
+            cid = c["parent"]
+        self._send(200, out)
 
     def _entries(self, files: dict[str, dict], paths: list[str]) -> list[dict]:
         out = []
@@ -472,7 +502,7 @@ class _Handler(BaseHTTPRequestHandler):
             elif k == "deletedFolder":
                 for p in [p for p in files if p.startswith(val["path"].rstrip("/") + "/")]:
                     del files[p]
-        cid = self.hub._new_commit(r, head, files, header.get("summary", ""))
+        cid = self.hub._new_commit(r, head, files, header.get("summary", ""), header.get("description", ""))
         r.branches[rev] = cid
         self._send(
             200,

@@ -226,3 +226,15 @@ def test_invalid_structured_output_is_asked_again_like_online(ws, server):
     assert rows["q1"][2] == "invalid_json" and rows["q1"][5] == "{not json"  # kept raw after the last round
     keys = keys_by_example(ws, res.summary["run"])
     assert [server.batch_submitted[keys[q][0]] for q in ("q0", "q1", "q2")] == [2, 2, 1]
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_a_batch_answer_from_another_model_is_stored_as_such_and_warned(ws, server, provider, caplog):
+    cqa_examples(ws, n=4)
+    server.set_faults(FaultPlan(by_match={question(1): ["served:gpt-4o"]}))
+    res = _submit(ws, provider)
+    out = B.collect(ws, res.summary["run"], settings=bfast())
+    served = dict(ws.all("SELECT example_id, served_model FROM generations_at(?)", [out[0]["version"]]))
+    requested = TEACHERS[provider].split(":", 1)[1]
+    assert served == {"q0": requested, "q1": "gpt-4o", "q2": requested, "q3": requested}
+    assert len([m for m in caplog.messages if "'gpt-4o'" in m]) == 1

@@ -420,6 +420,26 @@ def test_out_refuses_current_folder_root_and_parents(ws, tmp_path, monkeypatch):
     assert r.exit_code == 1 and "current folder" in r.output and "Traceback" not in r.output
 
 
+def test_out_through_a_symlink_exports_into_its_target_and_leaves_no_stray_entries(ws, tmp_path):
+    _, gen = build(ws, n_train=2, n_test=1, samples=1)
+    target, link = tmp_path / "real", tmp_path / "link"
+    target.mkdir()
+    link.symlink_to(target)
+    export(ws, gen.ref, link)
+    again = export(ws, gen.ref, link)  # replaces the previous export: the swap happens in the target
+    stray = sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("ws.duckdb"))
+    assert stray == ["link", "real"]
+    assert link.is_symlink() and (target / "manifest.json").is_file() and again.out == target
+    dangling = tmp_path / "dangling"
+    dangling.symlink_to(tmp_path / "later")
+    export(ws, gen.ref, dangling)
+    assert dangling.is_symlink() and (tmp_path / "later" / "manifest.json").is_file()
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    with pytest.raises(SbsError, match="--out .*loop"):
+        export(ws, gen.ref, loop)
+
+
 def app_for_tests():
     from sbs_data.cli import app
 

@@ -8,6 +8,7 @@ import time
 import pytest
 from fakes import FaultPlan
 from generate_helpers import CHOICES, cqa_examples, fast, gen_rows, question
+from workspace_helpers import make_examples, make_generations
 
 from sbs_data import SbsError
 from sbs_data.generate.options import PlanSpec, RunOptions
@@ -226,6 +227,29 @@ def test_version_lineage_and_names(ws, server):
     with pytest.raises(SbsError, match="no rows in split"):
         generate(ws, "toy", PlanSpec("openai:gpt-4o-mini", split="test"), RunOptions(settings=fast()))
     assert len(CHOICES) == 5
+
+
+def test_name_of_the_source_or_of_another_kind_or_task_is_refused_before_any_call(ws, server):
+    cqa_examples(ws, n=2)
+    other = cqa_examples(ws, name="other", n=2)
+    nli = make_examples(ws, "nli", "anli", [{"premise": "a", "hypothesis": "b", "label": 0}])
+    make_generations(ws, nli, [{"example_id": "train-0", "raw": "So the answer is neutral."}], name="nli-gen")
+
+    def gen(name):
+        return generate(ws, "toy", PlanSpec("openai:gpt-4o-mini"), RunOptions(settings=fast()), name=name)
+
+    with pytest.raises(
+        SbsError, match=r"--name 'toy' is the dataset it reads \(toy@1\).*choose another --name"
+    ):
+        gen("toy")
+    with pytest.raises(SbsError, match=r"dataset 'other' holds examples \(other@1\), not teacher rows"):
+        gen("other")
+    with pytest.raises(SbsError, match=r"dataset 'nli-gen' is task 'anli' \(nli-gen@1\), not 'cqa'"):
+        gen("nli-gen")
+    assert server.count == 0 and [v.ref for v in ws.versions()] == ["nli@1", "nli-gen@1", "other@1", "toy@1"]
+    assert other.kind == "examples"
+    assert gen("toy-gen").version.ref == "toy-gen@1"  # a new name, or the same generations dataset again
+    assert gen("toy-gen").version.ref == "toy-gen@1"
 
 
 def test_collector_runs_rarely_while_requests_run_then_is_restored(ws):

@@ -232,6 +232,86 @@ def test_an_answer_that_cannot_be_stored_is_repaired_not_fatal(ws, server, caplo
 
 
 @pytest.mark.parametrize(
+    "teacher, snapshot",
+    [
+        ("openai:gpt-4o-mini", "gpt-4o-mini-2024-07-18"),
+        ("anthropic:claude-haiku-4-5", "claude-haiku-4-5-20251001"),
+        ("openai:gpt-5-mini", "gpt-5-mini-2025-08-07"),  # the Responses API
+        ("gemini:gemini-2.5-flash", "gemini-2.5-flash-001"),  # Gemini's modelVersion
+    ],
+)
+def test_the_model_that_served_each_answer_is_stored_and_another_one_warned_once(
+    ws, server, caplog, teacher, snapshot
+):
+    cqa_examples(ws, n=8)
+    plan = {
+        question(2): [f"served:{snapshot}"],
+        question(3): ["served:gpt-4o"],
+        question(5): ["served:gpt-4o"],
+    }
+    server.set_faults(FaultPlan(by_match=plan))
+    res = generate(ws, "toy", PlanSpec(teacher), RunOptions(settings=fast()))
+    requested = teacher.split(":", 1)[1]
+    served = dict(ws.all("SELECT example_id, served_model FROM generations_at(?)", [res.version.ref]))
+    assert served == {
+        **{f"q{i}": requested for i in range(8)},
+        "q2": snapshot,
+        "q3": "gpt-4o",
+        "q5": "gpt-4o",
+    }
+    assert ws.one("SELECT count(*) FROM cache WHERE served_model = 'gpt-4o'") == 2
+    warned = [m for m in caplog.messages if "'gpt-4o'" in m]
+    assert len(warned) == 1 and f"not {requested!r}" in warned[0], caplog.messages
+    assert not any(snapshot in m for m in caplog.messages)  # a dated snapshot is what was asked for
+    assert res.summary["served_other_model"] == 2
+
+
+@pytest.mark.parametrize(
+    "teacher",
+    ["openai:gpt-4o-mini", "anthropic:claude-haiku-4-5", "openai:gpt-5-mini", "gemini:gemini-2.5-flash"],
+)
+def test_a_content_filtered_answer_has_its_own_status_and_the_default_recipe_drops_it(ws, server, teacher):
+    from sbs_data.quality.filter import filter_version
+
+    cqa_examples(ws, n=6)
+    server.set_faults(FaultPlan(by_match={question(1): ["filtered"], question(4): ["filtered"]}))
+    res = generate(ws, "toy", PlanSpec(teacher), RunOptions(settings=fast()))
+    assert res.summary["content_filter"] == 2 and res.summary["ok"] == 4
+    rows = {r[0]: r for r in gen_rows(ws, res.version.ref)}
+    assert rows["q1"][2] == "content_filter" and rows["q1"][3] is None and "content filter" in rows["q1"][4]
+    assert {r[2] for k, r in rows.items() if k not in ("q1", "q4")} == {"ok"}
+    sel = filter_version(ws, res.version.ref, "default").version
+    dropped = ws.all("SELECT example_id, reason FROM selections_at(?) WHERE NOT keep ORDER BY 1", [sel.ref])
+    assert dropped == [("q1", "parsable"), ("q4", "parsable")]
+
+
+def test_the_repaired_warning_says_whether_text_was_cut_or_held_unstorable_characters(
+    ws, server, caplog, monkeypatch
+):
+    import sbs_data.generate.answer as answer_mod
+
+    monkeypatch.setattr(answer_mod, "MAX_TEXT_CHARS", 400)  # a runaway completion, test-sized
+    cqa_examples(ws, n=6)
+    server.set_faults(FaultPlan(answers={question(2): "So the answer is (a) alpha. " + "blah " * 200}))
+    res = generate(ws, "toy", PlanSpec("openai:gpt-4o-mini"), RunOptions(settings=fast()))
+    assert res.summary["repaired"] == 1 and res.summary["text_cut"] == 1
+    raw = ws.one("SELECT raw FROM generations_at(?) WHERE example_id = 'q2'", [res.version.ref])
+    assert len(raw) == 400 and raw.startswith("So the answer is (a) alpha.")
+    (warned,) = [m for m in caplog.messages if "repaired" in m]
+    assert "1 longer than 400 characters were cut there" in warned
+    assert "surrogate" not in warned and "NUL" not in warned  # nothing of the kind happened
+    caplog.clear()
+    server.set_faults(FaultPlan(by_match={question(7): ["surrogate"]}))
+    cqa_examples(ws, name="more", n=9)
+    generate(ws, "more", PlanSpec("openai:gpt-4o-mini"), RunOptions(settings=fast()))
+    (warned,) = [m for m in caplog.messages if "repaired" in m]
+    assert "1 held characters that cannot be stored (a lone surrogate" in warned and "cut" not in warned
+    # a cut never splits an emoji's surrogate pair (that alone would look like an unstorable character)
+    text, unstorable, cut = answer_mod.repaired_text("x" * 399 + "\ud83d\ude00" + "y")
+    assert (text, unstorable, cut) == ("x" * 399, False, True)
+
+
+@pytest.mark.parametrize(
     "kw,match",
     [
         ({"rpm": -1}, "--rpm must be a positive number"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 
+import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -282,6 +283,25 @@ def test_nan_and_object_ids_are_refused_with_their_line(ws, tmp_path):
     assert state(ws) == ([], 0, 0)
 
 
+def test_a_nan_or_infinite_input_is_refused_with_file_line_and_field(ws, tmp_path):
+    f = tmp_path / "nan.jsonl"
+    f.write_text(
+        '{"premise": "a", "hypothesis": "b", "label": 0}\n'
+        '{"premise": NaN, "hypothesis": "d", "label": 0}\n'
+        '{"premise": "e", "hypothesis": -Infinity, "label": 0}\n'
+    )
+    with pytest.raises(SbsError) as e:
+        ingest(ws, str(f), task="anli", split="train")
+    msg = str(e.value)
+    assert "nan.jsonl:2: field 'premise': expected text, got nan" in msg
+    assert "nan.jsonl:3: field 'hypothesis': expected text, got -inf" in msg
+    p = tmp_path / "nan.parquet"
+    pq.write_table(pa.table({"input": [1.5, float("nan")], "label": ["1", "2"]}), p)
+    with pytest.raises(SbsError, match=r"nan\.parquet:row 1: field 'input': expected text, got nan"):
+        ingest(ws, str(p), task="svamp", split="train")
+    assert state(ws) == ([], 0, 0)
+
+
 def test_unstorable_text_is_repaired_counted_and_warned(ws, tmp_path, caplog):
     f = tmp_path / "sur.jsonl"
     f.write_text(
@@ -323,3 +343,109 @@ def test_chunked_ingest_is_all_or_nothing_and_finds_duplicates_across_chunks(ws,
     ):
         ingest(ws, str(write_jsonl(tmp_path / "leak.jsonl", leak)), task="anli", split="test", name="a")
     assert state(ws) == before
+
+
+def test_an_overlong_line_is_refused_by_file_and_line_after_reading_at_most_the_cap(
+    ws, tmp_path, monkeypatch
+):
+    import io
+
+    import sbs_data.ingest as ingest_mod
+
+    monkeypatch.setattr(ingest_mod, "MAX_LINE_BYTES", 1000)
+    ok = {"premise": "p" * 900, "hypothesis": "h", "label": 0}  # a line just under the cap
+    for ext in ("jsonl", "csv"):
+        f = tmp_path / f"long.{ext}"
+        if ext == "jsonl":
+            f.write_text(json.dumps(ok) + "\n" + json.dumps({**ok, "premise": "p" * 5000}) + "\n")
+        else:
+            f.write_text("premise,hypothesis,label\n" + "p" * 900 + ",h,0\n" + "p" * 5000 + ",h,0\n")
+        with pytest.raises(SbsError, match=rf"long\.{ext}:\d: line longer than 1,000 bytes"):
+            ingest(ws, str(f), task="anli", split="train")
+    assert state(ws) == ([], 0, 0)
+    # bounded memory: a line with no end is read only up to the cap
+    fh = io.BytesIO(b"x" * 10_000_000)
+    with pytest.raises(SbsError, match="<big>:1: line longer"):
+        list(ingest_mod._lines("<big>", fh))
+    assert fh.tell() == 1001
+
+
+def test_chunks_are_bounded_by_bytes_as_well_as_rows(tmp_path, monkeypatch):
+    import sbs_data.ingest as ingest_mod
+    from sbs_data.tasks import get_task
+
+    monkeypatch.setattr(ingest_mod, "CHUNK_BYTES", 10_000)
+    rows = [{"premise": f"{i} " + "p" * 2000, "hypothesis": "h", "label": 0} for i in range(20)]
+    f = write_jsonl(tmp_path / "big.jsonl", rows)
+    checked = ingest_mod._Checked(get_task("anli"), "train", None, None, positional_ids=False)
+    sizes = [len(c) for c in checked.chunks(ingest_mod.read_rows(str(f)))]
+    assert sum(sizes) == 20 and max(sizes) <= 3  # each row holds ~6 KB of text (input, fields, source)
+
+
+def test_a_large_json_array_file_is_refused_with_the_way_out(ws, tmp_path, monkeypatch):
+    import sbs_data.ingest as ingest_mod
+
+    monkeypatch.setattr(ingest_mod, "MAX_JSON_ARRAY_BYTES", 500)
+    f = tmp_path / "arr.json"
+    f.write_text(json.dumps(NLI * 10))
+    with pytest.raises(
+        SbsError, match=r"arr\.json: a JSON array file of [\d,]+ bytes .* write it as JSON Lines"
+    ):
+        ingest(ws, str(f), task="anli", split="train")
+    assert state(ws) == ([], 0, 0)
+
+
+class _FullDisk:
+    """The workspace's connection, but the n-th insert into sbs_examples finds the disk full, as DuckDB says it."""
+
+    def __init__(self, con, path, after: int):
+        self._con, self._path, self._left = con, path, after
+
+    def execute(self, sql, *args, **kw):
+        if sql.startswith("INSERT INTO sbs_examples"):
+            if self._left == 0:
+                raise duckdb.IOException(
+                    f'IO Error: Could not write file "{self._path}.wal": No space left on device'
+                )
+            self._left -= 1
+        return self._con.execute(sql, *args, **kw)
+
+    def __getattr__(self, name):
+        return getattr(self._con, name)
+
+
+def test_a_full_disk_during_ingest_is_a_clear_error_and_stores_nothing(ws, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from sbs_data.cli import app
+
+    write_jsonl(tmp_path / "old.jsonl", NLI[:2])
+    ingest(ws, str(tmp_path / "old.jsonl"), task="anli", split="test", name="nli")
+    before = state(ws)
+    f = write_jsonl(tmp_path / "nli.jsonl", [{**NLI[0], "premise": f"p{i}"} for i in range(50)])
+    real = ws.con
+    ws.con = _FullDisk(real, ws.path, after=2)  # two chunks land, the third finds the disk full
+    try:
+        with pytest.raises(SbsError) as e:
+            ingest(ws, str(f), task="anli", split="train", name="nli", chunk_rows=10)
+    finally:
+        ws.con = real
+    msg = str(e.value)
+    assert (
+        msg.startswith(f"{ws.path}: the disk is full (IO Error: Could not write file")
+        and "run it again" in msg
+    )
+    assert state(ws) == before  # the streamed chunks already written are gone again
+    assert ws.one("SELECT status FROM sbs_runs ORDER BY started_at DESC LIMIT 1") == "failed"
+    # the CLI: one line, exit 1 (an OSError ENOSPC from anywhere, here the reader)
+    monkeypatch.setattr(
+        "sbs_data.ingest.read_rows",
+        lambda *a, **k: (_ for _ in ()).throw(OSError(28, "No space left on device", str(tmp_path / "x"))),
+    )
+    ws.close()  # the CLI opens the workspace itself (closing twice is harmless)
+    r = CliRunner().invoke(
+        app, ["ingest", str(f), "--task", "anli", "--split", "train", "--db", str(ws.path)]
+    )
+    assert r.exit_code == 1 and "the disk is full" in r.output and not isinstance(r.exception, OSError), (
+        r.output
+    )

@@ -17,6 +17,7 @@ import pytest
 from export_helpers import build
 from fake_hub_server import FakeHub
 
+from sbs_data import SbsError
 from sbs_data.export.options import ExportOptions
 from sbs_data.workspace import Workspace
 
@@ -39,8 +40,15 @@ def hub():
 
 
 def run_push(
-    hub: FakeHub, db: Path, *args: str, token: str | None = TOKEN, home: Path | None = None
+    hub: FakeHub,
+    db: Path,
+    *args: str,
+    token: str | None = TOKEN,
+    home: Path | None = None,
+    prelude: str | None = None,
 ) -> subprocess.CompletedProcess:
+    """`sbs-data push sv-gen@1 --repo REPO --db DB --format json ARGS` in a subprocess; `prelude` is Python run
+    in it first (to arm a fault inside the client)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE"))}
     env.update(
         HF_ENDPOINT=hub.url,
@@ -51,10 +59,15 @@ def run_push(
     )
     if token:
         env["HF_TOKEN"] = token
+    launch = ["-m", "sbs_data.cli"]
+    if prelude is not None:
+        launch = [
+            "-c",
+            f"{prelude}\nimport sys\nfrom sbs_data.cli import main\nsys.argv[0] = 'sbs-data'\nmain()",
+        ]
     cmd = [
         sys.executable,
-        "-m",
-        "sbs_data.cli",
+        *launch,
         "push",
         "sv-gen@1",
         "--repo",
@@ -250,3 +263,88 @@ def test_same_export_on_another_branch(hub, db):
     back = result(run_push(hub, db, "--revision", "exp"))
     assert back["status"] == "pushed" and repo.branches["exp"] == back["commit"] != other["commit"]
     assert repo.tags["sv-gen-v1"] == main["commit"] and repo.tags["teacher-labels"] == other["commit"]
+
+
+@pytest.mark.parametrize(
+    "revision, why",
+    [
+        ("../main", "it holds '..'"),
+        ("a b", "it holds ' '"),
+        ("HEAD", "HEAD names whatever is checked out"),
+        ("x@{1}", "it holds '@{'"),
+        ("-x", "starts with '-'"),
+        ("feat/.x", "starts with '.'"),
+        ("v1.lock", "ends with '.lock'"),
+        ("a//b", "holds '//'"),
+        ("x.", "ends with '.'"),
+        ("x\x01", "control characters"),
+    ],
+)
+def test_a_revision_git_would_refuse_is_refused_before_any_network_call(hub, db, revision, why):
+    from sbs_data.export.hub import HubTarget, push
+
+    with Workspace.open(db) as ws, pytest.raises(SbsError) as e:
+        push(ws, "sv-gen@1", HubTarget(REPO, revision=revision, token=TOKEN, endpoint=hub.url))
+    assert str(e.value).startswith(f"--revision {revision!r} is not a valid branch name: ")
+    assert why in str(e.value) and not hub.calls
+
+
+def test_a_bad_revision_or_tag_is_one_clear_line_from_the_cli(hub, db):
+    proc = run_push(hub, db, "--revision", "../main")
+    assert proc.returncode == 1 and "--revision '../main' is not a valid branch name" in proc.stderr
+    assert "Traceback" not in proc.stderr and not hub.calls
+    proc = run_push(hub, db, "--tag", "v1 final")
+    assert proc.returncode == 1 and "--tag 'v1 final' is not a valid tag name" in proc.stderr
+    assert not hub.calls and pushes(db) == []
+
+
+#: Ctrl-C right after the Hub commit, before the push is tagged and recorded: as Python raises it, and as
+#: DuckDB raises it when the signal lands inside a query.
+_CTRL_C = {
+    "keyboard": "raise KeyboardInterrupt",
+    "duckdb": "import duckdb; raise duckdb.InterruptException('INTERRUPT Error: Query interrupted')",
+}
+
+
+@pytest.mark.parametrize("how", sorted(_CTRL_C))
+def test_ctrl_c_after_the_commit_is_one_line_and_the_next_push_records_the_commit(hub, db, how):
+    prelude = (
+        "import huggingface_hub\n"
+        "def _interrupt(*a, **k):\n"
+        f"    {_CTRL_C[how]}\n"
+        "huggingface_hub.HfApi.create_tag = _interrupt\n"
+    )
+    proc = run_push(hub, db, prelude=prelude)
+    assert proc.returncode == 130 and "Interrupted" in proc.stderr and "Traceback" not in proc.stderr, (
+        proc.stderr
+    )
+    repo = hub.repos[REPO]
+    ours = repo.branches["main"]
+    assert len(hub.history(REPO)) == 2 and repo.tags == {} and pushes(db) == []  # made, never recorded
+    with Workspace.open(db, read_only=True) as ws:
+        assert ws.one("SELECT count(*) FROM sbs_push_intents") == 1
+    again = run_push(hub, db)
+    r = result(again)
+    assert f"recorded commit {ours[:12]} of an earlier push of sv-gen@1" in again.stderr
+    assert r["commit"] == ours and r["status"] == "unchanged" and repo.tags == {"sv-gen-v1": ours}
+    assert len(hub.history(REPO)) == 2  # no second commit
+    assert pushes(db) == [("sv-gen@1", REPO, "main", ours, "sv-gen-v1", False, True)]
+    with Workspace.open(db, read_only=True) as ws:
+        assert ws.one("SELECT count(*) FROM sbs_push_intents") == 0
+
+
+def test_an_intent_whose_commit_never_happened_is_dropped(hub, db):
+    prelude = (
+        "import huggingface_hub\n"
+        "def _interrupt(*a, **k):\n"
+        "    raise KeyboardInterrupt\n"
+        "huggingface_hub.HfApi.upload_folder = _interrupt\n"
+    )
+    proc = run_push(hub, db, prelude=prelude)
+    assert proc.returncode == 130 and "Traceback" not in proc.stderr
+    assert len(hub.history(REPO)) == 1 and pushes(db) == []
+    r = result(run_push(hub, db))
+    assert r["status"] == "pushed" and len(hub.history(REPO)) == 2
+    assert [p[-1] for p in pushes(db)] == [True]
+    with Workspace.open(db, read_only=True) as ws:
+        assert ws.one("SELECT count(*) FROM sbs_push_intents") == 0

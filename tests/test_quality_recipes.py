@@ -73,6 +73,16 @@ def test_bad_recipes_are_refused_by_name(recipe, message):
     assert message in _err(recipe)
 
 
+def test_an_unknown_split_is_refused_by_name_with_the_close_match():
+    msg = _err("splits: [validation, trian]\nsteps:\n  - {name: a, signal: words, min: 1}\n")
+    assert "recipes/x.yaml: splits[1]: unknown split 'trian' (did you mean 'train'?)" in msg
+    assert "known: train, validation, test, all (line 1)" in msg
+    assert "unknown split 'Test'" in _err("splits: [Test]\nsteps:\n  - {name: a, signal: words, min: 1}\n")
+    ok = parse_recipe("splits: [dev, test]\nsteps:\n  - {name: a, signal: words, min: 1}\n")
+    assert ok.splits == ("validation", "test")
+    assert parse_recipe("splits: [all]\nsteps:\n  - {name: a, signal: words, min: 1}\n").splits == ("all",)
+
+
 def test_selection_step_ranks_by_signals_in_order():
     r = parse_recipe(
         "steps:\n  - {name: best, select: best_per_example, by: [gold_match, words asc], n: 2}\n"

@@ -285,3 +285,17 @@ def test_hint_echo_detector():
     assert hint_leak("The problem tells us that the answer is 12.")
     assert hint_leak("Checking against the answer key, it is 12.")
     assert not hint_leak("The problem asks how many apples; the answer is 12.")
+
+
+def test_rationalize_refuses_the_source_or_an_examples_dataset_as_a_name(ws, server):
+    gen = _gen(ws, server)
+    before = server.count
+    with pytest.raises(SbsError, match=r"--name 'toy-gen' is the dataset it reads \(toy-gen@1\)"):
+        _rationalize(ws, gen.ref, RationalizeSelect(name="toy-gen"))
+    with pytest.raises(
+        SbsError, match=r"--combined-name 'toy' .*holds examples|dataset 'toy' holds examples"
+    ):
+        _rationalize(ws, gen.ref, RationalizeSelect(combined_name="toy"))
+    with pytest.raises(SbsError, match="--name and --combined-name are both 'x'"):
+        _rationalize(ws, gen.ref, RationalizeSelect(name="x", combined_name="x"))
+    assert server.count == before and [v.ref for v in ws.versions()] == ["toy@1", "toy-gen@1"]

@@ -17,6 +17,12 @@ from sbs_data.tasks.mathexpr import ExprError, arithmetic_steps, evaluate, try_e
         ("(45 - (-1))", 46.0),
         ("1,000 / 4", 250.0),
         ("-3 + 2.5", -0.5),
+        # units on purpose: a currency sign before a number, a percent sign after one
+        ("$5", 5.0),
+        ("$ 1,000", 1000.0),
+        ("-$5 + 2", -3.0),
+        ("50%", 50.0),
+        ("12.5% + 1", 13.5),
     ],
 )
 def test_evaluate(expr, value):
@@ -34,6 +40,11 @@ def test_evaluate(expr, value):
         "len('a')",
         "1/0",
         "",
+        # a percent or currency sign between digits is no unit: never dropped to glue "7%2" into 72
+        "7%2",
+        "7 % 2",
+        "7$2",
+        "3%.5",
     ],
 )
 def test_evaluate_refuses_anything_but_arithmetic(evil):

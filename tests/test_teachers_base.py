@@ -8,7 +8,7 @@ from time import time
 import pytest
 
 from sbs_data import SbsError
-from sbs_data.teachers.base import parse_retry_after, redact, safe_url
+from sbs_data.teachers.base import parse_retry_after, redact, safe_url, same_model, served_model
 from sbs_data.teachers.registry import parse_spec
 
 
@@ -65,3 +65,34 @@ def test_redact_and_safe_url():
     assert "hunter2xyz" not in redact("auth hunter2xyz failed", ["hunter2xyz"])
     assert redact("nothing secret here") == "nothing secret here"
     assert safe_url("http://user:secret@host:8000/v1") == "http://host:8000/v1"
+
+
+@pytest.mark.parametrize(
+    "requested, served, same",
+    [
+        ("gpt-4o-mini", "gpt-4o-mini", True),
+        ("gpt-4o-mini", "gpt-4o-mini-2024-07-18", True),  # a dated snapshot of the model asked for
+        ("gpt-4", "gpt-4-0613", True),
+        ("claude-3-5-haiku-latest", "claude-3-5-haiku-20241022", True),  # the alias, resolved
+        ("claude-sonnet-4-5", "claude-sonnet-4-5-20250929", True),
+        ("gpt-4o-mini", None, True),  # the body named none: nothing to compare
+        ("gpt-4o-mini", "gpt-4o", False),  # another model
+        ("gpt-4o", "gpt-4o-mini", False),  # a longer name is not a snapshot
+        ("gpt-4o", "gpt-4o-mini-2024-07-18", False),
+        ("gpt-4o-mini", "gpt-4o-mini-2024-07-18-extra", False),
+        ("claude-3-5-haiku-latest", "claude-3-5-sonnet-20241022", False),
+        ("gemini-1.5-flash", "gemini-1.5-flash-002", True),  # Gemini's stable version of the model
+        ("gemini-2.5-flash", "gemini-2.5-flash-lite", False),
+    ],
+)
+def test_same_model_accepts_only_the_name_or_a_dated_snapshot_of_it(requested, served, same):
+    assert same_model(requested, served) is same
+
+
+def test_served_model_is_read_capped_and_never_anything_but_text():
+    assert served_model({"model": "gpt-4o"}) == "gpt-4o"
+    assert served_model({"model": "x" * 10_000}) == "x" * 200
+    assert served_model({"model": 7}) is None and served_model({"model": ""}) is None
+    assert served_model({}) is None and served_model(None) is None
+    assert served_model({"modelVersion": "gemini-2.5-flash"}, "modelVersion") == "gemini-2.5-flash"
+    assert served_model({"modelVersion": "gemini-2.5-flash"}) is None  # Gemini's field is not `model`

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import textwrap
 import time
 
+import duckdb
 import pytest
 from workspace_helpers import make_examples, make_generations
 
@@ -50,21 +52,75 @@ def test_older_workspace_is_migrated_on_open(tmp_path, monkeypatch):
         assert ws.schema_version() == allm[-1][0]
 
 
+def _cache_view_columns(ws: Workspace) -> set[str]:
+    return {
+        r[0] for r in ws.all("SELECT column_name FROM information_schema.columns WHERE table_name = 'cache'")
+    }
+
+
 def test_workspace_at_009_gets_010_and_a_cache_view_with_every_column(tmp_path, monkeypatch):
-    """A workspace migrated to 009 (usage_estimated) gets 010 (the Responses API) next, and the cache view
-    the last migration defines keeps the columns of both."""
+    """A workspace migrated to 009 (usage_estimated) gets 010 (the Responses API) and the later migrations
+    next, and the cache view the last migration defines keeps the columns of all of them."""
     allm = wsmod._migrations()
-    assert [(n, name) for n, name, _ in allm[-2:]] == [(9, "usage_estimated"), (10, "responses")]
-    monkeypatch.setattr(wsmod, "_migrations", lambda: allm[:-1])
+    assert [(n, name) for n, name, _ in allm[8:10]] == [(9, "usage_estimated"), (10, "responses")]
+    monkeypatch.setattr(wsmod, "_migrations", lambda: allm[:9])
     Workspace.open(tmp_path / "at9.duckdb").close()
     monkeypatch.setattr(wsmod, "_migrations", lambda: allm)
     with Workspace.open(tmp_path / "at9.duckdb") as ws:
+        assert ws.schema_version() == allm[-1][0]
+        cols = _cache_view_columns(ws)
+    assert {
+        "usage_estimated",
+        "teacher_reasoning",
+        "service_tier",
+        "served_model",
+        "repaired",
+        "text",
+    } <= cols
+
+
+def test_workspace_migrated_by_main_at_010_gets_011_and_012(tmp_path, monkeypatch):
+    """A workspace main's code migrated to 010 (the Responses API: teacher_reasoning, service_tier), with an
+    answer in its cache, gets the branch's migrations renumbered after it: 011 (served_model) and 012 (push
+    intents). The answer keeps its columns and reads served_model NULL; the cache view has every column."""
+    allm = wsmod._migrations()
+    assert [(n, name) for n, name, _ in allm[9:]] == [
+        (10, "responses"),
+        (11, "served_model"),
+        (12, "push_intents"),
+    ]
+    db = tmp_path / "at10.duckdb"
+    monkeypatch.setattr(wsmod, "_migrations", lambda: allm[:10])
+    with Workspace.open(db) as ws:
         assert ws.schema_version() == 10
-        cols = {
+        assert "served_model" not in _cache_view_columns(ws)
+        ws.con.execute(
+            "INSERT INTO sbs_cache (cache_key, provider, endpoint, model, text, teacher_reasoning, service_tier) "
+            "VALUES ('k1', 'openai', 'responses', 'o4-mini', 'an answer', 'a summary', 'flex')"
+        )
+    monkeypatch.setattr(wsmod, "_migrations", lambda: allm)
+    with Workspace.open(db) as ws:
+        assert ws.schema_version() == 12
+        applied = ws.all("SELECT version, name FROM sbs_migrations WHERE version > 9 ORDER BY 1")
+        assert [tuple(r) for r in applied] == [(10, "responses"), (11, "served_model"), (12, "push_intents")]
+        assert {
+            "usage_estimated",
+            "teacher_reasoning",
+            "service_tier",
+            "served_model",
+        } <= _cache_view_columns(ws)
+        row = ws.all(
+            "SELECT text, teacher_reasoning, service_tier, served_model FROM cache WHERE cache_key = 'k1'"
+        )
+        assert [tuple(r) for r in row] == [("an answer", "a summary", "flex", None)]
+        gen_cols = {
             r[0]
-            for r in ws.all("SELECT column_name FROM information_schema.columns WHERE table_name = 'cache'")
+            for r in ws.all(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = 'sbs_generations'"
+            )
         }
-    assert {"usage_estimated", "teacher_reasoning", "service_tier", "repaired", "text"} <= cols
+        assert {"teacher_reasoning", "service_tier", "served_model"} <= gen_cols
+        assert ws.all("SELECT count(*) FROM sbs_push_intents")[0][0] == 0
 
 
 def test_newer_workspace_fails_clearly(tmp_path):
@@ -493,3 +549,49 @@ def test_close_folds_the_log_in_under_the_cap_and_twice_is_harmless(tmp_path):
     with Workspace.open(db, read_only=True) as ro:
         assert ro.one("SELECT count(*) FROM t") == 20000
         ro.close()
+
+
+def test_a_version_never_lands_in_a_dataset_of_another_kind_or_task(ws):
+    ex = make_examples(ws, "toy", "anli", [{"premise": "a", "hypothesis": "b", "label": 0}])
+    with pytest.raises(SbsError, match=r"dataset 'toy' holds examples \(toy@1\), not teacher rows"):
+        make_generations(ws, ex, [{"example_id": "train-0", "raw": "So the answer is neutral."}], name="toy")
+    gen = make_generations(ws, ex, [{"example_id": "train-0", "raw": "So the answer is neutral."}])
+    with pytest.raises(SbsError, match=r"dataset 'toy-gen' holds generations \(toy-gen@1\), not examples"):
+        make_examples(ws, "toy-gen", "anli", [{"premise": "a", "hypothesis": "b", "label": 0}])
+    with pytest.raises(SbsError, match=r"dataset 'toy-gen' is task 'anli' \(toy-gen@1\), not 'svamp'"):
+        sv = make_examples(ws, "sv", "svamp", [{"input": "1 and 2?", "label": "1 + 2"}])
+        make_generations(ws, sv, [{"example_id": "train-0", "raw": "The answer is 3."}], name="toy-gen")
+    assert [v.ref for v in ws.versions()] == ["sv@1", "toy@1", gen.ref]
+
+
+def test_a_truncated_or_foreign_workspace_file_is_one_clear_error(tmp_path):
+    from typer.testing import CliRunner
+
+    from sbs_data.cli import app
+
+    db = tmp_path / "ws.duckdb"
+    with Workspace.open(db) as w:
+        make_examples(
+            w, "toy", "anli", [{"premise": f"p{i} " * 40, "hypothesis": "h", "label": 0} for i in range(3000)]
+        )
+    whole = db.read_bytes()
+    damaged = 0
+    for cut in sorted({len(whole) * k // 16 // 4096 * 4096 for k in range(1, 16)}):
+        bad = tmp_path / f"cut{cut}.duckdb"
+        bad.write_bytes(whole[:cut])
+        for read_only in (True, False):
+            try:
+                with Workspace.open(bad, read_only=read_only) as w:
+                    assert w.one("SELECT count(*) FROM examples") == 3000  # the cut spared every page read
+            except SbsError as e:
+                damaged += 1
+                assert str(e).startswith(f"{bad}: not a DuckDB workspace or corrupt (")
+                assert "restore it from a backup" in str(e)
+        r = CliRunner().invoke(app, ["versions", "--db", str(bad)])
+        assert r.exit_code == 0 or (r.exit_code == 1 and "not a DuckDB workspace or corrupt" in r.output)
+        assert not isinstance(r.exception, duckdb.Error), r.output  # never a traceback
+    assert damaged >= 4
+    foreign = tmp_path / "notes.duckdb"
+    foreign.write_text("hello")
+    with pytest.raises(SbsError, match=rf"^{re.escape(str(foreign))}: not a DuckDB workspace or corrupt"):
+        Workspace.open(foreign)

@@ -16,11 +16,14 @@ import hashlib
 import json
 import os
 import tempfile
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
+
+import duckdb
 
 from sbs_data import SbsError, __version__
 from sbs_data.export.options import ExportOptions
@@ -58,6 +61,51 @@ class PushResult:
 def default_tag(v: Version) -> str:
     """`cqa-palm@3` -> `cqa-palm-v3` (git tags may not hold every character a ref can)."""
     return f"{v.dataset}-v{v.num}"
+
+
+#: What git's check-ref-format refuses anywhere in a ref name: controls, space, ~ ^ : ? * [ \\ and DEL.
+_REF_BAD_CHARS = frozenset(" ~^:?*[\\\x7f") | frozenset(chr(i) for i in range(32))
+MAX_REF_CHARS = 255
+
+
+def ref_name_problem(name: str) -> str | None:
+    """Why `name` is not a valid git branch or tag name (git check-ref-format's rules, plus `--branch`'s: not
+    `HEAD`, not starting with '-'), or None when it is one. Linear time."""
+    if not name:
+        return "it is empty"
+    if len(name) > MAX_REF_CHARS:
+        return f"it is longer than {MAX_REF_CHARS} characters"
+    bad = next((c for c in name if c in _REF_BAD_CHARS), None)
+    if bad is not None:
+        return f"it holds {bad!r} (no spaces, control characters or any of ~ ^ : ? * [ \\)"
+    if name == "@":
+        return "'@' alone is not a name"
+    if "@{" in name:
+        return "it holds '@{'"
+    if name == "HEAD":
+        return "HEAD names whatever is checked out, not a branch"
+    if name.startswith("-"):
+        return "it starts with '-'"
+    if ".." in name:
+        return "it holds '..'"
+    if name.startswith("/") or name.endswith("/") or "//" in name:
+        return "it starts or ends with '/', or holds '//'"
+    if name.endswith("."):
+        return "it ends with '.'"
+    for part in name.split("/"):
+        if part.startswith("."):
+            return f"a part of it ({part!r}) starts with '.'"
+        if part.endswith(".lock"):
+            return f"a part of it ({part!r}) ends with '.lock'"
+    return None
+
+
+def check_ref_name(name: str, flag: str, what: str) -> str:
+    """`name` when it is a valid git ref name, else an SbsError naming the option (`--revision`)."""
+    why = ref_name_problem(name)
+    if why is not None:
+        raise SbsError(f"{flag} {name!r} is not a valid {what} name: {why}")
+    return name
 
 
 def _public_endpoint(endpoint: str) -> str:
@@ -113,6 +161,81 @@ def _verify_export(folder: Path, v: Version) -> dict[str, Any]:
     return manifest
 
 
+def commit_title(v: Version) -> str:
+    """The title of a push's Hub commit; with the fingerprint in its description, it identifies the commit."""
+    return f"sbs-data: {v.ref}"
+
+
+def _fingerprint_line(fingerprint: str) -> str:
+    return f"Files fingerprint {fingerprint}."
+
+
+def _write_intent(
+    ws: Workspace, intent_id: str, v: Version, where: dict[str, Any], parent: str | None
+) -> None:
+    """Record, before the Hub commit, that this push is about to make one (replacing its earlier attempt's)."""
+    with ws.transaction():
+        ws.execute("DELETE FROM sbs_push_intents WHERE intent_id = ?", [intent_id])
+        ws.execute(
+            "INSERT INTO sbs_push_intents (intent_id, version_id, ref, endpoint, repo, revision, tag, private, "
+            "parent_commit, fingerprint, files, rows, toolkit_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [intent_id, v.version_id, v.ref, where["endpoint"], where["repo"], where["revision"], where["tag"],
+             where["private"], parent, where["fingerprint"], where["files"], where["rows"], __version__],
+        )  # fmt: skip
+
+
+def reconcile(ws: Workspace, api: Any, repo: str, endpoint: str, say: Callable[[str], None]) -> list[str]:
+    """Record the Hub commits that earlier pushes to `repo` made but never recorded (they were interrupted or
+    killed after the commit): each intent left behind is looked for on its branch, newest first down to the
+    head it built on, by its commit title and fingerprint. Found: recorded as a new commit, and its tag is
+    created if missing. Not found: the commit never happened, and the intent is dropped. Returns the commits
+    recorded."""
+    intents = ws.all(
+        "SELECT intent_id, version_id, ref, revision, tag, private, parent_commit, fingerprint, files, rows, "
+        "toolkit_version FROM sbs_push_intents WHERE repo = ? AND endpoint = ? ORDER BY created_at",
+        [repo, endpoint],
+    )
+    done: list[str] = []
+    for iid, vid, ref, branch, tag, private, parent, fingerprint, files, rows, toolkit in intents:
+        found = None
+        try:
+            commits = api.list_repo_commits(repo, repo_type="dataset", revision=branch)
+        except Exception as e:  # noqa: BLE001 - a branch that is gone holds no commit of ours
+            if _status(e) != 404:
+                raise
+            commits = []
+        for c in commits:
+            if c.commit_id == parent:
+                break
+            if c.title == f"sbs-data: {ref}" and _fingerprint_line(fingerprint) in (c.message or ""):
+                found = c.commit_id
+                break
+        recorded = found is not None and ws.one(
+            "SELECT count(*) FROM sbs_pushes WHERE repo = ? AND endpoint = ? AND commit_id = ?",
+            [repo, endpoint, found],
+        )
+        if found is not None and tag:
+            refs = api.list_repo_refs(repo, repo_type="dataset")
+            if not any(t.name == tag for t in refs.tags):
+                api.create_tag(
+                    repo, repo_type="dataset", tag=tag, revision=found, tag_message=ref, exist_ok=True
+                )
+        with ws.transaction():
+            if found is not None and not recorded:
+                ws.execute(
+                    "INSERT INTO sbs_pushes (version_id, ref, endpoint, repo, revision, commit_id, tag, private, "
+                    "new_commit, fingerprint, files, rows, toolkit_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, true, ?, ?, ?, ?)",
+                    [vid, ref, endpoint, repo, branch, found, tag, private, fingerprint, files, rows, toolkit],
+                )  # fmt: skip
+            ws.execute("DELETE FROM sbs_push_intents WHERE intent_id = ?", [iid])
+        if found is not None and not recorded:
+            say(
+                f"recorded commit {found[:12]} of an earlier push of {ref} to {repo}@{branch} that was interrupted"
+            )
+            done.append(found)
+    return done
+
+
 @dataclass
 class HubTarget:
     """Where a push goes: the dataset repo, its visibility, the branch and tag, and the Hub to reach."""
@@ -148,6 +271,10 @@ def push(
     say = log or (lambda _m: None)
     if repo.count("/") != 1 or not all(repo.split("/")):
         raise SbsError(f"--repo {repo!r}: expected ORG/NAME")
+    if revision is not None:  # checked here, before any network call: the Hub's answer would be a 4xx later
+        check_ref_name(revision, "--revision", "branch")
+    if tag is not None:
+        check_ref_name(tag, "--tag", "tag")
     if ws.read_only:
         raise SbsError("push records the commit in the workspace; open it writable")
     v = ws.get(ref)
@@ -158,7 +285,7 @@ def push(
     api = HfApi(endpoint=endpoint, token=token)
     endpoint = api.endpoint
     branch = revision or "main"
-    tag = tag or default_tag(v)
+    tag = tag or check_ref_name(default_tag(v), "the default tag", "tag")
 
     with tempfile.TemporaryDirectory(prefix="sbs-push-") as tmp:
         if from_export is not None:
@@ -171,12 +298,16 @@ def push(
         files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
         rows = sum(s["rows"] for s in manifest["splits"].values())
 
+        intent_id = uuid.uuid4().hex
+        public = _public_endpoint(endpoint)
+
         def record(commit_id: str, new_commit: bool) -> None:
             with ws.transaction():
+                ws.execute("DELETE FROM sbs_push_intents WHERE intent_id = ?", [intent_id])
                 ws.execute(
                     "INSERT INTO sbs_pushes (version_id, ref, endpoint, repo, revision, commit_id, tag, private, "
                     "new_commit, fingerprint, files, rows, toolkit_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [v.version_id, v.ref, _public_endpoint(endpoint), repo, branch, commit_id, tag, private,
+                    [v.version_id, v.ref, public, repo, branch, commit_id, tag, private,
                      new_commit, fingerprint, len(files), rows, __version__],
                 )  # fmt: skip
 
@@ -219,11 +350,12 @@ def push(
             info = api.repo_info(repo, repo_type="dataset")
             if private and not info.private:
                 raise SbsError(f"{repo} exists and is public; refusing a --private push into it")
+            reconcile(ws, api, repo, public, say)
             tagged, branch_head = remote_refs()
             known = ws.all(
                 "SELECT commit_id FROM sbs_pushes WHERE repo = ? AND revision = ? AND version_id = ? AND tag = ? "
                 "AND fingerprint = ? AND endpoint = ? ORDER BY push_id DESC LIMIT 1",
-                [repo, branch, v.version_id, tag, fingerprint, _public_endpoint(endpoint)],
+                [repo, branch, v.version_id, tag, fingerprint, public],
             )
             retag = True
             if tagged is not None:
@@ -245,15 +377,18 @@ def push(
             if branch != "main" and branch_head is None:
                 api.create_branch(repo, repo_type="dataset", branch=branch, exist_ok=True)
             head = api.repo_info(repo, repo_type="dataset", revision=branch).sha
+            where = {"endpoint": public, "repo": repo, "revision": branch, "tag": tag,
+                     "private": private, "fingerprint": fingerprint, "files": len(files), "rows": rows}  # fmt: skip
+            _write_intent(ws, intent_id, v, where, head)
             commit = api.upload_folder(
                 repo_id=repo,
                 repo_type="dataset",
                 folder_path=folder,
                 revision=branch,
-                commit_message=f"sbs-data: {v.ref}",
+                commit_message=commit_title(v),
                 commit_description=(
                     f"Export of {v.ref} ({manifest['task']}, {rows} rows, label source {manifest['label_source']}) "
-                    f"by sbs-data {__version__}. Files fingerprint {fingerprint}."
+                    f"by sbs-data {__version__}. {_fingerprint_line(fingerprint)}"
                 ),
                 parent_commit=head,
                 delete_patterns=SHARD_PATTERNS,
@@ -281,7 +416,10 @@ def push(
                 reraise=True,
             )
             return retrying(attempt)
-        except SbsError:
+        except (
+            SbsError,
+            duckdb.InterruptException,
+        ):  # Ctrl-C inside a query is an interruption, not a failure
             raise
         except Exception as e:
             status = _status(e)

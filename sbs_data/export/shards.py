@@ -369,8 +369,16 @@ class _ShardWriter:
 
 
 def _out_folder(out: str | Path) -> Path:
-    """--out as an absolute path, refusing the places a swap cannot replace: `/`, the current folder, its parents."""
+    """--out as an absolute path (a symlink's target), refusing the places a swap cannot replace: `/`, the
+    current folder, its parents."""
     path = Path(os.path.abspath(out))
+    if path.is_symlink():
+        # The export goes where the link points: replacing the link itself would leave its old target (and
+        # a dangling `.NAME.old-*` link) behind. The link stays as it is.
+        try:
+            path = path.resolve(strict=False)
+        except (OSError, RuntimeError) as e:  # a loop of links
+            raise SbsError(f"--out {out}: a symlink that cannot be followed ({e})") from None
     if not path.name:
         raise SbsError(f"--out {out}: the root folder cannot be an export folder; choose a new folder")
     cwd = Path.cwd()

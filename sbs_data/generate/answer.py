@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from sbs_data.teachers.base import Response
+from sbs_data.teachers.base import Response, same_model
 from sbs_data.teachers.models import estimate_tokens
 from sbs_data.text import storable
 
@@ -18,15 +18,27 @@ from sbs_data.text import storable
 MAX_TEXT_CHARS = 200_000
 
 
-def storable_text(text: str | None) -> tuple[str | None, bool]:
-    """A completion as something DuckDB and JSON can hold (see `sbs_data.text.storable`), cut at
-    MAX_TEXT_CHARS, and whether it had to change."""
+def repaired_text(text: str | None) -> tuple[str | None, bool, bool]:
+    """(a completion as something DuckDB and JSON can hold, whether it held characters they cannot: lone
+    surrogates became U+FFFD and NULs were removed (`sbs_data.text.storable`), whether it was longer than
+    MAX_TEXT_CHARS and cut there). Cut first, so a runaway text costs no more work than the cap."""
     if text is None:
-        return None, False
+        return None, False, False
+    cut = len(text) > MAX_TEXT_CHARS
+    if cut:
+        end = MAX_TEXT_CHARS
+        if "\ud800" <= text[end - 1] <= "\udbff" and "\udc00" <= text[end] <= "\udfff":
+            end -= 1  # never split a surrogate pair: that alone would look like an unstorable character
+        text = text[:end]
     fixed, changed = storable(text)
-    if len(fixed) > MAX_TEXT_CHARS:
-        fixed, changed = fixed[:MAX_TEXT_CHARS], True
-    return fixed, changed
+    return fixed, changed, cut
+
+
+def storable_text(text: str | None) -> tuple[str | None, bool]:
+    """A completion as something DuckDB and JSON can hold, cut at MAX_TEXT_CHARS, and whether it had to
+    change (see `repaired_text`, which says why)."""
+    fixed, changed, cut = repaired_text(text)
+    return fixed, changed or cut
 
 
 #: The most tokens one call plausibly counts, in or out: more is a broken (or lying) server.
@@ -89,6 +101,20 @@ def checked_usage(resp: Response, prompt_chars: int) -> tuple[Response, bool]:
     )
 
 
+def served_other(requested: str, served: str | None) -> bool:
+    """Whether an answer came from another model than the one requested (not just a dated snapshot of it)."""
+    return not same_model(requested, served)
+
+
+def served_other_warning(spec: str, requested: str, served: str | None, n: int = 1) -> str:
+    """The one warning a run gives when answers came from another model than the one requested."""
+    many = f"{n} answers" if n > 1 else "an answer"
+    return (
+        f"warning: {spec}: {many} came from model {served!r}, which is not {requested!r} (nor a dated snapshot "
+        "of it); each answer's model is stored (served_model on the cache and generation rows)"
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Answer:
     """A stored completion. `prompt_tokens` counts all input tokens, cached and cache-write ones included;
@@ -111,6 +137,10 @@ class Answer:
     usage_estimated: bool = False  # the server's usage could not be true: tokens estimated from the text
     teacher_reasoning: str | None = None
     service_tier: str | None = None
+    served_model: str | None = None  # the model the provider says answered (None when it said none)
+    text_cut: bool = (
+        False  # of `repaired`: the text (or reasoning summary) was longer than MAX_TEXT_CHARS and cut there
+    )
 
     @classmethod
     def from_response(
@@ -123,8 +153,8 @@ class Answer:
         attempts: int,
         usage_estimated: bool = False,
     ) -> Answer:
-        text, repaired = storable_text(resp.text)
-        reasoning, reasoning_repaired = storable_text(resp.reasoning_summary)
+        text, changed, cut = repaired_text(resp.text)
+        reasoning, reasoning_changed, reasoning_cut = repaired_text(resp.reasoning_summary)
         tier = resp.service_tier[:32] if resp.service_tier else None
         return cls(
             key=key,
@@ -139,16 +169,33 @@ class Answer:
             cost_usd=cost_usd,
             request_id=resp.request_id,
             attempts=attempts,
-            repaired=repaired or reasoning_repaired,
+            repaired=changed or cut or reasoning_changed or reasoning_cut,
             usage_estimated=usage_estimated,
             teacher_reasoning=reasoning,
             service_tier=tier,
+            served_model=resp.served_model,
+            text_cut=cut or reasoning_cut,
         )
 
     def as_row(self) -> dict[str, Any]:
         d = asdict(self)
         d["cache_key"] = d.pop("key")
+        del d["text_cut"]  # `repaired` is what is stored; why is only for this run's warning
         return d
+
+
+def repaired_warning(cut: int, unstorable: int) -> str:
+    """The one warning a run gives about the completions it had to change before storing them, saying what
+    happened to them: cut at the cap, or characters DuckDB cannot hold replaced."""
+    parts = []
+    if cut:
+        parts.append(f"{cut} longer than {MAX_TEXT_CHARS:,} characters were cut there")
+    if unstorable:
+        parts.append(
+            f"{unstorable} held characters that cannot be stored (a lone surrogate became U+FFFD, NULs were "
+            "removed)"
+        )
+    return f"warning: completions were repaired: {'; '.join(parts)}; their rows say repaired = true"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

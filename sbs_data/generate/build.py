@@ -20,7 +20,9 @@ from sbs_data.generate.parse import parse
 from sbs_data.generate.plan import CHUNK, Plan
 from sbs_data.workspace import Version, Workspace, check_name, config_hash
 
-STATUSES = ("ok", "no_answer", "empty", "invalid_json", "failed")
+STATUSES = ("ok", "no_answer", "empty", "invalid_json", "content_filter", "failed")
+#: The finish reason of an answer the provider's content filter stopped (Anthropic's `refusal` maps onto it).
+CONTENT_FILTER = "content_filter"
 #: Suffix of the version a stopped run builds, so it never shadows a complete version of the plain name.
 PARTIAL_SUFFIX = "-partial"
 
@@ -48,6 +50,7 @@ _SCHEMA = {
     "usage_estimated": pl.Boolean,
     "teacher_reasoning": pl.Utf8,
     "service_tier": pl.Utf8,
+    "served_model": pl.Utf8,
 }
 _CACHE_VALUES = (
     "finish_reason",
@@ -62,6 +65,7 @@ _CACHE_VALUES = (
     "usage_estimated",
     "teacher_reasoning",
     "service_tier",
+    "served_model",
 )
 _ROW_KEY = "example_id, sample_idx, split, cache_key"
 
@@ -270,10 +274,15 @@ def _parse_chunk(
     n = len(cols["example_id"])
     for i in range(n):
         text = cols["text"][i]
+        error: str | None
         if cols["hit"][i]:
-            parsed, why = parse(p.task, text, cols["choices"][i], p.json_mode)
-            rationale, label, status = parsed.rationale, parsed.label, parsed.status
-            error = why
+            if cols["finish_reason"][i] == CONTENT_FILTER:  # cut short by the provider: never a usable answer
+                rationale = label = None
+                status, error = CONTENT_FILTER, "the provider's content filter stopped the completion"
+            else:
+                parsed, why = parse(p.task, text, cols["choices"][i], p.json_mode)
+                rationale, label, status = parsed.rationale, parsed.label, parsed.status
+                error = why
             for c in _CACHE_VALUES:
                 out[c].append(cols[c][i])
         else:

@@ -131,7 +131,7 @@ def texts(ws: Any, keys: list[str]) -> dict[str, str | None]:
 _CACHE_COLS = (
     "cache_key provider endpoint model subject request text finish_reason prompt_tokens completion_tokens "
     "cached_tokens cache_write_tokens reasoning_tokens request_id latency_ms cost_usd attempts run_id repaired "
-    "usage_estimated teacher_reasoning service_tier"
+    "usage_estimated teacher_reasoning service_tier served_model"
 ).split()
 _INT = pl.Int32
 _CACHE_TYPES = {

@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sbs_data import SbsError, log
-from sbs_data.generate.answer import Answer, Failure, checked_usage
+from sbs_data.generate.answer import Answer, Failure, checked_usage, served_other, served_other_warning
 from sbs_data.generate.cache import CacheWriter
 from sbs_data.generate.limits import Limiter
 from sbs_data.generate.parse import parse
@@ -100,7 +100,9 @@ class Counters:
     skipped: int = 0
     invalid_retries: int = 0
     repaired: int = 0
+    text_cut: int = 0  # of the repaired answers, those cut at MAX_TEXT_CHARS
     usage_estimated: int = 0  # answers whose usage could not be true, priced from estimates
+    served_other: int = 0  # answers another model than the requested one served (not a dated snapshot of it)
     spend: float = 0.0
     spend_known: bool = True
 
@@ -339,6 +341,13 @@ class Engine:
             self.counters.answered += 1
             self.counters.called += 1
             self.counters.repaired += answer.repaired
+            self.counters.text_cut += answer.text_cut
+            if served_other(self.teacher.model, answer.served_model):
+                self.counters.served_other += 1
+                if self.counters.served_other == 1:
+                    log.warning(
+                        served_other_warning(self.teacher.spec, self.teacher.model, answer.served_model)
+                    )
             self.writer.answer(answer, item)
             if self.on_progress:
                 self.on_progress(self.counters)

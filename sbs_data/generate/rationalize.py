@@ -10,6 +10,7 @@ when that agrees with gold and does not mention the hint. Its config says how ma
 
 from __future__ import annotations
 
+from sbs_data import SbsError
 from sbs_data.generate.build import GenerateResult
 from sbs_data.generate.hints import default_names, hint_plan
 from sbs_data.generate.options import RationalizeSelect, RequestSpec, RunOptions
@@ -36,6 +37,11 @@ def rationalize(
     hinted_default, combined_default = default_names(gen)
     out_name = check_name(select.name or hinted_default)
     combined = check_name(select.combined_name or combined_default) if select.combine else None
+    ws.check_target(out_name, "generations", gen.task, source=gen)
+    if combined is not None:
+        ws.check_target(combined, "generations", gen.task, source=gen, flag="--combined-name")
+    if combined == out_name:
+        raise SbsError(f"--name and --combined-name are both {out_name!r}: the two versions need two names")
     p = hint_plan(
         ws,
         gen.ref,

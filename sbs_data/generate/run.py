@@ -18,6 +18,7 @@ from typing import Any
 
 from sbs_data import SbsError, log
 from sbs_data.generate import cache as cache_mod
+from sbs_data.generate.answer import repaired_warning
 from sbs_data.generate.build import GenerateResult, build_version
 from sbs_data.generate.cache import CacheWriter
 from sbs_data.generate.engine import Counters, Engine, Settings, execute, worst_cost
@@ -194,6 +195,7 @@ def generate(
     teacher, _ = resolve_teacher(ws, spec, run)
     p = spec_plan(ws, ref, teacher, spec)
     out_name = check_name(name or default_name(p.examples, teacher))
+    ws.check_target(out_name, "generations", p.task.name, source=p.source)
     if spec.samples > 1 and not p.params.get("temperature") and not teacher.facts.reasoning:
         log.warning("warning: --samples > 1 at temperature 0 asks for the same answer several times")
     return run_plan(
@@ -343,12 +345,13 @@ def run_plan(
     )
     if c.usage_estimated:
         summary["usage_estimated"] = c.usage_estimated
+    if c.served_other:
+        summary["served_other_model"] = c.served_other
     if c.repaired:
         summary["repaired"] = c.repaired
-        log.warning(
-            f"warning: {c.repaired} completion(s) held text that cannot be stored (a lone surrogate or "
-            "NUL) and were repaired; their rows say repaired = true"
-        )
+        if c.text_cut:
+            summary["text_cut"] = c.text_cut
+        log.warning(repaired_warning(c.text_cut, c.repaired - c.text_cut))
     if engine.stop_reason:
         summary["stopped"] = engine.stop_reason
         log.warning(
@@ -410,7 +413,9 @@ def counters(c: Counters, elapsed: float) -> dict[str, Any]:
         "failed": c.failed,
         "skipped": c.skipped,
         "repaired": c.repaired,
+        "text_cut": c.text_cut,
         "usage_estimated": c.usage_estimated,
+        "served_other_model": c.served_other,
         "spent_usd": c.spend if c.spend_known else None,
         "seconds": round(elapsed, 3),
     }

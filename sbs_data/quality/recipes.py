@@ -20,6 +20,9 @@ from sbs_data.quality.signals import SIGNAL_BY_NAME, THRESHOLD_SIGNALS
 from sbs_data.schemas import number_errors, validator
 from sbs_data.workspace import config_hash
 
+#: The split names a recipe's `splits` may list ("all" = every split), and the aliases ingest accepts too.
+RECIPE_SPLITS = ("train", "validation", "test", "all")
+_SPLIT_ALIASES = {"valid": "validation", "val": "validation", "dev": "validation"}
 _ORDERABLE = tuple(s.name for s in SIGNAL_BY_NAME.values() if s.dtype in ("bool", "int", "float"))
 _THRESHOLD_KEYS = ("name", "description", "signal", "min", "max", "equals", "missing")
 _SELECT_KEYS = {
@@ -127,9 +130,7 @@ def parse_recipe(text: str, where: str = "<recipe>") -> Recipe:
         source=where,
         description=data.get("description", ""),
         hash=config_hash(data),
-        splits=tuple(
-            "validation" if x in ("valid", "val", "dev") else x for x in data.get("splits", ["train"])
-        ),
+        splits=tuple(_SPLIT_ALIASES.get(x, x) for x in data.get("splits", ["train"])),
     )
 
 
@@ -197,7 +198,9 @@ def _schema_errors(data: dict, root: yaml.Node) -> list[str]:
         if e.validator in ("unevaluatedProperties", "additionalProperties"):
             obj = e.instance if isinstance(e.instance, dict) else {}
             allowed = (
-                _allowed_keys(obj) if parts and parts[0] == "steps" else ("name", "description", "steps")
+                _allowed_keys(obj)
+                if parts and parts[0] == "steps"
+                else ("name", "description", "splits", "steps")
             )
             for key in obj:
                 if key not in allowed:
@@ -234,6 +237,15 @@ def _schema_errors(data: dict, root: yaml.Node) -> list[str]:
 def _semantic_errors(data: dict, root: yaml.Node) -> list[str]:
     """What the schema cannot say: types per signal, bounds order, order keys, unique names."""
     out: list[str] = []
+    for i, split in enumerate(data.get("splits") or []):
+        if split not in RECIPE_SPLITS and split not in _SPLIT_ALIASES:
+            out.append(
+                _at(
+                    root,
+                    ["splits", i],
+                    f"unknown split {split!r}{_suggest(split, RECIPE_SPLITS)}; known: {', '.join(RECIPE_SPLITS)}",
+                )
+            )
     names: dict[str, int] = {}
     for i, s in enumerate(data["steps"]):
         at = ["steps", i]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -166,6 +167,10 @@ class Task:
                 raise FieldError(f, f"missing required field{hint}; use --map SRC={f} to rename a column")
             if isinstance(v, (dict, list)):
                 raise FieldError(f, f"expected text, got {type(v).__name__}")
+            if isinstance(v, float) and not math.isfinite(v):  # JSON NaN / Infinity, a float column's gap
+                raise FieldError(
+                    f, f"expected text, got {v!r} (NaN or Infinity is no input; fix or drop the row)"
+                )
             values[f] = str(v)
         choices = None
         if self.label_space == "choices":

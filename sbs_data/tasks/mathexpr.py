@@ -22,12 +22,19 @@ class ExprError(ValueError):
     """The text is not an arithmetic expression we are willing to evaluate."""
 
 
+_DOLLAR = re.compile(r"(?<![\d.])\$")
+_PERCENT = re.compile(r"(?<=\d)%(?![\d.])")
+
+
 def _clean(text: str) -> str:
     s = text.strip().rstrip(".").strip()
     s = s.replace("\u00d7", "*").replace("\u00f7", "/").replace("\u2212", "-")
     s = re.sub(r"(?<=\d),(?=\d{3}\b)", "", s)  # 1,000 -> 1000
-    s = s.replace("$", "").replace("%", "")
-    return s
+    # Units a label may carry: a currency sign before a number ($5) and a percent sign after one (50%). Only
+    # there: "7%2" or "7$2" stays as it is (not an expression), never glued into 72.
+    s = _DOLLAR.sub("", s)
+    s = _PERCENT.sub("", s)
+    return s.strip()
 
 
 def evaluate(text: str) -> float:

@@ -34,6 +34,7 @@ from sbs_data.teachers.base import (
     Response,
     classify_sdk_error,
     error_fields,
+    served_model,
 )
 from sbs_data.teachers.batch_api import BatchAPI, BatchInfo, Result, epoch
 from sbs_data.teachers.models import estimate_tokens
@@ -90,6 +91,7 @@ def read_message(body: dict, limits: RateLimits | None = None) -> Response:
         cache_write_tokens=written,
         limits=limits,
         cache_write_1h_tokens=written_1h,
+        served_model=served_model(body),
     )
 
 

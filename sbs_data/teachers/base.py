@@ -98,7 +98,8 @@ class Response:
     `completion_tokens` includes `reasoning_tokens` (billed as output). `limits` is what the response's
     headers said about the account's rate limits. `reasoning_summary` is the provider's summary of the
     model's reasoning, when one was asked for; `service_tier` the tier that served the call, as the
-    provider reports it (it sets the price).
+    provider reports it (it sets the price). `served_model` is the model the body says answered (OpenAI's
+    and Anthropic's `model`, Gemini's `modelVersion`), None when it names none.
     """
 
     text: str | None
@@ -113,6 +114,42 @@ class Response:
     reasoning_summary: str | None = None
     service_tier: str | None = None
     cache_write_1h_tokens: int | None = None
+    served_model: str | None = None
+
+
+#: Longest model name kept from a response body (a hostile server must not make one row unbounded).
+MAX_MODEL_CHARS = 200
+
+
+def served_model(body: Any, field: str = "model") -> str | None:
+    """The model a response body names (OpenAI and Anthropic call it `model`, Gemini `modelVersion`), cut to
+    MAX_MODEL_CHARS; None when it names none or something that is not text."""
+    name = body.get(field) if isinstance(body, dict) else None
+    if not isinstance(name, str) or not name.strip():
+        return None
+    return name.strip()[:MAX_MODEL_CHARS]
+
+
+#: A dated snapshot suffix: -2024-07-18, -20241022, @20240620, OpenAI's older -0613 / -1106, and Gemini's
+#: stable versions -001 / -002.
+_SNAPSHOT = re.compile(r"[-@](?:\d{4}-\d{2}-\d{2}|\d{8}|\d{4}|\d{3})")
+
+
+def same_model(requested: str, served: str | None) -> bool:
+    """Whether an answer `served` by this model is what `requested` asked for: the same name, or a dated
+    snapshot of it (`gpt-4o-mini` -> `gpt-4o-mini-2024-07-18`, `claude-3-5-haiku-latest` ->
+    `claude-3-5-haiku-20241022`, `gemini-1.5-flash` -> `gemini-1.5-flash-002`). Unknown (None) counts as
+    the same. Case is ignored. Linear time."""
+    if served is None:
+        return True
+    req, got = requested.strip().lower(), served.strip().lower()
+    if req == got:
+        return True
+    base = req.removesuffix("-latest")
+    for name in (req, base):
+        if got.startswith(name) and _SNAPSHOT.fullmatch(got[len(name) :]):
+            return True
+    return False
 
 
 # -- classified errors ----------------------------------------------------------------------------

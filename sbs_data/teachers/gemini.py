@@ -42,6 +42,7 @@ from sbs_data.teachers.base import (
     malformed,
     parse_duration,
     redact,
+    served_model,
 )
 from sbs_data.teachers.batch_api import BatchAPI, BatchInfo, Result, epoch
 
@@ -203,6 +204,7 @@ def read_response(body: dict, limits: RateLimits | None = None) -> Response:
         cached_tokens=_count(usage, "cachedContentTokenCount") or 0,
         reasoning_tokens=thoughts,
         limits=limits,
+        served_model=served_model(body, "modelVersion"),
     )
 
 

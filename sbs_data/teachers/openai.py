@@ -29,6 +29,7 @@ from sbs_data.teachers.base import (
     classify_sdk_error,
     error_fields,
     redact,
+    served_model,
 )
 from sbs_data.teachers.batch_api import BatchAPI, BatchInfo, Result, epoch
 
@@ -106,6 +107,7 @@ def read_body(body: dict, limits: RateLimits | None = None, request_id: str | No
         reasoning_tokens=_count(usage.get("completion_tokens_details"), "reasoning_tokens"),
         limits=limits,
         service_tier=_str(body, "service_tier"),
+        served_model=served_model(body),
     )
 
 
@@ -161,6 +163,7 @@ def read_response(body: dict, limits: RateLimits | None = None, request_id: str 
         limits=limits,
         reasoning_summary="\n\n".join(summaries) if summaries else None,
         service_tier=_str(body, "service_tier"),
+        served_model=served_model(body),
     )
 
 

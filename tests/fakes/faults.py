@@ -12,6 +12,11 @@ Faults, by name (a name may carry a number after a colon):
   badjson        200 whose completion text is not valid JSON (structured-output mode)
   surrogate      200 whose completion text holds a lone surrogate, sent as the JSON escape "\\ud83d" (half an
                  emoji): the client's JSON parser yields a str that cannot be encoded as UTF-8
+  served:NAME    200 whose body says model NAME answered (a provider serving another model than the one asked;
+                 Gemini's `modelVersion`)
+  filtered       200 stopped by the provider's content filter (OpenAI finish_reason content_filter, Responses
+                 API incomplete_details.reason content_filter, Anthropic stop_reason refusal), its text cut
+                 short; Gemini finishReason SAFETY with no content
 They are applied by three rules, checked in order:
   by_match {substring: [fault, ...]}   requests whose prompt contains substring get the faults in turn, one
                                        per attempt (then normal answers): deterministic per row
@@ -39,6 +44,36 @@ from typing import Any
 
 from .models import Refusal
 from .tokens import utf8
+
+#: Faults that answer 200 with a body that says something unusual (see `alter`).
+BODY_FAULTS = frozenset(["served", "filtered"])
+
+
+def alter(payload: dict, provider: str, fault: str) -> dict:
+    """The answer as a body fault (`served:NAME`, `filtered`) changes it; other faults leave it as it is.
+    Chat Completions, Responses API, Anthropic and Gemini bodies alike (told apart by their shape)."""
+    name, _, arg = fault.partition(":")
+    gemini = "candidates" in payload
+    if name == "served":
+        payload["modelVersion" if gemini else "model"] = arg
+    elif name == "filtered" and gemini:  # a SAFETY block: the candidate has no content parts
+        payload["candidates"][0]["finishReason"] = "SAFETY"
+        payload["candidates"][0]["content"] = {"role": "model"}
+    elif name == "filtered" and payload.get("object") == "response":  # the Responses API
+        payload["status"] = "incomplete"
+        payload["incomplete_details"] = {"reason": "content_filter"}
+        for item in payload.get("output") or []:
+            if item.get("type") == "message":
+                item["status"] = "incomplete"
+                item["content"] = [{"type": "output_text", "text": "The", "annotations": [], "logprobs": []}]
+    elif name == "filtered" and provider == "anthropic":
+        payload["stop_reason"] = "refusal"
+        payload["content"] = [{"type": "text", "text": "I"}]
+    elif name == "filtered":
+        choice = payload["choices"][0]
+        choice["finish_reason"] = "content_filter"
+        choice["message"]["content"] = "The"
+    return payload
 
 
 @dataclass
@@ -148,6 +183,8 @@ class Faults:
             self.outcomes[fault or "ok"] = self.outcomes.get(fault or "ok", 0) + 1
         if name in ("", "badjson", "surrogate"):
             return "ok", self._commit(planner(body, name) if name else plan, "batch")
+        if name in BODY_FAULTS:
+            return "ok", alter(self._commit(plan, "batch"), provider, fault or "")
         self._bill_add(provider, plan.model, "batch", failed=1)
         if name == "expire":
             return "expired", None

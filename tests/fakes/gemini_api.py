@@ -43,7 +43,8 @@ Faults (`faults.py`): 429[:S] is RESOURCE_EXHAUSTED with QuotaFailure, Help and,
 https://ai.google.dev/gemini-api/docs/rate-limits). 500 INTERNAL, 503/529 UNAVAILABLE ("The model is
 overloaded"), 400, 401 UNAUTHENTICATED, 403 PERMISSION_DENIED, context (400 "The input token count ... exceeds
 the maximum"), noquota (429 "Your prepayment credits are depleted"), drop, malformed, slow, badjson, surrogate,
-lieusage as for the others. Over an advertised limit (`rpm`,
+lieusage as for the others; served:NAME sets `modelVersion`, filtered ends the candidate with finishReason SAFETY
+and no content. Over an advertised limit (`rpm`,
 `tpm` = input tokens per minute, per model) the 429 carries the wait as RetryInfo (whole seconds, at least 1).
 
 Batches (https://ai.google.dev/gemini-api/docs/batch-api): inline requests (`inputConfig.requests.requests`,
@@ -69,7 +70,7 @@ from typing import Any
 from aiohttp import web
 
 from .accounting import Plan
-from .faults import ERROR_FAULTS
+from .faults import BODY_FAULTS, ERROR_FAULTS, alter
 from .models import Model, Refusal
 from .tokens import CACHE_STEP, MSG_TOKENS, REASONING, count_tokens, cut, utf8
 
@@ -790,7 +791,8 @@ class GeminiAPI:
         if refusal is None and name not in ERROR_FAULTS:
             with self._lock:
                 self.outcomes[fault or "ok"] = self.outcomes.get(fault or "ok", 0) + 1
-            return {"response": self._commit(self.plan_gemini(body, name or None), "batch")}
+            payload = self._commit(self.plan_gemini(body, name or None), "batch")
+            return {"response": alter(payload, "gemini", fault) if name in BODY_FAULTS else payload}
         self._bill_add("gemini", model, "batch", failed=1)
         if refusal is not None:
             status, msg = refusal.status, refusal.message

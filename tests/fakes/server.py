@@ -27,7 +27,7 @@ from aiohttp import web
 
 from .accounting import Accounting, Bucket
 from .anthropic_api import AnthropicAPI, betas_of
-from .faults import ERROR_FAULTS, FaultPlan, Faults
+from .faults import BODY_FAULTS, ERROR_FAULTS, FaultPlan, Faults, alter
 from .gemini_api import GeminiAPI
 from .models import ANTHROPIC_BETAS, MODELS, Model, ModelRules, Refusal
 from .openai_api import OpenAIAPI
@@ -293,6 +293,8 @@ class FakeLLMServer(ModelRules, Faults, Accounting, OpenAIAPI, AnthropicAPI, Gem
                 name == "lieusage"
             ):  # billed truly, reported falsely (issue 23): lieusage:negative|missing|huge|text
                 payload = lie_about_usage(payload, arg or "negative")
+            if name in BODY_FAULTS:
+                payload = alter(payload, provider, fault or "")
             id_header = "request-id" if provider == "anthropic" else "x-request-id"
             rid = payload.get("id")  # Gemini answers carry a responseId and no request-id header
             return web.json_response(payload, headers={**rl_headers, id_header: rid} if rid else rl_headers)

@@ -15,7 +15,7 @@ from typing import Any
 
 from sbs_data import SbsError, log
 from sbs_data.generate import cache as cache_mod
-from sbs_data.generate.answer import Answer, Failure, checked_usage
+from sbs_data.generate.answer import Answer, Failure, checked_usage, served_other, served_other_warning
 from sbs_data.generate.batches import store
 from sbs_data.generate.batches.store import OPEN_STATES, Job
 from sbs_data.generate.batches.submission import (
@@ -77,6 +77,7 @@ def _collect_job(ws: Workspace, ctx: Ctx, job: Job) -> dict[str, int]:
     meta = {it.key: (it.subject, it.ingredients_json, it.choices) for it in job_items(ws, ctx.plan, rows)}
     keys = set(where)
     answers, failures, seen = [], [], set()
+    other: list[Any] = [0, None]  # answers another model served, and the first such model
     counts = {"succeeded": 0, "errored": 0, "expired": 0, "canceled": 0}
 
     def fail(key: str, kind: str, status: int | None, msg: str | None) -> None:
@@ -114,6 +115,8 @@ def _collect_job(ws: Workspace, ctx: Ctx, job: Job) -> dict[str, int]:
         )
         answers.append(cache_mod.answer_row(a, t, subject=m[0], request=m[1], run_id=run_id))
         counts["succeeded"] += 1
+        if served_other(t.model, a.served_model):
+            other = [other[0] + 1, other[1] or a.served_model]
     status = (job.provider_status or "").lower()
     for key in sorted(keys - seen):
         if status == "failed":
@@ -141,6 +144,8 @@ def _collect_job(ws: Workspace, ctx: Ctx, job: Job) -> dict[str, int]:
             n_expired=counts["expired"],
             n_canceled=counts["canceled"],
         )
+    if other[0]:
+        log.warning(served_other_warning(t.spec, t.model, other[1], other[0]))
     return counts
 
 
