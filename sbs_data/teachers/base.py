@@ -20,22 +20,14 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from sbs_data import SbsError
+from sbs_data.teachers.models import PARAM_ORDER
 
 if TYPE_CHECKING:
     from sbs_data.teachers.models import ModelFacts
 
-#: Generation params a request may carry; adapters pass through the ones their API supports.
-PARAMS = (
-    "temperature",
-    "top_p",
-    "max_tokens",
-    "seed",
-    "stop",
-    "n",
-    "reasoning_effort",
-    "thinking_budget",
-    "reasoning_summary",
-)
+#: Generation params a request may carry; adapters pass through the ones their API supports. The models
+#: table gates all but `reasoning_summary` (which needs a reasoning model and the Responses API).
+PARAMS = (*PARAM_ORDER, "reasoning_summary")
 #: What `--reasoning-summary` may ask for (OpenAI's `reasoning.summary`).
 REASONING_SUMMARIES = ("auto", "concise", "detailed")
 

@@ -19,8 +19,8 @@ from sbs_data.configfile import load_yaml
 
 DEFAULT_PRICES = RECIPES_DIR / "prices.yaml"
 
-#: The request params a model may accept, in the order `list_models` shows them (`base.PARAMS`'s, less
-#: `reasoning_summary`, which the table does not gate: it needs a reasoning model and the Responses API).
+#: The request params a model may accept, in the order `list_models` shows them. `base.PARAMS` is this
+#: plus `reasoning_summary`, which the table does not gate (it needs a reasoning model and the Responses API).
 PARAM_ORDER = (
     "temperature",
     "top_p",
