@@ -3,6 +3,7 @@ server fixture, `server`, is in conftest.py)."""
 
 from __future__ import annotations
 
+import yaml
 from workspace_helpers import make_examples
 
 from sbs_data.generate.run import Settings
@@ -49,3 +50,31 @@ def gen_rows(ws, ref: str) -> list[tuple]:
         "ORDER BY example_id, sample_idx",
         [ref],
     )
+
+
+def long_prompt(tmp_path, words: int = 2200) -> str:
+    """A few-shot prompt file whose shared prefix is past every provider's prompt-cache minimum (1,024
+    tokens for OpenAI and most Anthropic models, 2,048 for Gemini 2.5's implicit cache)."""
+    filler = " ".join(f"fact{i}" for i in range(words // 4))
+    exemplars = [
+        {
+            "input": f"Q: Which word is example {i}? {filler}",
+            "rationale": "The first word is alpha.",
+            "answer": "alpha",
+        }
+        for i in range(4)
+    ]
+    path = tmp_path / "long.yaml"
+    path.write_text(yaml.safe_dump({"template": "Q: {input}\nA:", "exemplars": exemplars}))
+    return str(path)
+
+
+def bill(srv, provider: str) -> dict:
+    """The loopback server's bill for one provider, summed over its models and modes."""
+    rows = [b for b in srv.stats()["bill"] if b["provider"] == provider]
+    out: dict = {}
+    for b in rows:
+        for k, v in b.items():
+            if isinstance(v, int | float) and not isinstance(v, bool):
+                out[k] = out.get(k, 0) + v
+    return out

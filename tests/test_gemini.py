@@ -11,10 +11,9 @@ import urllib.error
 import urllib.request
 
 import pytest
-import yaml
 from batch_helpers import bfast, keys_by_example
 from fakes import FaultPlan
-from generate_helpers import FAKE_KEY, cqa_examples, fast, gen_rows, question
+from generate_helpers import FAKE_KEY, cqa_examples, fast, gen_rows, long_prompt, question
 
 from sbs_data import SbsError
 from sbs_data.generate import batches as B
@@ -56,22 +55,6 @@ def thinking_of(body: dict) -> dict:
 
 def billed(srv, model: str, mode: str = "online") -> dict:
     return srv.bill("gemini", model, mode)
-
-
-def long_prompt(tmp_path, words: int = 2200) -> str:
-    """A few-shot prompt whose shared prefix is past the implicit cache's minimum (2,048 tokens for 2.5)."""
-    filler = " ".join(f"fact{i}" for i in range(words // 4))
-    exemplars = [
-        {
-            "input": f"Q: Which word is example {i}? {filler}",
-            "rationale": "The first is alpha.",
-            "answer": "alpha",
-        }
-        for i in range(4)
-    ]
-    path = tmp_path / "long.yaml"
-    path.write_text(yaml.safe_dump({"template": "Q: {input}\nA:", "exemplars": exemplars}))
-    return str(path)
 
 
 # -- online, through generate ---------------------------------------------------------------------------

@@ -6,40 +6,13 @@ from __future__ import annotations
 import time
 
 import pytest
-import yaml
 from fakes import FaultPlan
-from generate_helpers import FAKE_KEY, cqa_examples, fast, gen_rows, question
+from generate_helpers import FAKE_KEY, bill, cqa_examples, fast, gen_rows, long_prompt, question
 
 from sbs_data import SbsError
 from sbs_data.generate.options import PlanSpec, RunOptions
 from sbs_data.generate.run import Settings, generate
 from sbs_data.teachers.models import facts_for
-
-
-def long_prompt(tmp_path, words: int = 2200) -> str:
-    """A few-shot prompt whose shared prefix is long enough for both providers' prompt caches."""
-    filler = " ".join(f"fact{i}" for i in range(words // 4))
-    exemplars = [
-        {
-            "input": f"Q: Which word is example {i}? {filler}",
-            "rationale": "The first word is alpha.",
-            "answer": "alpha",
-        }
-        for i in range(4)
-    ]
-    path = tmp_path / "long.yaml"
-    path.write_text(yaml.safe_dump({"template": "Q: {input}\nA:", "exemplars": exemplars}))
-    return str(path)
-
-
-def bill(srv, provider: str) -> dict:
-    rows = [b for b in srv.stats()["bill"] if b["provider"] == provider]
-    out: dict = {}
-    for b in rows:
-        for k, v in b.items():
-            if isinstance(v, int | float) and not isinstance(v, bool):
-                out[k] = out.get(k, 0) + v
-    return out
 
 
 def test_reasoning_model_default_flags_answer_every_row(ws, server):

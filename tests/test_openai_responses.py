@@ -9,9 +9,8 @@ import json
 
 import pyarrow.parquet as pq
 import pytest
-import yaml
 from batch_helpers import bfast
-from generate_helpers import cqa_examples, fast, gen_rows
+from generate_helpers import cqa_examples, fast, gen_rows, long_prompt
 from typer.testing import CliRunner
 
 from sbs_data import SbsError
@@ -22,18 +21,6 @@ from sbs_data.generate.options import PlanSpec, RunOptions
 from sbs_data.generate.run import explain, generate
 
 GPT5 = "openai:gpt-5-mini"
-
-
-def long_prompt(tmp_path, words: int = 2200) -> str:
-    """A few-shot prompt whose shared prefix is long enough for OpenAI's prompt cache."""
-    filler = " ".join(f"fact{i}" for i in range(words // 4))
-    exemplars = [
-        {"input": f"Q: Which word is example {i}? {filler}", "rationale": "It is alpha.", "answer": "alpha"}
-        for i in range(4)
-    ]
-    path = tmp_path / "long.yaml"
-    path.write_text(yaml.safe_dump({"template": "Q: {input}\nA:", "exemplars": exemplars}))
-    return str(path)
 
 
 def paths(srv) -> set[str]:

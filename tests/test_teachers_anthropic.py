@@ -11,8 +11,7 @@ import anthropic
 import pytest
 from batch_helpers import bfast
 from fakes import FakeLLMServer
-from generate_helpers import FAKE_KEY, cqa_examples, fast, gen_rows
-from test_generate_providers import bill, long_prompt
+from generate_helpers import FAKE_KEY, bill, cqa_examples, fast, gen_rows, long_prompt
 
 from sbs_data import SbsError
 from sbs_data.generate import batches as B
