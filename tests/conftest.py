@@ -32,3 +32,26 @@ def server(monkeypatch: pytest.MonkeyPatch):
         monkeypatch.delenv("GOOGLE_API_KEY", raising=False)
         monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", srv.gemini_url)
         yield srv
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """A headless Debian Chromium driven by Playwright, shared by the session's browser tests."""
+    from browser_helpers import chromium_path
+
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:  # pragma: no cover - dev extra missing
+        pytest.skip("playwright is not installed (pip install -e '.[dev]')")
+    exe = chromium_path()
+    if exe is None:
+        pytest.skip(
+            "no Chromium found: `make browser` (as root) installs Debian's chromium, or set SBS_CHROMIUM"
+        )
+    with sync_playwright() as pw:
+        try:
+            b = pw.chromium.launch(executable_path=exe, args=["--no-sandbox", "--disable-gpu"])
+        except Exception as e:  # noqa: BLE001 - any launch failure means: no usable browser here
+            pytest.skip(f"Chromium at {exe} could not be launched: {e}")
+        yield b
+        b.close()
