@@ -5,14 +5,18 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+TORCH  ?= torch==2.13.0
+TORCH_INDEX ?=
 
 .PHONY: install demo test lint format clean browser
 
 $(STAMP): pyproject.toml trainer/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	# The CPU build of torch first (an unpinned torch would pull a multi-GB CUDA build).
-	$(BIN)/pip install -q torch==2.13.0
+	# torch first, pinned, so that the trainer's `torch>=2.6` installs nothing more. Where it comes from is
+	# up to TORCH_INDEX (README, "Two commands"): empty = pip's own index (PyPI: a CUDA build on Linux x86_64,
+	# a CPU/MPS build on macOS); https://download.pytorch.org/whl/cpu = the small CPU-only build.
+	$(BIN)/pip install -q $(TORCH) $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(BIN)/pip install -q -e '.[dev,hf,gemini]' -e './trainer[tensorboard,lora]'
 	touch $(STAMP)
 

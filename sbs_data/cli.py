@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import wraps
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 import duckdb
 import typer
@@ -30,6 +30,46 @@ from sbs_data.workspace import Workspace, corrupt_error, resolve_db_path, storag
 if TYPE_CHECKING:
     from sbs_data.export.options import ExportOptions as LibExportOptions
     from sbs_data.generate.options import PlanSpec, RequestSpec, RunOptions
+
+
+#: How `--help` names a value's type: click's words, not typer's `<str>`/`<bool>` tags.
+_TYPE_WORDS = {"str": "TEXT", "int": "INTEGER", "float": "FLOAT", "path": "PATH", "file": "FILE"}
+
+
+def _plain_help_types() -> None:
+    """typer (0.2x) prints a tag beside every option in `--help`: `<bool>` for a flag, `<str>`, `<list[str]>`,
+    and `{ref}` for a required argument in the usage line. Flags need none and the rest read better as
+    click's TEXT / INTEGER / PATH / a|b. The two display hooks are replaced; if typer renames them, help
+    keeps typer's own tags (tests/test_cli.py notices)."""
+    import typer.core as tc
+
+    param_cls = getattr(tc, "_TyperParameter", None)
+    arg_cls = getattr(tc, "TyperArgument", None)
+    if param_cls is None or arg_cls is None or not hasattr(param_cls, "display_type"):
+        return
+    typer_display = param_cls.display_type
+
+    def display_type(self: Any, ctx: Any) -> str | None:
+        if getattr(self, "is_flag", False) or getattr(self, "count", False):
+            return None
+        label = str(typer_display(self, ctx)).strip("<>")
+        repeat = label.startswith("list[")
+        if repeat:
+            label = label[len("list[") : -1]
+        label = _TYPE_WORDS.get(label, label)
+        return f"{label} (repeatable)" if repeat else label
+
+    def usage_name(self: Any) -> str:
+        name = (self.metavar or self.name or "").upper()
+        name = name if self.required else f"[{name}]"
+        return name + ("..." if self.nargs != 1 else "")
+
+    param_cls.display_type = display_type
+    if hasattr(arg_cls, "_usage_display_name"):
+        arg_cls._usage_display_name = usage_name
+
+
+_plain_help_types()
 
 app = typer.Typer(
     name="sbs-data",
@@ -99,6 +139,12 @@ def options(group: type, param: str) -> Callable[[Callable], Callable]:
     """
     hints = typing.get_type_hints(group, include_extras=True)
     fields = dataclasses.fields(group)
+    for f in fields:  # `--help` shows each field under the PANEL of the class that declares it
+        owner = next((c for c in group.__mro__ if f.name in vars(c).get("__annotations__", {})), group)
+        panel = vars(owner).get("PANEL")
+        for meta in getattr(hints[f.name], "__metadata__", ()):
+            if panel and isinstance(meta, typer.models.OptionInfo) and meta.rich_help_panel is None:
+                meta.rich_help_panel = panel
 
     def decorate(fn: Callable) -> Callable:
         sig = inspect.signature(fn, eval_str=True)  # typer reads a set __signature__ as it is
@@ -489,6 +535,7 @@ class TeacherOptions:
 
     Shared by `generate`, `cache explain` (through PlanOptions) and `rationalize`."""
 
+    PANEL: ClassVar[str] = "Teacher, prompt and sampling"
     teacher: Teacher
     base_url: BaseUrl = None
     prompt: Annotated[
@@ -584,6 +631,7 @@ class PlanOptions(TeacherOptions):
     Add an option here (a field annotated with its typer.Option) and both commands take it.
     """
 
+    PANEL: ClassVar[str] = "Which rows"
     split: Annotated[str | None, typer.Option("--split", "-s", help="Only this split.")] = None
     limit: Annotated[
         int | None, typer.Option("--limit", help="Only the first N examples (in split, row order).")
@@ -599,24 +647,38 @@ class PlanOptions(TeacherOptions):
         return PlanSpec(**vars(super().spec()), split=self.split, limit=self.limit, samples=self.samples)
 
 
+_RUN_PANEL = "Run: budget, mode, dry run"
+_CACHE_PANEL = "Provider prompt cache"
+
+
 @dataclass
 class CallOptions:
     """How a command calls its teacher (limits, retries, budget, dry run, offline, batch): `generate` and
     `rationalize` go through the same engine, so they take the same options."""
 
+    PANEL: ClassVar[str] = "Limits and retries"
     concurrency: Annotated[int, typer.Option("--concurrency", "-c", help="Requests in flight at most.")] = 64
     rpm: Annotated[float | None, typer.Option("--rpm", help="Requests per minute at most.")] = None
     tpm: Annotated[
         float | None, typer.Option("--tpm", help="Tokens per minute at most (estimated up front).")
     ] = None
     dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Render prompts, count requests, tokens and cost; call nothing.")
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Render prompts, count requests, tokens and cost; call nothing.",
+            rich_help_panel=_RUN_PANEL,
+        ),
     ] = False
     offline: Annotated[
-        bool, typer.Option("--offline", help="Never call the network; fail on a cache miss.")
+        bool,
+        typer.Option(
+            "--offline", help="Never call the network; fail on a cache miss.", rich_help_panel=_RUN_PANEL
+        ),
     ] = False
     max_usd: Annotated[
-        float | None, typer.Option("--max-usd", help="Stop cleanly once this much is spent.")
+        float | None,
+        typer.Option("--max-usd", help="Stop cleanly once this much is spent.", rich_help_panel=_RUN_PANEL),
     ] = None
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds per request.")] = 60.0
     max_attempts: Annotated[
@@ -641,6 +703,7 @@ class CallOptions:
         typer.Option(
             "--prompt-cache/--no-prompt-cache",
             help="Mark the shared few-shot prefix for Anthropic's prompt cache (OpenAI, Gemini cache by themselves).",
+            rich_help_panel=_CACHE_PANEL,
         ),
     ] = True
     cache_ttl: Annotated[
@@ -649,21 +712,32 @@ class CallOptions:
             "--cache-ttl",
             help="Lifetime of Anthropic's prompt-cache marks: 5m or 1h (writes cost 1.25x / 2x input; "
             "default 5m online, 1h with --mode batch). Not part of the request cache key.",
+            rich_help_panel=_CACHE_PANEL,
         ),
     ] = None
     progress: Annotated[
-        bool | None, typer.Option("--progress/--no-progress", help="Progress bar (default: on a terminal).")
+        bool | None,
+        typer.Option(
+            "--progress/--no-progress",
+            help="Progress bar (default: on a terminal).",
+            rich_help_panel=_RUN_PANEL,
+        ),
     ] = None
     mode: Annotated[
         str,
         typer.Option(
             "--mode",
             help="online, or batch (openai:/anthropic:/gemini: batch APIs at the batch price; see `batches`).",
+            rich_help_panel=_RUN_PANEL,
         ),
     ] = "online"
     max_rounds: Annotated[
         int,
-        typer.Option("--max-rounds", help="Batch mode: submissions per request (failed/expired re-sent)."),
+        typer.Option(
+            "--max-rounds",
+            help="Batch mode: submissions per request (failed/expired re-sent).",
+            rich_help_panel=_RUN_PANEL,
+        ),
     ] = 3
     service_tier: Annotated[
         str | None,
@@ -671,6 +745,7 @@ class CallOptions:
             "--service-tier",
             help="openai: auto, default, flex (cheaper, slower; busy answers are waited out) or priority; "
             "the tier each answer reports is stored and priced.",
+            rich_help_panel=_RUN_PANEL,
         ),
     ] = None
 
@@ -744,7 +819,10 @@ def generate(
     db: Db = None,
     fmt: Fmt = "table",
 ) -> None:
-    """Answer an examples version with a teacher LLM -> a new generation version (cached, resumable)."""
+    """Answer an examples version with a teacher LLM -> a new generation version (cached, resumable).
+
+    Example: sbs-data generate cqa --teacher openai:gpt-4o-mini --json --samples 2 --max-usd 5 --dry-run
+    """
     from sbs_data.generate.run import generate as do_generate
 
     with Workspace.open(db) as ws:

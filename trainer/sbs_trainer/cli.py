@@ -11,10 +11,23 @@ from .causal import PACKINGS
 from .data import HINTED, MODES, ExportError
 from .logs import REPORT_TO, TensorBoardMissing
 from .lora import LoraMissing
+from .metrics import sig4
 from .model import TINY_NAME, ModelError
 from .prompts import FORMATS, PromptError
 from .sweep import SweepConfig, SweepError, parse_list, sweep
 from .train import STRATEGIES, ConfigError, ResumeError, TrainConfig, run
+
+
+class _Help(argparse.HelpFormatter):
+    """`--help` shows every option's default (argparse's ArgumentDefaultsHelpFormatter skips options
+    without help text, and prints `None` and `False`, which say nothing)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        shown = action.default not in (None, False, argparse.SUPPRESS) and action.option_strings
+        if shown and "%(default)" not in text and not isinstance(action, argparse._StoreFalseAction):
+            text += (" " if text else "") + "(default: %(default)s)"
+        return text
 
 
 def build_parser(sweep: bool = False) -> argparse.ArgumentParser:
@@ -22,6 +35,7 @@ def build_parser(sweep: bool = False) -> argparse.ArgumentParser:
     if sweep:
         p = argparse.ArgumentParser(
             prog="sbs-train sweep",
+            formatter_class=_Help,
             allow_abbrev=False,  # `--mode` must not pass for `--modes`
             description="The paper's experiment: train every mode x fraction of the training data x seed as an "
             "ordinary run in OUT/runs/, on nested, stratified subsets shared by the modes; then write "
@@ -30,6 +44,7 @@ def build_parser(sweep: bool = False) -> argparse.ArgumentParser:
     else:
         p = argparse.ArgumentParser(
             prog="sbs-train",
+            formatter_class=_Help,
             description="Train a seq2seq or decoder-only student on an sbs-data export (Distilling "
             "Step-by-Step). Run under `torchrun --nproc-per-node N` for DDP or FSDP (--strategy fsdp). "
             "`sbs-train sweep --help`: the paper's experiment (modes x data fractions x seeds).",
@@ -70,16 +85,16 @@ def build_parser(sweep: bool = False) -> argparse.ArgumentParser:
         default=None,
         help="optimizer steps (default: --epochs worth); in a sweep, the same for every run",
     )
-    a("--epochs", type=float, default=1.0)
+    a("--epochs", type=float, default=1.0, help="passes over the train split (fractions allowed)")
     a("--batch-size", type=int, default=8, help="rows per micro-batch per process")
-    a("--eval-batch-size", type=int, default=None)
-    a("--grad-accum", type=int, default=1)
-    a("--lr", type=float, default=5e-5)
-    a("--weight-decay", type=float, default=0.0)
-    a("--warmup-steps", type=int, default=0)
-    a("--max-grad-norm", type=float, default=1.0)
-    a("--max-input-len", type=int, default=1024)
-    a("--max-target-len", type=int, default=256)
+    a("--eval-batch-size", type=int, default=None, help="rows per evaluation batch (default: --batch-size)")
+    a("--grad-accum", type=int, default=1, help="micro-batches per optimizer step")
+    a("--lr", type=float, default=5e-5, help="peak learning rate (AdamW, linear decay)")
+    a("--weight-decay", type=float, default=0.0, help="AdamW weight decay")
+    a("--warmup-steps", type=int, default=0, help="linear warm-up steps")
+    a("--max-grad-norm", type=float, default=1.0, help="gradient clipping norm (0: off)")
+    a("--max-input-len", type=int, default=1024, help="input tokens kept per example")
+    a("--max-target-len", type=int, default=256, help="target tokens kept (label or rationale)")
     a(
         "--max-new-tokens",
         type=int,
@@ -89,9 +104,9 @@ def build_parser(sweep: bool = False) -> argparse.ArgumentParser:
     a("--eval-every", type=int, default=0, help="validate every N steps (0: only at the end)")
     a("--max-eval-examples", type=int, default=None, help="cap on validation examples")
     a("--save-every", type=int, default=None, help="checkpoint every N steps (default: --eval-every)")
-    a("--log-every", type=int, default=10)
+    a("--log-every", type=int, default=10, help="print the losses every N steps")
     if not sweep:
-        a("--seed", type=int, default=42)
+        a("--seed", type=int, default=42, help="initialisation, data order and sampling seed")
         a("--resume", action="store_true", help="continue from OUT/checkpoint exactly where it stopped")
         a(
             "--train-ids",
@@ -148,7 +163,7 @@ def build_parser(sweep: bool = False) -> argparse.ArgumentParser:
     g = p.add_argument_group("LoRA (needs peft: pip install 'sbs-trainer[lora]')")
     g.add_argument("--lora-r", type=int, default=None, help="train rank-R LoRA adapters, not every weight")
     g.add_argument("--lora-alpha", type=float, default=None, help="adapter scale alpha/r (default alpha: 2R)")
-    g.add_argument("--lora-dropout", type=float, default=0.05)
+    g.add_argument("--lora-dropout", type=float, default=0.05, help="dropout on the adapters' input")
     g.add_argument(
         "--lora-targets",
         default="all-linear",
@@ -212,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
             "test": metrics["test"].get("accuracy"),
             **{k: metrics["train"][k] for k in ("steps", "examples_per_s", "final_loss")},
         }
-        print(json.dumps(summary, indent=2))
+        print(json.dumps(sig4(summary), indent=2))
     return 0
 
 

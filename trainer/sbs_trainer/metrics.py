@@ -13,6 +13,17 @@ _UNARY = {ast.UAdd: operator.pos, ast.USub: operator.neg}
 _MAX_LEN = 500
 
 
+def sig4(x: object) -> object:
+    """A metric as people read it: floats (nested in dicts and lists too) at 4 significant digits."""
+    if isinstance(x, float):
+        return float(f"{x:.4g}") if math.isfinite(x) else x
+    if isinstance(x, dict):
+        return {k: sig4(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [sig4(v) for v in x]
+    return x
+
+
 def safe_eval(text: str | None) -> float | None:
     """Value of an arithmetic expression like `( 10.0 * 45.0 )`, or None if it is anything else.
 

@@ -46,6 +46,7 @@ from .data import (
 )
 from .evaluation import Evaluator
 from .logs import CURVES_NAME, LOG_NAME, RunLog, check_report_to, draw_curves
+from .metrics import sig4
 from .model import Student, combine, load_student
 
 __all__ = ["STRATEGIES", "ConfigError", "ResumeError", "TrainConfig", "run"]
@@ -403,7 +404,7 @@ def _run(cfg: TrainConfig, rank: int, world: int, device: torch.device) -> dict 
         """Evaluate validation at the current step; keep the weights if it is the best so far."""
         m, records = evaluator.evaluate(data.validation, "validation")
         state.history.append({"step": state.step, **m})
-        env.log(f"step {state.step}: validation accuracy {m['accuracy']} (n={m['n']})")
+        env.log(f"step {state.step}: validation accuracy {sig4(m['accuracy'])} (n={m['n']})")
         if state.best is None or (m["accuracy"] or 0.0) > (state.best["accuracy"] or 0.0):
             state.best = {"step": state.step, **m, "records": records}
             ckpt.save_pretrained(out / "best")
@@ -454,7 +455,8 @@ def _run(cfg: TrainConfig, rank: int, world: int, device: torch.device) -> dict 
             run_log.write(rec)
         if cfg.log_every and state.step % cfg.log_every == 0:
             rate = state.examples / max(state.runtime_s, 1e-9)
-            env.log(f"step {state.step}/{max_steps} loss {state.last} lr {rec['lr']:.2e} {rate:.1f} ex/s")
+            losses = " ".join(f"{k} {sig4(v)}" for k, v in state.last.items())
+            env.log(f"step {state.step}/{max_steps} loss: {losses}; lr {rec['lr']:.2e}; {rate:.4g} ex/s")
         if cfg.stop_after and state.step >= cfg.stop_after and state.step < max_steps:
             ckpt.save(state)
             finish_log()

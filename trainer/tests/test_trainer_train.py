@@ -19,8 +19,16 @@ def _losses(out) -> list[dict]:
 
 def test_sbs_run_writes_metrics_and_predictions(export_dir, tiny_model_dir, tmp_path, capsys):
     out = tmp_path / "out"
-    assert main(train_args(export_dir, tiny_model_dir, out, "--max-steps", "4", "--eval-every", "2")) == 0
-    assert '"validation"' in capsys.readouterr().out
+    args = train_args(
+        export_dir, tiny_model_dir, out, "--max-steps", "4", "--eval-every", "2", "--log-every", "2"
+    )
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    summary = json.loads(printed[printed.index("{") :])
+    assert summary["steps"] == 4 and "validation" in summary
+    floats = [summary["examples_per_s"], *summary["final_loss"].values()]
+    assert all(float(f"{x:.4g}") == x for x in floats)  # printed at 4 significant digits
+    assert "loss: label " in printed  # the step log names each loss
     m = json.loads((out / "metrics.json").read_text())
     assert m["mode"] == "sbs" and m["alpha"] == 0.5 and m["task"] == "svamp" and m["world_size"] == 1
     t = m["train"]
