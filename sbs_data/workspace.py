@@ -944,13 +944,16 @@ class Workspace:
             "examples": examples,
         }
 
-    def tables(self) -> list[dict[str, Any]]:
+    def tables(self, internal: bool = True) -> list[dict[str, Any]]:
+        """Tables and views with row counts; `internal=False` leaves out the `sbs_*` ones the views read."""
         rows = self.con.execute(
             "SELECT table_name, table_type FROM information_schema.tables "
             "WHERE table_schema = 'main' ORDER BY table_type, table_name"
         ).fetchall()
         out = []
         for name, ttype in rows:
+            if not internal and name.startswith("sbs_"):
+                continue
             n = self.con.execute(f'SELECT count(*) FROM "{name}"').fetchall()[0][0]
             out.append({"name": name, "type": "view" if "VIEW" in ttype else "table", "rows": n})
         return out
