@@ -1113,7 +1113,13 @@ def filter_cmd(
         info(
             f"{rec.name} ({rec.hash}): kept {res.version.row_count} of {res.funnel[0]['in']} rows -> {res.version.ref}"
         )
-        rows = [{k: f[k] for k in ("step", "rule", "in", "dropped", "out")} for f in res.funnel]
+        from sbs_data.quality.report import dropped_cell
+
+        rows = [
+            {**{k: f[k] for k in ("step", "rule", "in", "out")}, "dropped": dropped_cell(f)}
+            for f in res.funnel
+        ]
+        rows = [{k: r[k] for k in ("step", "rule", "in", "dropped", "out")} for r in rows]
         if fmt == "json":
             typer.echo(
                 json.dumps(
