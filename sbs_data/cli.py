@@ -1184,6 +1184,12 @@ def report(
         emit(rz["recovered"], fmt, title=f"rationalization: rows of {rz['source']} asked again, recovered")
     if rz and rz["quality"]:
         emit(rz["quality"], fmt, title="hinted against unhinted rows (per split, all scored rows)")
+    lab = rep.get("labels")
+    if lab and lab.get("distribution"):
+        agree = (
+            "" if lab["agreement"] is None else f"; the teacher agrees with gold on {lab['agreement']:.1%}"
+        )
+        emit(lab["distribution"], fmt, title=f"labels: gold and teacher (all generated rows{agree})")
     emit(rep["teachers"], fmt, title="per teacher (all generated rows)")
 
 

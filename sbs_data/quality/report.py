@@ -594,7 +594,7 @@ figure{margin:0;border:1px solid #eee;padding:6px;border-radius:4px}figcaption{f
 svg{max-width:100%;height:auto}
 table.rows{table-layout:fixed;width:100%}table.rows td,table.rows th{text-align:left;vertical-align:top}
 table.rows td{white-space:pre-wrap;overflow-wrap:anywhere}
-table.rows td:nth-child(1){width:11em}table.rows td:nth-child(4),table.rows td:nth-child(5){width:9em}
+table.rows tr>:nth-child(1){width:12em}table.rows tr>:nth-child(4),table.rows tr>:nth-child(5){width:9em}
 table.cm td{min-width:2.5em}table.cm th.gold{text-align:left}
 details{margin:.8em 0}summary{cursor:pointer;font-weight:600}.na{color:#888}
 """
