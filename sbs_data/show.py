@@ -54,8 +54,7 @@ class Shown:
 
 
 def _cols(ws: Workspace, sql: str, params: list[Any]) -> list[str]:
-    cur = ws.con.execute(f"SELECT * FROM ({sql}) LIMIT 0", params)
-    return [d[0] for d in cur.description]
+    return ws.query(f"SELECT * FROM ({sql}) LIMIT 0", params)[0] or []
 
 
 def _score_signals(ws: Workspace) -> list[str]:
@@ -156,9 +155,9 @@ def show(
         cond = f" WHERE ({where})"
         stmt = f"SELECT * FROM ({sql}) r{cond}"
         try:
-            n = len(ws.con.extract_statements(stmt))
-        except duckdb.Error as e:
-            raise SbsError(f"--where {where!r}: {str(e).splitlines()[0]}") from e
+            n = ws.statement_count(stmt)
+        except SbsError as e:
+            raise SbsError(f"--where {where!r}: {e}") from e
         if n != 1:
             raise SbsError(f"--where {where!r}: one SQL condition, not several statements")
         ws.check_read_only(stmt)

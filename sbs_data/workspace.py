@@ -499,6 +499,13 @@ class Workspace:
                 "Pass --write to run it"
             )
 
+    def statement_count(self, sql: str) -> int:
+        """How many statements `sql` holds (parsed by DuckDB, not split on `;`); a parse error is an SbsError."""
+        try:
+            return len(self.con.extract_statements(sql))
+        except duckdb.Error as e:
+            raise SbsError(f"SQL error: {str(e).splitlines()[0]}") from e
+
     def sandbox(self) -> None:
         """Lock this connection for a user's read-only SQL: no extension installs or autoloads (no network),
         and the configuration can no longer change."""
