@@ -356,10 +356,67 @@ def sql(
 
 @app.command()
 @friendly
-def tables(db: Db = None, fmt: Fmt = "table") -> None:
-    """List tables and views with row counts."""
+def tables(
+    all_: Annotated[
+        bool, typer.Option("--all", help="Also list the sbs_* internals the views are built on.")
+    ] = False,
+    db: Db = None,
+    fmt: Fmt = "table",
+) -> None:
+    """List the views to query (examples, generations, scores, versions, ...) with row counts."""
     with Workspace.open(db, read_only=True) as ws:
-        emit(ws.tables(), fmt)
+        rows = ws.tables(internal=all_)
+        hidden = 0 if all_ else len(ws.tables()) - len(rows)
+    emit(rows, fmt)
+    if hidden:
+        info(f"({hidden} sbs_* internal tables and views not listed; --all lists them)")
+
+
+# ---------------------------------------------------------------------------------------------
+# Show: rows to look at
+
+
+@app.command()
+@friendly
+def show(
+    ref: Annotated[str, typer.Argument(help="Version to show: NAME or NAME@N.")],
+    limit: Annotated[int, typer.Option("--limit", "-n", help="Rows to show (0 = all).")] = 10,
+    where: Annotated[
+        str | None,
+        typer.Option(
+            "--where",
+            "-w",
+            help="SQL condition over the rows' columns, e.g. \"NOT keep AND split = 'train'\".",
+        ),
+    ] = None,
+    columns: Annotated[
+        list[str] | None,
+        typer.Option("--columns", "-c", help="Columns to show (repeat, or comma-separated; '*' = all)."),
+    ] = None,
+    db: Db = None,
+    fmt: Fmt = "table",
+) -> None:
+    """Print the rows of a version to read: one block per row, long text wrapped (--format table, the
+    default), or csv/json/jsonl. Selections show every row with keep, the dropping rule's name and the rule."""
+    from sbs_data.output import render_blocks
+    from sbs_data.show import show as do_show
+
+    _check_fmt(fmt)
+    if limit < 0:
+        raise SbsError("--limit must be 0 (all rows) or more")
+    with Workspace.open(db, read_only=True) as ws:
+        ws.sandbox()
+        shown = do_show(ws, ref, limit=limit or None, where=where, columns=columns)
+    if fmt != "table":
+        emit(shown.rows, fmt, columns=shown.columns)
+        return
+    titles = [
+        f"{shown.ref} · {r.get('example_id', '')}" + (f" #{r['sample_idx']}" if "sample_idx" in r else "")
+        for r in shown.rows
+    ]
+    typer.echo(render_blocks(shown.rows, shown.columns, titles=titles))
+    if shown.total > len(shown.rows):
+        info(f"{len(shown.rows)} of {shown.total} rows (--limit 0 shows all)")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1134,7 +1191,13 @@ def filter_cmd(
         info(
             f"{rec.name} ({rec.hash}): kept {res.version.row_count} of {res.funnel[0]['in']} rows -> {res.version.ref}"
         )
-        rows = [{k: f[k] for k in ("step", "rule", "in", "dropped", "out")} for f in res.funnel]
+        from sbs_data.quality.report import dropped_cell
+
+        rows = [
+            {**{k: f[k] for k in ("step", "rule", "in", "out")}, "dropped": dropped_cell(f)}
+            for f in res.funnel
+        ]
+        rows = [{k: r[k] for k in ("step", "rule", "in", "dropped", "out")} for r in rows]
         if fmt == "json":
             typer.echo(
                 json.dumps(
@@ -1199,6 +1262,12 @@ def report(
         emit(rz["recovered"], fmt, title=f"rationalization: rows of {rz['source']} asked again, recovered")
     if rz and rz["quality"]:
         emit(rz["quality"], fmt, title="hinted against unhinted rows (per split, all scored rows)")
+    lab = rep.get("labels")
+    if lab and lab.get("distribution"):
+        agree = (
+            "" if lab["agreement"] is None else f"; the teacher agrees with gold on {lab['agreement']:.1%}"
+        )
+        emit(lab["distribution"], fmt, title=f"labels: gold and teacher (all generated rows{agree})")
     emit(rep["teachers"], fmt, title="per teacher (all generated rows)")
 
 

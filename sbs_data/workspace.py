@@ -499,6 +499,13 @@ class Workspace:
                 "Pass --write to run it"
             )
 
+    def statement_count(self, sql: str) -> int:
+        """How many statements `sql` holds (parsed by DuckDB, not split on `;`); a parse error is an SbsError."""
+        try:
+            return len(self.con.extract_statements(sql))
+        except duckdb.Error as e:
+            raise SbsError(f"SQL error: {str(e).splitlines()[0]}") from e
+
     def sandbox(self) -> None:
         """Lock this connection for a user's read-only SQL: no extension installs or autoloads (no network),
         and the configuration can no longer change."""
@@ -944,13 +951,16 @@ class Workspace:
             "examples": examples,
         }
 
-    def tables(self) -> list[dict[str, Any]]:
+    def tables(self, internal: bool = True) -> list[dict[str, Any]]:
+        """Tables and views with row counts; `internal=False` leaves out the `sbs_*` ones the views read."""
         rows = self.con.execute(
             "SELECT table_name, table_type FROM information_schema.tables "
             "WHERE table_schema = 'main' ORDER BY table_type, table_name"
         ).fetchall()
         out = []
         for name, ttype in rows:
+            if not internal and name.startswith("sbs_"):
+                continue
             n = self.con.execute(f'SELECT count(*) FROM "{name}"').fetchall()[0][0]
             out.append({"name": name, "type": "view" if "VIEW" in ttype else "table", "rows": n})
         return out

@@ -34,9 +34,11 @@ def server(monkeypatch: pytest.MonkeyPatch):
         yield srv
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
-    """A headless Debian Chromium driven by Playwright, shared by the session's browser tests."""
+    """A headless Debian Chromium driven by Playwright, shared by a module's browser tests. Module-scoped:
+    while Playwright's sync API is running its event loop counts as running in this thread, so every later
+    `asyncio.run` (the generate engine) would fail in a session-wide fixture."""
     from browser_helpers import chromium_path
 
     try:

@@ -8,6 +8,7 @@ deterministic as the shards.
 
 from __future__ import annotations
 
+import html
 from typing import Any
 
 import pyarrow as pa
@@ -91,8 +92,8 @@ def _front_matter(
     )
     fm: dict[str, Any] = {"license": lic}
     if lic == "other":
+        # no license_link: the export holds no LICENSE file; the card's Licensing section says what applies
         fm["license_name"] = "mixed-see-card"
-        fm["license_link"] = "LICENSE"
     fm.update(
         {
             "language": ["en"],
@@ -133,6 +134,50 @@ def _table(rows: list[list[Any]], header: list[str]) -> str:
     return "\n".join(lines)
 
 
+#: Characters of each text shown in the card's example rows.
+EXAMPLE_CHARS = 300
+_MD_SPECIAL = {ord(c): "\\" + c for c in "\\`*_[]()#!~"}  # `|`: the table escapes it
+
+
+def md_text(x: Any, cap: int = EXAMPLE_CHARS) -> str:
+    """Untrusted text as one Markdown table cell: cut to `cap` characters, HTML-escaped, Markdown's
+    punctuation backslash-escaped (no links, images or emphasis from the data), newlines as spaces."""
+    if x is None:
+        return "∅"
+    s = str(x)
+    cut = len(s) > cap
+    s = " ".join(s[:cap].split())
+    s = html.escape(s, quote=False).translate(_MD_SPECIAL)
+    return s + (" …" if cut else "")
+
+
+def _examples(rows: list[dict[str, Any]], label_source: str) -> list[str]:
+    if not rows:
+        return []
+    out = [
+        "## Examples",
+        "",
+        f"The first {len(rows)} exported rows (texts cut to {EXAMPLE_CHARS} characters; the shards hold them whole):",
+        "",
+    ]
+    out.append(
+        _table(
+            [
+                [
+                    md_text(r["example_id"], 60),
+                    r["split"],
+                    md_text(r["input"]),
+                    md_text(r["rationale"]),
+                    md_text(r["label"], 80),
+                ]
+                for r in rows
+            ],  # fmt: skip
+            ["example_id", "split", "input", "rationale", f"label ({label_source})"],
+        )
+    )
+    return [*out, ""]
+
+
 def _rationalization(manifest: dict[str, Any]) -> list[str]:
     """What rationalization recovered (from the lineage) and how many exported rows are hinted."""
     hinted = {s: i.get("hinted", 0) for s, i in manifest["splits"].items()}
@@ -171,6 +216,7 @@ def build_card(
     quality_stats: dict[str, dict[str, Any]] | None = None,
     label_stats: dict[str, Any] | None = None,
     license: str | None = None,
+    examples: list[dict[str, Any]] | None = None,
 ) -> str:
     """Render the dataset card for an export described by `manifest`."""
     fm = _front_matter(manifest, schema, sizes, license)
@@ -262,6 +308,7 @@ def build_card(
             ["column", "meaning"],
         ),
         "",
+        *_examples(examples or [], manifest["label_source"]),
         "## Provenance",
         "",
         "The full lineage is in `manifest.json` (`lineage`), newest first:",
@@ -338,6 +385,8 @@ def build_card(
             )
         if bits:
             out += ["; ".join(bits).capitalize() + ".", ""]
+    empty = [n for n, st in (quality_stats or {}).items() if not st.get("present")]
+    quality_stats = {n: st for n, st in (quality_stats or {}).items() if st.get("present")}
     if quality_stats:
         qrows = []
         for name, st in quality_stats.items():
@@ -351,6 +400,8 @@ def build_card(
                 desc = ""
             qrows.append([f"`{name}`", st["present"], desc])
         out += [_table(qrows, ["signal", "rows scored", "summary"]), ""]
+        if empty:
+            out += [f"No value on any exported row: {', '.join(f'`{n}`' for n in empty)}.", ""]
     else:
         out += ["No quality signals (the version was not scored).", ""]
     out += ["## Licensing", ""]

@@ -587,8 +587,13 @@ def _quality_stats(ws: Workspace, schema: pa.Schema) -> dict[str, dict[str, Any]
     qtype = schema.field("quality").type
     if not pa.types.is_struct(qtype):
         return {}
+    from sbs_data.quality.signals import SIGNAL_BY_NAME
+
     out: dict[str, dict[str, Any]] = {}
     for f in qtype:
+        sig = SIGNAL_BY_NAME.get(f.name)
+        if sig is not None and sig.dtype == "key":
+            continue  # hashes and cluster ids group rows for dedup: their mean or commonest value means nothing
         col = "struct_extract(quality, '" + f.name.replace("'", "''") + "')"
         numeric = pa.types.is_integer(f.type) or pa.types.is_floating(f.type)
         present, mean, lo, hi, trues = ws.all(
@@ -610,6 +615,23 @@ def _quality_stats(ws: Workspace, schema: pa.Schema) -> dict[str, dict[str, Any]
             st["top"] = {str(v): int(n) for v, n in top}
         out[f.name] = st
     return out
+
+
+#: Rows shown in the dataset card (the first ones, train first), their texts cut in SQL.
+CARD_EXAMPLES = 3
+
+
+def _card_examples(ws: Workspace, label_source: str) -> list[dict[str, Any]]:
+    """The card's example rows; texts are cut here (longer than the card shows, so it can mark the cut)."""
+    label = "teacher_label" if label_source == "teacher" else "gold_label"
+    rows = ws.all(
+        f"""SELECT example_id, split, left(input, 400), left(rationale, 400), left({label}, 200) FROM {_ROWS}
+            ORDER BY CASE split WHEN 'train' THEN 0 WHEN 'validation' THEN 1 ELSE 2 END, example_id, sample_idx
+            LIMIT {CARD_EXAMPLES}"""
+    )
+    return [
+        {"example_id": e, "split": sp, "input": i, "rationale": r, "label": lab} for e, sp, i, r, lab in rows
+    ]
 
 
 def _label_stats(ws: Workspace, task: str | None) -> dict[str, Any]:
@@ -860,6 +882,7 @@ def _export_rows(
                 quality_stats=quality_stats,
                 label_stats=label_stats,
                 license=opts.license,
+                examples=_card_examples(ws, opts.label_source),
             )
             (tmp / "README.md").write_text(card, encoding="utf-8")
             _swap_in(tmp, out, sfx)

@@ -118,7 +118,8 @@ def _counts(ws: Workspace) -> dict[str, int]:
 def apply_recipe(ws: Workspace, v: Version, rec: Recipe) -> list[dict[str, Any]]:
     """Build temp table `_sf` (rid, example_id, sample_idx, split, keep, reason, signals...) and run the steps.
 
-    Returns the funnel: one entry per stage with rows in / dropped / out, overall and per split.
+    Returns the funnel: one entry per stage with rows in / dropped / out, overall and per split; a recipe
+    step's entry also has `applies`, the rows it could act on (0: the step applies to no row, n/a).
     """
     sigs = sorted(rec.signals() | {"majority_agree", "vote_share", "rationale_hash", "near_dup_cluster"})
     prior = ""
@@ -198,6 +199,7 @@ def apply_recipe(ws: Workspace, v: Version, rec: Recipe) -> list[dict[str, Any]]
 
     for st in rec.steps:
         name = sql_str(st.name)
+        applies = ws.one(f"SELECT count(*) FROM _sf WHERE keep AND in_scope AND {st.applies_sql()}")
         if st.kind == "threshold":
             ws.execute(
                 f"UPDATE _sf SET keep = false, reason = {name} WHERE keep AND in_scope AND NOT {_cond(st)}"
@@ -224,4 +226,5 @@ def apply_recipe(ws: Workspace, v: Version, rec: Recipe) -> list[dict[str, Any]]
                 """
             )
         current = stage(st.name, st.describe(), current)
+        funnel[-1]["applies"] = int(applies)
     return funnel

@@ -50,6 +50,18 @@ class Step:
     scope: str = "all"
     description: str = ""
 
+    def applies_sql(self) -> str:
+        """SQL boolean over a row's signals: the step can act on this row at all. A threshold needs its
+        signal (NULL = not applicable), `majority` and `best_per_example` an example with more samples than
+        they keep, a dedup step a key. A step that applies to no row shows n/a in funnels, not "dropped 0"."""
+        if self.kind == "threshold":
+            return f"{self.signal} IS NOT NULL"
+        if self.kind == "majority":
+            return "coalesce(n_samples, 0) > 1"
+        if self.kind == "best_per_example":
+            return f"coalesce(n_samples, 0) > {int(self.n)}"
+        return ("rationale_hash" if self.dedup_kind == "exact" else "near_dup_cluster") + " IS NOT NULL"
+
     def describe(self) -> str:
         """A one-line rule for funnels and reports."""
         if self.kind == "threshold":
@@ -85,7 +97,8 @@ class Recipe:
     splits: tuple[str, ...] = ("train",)  # ("all",) = every split
 
     def signals(self) -> set[str]:
-        out = set()
+        """The signals the steps read (thresholds, orderings, and what `Step.applies_sql` needs)."""
+        out = {"n_samples"} if any(s.kind in ("majority", "best_per_example") for s in self.steps) else set()
         for s in self.steps:
             if s.signal:
                 out.add(s.signal)
