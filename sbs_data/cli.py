@@ -343,13 +343,29 @@ def tasks_cmd(fmt: Fmt = "table") -> None:
 @app.command()
 @friendly
 def ingest(
-    source: Annotated[
-        str, typer.Argument(help="JSONL / CSV / parquet file, a datasets save_to_disk folder, or hf:NAME.")
-    ],
     task: Annotated[str, typer.Option("--task", "-t", help="Built-in task name or a task YAML file.")],
+    source: Annotated[
+        str | None,
+        typer.Argument(
+            help="JSONL / CSV / parquet file, a datasets save_to_disk folder, or hf:NAME "
+            "(none with --split NAME=FILE).",
+            show_default=False,
+        ),
+    ] = None,
     split: Annotated[
-        str, typer.Option("--split", "-s", help="Split these rows belong to (train, validation, test...).")
-    ],
+        list[str] | None,
+        typer.Option(
+            "--split",
+            "-s",
+            help="Split of FILE's rows (train, validation, test...), or NAME=FILE, repeatable: several files, "
+            "one version.",
+            show_default=False,
+        ),
+    ] = None,
+    split_field: Annotated[
+        str | None,
+        typer.Option("--split-field", help="Column of FILE naming each row's split.", show_default=False),
+    ] = None,
     name: Annotated[
         str | None, typer.Option("--name", "-n", help="Dataset name (default: the file stem).")
     ] = None,
@@ -362,24 +378,50 @@ def ingest(
     hf_split: Annotated[
         str | None, typer.Option("--hf-split", help="Split to read from a Hugging Face dataset.")
     ] = None,
+    no_labels: Annotated[
+        bool,
+        typer.Option(
+            "--no-labels", help="The data has no gold labels: store it without (else refused when no row has one)."
+        ),
+    ] = False,
     note_: Annotated[str | None, typer.Option("--note", help="Free note stored with the version.")] = None,
     db: Db = None,
     fmt: Fmt = "table",
 ) -> None:
-    """Load examples into a new version of a dataset (all-or-nothing)."""
+    """Load examples into a new version of a dataset (all-or-nothing): one FILE with --split or --split-field,
+    or several with --split NAME=FILE."""
     from sbs_data.ingest import ingest as do_ingest
 
+    pairs = [s for s in split or [] if "=" in s]
+    plain = [s for s in split or [] if "=" not in s]
+    if pairs and (plain or source is not None):
+        raise SbsError(
+            "give either FILE with --split NAME (or --split-field COLUMN), or only --split NAME=FILE pairs"
+        )
+    if len(plain) > 1:
+        raise SbsError(f"--split given {len(plain)} times for one FILE; use --split NAME=FILE for several files")
+    files: dict[str, str] = {}
+    for pair in pairs:
+        k, _, v = pair.partition("=")
+        if not k.strip() or not v.strip():
+            raise SbsError(f"--split {pair!r}: expected NAME=FILE")
+        if k.strip() in files:
+            raise SbsError(f"--split {k.strip()}: given twice; one file per split")
+        files[k.strip()] = v.strip()
     with Workspace.open(db) as ws:
         v = do_ingest(
             ws,
             source,
             task=task,
-            split=split,
+            split=plain[0] if plain else None,
             name=name,
             mapping=parse_pairs(map_, "--map"),
             id_field=id_field,
             hf_split=hf_split,
             note=note_,
+            split_field=split_field,
+            splits=files or None,
+            no_labels=no_labels,
         )
         emit([v.as_row()], fmt)
 

@@ -1,0 +1,104 @@
+"""A user's own task through the CLI (issue 24): never silently degraded at ingest, several splits in one
+version, a warning for a task without a prompt, `prompt init`, the prompt kept for `rationalize`, the summary's
+label-space and gold counts, calls counted, and "did you mean" for model names."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from custom_task_helpers import TOPICS, topic_rows, topic_task, write_rows
+from typer.testing import CliRunner
+
+from sbs_data.cli import app
+from sbs_data.workspace import Workspace
+
+runner = CliRunner()
+
+
+def cli(*args: str, ok: bool = True):
+    r = runner.invoke(app, [str(a) for a in args])
+    if ok:
+        assert r.exit_code == 0, r.output
+    return r
+
+
+@pytest.fixture
+def db(tmp_path):
+    path = tmp_path / "ws.duckdb"
+    cli("init", "--db", path)
+    return path
+
+
+def versions(db) -> list[str]:
+    return [r["ref"] for r in json.loads(cli("versions", "--db", db, "-f", "json").stdout)]
+
+
+# -- 1. ingest ----------------------------------------------------------------------------------------
+def test_a_task_whose_label_field_no_row_has_is_refused_with_the_columns_and_the_fix(db, tmp_path):
+    task = topic_task(tmp_path)
+    src = write_rows(tmp_path / "news.jsonl", topic_rows(300))
+    r = cli("ingest", src, "--task", task, "--split", "train", "--db", db, ok=False)
+    assert r.exit_code == 1
+    msg = " ".join(r.output.split())
+    assert "no row has the label field 'label' of task 'topics'" in msg
+    assert "columns present: headline, topic, site" in msg
+    assert "label_field: topic" in msg and "--map topic=label" in msg and "--no-labels" in msg
+    assert versions(db) == []  # nothing stored
+    # the fixes work: --map, label_field in the YAML, or --no-labels when there really are none
+    cli("ingest", src, "--task", task, "--split", "train", "--map", "topic=label", "--db", db)
+    with Workspace.open(db) as ws:
+        labels = ws.all("SELECT label, count(*) FROM examples GROUP BY 1 ORDER BY 1")
+        assert labels == [(t, 100) for t in sorted(TOPICS)]
+    cli("ingest", src, "--task", topic_task(tmp_path, "topic"), "--split", "train", "-n", "b", "--db", db)
+    cli("ingest", src, "--task", task, "--split", "train", "-n", "c", "--no-labels", "--db", db)
+    with Workspace.open(db) as ws:
+        assert ws.one("SELECT count(*) FROM examples_at('b') WHERE label IS NOT NULL") == 300
+        assert ws.one("SELECT count(*) FROM examples_at('c') WHERE label IS NULL") == 300
+
+
+def test_columns_the_task_does_not_read_are_kept_in_fields(db, tmp_path):
+    src = write_rows(tmp_path / "news.jsonl", topic_rows(4))
+    cli("ingest", src, "--task", topic_task(tmp_path, "topic"), "--split", "train", "--db", db)
+    with Workspace.open(db) as ws:
+        fields = [json.loads(f) for (f,) in ws.all("SELECT fields FROM examples ORDER BY row_idx")]
+    assert fields[1] == {"headline": "Headline number 1 of the day", "site": "s1"}
+
+
+def test_partly_unlabelled_rows_are_stored_with_a_warning(db, tmp_path):
+    rows = topic_rows(5)
+    rows[2].pop("topic")
+    src = write_rows(tmp_path / "news.jsonl", rows)
+    r = cli("ingest", src, "--task", topic_task(tmp_path, "topic"), "--split", "train", "--db", db)
+    assert "1 of 5 rows have no label" in r.output
+
+
+def test_several_splits_in_one_command_make_one_version(db, tmp_path):
+    task = topic_task(tmp_path, "topic")
+    a = write_rows(tmp_path / "a.jsonl", topic_rows(6))
+    b = write_rows(tmp_path / "b.jsonl", topic_rows(3, start=6))
+    cli("ingest", "--split", f"train={a}", "--split", f"test={b}", "--task", task, "-n", "news", "--db", db)
+    assert versions(db) == ["news@1"]
+    with Workspace.open(db) as ws:
+        assert ws.get("news").stats["rows_by_split"] == {"test": 3, "train": 6}
+    # a split column: one version too; "valid" is the validation split
+    mixed = [dict(r, part="train" if i < 4 else "valid") for i, r in enumerate(topic_rows(6, start=20))]
+    c = write_rows(tmp_path / "c.jsonl", mixed)
+    cli("ingest", c, "--split-field", "part", "--task", task, "-n", "mixed", "--db", db)
+    with Workspace.open(db) as ws:
+        assert ws.get("mixed").stats["rows_by_split"] == {"train": 4, "validation": 2}
+        assert "part" not in ws.one("SELECT fields FROM examples_at('mixed') LIMIT 1")
+    # errors name the file, line and field; nothing is stored
+    mixed[3].pop("part")
+    write_rows(c, mixed)
+    r = cli("ingest", c, "--split-field", "part", "--task", task, "-n", "mixed", "--db", db, ok=False)
+    assert f"{c}:4: field 'part': missing split name" in r.output
+    leak = write_rows(tmp_path / "leak.jsonl", topic_rows(2, start=5))  # row 5 is in a.jsonl too
+    r = cli("ingest", "--split", f"train={a}", "--split", f"test={leak}", "--task", task, "-n", "x", "--db", db,
+            ok=False)  # fmt: skip
+    assert f"{leak}:1: duplicate example id" in r.output and f"also in split 'train' at {a}:6" in r.output
+    r = cli("ingest", a, "--split", "train", "--split", "test", "--task", task, "--db", db, ok=False)
+    assert "--split NAME=FILE" in r.output
+    r = cli("ingest", a, "--task", task, "--db", db, ok=False)
+    assert "--split NAME, or --split-field COLUMN" in r.output
+    assert sorted(versions(db)) == ["mixed@1", "news@1"]
