@@ -102,3 +102,39 @@ def test_several_splits_in_one_command_make_one_version(db, tmp_path):
     r = cli("ingest", a, "--task", task, "--db", db, ok=False)
     assert "--split NAME, or --split-field COLUMN" in r.output
     assert sorted(versions(db)) == ["mixed@1", "news@1"]
+
+
+# -- 7. counting and names ------------------------------------------------------------------------------
+def shared_prompt_rows(n: int, shared: int) -> list[dict]:
+    """`n` rows with ids, of which the last `shared` repeat an earlier row's headline (same prompt)."""
+    rows = [dict(r, id=f"r{i}") for i, r in enumerate(topic_rows(n - shared))]
+    rows += [dict(rows[i], id=f"dup{i}") for i in range(shared)]
+    return rows
+
+
+def test_the_plan_line_and_the_progress_bar_count_calls(db, tmp_path, server):
+    src = write_rows(tmp_path / "news.jsonl", shared_prompt_rows(30, 7))
+    cli("ingest", src, "--task", topic_task(tmp_path, "topic"), "--split", "train", "-n", "news", "--db", db)
+    r = cli("generate", "news", "--teacher", "openai:gpt-4o-mini", "--dry-run", "--db", db)
+    assert "30 rows, 23 calls: 7 rows share a prompt with another row, one call each" in r.output
+    r = cli("generate", "news", "--teacher", "openai:gpt-4o-mini", "--progress", "--db", db, "-f", "json")
+    assert "23/23" in r.output and "/30" not in r.output  # the bar ends at the calls made
+    assert json.loads(r.stdout)[0]["shared_prompt"] == 7 and server.count == 23
+
+
+def test_an_unknown_model_name_gets_did_you_mean_from_the_table(db, tmp_path, server):
+    src = write_rows(tmp_path / "news.jsonl", topic_rows(3))
+    cli("ingest", src, "--task", topic_task(tmp_path, "topic"), "--split", "train", "-n", "news", "--db", db)
+    r = cli("generate", "news", "--teacher", "openai:gpt4o-mini", "--dry-run", "--db", db)
+    assert "openai:gpt4o-mini is not in the price table (did you mean openai:gpt-4o-mini?)" in r.output
+    r = cli("generate", "news", "--teacher", "openai:gpt4o-mini", "--max-usd", "1", "--db", db, ok=False)
+    assert "--max-usd needs a price for openai:gpt4o-mini (did you mean openai:gpt-4o-mini?)" in r.output
+    # a typo that a shorter listed name prefixes is priced as that name, and says so
+    r = cli("generate", "news", "--teacher", "openai:gpt-4o-mni", "--dry-run", "--db", db)
+    assert "priced as gpt-4o" in r.output and "did you mean openai:gpt-4o-mini?" in r.output
+    r = cli("generate", "news", "--teacher", "openai:gpt-4o-mini-2024-07-18", "--dry-run", "--db", db)
+    assert "did you mean" not in r.output and "price table" not in r.output
+    # OpenAI-compatible servers serve models the table does not list: no guess, and no error
+    r = cli("generate", "news", "--teacher", "openai-compat:my-local-model", "--base-url", server.openai_url,
+            "--dry-run", "--db", db)  # fmt: skip
+    assert "did you mean" not in r.output
