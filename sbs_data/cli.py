@@ -753,6 +753,16 @@ class CallOptions:
 EXIT_STOPPED = 3
 
 
+def _split_line(n: dict[str, int]) -> str:
+    """"20 rows: 18 ok, 17 in the label space, 12 agree with gold" (the gold part when there is gold)."""
+    line = f"{n['rows']} rows: {n['ok']} ok, {n['in_label_space']} in the label space"
+    if n["gold"]:
+        line += f", {n['agree_gold']} agree with gold"
+        if n["gold"] < n["rows"]:
+            line += f" (of {n['gold']} with gold)"
+    return line
+
+
 def _show_run(res: Any, fmt: str) -> None:
     """A generate-style result: the first request of a dry run, a stop note, then the summary; a run that
     stopped early exits with EXIT_STOPPED once the summary is out."""
@@ -765,7 +775,13 @@ def _show_run(res: Any, fmt: str) -> None:
     if res.summary.get("stopped"):
         info(f"Stopped: {res.summary['stopped']}; what arrived is committed, rerun to resume.")
     if fmt == "table":  # one wide row reads badly in a terminal: show it as field / value
-        emit([{"field": k, "value": "" if v is None else v} for k, v in res.summary.items()], fmt)
+        rows = []
+        for k, v in res.summary.items():
+            if k == "by_split":  # one line per split: what the answers are worth
+                rows += [{"field": f"split {sp}", "value": _split_line(n)} for sp, n in v.items()]
+            else:
+                rows.append({"field": k, "value": "" if v is None else v})
+        emit(rows, fmt)
     else:
         emit([res.summary], fmt)
     if res.summary.get("stopped"):

@@ -138,3 +138,24 @@ def test_an_unknown_model_name_gets_did_you_mean_from_the_table(db, tmp_path, se
     r = cli("generate", "news", "--teacher", "openai-compat:my-local-model", "--base-url", server.openai_url,
             "--dry-run", "--db", db)  # fmt: skip
     assert "did you mean" not in r.output
+
+
+# -- 3. the summary tells the truth about usefulness -----------------------------------------------------
+def test_the_summary_counts_labels_in_the_label_space_and_agreeing_with_gold_per_split(db, tmp_path, server):
+    task = topic_task(tmp_path, "topic")
+    a = write_rows(tmp_path / "a.jsonl", topic_rows(6))
+    b = write_rows(tmp_path / "b.jsonl", topic_rows(3, start=6))
+    cli("ingest", "--split", f"train={a}", "--split", f"test={b}", "--task", task, "-n", "news", "--db", db)
+    # rows 0-2 get "sports" (right for row 0 only); the rest the stand-in's "(40 + 2)", in no label space
+    server.set_faults({"answers": {f"Headline number {i} of": "Sport. So the answer is sports." for i in range(3)}})
+    r = cli("generate", "news", "--teacher", "openai:gpt-4o-mini", "--db", db, "-f", "json")
+    s = json.loads(r.stdout)[0]
+    assert (s["ok"], s["in_label_space"], s["agree_gold"]) == (9, 3, 1)
+    assert s["by_split"] == {
+        "test": {"rows": 3, "ok": 3, "in_label_space": 0, "gold": 3, "agree_gold": 0},
+        "train": {"rows": 6, "ok": 6, "in_label_space": 3, "gold": 6, "agree_gold": 1},
+    }
+    assert "6 of 9 answers are outside the label space of task 'topics'" in r.output
+    assert "the usual sign of a wrong prompt" in r.output
+    table = cli("generate", "news", "--teacher", "openai:gpt-4o-mini", "--db", db).stdout
+    assert "6 rows: 6 ok, 3 in the label space, 1 agree with gold" in " ".join(table.split())

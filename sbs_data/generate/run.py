@@ -19,7 +19,7 @@ from typing import Any
 from sbs_data import SbsError, log
 from sbs_data.generate import cache as cache_mod
 from sbs_data.generate.answer import repaired_warning
-from sbs_data.generate.build import GenerateResult, build_version
+from sbs_data.generate.build import GenerateResult, build_version, usefulness
 from sbs_data.generate.cache import CacheWriter
 from sbs_data.generate.engine import Counters, Engine, Settings, execute, worst_cost
 from sbs_data.generate.options import MODES, PlanSpec, RequestSpec, RunOptions
@@ -339,6 +339,7 @@ def run_plan(
         version=v.ref,
         rows=v.row_count,
         **by_status,
+        **usefulness(ws, v, p.task),
         called=c.called,
         retries=c.retries,
         rate_limited=c.rate_limited,
