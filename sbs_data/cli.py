@@ -381,7 +381,8 @@ def ingest(
     no_labels: Annotated[
         bool,
         typer.Option(
-            "--no-labels", help="The data has no gold labels: store it without (else refused when no row has one)."
+            "--no-labels",
+            help="The data has no gold labels: store it without (else refused when no row has one).",
         ),
     ] = False,
     note_: Annotated[str | None, typer.Option("--note", help="Free note stored with the version.")] = None,
@@ -399,7 +400,9 @@ def ingest(
             "give either FILE with --split NAME (or --split-field COLUMN), or only --split NAME=FILE pairs"
         )
     if len(plain) > 1:
-        raise SbsError(f"--split given {len(plain)} times for one FILE; use --split NAME=FILE for several files")
+        raise SbsError(
+            f"--split given {len(plain)} times for one FILE; use --split NAME=FILE for several files"
+        )
     files: dict[str, str] = {}
     for pair in pairs:
         k, _, v = pair.partition("=")
@@ -754,7 +757,7 @@ EXIT_STOPPED = 3
 
 
 def _split_line(n: dict[str, int]) -> str:
-    """"20 rows: 18 ok, 17 in the label space, 12 agree with gold" (the gold part when there is gold)."""
+    """ "20 rows: 18 ok, 17 in the label space, 12 agree with gold" (the gold part when there is gold)."""
     line = f"{n['rows']} rows: {n['ok']} ok, {n['in_label_space']} in the label space"
     if n["gold"]:
         line += f", {n['agree_gold']} agree with gold"

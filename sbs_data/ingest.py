@@ -406,7 +406,9 @@ class _Checked:
             "--no-labels. Nothing was stored."
         )
 
-    def duplicate_error(self, dups: list[tuple[str, list[str], list[int]]], parent: Version | None) -> SbsError:
+    def duplicate_error(
+        self, dups: list[tuple[str, list[str], list[int]]], parent: Version | None
+    ) -> SbsError:
         """The error for ids seen twice: (id, splits, row_idx) per id, new rows first (in split, row order),
         then the parent's kept splits."""
         lines = []
@@ -417,7 +419,9 @@ class _Checked:
                 (s1, i1), (s2, i2) = new[0], new[1]
                 first = self.where(s1, i1)
                 if s1 == s2:
-                    lines.append(f"{self.where(s2, i2)}: duplicate example id {ex_id!r} (first seen at {first})")
+                    lines.append(
+                        f"{self.where(s2, i2)}: duplicate example id {ex_id!r} (first seen at {first})"
+                    )
                 else:
                     lines.append(
                         f"{self.where(s2, i2)}: duplicate example id {ex_id!r}: also in split {s1!r} at {first} "
@@ -493,7 +497,9 @@ def ingest(
     t = get_task(task)
     if splits:
         if source is not None or split is not None or split_field is not None:
-            raise SbsError("give the files as --split NAME=FILE pairs, or one FILE with --split or --split-field")
+            raise SbsError(
+                "give the files as --split NAME=FILE pairs, or one FILE with --split or --split-field"
+            )
         named: dict[str, str] = {}
         for s, f in splits.items():
             s = check_split_name(canonical_split(s), f"--split {s}={f}")
@@ -508,7 +514,9 @@ def ingest(
         what = ", ".join(named.values())
     else:
         if source is None:
-            raise SbsError("nothing to ingest: give a FILE (with --split or --split-field), or --split NAME=FILE")
+            raise SbsError(
+                "nothing to ingest: give a FILE (with --split or --split-field), or --split NAME=FILE"
+            )
         if (split is None) == (split_field is None):
             raise SbsError(
                 f"{source}: say which split its rows belong to: --split NAME, or --split-field COLUMN "

@@ -147,7 +147,9 @@ def test_the_summary_counts_labels_in_the_label_space_and_agreeing_with_gold_per
     b = write_rows(tmp_path / "b.jsonl", topic_rows(3, start=6))
     cli("ingest", "--split", f"train={a}", "--split", f"test={b}", "--task", task, "-n", "news", "--db", db)
     # rows 0-2 get "sports" (right for row 0 only); the rest the stand-in's "(40 + 2)", in no label space
-    server.set_faults({"answers": {f"Headline number {i} of": "Sport. So the answer is sports." for i in range(3)}})
+    server.set_faults(
+        {"answers": {f"Headline number {i} of": "Sport. So the answer is sports." for i in range(3)}}
+    )
     r = cli("generate", "news", "--teacher", "openai:gpt-4o-mini", "--db", db, "-f", "json")
     s = json.loads(r.stdout)[0]
     assert (s["ok"], s["in_label_space"], s["agree_gold"]) == (9, 3, 1)

@@ -341,7 +341,9 @@ def label_summary(ws: Workspace, v: Version, task: Any) -> tuple[dict[str, dict[
     memo: dict[tuple, tuple[bool, bool]] = {}
     for batch in ws.batches(q, [*gp, v.examples_id], CHUNK):
         for split, ok, pred, gold, choices, n in zip(*batch.to_pydict().values()):
-            s = out.setdefault(split, dict.fromkeys(("rows", "ok", "in_label_space", "gold", "agree_gold"), 0))
+            s = out.setdefault(
+                split, dict.fromkeys(("rows", "ok", "in_label_space", "gold", "agree_gold"), 0)
+            )
             s["rows"] += n
             s["gold"] += n if gold is not None else 0
             if not ok:
@@ -352,7 +354,10 @@ def label_summary(ws: Workspace, v: Version, task: Any) -> tuple[dict[str, dict[
                 if len(memo) >= _MEMO_MAX:
                     memo.clear()
                 ch = list(choices) if choices is not None else None
-                memo[key] = (task.in_label_space(pred, ch), gold is not None and task.same_label(pred, gold, ch))
+                memo[key] = (
+                    task.in_label_space(pred, ch),
+                    gold is not None and task.same_label(pred, gold, ch),
+                )
             inside, agree = memo[key]
             s["in_label_space"] += n if inside else 0
             s["agree_gold"] += n if agree else 0

@@ -25,6 +25,7 @@ from sbs_data.generate.engine import Counters, Engine, Settings, execute, worst_
 from sbs_data.generate.options import MODES, PlanSpec, RequestSpec, RunOptions
 from sbs_data.generate.plan import Item, Plan, default_name, plan, sanitize_name
 from sbs_data.generate.progress import Progress
+from sbs_data.generate.prompts import generic_warning, is_generic
 from sbs_data.teachers.base import Request, Teacher
 from sbs_data.teachers.models import estimate_tokens
 from sbs_data.teachers.registry import check_cache_ttl, parse_spec, supports_batch
@@ -195,6 +196,8 @@ def generate(
     started = time.perf_counter()
     teacher, _ = resolve_teacher(ws, spec, run)
     p = spec_plan(ws, ref, teacher, spec)
+    if is_generic(p.prompt):
+        log.warning(generic_warning(p.task))
     out_name = check_name(name or default_name(p.examples, teacher))
     ws.check_target(out_name, "generations", p.task.name, source=p.source)
     if spec.samples > 1 and not p.params.get("temperature") and not teacher.facts.reasoning:
@@ -367,16 +370,14 @@ def run_plan(
 
 
 def plan_line(p: Plan, n_missing: int, n_keys: int) -> str:
-    """"300 rows, 232 calls: 68 rows share a prompt with another row, one call each" (and what is cached)."""
+    """ "300 rows, 232 calls: 68 rows share a prompt with another row, one call each" (and what is cached)."""
     what = "rows" if p.samples == 1 else "requests"
     cached = p.total - n_missing
     line = f"{p.total:,} {what}, {n_keys:,} call{'s' if n_keys != 1 else ''}"
     if cached:
         line += f" ({cached:,} answered from the cache)"
     if n_missing > n_keys:
-        line += (
-            f": {n_missing - n_keys:,} {what} share a prompt with another {what[:-1]}, one call each"
-        )
+        line += f": {n_missing - n_keys:,} {what} share a prompt with another {what[:-1]}, one call each"
     return line
 
 

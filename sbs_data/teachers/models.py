@@ -167,9 +167,8 @@ class ModelFacts:
             "add it to recipes/prices.yaml or your --prices file"
         )
 
-
     def did_you_mean(self) -> str:
-        """" (did you mean openai:gpt-4o-mini?)" for a model the table lacks but has a close name to; else ""."""
+        """ " (did you mean openai:gpt-4o-mini?)" for a model the table lacks but has a close name to; else ""."""
         return f" (did you mean {self.provider}:{self.suggestion}?)" if self.suggestion else ""
 
 
