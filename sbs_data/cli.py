@@ -862,6 +862,77 @@ def rationalize(
     _show_run(res, fmt)
 
 
+# ---------------------------------------------------------------------------------------------
+# Prompts: `prompt init` writes a few-shot prompt file for a task from its labelled rows
+
+prompt_app = typer.Typer(help="Few-shot prompts for your own tasks.", no_args_is_help=True)
+app.add_typer(prompt_app, name="prompt")
+
+
+@prompt_app.command("init")
+@friendly
+def prompt_init_cmd(
+    task: Annotated[str, typer.Argument(help="Built-in task name or a task YAML file.")],
+    source: Annotated[
+        str,
+        typer.Option("--from", help="Examples version to take labelled exemplars from: NAME or NAME@N."),
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The prompt file to write (.yaml).")],
+    shots: Annotated[int, typer.Option("--shots", "-k", help="Exemplars, picked across the labels.")] = 6,
+    seed: Annotated[
+        int, typer.Option("--seed", help="Which rows are picked (the same seed, the same file).")
+    ] = 0,
+    split: Annotated[str, typer.Option("--split", "-s", help="Split to take exemplars from.")] = "train",
+    teacher: Annotated[
+        str | None,
+        typer.Option(
+            "--teacher",
+            "-T",
+            help="Have this teacher write each exemplar's rationale, given the gold answer (cached and costed "
+            "like generate's calls); without it the rationales are TODO placeholders.",
+            show_default=False,
+        ),
+    ] = None,
+    base_url: BaseUrl = None,
+    json_mode: Annotated[
+        bool, typer.Option("--json", help="Ask the teacher for {rationale, label} JSON.")
+    ] = False,
+    max_tokens: Annotated[int | None, typer.Option("--max-tokens", help="Completion token limit.")] = None,
+    max_usd: Annotated[float | None, typer.Option("--max-usd", help="Stop once this much is spent.")] = None,
+    offline: Annotated[
+        bool, typer.Option("--offline", help="Never call the network; fail on a cache miss.")
+    ] = False,
+    prices: Annotated[
+        Path | None, typer.Option("--prices", help="Model table instead of recipes/prices.yaml.")
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite --out if it exists.")] = False,
+    db: Db = None,
+    fmt: Fmt = "table",
+) -> None:
+    """Write a few-shot prompt file for TASK from labelled rows of an examples version; use it with
+    `generate --prompt FILE`."""
+    from sbs_data.generate.options import RequestSpec, RunOptions
+    from sbs_data.generate.prompt_init import prompt_init
+    from sbs_data.generate.run import Settings
+
+    spec = run = None
+    if teacher is not None:
+        params = {"max_tokens": max_tokens}
+        spec = RequestSpec(teacher, json_mode=json_mode, params=params, base_urls=tuple(base_url or ()),
+                           prices_path=prices)  # fmt: skip
+        run = RunOptions(settings=Settings(), max_usd=max_usd, offline=offline,
+                         command=" ".join(["prompt", *sys.argv[2:]]) if len(sys.argv) > 2 else "prompt init")  # fmt: skip
+    with Workspace.open(db) as ws:
+        res = prompt_init(
+            ws, task, source, out, shots=shots, seed=seed, split=split, force=force, teacher=spec, run=run
+        )
+    info(f"wrote {res.path}: {len(res.picked)} exemplars, {res.written} rationale(s) written by a teacher")
+    if fmt == "table":
+        emit([{"field": k, "value": "" if v is None else v} for k, v in res.summary.items()], fmt)
+    else:
+        emit([res.summary], fmt)
+
+
 cache_app = typer.Typer(help="The request cache: stats, and why a request missed.", no_args_is_help=True)
 app.add_typer(cache_app, name="cache")
 

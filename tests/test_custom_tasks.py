@@ -161,3 +161,139 @@ def test_the_summary_counts_labels_in_the_label_space_and_agreeing_with_gold_per
     assert "the usual sign of a wrong prompt" in r.output
     table = cli("generate", "news", "--teacher", "openai:gpt-4o-mini", "--db", db).stdout
     assert "6 rows: 6 ok, 3 in the label space, 1 agree with gold" in " ".join(table.split())
+
+
+# -- 2. prompts for custom tasks ------------------------------------------------------------------------
+def news_db(db, tmp_path, n: int = 30):
+    """`news@1`: n labelled train rows of the topics task (label field `topic`)."""
+    task = topic_task(tmp_path, "topic")
+    cli(
+        "ingest",
+        write_rows(tmp_path / "news.jsonl", topic_rows(n)),
+        "--task",
+        task,
+        "-s",
+        "train",
+        "--db",
+        db,
+    )
+    return task
+
+
+def test_shipped_prompts_validate_and_a_typo_is_named_with_file_and_field(tmp_path):
+    from sbs_data import SbsError
+    from sbs_data.configfile import load_yaml
+    from sbs_data.generate.prompts import PROMPTS_DIR, read_prompt
+    from sbs_data.schemas import validate
+
+    shipped = sorted(PROMPTS_DIR.glob("*.yaml"))
+    assert len(shipped) == 4
+    for f in shipped:
+        validate(load_yaml(f, what="prompt file"), "prompt", where=str(f))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("template: '{input}'\nexemplar:\n  - input: x\n")  # `exemplar`: silently zero-shot before
+    with pytest.raises(SbsError, match=r"bad.yaml: \(top level\): Additional properties .*'exemplar'"):
+        read_prompt(bad)
+    bad.write_text("template: '{input}'\nexemplars:\n  - input: x\n    answer: y\n")
+    with pytest.raises(SbsError, match=r"bad.yaml: exemplars.0: 'rationale' is a required property"):
+        read_prompt(bad)
+
+
+def test_a_custom_task_without_a_prompt_is_warned_about_at_generate_and_dry_run(db, tmp_path, server):
+    news_db(db, tmp_path, 3)
+    for more in (["--dry-run"], []):
+        r = cli("generate", "news", "--teacher", "openai:gpt-4o-mini", "--db", db, *more)
+        out = " ".join(r.output.split())
+        assert "no few-shot prompt for task 'topics': using a zero-shot generic prompt" in out
+        assert "sbs-data prompt init" in out and "--prompt" in out
+    own = tmp_path / "own.txt"
+    own.write_text("Which topic?\n{input}\nA:")
+    r = cli("generate", "news", "--teacher", "openai:gpt-4o-mini", "--prompt", own, "--dry-run", "--db", db)
+    assert "no few-shot prompt" not in r.output and "Which topic?" in r.output
+
+
+def test_prompt_init_writes_balanced_exemplars_with_placeholders_that_generate_refuses(db, tmp_path):
+    task = news_db(db, tmp_path)
+    out = tmp_path / "topics.prompt.yaml"
+    r = cli("prompt", "init", task, "--from", "news", "--shots", "6", "--out", out, "--db", db, "-f", "json")
+    s = json.loads(r.stdout)[0]
+    assert (s["shots"], s["labels"], s["placeholders"]) == (6, 3, 6) and "placeholders" in r.output
+    from sbs_data.generate.prompts import read_prompt
+
+    p = read_prompt(out)
+    assert sorted(ex["answer"] for ex in p.exemplars) == sorted(TOPICS * 2)  # two of each label
+    assert all(ex["input"].startswith("Headline: Headline number") for ex in p.exemplars)
+    assert p.placeholders == list(range(6))
+    first = out.read_text()
+    r = cli("prompt", "init", task, "--from", "news", "--out", out, "--db", db, ok=False)
+    assert "exists; pass --force" in r.output
+    cli("prompt", "init", task, "--from", "news@1", "--shots", "6", "--out", out, "--force", "--db", db)
+    assert out.read_text() == first  # deterministic
+    cli(
+        "prompt",
+        "init",
+        task,
+        "--from",
+        "news",
+        "--shots",
+        "6",
+        "--seed",
+        "7",
+        "--out",
+        out,
+        "--force",
+        "--db",
+        db,
+    )
+    assert out.read_text() != first
+    r = cli("generate", "news", "--teacher", "openai:gpt-4o-mini", "--prompt", out, "--dry-run", "--db", db,
+            ok=False)  # fmt: skip
+    assert f"{out}: exemplars[0].rationale: still the placeholder" in r.output
+    r = cli("prompt", "init", "cqa", "--from", "news", "--out", tmp_path / "x.yaml", "--db", db, ok=False)
+    assert "news@1 is task 'topics', not 'cqa'" in r.output
+
+
+def test_prompt_init_with_a_teacher_makes_a_prompt_that_generate_and_rationalize_use(db, tmp_path, server):
+    task = news_db(db, tmp_path)
+    out = tmp_path / "topics.prompt.yaml"
+    r = cli("prompt", "init", task, "--from", "news", "--shots", "3", "--out", out, "--teacher",
+            "openai:gpt-4o-mini", "--db", db, "-f", "json")  # fmt: skip
+    s = json.loads(r.stdout)[0]
+    assert (s["rationales_written"], s["placeholders"], s["called"]) == (3, 0, 3) and server.count == 3
+    assert s["spent_usd"] > 0
+    from sbs_data.generate.prompts import read_prompt
+
+    p = read_prompt(out)
+    assert all("fake teacher reasons" in ex["rationale"] for ex in p.exemplars)
+    # cached like any call: writing it again calls nothing
+    cli("prompt", "init", task, "--from", "news", "--shots", "3", "--out", out, "--force", "--teacher",
+        "openai:gpt-4o-mini", "--db", db)  # fmt: skip
+    assert server.count == 3
+    # generate uses it: every request carries its system text and exemplars
+    server.keep_bodies = True
+    r = cli("generate", "news", "--teacher", "openai:gpt-4o-mini", "--prompt", out, "--db", db, "-f", "json")
+    assert "no few-shot prompt" not in r.output
+    sent = [b["body"]["messages"] for b in server.bodies]
+    assert len(sent) == 30
+    assert all(m[0]["content"] == p.system and p.exemplars[0]["rationale"] in m[1]["content"] for m in sent)
+    # rationalize (no --prompt) asks with the generating prompt, hinted; the file may be gone by then
+    out.unlink()
+    server.bodies.clear()
+    r = cli("rationalize", "news-gpt-4o-mini", "--teacher", "openai:gpt-4o-mini", "--db", db, "-f", "json")
+    hinted = [b["body"]["messages"] for b in server.bodies]
+    assert len(hinted) == 30  # every answer was "(40 + 2)": wrong
+    for m in hinted:
+        assert m[0]["content"] == p.system and p.exemplars[0]["rationale"] in m[1]["content"]
+        assert "The correct answer is" in m[1]["content"]
+    with Workspace.open(db) as ws:
+        gen, hint = ws.get("news-gpt-4o-mini"), ws.get("news-gpt-4o-mini-hinted")
+        assert hint.config["prompt"]["sha"] == gen.config["prompt"]["sha"] == p.sha
+    # --prompt still says otherwise
+    other = tmp_path / "other.txt"
+    other.write_text("Other prompt.\n{input}\nA:")
+    server.bodies.clear()
+    cli("rationalize", "news-gpt-4o-mini", "--teacher", "openai:gpt-4o-mini", "--prompt", other, "-n", "h2",
+        "--combined-name", "r2", "--db", db)  # fmt: skip
+    assert server.bodies and all(
+        "Other prompt." in b["body"]["messages"][-1]["content"] for b in server.bodies
+    )
