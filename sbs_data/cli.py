@@ -405,12 +405,12 @@ def ingest(
         )
     files: dict[str, str] = {}
     for pair in pairs:
-        k, _, v = pair.partition("=")
-        if not k.strip() or not v.strip():
+        k, _, f = pair.partition("=")
+        if not k.strip() or not f.strip():
             raise SbsError(f"--split {pair!r}: expected NAME=FILE")
         if k.strip() in files:
             raise SbsError(f"--split {k.strip()}: given twice; one file per split")
-        files[k.strip()] = v.strip()
+        files[k.strip()] = f.strip()
     with Workspace.open(db) as ws:
         v = do_ingest(
             ws,

@@ -506,7 +506,7 @@ def ingest(
             if s in named:
                 raise SbsError(f"--split {s}: given twice ({named[s]} and {f}); one file per split")
             named[s] = f
-        sources = [(read_rows(f, hf_split), s) for s, f in named.items()]
+        sources: list[tuple[Rows, str | None]] = [(read_rows(f, hf_split), s) for s, f in named.items()]
         first = next(iter(named.values()))
         files = {s: {"source": str(f), "source_sha256": _file_hash(f)} for s, f in named.items()}
         config: dict[str, Any] = {"op": "ingest", "sources": files}
