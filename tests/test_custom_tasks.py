@@ -264,7 +264,8 @@ def test_prompt_init_with_a_teacher_makes_a_prompt_that_generate_and_rationalize
     from sbs_data.generate.prompts import read_prompt
 
     p = read_prompt(out)
-    assert all("fake teacher reasons" in ex["rationale"] for ex in p.exemplars)
+    assert all("fake teacher reasons" in ex["rationale"] for ex in p.exemplars) and p.sha == s["prompt_sha"]
+    assert len(p.exemplars) == 3 and p.template == "{input}\nA:"
     # cached like any call: writing it again calls nothing
     cli("prompt", "init", task, "--from", "news", "--shots", "3", "--out", out, "--force", "--teacher",
         "openai:gpt-4o-mini", "--db", db)  # fmt: skip

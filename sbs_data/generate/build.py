@@ -366,7 +366,7 @@ def label_summary(ws: Workspace, v: Version, task: Any) -> tuple[dict[str, dict[
     return dict(sorted(out.items())), outside
 
 
-def usefulness(ws: Workspace, v: Any, task: Any) -> dict[str, Any]:
+def usefulness(ws: Workspace, v: Any, task: Any, generic_prompt: bool = False) -> dict[str, Any]:
     """The summary's truth about usefulness: answers in the label space and agreeing with gold, in all and
     per split (`by_split`); warns when most answers lie outside the label space."""
     by_split, outside = label_summary(ws, v, task)
@@ -381,7 +381,11 @@ def usefulness(ws: Workspace, v: Any, task: Any) -> dict[str, Any]:
     if ok and inside * 2 < ok:
         log.warning(
             f"warning: {ok - inside} of {ok} answers are outside the label space of task {task.name!r} "
-            f"(e.g. {outside!r}), the usual sign of a wrong prompt: look at the first request with --dry-run, "
-            "and give the teacher a few-shot prompt (`sbs-data prompt init`, then --prompt FILE)"
+            f"(e.g. {outside!r}), the usual sign of a wrong prompt: look at the first request with --dry-run"
+            + (
+                ", and give the teacher a few-shot prompt (`sbs-data prompt init`, then --prompt FILE)"
+                if generic_prompt
+                else ", and at the answers the prompt's exemplars write"
+            )
         )
     return out

@@ -59,6 +59,18 @@ class PromptInit:
     summary: dict[str, Any] = field(default_factory=dict)
 
 
+class _Dumper(yaml.SafeDumper):
+    """Multi-line texts as literal blocks (`|-`), as a person would write them."""
+
+
+def _str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _str)
+
+
 def system_text(task: Task) -> str:
     what = f"the task {task.name!r}" + (f" ({task.description.strip()})" if task.description.strip() else "")
     s = (
@@ -149,9 +161,9 @@ def prompt_init(
             f"# {len(rows) - written} rationale(s) are placeholders ({RATIONALE_TODO} ...): write them, or rerun "
             "with --teacher SPEC --force. `generate` refuses this file until they are written.\n"
         )
-    text = head + yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100_000)
+    text = head + yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100_000)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")  # read back as YAML before it replaces `path`
     tmp.write_text(text, encoding="utf-8")
     prompt = read_prompt(tmp)  # what generate will read: it must load and validate
     tmp.replace(path)

@@ -342,7 +342,7 @@ def run_plan(
         version=v.ref,
         rows=v.row_count,
         **by_status,
-        **usefulness(ws, v, p.task),
+        **usefulness(ws, v, p.task, is_generic(p.prompt)),
         called=c.called,
         retries=c.retries,
         rate_limited=c.rate_limited,
