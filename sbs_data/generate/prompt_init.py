@@ -144,7 +144,8 @@ def prompt_init(
     rationales: list[str | None] = [None] * len(rows)
     summary: dict[str, Any] = {"out": str(path), "source": ex.ref, "task": t.name, "shots": len(rows)}
     if teacher is not None:
-        rationales, asked = _teacher_rationales(ws, t, base, rows, answers, teacher, run or RunOptions())
+        run = run or RunOptions(command=f"prompt init {task} --from {source} --out {path}")
+        rationales, asked = _teacher_rationales(ws, t, base, rows, answers, teacher, run)
         summary.update(asked)
     exemplars = []
     for (ex_id, text, _, _), ans, r in zip(rows, answers, rationales, strict=True):
