@@ -446,13 +446,29 @@ def tasks_cmd(fmt: Fmt = "table") -> None:
 @app.command()
 @friendly
 def ingest(
-    source: Annotated[
-        str, typer.Argument(help="JSONL / CSV / parquet file, a datasets save_to_disk folder, or hf:NAME.")
-    ],
     task: Annotated[str, typer.Option("--task", "-t", help="Built-in task name or a task YAML file.")],
+    source: Annotated[
+        str | None,
+        typer.Argument(
+            help="JSONL / CSV / parquet file, a datasets save_to_disk folder, or hf:NAME "
+            "(none with --split NAME=FILE).",
+            show_default=False,
+        ),
+    ] = None,
     split: Annotated[
-        str, typer.Option("--split", "-s", help="Split these rows belong to (train, validation, test...).")
-    ],
+        list[str] | None,
+        typer.Option(
+            "--split",
+            "-s",
+            help="Split of FILE's rows (train, validation, test...), or NAME=FILE, repeatable: several files, "
+            "one version.",
+            show_default=False,
+        ),
+    ] = None,
+    split_field: Annotated[
+        str | None,
+        typer.Option("--split-field", help="Column of FILE naming each row's split.", show_default=False),
+    ] = None,
     name: Annotated[
         str | None, typer.Option("--name", "-n", help="Dataset name (default: the file stem).")
     ] = None,
@@ -465,24 +481,53 @@ def ingest(
     hf_split: Annotated[
         str | None, typer.Option("--hf-split", help="Split to read from a Hugging Face dataset.")
     ] = None,
+    no_labels: Annotated[
+        bool,
+        typer.Option(
+            "--no-labels",
+            help="The data has no gold labels: store it without (else refused when no row has one).",
+        ),
+    ] = False,
     note_: Annotated[str | None, typer.Option("--note", help="Free note stored with the version.")] = None,
     db: Db = None,
     fmt: Fmt = "table",
 ) -> None:
-    """Load examples into a new version of a dataset (all-or-nothing)."""
+    """Load examples into a new version of a dataset (all-or-nothing): one FILE with --split or --split-field,
+    or several with --split NAME=FILE."""
     from sbs_data.ingest import ingest as do_ingest
 
+    pairs = [s for s in split or [] if "=" in s]
+    plain = [s for s in split or [] if "=" not in s]
+    if pairs and (plain or source is not None):
+        raise SbsError(
+            "give either FILE with --split NAME (or --split-field COLUMN), or only --split NAME=FILE pairs"
+        )
+    if len(plain) > 1:
+        raise SbsError(
+            f"--split given {len(plain)} times for one FILE; use --split NAME=FILE for several files"
+        )
+    files: dict[str, str] = {}
+    for pair in pairs:
+        k, _, f = pair.partition("=")
+        if not k.strip() or not f.strip():
+            raise SbsError(f"--split {pair!r}: expected NAME=FILE")
+        if k.strip() in files:
+            raise SbsError(f"--split {k.strip()}: given twice; one file per split")
+        files[k.strip()] = f.strip()
     with Workspace.open(db) as ws:
         v = do_ingest(
             ws,
             source,
             task=task,
-            split=split,
+            split=plain[0] if plain else None,
             name=name,
             mapping=parse_pairs(map_, "--map"),
             id_field=id_field,
             hf_split=hf_split,
             note=note_,
+            split_field=split_field,
+            splits=files or None,
+            no_labels=no_labels,
         )
         emit([v.as_row()], fmt)
 
@@ -843,6 +888,16 @@ class CallOptions:
 EXIT_STOPPED = 3
 
 
+def _split_line(n: dict[str, int]) -> str:
+    """ "20 rows: 18 ok, 17 in the label space, 12 agree with gold" (the gold part when there is gold)."""
+    line = f"{n['rows']} rows: {n['ok']} ok, {n['in_label_space']} in the label space"
+    if n["gold"]:
+        line += f", {n['agree_gold']} agree with gold"
+        if n["gold"] < n["rows"]:
+            line += f" (of {n['gold']} with gold)"
+    return line
+
+
 def _show_run(res: Any, fmt: str) -> None:
     """A generate-style result: the first request of a dry run, a stop note, then the summary; a run that
     stopped early exits with EXIT_STOPPED once the summary is out."""
@@ -855,7 +910,13 @@ def _show_run(res: Any, fmt: str) -> None:
     if res.summary.get("stopped"):
         info(f"Stopped: {res.summary['stopped']}; what arrived is committed, rerun to resume.")
     if fmt == "table":  # one wide row reads badly in a terminal: show it as field / value
-        emit([{"field": k, "value": "" if v is None else v} for k, v in res.summary.items()], fmt)
+        rows = []
+        for k, v in res.summary.items():
+            if k == "by_split":  # one line per split: what the answers are worth
+                rows += [{"field": f"split {sp}", "value": _split_line(n)} for sp, n in v.items()]
+            else:
+                rows.append({"field": k, "value": "" if v is None else v})
+        emit(rows, fmt)
     else:
         emit([res.summary], fmt)
     if res.summary.get("stopped"):
@@ -934,6 +995,77 @@ def rationalize(
     with Workspace.open(db) as ws:
         res = do_rationalize(ws, ref, teach.spec(), call.run_options("rationalize"), select)
     _show_run(res, fmt)
+
+
+# ---------------------------------------------------------------------------------------------
+# Prompts: `prompt init` writes a few-shot prompt file for a task from its labelled rows
+
+prompt_app = typer.Typer(help="Few-shot prompts for your own tasks.", no_args_is_help=True)
+app.add_typer(prompt_app, name="prompt")
+
+
+@prompt_app.command("init")
+@friendly
+def prompt_init_cmd(
+    task: Annotated[str, typer.Argument(help="Built-in task name or a task YAML file.")],
+    source: Annotated[
+        str,
+        typer.Option("--from", help="Examples version to take labelled exemplars from: NAME or NAME@N."),
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The prompt file to write (.yaml).")],
+    shots: Annotated[int, typer.Option("--shots", "-k", help="Exemplars, picked across the labels.")] = 6,
+    seed: Annotated[
+        int, typer.Option("--seed", help="Which rows are picked (the same seed, the same file).")
+    ] = 0,
+    split: Annotated[str, typer.Option("--split", "-s", help="Split to take exemplars from.")] = "train",
+    teacher: Annotated[
+        str | None,
+        typer.Option(
+            "--teacher",
+            "-T",
+            help="Have this teacher write each exemplar's rationale, given the gold answer (cached and costed "
+            "like generate's calls); without it the rationales are TODO placeholders.",
+            show_default=False,
+        ),
+    ] = None,
+    base_url: BaseUrl = None,
+    json_mode: Annotated[
+        bool, typer.Option("--json", help="Ask the teacher for {rationale, label} JSON.")
+    ] = False,
+    max_tokens: Annotated[int | None, typer.Option("--max-tokens", help="Completion token limit.")] = None,
+    max_usd: Annotated[float | None, typer.Option("--max-usd", help="Stop once this much is spent.")] = None,
+    offline: Annotated[
+        bool, typer.Option("--offline", help="Never call the network; fail on a cache miss.")
+    ] = False,
+    prices: Annotated[
+        Path | None, typer.Option("--prices", help="Model table instead of recipes/prices.yaml.")
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite --out if it exists.")] = False,
+    db: Db = None,
+    fmt: Fmt = "table",
+) -> None:
+    """Write a few-shot prompt file for TASK from labelled rows of an examples version; use it with
+    `generate --prompt FILE`."""
+    from sbs_data.generate.options import RequestSpec, RunOptions
+    from sbs_data.generate.prompt_init import prompt_init
+    from sbs_data.generate.run import Settings
+
+    spec = run = None
+    if teacher is not None:
+        params = {"max_tokens": max_tokens}
+        spec = RequestSpec(teacher, json_mode=json_mode, params=params, base_urls=tuple(base_url or ()),
+                           prices_path=prices)  # fmt: skip
+        run = RunOptions(settings=Settings(), max_usd=max_usd, offline=offline,
+                         command=" ".join(["prompt", *sys.argv[2:]]) if len(sys.argv) > 2 else "prompt init")  # fmt: skip
+    with Workspace.open(db) as ws:
+        res = prompt_init(
+            ws, task, source, out, shots=shots, seed=seed, split=split, force=force, teacher=spec, run=run
+        )
+    info(f"wrote {res.path}: {len(res.picked)} exemplars, {res.written} rationale(s) written by a teacher")
+    if fmt == "table":
+        emit([{"field": k, "value": "" if v is None else v} for k, v in res.summary.items()], fmt)
+    else:
+        emit([res.summary], fmt)
 
 
 cache_app = typer.Typer(help="The request cache: stats, and why a request missed.", no_args_is_help=True)

@@ -19,7 +19,7 @@ from typing import Any
 import polars as pl
 
 from sbs_data import SbsError, log
-from sbs_data.tasks import FieldError, Task, get_task
+from sbs_data.tasks import BUILTIN, FieldError, Task, get_task
 from sbs_data.text import storable_value
 from sbs_data.workspace import Version, Workspace, check_name
 
@@ -254,81 +254,125 @@ def _id_text(value: Any, field: str) -> str:
 
 
 class _Checked:
-    """Validates rows into sbs_examples chunks; collects the first errors and repaired-row counts."""
+    """Validates rows into sbs_examples chunks; collects the first errors, repaired-row and label counts.
+
+    Rows come from one or more sources, each either of one split or with the split in a column
+    (`split_field`); positions are kept per split, so an error after the fact still names file:line."""
 
     def __init__(
         self,
         task: Task,
-        split: str,
+        split: str | None,
         mapping: dict[str, str] | None,
         id_field: str | None,
         positional_ids: bool,
+        split_field: str | None = None,
     ):
         self.task, self.split, self.mapping = task, split, mapping or {}
-        self.id_field, self.positional_ids = id_field, positional_ids
+        self.id_field, self.positional_ids, self.split_field = id_field, positional_ids, split_field
         self.errors: list[str] = []
         self.repaired: list[int] = []  # row_idx of rows whose text had to be made storable
-        self.positions = array("q")  # row_idx -> source position, for error messages after the fact
+        #: per split: row_idx -> source position, for error messages after the fact
+        self.positions: dict[str, array] = {}
+        self.wheres: dict[str, Callable[[int], str]] = {}  # per split: its source's position namer
         self.rows = 0
+        self.labelled = 0  # rows with a gold label
+        self.columns: list[str] = []  # the first row's columns (after --map), for messages
+        self.used = task.used_columns() | {c for c in (id_field, split_field) if c}
 
-    def _id(self, row: dict[str, Any], c: dict[str, Any], idx: int) -> str:
+    def _id(self, row: dict[str, Any], c: dict[str, Any], idx: int, split: str) -> str:
         t = self.task
         if self.id_field:
             if row.get(self.id_field) in (None, ""):
                 raise FieldError(self.id_field, "missing id (--id-field)")
             return _id_text(row[self.id_field], self.id_field)
         if self.positional_ids:
-            return f"{self.split}-{idx:06d}"
+            return f"{split}-{idx:06d}"
         for f in t.id_fields:
             if row.get(f) not in (None, ""):
                 return _id_text(row[f], f)
         return content_id(t, c["fields"], c["choices"])
 
-    def chunks(self, source: Rows, chunk_rows: int = CHUNK_ROWS) -> Iterator[pl.DataFrame]:
-        """Validated rows as DataFrames of at most `chunk_rows`; raises SbsError naming file:line and field."""
+    def _split_of(self, row: dict[str, Any], split: str | None) -> str:
+        if split is not None:
+            return split
+        f = self.split_field
+        assert f is not None
+        v = row.get(f)
+        if not isinstance(v, (str, int)) or isinstance(v, bool) or str(v).strip() == "":
+            raise FieldError(f, f"missing split name (--split-field {f}), got {v!r:.60}")
+        name = canonical_split(str(v))
+        check_split_name(name, f"field '{f}'")
+        return name
+
+    def where(self, split: str, idx: int) -> str:
+        return self.wheres[split](self.positions[split][idx])
+
+    def chunks(
+        self, sources: Rows | list[tuple[Rows, str | None]], chunk_rows: int = CHUNK_ROWS
+    ) -> Iterator[pl.DataFrame]:
+        """Validated rows as DataFrames of at most `chunk_rows`; raises SbsError naming file:line and field.
+        `sources`: one source of split `self.split`, or (source, split) pairs (split None: `split_field`)."""
+        if isinstance(sources, Rows):
+            sources = [(sources, self.split)]
         cols: dict[str, list[Any]] = {k: [] for k in _SCHEMA}
         size = 0  # characters of text in `cols`
-        t, where = self.task, source.where
-        for idx, (pos, raw) in enumerate(source.rows):
-            raw, fixed = storable_value(raw)
-            row = dict(raw)
-            for src, dst in self.mapping.items():
-                if src in row:
-                    row[dst] = row.pop(src)
-                elif idx == 0:
-                    raise SbsError(
-                        f"{where(pos)}: --map {src}={dst}: no column {src!r} (columns: {sorted(raw)})"
-                    )
-            try:
-                c = t.canonicalize(row)
-                ex_id = self._id(row, c, idx)
-                text = t.render(c["fields"], c["choices"])
-            except FieldError as e:
-                self.errors.append(f"{where(pos)}: {e}")
-                if len(self.errors) >= MAX_ERRORS_SHOWN:
+        t = self.task
+        counts: dict[str, int] = {}  # rows read per split: the next row_idx
+        for source, fixed_split in sources:
+            where = source.where
+            for n, (pos, raw) in enumerate(source.rows):
+                raw, fixed = storable_value(raw)
+                row = dict(raw)
+                for src, dst in self.mapping.items():
+                    if src in row:
+                        row[dst] = row.pop(src)
+                    elif n == 0:
+                        raise SbsError(
+                            f"{where(pos)}: --map {src}={dst}: no column {src!r} (columns: {sorted(raw)})"
+                        )
+                if not self.columns:
+                    self.columns = list(row)
+                try:
+                    split = self._split_of(row, fixed_split)
+                    idx = counts.get(split, 0)
+                    counts[split] = idx + 1
+                    c = t.canonicalize(row)
+                    ex_id = self._id(row, c, idx, split)
+                    text = t.render(c["fields"], c["choices"])
+                except FieldError as e:
+                    self.errors.append(f"{where(pos)}: {e}")
+                    if len(self.errors) >= MAX_ERRORS_SHOWN:
+                        break
+                    continue
+                except (KeyError, IndexError, ValueError) as e:
+                    self.errors.append(f"{where(pos)}: template error: {e}")
                     break
-                continue
-            except (KeyError, IndexError, ValueError) as e:
-                self.errors.append(f"{where(pos)}: template error: {e}")
+                if fixed:
+                    self.repaired.append(idx)
+                if split not in self.positions:
+                    self.positions[split], self.wheres[split] = array("q"), where
+                self.positions[split].append(pos)
+                if self.errors:
+                    continue  # nothing more will be written: only look for further errors
+                # the columns the task does not read are kept beside its inputs
+                extra = {k: v for k, v in row.items() if k not in self.used and k not in c["fields"]}
+                fields = json.dumps({**c["fields"], **extra}, ensure_ascii=False, default=str)
+                src = json.dumps(raw, ensure_ascii=False, default=str)
+                for k, v in (
+                    ("example_id", ex_id), ("split", split), ("row_idx", idx), ("task", t.name),
+                    ("input_text", text), ("label", c["label"]), ("choices", c["choices"]),
+                    ("fields", fields), ("source", src),
+                ):  # fmt: skip
+                    cols[k].append(v)
+                self.rows += 1
+                self.labelled += c["label"] is not None
+                size += len(text) + len(fields) + len(src)
+                if len(cols["example_id"]) >= chunk_rows or size >= CHUNK_BYTES:
+                    yield pl.DataFrame(cols, schema=_SCHEMA)
+                    cols, size = {k: [] for k in _SCHEMA}, 0
+            if len(self.errors) >= MAX_ERRORS_SHOWN:
                 break
-            if fixed:
-                self.repaired.append(idx)
-            self.positions.append(pos)
-            if self.errors:
-                continue  # nothing more will be written: only look for further errors
-            fields = json.dumps(c["fields"], ensure_ascii=False)
-            src = json.dumps(raw, ensure_ascii=False, default=str)
-            for k, v in (
-                ("example_id", ex_id), ("split", self.split), ("row_idx", idx), ("task", t.name),
-                ("input_text", text), ("label", c["label"]), ("choices", c["choices"]),
-                ("fields", fields), ("source", src),
-            ):  # fmt: skip
-                cols[k].append(v)
-            self.rows += 1
-            size += len(text) + len(fields) + len(src)
-            if len(cols["example_id"]) >= chunk_rows or size >= CHUNK_BYTES:
-                yield pl.DataFrame(cols, schema=_SCHEMA)
-                cols, size = {k: [] for k in _SCHEMA}, 0
         if self.errors:
             more = " (stopped after the first errors)" if len(self.errors) >= MAX_ERRORS_SHOWN else ""
             raise SbsError("bad input, nothing was stored:\n  " + "\n  ".join(self.errors) + more)
@@ -337,22 +381,66 @@ class _Checked:
         if not self.rows:
             raise SbsError("no rows to ingest (the source is empty)")
 
-    def duplicate_error(self, dups: list[tuple[str, list[str], list[int]]], where: Callable[[int], str],
-                        parent: Version | None) -> SbsError:  # fmt: skip
-        """The error for ids seen twice: (id, splits, row_idx) per id, in row order (old splits first)."""
+    def check_labels(self, what: str, no_labels: bool) -> None:
+        """Refuse data in which no row has the task's label (unless `no_labels`); warn when some lack one."""
+        t = self.task
+        if no_labels or self.labelled == self.rows:
+            return
+        if self.labelled:
+            log.warning(
+                f"warning: {self.rows - self.labelled} of {self.rows} rows have no label (field "
+                f"{t.label_field!r}): they are stored without one and `score`/`rationalize` skip them"
+            )
+            return
+        others = [c for c in self.columns if c not in self.used or c == t.label_field]
+        guess = others[0] if others else "COLUMN"
+        yaml_fix = (
+            f"say which column holds the label in the task YAML (`label_field: {guess}`), or "
+            if t.name not in BUILTIN
+            else ""
+        )
+        raise SbsError(
+            f"{what}: no row has the label field {t.label_field!r} of task {t.name!r}, so every row would be "
+            f"stored without a gold label; columns present: {', '.join(self.columns)}. Fix: {yaml_fix}"
+            f"rename the column with --map {guess}={t.label_field}; or, if the data has no labels, pass "
+            "--no-labels. Nothing was stored."
+        )
+
+    def duplicate_error(
+        self, dups: list[tuple[str, list[str], list[int]]], parent: Version | None
+    ) -> SbsError:
+        """The error for ids seen twice: (id, splits, row_idx) per id, new rows first (in split, row order),
+        then the parent's kept splits."""
         lines = []
         for ex_id, splits, idxs in dups[:MAX_ERRORS_SHOWN]:
-            other = next((s for s in splits if s != self.split), None)
-            mine = [i for s, i in zip(splits, idxs) if s == self.split]
-            if other is not None and parent is not None:
+            new = [(s, i) for s, i in zip(splits, idxs) if s in self.positions]
+            old = [s for s in splits if s not in self.positions]
+            if len(new) >= 2:
+                (s1, i1), (s2, i2) = new[0], new[1]
+                first = self.where(s1, i1)
+                if s1 == s2:
+                    lines.append(
+                        f"{self.where(s2, i2)}: duplicate example id {ex_id!r} (first seen at {first})"
+                    )
+                else:
+                    lines.append(
+                        f"{self.where(s2, i2)}: duplicate example id {ex_id!r}: also in split {s1!r} at {first} "
+                        "(the same input in two splits would leak between them)"
+                    )
+            elif new and old:
+                s, i = new[0]
+                of = f" of {parent.ref}" if parent is not None else ""
                 lines.append(
-                    f"{where(self.positions[mine[0]])}: duplicate example id {ex_id!r}: already in split "
-                    f"{other!r} of {parent.ref} (the same input in two splits would leak between them)"
+                    f"{self.where(s, i)}: duplicate example id {ex_id!r}: already in split {old[0]!r}{of} "
+                    "(the same input in two splits would leak between them)"
                 )
-            else:
-                first, again = self.positions[mine[0]], self.positions[mine[1]]
-                lines.append(f"{where(again)}: duplicate example id {ex_id!r} (first seen at {where(first)})")
         return SbsError("bad input, nothing was stored:\n  " + "\n  ".join(lines))
+
+
+def check_split_name(split: str, what: str) -> str:
+    if not split or len(split) > 64 or any(ch.isspace() or ch in "=,'\"" for ch in split):
+        raise SbsError(f"{what}: {split!r} is not a split name (a word such as train, validation or test)")
+    return split
 
 
 def build_examples(
@@ -375,50 +463,88 @@ def build_examples(
         .filter(pl.col("row_idx").list.len() > 1)
     )
     if len(dups):
-        raise checked.duplicate_error(dups.rows(), rows.where, None)
+        raise checked.duplicate_error(dups.rows(), None)
     return df
 
 
 def ingest(
     ws: Workspace,
-    source: str,
+    source: str | None,
     task: str,
-    split: str,
+    split: str | None = None,
     name: str | None = None,
     mapping: dict[str, str] | None = None,
     id_field: str | None = None,
     hf_split: str | None = None,
     note: str | None = None,
     chunk_rows: int = CHUNK_ROWS,
+    *,
+    split_field: str | None = None,
+    splits: dict[str, str] | None = None,
+    no_labels: bool = False,
 ) -> Version:
-    """Add (or replace) one split of a dataset: the new version holds the previous version's other splits.
+    """Add (or replace) splits of a dataset: the new version holds the previous version's other splits.
 
-    Rows stream from the source in chunks into the version's transaction; any error rolls it all back.
+    The rows come from `source` (all of split `split`, or each of the split its column `split_field` names),
+    or from several files, `splits` = {split: file}: either way one new version. A task whose label field no
+    row has is refused (the data would silently have no gold labels) unless `no_labels`; columns the task
+    does not read are kept in `fields` beside its inputs.
+
+    Rows stream from the sources in chunks into the version's transaction; any error rolls it all back.
     Texts that cannot be stored (lone surrogates, NULs) are repaired (U+FFFD, NUL removed), counted in the
     run's stats and reported as a warning (the `sbs_data` logger).
     """
     t = get_task(task)
-    split = canonical_split(split)
-    dataset = check_name(name or Path(source.removeprefix("hf:")).stem.replace("/", "-"))
-    rows = read_rows(source, hf_split)
+    if splits:
+        if source is not None or split is not None or split_field is not None:
+            raise SbsError(
+                "give the files as --split NAME=FILE pairs, or one FILE with --split or --split-field"
+            )
+        named: dict[str, str] = {}
+        for s, f in splits.items():
+            s = check_split_name(canonical_split(s), f"--split {s}={f}")
+            if s in named:
+                raise SbsError(f"--split {s}: given twice ({named[s]} and {f}); one file per split")
+            named[s] = f
+        sources: list[tuple[Rows, str | None]] = [(read_rows(f, hf_split), s) for s, f in named.items()]
+        first = next(iter(named.values()))
+        files = {s: {"source": str(f), "source_sha256": _file_hash(f)} for s, f in named.items()}
+        config: dict[str, Any] = {"op": "ingest", "sources": files}
+        label = " ".join(f"--split {s}={f}" for s, f in named.items())
+        what = ", ".join(named.values())
+    else:
+        if source is None:
+            raise SbsError(
+                "nothing to ingest: give a FILE (with --split or --split-field), or --split NAME=FILE"
+            )
+        if (split is None) == (split_field is None):
+            raise SbsError(
+                f"{source}: say which split its rows belong to: --split NAME, or --split-field COLUMN "
+                "(a column naming each row's split)"
+            )
+        if split is not None:
+            split = check_split_name(canonical_split(split), "--split")
+        sources = [(read_rows(source, hf_split), split)]
+        first = what = source
+        config = {"op": "ingest", "source": str(source), "source_sha256": _file_hash(source)}
+        if split is not None:
+            config["split"] = split
+            label = f"{source} --split {split}"
+        else:
+            config["split_field"] = split_field
+            label = f"{source} --split-field {split_field}"
+    dataset = check_name(name or Path(first.removeprefix("hf:")).stem.replace("/", "-"))
     previous = ws.versions(dataset)
     parent = previous[-1] if previous else None
     if parent is not None and parent.kind != "examples":
         raise SbsError(f"dataset {dataset!r} holds {parent.kind}, not examples; choose another --name")
     if parent is not None and parent.task != t.name:
         raise SbsError(f"dataset {dataset!r} is task {parent.task!r}, not {t.name!r}")
-    config = {
-        "op": "ingest",
-        "source": str(source),
-        "source_sha256": _file_hash(source),
-        "split": split,
-        "task": t.name,
-        "task_def": t.to_dict(),
-        "mapping": mapping or {},
-        "id_field": id_field,
-    }
-    checked = _Checked(t, split, mapping, id_field, positional_ids=False)
-    with ws.run(f"ingest {source} --task {task} --split {split}") as run, ws.tuned(MEMORY_LIMIT_BYTES):
+    config.update(task=t.name, task_def=t.to_dict(), mapping=mapping or {}, id_field=id_field)
+    if no_labels:
+        config["no_labels"] = True
+    checked = _Checked(t, split, mapping, id_field, positional_ids=False, split_field=split_field)
+    with ws.run(f"ingest {label} --task {task}") as run, ws.tuned(MEMORY_LIMIT_BYTES):
         with ws.new_version(
             dataset,
             "examples",
@@ -429,22 +555,26 @@ def ingest(
             run_id=run.run_id,
             streamed=True,
         ) as v:
+            for chunk in checked.chunks(sources, chunk_rows):
+                ws.append("sbs_examples", v, chunk)
+            checked.check_labels(what, no_labels)
+            new = list(checked.positions)  # the splits read, in order
             if parent is not None:
                 ws.execute(
                     "INSERT INTO sbs_examples SELECT ? AS version_id, * EXCLUDE (version_id) FROM sbs_examples "
-                    "WHERE version_id = ? AND split <> ?",
-                    [v.version_id, parent.base_id, split],
+                    "WHERE version_id = ? AND NOT list_contains(?::VARCHAR[], split)",
+                    [v.version_id, parent.base_id, new],
                 )
-            for chunk in checked.chunks(rows, chunk_rows):
-                ws.append("sbs_examples", v, chunk)
+            # the new rows first, in the order their splits were read, then the parent's kept splits
+            order = "coalesce(list_position(?::VARCHAR[], split), 1000000), split, row_idx"
             dups = ws.all(
-                "SELECT example_id, list(split ORDER BY split <> ?, row_idx), "
-                "list(row_idx ORDER BY split <> ?, row_idx) FROM sbs_examples WHERE version_id = ? "
-                "GROUP BY example_id HAVING count(*) > 1 ORDER BY min(row_idx) FILTER (WHERE split = ?) LIMIT ?",
-                [split, split, v.version_id, split, MAX_ERRORS_SHOWN],
+                f"SELECT example_id, list(split ORDER BY {order}), list(row_idx ORDER BY {order}) "
+                "FROM sbs_examples WHERE version_id = ? GROUP BY example_id HAVING count(*) > 1 "
+                "ORDER BY min(row_idx) FILTER (WHERE list_contains(?::VARCHAR[], split)) LIMIT ?",
+                [new, new, v.version_id, new, MAX_ERRORS_SHOWN],
             )
             if dups:
-                raise checked.duplicate_error(dups, rows.where, parent)
+                raise checked.duplicate_error(dups, parent)
         run.stats.update(rows=checked.rows, version=f"{dataset}@{v.num}")
         if checked.repaired:
             run.stats.update(repaired_rows=len(checked.repaired), repaired_row_idx=checked.repaired[:100])

@@ -14,7 +14,7 @@ from typing import Any
 
 import polars as pl
 
-from sbs_data import SbsError
+from sbs_data import SbsError, log
 from sbs_data.generate import cache as cache_mod
 from sbs_data.generate.parse import parse
 from sbs_data.generate.plan import CHUNK, Plan
@@ -318,3 +318,74 @@ def _last_digest(ws: Workspace, out_name: str, p: Plan) -> tuple[Version, Any] |
     """(latest version of `out_name`, its row digest) when it could equal what this plan builds."""
     last = _comparable(ws, p, out_name)
     return None if last is None else (last, _digest(ws, "sbs_generations", last.base_id))
+
+
+#: Distinct (label, gold, choices) comparisons remembered while counting (a cap, not a need).
+_MEMO_MAX = 65_536
+
+
+def label_summary(ws: Workspace, v: Version, task: Any) -> tuple[dict[str, dict[str, int]], str | None]:
+    """Per split of `v`: rows, answers (`ok`), answers whose label lies in the task's label space
+    (`in_label_space`), rows with a gold label (`gold`) and answers that agree with it (`agree_gold`, the
+    task's comparison: SVAMP compares values); and one label found outside the label space (or None).
+
+    One streamed pass over distinct (split, label, gold, choices) combinations, so memory stays bounded."""
+    gsql, gp = ws.rows_query(v, "example_id, split, parse_status, pred_label")
+    q = (
+        "SELECT g.split, g.parse_status = 'ok' AS ok, g.pred_label, e.label, e.choices, count(*) "
+        f"FROM ({gsql}) g LEFT JOIN sbs_examples e ON e.version_id = ? AND e.example_id = g.example_id "
+        "GROUP BY ALL"
+    )
+    out: dict[str, dict[str, int]] = {}
+    outside: str | None = None
+    memo: dict[tuple, tuple[bool, bool]] = {}
+    for batch in ws.batches(q, [*gp, v.examples_id], CHUNK):
+        for split, ok, pred, gold, choices, n in zip(*batch.to_pydict().values()):
+            s = out.setdefault(
+                split, dict.fromkeys(("rows", "ok", "in_label_space", "gold", "agree_gold"), 0)
+            )
+            s["rows"] += n
+            s["gold"] += n if gold is not None else 0
+            if not ok:
+                continue
+            s["ok"] += n
+            key = (pred, gold, tuple(choices or ()))
+            if key not in memo:
+                if len(memo) >= _MEMO_MAX:
+                    memo.clear()
+                ch = list(choices) if choices is not None else None
+                memo[key] = (
+                    task.in_label_space(pred, ch),
+                    gold is not None and task.same_label(pred, gold, ch),
+                )
+            inside, agree = memo[key]
+            s["in_label_space"] += n if inside else 0
+            s["agree_gold"] += n if agree else 0
+            if not inside and outside is None and pred is not None:
+                outside = pred[:80]
+    return dict(sorted(out.items())), outside
+
+
+def usefulness(ws: Workspace, v: Any, task: Any, generic_prompt: bool = False) -> dict[str, Any]:
+    """The summary's truth about usefulness: answers in the label space and agreeing with gold, in all and
+    per split (`by_split`); warns when most answers lie outside the label space."""
+    by_split, outside = label_summary(ws, v, task)
+    ok = sum(s["ok"] for s in by_split.values())
+    inside = sum(s["in_label_space"] for s in by_split.values())
+    gold = sum(s["gold"] for s in by_split.values())
+    out: dict[str, Any] = {
+        "in_label_space": inside,
+        "agree_gold": sum(s["agree_gold"] for s in by_split.values()) if gold else None,
+        "by_split": by_split,
+    }
+    if ok and inside * 2 < ok:
+        log.warning(
+            f"warning: {ok - inside} of {ok} answers are outside the label space of task {task.name!r} "
+            f"(e.g. {outside!r}), the usual sign of a wrong prompt: look at the first request with --dry-run"
+            + (
+                ", and give the teacher a few-shot prompt (`sbs-data prompt init`, then --prompt FILE)"
+                if generic_prompt
+                else ", and at the answers the prompt's exemplars write"
+            )
+        )
+    return out

@@ -21,10 +21,10 @@ from typing import Any
 
 import polars as pl
 
-from sbs_data import SbsError
+from sbs_data import SbsError, log
 from sbs_data.generate import cache as cache_mod
 from sbs_data.generate.plan import CHUNK, Item, Plan, request_params, task_of
-from sbs_data.generate.prompts import ANSWER_PHRASE, answer_text, fill, load_prompt
+from sbs_data.generate.prompts import ANSWER_PHRASE, Prompt, answer_text, fill, from_content, load_prompt
 from sbs_data.teachers.base import Teacher
 from sbs_data.text import LEAK_MAX_CHARS, hint_echo, hint_leak_sql
 from sbs_data.workspace import Version, Workspace, check_name, config_hash
@@ -138,6 +138,19 @@ class HintPlan(Plan):
         return n, chars
 
 
+def generating_prompt(ws: Workspace, gen: Version, task: Any) -> Prompt:
+    """The prompt GEN was generated with, as its lineage recorded it (the nearest version whose config holds
+    the prompt itself), else the task's own prompt (built-in, or the generic zero-shot one)."""
+    for v in ws.lineage(gen.ref):
+        stored = from_content((v.config or {}).get("prompt") or {})
+        if stored is not None:
+            log.info(
+                f"rationalize: asking with the prompt {v.ref} was generated with ({stored.source}, {stored.sha})"
+            )
+            return stored
+    return load_prompt(task)
+
+
 def check_splits(splits: list[str] | tuple[str, ...] | None, allow_eval: bool) -> tuple[str, ...]:
     """The splits to rationalize; validation and test only with `allow_eval` (their gold would leak into
     training data made from them, and into nothing else, but an evaluation set must stay unhinted)."""
@@ -177,7 +190,7 @@ def hint_plan(
     sp = check_splits(splits, allow_eval)
     ex = ws.by_id(gen.examples_id)
     task = task_of(ex)
-    prompt = load_prompt(task, prompt_path)
+    prompt = load_prompt(task, prompt_path) if prompt_path is not None else generating_prompt(ws, gen, task)
     gsql, gp = ws.rows_query(gen, "split, sample_idx")
     have = dict(ws.all(f"SELECT split, max(sample_idx) + 1 FROM ({gsql}) GROUP BY split", gp))
     missing = [s for s in sp if s not in have]

@@ -7,7 +7,8 @@ from typing import Any
 
 
 class Progress:
-    """A rich bar with rows/s, ETA, spend, retries, rate-limit waits and failures."""
+    """A rich bar of calls (requests that share a prompt are one call): calls/s, ETA, spend, retries,
+    rate-limit waits and failures."""
 
     def __init__(self, total: int, done: int, enabled: bool, label: str = "generate"):
         self.enabled = enabled and total > 0
@@ -20,7 +21,7 @@ class Progress:
             TextColumn(f"[bold]{label}"),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]} rows/s"),
+            TextColumn("{task.fields[rate]} calls/s"),
             TimeRemainingColumn(),
             TextColumn(
                 "${task.fields[spend]} · retries {task.fields[retries]} · 429s {task.fields[throttled]} · "

@@ -39,6 +39,8 @@ DEFAULT_HINT = (
     f'was given), then end with "{ANSWER_PHRASE} {{answer}}."'
 )
 _FILL = re.compile(r"\{(input|answer)\}")
+#: How a rationale `prompt init` could not have written starts (generate refuses a prompt that holds one).
+RATIONALE_TODO = "TODO:"
 
 
 @dataclass(frozen=True)
@@ -118,7 +120,41 @@ class Prompt:
         return self._rendered[mode]
 
     def to_config(self) -> dict[str, Any]:
-        return {"name": self.name, "source": self.source, "sha": self.sha}
+        """What lineage records: name, source, hash, and the prompt itself (`content`), so that a later
+        command (`rationalize`) asks with the same prompt even when the file is gone or changed."""
+        return {"name": self.name, "source": self.source, "sha": self.sha, "content": self.content()}
+
+    def content(self) -> dict[str, Any]:
+        """The prompt as its YAML file holds it (`from_content` reads it back)."""
+        return {
+            "system": self.system,
+            "template": self.template,
+            "exemplars": [dict(ex) for ex in self.exemplars],
+            "hint": self.hint,
+        }
+
+    @property
+    def placeholders(self) -> list[int]:
+        """Exemplars whose rationale is still the placeholder `prompt init` writes without --teacher."""
+        return [i for i, ex in enumerate(self.exemplars) if ex["rationale"].startswith(RATIONALE_TODO)]
+
+
+def from_content(config: dict[str, Any]) -> Prompt | None:
+    """The prompt a version's config recorded (`Prompt.to_config`), or None when it recorded none."""
+    c = config.get("content") if isinstance(config, dict) else None
+    if not isinstance(c, dict) or not isinstance(c.get("template"), str):
+        return None
+    exemplars = tuple(
+        {k: str(ex[k]) for k in ("input", "rationale", "answer")} for ex in c.get("exemplars") or ()
+    )
+    return Prompt(
+        str(config.get("name") or "stored"),
+        str(config.get("source") or "stored"),
+        c.get("system"),
+        c["template"],
+        exemplars,
+        c.get("hint"),
+    )
 
 
 def fill(template: str, input_text: str, answer: str) -> str:
@@ -159,12 +195,11 @@ def _check_placeholders(path: Path, template: str) -> None:
 
 
 def _from_yaml(path: Path) -> Prompt:
+    from sbs_data.schemas import validate
+
     data = load_yaml(path, what="prompt file")
-    if (
-        not isinstance(data, dict)
-        or not isinstance(data.get("template"), str)
-        or "{input}" not in data["template"]
-    ):
+    validate(data, "prompt", where=str(path))
+    if "{input}" not in data["template"]:
         raise SbsError(f"{path}: template: expected a string containing {{input}}")
     exemplars = data.get("exemplars") or []
     if not isinstance(exemplars, list):
@@ -212,14 +247,45 @@ def generic_prompt(task: Any) -> Prompt:
     return Prompt(f"generic-{task.name}", "generic", system, "{input}\nA:", ())
 
 
+def read_prompt(path: str | Path) -> Prompt:
+    """A prompt file as it is (.yaml validated by schemas/prompt.schema.json, or .txt with {input})."""
+    p = Path(path)
+    if not p.exists():
+        raise SbsError(f"{p}: prompt file not found")
+    return _from_yaml(p) if p.suffix in (".yaml", ".yml") else _from_text(p)
+
+
 def load_prompt(task: Any, path: str | Path | None = None) -> Prompt:
-    """The user's template file when given, else the built-in prompt of the task, else a generic zero-shot one."""
+    """The prompt to ask with: the user's template file when given, else the built-in prompt of the task,
+    else a generic zero-shot one (`generic_prompt`; `is_generic` tells, so callers can say so). A file whose
+    exemplars still hold `prompt init`'s placeholder rationale is refused: the teacher would copy it."""
     if path is not None:
-        p = Path(path)
-        if not p.exists():
-            raise SbsError(f"{p}: prompt file not found")
-        return _from_yaml(p) if p.suffix in (".yaml", ".yml") else _from_text(p)
+        prompt = read_prompt(path)
+        if prompt.placeholders:
+            i = prompt.placeholders[0]
+            raise SbsError(
+                f"{path}: exemplars[{i}].rationale: still the placeholder `sbs-data prompt init` wrote "
+                f"({len(prompt.placeholders)} of {len(prompt.exemplars)} exemplars): write the reasoning that "
+                "leads to each answer, or let a teacher write them (`sbs-data prompt init ... --teacher SPEC "
+                "--force`)"
+            )
+        return prompt
     builtin = PROMPTS_DIR / f"{task.name}.yaml"
     if builtin.exists():
         return _from_yaml(builtin)
     return generic_prompt(task)
+
+
+def is_generic(prompt: Prompt) -> bool:
+    """Whether `prompt` is the zero-shot fallback of a task without a prompt of its own."""
+    return prompt.source == "generic"
+
+
+def generic_warning(task: Any) -> str:
+    """The warning for a task asked with the zero-shot fallback, with the fix."""
+    return (
+        f"warning: no few-shot prompt for task {task.name!r}: using a zero-shot generic prompt. Write one "
+        f"from your labelled rows with `sbs-data prompt init TASK --from DATASET --shots 6 --out "
+        f"{task.name}.prompt.yaml` (add --teacher SPEC to have the rationales written), then pass "
+        f"--prompt {task.name}.prompt.yaml"
+    )

@@ -10,10 +10,11 @@ when that agrees with gold and does not mention the hint. Its config says how ma
 
 from __future__ import annotations
 
-from sbs_data import SbsError
+from sbs_data import SbsError, log
 from sbs_data.generate.build import GenerateResult
 from sbs_data.generate.hints import default_names, hint_plan
 from sbs_data.generate.options import RationalizeSelect, RequestSpec, RunOptions
+from sbs_data.generate.prompts import generic_warning, is_generic
 from sbs_data.generate.run import plan_args, resolve_teacher, run_plan
 from sbs_data.workspace import Workspace, check_name
 
@@ -52,6 +53,8 @@ def rationalize(
         combine=combined,
         **spec.prompt_args(),
     )
+    if is_generic(p.prompt):
+        log.warning(generic_warning(p.task))
     res = run_plan(
         ws,
         p,

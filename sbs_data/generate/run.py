@@ -19,12 +19,13 @@ from typing import Any
 from sbs_data import SbsError, log
 from sbs_data.generate import cache as cache_mod
 from sbs_data.generate.answer import repaired_warning
-from sbs_data.generate.build import GenerateResult, build_version
+from sbs_data.generate.build import GenerateResult, build_version, usefulness
 from sbs_data.generate.cache import CacheWriter
 from sbs_data.generate.engine import Counters, Engine, Settings, execute, worst_cost
 from sbs_data.generate.options import MODES, PlanSpec, RequestSpec, RunOptions
 from sbs_data.generate.plan import Item, Plan, default_name, plan, sanitize_name
 from sbs_data.generate.progress import Progress
+from sbs_data.generate.prompts import generic_warning, is_generic
 from sbs_data.teachers.base import Request, Teacher
 from sbs_data.teachers.models import estimate_tokens
 from sbs_data.teachers.registry import check_cache_ttl, parse_spec, supports_batch
@@ -60,7 +61,8 @@ def check_facts(teacher: Teacher, max_usd: float | None) -> None:
             raise SbsError(f"--max-usd must be a finite amount of 0 or more, not {max_usd}")
         if facts.cost(0, 0) is None:
             raise SbsError(
-                f"--max-usd needs a price for {teacher.spec}: add it to recipes/prices.yaml (or drop --max-usd)"
+                f"--max-usd needs a price for {teacher.spec}{facts.did_you_mean()}: add it to "
+                "recipes/prices.yaml (or drop --max-usd)"
             )
 
 
@@ -99,9 +101,9 @@ def answer(
     settings.check()
     cache_mod.replay_journals(ws)
     writer = CacheWriter(ws, teacher, run.run_id, flush_interval=settings.flush_interval)
-    progress = Progress(
-        total,
-        cached,
+    progress = Progress(  # counts calls: requests that share a key are one call
+        expected if expected else total - cached,
+        0,
         settings.progress if settings.progress is not None else sys.stderr.isatty(),
         label,
     )
@@ -194,6 +196,8 @@ def generate(
     started = time.perf_counter()
     teacher, _ = resolve_teacher(ws, spec, run)
     p = spec_plan(ws, ref, teacher, spec)
+    if is_generic(p.prompt):
+        log.warning(generic_warning(p.task))
     out_name = check_name(name or default_name(p.examples, teacher))
     ws.check_target(out_name, "generations", p.task.name, source=p.source)
     if spec.samples > 1 and not p.params.get("temperature") and not teacher.facts.reasoning:
@@ -262,6 +266,9 @@ def run_plan(
             "cached": p.total - n_missing,
             "to_call": n_keys,
         }
+        if n_missing > n_keys:
+            summary["shared_prompt"] = n_missing - n_keys
+        log.info(plan_line(p, n_missing, n_keys))
         if run.dry_run:
             return _dry_run(ws, p, teacher, summary, batch)
         check_facts(teacher, run.max_usd)
@@ -335,6 +342,7 @@ def run_plan(
         version=v.ref,
         rows=v.row_count,
         **by_status,
+        **usefulness(ws, v, p.task, is_generic(p.prompt)),
         called=c.called,
         retries=c.retries,
         rate_limited=c.rate_limited,
@@ -361,12 +369,26 @@ def run_plan(
     return GenerateResult(v, summary, timings=timings)
 
 
+def plan_line(p: Plan, n_missing: int, n_keys: int) -> str:
+    """ "300 rows, 232 calls: 68 rows share a prompt with another row, one call each" (and what is cached)."""
+    what = "rows" if p.samples == 1 else "requests"
+    cached = p.total - n_missing
+    line = f"{p.total:,} {what}, {n_keys:,} call{'s' if n_keys != 1 else ''}"
+    if cached:
+        line += f" ({cached:,} answered from the cache)"
+    if n_missing > n_keys:
+        line += f": {n_missing - n_keys:,} {what} share a prompt with another {what[:-1]}, one call each"
+    return line
+
+
 def _dry_run(
     ws: Workspace, p: Plan, teacher: Teacher, summary: dict[str, Any], batch: bool
 ) -> GenerateResult:
     """What the run would ask and cost. Providers that cache prompt prefixes (OpenAI and Gemini by themselves;
     Anthropic when marked) read the shared few-shot block from their cache after the first request."""
     facts = teacher.facts
+    if facts.warning():
+        log.warning(f"warning: {facts.warning()}")
     n, chars = p.prompt_chars(ws)
     est_in = estimate_tokens(chars) if n else 0
     system, prefix, _ = p.prompt_parts()

@@ -209,6 +209,18 @@ class Task:
         assert norm is not None  # a label that is not None normalizes to text
         return norm
 
+    def used_columns(self) -> frozenset[str]:
+        """The source columns this task reads (inputs, label, choices, ids, and their aliases); ingest keeps
+        the others in `fields` beside the inputs."""
+        used = {*self.fields, self.label_field, *self.id_fields, *self.label_aliases_fields}
+        if self.label_space == "choices":
+            used.add(self.choices_field or "choices")
+        for names in self.field_aliases.values():
+            used.update(names)
+        if self.name == "svamp":  # canonicalize builds `input` from these
+            used.update(("Body", "Question"))
+        return frozenset(used)
+
     # -- rendering ------------------------------------------------------------------------
     def render(self, fields: dict[str, str], choices: list[str] | None = None) -> str:
         """The input text a student (and the teacher prompt) sees."""

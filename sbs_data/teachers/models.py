@@ -8,7 +8,9 @@ a model that matches nothing gets those defaults, unknown prices and `known=Fals
 
 from __future__ import annotations
 
+import difflib
 import functools
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,6 +86,8 @@ class ModelFacts:
     default_max_tokens: int = FALLBACK_MAX_TOKENS
     min_cache_tokens: int = FALLBACK_MIN_CACHE
     native_json: bool = False
+    #: For a model not in the table: the table's closest name for the same provider ("did you mean").
+    suggestion: str | None = None
 
     @property
     def priced(self) -> bool:
@@ -151,12 +155,21 @@ class ModelFacts:
     def warning(self) -> str | None:
         """One line for the user when the model is not in the table, else None."""
         if self.known:
+            if self.suggestion and self.matched:  # a near-miss of a listed name that a shorter one prefixes
+                return (
+                    f"{self.provider}:{self.model} is not in the price table: priced as {self.matched}, the "
+                    f"longest name in the table it starts with{self.did_you_mean()}"
+                )
             return None
         return (
-            f"{self.provider}:{self.model} is not in the price table: cost unknown, default limits "
+            f"{self.provider}:{self.model} is not in the price table{self.did_you_mean()}: cost unknown, default limits "
             f"(max {self.default_max_tokens} output tokens, accepts {', '.join(sorted(self.params))}); "
             "add it to recipes/prices.yaml or your --prices file"
         )
+
+    def did_you_mean(self) -> str:
+        """ " (did you mean openai:gpt-4o-mini?)" for a model the table lacks but has a close name to; else ""."""
+        return f" (did you mean {self.provider}:{self.suggestion}?)" if self.suggestion else ""
 
 
 def _load_yaml(p: Path) -> Any:
@@ -204,6 +217,10 @@ def _price(m: dict[str, Any], key: str) -> float | None:
     return float(m[key]) if key in m else None
 
 
+#: What follows a listed name in a snapshot or alias of it (gpt-4o-mini-2024-07-18, claude-3-5-haiku-latest).
+_SNAPSHOT = re.compile(r"[-@:_.]?(?:\d|latest|preview|exp|beta)", re.IGNORECASE)
+
+
 @functools.cache
 def _facts_for(provider: str, model: str, path: str) -> ModelFacts:
     entry = (_load(path).get("providers") or {}).get(provider) or {}
@@ -214,9 +231,20 @@ def _facts_for(provider: str, model: str, path: str) -> ModelFacts:
     models = entry.get("models") or {}
     key = match(models, model)
     if key is None:
-        return ModelFacts(provider, model, batch_discount=float(entry.get("batch_discount", 1.0)), **base)
+        close = difflib.get_close_matches(model, list(models), n=1, cutoff=0.6)
+        return ModelFacts(
+            provider,
+            model,
+            batch_discount=float(entry.get("batch_discount", 1.0)),
+            suggestion=close[0] if close else None,
+            **base,
+        )
     m = models[key]
     facts = {**base, **_facts(m)}
+    suggestion = None
+    if key != model and not _SNAPSHOT.match(model[len(key) :]):  # a typo such as gpt-4o-mni (-> gpt-4o)?
+        close = difflib.get_close_matches(model, [k for k in models if k != key], n=1, cutoff=0.85)
+        suggestion = close[0] if close and not model.startswith(close[0]) else None
     return ModelFacts(
         provider,
         model,
@@ -229,6 +257,7 @@ def _facts_for(provider: str, model: str, path: str) -> ModelFacts:
         output=float(m["output"]),
         batch_discount=float(m.get("batch_discount", entry.get("batch_discount", 1.0))),
         tiers={str(k): float(v) for k, v in (m.get("tiers") or {}).items()},
+        suggestion=suggestion,
         **facts,
     )
 

@@ -1,0 +1,300 @@
+"""A user's own task through the CLI (issue 24): never silently degraded at ingest, several splits in one
+version, a warning for a task without a prompt, `prompt init`, the prompt kept for `rationalize`, the summary's
+label-space and gold counts, calls counted, and "did you mean" for model names."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from custom_task_helpers import TOPICS, topic_rows, topic_task, write_rows
+from typer.testing import CliRunner
+
+from sbs_data.cli import app
+from sbs_data.workspace import Workspace
+
+runner = CliRunner()
+
+
+def cli(*args: str, ok: bool = True):
+    r = runner.invoke(app, [str(a) for a in args])
+    if ok:
+        assert r.exit_code == 0, r.output
+    return r
+
+
+@pytest.fixture
+def db(tmp_path):
+    path = tmp_path / "ws.duckdb"
+    cli("init", "--db", path)
+    return path
+
+
+def versions(db) -> list[str]:
+    return [r["ref"] for r in json.loads(cli("versions", "--db", db, "-f", "json").stdout)]
+
+
+# -- 1. ingest ----------------------------------------------------------------------------------------
+def test_a_task_whose_label_field_no_row_has_is_refused_with_the_columns_and_the_fix(db, tmp_path):
+    task = topic_task(tmp_path)
+    src = write_rows(tmp_path / "news.jsonl", topic_rows(300))
+    r = cli("ingest", src, "--task", task, "--split", "train", "--db", db, ok=False)
+    assert r.exit_code == 1
+    msg = " ".join(r.output.split())
+    assert "no row has the label field 'label' of task 'topics'" in msg
+    assert "columns present: headline, topic, site" in msg
+    assert "label_field: topic" in msg and "--map topic=label" in msg and "--no-labels" in msg
+    assert versions(db) == []  # nothing stored
+    # the fixes work: --map, label_field in the YAML, or --no-labels when there really are none
+    cli("ingest", src, "--task", task, "--split", "train", "--map", "topic=label", "--db", db)
+    with Workspace.open(db) as ws:
+        labels = ws.all("SELECT label, count(*) FROM examples GROUP BY 1 ORDER BY 1")
+        assert labels == [(t, 100) for t in sorted(TOPICS)]
+    cli("ingest", src, "--task", topic_task(tmp_path, "topic"), "--split", "train", "-n", "b", "--db", db)
+    cli("ingest", src, "--task", task, "--split", "train", "-n", "c", "--no-labels", "--db", db)
+    with Workspace.open(db) as ws:
+        assert ws.one("SELECT count(*) FROM examples_at('b') WHERE label IS NOT NULL") == 300
+        assert ws.one("SELECT count(*) FROM examples_at('c') WHERE label IS NULL") == 300
+
+
+def test_columns_the_task_does_not_read_are_kept_in_fields(db, tmp_path):
+    src = write_rows(tmp_path / "news.jsonl", topic_rows(4))
+    cli("ingest", src, "--task", topic_task(tmp_path, "topic"), "--split", "train", "--db", db)
+    with Workspace.open(db) as ws:
+        fields = [json.loads(f) for (f,) in ws.all("SELECT fields FROM examples ORDER BY row_idx")]
+    assert fields[1] == {"headline": "Headline number 1 of the day", "site": "s1"}
+
+
+def test_partly_unlabelled_rows_are_stored_with_a_warning(db, tmp_path):
+    rows = topic_rows(5)
+    rows[2].pop("topic")
+    src = write_rows(tmp_path / "news.jsonl", rows)
+    r = cli("ingest", src, "--task", topic_task(tmp_path, "topic"), "--split", "train", "--db", db)
+    assert "1 of 5 rows have no label" in r.output
+
+
+def test_several_splits_in_one_command_make_one_version(db, tmp_path):
+    task = topic_task(tmp_path, "topic")
+    a = write_rows(tmp_path / "a.jsonl", topic_rows(6))
+    b = write_rows(tmp_path / "b.jsonl", topic_rows(3, start=6))
+    cli("ingest", "--split", f"train={a}", "--split", f"test={b}", "--task", task, "-n", "news", "--db", db)
+    assert versions(db) == ["news@1"]
+    with Workspace.open(db) as ws:
+        assert ws.get("news").stats["rows_by_split"] == {"test": 3, "train": 6}
+    # a split column: one version too; "valid" is the validation split
+    mixed = [dict(r, part="train" if i < 4 else "valid") for i, r in enumerate(topic_rows(6, start=20))]
+    c = write_rows(tmp_path / "c.jsonl", mixed)
+    cli("ingest", c, "--split-field", "part", "--task", task, "-n", "mixed", "--db", db)
+    with Workspace.open(db) as ws:
+        assert ws.get("mixed").stats["rows_by_split"] == {"train": 4, "validation": 2}
+        assert "part" not in ws.one("SELECT fields FROM examples_at('mixed') LIMIT 1")
+    # errors name the file, line and field; nothing is stored
+    mixed[3].pop("part")
+    write_rows(c, mixed)
+    r = cli("ingest", c, "--split-field", "part", "--task", task, "-n", "mixed", "--db", db, ok=False)
+    assert f"{c}:4: field 'part': missing split name" in r.output
+    leak = write_rows(tmp_path / "leak.jsonl", topic_rows(2, start=5))  # row 5 is in a.jsonl too
+    r = cli("ingest", "--split", f"train={a}", "--split", f"test={leak}", "--task", task, "-n", "x", "--db", db,
+            ok=False)  # fmt: skip
+    assert f"{leak}:1: duplicate example id" in r.output and f"also in split 'train' at {a}:6" in r.output
+    r = cli("ingest", a, "--split", "train", "--split", "test", "--task", task, "--db", db, ok=False)
+    assert "--split NAME=FILE" in r.output
+    r = cli("ingest", a, "--task", task, "--db", db, ok=False)
+    assert "--split NAME, or --split-field COLUMN" in r.output
+    assert sorted(versions(db)) == ["mixed@1", "news@1"]
+
+
+# -- 7. counting and names ------------------------------------------------------------------------------
+def shared_prompt_rows(n: int, shared: int) -> list[dict]:
+    """`n` rows with ids, of which the last `shared` repeat an earlier row's headline (same prompt)."""
+    rows = [dict(r, id=f"r{i}") for i, r in enumerate(topic_rows(n - shared))]
+    rows += [dict(rows[i], id=f"dup{i}") for i in range(shared)]
+    return rows
+
+
+def test_the_plan_line_and_the_progress_bar_count_calls(db, tmp_path, server):
+    src = write_rows(tmp_path / "news.jsonl", shared_prompt_rows(30, 7))
+    cli("ingest", src, "--task", topic_task(tmp_path, "topic"), "--split", "train", "-n", "news", "--db", db)
+    r = cli("generate", "news", "--teacher", "openai:gpt-4o-mini", "--dry-run", "--db", db)
+    assert "30 rows, 23 calls: 7 rows share a prompt with another row, one call each" in r.output
+    r = cli("generate", "news", "--teacher", "openai:gpt-4o-mini", "--progress", "--db", db, "-f", "json")
+    assert "23/23" in r.output and "/30" not in r.output  # the bar ends at the calls made
+    assert json.loads(r.stdout)[0]["shared_prompt"] == 7 and server.count == 23
+
+
+def test_an_unknown_model_name_gets_did_you_mean_from_the_table(db, tmp_path, server):
+    src = write_rows(tmp_path / "news.jsonl", topic_rows(3))
+    cli("ingest", src, "--task", topic_task(tmp_path, "topic"), "--split", "train", "-n", "news", "--db", db)
+    r = cli("generate", "news", "--teacher", "openai:gpt4o-mini", "--dry-run", "--db", db)
+    assert "openai:gpt4o-mini is not in the price table (did you mean openai:gpt-4o-mini?)" in r.output
+    r = cli("generate", "news", "--teacher", "openai:gpt4o-mini", "--max-usd", "1", "--db", db, ok=False)
+    assert "--max-usd needs a price for openai:gpt4o-mini (did you mean openai:gpt-4o-mini?)" in r.output
+    # a typo that a shorter listed name prefixes is priced as that name, and says so
+    r = cli("generate", "news", "--teacher", "openai:gpt-4o-mni", "--dry-run", "--db", db)
+    assert "priced as gpt-4o" in r.output and "did you mean openai:gpt-4o-mini?" in r.output
+    r = cli("generate", "news", "--teacher", "openai:gpt-4o-mini-2024-07-18", "--dry-run", "--db", db)
+    assert "did you mean" not in r.output and "price table" not in r.output
+    # OpenAI-compatible servers serve models the table does not list: no guess, and no error
+    r = cli("generate", "news", "--teacher", "openai-compat:my-local-model", "--base-url", server.openai_url,
+            "--dry-run", "--db", db)  # fmt: skip
+    assert "did you mean" not in r.output
+
+
+# -- 3. the summary tells the truth about usefulness -----------------------------------------------------
+def test_the_summary_counts_labels_in_the_label_space_and_agreeing_with_gold_per_split(db, tmp_path, server):
+    task = topic_task(tmp_path, "topic")
+    a = write_rows(tmp_path / "a.jsonl", topic_rows(6))
+    b = write_rows(tmp_path / "b.jsonl", topic_rows(3, start=6))
+    cli("ingest", "--split", f"train={a}", "--split", f"test={b}", "--task", task, "-n", "news", "--db", db)
+    # rows 0-2 get "sports" (right for row 0 only); the rest the stand-in's "(40 + 2)", in no label space
+    server.set_faults(
+        {"answers": {f"Headline number {i} of": "Sport. So the answer is sports." for i in range(3)}}
+    )
+    r = cli("generate", "news", "--teacher", "openai:gpt-4o-mini", "--db", db, "-f", "json")
+    s = json.loads(r.stdout)[0]
+    assert (s["ok"], s["in_label_space"], s["agree_gold"]) == (9, 3, 1)
+    assert s["by_split"] == {
+        "test": {"rows": 3, "ok": 3, "in_label_space": 0, "gold": 3, "agree_gold": 0},
+        "train": {"rows": 6, "ok": 6, "in_label_space": 3, "gold": 6, "agree_gold": 1},
+    }
+    assert "6 of 9 answers are outside the label space of task 'topics'" in r.output
+    assert "the usual sign of a wrong prompt" in r.output
+    table = cli("generate", "news", "--teacher", "openai:gpt-4o-mini", "--db", db).stdout
+    assert "6 rows: 6 ok, 3 in the label space, 1 agree with gold" in " ".join(table.split())
+
+
+# -- 2. prompts for custom tasks ------------------------------------------------------------------------
+def news_db(db, tmp_path, n: int = 30):
+    """`news@1`: n labelled train rows of the topics task (label field `topic`)."""
+    task = topic_task(tmp_path, "topic")
+    cli(
+        "ingest",
+        write_rows(tmp_path / "news.jsonl", topic_rows(n)),
+        "--task",
+        task,
+        "-s",
+        "train",
+        "--db",
+        db,
+    )
+    return task
+
+
+def test_shipped_prompts_validate_and_a_typo_is_named_with_file_and_field(tmp_path):
+    from sbs_data import SbsError
+    from sbs_data.configfile import load_yaml
+    from sbs_data.generate.prompts import PROMPTS_DIR, read_prompt
+    from sbs_data.schemas import validate
+
+    shipped = sorted(PROMPTS_DIR.glob("*.yaml"))
+    assert len(shipped) == 4
+    for f in shipped:
+        validate(load_yaml(f, what="prompt file"), "prompt", where=str(f))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("template: '{input}'\nexemplar:\n  - input: x\n")  # `exemplar`: silently zero-shot before
+    with pytest.raises(SbsError, match=r"bad.yaml: \(top level\): Additional properties .*'exemplar'"):
+        read_prompt(bad)
+    bad.write_text("template: '{input}'\nexemplars:\n  - input: x\n    answer: y\n")
+    with pytest.raises(SbsError, match=r"bad.yaml: exemplars.0: 'rationale' is a required property"):
+        read_prompt(bad)
+
+
+def test_a_custom_task_without_a_prompt_is_warned_about_at_generate_and_dry_run(db, tmp_path, server):
+    news_db(db, tmp_path, 3)
+    for more in (["--dry-run"], []):
+        r = cli("generate", "news", "--teacher", "openai:gpt-4o-mini", "--db", db, *more)
+        out = " ".join(r.output.split())
+        assert "no few-shot prompt for task 'topics': using a zero-shot generic prompt" in out
+        assert "sbs-data prompt init" in out and "--prompt" in out
+    own = tmp_path / "own.txt"
+    own.write_text("Which topic?\n{input}\nA:")
+    r = cli("generate", "news", "--teacher", "openai:gpt-4o-mini", "--prompt", own, "--dry-run", "--db", db)
+    assert "no few-shot prompt" not in r.output and "Which topic?" in r.output
+
+
+def test_prompt_init_writes_balanced_exemplars_with_placeholders_that_generate_refuses(db, tmp_path):
+    task = news_db(db, tmp_path)
+    out = tmp_path / "topics.prompt.yaml"
+    r = cli("prompt", "init", task, "--from", "news", "--shots", "6", "--out", out, "--db", db, "-f", "json")
+    s = json.loads(r.stdout)[0]
+    assert (s["shots"], s["labels"], s["placeholders"]) == (6, 3, 6) and "placeholders" in r.output
+    from sbs_data.generate.prompts import read_prompt
+
+    p = read_prompt(out)
+    assert sorted(ex["answer"] for ex in p.exemplars) == sorted(TOPICS * 2)  # two of each label
+    assert all(ex["input"].startswith("Headline: Headline number") for ex in p.exemplars)
+    assert p.placeholders == list(range(6))
+    first = out.read_text()
+    r = cli("prompt", "init", task, "--from", "news", "--out", out, "--db", db, ok=False)
+    assert "exists; pass --force" in r.output
+    cli("prompt", "init", task, "--from", "news@1", "--shots", "6", "--out", out, "--force", "--db", db)
+    assert out.read_text() == first  # deterministic
+    cli(
+        "prompt",
+        "init",
+        task,
+        "--from",
+        "news",
+        "--shots",
+        "6",
+        "--seed",
+        "7",
+        "--out",
+        out,
+        "--force",
+        "--db",
+        db,
+    )
+    assert out.read_text() != first
+    r = cli("generate", "news", "--teacher", "openai:gpt-4o-mini", "--prompt", out, "--dry-run", "--db", db,
+            ok=False)  # fmt: skip
+    assert f"{out}: exemplars[0].rationale: still the placeholder" in r.output
+    r = cli("prompt", "init", "cqa", "--from", "news", "--out", tmp_path / "x.yaml", "--db", db, ok=False)
+    assert "news@1 is task 'topics', not 'cqa'" in r.output
+
+
+def test_prompt_init_with_a_teacher_makes_a_prompt_that_generate_and_rationalize_use(db, tmp_path, server):
+    task = news_db(db, tmp_path)
+    out = tmp_path / "topics.prompt.yaml"
+    r = cli("prompt", "init", task, "--from", "news", "--shots", "3", "--out", out, "--teacher",
+            "openai:gpt-4o-mini", "--db", db, "-f", "json")  # fmt: skip
+    s = json.loads(r.stdout)[0]
+    assert (s["rationales_written"], s["placeholders"], s["called"]) == (3, 0, 3) and server.count == 3
+    assert s["spent_usd"] > 0
+    from sbs_data.generate.prompts import read_prompt
+
+    p = read_prompt(out)
+    assert all("fake teacher reasons" in ex["rationale"] for ex in p.exemplars) and p.sha == s["prompt_sha"]
+    assert len(p.exemplars) == 3 and p.template == "{input}\nA:"
+    # cached like any call: writing it again calls nothing
+    cli("prompt", "init", task, "--from", "news", "--shots", "3", "--out", out, "--force", "--teacher",
+        "openai:gpt-4o-mini", "--db", db)  # fmt: skip
+    assert server.count == 3
+    # generate uses it: every request carries its system text and exemplars
+    server.keep_bodies = True
+    r = cli("generate", "news", "--teacher", "openai:gpt-4o-mini", "--prompt", out, "--db", db, "-f", "json")
+    assert "no few-shot prompt" not in r.output
+    sent = [b["body"]["messages"] for b in server.bodies]
+    assert len(sent) == 30
+    assert all(m[0]["content"] == p.system and p.exemplars[0]["rationale"] in m[1]["content"] for m in sent)
+    # rationalize (no --prompt) asks with the generating prompt, hinted; the file may be gone by then
+    out.unlink()
+    server.bodies.clear()
+    r = cli("rationalize", "news-gpt-4o-mini", "--teacher", "openai:gpt-4o-mini", "--db", db, "-f", "json")
+    hinted = [b["body"]["messages"] for b in server.bodies]
+    assert len(hinted) == 30  # every answer was "(40 + 2)": wrong
+    for m in hinted:
+        assert m[0]["content"] == p.system and p.exemplars[0]["rationale"] in m[1]["content"]
+        assert "The correct answer is" in m[1]["content"]
+    with Workspace.open(db) as ws:
+        gen, hint = ws.get("news-gpt-4o-mini"), ws.get("news-gpt-4o-mini-hinted")
+        assert hint.config["prompt"]["sha"] == gen.config["prompt"]["sha"] == p.sha
+    # --prompt still says otherwise
+    other = tmp_path / "other.txt"
+    other.write_text("Other prompt.\n{input}\nA:")
+    server.bodies.clear()
+    cli("rationalize", "news-gpt-4o-mini", "--teacher", "openai:gpt-4o-mini", "--prompt", other, "-n", "h2",
+        "--combined-name", "r2", "--db", db)  # fmt: skip
+    assert server.bodies and all(
+        "Other prompt." in b["body"]["messages"][-1]["content"] for b in server.bodies
+    )
