@@ -493,6 +493,7 @@ def serve(
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
+            sock.listen(128)  # connections made once the URL is printed wait for uvicorn to accept them
         except OSError as e:
             sock.close()
             raise SbsError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
@@ -510,6 +511,8 @@ def serve(
         server = uvicorn.Server(config)
         try:
             server.run(sockets=[sock])
+        except KeyboardInterrupt:
+            pass  # uvicorn shut down gracefully, then re-raised the Ctrl-C: that is how a person stops it
         finally:
             sock.close()
     echo("stopped; every verdict is stored in the workspace")

@@ -120,7 +120,7 @@
         const res = await post("/api/apply", { ref: ref, name: name });
         out.textContent = "made " + res.version + ": " + res.counts.dropped_by_review + " row(s) dropped by review, " + res.counts.kept + " kept";
         const a = document.createElement("a");
-        a.href = "/v/" + encodeURIComponent(res.version);
+        a.href = "/v/" + res.version;  // NAME@N: letters, digits, . _ - and @ only
         a.textContent = " open it";
         a.id = "applied-link";
         out.appendChild(a);
