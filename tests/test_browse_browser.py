@@ -156,6 +156,7 @@ def test_filter_judge_with_keyboard_reload_and_open_a_row(app_server, page):
     page.wait_for_selector(_cell(page, "tr001", 0) + ".drop")
     page.screenshot(path=str(screenshot_path("browse-judged.png")))
     page.reload()
+    page.screenshot(path=str(screenshot_path("browse-reviewed.png")))
     assert page.locator(_cell(page, "h000", 1)).inner_text() == "drop"
     assert page.locator(_cell(page, "tr000", 0)).inner_text() == "keep"
     assert page.locator(_cell(page, "tr001", 0)).get_attribute("title") == "restates the question"

@@ -464,7 +464,7 @@ def create_app(
 
 
 #: Signals shown as columns on the version page (all of them are on the row page and can filter and sort).
-_PAGE_SIGNALS = ("gold_match", "words", "vote_share", "input_overlap", "ngram_repetition", "judge_score")
+_PAGE_SIGNALS = ("words", "vote_share", "input_overlap")
 
 
 def serve(
