@@ -179,15 +179,27 @@ def bench(rows: int, repeat: int, work: Path) -> dict:
     ref = build(db, rows)
     build_s = time.perf_counter() - t0
     srv = Server(db, ref)
-    out: dict = {"rows": rows, "build_s": round(build_s, 1), "startup_s": round(srv.startup_s, 2), "pages": []}
+    out: dict = {
+        "rows": rows,
+        "build_s": round(build_s, 1),
+        "startup_s": round(srv.startup_s, 2),
+        "pages": [],
+    }
     try:
         for name, path, body in pages(ref, rows):
             first = fetch(srv.url + path, body)
             times = [fetch(srv.url + path, body) for _ in range(repeat)]
             out["pages"].append(
-                {"page": name, "first_ms": round(first * 1000, 1), "median_ms": round(statistics.median(times) * 1000, 1)}
+                {
+                    "page": name,
+                    "first_ms": round(first * 1000, 1),
+                    "median_ms": round(statistics.median(times) * 1000, 1),
+                }
             )
-            print(f"  {rows:>9,} {name:<38} first {first * 1000:7.1f} ms  median {statistics.median(times) * 1000:7.1f} ms", flush=True)
+            print(
+                f"  {rows:>9,} {name:<38} first {first * 1000:7.1f} ms  median {statistics.median(times) * 1000:7.1f} ms",
+                flush=True,
+            )
         out["peak_rss_mb"] = round(srv.peak_rss_mb())
     finally:
         srv.stop()
@@ -219,7 +231,9 @@ def main() -> None:
     for i, p in enumerate(results[0]["pages"]):
         cells = [f"{r['pages'][i]['first_ms']} / {r['pages'][i]['median_ms']}" for r in results]
         print(f"| {p['page']} | " + " | ".join(cells) + " |")
-    print("| server startup (open + page table), s | " + " | ".join(str(r["startup_s"]) for r in results) + " |")
+    print(
+        "| server startup (open + page table), s | " + " | ".join(str(r["startup_s"]) for r in results) + " |"
+    )
     print("| server peak RSS, MB | " + " | ".join(str(r["peak_rss_mb"]) for r in results) + " |")
     print(json.dumps(results))
 

@@ -20,9 +20,9 @@ import hmac
 import ipaddress
 import json
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Generator
 from datetime import date, datetime
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlencode
 
 import duckdb
@@ -44,6 +44,8 @@ from . import rows as rowsmod
 from . import store
 
 SQL_MAX_ROWS = 1000
+#: DuckDB's memory cap in the server: the page table and cached pages of the workspace spill past it.
+SERVER_MEMORY_BYTES = 2**30
 TOKEN_COOKIE = "sbs_token"
 TOKEN_HEADER = "x-sbs-token"
 LOOPBACK_NAMES = ("localhost",)
@@ -197,8 +199,12 @@ def create_app(
     token: str | None = None,
     default_ref: str | None = None,
     allowed_hosts: tuple[str, ...] | None = ("127.0.0.1", "localhost", "[::1]"),
+    memory_limit: int | None = None,
 ) -> Starlette:
-    """The ASGI app over an open, writable workspace (`allowed_hosts=None` accepts any Host header)."""
+    """The ASGI app over an open, writable workspace (`allowed_hosts=None` accepts any Host header;
+    `memory_limit` in bytes caps DuckDB's buffers for the server's life: pages and tables spill past it)."""
+    if memory_limit is not None:
+        ws.execute(f"SET memory_limit = '{int(memory_limit) // 2**20}MiB'")  # before the lock below
     ws.sandbox()  # the SQL console's rules hold for the whole connection: no extensions, config locked
     state = State(ws, token, default_ref)
     env = _env()
@@ -340,7 +346,7 @@ def create_app(
         if q.strip():
             try:
                 ws.check_read_only(q)
-                batches = ws.batches(q, batch_rows=SQL_MAX_ROWS + 1)
+                batches = cast(Generator[Any, None, None], ws.batches(q, batch_rows=SQL_MAX_ROWS + 1))
                 try:
                     first = next(batches, None)
                 finally:
@@ -484,7 +490,13 @@ def serve(
     with Workspace.open(db) as ws:
         v = ws.get(ref) if ref is not None else None
         allowed = ("127.0.0.1", "localhost", "[::1]") if is_loopback(host) else None
-        app = create_app(ws, token=token, default_ref=v.ref if v else None, allowed_hosts=allowed)
+        app = create_app(
+            ws,
+            token=token,
+            default_ref=v.ref if v else None,
+            allowed_hosts=allowed,
+            memory_limit=SERVER_MEMORY_BYTES,
+        )
         if v is not None and v.kind != "examples":
             echo(f"preparing {v.ref} ({v.row_count} rows)...")
             app.state.browse.tables.get(v)  # built once now, so the first page is quick

@@ -4,8 +4,8 @@ The first look at a version builds a temp table of its rows (every row of its co
 the gold label, the selection's keep/rule and every signal; no long text) once, numbered in the default order
 (example, sample). Pages then filter, count and sort that table, take one page with LIMIT/OFFSET (or a
 range of the row number when nothing narrows the order), and fetch the long text of that page's rows only,
-by the content tables' row ids. Text search (`q`) scans the rationale and the input once per query with
-ILIKE. Every value a request sends is a bound parameter; column names come from a whitelist.
+by the content tables' row ids. Text search (`q`) scans the rationale, the input and the example id once
+per query with ILIKE (not the raw completion, which repeats the rationale). Every value a request sends is a bound parameter; column names come from a whitelist.
 """
 
 from __future__ import annotations
@@ -78,7 +78,9 @@ class RowsTable:
         self.name = f"_browse_rows_{v.version_id}"
         self.signals: list[str] = []
         self.total = 0
+        self._facets: dict[str, list[Any]] | None = None
         self._build()
+        self.facets()
 
     def _build(self) -> None:
         ws, v = self.ws, self.v
@@ -210,11 +212,11 @@ class RowsTable:
             pat = _esc_like(qy.q)
             conds.append(
                 "(b.g_row IN (SELECT rowid FROM sbs_generations WHERE version_id = ? "
-                "AND (rationale ILIKE ? ESCAPE '\\' OR raw ILIKE ? ESCAPE '\\')) "
+                "AND rationale ILIKE ? ESCAPE '\\') "
                 "OR b.e_row IN (SELECT rowid FROM sbs_examples WHERE version_id = ? "
                 "AND input_text ILIKE ? ESCAPE '\\') OR b.example_id ILIKE ? ESCAPE '\\')"
             )
-            params += [self.v.base_id, pat, pat, self.v.examples_id, pat, pat]
+            params += [self.v.base_id, pat, self.v.examples_id, pat, pat]
         return (" WHERE " + " AND ".join(conds)) if conds else "", params
 
     # -- reading -------------------------------------------------------------------------------------
@@ -296,8 +298,11 @@ class RowsTable:
         return prev, nxt
 
     def facets(self) -> dict[str, list[Any]]:
-        """The distinct values of the small columns, for the filter menus (capped)."""
-        out = {}
+        """The distinct values of the small columns, for the filter menus (capped; read once: the rows of a
+        committed version never change)."""
+        if self._facets is not None:
+            return self._facets
+        out: dict[str, list[Any]] = {}
         for col in ("split", "teacher", "parse_status", "rule"):
             out[col] = [
                 r[0]
@@ -305,6 +310,7 @@ class RowsTable:
                     f"SELECT DISTINCT {col} FROM temp.{self.name} WHERE {col} IS NOT NULL ORDER BY 1 LIMIT 50"
                 )
             ]
+        self._facets = out
         return out
 
 

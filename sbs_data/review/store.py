@@ -90,7 +90,7 @@ def record(
 def verdicts(ws: Workspace, ref: str, example_id: str | None = None) -> list[dict[str, Any]]:
     """The verdicts on `ref` (optionally of one example), by example and sample."""
     v = reviewable(ws, ref)
-    where, params = "version_id = ?", [v.version_id]
+    where, params = "version_id = ?", [v.version_id]  # type: tuple[str, list[Any]]
     if example_id is not None:
         where += " AND example_id = ?"
         params.append(example_id)
