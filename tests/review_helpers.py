@@ -1,6 +1,15 @@
-"""Builders for the review/browse tests: a scored, filtered svamp-like version with a few hostile rows."""
+"""Builders for the review/browse tests: a scored, filtered svamp-like version with a few hostile rows, and
+`sbs-data browse` run as a real server process."""
 
 from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 from export_helpers import question
 from workspace_helpers import make_examples, make_generations
@@ -51,3 +60,58 @@ def build_reviewable(ws: Workspace, n: int = 10, name: str = "rv") -> tuple[Vers
     scored = score(ws, gen.ref)
     sel = filter_version(ws, scored.ref, RECIPE, name=f"{name}-sel").version
     return gen, scored, sel
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Server:
+    """`sbs-data browse` as a subprocess on a free port; `url` is its base address."""
+
+    def __init__(self, db: Path, *args: str):
+        self.db, self.args, self.proc, self.url, self.printed = db, args, None, "", ""
+
+    def start(self) -> None:
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-u",
+                "-m",
+                "sbs_data.cli",
+                "browse",
+                *self.args,
+                "--port",
+                "0",
+                "--db",
+                str(self.db),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+        )
+        deadline = time.monotonic() + 60
+        seen = []
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            seen.append(line)
+            m = re.search(r"at (http://127\.0\.0\.1:\d+)/", line)
+            if m:
+                self.url, self.printed = m.group(1), "".join(seen)
+                return
+        self.proc.kill()
+        raise AssertionError("browse did not print its URL:\n" + "".join(seen))
+
+    def kill9(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> str:
+        """Ctrl-C, as a person stops it; returns what it printed after the URL."""
+        self.proc.send_signal(signal.SIGINT)
+        out, _ = self.proc.communicate(timeout=30)
+        assert self.proc.returncode == 0, out
+        return out

@@ -5,65 +5,16 @@ stays inert. One server and workspace for the module (restarted once, by the kil
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 from browser_helpers import screenshot_path
-from review_helpers import build_reviewable
+from review_helpers import Server, build_reviewable
 
 from sbs_data.export.options import ExportOptions
 from sbs_data.export.shards import export
 from sbs_data.workspace import Workspace
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-class Server:
-    """`sbs-data browse` as a subprocess on a free port; `url` is its base address."""
-
-    def __init__(self, db: Path):
-        self.db, self.proc, self.url = db, None, ""
-
-    def start(self) -> None:
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-u", "-m", "sbs_data.cli", "browse", "--port", "0", "--db", str(self.db)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env=env,
-        )
-        deadline = time.monotonic() + 60
-        seen = []
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
-                break
-            seen.append(line)
-            m = re.search(r"at (http://127\.0\.0\.1:\d+)/", line)
-            if m:
-                self.url = m.group(1)
-                return
-        self.proc.kill()
-        raise AssertionError("browse did not print its URL:\n" + "".join(seen))
-
-    def kill9(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> str:
-        """Ctrl-C, as a person stops it; returns what it printed after the URL."""
-        self.proc.send_signal(signal.SIGINT)
-        out, _ = self.proc.communicate(timeout=30)
-        assert self.proc.returncode == 0, out
-        return out
 
 
 @pytest.fixture(scope="module")
