@@ -34,9 +34,13 @@ def server(monkeypatch: pytest.MonkeyPatch):
         yield srv
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
-    """A headless Debian Chromium driven by Playwright, shared by the session's browser tests."""
+    """A headless Debian Chromium driven by Playwright, shared by a module's browser tests.
+
+    Module-scoped, not session-scoped: Playwright's sync API keeps an asyncio loop running in the main thread
+    while it is open, and every later test that calls asyncio.run() (the generate engine, the README's
+    Python example) would fail with "cannot be called from a running event loop"."""
     from browser_helpers import chromium_path
 
     try:

@@ -88,11 +88,17 @@ def test_filter_judge_with_keyboard_reload_and_open_a_row(app_server, page):
     page.select_option('select[name="split"]', "train")
     page.select_option("#sig", "words")
     page.fill("#sig-lo", "1")
+    page.select_option("#sort", "-vote_share")
     page.click('#filters button[type="submit"]')
     page.wait_for_url(re.compile(r"split=train"))
-    assert "min.words=1" in page.url and "_sig" not in page.url and "teacher=" not in page.url
+    assert "min.words=1" in page.url and "sort=-vote_share" in page.url
+    assert "_sig" not in page.url and "teacher=" not in page.url
     rows = page.locator("#rows tbody tr.row")
     assert rows.count() == 22  # 11 train examples x 2 samples
+    assert rows.first.get_attribute("data-example") == "tr001"  # vote share 1.0 first, then the default order
+    page.select_option("#sort", "")
+    page.click('#filters button[type="submit"]')
+    page.wait_for_url(re.compile(r"^[^?]*\?split=train&min\.words=1$"))
     page.keyboard.press("j")  # first row: h000 #0
     page.keyboard.press("j")  # h000 #1
     page.keyboard.press("r")  # drop it; the cursor moves on to tr000 #0

@@ -29,6 +29,7 @@ import duckdb
 from jinja2 import Environment, PackageLoader
 from markupsafe import Markup
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.requests import Request
@@ -282,6 +283,7 @@ def create_app(
             link=link,
             sort_link=sort_link,
             signals=t.signals,
+            sort_columns=list(t.columns()),
             facets=t.facets(),
             show_signals=[s for s in t.signals if s in _PAGE_SIGNALS],
             lineage=[x.ref for x in ws.lineage(v.ref)],
@@ -416,8 +418,6 @@ def create_app(
             )
             return JSONResponse({"stored": stored})
 
-        from starlette.concurrency import run_in_threadpool
-
         return await run_in_threadpool(guarded(work), request)
 
     def get_verdicts(request: Request) -> Response:
@@ -441,8 +441,6 @@ def create_app(
             state.version(ref)
             res = store.apply(ws, ref, name, note=note)
             return JSONResponse({"version": res.version.ref, "counts": res.counts})
-
-        from starlette.concurrency import run_in_threadpool
 
         return await run_in_threadpool(guarded(work), request)
 

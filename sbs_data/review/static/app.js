@@ -1,4 +1,5 @@
-// sbs-data browse: keyboard review (j/k move, a/r judge, A/R with a reason), filters, apply.
+// sbs-data browse: keyboard review (j/k move, a/r judge, A/R with a reason, o open, n/p next/previous
+// example, / search), the filter form, the Apply button.
 // Teacher text only ever enters the page as text (textContent), never as markup.
 (function () {
   "use strict";
@@ -77,7 +78,7 @@
       case "r": judge("drop", false); break;
       case "A": judge("keep", true); break;
       case "R": judge("drop", true); break;
-      case "o": case "Enter":
+      case "o":
         if (page === "version" && cur >= 0) window.location.href = rows[cur].dataset.href;
         else return;
         break;
