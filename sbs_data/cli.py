@@ -1532,6 +1532,76 @@ def push(
     emit([res.as_row()], fmt)
 
 
+# ---------------------------------------------------------------------------------------------
+# Browse and review: the local web app, and the verdicts it stores
+
+
+@app.command()
+@friendly
+def browse(
+    ref: Annotated[
+        str | None,
+        typer.Argument(help="Version to open first: NAME or NAME@N (default: the list of versions)."),
+    ] = None,
+    port: Annotated[int, typer.Option("--port", help="Port to listen on (0 picks a free one).")] = 8765,
+    host: Annotated[
+        str, typer.Option("--host", help="Address to bind; anything but loopback needs --token.")
+    ] = "127.0.0.1",
+    token: Annotated[
+        str | None, typer.Option("--token", help="Secret every request must carry (printed in the URL).")
+    ] = None,
+    db: Db = None,
+) -> None:
+    """Review rationales in a local web app; keyboard verdicts are stored in the workspace as you make them."""
+    from sbs_data.review.app import serve
+
+    serve(db, ref, host=host, port=port, token=token, echo=typer.echo)
+
+
+review_app = typer.Typer(
+    help="Verdicts made in `browse`: summarise them, turn them into a selection.", no_args_is_help=True
+)
+app.add_typer(review_app, name="review")
+
+
+@review_app.command("status")
+@friendly
+def review_status(
+    name: Annotated[str | None, typer.Argument(help="Only this dataset's versions.")] = None,
+    db: Db = None,
+    fmt: Fmt = "table",
+) -> None:
+    """Per reviewed version: rows, verdicts, keep and drop counts, the last verdict's time."""
+    from sbs_data.review.store import summary
+
+    with Workspace.open(db, read_only=True) as ws:
+        rows = summary(ws, name)
+    if not rows and fmt == "table":
+        info("no verdicts yet (judge rows in `sbs-data browse`)")
+    emit(rows, fmt, columns=["ref", "rows", "generated", "reviewed", "keep", "drop", "last"])
+
+
+@review_app.command("apply")
+@friendly
+def review_apply(
+    ref: Annotated[str, typer.Argument(help="The reviewed version: NAME or NAME@N.")],
+    name: Annotated[str, typer.Option("--name", "-n", help="Dataset for the new selection version.")],
+    note_: Annotated[str | None, typer.Option("--note", help="Free note stored with the version.")] = None,
+    db: Db = None,
+    fmt: Fmt = "table",
+) -> None:
+    """A new selection version: rows judged drop are dropped (rule `review`), earlier drops stay dropped."""
+    from sbs_data.review.store import apply
+
+    with Workspace.open(db) as ws:
+        res = apply(ws, ref, name, note=note_)
+    info(
+        f"review of {ref}: {res.counts['dropped_by_review']} row(s) dropped by review, "
+        f"{res.counts['kept']} of {res.counts['rows']} kept -> {res.version.ref}"
+    )
+    emit([{"version": res.version.ref, **res.counts}], fmt)
+
+
 def main() -> None:  # pragma: no cover - console entry
     try:
         app()

@@ -84,7 +84,7 @@ def test_workspace_migrated_by_main_at_010_gets_011_and_012(tmp_path, monkeypatc
     answer in its cache, gets the branch's migrations renumbered after it: 011 (served_model) and 012 (push
     intents). The answer keeps its columns and reads served_model NULL; the cache view has every column."""
     allm = wsmod._migrations()
-    assert [(n, name) for n, name, _ in allm[9:]] == [
+    assert [(n, name) for n, name, _ in allm[9:12]] == [
         (10, "responses"),
         (11, "served_model"),
         (12, "push_intents"),
@@ -100,8 +100,10 @@ def test_workspace_migrated_by_main_at_010_gets_011_and_012(tmp_path, monkeypatc
         )
     monkeypatch.setattr(wsmod, "_migrations", lambda: allm)
     with Workspace.open(db) as ws:
-        assert ws.schema_version() == 12
-        applied = ws.all("SELECT version, name FROM sbs_migrations WHERE version > 9 ORDER BY 1")
+        assert ws.schema_version() == allm[-1][0]  # later migrations (013 verdicts, ...) follow
+        applied = ws.all(
+            "SELECT version, name FROM sbs_migrations WHERE version BETWEEN 10 AND 12 ORDER BY 1"
+        )
         assert [tuple(r) for r in applied] == [(10, "responses"), (11, "served_model"), (12, "push_intents")]
         assert {
             "usage_estimated",
@@ -418,6 +420,7 @@ def test_no_module_uses_the_raw_connection_outside_the_workspace():
 TABLE_OWNERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "cache": ("generate/cache.py", ("sbs_cache",)),
     "batches": ("generate/batches/store.py", ("sbs_batch_runs", "sbs_batches", "sbs_batch_requests")),
+    "verdicts": ("review/store.py", ("sbs_verdicts",)),
 }
 
 
