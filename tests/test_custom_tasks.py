@@ -205,7 +205,10 @@ def test_a_custom_task_without_a_prompt_is_warned_about_at_generate_and_dry_run(
         r = cli("generate", "news", "--teacher", "openai:gpt-4o-mini", "--db", db, *more)
         out = " ".join(r.output.split())
         assert "no few-shot prompt for task 'topics': using a zero-shot generic prompt" in out
-        assert "sbs-data prompt init" in out and "--prompt" in out
+        assert "sbs-data prompt init topics --from news --shots 6 --out topics.prompt.yaml" in out
+    # ...and that command, as printed, works: the task's name resolves to the definition the version stores
+    cli("prompt", "init", "topics", "--from", "news", "--shots", "6", "--out", tmp_path / "topics.prompt.yaml",
+        "--db", db)  # fmt: skip
     own = tmp_path / "own.txt"
     own.write_text("Which topic?\n{input}\nA:")
     r = cli("generate", "news", "--teacher", "openai:gpt-4o-mini", "--prompt", own, "--dry-run", "--db", db)

@@ -130,12 +130,13 @@ def prompt_init(
         raise SbsError(f"--out {path}: the file exists; pass --force to overwrite it")
     if not 1 <= shots <= MAX_SHOTS:
         raise SbsError(f"--shots must be between 1 and {MAX_SHOTS}, not {shots}")
-    t = get_task(task)
     ex = ws.get(source)
     if ex.kind != "examples":
         if ex.examples_id is None:
             raise SbsError(f"{ex.ref} holds {ex.kind}, not examples")
         ex = ws.by_id(ex.examples_id)
+    # A YAML task's name also works once it is ingested: the examples version stores its definition.
+    t = get_task(task, stored=(ex.config or {}).get("task_def") if task == ex.task else None)
     if ex.task != t.name:
         raise SbsError(f"{ex.ref} is task {ex.task!r}, not {t.name!r}")
     rows = pick(ws, ex, shots, seed, split)

@@ -281,11 +281,11 @@ def is_generic(prompt: Prompt) -> bool:
     return prompt.source == "generic"
 
 
-def generic_warning(task: Any) -> str:
-    """The warning for a task asked with the zero-shot fallback, with the fix."""
+def generic_warning(task: Any, dataset: str = "DATASET") -> str:
+    """The warning for a task asked with the zero-shot fallback, with the fix (the command to run)."""
     return (
         f"warning: no few-shot prompt for task {task.name!r}: using a zero-shot generic prompt. Write one "
-        f"from your labelled rows with `sbs-data prompt init TASK --from DATASET --shots 6 --out "
+        f"from your labelled rows with `sbs-data prompt init {task.name} --from {dataset} --shots 6 --out "
         f"{task.name}.prompt.yaml` (add --teacher SPEC to have the rationales written), then pass "
         f"--prompt {task.name}.prompt.yaml"
     )

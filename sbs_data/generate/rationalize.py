@@ -54,7 +54,7 @@ def rationalize(
         **spec.prompt_args(),
     )
     if is_generic(p.prompt):
-        log.warning(generic_warning(p.task))
+        log.warning(generic_warning(p.task, p.examples.dataset))
     res = run_plan(
         ws,
         p,
