@@ -32,6 +32,8 @@ step "What a real teacher would cost: renders the prompts, calls nothing" \
 #   sbs-data rationalize demo-svamp-replay --teacher openai:gpt-4o-mini  -> demo-svamp-replay-rationalized
 step "Rationalize: which wrong/failed train rows would be asked again with the gold answer as a hint" \
   sbs-data rationalize demo-svamp-replay --teacher openai:gpt-4o-mini --dry-run
+step "Look at a few rows, readably (any version; --where takes SQL, --format json for scripts)" \
+  sbs-data show demo-svamp-replay --limit 2 --where "split = 'train'"
 step "The request cache" sbs-data cache stats
 step "Score the teacher's rationales (rationale-aware quality signals)" sbs-data score demo-svamp-replay
 step "Filter with the strict recipe (keeps keep/drop + the first rule that dropped each row)" \
@@ -74,3 +76,4 @@ printf '\n\033[1mDemo finished: every step succeeded.\033[0m Workspace %s, repor
 printf 'The two students are tiny random-weight models trained for 30 steps on a few dozen rows, so test accuracy\n'
 printf 'near 0 is expected: the demo shows that the pipeline runs end to end, not what a real student learns.\n'
 printf 'For that, see "Does step-by-step pay off on my task?" in README.md (sbs-train sweep).\n'
+printf 'Review the rows in your browser: sbs-data browse demo-svamp-replay --db %s\n' "$SBS_DB"
