@@ -106,6 +106,16 @@ def test_apply_drops_judged_rows_with_rule_review_and_keeps_earlier_drops(ws, tm
     keys = _export_keys(ws, v.ref, tmp_path / "out")
     assert ("tr001", 0) not in keys and ("tr001", 1) in keys and ("tr000", 1) not in keys
     assert len(keys) == 20
+    # the report's funnel: the earlier selection's drops, then the review's, with the rows it dropped
+    from sbs_data.quality.report import report
+
+    rep = report(ws, v.ref)
+    stages = {f["step"]: (f["in"], f["dropped"], f["out"]) for f in rep["funnel"]}
+    assert stages["review"] == (21, 1, 20) and list(stages)[-1] == "review"
+    by_step = {d["step"]: d for d in rep["drop_examples"]}
+    assert by_step["review"]["dropped"] == 1 and [r["example_id"] for r in by_step["review"]["rows"]] == [
+        "tr001"
+    ]
     # the same review applied again has the same config hash
     again = store.apply(ws, sel.ref, "rv-reviewed")
     assert again.version.ref == "rv-reviewed@2" and again.version.config_hash == v.config_hash

@@ -48,6 +48,7 @@ def report(ws: Workspace, ref: str) -> dict[str, Any]:
         cfg = sel.config
         if "recipe" in cfg:
             out["recipe"] = {"name": cfg.get("recipe_name"), "hash": cfg.get("recipe_hash")}
+        if "recipe" in cfg or cfg.get("op") == "review":
             out["funnel"] = funnel(ws, sel)
             out["drop_examples"] = drop_examples(ws, sel, [f["step"] for f in out["funnel"]])
     if v.scores_id:
@@ -61,9 +62,17 @@ def report(ws: Workspace, ref: str) -> dict[str, Any]:
     return out
 
 
+#: The stage of a selection made by `sbs-data review apply` (its config's `op`; the rule its rows carry).
+REVIEW_STAGE = ("review", "review", "a person judged the row drop (sbs-data browse, review apply)")
+
+
 def funnel(ws: Workspace, sel: Version) -> list[dict[str, Any]]:
-    """Rows in / dropped / out per recipe step, overall and per split, from the stored reasons."""
-    rec: Recipe = parse_recipe(json.dumps(sel.config["recipe"]), where=f"{sel.ref} recipe")
+    """Rows in / dropped / out per recipe step (or, for a review selection, the human verdicts), overall and
+    per split, from the stored reasons."""
+    review = sel.config.get("op") == "review"
+    rec: Recipe | None = (
+        None if review else parse_recipe(json.dumps(sel.config["recipe"]), where=f"{sel.ref} recipe")
+    )
     parent = ws.by_id(sel.parents[0]) if sel.parents else None
     earlier = parent.selection_id if parent else None
     params: list[Any] = [sel.version_id]
@@ -108,8 +117,8 @@ def funnel(ws: Workspace, sel: Version) -> list[dict[str, Any]]:
         )
     if "unscored" in counts:
         stages.append(("unscored", "unscored", "rows without scores"))
-    stages += [(st.name, st.name, st.describe()) for st in rec.steps]
-    applies = _applies(ws, sel, rec, earlier)
+    stages += [REVIEW_STAGE] if rec is None else [(st.name, st.name, st.describe()) for st in rec.steps]
+    applies = {} if rec is None else _applies(ws, sel, rec, earlier)
     for key, name, rule in stages:
         dropped = counts.get(key, {})
         after = {sp: current[sp] - dropped.get(sp, 0) for sp in splits}

@@ -515,7 +515,8 @@ def serve(
             url += "?" + urlencode({"token": token})
         echo(f"sbs-data browse: serving {ws.path} at {url}")
         echo(
-            "(the workspace is held by this server: other writing commands wait until you stop it with Ctrl-C)"
+            "(the workspace is held by this server: other sbs-data commands on it, reading ones too, get an "
+            '"in use" error until you stop it with Ctrl-C)'
         )
         config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
         server = uvicorn.Server(config)
