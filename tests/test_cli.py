@@ -7,19 +7,10 @@ import io
 import json
 
 import pytest
+from cli_helpers import run
 from ingest_helpers import make_original
-from typer.testing import CliRunner
 
 from sbs_data.cli import app
-
-runner = CliRunner()
-
-
-def run(*args: str, ok: bool = True):
-    r = runner.invoke(app, list(args))
-    if ok:
-        assert r.exit_code == 0, r.output
-    return r
 
 
 @pytest.fixture

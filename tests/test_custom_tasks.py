@@ -7,20 +7,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from cli_helpers import run as cli
 from custom_task_helpers import TOPICS, topic_rows, topic_task, write_rows
-from typer.testing import CliRunner
 
-from sbs_data.cli import app
 from sbs_data.workspace import Workspace
-
-runner = CliRunner()
-
-
-def cli(*args: str, ok: bool = True):
-    r = runner.invoke(app, [str(a) for a in args])
-    if ok:
-        assert r.exit_code == 0, r.output
-    return r
 
 
 @pytest.fixture

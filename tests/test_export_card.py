@@ -7,18 +7,7 @@ import re
 from pathlib import Path
 
 import yaml
-from typer.testing import CliRunner
-
-from sbs_data.cli import app
-
-DEMO_NLI = Path(__file__).resolve().parent.parent / "examples" / "demo" / "demo-nli"
-runner = CliRunner()
-
-
-def run(*args: str):
-    r = runner.invoke(app, list(args))
-    assert r.exit_code == 0, r.output
-    return r
+from cli_helpers import DEMO_NLI, run
 
 
 def _card(out: Path) -> tuple[dict, str]:

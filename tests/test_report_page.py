@@ -5,29 +5,18 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import pytest
 from browser_helpers import screenshot_path
+from cli_helpers import DEMO_NLI, run
 from quality_helpers import svamp_scored
-from typer.testing import CliRunner
 from workspace_helpers import make_examples, make_generations
 
-from sbs_data.cli import app
 from sbs_data.quality.report import TOP_LABELS, _svg_hist
 from sbs_data.quality.signals import score
 from sbs_data.workspace import Workspace
 
-DEMO_NLI = Path(__file__).resolve().parent.parent / "examples" / "demo" / "demo-nli"
 HOSTILE = "<script>window.pwned=1</script><img src=x onerror=window.pwned=1>"
-runner = CliRunner()
-
-
-def run(*args: str, ok: bool = True):
-    r = runner.invoke(app, list(args))
-    if ok:
-        assert r.exit_code == 0, r.output
-    return r
 
 
 @pytest.fixture

@@ -6,21 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from cli_helpers import DEMO_NLI, run
 
-from sbs_data.cli import app
 from sbs_data.show import show
 from sbs_data.workspace import Workspace
-
-DEMO_NLI = Path(__file__).resolve().parent.parent / "examples" / "demo" / "demo-nli"
-runner = CliRunner()
-
-
-def run(*args: str, ok: bool = True):
-    r = runner.invoke(app, list(args))
-    if ok:
-        assert r.exit_code == 0, r.output
-    return r
 
 
 @pytest.fixture
