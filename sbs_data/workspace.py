@@ -381,6 +381,21 @@ class Workspace:
         finally:
             self._in_tx = False
 
+    @contextmanager
+    def rolled_back(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A cursor whose work is always rolled back, for a user's query. On a writable connection a statement
+        DuckDB classifies as a SELECT can still write (a data-modifying CTE, `WITH d AS (DELETE ... RETURNING
+        *) SELECT ...`, or `nextval`), so `check_read_only` alone does not make it read-only there."""
+        cur = self.con.cursor()
+        try:
+            cur.execute("BEGIN TRANSACTION")
+            yield cur
+        finally:
+            try:
+                cur.execute("ROLLBACK")
+            finally:
+                cur.close()
+
     def _require_writable(self) -> None:
         if self.read_only:
             raise SbsError("this workspace connection is read-only")

@@ -208,6 +208,17 @@ def test_sql_console_is_the_read_only_sandbox(served):
     r = c.get("/sql", params={"q": "SELECT range AS i FROM range(5000)"})
     assert r.text.count("<tr><td>") == 1000 and "more not shown" in r.text
     assert ws.one("SELECT count(*) FROM sbs_versions") >= 4  # nothing was deleted
+    # DuckDB calls a data-modifying CTE a SELECT, and this connection can write: the console rolls it back
+    before = ws.one("SELECT count(*) FROM sbs_generations")
+    for q in (
+        "WITH d AS (DELETE FROM sbs_generations RETURNING *) SELECT count(*) FROM d",
+        "WITH d AS (UPDATE sbs_versions SET note = 'pwned' RETURNING *) SELECT count(*) FROM d",
+    ):
+        c.get("/sql", params={"q": q})
+    assert ws.one("SELECT count(*) FROM sbs_generations") == before > 0
+    assert ws.one("SELECT count(*) FROM sbs_versions WHERE note = 'pwned'") == 0
+    r = c.get("/v/" + sel.ref)
+    assert r.status_code == 200  # the server goes on working after the rollbacks
 
 
 def test_token_guards_every_request(tmp_path):

@@ -5,7 +5,8 @@ writer for as long as it runs (a second writer, e.g. `sbs-data generate`, gets t
 the server first). Everything it does with that connection reads, except `store.record` (one verdict, committed
 before the response) and `store.apply` (a new selection version, the button's POST). The SQL console runs the
 same check as `sbs-data sql` (queries only) on a connection sandboxed the same way (no extension installs or
-loads, configuration locked), and shows at most `SQL_MAX_ROWS` rows.
+loads, configuration locked), inside a transaction that is always rolled back (on a writing connection a
+"SELECT" can still write through a data-modifying CTE), and shows at most `SQL_MAX_ROWS` rows.
 
 Safety: it binds 127.0.0.1 unless told otherwise, and any other host needs a token; with a token every request
 carries it (`?token=` once sets a cookie, or the `X-SBS-Token` header). Requests must name this server as
@@ -20,9 +21,9 @@ import hmac
 import ipaddress
 import json
 import threading
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable
 from datetime import date, datetime
-from typing import Any, cast
+from typing import Any
 from urllib.parse import urlencode
 
 import duckdb
@@ -348,11 +349,10 @@ def create_app(
         if q.strip():
             try:
                 ws.check_read_only(q)
-                batches = cast(Generator[Any, None, None], ws.batches(q, batch_rows=SQL_MAX_ROWS + 1))
-                try:
-                    first = next(batches, None)
-                finally:
-                    batches.close()
+                # The server's connection can write: whatever the query does is rolled back (a GET never
+                # changes the workspace, even through a data-modifying CTE).
+                with ws.rolled_back() as cur:
+                    first = next(iter(cur.sql(q).to_arrow_reader(SQL_MAX_ROWS + 1)), None)
                 if first is not None:
                     cols = list(first.schema.names)
                     data = first.to_pylist()
