@@ -94,6 +94,8 @@ def test_filters_sort_search_and_paging(served):
         ({"kept": "maybe"}, "kept must be true or false"),
         ({"n": "7"}, "n must be one of"),
         ({"verdict": "perhaps"}, "verdict filter must be"),
+        ({"page": "1000000000000000000", "sort": "teacher"}, "page must be at most"),  # OFFSET past a BIGINT
+        ({"page": "1000000000000000000", "split": "train"}, "page must be at most"),
     ],
 )
 def test_bad_page_parameters_get_a_clear_400(served, params, message):

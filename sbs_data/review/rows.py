@@ -35,6 +35,8 @@ BASE_COLUMNS = {
     "rule": "b.rule",
 }
 PAGE_SIZES = (25, 50, 100, 200)
+#: The highest page number a request may ask for (its OFFSET must stay a BIGINT: far past any real version).
+MAX_PAGE = 10**9
 Q_MAX_CHARS = 200
 TEXT_PREVIEW_CHARS = 600
 
@@ -184,6 +186,8 @@ class RowsTable:
             qy.size = int(args.get("n") or 50)
         except ValueError:
             raise SbsError("page and n must be integers") from None
+        if qy.page > MAX_PAGE:
+            raise SbsError(f"page must be at most {MAX_PAGE:,}")
         if qy.size not in PAGE_SIZES:
             raise SbsError(f"n must be one of {', '.join(map(str, PAGE_SIZES))}")
         return qy
