@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from sbs_data import SbsError
 from sbs_data.cli import app as cli_app
+from sbs_data.review import app as appmod
 from sbs_data.review.app import check_host, create_app
 from sbs_data.workspace import Workspace
 
@@ -221,6 +222,20 @@ def test_sql_console_is_the_read_only_sandbox(served):
     assert ws.one("SELECT count(*) FROM sbs_versions WHERE note = 'pwned'") == 0
     r = c.get("/v/" + sel.ref)
     assert r.status_code == 200  # the server goes on working after the rollbacks
+
+
+def test_sql_console_stops_a_long_query_and_caps_cells(served, monkeypatch):
+    """The server answers one request at a time: a query that runs on is interrupted, not left to hold every
+    other page; a huge cell is cut, not sent whole."""
+    _, c, sel = served
+    monkeypatch.setattr(appmod, "SQL_TIMEOUT_S", 0.3)
+    r = c.get("/sql", params={"q": "SELECT count(*) FROM range(3000000000) t WHERE hash(t.range) % 7 = 3"})
+    assert r.status_code == 200 and "stopped after 0.3 s" in html.unescape(r.text)
+    assert c.get(f"/v/{sel.ref}").status_code == 200
+    r = c.get("/sql", params={"q": "SELECT repeat('x', 100000) AS big, 'small' AS s"})
+    assert r.status_code == 200 and "x" * appmod.SQL_MAX_CELL_CHARS in r.text
+    assert "x" * (appmod.SQL_MAX_CELL_CHARS + 1) not in r.text and "(100,000 characters)" in r.text
+    assert "<td>small</td>" in r.text
 
 
 def test_token_guards_every_request(tmp_path):

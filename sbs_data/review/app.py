@@ -46,6 +46,10 @@ from . import rows as rowsmod
 from . import store
 
 SQL_MAX_ROWS = 1000
+#: The SQL console stops a query after this many seconds: the server answers one request at a time.
+SQL_TIMEOUT_S = 10.0
+#: A cell of the SQL console shows at most this many characters (a query can make cells of any size).
+SQL_MAX_CELL_CHARS = 2000
 #: DuckDB's memory cap in the server: the page table and cached pages of the workspace spill past it.
 SERVER_MEMORY_BYTES = 2**30
 TOKEN_COOKIE = "sbs_token"
@@ -93,6 +97,14 @@ def _jsonable(x: Any) -> Any:
     if isinstance(x, bytes | bytearray):
         return x.hex()
     return str(x)
+
+
+def _cell(x: Any) -> str:
+    """A SQL console cell, capped at `SQL_MAX_CELL_CHARS`."""
+    s = json.dumps(x, default=_jsonable) if isinstance(x, dict | list) else _fmt(x)
+    if len(s) > SQL_MAX_CELL_CHARS:
+        s = s[:SQL_MAX_CELL_CHARS] + f"… ({len(s):,} characters)"
+    return s
 
 
 def _fmt(x: Any) -> str:
@@ -346,30 +358,37 @@ def create_app(
         cols: list[str] = []
         result: list[list[str]] = []
         error, more = None, False
+        stopped = threading.Event()
         if q.strip():
             try:
                 ws.check_read_only(q)
                 # The server's connection can write: whatever the query does is rolled back (a GET never
-                # changes the workspace, even through a data-modifying CTE).
+                # changes the workspace, even through a data-modifying CTE). Every other request waits for
+                # this one: a query still running after SQL_TIMEOUT_S is interrupted.
                 with ws.rolled_back() as cur:
-                    first = next(iter(cur.sql(q).to_arrow_reader(SQL_MAX_ROWS + 1)), None)
+
+                    def stop(cur: duckdb.DuckDBPyConnection = cur) -> None:
+                        stopped.set()
+                        cur.interrupt()
+
+                    timer = threading.Timer(SQL_TIMEOUT_S, stop)
+                    timer.start()
+                    try:
+                        first = next(iter(cur.sql(q).to_arrow_reader(SQL_MAX_ROWS + 1)), None)
+                    finally:
+                        timer.cancel()
                 if first is not None:
                     cols = list(first.schema.names)
                     data = first.to_pylist()
                     more = len(data) > SQL_MAX_ROWS
-                    result = [
-                        [
-                            _fmt(r.get(c))
-                            if not isinstance(r.get(c), dict | list)
-                            else json.dumps(r.get(c), default=_jsonable)
-                            for c in cols
-                        ]
-                        for r in data[:SQL_MAX_ROWS]
-                    ]
+                    result = [[_cell(r.get(c)) for c in cols] for r in data[:SQL_MAX_ROWS]]
             except SbsError as e:
                 error = str(e)
             except duckdb.Error as e:
-                error = f"SQL error: {str(e)[:2000]}"
+                if stopped.is_set():
+                    error = f"stopped after {SQL_TIMEOUT_S:g} s (the server answers one request at a time)"
+                else:
+                    error = f"SQL error: {str(e)[:2000]}"
         return page(
             "sql.html", request, q=q, cols=cols, result=result, error=error, more=more, max_rows=SQL_MAX_ROWS
         )
