@@ -272,3 +272,13 @@ def test_non_loopback_host_needs_a_token():
     check_host("0.0.0.0", "a-long-enough-token")
     r = CliRunner().invoke(cli_app, ["browse", "--host", "0.0.0.0", "--db", "/nonexistent/w.duckdb"])
     assert r.exit_code == 1 and "--host 0.0.0.0" in r.output and "--token" in r.output
+
+
+def test_browse_refuses_a_missing_workspace(tmp_path, monkeypatch):
+    """Like the reading commands: no empty workspace made behind a mistyped --db."""
+    import uvicorn
+
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets=None: None)  # never serve here
+    db = tmp_path / "typo.duckdb"
+    r = CliRunner().invoke(cli_app, ["browse", "--port", "0", "--db", str(db)])
+    assert r.exit_code == 1 and "no workspace here" in r.output and not db.exists()

@@ -6,7 +6,8 @@ the server first). Everything it does with that connection reads, except `store.
 before the response) and `store.apply` (a new selection version, the button's POST). The SQL console runs the
 same check as `sbs-data sql` (queries only) on a connection sandboxed the same way (no extension installs or
 loads, configuration locked), inside a transaction that is always rolled back (on a writing connection a
-"SELECT" can still write through a data-modifying CTE), and shows at most `SQL_MAX_ROWS` rows.
+"SELECT" can still write through a data-modifying CTE), shows at most `SQL_MAX_ROWS` rows (cells cut at
+`SQL_MAX_CELL_CHARS`) and stops a query after `SQL_TIMEOUT_S`.
 
 Safety: it binds 127.0.0.1 unless told otherwise, and any other host needs a token; with a token every request
 carries it (`?token=` once sets a cookie, or the `X-SBS-Token` header). Requests must name this server as
@@ -40,7 +41,7 @@ from starlette.staticfiles import StaticFiles
 
 from sbs_data import SbsError
 from sbs_data.quality import report as rp
-from sbs_data.workspace import Version, Workspace
+from sbs_data.workspace import Version, Workspace, resolve_db_path
 
 from . import rows as rowsmod
 from . import store
@@ -504,7 +505,10 @@ def serve(
     import uvicorn
 
     check_host(host, token)
-    with Workspace.open(db) as ws:
+    path = resolve_db_path(db)
+    if not path.exists():  # as the reading commands say (opening it as the writer would make an empty one)
+        raise SbsError(f"{path}: no workspace here (run `sbs-data init` or an ingest first)")
+    with Workspace.open(path) as ws:
         v = ws.get(ref) if ref is not None else None
         allowed = ("127.0.0.1", "localhost", "[::1]") if is_loopback(host) else None
         app = create_app(
