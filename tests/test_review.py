@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pyarrow.parquet as pq
 import pytest
@@ -135,6 +136,18 @@ def test_apply_on_a_version_without_selection_and_bad_names(ws):
         store.apply(ws, gen.ref, "bad name")
     with pytest.raises(SbsError, match="holds examples"):
         store.apply(ws, gen.ref, "rv")  # the examples dataset
+
+
+def test_apply_refuses_a_version_without_verdicts_and_names_the_judged_one(ws):
+    """Verdicts belong to the version judged: applying another version of the same rows would silently copy it."""
+    gen, scored, sel = build_reviewable(ws)
+    with pytest.raises(SbsError, match=f"no verdicts on {re.escape(sel.ref)}: nothing to apply"):
+        store.apply(ws, sel.ref, "rv-none")
+    store.record(ws, scored.ref, "tr001", "drop", sample=0)
+    with pytest.raises(SbsError, match=f"no verdicts on {re.escape(gen.ref)}.*judged on {re.escape(scored.ref)}"):
+        store.apply(ws, gen.ref, "rv-none")
+    assert not ws.versions("rv-none")
+    assert store.apply(ws, scored.ref, "rv-none").version.ref == "rv-none@1"
 
 
 def test_review_cli_status_and_apply(tmp_path):

@@ -189,11 +189,31 @@ def _fingerprint(ws: Workspace, v: Version) -> tuple[str, datetime | None]:
     return h.hexdigest()[:16], last
 
 
+def _require_verdicts(ws: Workspace, v: Version) -> None:
+    """Refuse to apply a review that has no verdicts: the selection would only copy `v`, and the likely cause
+    is that the rows were judged on another version of the same rows (verdicts belong to the version judged)."""
+    if ws.one("SELECT count(*) FROM sbs_verdicts WHERE version_id = ?", [v.version_id]):
+        return
+    others = [
+        r
+        for (r,) in ws.all(
+            "SELECT DISTINCT v.dataset || '@' || v.num FROM sbs_verdicts r JOIN sbs_versions v "
+            "ON v.version_id = r.version_id WHERE v.base_id = ? AND v.status = 'committed' ORDER BY 1",
+            [v.base_id],
+        )
+    ]
+    where = f"; the same rows were judged on {', '.join(others)}" if others else ""
+    raise SbsError(
+        f"no verdicts on {v.ref}: nothing to apply (judge its rows in `sbs-data browse {v.ref}` first{where})"
+    )
+
+
 def apply(ws: Workspace, ref: str, name: str, note: str | None = None) -> ApplyResult:
     """A new selection version `name@N` over `ref`: rows marked drop dropped with rule `review`, rows an earlier
     selection dropped kept dropped with their rule, every other row kept. Its config carries the review's
-    counts and a hash of the verdicts; it is one run in `sbs_runs`."""
+    counts and a hash of the verdicts; it is one run in `sbs_runs`. A version without verdicts is refused."""
     check_name(name)
+    _require_verdicts(ws, reviewable(ws, ref))
     with ws.run(f"review apply {ref} --name {name}") as run:
         v = reviewable(ws, ref)
         fp, last = _fingerprint(ws, v)
