@@ -10,6 +10,7 @@ import pytest
 from review_helpers import HOSTILE_RATIONALE, build_reviewable
 from starlette.testclient import TestClient
 from typer.testing import CliRunner
+from workspace_helpers import make_examples, make_generations
 
 from sbs_data import SbsError
 from sbs_data.cli import app as cli_app
@@ -282,3 +283,34 @@ def test_browse_refuses_a_missing_workspace(tmp_path, monkeypatch):
     db = tmp_path / "typo.duckdb"
     r = CliRunner().invoke(cli_app, ["browse", "--port", "0", "--db", str(db)])
     assert r.exit_code == 1 and "no workspace here" in r.output and not db.exists()
+
+
+def test_row_links_reach_every_example_id(tmp_path):
+    """Ids with slashes, `%`, `?`, `#`, unicode, markup, and `.`/`..` segments (which a browser resolves in a
+    path, escaped or not): each row link on the version page, normalised as a browser does, opens its row."""
+    ids = ["a/b", "50%", "q?x#y", "é ü", "<i>", "..", ".", "x/../y", "./rel.txt", "a//b"]
+    ws = Workspace.open(tmp_path / "ids.duckdb")
+    try:
+        rows = [
+            {"id": i, "input": f"What is {k} + 1?", "label": "1", "split": "train"} for k, i in enumerate(ids)
+        ]
+        ex = make_examples(ws, "ids", "svamp", rows)
+        gen = make_generations(
+            ws,
+            ex,
+            [{"example_id": i, "sample_idx": 0, "raw": "So the answer is 1."} for i in ids],
+            name="ids-gen",
+        )
+        c = TestClient(create_app(ws), base_url=BASE)
+        page = c.get(f"/v/{gen.ref}", params={"n": 25}).text
+        hrefs = [html.unescape(h) for h in re.findall(r'<td><a href="([^"]+)">', page)]
+        assert len(hrefs) == len(ids)
+        opened = []
+        for h in hrefs:
+            r = c.get(h)  # httpx resolves dot segments as browsers do
+            assert r.status_code == 200, (h, r.text[-300:])
+            opened.append(html.unescape(re.search(r"<h1>(.*?) <small>", r.text).group(1)))
+        assert sorted(opened) == sorted(ids)
+        assert c.get(f"/v/{gen.ref}/row").status_code == 400
+    finally:
+        ws.close()

@@ -144,7 +144,9 @@ def test_apply_refuses_a_version_without_verdicts_and_names_the_judged_one(ws):
     with pytest.raises(SbsError, match=f"no verdicts on {re.escape(sel.ref)}: nothing to apply"):
         store.apply(ws, sel.ref, "rv-none")
     store.record(ws, scored.ref, "tr001", "drop", sample=0)
-    with pytest.raises(SbsError, match=f"no verdicts on {re.escape(gen.ref)}.*judged on {re.escape(scored.ref)}"):
+    with pytest.raises(
+        SbsError, match=f"no verdicts on {re.escape(gen.ref)}.*judged on {re.escape(scored.ref)}"
+    ):
         store.apply(ws, gen.ref, "rv-none")
     assert not ws.versions("rv-none")
     assert store.apply(ws, scored.ref, "rv-none").version.ref == "rv-none@1"

@@ -25,7 +25,7 @@ import threading
 from collections.abc import Awaitable, Callable
 from datetime import date, datetime
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import duckdb
 from jinja2 import Environment, PackageLoader
@@ -144,11 +144,20 @@ class State:
         return self.tables.get(v)
 
 
+def row_url(ref: str, example_id: str) -> str:
+    """The row page of an example: `/v/REF/row/ID`, or `/v/REF/row?id=ID` when a segment of the id is `.` or
+    `..` (browsers resolve those in a path, escaped or not, so such a link would land elsewhere)."""
+    if any(seg in (".", "..") for seg in example_id.split("/")):
+        return f"/v/{ref}/row?" + urlencode({"id": example_id})
+    return f"/v/{ref}/row/" + quote(example_id, safe="/")
+
+
 def _env() -> Environment:
     env = Environment(loader=PackageLoader("sbs_data.review", "templates"), autoescape=True)
     env.filters["fmt"] = _fmt
     env.filters["tojson_attr"] = lambda x: json.dumps(x, default=_jsonable)
     env.globals["signal_meaning"] = rowsmod.describe
+    env.globals["row_url"] = row_url
     return env
 
 
@@ -306,7 +315,9 @@ def create_app(
     def row_page(request: Request) -> Response:
         v = state.version(request.path_params["ref"])
         t = state.table(v)
-        eid = request.path_params["example_id"]
+        eid = request.path_params.get("example_id") or request.query_params.get("id")
+        if not eid:
+            raise ApiError(400, "which example? /v/NAME@N/row/EXAMPLE_ID or /v/NAME@N/row?id=EXAMPLE_ID")
         rows = t.example(eid)
         if not rows:
             raise ApiError(404, f"no example {eid!r} in {v.ref}")
@@ -473,6 +484,7 @@ def create_app(
         Route("/v/{ref}/report", guarded(report_page)),
         Route("/v/{ref}/report.html", guarded(report_html)),
         Route("/v/{ref}/row/{example_id:path}", guarded(row_page)),
+        Route("/v/{ref}/row", guarded(row_page)),  # ?id=, for an id holding a `.` or `..` segment
         Route("/sql", guarded(sql_page)),
         Route("/api/verdicts", post_verdict, methods=["POST"]),
         Route("/api/verdicts", guarded(get_verdicts), methods=["GET"]),
