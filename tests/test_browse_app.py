@@ -314,3 +314,27 @@ def test_row_links_reach_every_example_id(tmp_path):
         assert c.get(f"/v/{gen.ref}/row").status_code == 400
     finally:
         ws.close()
+
+
+def test_browse_refuses_before_serving(tmp_path, monkeypatch):
+    """An examples version, or a busy port, is a clear error before any work (no table built, nothing served)."""
+    import socket
+
+    import uvicorn
+
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets=None: None)  # never serve here
+    db = tmp_path / "w.duckdb"
+    with Workspace.open(db) as ws:
+        build_reviewable(ws, n=3)
+    r = CliRunner().invoke(cli_app, ["browse", "rv@1", "--port", "0", "--db", str(db)])
+    assert r.exit_code == 1 and "rv@1 holds examples" in r.output and "serving" not in r.output
+    busy = socket.socket()
+    try:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        r = CliRunner().invoke(cli_app, ["browse", "rv-sel@1", "--port", str(port), "--db", str(db)])
+        assert r.exit_code == 1 and f"cannot listen on 127.0.0.1:{port}" in r.output
+        assert "preparing" not in r.output  # refused before building the version's row table
+    finally:
+        busy.close()

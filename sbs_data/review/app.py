@@ -522,17 +522,12 @@ def serve(
         raise SbsError(f"{path}: no workspace here (run `sbs-data init` or an ingest first)")
     with Workspace.open(path) as ws:
         v = ws.get(ref) if ref is not None else None
-        allowed = ("127.0.0.1", "localhost", "[::1]") if is_loopback(host) else None
-        app = create_app(
-            ws,
-            token=token,
-            default_ref=v.ref if v else None,
-            allowed_hosts=allowed,
-            memory_limit=SERVER_MEMORY_BYTES,
-        )
-        if v is not None and v.kind != "examples":
-            echo(f"preparing {v.ref} ({v.row_count} rows)...")
-            app.state.browse.tables.get(v)  # built once now, so the first page is quick
+        if v is not None and v.kind == "examples":
+            raise SbsError(
+                f"{v.ref} holds examples, not teacher rows: browse a generations, scores or selection "
+                "version (or give no NAME for the list of versions)"
+            )
+        # Listen before the slow part (the row table of a big version), so a busy port says so at once.
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -542,23 +537,35 @@ def serve(
         except OSError as e:
             sock.close()
             raise SbsError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
-        bound = sock.getsockname()[1]
-        shown = f"[{host}]" if ":" in host else host
-        path = f"/v/{v.ref}" if v else "/"
-        url = f"http://{shown}:{bound}{path}"
-        if token:
-            url += "?" + urlencode({"token": token})
-        echo(f"sbs-data browse: serving {ws.path} at {url}")
-        echo(
-            "(the workspace is held by this server: other sbs-data commands on it, reading ones too, get an "
-            '"in use" error until you stop it with Ctrl-C)'
-        )
-        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
-        server = uvicorn.Server(config)
-        try:
-            server.run(sockets=[sock])
-        except KeyboardInterrupt:
-            pass  # uvicorn shut down gracefully, then re-raised the Ctrl-C: that is how a person stops it
+        try:  # the socket is closed whatever happens from here
+            allowed = ("127.0.0.1", "localhost", "[::1]") if is_loopback(host) else None
+            app = create_app(
+                ws,
+                token=token,
+                default_ref=v.ref if v else None,
+                allowed_hosts=allowed,
+                memory_limit=SERVER_MEMORY_BYTES,
+            )
+            if v is not None:
+                echo(f"preparing {v.ref} ({v.row_count} rows)...")
+                app.state.browse.tables.get(v)  # built once now, so the first page is quick
+            bound = sock.getsockname()[1]
+            shown = f"[{host}]" if ":" in host else host
+            path = f"/v/{v.ref}" if v else "/"
+            url = f"http://{shown}:{bound}{path}"
+            if token:
+                url += "?" + urlencode({"token": token})
+            echo(f"sbs-data browse: serving {ws.path} at {url}")
+            echo(
+                "(the workspace is held by this server: other sbs-data commands on it, reading ones too, "
+                'get an "in use" error until you stop it with Ctrl-C)'
+            )
+            config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+            server = uvicorn.Server(config)
+            try:
+                server.run(sockets=[sock])
+            except KeyboardInterrupt:
+                pass  # uvicorn shut down gracefully, then re-raised the Ctrl-C: how a person stops it
         finally:
             sock.close()
     echo("stopped; every verdict is stored in the workspace")
