@@ -338,3 +338,22 @@ def test_browse_refuses_before_serving(tmp_path, monkeypatch):
         assert "preparing" not in r.output  # refused before building the version's row table
     finally:
         busy.close()
+
+
+def test_browse_answers_the_loopback_address_it_binds(tmp_path, monkeypatch):
+    """`--host 127.0.0.2` (any loopback address) serves its own URL; other Host names are still refused."""
+    import uvicorn
+
+    seen: dict[str, int] = {}
+
+    def run(self, sockets=None):  # instead of serving: ask the app what the printed URL would get
+        port = sockets[0].getsockname()[1]
+        for name in ("127.0.0.2", "evil.example"):
+            seen[name] = TestClient(self.config.app, base_url=f"http://{name}:{port}").get("/").status_code
+
+    monkeypatch.setattr(uvicorn.Server, "run", run)
+    db = tmp_path / "w.duckdb"
+    Workspace.open(db).close()
+    r = CliRunner().invoke(cli_app, ["browse", "--host", "127.0.0.2", "--port", "0", "--db", str(db)])
+    assert r.exit_code == 0, r.output
+    assert seen == {"127.0.0.2": 200, "evil.example": 400}

@@ -75,6 +75,15 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def allowed_hosts_for(host: str) -> tuple[str, ...] | None:
+    """The Host headers a server bound to `host` answers: on loopback the loopback names and `host` itself
+    (no DNS rebinding); elsewhere any (the token guards every request)."""
+    if not is_loopback(host):
+        return None
+    h = host.lower().strip("[]")
+    return tuple(dict.fromkeys(("127.0.0.1", "localhost", "[::1]", f"[{h}]" if ":" in h else h)))
+
+
 def check_host(host: str, token: str | None) -> None:
     """Refuse to serve beyond this machine without a token."""
     if not is_loopback(host) and not token:
@@ -538,12 +547,11 @@ def serve(
             sock.close()
             raise SbsError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
         try:  # the socket is closed whatever happens from here
-            allowed = ("127.0.0.1", "localhost", "[::1]") if is_loopback(host) else None
             app = create_app(
                 ws,
                 token=token,
                 default_ref=v.ref if v else None,
-                allowed_hosts=allowed,
+                allowed_hosts=allowed_hosts_for(host),
                 memory_limit=SERVER_MEMORY_BYTES,
             )
             if v is not None:
