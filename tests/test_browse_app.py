@@ -357,3 +357,17 @@ def test_browse_answers_the_loopback_address_it_binds(tmp_path, monkeypatch):
     r = CliRunner().invoke(cli_app, ["browse", "--host", "127.0.0.2", "--port", "0", "--db", str(db)])
     assert r.exit_code == 0, r.output
     assert seen == {"127.0.0.2": 200, "evil.example": 400}
+
+
+@pytest.mark.parametrize(
+    "url, body",
+    [
+        ("/api/verdicts", '{"ref": "rv-sel@1", "example_id": "\\ud800", "verdict": "drop"}'),
+        ("/api/verdicts", '{"ref": "rv-sel@\\udfff", "example_id": "tr001", "verdict": "drop"}'),
+        ("/api/apply", '{"ref": "rv-sel@1", "name": "rv-x", "note": "\\ud800"}'),
+    ],
+)
+def test_a_lone_surrogate_in_a_json_body_is_a_400(served, url, body):
+    _, c, _ = served
+    r = c.post(url, content=body.encode(), headers={"content-type": "application/json"})
+    assert r.status_code == 400 and "unpaired surrogate" in r.json()["error"]

@@ -425,6 +425,10 @@ def create_app(
             raise ApiError(400, "the body is not valid JSON") from None
         if not isinstance(body, dict):
             raise ApiError(400, "the body must be a JSON object")
+        try:  # a `\ud800` escape decodes to a lone surrogate, which no text column can store
+            json.dumps(body, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise ApiError(400, "the body holds an unpaired surrogate escape (\\ud800-\\udfff)") from None
         return body
 
     def _field(body: dict[str, Any], key: str, required: bool = True) -> Any:
