@@ -152,6 +152,18 @@ def test_apply_refuses_a_version_without_verdicts_and_names_the_judged_one(ws):
     assert store.apply(ws, scored.ref, "rv-none").version.ref == "rv-none@1"
 
 
+def test_export_card_names_the_review_stage(ws, tmp_path):
+    """The dataset card's funnel says a person dropped rows in review (not a recipe step named `review`)."""
+    _, _, sel = build_reviewable(ws)
+    store.record(ws, sel.ref, "tr001", "drop", sample=0)
+    res = store.apply(ws, sel.ref, "rv-reviewed")
+    out = tmp_path / "out"
+    export(ws, res.version.ref, out, ExportOptions(validation_fraction=None))
+    card = (out / "README.md").read_text()
+    assert "| dropped in review (`sbs-data browse`, `review apply`) | -1 | 20 |" in card
+    assert "| recipe step `gold` | -5 | 21 |" in card and "recipe step `review`" not in card
+
+
 def test_review_cli_status_and_apply(tmp_path):
     db = str(tmp_path / "w.duckdb")
     with Workspace.open(db) as ws:

@@ -352,9 +352,16 @@ def build_card(
     if sel:
         remaining = funnel["loaded"] + sum(s["dropped"] for s in sel)
         frows.append(["generated rows", "", remaining])
+        # A selection made by `review apply` drops a person's rejected rows with the rule `review`.
+        reviewed = (manifest["lineage"][0].get("config") or {}).get("op") == "review"
         for s in sel:
             remaining -= s["dropped"]
-            frows.append([f"recipe step `{s['step']}`", f"-{s['dropped']}", remaining])
+            stage = (
+                "dropped in review (`sbs-data browse`, `review apply`)"
+                if reviewed and s["step"] == "review"
+                else f"recipe step `{s['step']}`"
+            )
+            frows.append([stage, f"-{s['dropped']}", remaining])
     else:
         frows.append(["rows in the version", "", funnel.get("loaded")])
     remaining = funnel.get("loaded")
