@@ -530,10 +530,10 @@ def serve(
     import uvicorn
 
     check_host(host, token)
-    path = resolve_db_path(db)
-    if not path.exists():  # as the reading commands say (opening it as the writer would make an empty one)
-        raise SbsError(f"{path}: no workspace here (run `sbs-data init` or an ingest first)")
-    with Workspace.open(path) as ws:
+    db_path = resolve_db_path(db)
+    if not db_path.exists():  # as the reading commands say (opening it as the writer would make an empty one)
+        raise SbsError(f"{db_path}: no workspace here (run `sbs-data init` or an ingest first)")
+    with Workspace.open(db_path) as ws:
         v = ws.get(ref) if ref is not None else None
         if v is not None and v.kind == "examples":
             raise SbsError(
