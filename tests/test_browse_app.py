@@ -239,6 +239,18 @@ def test_sql_console_stops_a_long_query_and_caps_cells(served, monkeypatch):
     assert "<td>small</td>" in r.text
 
 
+def test_sql_console_reads_no_files_of_the_server(served, tmp_path):
+    """Anyone who reaches the port (every local user on loopback) must not read this user's files through it."""
+    _, c, _ = served
+    secret = tmp_path / "secret.txt"
+    secret.write_text("api-key-7f3a9\n")
+    for q in (f"SELECT * FROM read_text('{secret}')", f"SELECT * FROM read_csv('{secret}')"):
+        r = c.get("/sql", params={"q": q})
+        assert r.status_code == 200 and "api-key-7f3a9" not in r.text and 'id="sql-error"' in r.text, q
+    r = c.get("/sql", params={"q": "SELECT count(*) AS n FROM generations"})
+    assert 'id="sql-result"' in r.text  # the workspace itself is still there
+
+
 def test_token_guards_every_request(tmp_path):
     ws = Workspace.open(tmp_path / "t.duckdb")
     try:

@@ -5,7 +5,7 @@ writer for as long as it runs (a second writer, e.g. `sbs-data generate`, gets t
 the server first). Everything it does with that connection reads, except `store.record` (one verdict, committed
 before the response) and `store.apply` (a new selection version, the button's POST). The SQL console runs the
 same check as `sbs-data sql` (queries only) on a connection sandboxed the same way (no extension installs or
-loads, configuration locked), inside a transaction that is always rolled back (on a writing connection a
+loads, configuration locked) and with no file access (the workspace's own tables only), inside a transaction that is always rolled back (on a writing connection a
 "SELECT" can still write through a data-modifying CTE), shows at most `SQL_MAX_ROWS` rows (cells cut at
 `SQL_MAX_CELL_CHARS`) and stops a query after `SQL_TIMEOUT_S`.
 
@@ -238,6 +238,9 @@ def create_app(
     `memory_limit` in bytes caps DuckDB's buffers for the server's life: pages and tables spill past it)."""
     if memory_limit is not None:
         ws.execute(f"SET memory_limit = '{int(memory_limit) // 2**20}MiB'")  # before the lock below
+    # The console reads the workspace only, not the server's files (`read_text('~/.ssh/...')`): anyone who can
+    # reach the port (every local user on loopback, where no token is asked) could read what this user can.
+    ws.execute("SET enable_external_access = false")
     ws.sandbox()  # the SQL console's rules hold for the whole connection: no extensions, config locked
     state = State(ws, token, default_ref)
     env = _env()
