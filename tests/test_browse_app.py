@@ -383,3 +383,30 @@ def test_a_lone_surrogate_in_a_json_body_is_a_400(served, url, body):
     _, c, _ = served
     r = c.post(url, content=body.encode(), headers={"content-type": "application/json"})
     assert r.status_code == 400 and "unpaired surrogate" in r.json()["error"]
+
+
+def test_a_page_of_rows_shows_previews_and_the_row_page_the_whole_text(tmp_path):
+    from review_helpers import make_examples, make_generations
+
+    from sbs_data.review.rows import TEXT_PREVIEW_CHARS
+
+    ws = Workspace.open(tmp_path / "long.duckdb")
+    try:
+        ex = make_examples(
+            ws, "lg", "svamp", [{"id": "a1", "input": "q " * 3000, "label": "1", "split": "train"}]
+        )
+        long = "step " * 4000
+        make_generations(
+            ws, ex, [{"example_id": "a1", "sample_idx": 0, "raw": long + ". So the answer is 1."}]
+        )
+        c = TestClient(create_app(ws), base_url=BASE)
+        page = c.get("/v/lg-gen@1").text
+        assert (
+            "step " * (TEXT_PREVIEW_CHARS // 5 - 1) in page
+            and "step " * (TEXT_PREVIEW_CHARS // 5 + 1) not in page
+        )
+        assert "q " * (TEXT_PREVIEW_CHARS // 2 + 1) not in page
+        row = c.get("/v/lg-gen@1/row/a1").text
+        assert long.strip() in row
+    finally:
+        ws.close()

@@ -255,12 +255,17 @@ class RowsTable:
         """Fetch the long text of these rows only, by row id (a lookup, not a scan)."""
         if not rows:
             return
-        cut = (lambda s: s) if full else (lambda s: s if s is None else s[:TEXT_PREVIEW_CHARS])
+        # A page of rows reads previews cut in SQL (a huge completion is never read whole); a row page, all.
+        rationale, raw, text = (
+            ("rationale", "raw", "input_text")
+            if full
+            else (f"left(rationale, {TEXT_PREVIEW_CHARS})", "NULL", f"left(input_text, {TEXT_PREVIEW_CHARS})")
+        )
         g_ids = [r["g_row"] for r in rows]
         gtext = {
             rid: (rat, raw, fin, err)
             for rid, rat, raw, fin, err in self.ws.all(
-                "SELECT rowid, rationale, raw, finish_reason, error FROM sbs_generations "
+                f"SELECT rowid, {rationale}, {raw}, finish_reason, error FROM sbs_generations "
                 "WHERE rowid IN (SELECT unnest(?))",
                 [g_ids],
             )
@@ -270,7 +275,7 @@ class RowsTable:
             rid: txt
             for rid, txt in (
                 self.ws.all(
-                    "SELECT rowid, input_text FROM sbs_examples WHERE rowid IN (SELECT unnest(?))", [e_ids]
+                    f"SELECT rowid, {text} FROM sbs_examples WHERE rowid IN (SELECT unnest(?))", [e_ids]
                 )
                 if e_ids
                 else []
@@ -278,9 +283,9 @@ class RowsTable:
         }
         for r in rows:
             rat, raw, fin, err = gtext.get(r["g_row"], (None, None, None, None))
-            r["rationale"], r["raw"] = cut(rat), (raw if full else None)
+            r["rationale"], r["raw"] = rat, raw
             r["finish_reason"], r["error"] = fin, err
-            r["input_text"] = cut(etext.get(r["e_row"]))
+            r["input_text"] = etext.get(r["e_row"])
 
     def example(self, example_id: str) -> list[dict[str, Any]]:
         """Every row of one example in this version (all samples, teachers, hinted and not), full text."""
