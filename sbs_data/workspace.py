@@ -298,7 +298,10 @@ class Workspace:
         except duckdb.IOException as e:
             msg = str(e)
             if "lock" in msg.lower():
-                raise SbsError(f"{path}: the workspace is in use by another sbs-data process ({msg})") from e
+                raise SbsError(
+                    f"{path}: the workspace is in use by another sbs-data process ({msg}); wait for it to end "
+                    "(a running `sbs-data browse` holds it until stopped with Ctrl-C)"
+                ) from e
             bad = corrupt_error(e, path)
             if bad is not None:
                 raise bad from None

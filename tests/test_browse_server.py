@@ -40,6 +40,7 @@ def test_verdict_survives_kill9_and_the_server_holds_the_writer_lock(tmp_path):
         assert "preparing rv-sel@1" in srv.printed and f"{srv.url}/v/rv-sel@1" in srv.printed
         busy = runner.invoke(app, ["review", "status", "--db", str(db)])
         assert busy.exit_code == 1 and "in use by another sbs-data process" in busy.output
+        assert "sbs-data browse` holds it until stopped" in " ".join(busy.output.split())
         status, out = _post(
             srv.url + "/api/verdicts",
             {"ref": "rv-sel@1", "example_id": "tr002", "sample": 1, "verdict": "drop"},
