@@ -106,7 +106,8 @@ def test_the_plan_line_and_the_progress_bar_count_calls(db, tmp_path, server):
     src = write_rows(tmp_path / "news.jsonl", shared_prompt_rows(30, 7))
     cli("ingest", src, "--task", topic_task(tmp_path, "topic"), "--split", "train", "-n", "news", "--db", db)
     r = cli("generate", "news", "--teacher", "openai:gpt-4o-mini", "--dry-run", "--db", db)
-    assert "30 rows, 23 calls: 7 rows share a prompt with another row, one call each" in r.output
+    # 7 rows need no call of their own ("one call each" read as 7 more calls)
+    assert "30 rows, 23 calls: 7 rows repeat another row's prompt and share its call" in r.output
     r = cli("generate", "news", "--teacher", "openai:gpt-4o-mini", "--progress", "--db", db, "-f", "json")
     assert "23/23" in r.output and "/30" not in r.output  # the bar ends at the calls made
     assert json.loads(r.stdout)[0]["shared_prompt"] == 7 and server.count == 23
@@ -291,3 +292,33 @@ def test_prompt_init_with_a_teacher_makes_a_prompt_that_generate_and_rationalize
     assert server.bodies and all(
         "Other prompt." in b["body"]["messages"][-1]["content"] for b in server.bodies
     )
+
+
+# -- 5/8. the report and the card print statistics at 4 significant digits ------------------------------
+def _sig_digits(num: str) -> int:
+    return len(num.replace(".", "").replace("-", "").lstrip("0"))
+
+
+def test_the_report_and_the_card_print_signal_statistics_at_4_significant_digits(db, tmp_path, server):
+    """A new user's scored run: the histogram captions and the card's quality table printed Python's full
+    float repr (mean 0.725641, min 0.7096774193548387), unlike every other number of the report."""
+    import re
+
+    news_db(db, tmp_path)
+    # two answer lengths: the answer's position in the rationale is 1/3 or 2/3 of the way, never round
+    server.set_faults(
+        {"answers": {"Headline number 1": "Sport. So the answer is sports.", "of the day": "A headline about a "
+                     "game that was played in the day. So the answer is sports."}}
+    )  # fmt: skip
+    cli("generate", "news", "--teacher", "openai:gpt-4o-mini", "--db", db)
+    cli("score", "news-gpt-4o-mini", "--db", db)
+    page = tmp_path / "report.html"
+    cli("report", "news-gpt-4o-mini", "--html", page, "--db", db)
+    captions = re.findall(r"<figcaption>([^<]*)</figcaption>", page.read_text())
+    nums = [n for c in captions for n in re.findall(r"(?:mean|median) (-?[\d.]+)", c)]
+    assert any("." in n for n in nums) and all(_sig_digits(n) <= 4 for n in nums), captions
+    cli("export", "news-gpt-4o-mini", "--out", tmp_path / "out", "--db", db)
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "| `words` |" in card
+    stats = re.findall(r"\| mean (\S+), min (\S+), max (\S+) \|", card)
+    assert stats and all(_sig_digits(n) <= 4 for row in stats for n in row), stats

@@ -642,6 +642,11 @@ def _num(x: float) -> str:
     return f"{x:.4g}"
 
 
+def _num4(x: Any) -> str:
+    """A statistic at 4 significant digits (None as itself)."""
+    return _num(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else str(x)
+
+
 def _svg_hist(name: str, h: dict[str, Any]) -> str:
     """A histogram with a count axis (0, half, max) and value labels: the value itself for a constant,
     each value for small integer ranges, else the low, middle and high edges."""
@@ -841,7 +846,8 @@ def to_html(rep: dict[str, Any]) -> str:
         parts.append("<h2>Numeric signals (rows per value)</h2><div class='grid'>")
         for name, h in rep["histograms"].items():
             d = all_sigs.get(name, {})
-            cap = f"{name}: mean {d.get('mean')}, median {(d.get('quantiles') or {}).get('p50')}, n {d.get('count')}"
+            mean, median = d.get("mean"), (d.get("quantiles") or {}).get("p50")
+            cap = f"{name}: mean {_num4(mean)}, median {_num4(median)}, n {d.get('count')}"
             parts.append(f"<figure>{_svg_hist(name, h)}<figcaption>{e(cap)}</figcaption></figure>")
         rows = signal_rows(rep)
         parts.append(
