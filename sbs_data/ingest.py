@@ -300,7 +300,8 @@ class _Checked:
         assert f is not None
         v = row.get(f)
         if not isinstance(v, (str, int)) or isinstance(v, bool) or str(v).strip() == "":
-            raise FieldError(f, f"missing split name (--split-field {f}), got {v!r:.60}")
+            where = "" if f in row else f"; the row's columns: {', '.join(map(str, row))[:300]}"
+            raise FieldError(f, f"missing split name (--split-field {f}), got {v!r:.60}{where}")
         name = canonical_split(str(v))
         check_split_name(name, f"field '{f}'")
         return name
@@ -517,7 +518,12 @@ def ingest(
             raise SbsError(
                 "nothing to ingest: give a FILE (with --split or --split-field), or --split NAME=FILE"
             )
-        if (split is None) == (split_field is None):
+        if split is not None and split_field is not None:
+            raise SbsError(
+                f"{source}: give --split NAME (every row in one split) or --split-field COLUMN (a column naming "
+                "each row's split), not both"
+            )
+        if split is None and split_field is None:
             raise SbsError(
                 f"{source}: say which split its rows belong to: --split NAME, or --split-field COLUMN "
                 "(a column naming each row's split)"
