@@ -96,8 +96,9 @@ def test_several_splits_in_one_command_make_one_version(db, tmp_path):
     assert "not both" in r.output
     # a split column no row has (a typo): the row's columns are named
     r = cli("ingest", c, "--split-field", "prat", "--task", task, "-n", "m2", "--db", db, ok=False)
-    assert "missing split name (--split-field prat), got None; the row's columns: headline, topic, site, part" in (
-        " ".join(r.output.split())
+    assert (
+        "missing split name (--split-field prat), got None; the row's columns: headline, topic, site, part"
+        in (" ".join(r.output.split()))
     )
     assert sorted(versions(db)) == ["mixed@1", "news@1"]
 

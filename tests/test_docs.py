@@ -68,11 +68,13 @@ def _readme_commands(after: str) -> list[list[str]]:
 
     section = (ROOT / "README.md").read_text().split(after, 1)[1]
     block = section.split("```bash\n", 1)[1].split("```", 1)[0]
-    return [shlex.split(line, comments=True)[1:] for line in block.splitlines() if line.startswith("sbs-data ")]
+    return [
+        shlex.split(line, comments=True)[1:] for line in block.splitlines() if line.startswith("sbs-data ")
+    ]
 
 
 def test_readme_own_task_in_five_commands_runs_as_written(server, tmp_path, monkeypatch):
-    """"Your own task in five commands", as printed, on a topic task's rows with a `part` column."""
+    """The README block "Your own task in five commands", as printed, on a topic task's rows with a `part` column."""
     import json
 
     from cli_helpers import run as cli
