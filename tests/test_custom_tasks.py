@@ -180,6 +180,24 @@ def news_db(db, tmp_path, n: int = 30):
     return task
 
 
+def test_answers_marked_up_by_a_chat_model_are_in_the_label_space(db, tmp_path, server):
+    """ "So the answer is **sports**." (markdown bold, as chat models write) was the label '**sports**': outside
+    the label space, so `filter` dropped right answers."""
+    news_db(db, tmp_path, n=6)  # topics cycle sports, politics, tech
+    server.set_faults(
+        {"answers": {
+            "number 0 of": "Sport. So the answer is **sports**.",
+            "number 1 of": "Votes. So the answer is *Politics*!",
+            "number 2 of": "Chips. So the answer is `tech`.",
+        }}
+    )  # fmt: skip
+    r = cli("generate", "news", "--teacher", "openai:gpt-4o-mini", "--limit", "3", "--db", db, "-f", "json")
+    s = json.loads(r.stdout)[0]
+    assert (s["ok"], s["in_label_space"], s["agree_gold"]) == (3, 3, 3)
+    with Workspace.open(db) as ws:
+        assert sorted(ws.all("SELECT pred_label FROM generations")) == [("politics",), ("sports",), ("tech",)]
+
+
 def test_shipped_prompts_validate_and_a_typo_is_named_with_file_and_field(tmp_path):
     from sbs_data import SbsError
     from sbs_data.configfile import load_yaml
