@@ -231,6 +231,15 @@ def test_a_custom_task_without_a_prompt_is_warned_about_at_generate_and_dry_run(
     own.write_text("Which topic?\n{input}\nA:")
     r = cli("generate", "news", "--teacher", "openai:gpt-4o-mini", "--prompt", own, "--dry-run", "--db", db)
     assert "no few-shot prompt" not in r.output and "Which topic?" in r.output
+    # data ingested with --no-labels: the printed command would fail (no labelled rows), so it names another
+    task = topic_task(tmp_path)
+    src = write_rows(tmp_path / "unlabelled.jsonl", topic_rows(3))
+    cli("ingest", src, "--task", task, "--split", "train", "-n", "raw", "--no-labels", "--db", db)
+    r = cli("generate", "raw", "--teacher", "openai:gpt-4o-mini", "--dry-run", "--db", db)
+    out = " ".join(r.output.split())
+    assert "(raw has none: ingest a few)" in out and "prompt init topics --from LABELLED_DATASET" in out
+    r = cli("prompt", "init", "topics", "--from", "raw", "--out", tmp_path / "x.yaml", "--db", db, ok=False)
+    assert "no labelled rows" in r.output
 
 
 def test_prompt_init_writes_balanced_exemplars_with_placeholders_that_generate_refuses(db, tmp_path):

@@ -281,11 +281,16 @@ def is_generic(prompt: Prompt) -> bool:
     return prompt.source == "generic"
 
 
-def generic_warning(task: Any, dataset: str = "DATASET") -> str:
-    """The warning for a task asked with the zero-shot fallback, with the fix (the command to run)."""
+def generic_warning(task: Any, dataset: str = "DATASET", labelled: bool = True) -> str:
+    """The warning for a task asked with the zero-shot fallback, with the fix (the command to run). A dataset
+    ingested with --no-labels has no rows to take exemplars from: the command names a labelled one instead."""
+    source = dataset if labelled else "LABELLED_DATASET"
+    rows = (
+        "your labelled rows" if labelled else f"labelled rows of the task ({dataset} has none: ingest a few)"
+    )
     return (
         f"warning: no few-shot prompt for task {task.name!r}: using a zero-shot generic prompt. Write one "
-        f"from your labelled rows with `sbs-data prompt init {task.name} --from {dataset} --shots 6 --out "
+        f"from {rows} with `sbs-data prompt init {task.name} --from {source} --shots 6 --out "
         f"{task.name}.prompt.yaml` (add --teacher SPEC to have the rationales written), then pass "
         f"--prompt {task.name}.prompt.yaml"
     )

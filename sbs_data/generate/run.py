@@ -197,7 +197,7 @@ def generate(
     teacher, _ = resolve_teacher(ws, spec, run)
     p = spec_plan(ws, ref, teacher, spec)
     if is_generic(p.prompt):
-        log.warning(generic_warning(p.task, p.examples.dataset))
+        log.warning(generic_warning(p.task, p.examples.dataset, not p.examples.config.get("no_labels")))
     out_name = check_name(name or default_name(p.examples, teacher))
     ws.check_target(out_name, "generations", p.task.name, source=p.source)
     if spec.samples > 1 and not p.params.get("temperature") and not teacher.facts.reasoning:
