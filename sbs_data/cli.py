@@ -410,9 +410,9 @@ def show(
     if fmt != "table":
         emit(shown.rows, fmt, columns=shown.columns)
         return
-    titles = [
-        f"{shown.ref} · {r.get('example_id', '')}" + (f" #{r['sample_idx']}" if "sample_idx" in r else "")
-        for r in shown.rows
+    titles = [  # named by the row's key even when --columns leaves it out
+        f"{shown.ref} · {k.get('example_id', '')}" + (f" #{k['sample_idx']}" if "sample_idx" in k else "")
+        for k in shown.keys
     ]
     typer.echo(render_blocks(shown.rows, shown.columns, titles=titles))
     if shown.total > len(shown.rows):
