@@ -358,3 +358,34 @@ def test_the_report_and_the_card_print_signal_statistics_at_4_significant_digits
     assert "| `words` |" in card
     stats = re.findall(r"\| mean (\S+), min (\S+), max (\S+) \|", card)
     assert stats and all(_sig_digits(n) <= 4 for row in stats for n in row), stats
+
+
+# -- 6. export --------------------------------------------------------------------------------------------
+def test_exporting_unlabelled_data_with_gold_labels_is_refused_with_the_fix(db, tmp_path, server):
+    """Data ingested with --no-labels, generated and exported with the default --label-source gold: every
+    shard row had a null label (and the card said the labels came from gold)."""
+    import pyarrow.parquet as pq
+
+    src = write_rows(tmp_path / "raw.jsonl", topic_rows(6))
+    cli(
+        "ingest",
+        src,
+        "--task",
+        topic_task(tmp_path),
+        "--split",
+        "train",
+        "-n",
+        "raw",
+        "--no-labels",
+        "--db",
+        db,
+    )
+    server.set_faults({"answers": {"of the day": "A game. So the answer is sports."}})
+    cli("generate", "raw", "--teacher", "openai:gpt-4o-mini", "--db", db)
+    out = tmp_path / "out"
+    r = cli("export", "raw-gpt-4o-mini", "--out", out, "--db", db, ok=False)
+    assert r.exit_code == 1 and "no exported row has a gold label" in r.output
+    assert "--label-source teacher" in r.output and not out.exists()
+    cli("export", "raw-gpt-4o-mini", "--out", out, "--label-source", "teacher", "--db", db)
+    labels = pq.read_table(next((out / "train").glob("*.parquet"))).column("label").to_pylist()
+    assert labels == ["sports"] * 6
