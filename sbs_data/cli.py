@@ -396,8 +396,10 @@ def show(
     db: Db = None,
     fmt: Fmt = "table",
 ) -> None:
-    """Print the rows of a version to read: one block per row, long text wrapped (--format table, the
-    default), or csv/json/jsonl. Selections show every row with keep, the dropping rule's name and the rule."""
+    """Print the rows of a version to read: one block per row, long text wrapped.
+
+    --format table (the default) prints blocks; csv, json and jsonl are for machines.
+    Selections show every row with keep, the dropping rule's name and the rule."""
     from sbs_data.output import render_blocks
     from sbs_data.show import show as do_show
 
@@ -492,8 +494,9 @@ def ingest(
     db: Db = None,
     fmt: Fmt = "table",
 ) -> None:
-    """Load examples into a new version of a dataset (all-or-nothing): one FILE with --split or --split-field,
-    or several with --split NAME=FILE."""
+    """Load examples into a new version of a dataset (all-or-nothing).
+
+    One FILE with --split or --split-field, or several files with --split NAME=FILE."""
     from sbs_data.ingest import ingest as do_ingest
 
     pairs = [s for s in split or [] if "=" in s]
@@ -986,8 +989,9 @@ def rationalize(
     db: Db = None,
     fmt: Fmt = "table",
 ) -> None:
-    """Ask the teacher again with the gold answer as a hint for GEN's wrong or failed train rows (STaR's
-    rationalization); build GEN-rationalized: every row of GEN, recovered rows replaced by hinted answers."""
+    """Ask the teacher again, the gold answer as a hint, for GEN's wrong or failed train rows (STaR).
+
+    Builds GEN-rationalized: every row of GEN, recovered rows replaced by hinted answers."""
     from sbs_data.generate.options import RationalizeSelect
     from sbs_data.generate.rationalize import rationalize as do_rationalize
 
