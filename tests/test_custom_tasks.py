@@ -389,3 +389,24 @@ def test_exporting_unlabelled_data_with_gold_labels_is_refused_with_the_fix(db, 
     cli("export", "raw-gpt-4o-mini", "--out", out, "--label-source", "teacher", "--db", db)
     labels = pq.read_table(next((out / "train").glob("*.parquet"))).column("label").to_pylist()
     assert labels == ["sports"] * 6
+
+
+def test_the_report_table_gives_a_text_signal_no_mean_per_split(db, tmp_path, server, monkeypatch):
+    """`report`'s signal table printed majority_label's distinct count under "mean:test" / "mean:train"
+    (4 and 3 in a user's run), a number no mean of a label can be."""
+    monkeypatch.setenv("COLUMNS", "200")  # one line per table row
+    task = topic_task(tmp_path, "topic")
+    a = write_rows(tmp_path / "a.jsonl", topic_rows(6))
+    b = write_rows(tmp_path / "b.jsonl", topic_rows(3, start=6))
+    cli("ingest", "--split", f"train={a}", "--split", f"test={b}", "--task", task, "-n", "news", "--db", db)
+    server.set_faults(
+        {"answers": {"number 1 of": "So the answer is tech.", "of the day": "So the answer is sports."}}
+    )
+    cli("generate", "news", "--teacher", "openai:gpt-4o-mini", "--db", db)
+    cli("score", "news-gpt-4o-mini", "--db", db)
+    out = cli("report", "news-gpt-4o-mini", "--db", db).stdout
+    header = next(line for line in out.splitlines() if "mean:test" in line)
+    cells = [c.strip() for c in header.strip("┃ ").split("┃")]
+    row = next(line for line in out.splitlines() if "│ majority_label" in line)
+    values = dict(zip(cells, (c.strip() for c in row.strip("│ ").split("│"))))
+    assert values["mean/rate"] == values["mean:test"] == values["mean:train"] == "∅", values

@@ -559,7 +559,8 @@ def signal_table(rep: dict[str, Any]) -> list[dict[str, Any]]:
         if len(splits) > 1:
             for sp in splits:
                 x = sigs[sp].get(name, {})
-                row[f"mean:{sp}"] = x.get("rate", x.get("mean", x.get("distinct")))
+                # a text signal (majority_label) has no mean: its distinct count here read as one
+                row[f"mean:{sp}"] = x.get("rate", x.get("mean"))
         out.append(row)
     return out
 
