@@ -410,3 +410,18 @@ def test_the_report_table_gives_a_text_signal_no_mean_per_split(db, tmp_path, se
     row = next(line for line in out.splitlines() if "│ majority_label" in line)
     values = dict(zip(cells, (c.strip() for c in row.strip("│ ").split("│"))))
     assert values["mean/rate"] == values["mean:test"] == values["mean:train"] == "∅", values
+
+
+def test_a_prompt_written_for_another_task_is_warned_about(db, tmp_path, server):
+    """`prompt init` records `task:` in the file, but `generate --prompt` used a file written for another task
+    without a word: every answer fell outside the label space, found only after the run."""
+    news_db(db, tmp_path, 3)
+    body = "template: '{input} A:'\nexemplars:\n  - {input: 'Q', rationale: 'R.', answer: 'x'}\n"
+    other, own = tmp_path / "nli.prompt.yaml", tmp_path / "topics.prompt.yaml"
+    other.write_text("task: anli\n" + body)
+    own.write_text("task: topics\n" + body)
+    r = cli("generate", "news", "--teacher", "openai:gpt-4o-mini", "--prompt", other, "--dry-run", "--db", db)
+    out = " ".join(r.output.split())
+    assert f"warning: {other} was written for task 'anli', but the rows are task 'topics'" in out
+    r = cli("generate", "news", "--teacher", "openai:gpt-4o-mini", "--prompt", own, "--dry-run", "--db", db)
+    assert "was written for task" not in r.output
