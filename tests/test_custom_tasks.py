@@ -425,3 +425,27 @@ def test_a_prompt_written_for_another_task_is_warned_about(db, tmp_path, server)
     assert f"warning: {other} was written for task 'anli', but the rows are task 'topics'" in out
     r = cli("generate", "news", "--teacher", "openai:gpt-4o-mini", "--prompt", own, "--dry-run", "--db", db)
     assert "was written for task" not in r.output
+
+
+def test_rationalizing_unlabelled_data_is_refused(db, tmp_path, server):
+    """Generations of rows ingested with --no-labels: `rationalize` asked nothing and built two empty-handed
+    versions (GEN-hinted with 0 rows, GEN-rationalized) without a word about why."""
+    src = write_rows(tmp_path / "raw.jsonl", topic_rows(4))
+    cli(
+        "ingest",
+        src,
+        "--task",
+        topic_task(tmp_path),
+        "--split",
+        "train",
+        "-n",
+        "raw",
+        "--no-labels",
+        "--db",
+        db,
+    )
+    cli("generate", "raw", "--teacher", "openai:gpt-4o-mini", "--db", db)
+    before = versions(db)
+    r = cli("rationalize", "raw-gpt-4o-mini", "--teacher", "openai:gpt-4o-mini", "--db", db, ok=False)
+    assert r.exit_code == 1 and "have no gold labels in split train" in " ".join(r.output.split())
+    assert versions(db) == before

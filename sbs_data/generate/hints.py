@@ -198,6 +198,15 @@ def hint_plan(
         raise SbsError(
             f"{gen.ref} has no rows in split {', '.join(missing)} (splits: {', '.join(sorted(have)) or 'none'})"
         )
+    esql, ep = ws.rows_query(ex, "split, label")
+    if not ws.one(
+        f"SELECT count(label) FROM ({esql}) WHERE list_contains(?::VARCHAR[], split)", [*ep, list(sp)]
+    ):
+        # the hint is the gold answer: with none, every row would be skipped and two empty versions built
+        raise SbsError(
+            f"{gen.ref}: its examples ({ex.ref}) have no gold labels in split {', '.join(sp)}, and rationalize "
+            "gives the teacher the gold answer as a hint; ingest the rows with their labels to rationalize them"
+        )
     # GEN's samples per example decide the default temperature, as for generate --samples K.
     p = request_params(teacher, params, max(int(have[s]) for s in sp))
     config = {
