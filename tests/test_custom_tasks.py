@@ -449,3 +449,29 @@ def test_rationalizing_unlabelled_data_is_refused(db, tmp_path, server):
     r = cli("rationalize", "raw-gpt-4o-mini", "--teacher", "openai:gpt-4o-mini", "--db", db, ok=False)
     assert r.exit_code == 1 and "have no gold labels in split train" in " ".join(r.output.split())
     assert versions(db) == before
+
+
+def test_prompt_init_with_a_teacher_that_misses_points_at_other_rows_not_the_same_rerun(db, tmp_path, server):
+    """When the teacher's rationale for an exemplar disagreed with gold, the file and the warning said "rerun
+    with --teacher SPEC --force": the rerun read the same answers from the cache and left the same holes."""
+    task = news_db(db, tmp_path, 9)
+    server.set_faults({"answers": {"Headline number": "Clearly about chips. So the answer is tech."}})
+    out = tmp_path / "p.yaml"
+    args = (
+        "prompt",
+        "init",
+        task,
+        "--from",
+        "news",
+        "--shots",
+        "3",
+        "--out",
+        out,
+        "--teacher",
+        "openai:gpt-4o-mini",
+    )
+    r = cli(*args, "--db", db)
+    msg = " ".join(r.output.split())
+    assert "2 of 3 exemplar rationales" in msg and "rerun with another --seed --force" in msg
+    assert "--teacher SPEC --force" not in msg and "--teacher SPEC --force" not in out.read_text()
+    assert "another --seed (other rows) --force" in out.read_text()
