@@ -425,6 +425,13 @@ def test_a_prompt_written_for_another_task_is_warned_about(db, tmp_path, server)
     assert f"warning: {other} was written for task 'anli', but the rows are task 'topics'" in out
     r = cli("generate", "news", "--teacher", "openai:gpt-4o-mini", "--prompt", own, "--dry-run", "--db", db)
     assert "was written for task" not in r.output
+    # ...and so is an exemplar answer outside the task's labels (the teacher would copy it), before any call
+    assert "exemplars[0].answer 'x' is not in the label space of task 'topics' (sports, politics, tech" in (
+        " ".join(r.output.split())
+    )
+    own.write_text("task: topics\n" + body.replace("answer: 'x'", "answer: 'Sports'"))
+    r = cli("generate", "news", "--teacher", "openai:gpt-4o-mini", "--prompt", own, "--dry-run", "--db", db)
+    assert "not in the label space" not in r.output
 
 
 def test_rationalizing_unlabelled_data_is_refused(db, tmp_path, server):

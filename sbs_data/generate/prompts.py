@@ -263,6 +263,18 @@ def load_prompt(task: Any, path: str | Path | None = None) -> Prompt:
     exemplars still hold `prompt init`'s placeholder rationale is refused: the teacher would copy it."""
     if path is not None:
         prompt = read_prompt(path)
+        outside = [
+            i
+            for i, ex in enumerate(prompt.exemplars)
+            if getattr(task, "label_space", None) == "fixed" and not task.in_label_space(ex["answer"])
+        ]
+        if outside:
+            i = outside[0]
+            log.warning(
+                f"warning: {path}: exemplars[{i}].answer {prompt.exemplars[i]['answer']!r} is not in the label "
+                f"space of task {task.name!r} ({', '.join(task.labels)}; {len(outside)} of "
+                f"{len(prompt.exemplars)} exemplars): the teacher answers the way the exemplars do"
+            )
         if prompt.for_task is not None and prompt.for_task != task.name:
             log.warning(
                 f"warning: {path} was written for task {prompt.for_task!r}, but the rows are task {task.name!r}: "
