@@ -644,7 +644,12 @@ class TeacherOptions:
     teacher: Teacher
     base_url: BaseUrl = None
     prompt: Annotated[
-        Path | None, typer.Option("--prompt", help="Prompt template file (.yaml or .txt with {input}).")
+        Path | None,
+        typer.Option(
+            "--prompt",
+            help="Prompt template file (.yaml or .txt with {input}). Default: the task's built-in prompt, else "
+            "a zero-shot one (rationalize: the prompt GEN was generated with).",
+        ),
     ] = None
     json_mode: Annotated[
         bool, typer.Option("--json", help="Ask for {rationale, label} JSON and validate it.")

@@ -49,3 +49,9 @@ def test_each_command_is_one_line_in_the_listing(group):
     listing = text.split("Commands", 1)[1]
     continued = [line for line in listing.splitlines() if re.match(r"^│ {10,}\S", line)]
     assert not continued, continued
+
+
+def test_rationalize_help_says_which_prompt_it_asks_with_by_default():
+    """`rationalize` reuses GEN's prompt unless --prompt says otherwise; its --help did not say so."""
+    text = " ".join(_help("rationalize").replace("│", " ").split())
+    assert "the prompt GEN was generated with" in text
