@@ -482,3 +482,31 @@ def test_prompt_init_with_a_teacher_that_misses_points_at_other_rows_not_the_sam
     assert "2 of 3 exemplar rationales" in msg and "rerun with another --seed --force" in msg
     assert "--teacher SPEC --force" not in msg and "--teacher SPEC --force" not in out.read_text()
     assert "another --seed (other rows) --force" in out.read_text()
+
+
+def test_rationalizing_a_merge_of_two_prompts_says_which_it_asks_with(db, tmp_path, server):
+    """A merge of generations made with different prompts: rationalize took the first prompt in the lineage
+    for every row, and did not say the other rows were asked differently."""
+    news_db(db, tmp_path, 6)
+    own = tmp_path / "own.txt"
+    own.write_text("Which topic?\n{input}\nA:")
+    cli("generate", "news", "--teacher", "openai:gpt-4o-mini", "-n", "zero", "--db", db)
+    cli(
+        "generate",
+        "news",
+        "--teacher",
+        "anthropic:claude-3-5-haiku-latest",
+        "--prompt",
+        own,
+        "-n",
+        "own",
+        "--db",
+        db,
+    )
+    cli("merge", "zero", "own", "--name", "both", "--db", db)
+    r = cli("rationalize", "both", "--teacher", "openai:gpt-4o-mini", "--dry-run", "--db", db)
+    out = " ".join(r.output.split())
+    assert "warning: both@1 holds rows generated with different prompts" in out
+    assert "pass --prompt FILE to choose" in out
+    r = cli("rationalize", "own", "--teacher", "openai:gpt-4o-mini", "--dry-run", "--db", db)
+    assert "different prompts" not in r.output

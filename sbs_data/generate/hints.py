@@ -141,14 +141,22 @@ class HintPlan(Plan):
 def generating_prompt(ws: Workspace, gen: Version, task: Any) -> Prompt:
     """The prompt GEN was generated with, as its lineage recorded it (the nearest version whose config holds
     the prompt itself), else the task's own prompt (built-in, or the generic zero-shot one)."""
+    found: dict[str, tuple[str, Prompt]] = {}  # sha -> (the first version made with it, the prompt)
     for v in ws.lineage(gen.ref):
         stored = from_content((v.config or {}).get("prompt") or {})
         if stored is not None:
-            log.info(
-                f"rationalize: asking with the prompt {v.ref} was generated with ({stored.source}, {stored.sha})"
-            )
-            return stored
-    return load_prompt(task)
+            found.setdefault(stored.sha, (v.ref, stored))
+    if not found:
+        return load_prompt(task)
+    ref, stored = next(iter(found.values()))
+    log.info(f"rationalize: asking with the prompt {ref} was generated with ({stored.source}, {stored.sha})")
+    if len(found) > 1:  # e.g. a merge of two generations made with different prompts
+        others = "; ".join(f"{r}: {p.source}" for r, p in list(found.values())[1:])
+        log.warning(
+            f"warning: {gen.ref} holds rows generated with different prompts ({ref}: {stored.source}; {others}): "
+            f"every row is asked with {stored.source}; pass --prompt FILE to choose"
+        )
+    return stored
 
 
 def check_splits(splits: list[str] | tuple[str, ...] | None, allow_eval: bool) -> tuple[str, ...]:
