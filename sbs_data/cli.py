@@ -1405,10 +1405,13 @@ def report(
         emit(rz["quality"], fmt, title="hinted against unhinted rows (per split, all scored rows)")
     lab = rep.get("labels")
     if lab and lab.get("distribution"):
-        agree = (
-            "" if lab["agreement"] is None else f"; the teacher agrees with gold on {lab['agreement']:.1%}"
-        )
-        emit(lab["distribution"], fmt, title=f"labels: gold and teacher (all generated rows{agree})")
+        if lab["agreement"] is not None and fmt == "table":
+            # a line of its own: as the title of this three-column table it wrapped into a narrow column
+            typer.echo(
+                f"labels over all generated rows: the teacher agrees with gold on {lab['agreement']:.1%} of "
+                f"{lab['rows']:,} labelled rows"
+            )
+        emit(lab["distribution"], fmt, title="labels: gold and teacher")
     emit(rep["teachers"], fmt, title="per teacher (all generated rows)")
 
 
