@@ -47,6 +47,19 @@ def test_a_task_whose_label_field_no_row_has_is_refused_with_the_columns_and_the
         assert ws.one("SELECT count(*) FROM examples_at('c') WHERE label IS NULL") == 300
 
 
+def test_the_suggested_label_column_is_the_one_holding_labels_not_the_first_unread_one(db, tmp_path):
+    """A CSV whose first column is a date: the refusal told the user `--map date=label`, a fix that fails."""
+    src = tmp_path / "news.csv"
+    src.write_text("date,headline,kind\n2024-01-01,Goal!,sports\n2024-01-02,Vote,politics\n")
+    r = cli("ingest", src, "--task", topic_task(tmp_path), "--split", "train", "--db", db, ok=False)
+    msg = " ".join(r.output.split())
+    assert "--map kind=label" in msg and "`label_field: kind`" in msg and "date=label" not in msg
+    # no value in the label space: a column named like a label is next
+    src.write_text("date,headline,category\n2024-01-01,Goal!,Sport\n")
+    r = cli("ingest", src, "--task", topic_task(tmp_path), "--split", "train", "--db", db, ok=False)
+    assert "--map category=label" in " ".join(r.output.split())
+
+
 def test_columns_the_task_does_not_read_are_kept_in_fields(db, tmp_path):
     src = write_rows(tmp_path / "news.jsonl", topic_rows(4))
     cli("ingest", src, "--task", topic_task(tmp_path, "topic"), "--split", "train", "--db", db)
