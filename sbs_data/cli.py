@@ -1372,6 +1372,7 @@ def report(
         rep = rp.report(ws, ref)
     if html_ is not None:
         try:
+            html_.parent.mkdir(parents=True, exist_ok=True)  # as `export --out` does
             html_.write_text(rp.to_html(rep), encoding="utf-8")
         except OSError as e:
             raise SbsError(f"{html_}: cannot write HTML report: {e}") from e
