@@ -396,8 +396,10 @@ def show(
     db: Db = None,
     fmt: Fmt = "table",
 ) -> None:
-    """Print the rows of a version to read: one block per row, long text wrapped (--format table, the
-    default), or csv/json/jsonl. Selections show every row with keep, the dropping rule's name and the rule."""
+    """Print the rows of a version to read: one block per row, long text wrapped.
+
+    --format table (the default) prints blocks; csv, json and jsonl are for machines.
+    Selections show every row with keep, the dropping rule's name and the rule."""
     from sbs_data.output import render_blocks
     from sbs_data.show import show as do_show
 
@@ -410,9 +412,9 @@ def show(
     if fmt != "table":
         emit(shown.rows, fmt, columns=shown.columns)
         return
-    titles = [
-        f"{shown.ref} · {r.get('example_id', '')}" + (f" #{r['sample_idx']}" if "sample_idx" in r else "")
-        for r in shown.rows
+    titles = [  # named by the row's key even when --columns leaves it out
+        f"{shown.ref} · {k.get('example_id', '')}" + (f" #{k['sample_idx']}" if "sample_idx" in k else "")
+        for k in shown.keys
     ]
     typer.echo(render_blocks(shown.rows, shown.columns, titles=titles))
     if shown.total > len(shown.rows):
@@ -492,8 +494,9 @@ def ingest(
     db: Db = None,
     fmt: Fmt = "table",
 ) -> None:
-    """Load examples into a new version of a dataset (all-or-nothing): one FILE with --split or --split-field,
-    or several with --split NAME=FILE."""
+    """Load examples into a new version of a dataset (all-or-nothing).
+
+    One FILE with --split or --split-field, or several files with --split NAME=FILE."""
     from sbs_data.ingest import ingest as do_ingest
 
     pairs = [s for s in split or [] if "=" in s]
@@ -641,7 +644,12 @@ class TeacherOptions:
     teacher: Teacher
     base_url: BaseUrl = None
     prompt: Annotated[
-        Path | None, typer.Option("--prompt", help="Prompt template file (.yaml or .txt with {input}).")
+        Path | None,
+        typer.Option(
+            "--prompt",
+            help="Prompt template file (.yaml or .txt with {input}). Default: the task's built-in prompt, else "
+            "a zero-shot one (rationalize: the prompt GEN was generated with).",
+        ),
     ] = None
     json_mode: Annotated[
         bool, typer.Option("--json", help="Ask for {rationale, label} JSON and validate it.")
@@ -986,8 +994,9 @@ def rationalize(
     db: Db = None,
     fmt: Fmt = "table",
 ) -> None:
-    """Ask the teacher again with the gold answer as a hint for GEN's wrong or failed train rows (STaR's
-    rationalization); build GEN-rationalized: every row of GEN, recovered rows replaced by hinted answers."""
+    """Ask the teacher again, the gold answer as a hint, for GEN's wrong or failed train rows (STaR).
+
+    Builds GEN-rationalized: every row of GEN, recovered rows replaced by hinted answers."""
     from sbs_data.generate.options import RationalizeSelect
     from sbs_data.generate.rationalize import rationalize as do_rationalize
 
@@ -1363,6 +1372,7 @@ def report(
         rep = rp.report(ws, ref)
     if html_ is not None:
         try:
+            html_.parent.mkdir(parents=True, exist_ok=True)  # as `export --out` does
             html_.write_text(rp.to_html(rep), encoding="utf-8")
         except OSError as e:
             raise SbsError(f"{html_}: cannot write HTML report: {e}") from e
@@ -1396,10 +1406,13 @@ def report(
         emit(rz["quality"], fmt, title="hinted against unhinted rows (per split, all scored rows)")
     lab = rep.get("labels")
     if lab and lab.get("distribution"):
-        agree = (
-            "" if lab["agreement"] is None else f"; the teacher agrees with gold on {lab['agreement']:.1%}"
-        )
-        emit(lab["distribution"], fmt, title=f"labels: gold and teacher (all generated rows{agree})")
+        if lab["agreement"] is not None and fmt == "table":
+            # a line of its own: as the title of this three-column table it wrapped into a narrow column
+            typer.echo(
+                f"labels over all generated rows: the teacher agrees with gold on {lab['agreement']:.1%} of "
+                f"{lab['rows']:,} labelled rows"
+            )
+        emit(lab["distribution"], fmt, title="labels: gold and teacher")
     emit(rep["teachers"], fmt, title="per teacher (all generated rows)")
 
 

@@ -253,6 +253,25 @@ def _id_text(value: Any, field: str) -> str:
     return str(value)
 
 
+#: Column names that usually hold a label (for the fix `ingest` suggests when the task's label field is absent).
+_LABEL_NAMES = frozenset(
+    [
+        "label",
+        "labels",
+        "class",
+        "category",
+        "topic",
+        "answer",
+        "target",
+        "gold",
+        "y",
+        "sentiment",
+        "intent",
+        "tag",
+    ]
+)
+
+
 class _Checked:
     """Validates rows into sbs_examples chunks; collects the first errors, repaired-row and label counts.
 
@@ -278,6 +297,7 @@ class _Checked:
         self.rows = 0
         self.labelled = 0  # rows with a gold label
         self.columns: list[str] = []  # the first row's columns (after --map), for messages
+        self.first_row: dict[str, Any] = {}  # ...and its values, to guess which column holds the label
         self.used = task.used_columns() | {c for c in (id_field, split_field) if c}
 
     def _id(self, row: dict[str, Any], c: dict[str, Any], idx: int, split: str) -> str:
@@ -300,7 +320,8 @@ class _Checked:
         assert f is not None
         v = row.get(f)
         if not isinstance(v, (str, int)) or isinstance(v, bool) or str(v).strip() == "":
-            raise FieldError(f, f"missing split name (--split-field {f}), got {v!r:.60}")
+            where = "" if f in row else f"; the row's columns: {', '.join(map(str, row))[:300]}"
+            raise FieldError(f, f"missing split name (--split-field {f}), got {v!r:.60}{where}")
         name = canonical_split(str(v))
         check_split_name(name, f"field '{f}'")
         return name
@@ -333,6 +354,7 @@ class _Checked:
                         )
                 if not self.columns:
                     self.columns = list(row)
+                    self.first_row = row
                 try:
                     split = self._split_of(row, fixed_split)
                     idx = counts.get(split, 0)
@@ -381,6 +403,19 @@ class _Checked:
         if not self.rows:
             raise SbsError("no rows to ingest (the source is empty)")
 
+    def _label_guess(self, others: list[str]) -> str:
+        """The column most likely to hold the label: one whose first value is in the task's fixed label space,
+        else one named like a label, else the first the task does not read (a date column was suggested)."""
+        t = self.task
+
+        def fits(c: str) -> bool:
+            v = self.first_row.get(c)
+            ok = isinstance(v, (str, int)) and not isinstance(v, bool)
+            return ok and t.label_space == "fixed" and t.in_label_space(str(v))
+
+        named = [c for c in others if c.lower() in _LABEL_NAMES]
+        return next((c for c in others if fits(c)), named[0] if named else others[0] if others else "COLUMN")
+
     def check_labels(self, what: str, no_labels: bool) -> None:
         """Refuse data in which no row has the task's label (unless `no_labels`); warn when some lack one."""
         t = self.task
@@ -393,7 +428,7 @@ class _Checked:
             )
             return
         others = [c for c in self.columns if c not in self.used or c == t.label_field]
-        guess = others[0] if others else "COLUMN"
+        guess = self._label_guess(others)
         yaml_fix = (
             f"say which column holds the label in the task YAML (`label_field: {guess}`), or "
             if t.name not in BUILTIN
@@ -517,7 +552,12 @@ def ingest(
             raise SbsError(
                 "nothing to ingest: give a FILE (with --split or --split-field), or --split NAME=FILE"
             )
-        if (split is None) == (split_field is None):
+        if split is not None and split_field is not None:
+            raise SbsError(
+                f"{source}: give --split NAME (every row in one split) or --split-field COLUMN (a column naming "
+                "each row's split), not both"
+            )
+        if split is None and split_field is None:
             raise SbsError(
                 f"{source}: say which split its rows belong to: --split NAME, or --split-field COLUMN "
                 "(a column naming each row's split)"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import duckdb
@@ -51,6 +51,8 @@ class Shown:
     rows: list[dict[str, Any]]
     available: list[str]
     total: int
+    #: each row's example_id (and sample_idx), whatever `columns` kept: what names a row
+    keys: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _cols(ws: Workspace, sql: str, params: list[Any]) -> list[str]:
@@ -162,7 +164,9 @@ def show(
             raise SbsError(f"--where {where!r}: one SQL condition, not several statements")
         ws.check_read_only(stmt)
     order = "example_id, sample_idx" if "sample_idx" in available else "example_id"
-    proj = ", ".join(_quote(c) for c in cols)
+    key_cols = [c for c in ("example_id", "sample_idx") if c in available]
+    picked = cols + [c for c in key_cols if c not in cols]
+    proj = ", ".join(_quote(c) for c in picked)
     lim = f" LIMIT {int(limit)}" if limit else ""
     try:
         total = ws.one(f"SELECT count(*) FROM ({sql}) r{cond}", params)
@@ -174,4 +178,13 @@ def show(
                 f"--where: unknown column {m.group(1)!r}; the rows of {v.ref} have: {', '.join(available)}"
             ) from e
         raise SbsError(f"--where {where!r}: {str(e).splitlines()[0]}") from e
-    return Shown(v.ref, v.kind, cols, [dict(zip(cols, r)) for r in rows], available, int(total))
+    full = [dict(zip(picked, r)) for r in rows]
+    return Shown(
+        v.ref,
+        v.kind,
+        cols,
+        [{c: r[c] for c in cols} for r in full],
+        available,
+        int(total),
+        [{c: r[c] for c in key_cols} for r in full],
+    )

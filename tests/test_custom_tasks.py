@@ -47,6 +47,19 @@ def test_a_task_whose_label_field_no_row_has_is_refused_with_the_columns_and_the
         assert ws.one("SELECT count(*) FROM examples_at('c') WHERE label IS NULL") == 300
 
 
+def test_the_suggested_label_column_is_the_one_holding_labels_not_the_first_unread_one(db, tmp_path):
+    """A CSV whose first column is a date: the refusal told the user `--map date=label`, a fix that fails."""
+    src = tmp_path / "news.csv"
+    src.write_text("date,headline,kind\n2024-01-01,Goal!,sports\n2024-01-02,Vote,politics\n")
+    r = cli("ingest", src, "--task", topic_task(tmp_path), "--split", "train", "--db", db, ok=False)
+    msg = " ".join(r.output.split())
+    assert "--map kind=label" in msg and "`label_field: kind`" in msg and "date=label" not in msg
+    # no value in the label space: a column named like a label is next
+    src.write_text("date,headline,category\n2024-01-01,Goal!,Sport\n")
+    r = cli("ingest", src, "--task", topic_task(tmp_path), "--split", "train", "--db", db, ok=False)
+    assert "--map category=label" in " ".join(r.output.split())
+
+
 def test_columns_the_task_does_not_read_are_kept_in_fields(db, tmp_path):
     src = write_rows(tmp_path / "news.jsonl", topic_rows(4))
     cli("ingest", src, "--task", topic_task(tmp_path, "topic"), "--split", "train", "--db", db)
@@ -91,6 +104,15 @@ def test_several_splits_in_one_command_make_one_version(db, tmp_path):
     assert "--split NAME=FILE" in r.output
     r = cli("ingest", a, "--task", task, "--db", db, ok=False)
     assert "--split NAME, or --split-field COLUMN" in r.output
+    # both given: said so (it asked to "say which split" the user had just said twice)
+    r = cli("ingest", c, "--split", "train", "--split-field", "part", "--task", task, "--db", db, ok=False)
+    assert "not both" in r.output
+    # a split column no row has (a typo): the row's columns are named
+    r = cli("ingest", c, "--split-field", "prat", "--task", task, "-n", "m2", "--db", db, ok=False)
+    assert (
+        "missing split name (--split-field prat), got None; the row's columns: headline, topic, site, part"
+        in (" ".join(r.output.split()))
+    )
     assert sorted(versions(db)) == ["mixed@1", "news@1"]
 
 
@@ -106,7 +128,8 @@ def test_the_plan_line_and_the_progress_bar_count_calls(db, tmp_path, server):
     src = write_rows(tmp_path / "news.jsonl", shared_prompt_rows(30, 7))
     cli("ingest", src, "--task", topic_task(tmp_path, "topic"), "--split", "train", "-n", "news", "--db", db)
     r = cli("generate", "news", "--teacher", "openai:gpt-4o-mini", "--dry-run", "--db", db)
-    assert "30 rows, 23 calls: 7 rows share a prompt with another row, one call each" in r.output
+    # 7 rows need no call of their own ("one call each" read as 7 more calls)
+    assert "30 rows, 23 calls: 7 rows repeat another row's prompt and share its call" in r.output
     r = cli("generate", "news", "--teacher", "openai:gpt-4o-mini", "--progress", "--db", db, "-f", "json")
     assert "23/23" in r.output and "/30" not in r.output  # the bar ends at the calls made
     assert json.loads(r.stdout)[0]["shared_prompt"] == 7 and server.count == 23
@@ -170,6 +193,24 @@ def news_db(db, tmp_path, n: int = 30):
     return task
 
 
+def test_answers_marked_up_by_a_chat_model_are_in_the_label_space(db, tmp_path, server):
+    """ "So the answer is **sports**." (markdown bold, as chat models write) was the label '**sports**': outside
+    the label space, so `filter` dropped right answers."""
+    news_db(db, tmp_path, n=6)  # topics cycle sports, politics, tech
+    server.set_faults(
+        {"answers": {
+            "number 0 of": "Sport. So the answer is **sports**.",
+            "number 1 of": "Votes. So the answer is *Politics*!",
+            "number 2 of": "Chips. So the answer is `tech`.",
+        }}
+    )  # fmt: skip
+    r = cli("generate", "news", "--teacher", "openai:gpt-4o-mini", "--limit", "3", "--db", db, "-f", "json")
+    s = json.loads(r.stdout)[0]
+    assert (s["ok"], s["in_label_space"], s["agree_gold"]) == (3, 3, 3)
+    with Workspace.open(db) as ws:
+        assert sorted(ws.all("SELECT pred_label FROM generations")) == [("politics",), ("sports",), ("tech",)]
+
+
 def test_shipped_prompts_validate_and_a_typo_is_named_with_file_and_field(tmp_path):
     from sbs_data import SbsError
     from sbs_data.configfile import load_yaml
@@ -203,6 +244,15 @@ def test_a_custom_task_without_a_prompt_is_warned_about_at_generate_and_dry_run(
     own.write_text("Which topic?\n{input}\nA:")
     r = cli("generate", "news", "--teacher", "openai:gpt-4o-mini", "--prompt", own, "--dry-run", "--db", db)
     assert "no few-shot prompt" not in r.output and "Which topic?" in r.output
+    # data ingested with --no-labels: the printed command would fail (no labelled rows), so it names another
+    task = topic_task(tmp_path)
+    src = write_rows(tmp_path / "unlabelled.jsonl", topic_rows(3))
+    cli("ingest", src, "--task", task, "--split", "train", "-n", "raw", "--no-labels", "--db", db)
+    r = cli("generate", "raw", "--teacher", "openai:gpt-4o-mini", "--dry-run", "--db", db)
+    out = " ".join(r.output.split())
+    assert "(raw has none: ingest a few)" in out and "prompt init topics --from LABELLED_DATASET" in out
+    r = cli("prompt", "init", "topics", "--from", "raw", "--out", tmp_path / "x.yaml", "--db", db, ok=False)
+    assert "no labelled rows" in r.output
 
 
 def test_prompt_init_writes_balanced_exemplars_with_placeholders_that_generate_refuses(db, tmp_path):
@@ -291,3 +341,185 @@ def test_prompt_init_with_a_teacher_makes_a_prompt_that_generate_and_rationalize
     assert server.bodies and all(
         "Other prompt." in b["body"]["messages"][-1]["content"] for b in server.bodies
     )
+
+
+# -- 5/8. the report and the card print statistics at 4 significant digits ------------------------------
+def _sig_digits(num: str) -> int:
+    return len(num.replace(".", "").replace("-", "").lstrip("0"))
+
+
+def test_the_report_and_the_card_print_signal_statistics_at_4_significant_digits(db, tmp_path, server):
+    """A new user's scored run: the histogram captions and the card's quality table printed Python's full
+    float repr (mean 0.725641, min 0.7096774193548387), unlike every other number of the report."""
+    import re
+
+    news_db(db, tmp_path)
+    # two answer lengths: the answer's position in the rationale is 1/3 or 2/3 of the way, never round
+    server.set_faults(
+        {"answers": {"Headline number 1": "Sport. So the answer is sports.", "of the day": "A headline about a "
+                     "game that was played in the day. So the answer is sports."}}
+    )  # fmt: skip
+    cli("generate", "news", "--teacher", "openai:gpt-4o-mini", "--db", db)
+    cli("score", "news-gpt-4o-mini", "--db", db)
+    page = tmp_path / "report.html"
+    cli("report", "news-gpt-4o-mini", "--html", page, "--db", db)
+    captions = re.findall(r"<figcaption>([^<]*)</figcaption>", page.read_text())
+    nums = [n for c in captions for n in re.findall(r"(?:mean|median) (-?[\d.]+)", c)]
+    assert any("." in n for n in nums) and all(_sig_digits(n) <= 4 for n in nums), captions
+    cli("export", "news-gpt-4o-mini", "--out", tmp_path / "out", "--db", db)
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "| `words` |" in card
+    stats = re.findall(r"\| mean (\S+), min (\S+), max (\S+) \|", card)
+    assert stats and all(_sig_digits(n) <= 4 for row in stats for n in row), stats
+
+
+# -- 6. export --------------------------------------------------------------------------------------------
+def test_exporting_unlabelled_data_with_gold_labels_is_refused_with_the_fix(db, tmp_path, server):
+    """Data ingested with --no-labels, generated and exported with the default --label-source gold: every
+    shard row had a null label (and the card said the labels came from gold)."""
+    import pyarrow.parquet as pq
+
+    src = write_rows(tmp_path / "raw.jsonl", topic_rows(6))
+    cli(
+        "ingest",
+        src,
+        "--task",
+        topic_task(tmp_path),
+        "--split",
+        "train",
+        "-n",
+        "raw",
+        "--no-labels",
+        "--db",
+        db,
+    )
+    server.set_faults({"answers": {"of the day": "A game. So the answer is sports."}})
+    cli("generate", "raw", "--teacher", "openai:gpt-4o-mini", "--db", db)
+    out = tmp_path / "out"
+    r = cli("export", "raw-gpt-4o-mini", "--out", out, "--db", db, ok=False)
+    assert r.exit_code == 1 and "no exported row has a gold label" in r.output
+    assert "--label-source teacher" in r.output and not out.exists()
+    cli("export", "raw-gpt-4o-mini", "--out", out, "--label-source", "teacher", "--db", db)
+    labels = pq.read_table(next((out / "train").glob("*.parquet"))).column("label").to_pylist()
+    assert labels == ["sports"] * 6
+
+
+def test_the_report_table_gives_a_text_signal_no_mean_per_split(db, tmp_path, server, monkeypatch):
+    """`report`'s signal table printed majority_label's distinct count under "mean:test" / "mean:train"
+    (4 and 3 in a user's run), a number no mean of a label can be."""
+    monkeypatch.setenv("COLUMNS", "200")  # one line per table row
+    task = topic_task(tmp_path, "topic")
+    a = write_rows(tmp_path / "a.jsonl", topic_rows(6))
+    b = write_rows(tmp_path / "b.jsonl", topic_rows(3, start=6))
+    cli("ingest", "--split", f"train={a}", "--split", f"test={b}", "--task", task, "-n", "news", "--db", db)
+    server.set_faults(
+        {"answers": {"number 1 of": "So the answer is tech.", "of the day": "So the answer is sports."}}
+    )
+    cli("generate", "news", "--teacher", "openai:gpt-4o-mini", "--db", db)
+    cli("score", "news-gpt-4o-mini", "--db", db)
+    out = cli("report", "news-gpt-4o-mini", "--db", db).stdout
+    header = next(line for line in out.splitlines() if "mean:test" in line)
+    cells = [c.strip() for c in header.strip("┃ ").split("┃")]
+    row = next(line for line in out.splitlines() if "│ majority_label" in line)
+    values = dict(zip(cells, (c.strip() for c in row.strip("│ ").split("│"))))
+    assert values["mean/rate"] == values["mean:test"] == values["mean:train"] == "∅", values
+
+
+def test_a_prompt_written_for_another_task_is_warned_about(db, tmp_path, server):
+    """`prompt init` records `task:` in the file, but `generate --prompt` used a file written for another task
+    without a word: every answer fell outside the label space, found only after the run."""
+    news_db(db, tmp_path, 3)
+    body = "template: '{input} A:'\nexemplars:\n  - {input: 'Q', rationale: 'R.', answer: 'x'}\n"
+    other, own = tmp_path / "nli.prompt.yaml", tmp_path / "topics.prompt.yaml"
+    other.write_text("task: anli\n" + body)
+    own.write_text("task: topics\n" + body)
+    r = cli("generate", "news", "--teacher", "openai:gpt-4o-mini", "--prompt", other, "--dry-run", "--db", db)
+    out = " ".join(r.output.split())
+    assert f"warning: {other} was written for task 'anli', but the rows are task 'topics'" in out
+    r = cli("generate", "news", "--teacher", "openai:gpt-4o-mini", "--prompt", own, "--dry-run", "--db", db)
+    assert "was written for task" not in r.output
+    # ...and so is an exemplar answer outside the task's labels (the teacher would copy it), before any call
+    assert "exemplars[0].answer 'x' is not in the label space of task 'topics' (sports, politics, tech" in (
+        " ".join(r.output.split())
+    )
+    own.write_text("task: topics\n" + body.replace("answer: 'x'", "answer: 'Sports'"))
+    r = cli("generate", "news", "--teacher", "openai:gpt-4o-mini", "--prompt", own, "--dry-run", "--db", db)
+    assert "not in the label space" not in r.output
+
+
+def test_rationalizing_unlabelled_data_is_refused(db, tmp_path, server):
+    """Generations of rows ingested with --no-labels: `rationalize` asked nothing and built two empty-handed
+    versions (GEN-hinted with 0 rows, GEN-rationalized) without a word about why."""
+    src = write_rows(tmp_path / "raw.jsonl", topic_rows(4))
+    cli(
+        "ingest",
+        src,
+        "--task",
+        topic_task(tmp_path),
+        "--split",
+        "train",
+        "-n",
+        "raw",
+        "--no-labels",
+        "--db",
+        db,
+    )
+    cli("generate", "raw", "--teacher", "openai:gpt-4o-mini", "--db", db)
+    before = versions(db)
+    r = cli("rationalize", "raw-gpt-4o-mini", "--teacher", "openai:gpt-4o-mini", "--db", db, ok=False)
+    assert r.exit_code == 1 and "have no gold labels in split train" in " ".join(r.output.split())
+    assert versions(db) == before
+
+
+def test_prompt_init_with_a_teacher_that_misses_points_at_other_rows_not_the_same_rerun(db, tmp_path, server):
+    """When the teacher's rationale for an exemplar disagreed with gold, the file and the warning said "rerun
+    with --teacher SPEC --force": the rerun read the same answers from the cache and left the same holes."""
+    task = news_db(db, tmp_path, 9)
+    server.set_faults({"answers": {"Headline number": "Clearly about chips. So the answer is tech."}})
+    out = tmp_path / "p.yaml"
+    args = (
+        "prompt",
+        "init",
+        task,
+        "--from",
+        "news",
+        "--shots",
+        "3",
+        "--out",
+        out,
+        "--teacher",
+        "openai:gpt-4o-mini",
+    )
+    r = cli(*args, "--db", db)
+    msg = " ".join(r.output.split())
+    assert "2 of 3 exemplar rationales" in msg and "rerun with another --seed --force" in msg
+    assert "--teacher SPEC --force" not in msg and "--teacher SPEC --force" not in out.read_text()
+    assert "another --seed (other rows) --force" in out.read_text()
+
+
+def test_rationalizing_a_merge_of_two_prompts_says_which_it_asks_with(db, tmp_path, server):
+    """A merge of generations made with different prompts: rationalize took the first prompt in the lineage
+    for every row, and did not say the other rows were asked differently."""
+    news_db(db, tmp_path, 6)
+    own = tmp_path / "own.txt"
+    own.write_text("Which topic?\n{input}\nA:")
+    cli("generate", "news", "--teacher", "openai:gpt-4o-mini", "-n", "zero", "--db", db)
+    cli(
+        "generate",
+        "news",
+        "--teacher",
+        "anthropic:claude-3-5-haiku-latest",
+        "--prompt",
+        own,
+        "-n",
+        "own",
+        "--db",
+        db,
+    )
+    cli("merge", "zero", "own", "--name", "both", "--db", db)
+    r = cli("rationalize", "both", "--teacher", "openai:gpt-4o-mini", "--dry-run", "--db", db)
+    out = " ".join(r.output.split())
+    assert "warning: both@1 holds rows generated with different prompts" in out
+    assert "pass --prompt FILE to choose" in out
+    r = cli("rationalize", "own", "--teacher", "openai:gpt-4o-mini", "--dry-run", "--db", db)
+    assert "different prompts" not in r.output

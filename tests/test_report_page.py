@@ -94,9 +94,12 @@ def test_labels_confusion_matrix_and_distribution(nli, tmp_path):
     assert diag == agree and lab["agreement"] == round(agree / 45, 6)
     by = {d["label"]: d for d in lab["distribution"]}
     assert by["neutral"]["gold"] == 15 and by["(no label)"]["gold"] == 0 and by["(no label)"]["teacher"] > 0
-    text = run("report", sel, "--db", db, "--html", str(tmp_path / "r.html")).stdout
+    # a folder that does not exist yet is made, as `export --out` makes its own (was: Errno 2, no report)
+    text = run("report", sel, "--db", db, "--html", str(tmp_path / "reports" / "r.html")).stdout
     assert "labels: gold and teacher" in text and "84.4%" in text
-    html = (tmp_path / "r.html").read_text()
+    # on a line of its own: as the narrow table's title it wrapped mid-phrase ("the teacher / agrees with...")
+    assert "the teacher agrees with gold on 84.4% of 45 labelled rows" in text
+    html = (tmp_path / "reports" / "r.html").read_text()
     assert "Confusion matrix" in html and "Label distribution" in html
 
 

@@ -51,6 +51,23 @@ def test_show_formats_limit_and_columns(db):
     assert r.exit_code == 1 and "unknown column(s) 'labl'" in r.output and "label" in r.output
 
 
+def test_blocks_are_named_by_their_row_when_columns_leave_the_key_out(db):
+    """`--columns pred_label` titled every block "demo-nli-palm@1 · " (no example id, no sample): rows of one
+    example's samples could not be told apart."""
+    out = run("show", "demo-nli-palm@1", "-n", "2", "-c", "pred_label", "--db", db).stdout
+    with Workspace.open(db, read_only=True) as ws:
+        keys = ws.all(
+            "SELECT example_id, sample_idx FROM generations_at('demo-nli-palm@1') ORDER BY ALL LIMIT 2"
+        )
+    titles = [x for x in out.splitlines() if x.startswith("── ")]
+    assert [t.split(" ─")[0] for t in titles] == [f"── demo-nli-palm@1 · {e} #{i}" for e, i in keys]
+    assert "\nexample_id" not in out and "\npred_label " in out  # the key is in the title, not a column
+    rows = json.loads(
+        run("show", "demo-nli-palm@1", "-n", "1", "-c", "pred_label", "-f", "json", "--db", db).stdout
+    )
+    assert list(rows[0]) == ["pred_label"]
+
+
 def test_show_selection_rows_with_keep_drop_and_rule(db):
     sel = "demo-nli-palm@3"  # @2 = scores, @3 = the strict selection
     dropped = json.loads(

@@ -125,6 +125,11 @@ def _front_matter(
     return fm
 
 
+def _g4(x: Any) -> str:
+    """A float at 4 significant digits, as the report prints it (ints and None as themselves)."""
+    return f"{x:.4g}" if isinstance(x, float) else str(x)
+
+
 def _table(rows: list[list[Any]], header: list[str]) -> str:
     def cell(x: Any) -> str:
         return ("" if x is None else str(x)).replace("|", "\\|").replace("\n", " ")
@@ -398,7 +403,7 @@ def build_card(
         qrows = []
         for name, st in quality_stats.items():
             if "mean" in st:
-                desc = f"mean {st['mean']}, min {st['min']}, max {st['max']}"
+                desc = f"mean {_g4(st['mean'])}, min {_g4(st['min'])}, max {_g4(st['max'])}"
             elif "true_rate" in st:
                 desc = f"true for {st['true_rate']:.1%}"
             elif "top" in st:

@@ -796,6 +796,16 @@ def _export_rows(
     exported = after_splits - dropped
     if exported == 0:
         raise SbsError(f"{v.ref}: no rows left to export (splits: {', '.join(keep_splits)})")
+    if (
+        v.kind != "examples"
+        and opts.label_source == "gold"
+        and not ws.one(f"SELECT count(gold_label) FROM {_ROWS}")
+    ):
+        # every training label would be null: the student's label task would learn nothing
+        raise SbsError(
+            f"{v.ref}: no exported row has a gold label (its examples were ingested without labels), so every "
+            "training label would be empty; export with --label-source teacher to train on the teacher's labels"
+        )
 
     totals = _totals(ws, v)
     task = v.task or ",".join(

@@ -141,14 +141,22 @@ class HintPlan(Plan):
 def generating_prompt(ws: Workspace, gen: Version, task: Any) -> Prompt:
     """The prompt GEN was generated with, as its lineage recorded it (the nearest version whose config holds
     the prompt itself), else the task's own prompt (built-in, or the generic zero-shot one)."""
+    found: dict[str, tuple[str, Prompt]] = {}  # sha -> (the first version made with it, the prompt)
     for v in ws.lineage(gen.ref):
         stored = from_content((v.config or {}).get("prompt") or {})
         if stored is not None:
-            log.info(
-                f"rationalize: asking with the prompt {v.ref} was generated with ({stored.source}, {stored.sha})"
-            )
-            return stored
-    return load_prompt(task)
+            found.setdefault(stored.sha, (v.ref, stored))
+    if not found:
+        return load_prompt(task)
+    ref, stored = next(iter(found.values()))
+    log.info(f"rationalize: asking with the prompt {ref} was generated with ({stored.source}, {stored.sha})")
+    if len(found) > 1:  # e.g. a merge of two generations made with different prompts
+        others = "; ".join(f"{r}: {p.source}" for r, p in list(found.values())[1:])
+        log.warning(
+            f"warning: {gen.ref} holds rows generated with different prompts ({ref}: {stored.source}; {others}): "
+            f"every row is asked with {stored.source}; pass --prompt FILE to choose"
+        )
+    return stored
 
 
 def check_splits(splits: list[str] | tuple[str, ...] | None, allow_eval: bool) -> tuple[str, ...]:
@@ -197,6 +205,15 @@ def hint_plan(
     if missing:
         raise SbsError(
             f"{gen.ref} has no rows in split {', '.join(missing)} (splits: {', '.join(sorted(have)) or 'none'})"
+        )
+    esql, ep = ws.rows_query(ex, "split, label")
+    if not ws.one(
+        f"SELECT count(label) FROM ({esql}) WHERE list_contains(?::VARCHAR[], split)", [*ep, list(sp)]
+    ):
+        # the hint is the gold answer: with none, every row would be skipped and two empty versions built
+        raise SbsError(
+            f"{gen.ref}: its examples ({ex.ref}) have no gold labels in split {', '.join(sp)}, and rationalize "
+            "gives the teacher the gold answer as a hint; ingest the rows with their labels to rationalize them"
         )
     # GEN's samples per example decide the default temperature, as for generate --samples K.
     p = request_params(teacher, params, max(int(have[s]) for s in sp))

@@ -159,9 +159,11 @@ def prompt_init(
         f"`sbs-data generate ... --prompt {path.name}` (checked against schemas/prompt.schema.json).\n"
     )
     if written < len(rows):
+        # a rerun with the same teacher reads the same answers from the cache: only other rows (--seed) help
+        again = "--teacher SPEC --force" if teacher is None else "another --seed (other rows) --force"
         head += (
             f"# {len(rows) - written} rationale(s) are placeholders ({RATIONALE_TODO} ...): write them, or rerun "
-            "with --teacher SPEC --force. `generate` refuses this file until they are written.\n"
+            f"with {again}. `generate` refuses this file until they are written.\n"
         )
     text = head + yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100_000)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -179,7 +181,11 @@ def prompt_init(
         log.warning(
             f"warning: {len(rows) - written} of {len(rows)} exemplar rationales in {path} are placeholders "
             f"({RATIONALE_TODO} ...): write them"
-            + (", or rerun with --teacher SPEC --force" if teacher is None else "")
+            + (
+                ", or rerun with --teacher SPEC --force"
+                if teacher is None
+                else ", or rerun with another --seed --force"
+            )
             + "; `generate --prompt` refuses the file until then"
         )
     picked = [{"example_id": e, "label": label} for e, _, label, _ in rows]

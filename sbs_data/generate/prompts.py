@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sbs_data import RECIPES_DIR, SbsError
+from sbs_data import RECIPES_DIR, SbsError, log
 from sbs_data.configfile import load_yaml, read_text, stray_placeholders
 from sbs_data.generate.cache import _sha, canonical
 from sbs_data.tasks.base import LETTERS
@@ -51,6 +51,7 @@ class Prompt:
     template: str
     exemplars: tuple[dict[str, str], ...]
     hint: str | None = None  # the hinted question template ({input}, {answer}); None: DEFAULT_HINT added
+    for_task: str | None = None  # the file's `task:` (what `prompt init` wrote it for); not part of the sha
     _rendered: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -225,6 +226,7 @@ def _from_yaml(path: Path) -> Prompt:
         data["template"].rstrip("\n"),
         tuple(out),
         _check_hint(path, data.get("hint")),
+        str(data["task"]) if data.get("task") is not None else None,
     )
 
 
@@ -261,6 +263,23 @@ def load_prompt(task: Any, path: str | Path | None = None) -> Prompt:
     exemplars still hold `prompt init`'s placeholder rationale is refused: the teacher would copy it."""
     if path is not None:
         prompt = read_prompt(path)
+        outside = [
+            i
+            for i, ex in enumerate(prompt.exemplars)
+            if getattr(task, "label_space", None) == "fixed" and not task.in_label_space(ex["answer"])
+        ]
+        if outside:
+            i = outside[0]
+            log.warning(
+                f"warning: {path}: exemplars[{i}].answer {prompt.exemplars[i]['answer']!r} is not in the label "
+                f"space of task {task.name!r} ({', '.join(task.labels)}; {len(outside)} of "
+                f"{len(prompt.exemplars)} exemplars): the teacher answers the way the exemplars do"
+            )
+        if prompt.for_task is not None and prompt.for_task != task.name:
+            log.warning(
+                f"warning: {path} was written for task {prompt.for_task!r}, but the rows are task {task.name!r}: "
+                "check --prompt (or fix the file's `task:` line if it does fit this task)"
+            )
         if prompt.placeholders:
             i = prompt.placeholders[0]
             raise SbsError(
@@ -281,11 +300,16 @@ def is_generic(prompt: Prompt) -> bool:
     return prompt.source == "generic"
 
 
-def generic_warning(task: Any, dataset: str = "DATASET") -> str:
-    """The warning for a task asked with the zero-shot fallback, with the fix (the command to run)."""
+def generic_warning(task: Any, dataset: str = "DATASET", labelled: bool = True) -> str:
+    """The warning for a task asked with the zero-shot fallback, with the fix (the command to run). A dataset
+    ingested with --no-labels has no rows to take exemplars from: the command names a labelled one instead."""
+    source = dataset if labelled else "LABELLED_DATASET"
+    rows = (
+        "your labelled rows" if labelled else f"labelled rows of the task ({dataset} has none: ingest a few)"
+    )
     return (
         f"warning: no few-shot prompt for task {task.name!r}: using a zero-shot generic prompt. Write one "
-        f"from your labelled rows with `sbs-data prompt init {task.name} --from {dataset} --shots 6 --out "
+        f"from {rows} with `sbs-data prompt init {task.name} --from {source} --shots 6 --out "
         f"{task.name}.prompt.yaml` (add --teacher SPEC to have the rationales written), then pass "
         f"--prompt {task.name}.prompt.yaml"
     )

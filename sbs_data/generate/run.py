@@ -197,7 +197,7 @@ def generate(
     teacher, _ = resolve_teacher(ws, spec, run)
     p = spec_plan(ws, ref, teacher, spec)
     if is_generic(p.prompt):
-        log.warning(generic_warning(p.task, p.examples.dataset))
+        log.warning(generic_warning(p.task, p.examples.dataset, not p.examples.config.get("no_labels")))
     out_name = check_name(name or default_name(p.examples, teacher))
     ws.check_target(out_name, "generations", p.task.name, source=p.source)
     if spec.samples > 1 and not p.params.get("temperature") and not teacher.facts.reasoning:
@@ -370,14 +370,14 @@ def run_plan(
 
 
 def plan_line(p: Plan, n_missing: int, n_keys: int) -> str:
-    """ "300 rows, 232 calls: 68 rows share a prompt with another row, one call each" (and what is cached)."""
+    """ "300 rows, 232 calls: 68 rows repeat another row's prompt and share its call" (and what is cached)."""
     what = "rows" if p.samples == 1 else "requests"
     cached = p.total - n_missing
     line = f"{p.total:,} {what}, {n_keys:,} call{'s' if n_keys != 1 else ''}"
     if cached:
         line += f" ({cached:,} answered from the cache)"
     if n_missing > n_keys:
-        line += f": {n_missing - n_keys:,} {what} share a prompt with another {what[:-1]}, one call each"
+        line += f": {n_missing - n_keys:,} {what} repeat another {what[:-1]}'s prompt and share its call"
     return line
 
 

@@ -559,7 +559,8 @@ def signal_table(rep: dict[str, Any]) -> list[dict[str, Any]]:
         if len(splits) > 1:
             for sp in splits:
                 x = sigs[sp].get(name, {})
-                row[f"mean:{sp}"] = x.get("rate", x.get("mean", x.get("distinct")))
+                # a text signal (majority_label) has no mean: its distinct count here read as one
+                row[f"mean:{sp}"] = x.get("rate", x.get("mean"))
         out.append(row)
     return out
 
@@ -640,6 +641,11 @@ def _svg_funnel(funnel: list[dict[str, Any]]) -> str:
 
 def _num(x: float) -> str:
     return f"{x:.4g}"
+
+
+def _num4(x: Any) -> str:
+    """A statistic at 4 significant digits (None as itself)."""
+    return _num(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else str(x)
 
 
 def _svg_hist(name: str, h: dict[str, Any]) -> str:
@@ -841,7 +847,8 @@ def to_html(rep: dict[str, Any]) -> str:
         parts.append("<h2>Numeric signals (rows per value)</h2><div class='grid'>")
         for name, h in rep["histograms"].items():
             d = all_sigs.get(name, {})
-            cap = f"{name}: mean {d.get('mean')}, median {(d.get('quantiles') or {}).get('p50')}, n {d.get('count')}"
+            mean, median = d.get("mean"), (d.get("quantiles") or {}).get("p50")
+            cap = f"{name}: mean {_num4(mean)}, median {_num4(median)}, n {d.get('count')}"
             parts.append(f"<figure>{_svg_hist(name, h)}<figcaption>{e(cap)}</figcaption></figure>")
         rows = signal_rows(rep)
         parts.append(

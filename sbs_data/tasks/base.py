@@ -245,6 +245,8 @@ class Task:
         if self.normaliser == "none":
             return s
         low = re.sub(r"\s+", " ", s.lower()).strip().strip(".\"'").strip()
+        # chat models mark the answer up: "**science**", "*science*.", "`science`", "Science!"
+        low = low.strip("*`\"'").strip().rstrip(".!").strip().strip("*`\"'").strip()
         if self.label_space == "choices" and choices:
             lc = [c.lower().strip() for c in choices]
             m = re.match(r"^\(?([a-z])\)\s*(.*)$", low)

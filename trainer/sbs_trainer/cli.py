@@ -24,7 +24,13 @@ class _Help(argparse.HelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        shown = action.default not in (None, False, argparse.SUPPRESS) and action.option_strings
+        # `is`, not `in`: 0 == False, and a default of 0 or 0.0 (--weight-decay, --warmup-steps) says something
+        shown = (
+            action.default is not None
+            and action.default is not False
+            and action.default != argparse.SUPPRESS
+            and action.option_strings
+        )
         if shown and "%(default)" not in text and not isinstance(action, argparse._StoreFalseAction):
             text += (" " if text else "") + "(default: %(default)s)"
         return text

@@ -13,6 +13,8 @@ def test_help_shows_the_defaults(sweep):
     for shown in ("--lr LR peak learning rate", "(default: 5e-05)", "(default: 0.05)", "(default: 1024)"):
         assert shown in text
     assert "(default: None)" not in text and "(default: False)" not in text
+    # a default of 0 is a default too (0 == False must not hide it)
+    assert "AdamW weight decay (default: 0.0)" in text and "linear warm-up steps (default: 0)" in text
     if sweep:
         assert "(default: standard,sbs)" in text and "(default: 0.125,0.25,0.5,1.0)" in text
     else:
