@@ -21,7 +21,7 @@ from sbs_data.workspace import Version, Workspace
 
 #: Columns shown when `columns` is not given, per kind of rows (those absent from the rows are skipped).
 DEFAULT_COLUMNS = {
-    "examples": ("example_id", "split", "label", "choices", "input_text"),
+    "examples": ("example_id", "split", "label", "choices", "input_text", "fields"),
     "generations": (
         "example_id",
         "sample_idx",
@@ -179,6 +179,8 @@ def show(
             ) from e
         raise SbsError(f"--where {where!r}: {str(e).splitlines()[0]}") from e
     full = [dict(zip(picked, r)) for r in rows]
+    if not columns and "choices" in cols and all(r["choices"] is None for r in full):
+        cols.remove("choices")  # a task with fixed labels or numbers has none: no empty line per row
     return Shown(
         v.ref,
         v.kind,

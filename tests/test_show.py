@@ -35,6 +35,9 @@ def test_show_prints_one_wrapped_block_per_row(db):
     # the examples version shows examples
     ex = run("show", "demo-nli", "-n", "1", "--db", db).stdout
     assert "\nlabel " in ex and "\nrationale" not in ex
+    # ...with the row's own fields (columns the task does not read are kept there), and no empty `choices`
+    # line for a task with fixed labels
+    assert "\nfields " in ex and '"premise"' in ex and "\nchoices" not in ex
 
 
 def test_show_formats_limit_and_columns(db):
