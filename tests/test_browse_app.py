@@ -267,6 +267,10 @@ def test_token_guards_every_request(tmp_path):
             and "samesite=strict" in first.headers["set-cookie"].lower()
         )
         assert c.get("/").status_code == 200  # the cookie carries it now
+        port = BASE.rsplit(":", 1)[1]
+        assert first.headers["set-cookie"].startswith(f"sbs_token_{port}=")  # per port: servers don't collide
+        other = TestClient(c.app, base_url="http://127.0.0.1:9999", cookies=dict(c.cookies))
+        assert other.get("/").status_code == 403  # another port's cookie is not this server's
         bare = TestClient(c.app, base_url=BASE)  # no cookie
         assert bare.get("/", headers={"X-SBS-Token": "s3cret-token"}).status_code == 200
         assert bare.get("/api/verdicts?ref=rv-sel@1").status_code == 403
@@ -410,3 +414,17 @@ def test_a_page_of_rows_shows_previews_and_the_row_page_the_whole_text(tmp_path)
         assert long.strip() in row
     finally:
         ws.close()
+
+
+def test_a_body_over_the_cap_is_refused_before_it_is_read_whole(served):
+    ws, c, sel = served
+    big = b'{"ref": "' + b"x" * (70 * 1024) + b'"}'
+    r = c.post("/api/verdicts", content=big, headers={"Content-Type": "application/json"})
+    assert r.status_code == 413 and "64 KiB" in r.json()["error"]
+
+    def chunks():  # no Content-Length: a chunked body is counted as it arrives
+        for _ in range(100):
+            yield b"x" * 1024
+
+    r = c.post("/api/verdicts", content=chunks(), headers={"Content-Type": "application/json"})
+    assert r.status_code == 413

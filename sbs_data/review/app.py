@@ -53,7 +53,17 @@ SQL_TIMEOUT_S = 10.0
 SQL_MAX_CELL_CHARS = 2000
 #: DuckDB's memory cap in the server: the page table and cached pages of the workspace spill past it.
 SERVER_MEMORY_BYTES = 2**30
+#: The token's cookie is named per port: cookies ignore ports, so two servers on one host would overwrite
+#: each other's (`sbs_token_8765`).
 TOKEN_COOKIE = "sbs_token"
+#: A JSON request body is read up to this size, never further.
+BODY_MAX_BYTES = 64 * 1024
+
+
+def token_cookie(request: Request) -> str:
+    return f"{TOKEN_COOKIE}_{request.url.port or 0}"
+
+
 TOKEN_HEADER = "x-sbs-token"
 LOOPBACK_NAMES = ("localhost",)
 CSP = (
@@ -190,7 +200,7 @@ class Security(BaseHTTPMiddleware):
             given = (
                 request.query_params.get("token")
                 or request.headers.get(TOKEN_HEADER)
-                or request.cookies.get(TOKEN_COOKIE)
+                or request.cookies.get(token_cookie(request))
                 or ""
             )
             if not hmac.compare_digest(given.encode(), token.encode()):
@@ -218,7 +228,7 @@ class Security(BaseHTTPMiddleware):
         if not set_cookie:
             resp = await call_next(request)
         else:
-            resp.set_cookie(TOKEN_COOKIE, token or "", httponly=True, samesite="strict")
+            resp.set_cookie(token_cookie(request), token or "", httponly=True, samesite="strict")
         resp.headers.setdefault("Content-Security-Policy", CSP)
         resp.headers["X-Content-Type-Options"] = "nosniff"
         resp.headers["Referrer-Policy"] = "no-referrer"
@@ -419,9 +429,17 @@ def create_app(
 
     # -- the JSON API ---------------------------------------------------------------------------------------
     async def _body(request: Request) -> dict[str, Any]:
-        raw = await request.body()
-        if len(raw) > 64 * 1024:
-            raise ApiError(413, "request body over 64 KiB")
+        too_big = ApiError(413, f"request body over {BODY_MAX_BYTES // 1024} KiB")
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > BODY_MAX_BYTES:
+            raise too_big
+        chunks, size = [], 0
+        async for chunk in request.stream():  # read no further than the cap, whatever the header said
+            size += len(chunk)
+            if size > BODY_MAX_BYTES:
+                raise too_big
+            chunks.append(chunk)
+        raw = b"".join(chunks)
         try:
             body = json.loads(raw or b"null")
         except ValueError:
