@@ -86,7 +86,7 @@ SIGNALS: tuple[Signal, ...] = (
     Signal(
         "hint_leak",
         "bool",
-        "the rationale says it was told the answer (the hint, we are told the answer, as given.); see quality/leak.py",
+        "the rationale says it was told the answer (the hint, we are told the answer, as given.); see sbs_data/text.py",
     ),
     Signal(
         "judge_score",
