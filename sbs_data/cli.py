@@ -7,6 +7,7 @@ Python API mirrors the CLI.
 from __future__ import annotations
 
 import contextvars
+import copy
 import dataclasses
 import inspect
 import json
@@ -142,9 +143,15 @@ def options(group: type, param: str) -> Callable[[Callable], Callable]:
     for f in fields:  # `--help` shows each field under the PANEL of the class that declares it
         owner = next((c for c in group.__mro__ if f.name in vars(c).get("__annotations__", {})), group)
         panel = vars(owner).get("PANEL")
-        for meta in getattr(hints[f.name], "__metadata__", ()):
-            if panel and isinstance(meta, typer.models.OptionInfo) and meta.rich_help_panel is None:
-                meta.rich_help_panel = panel
+        metas = getattr(hints[f.name], "__metadata__", ())
+        if panel and any(isinstance(m, typer.models.OptionInfo) and m.rich_help_panel is None for m in metas):
+            # a copy: an alias such as BaseUrl is shared with commands outside this group
+            placed = [copy.copy(m) if isinstance(m, typer.models.OptionInfo) else m for m in metas]
+            for m in placed:
+                if isinstance(m, typer.models.OptionInfo) and m.rich_help_panel is None:
+                    m.rich_help_panel = panel
+            args = (hints[f.name].__origin__, *placed)
+            hints[f.name] = Annotated[args]
 
     def decorate(fn: Callable) -> Callable:
         sig = inspect.signature(fn, eval_str=True)  # typer reads a set __signature__ as it is
@@ -1015,6 +1022,7 @@ app.add_typer(prompt_app, name="prompt")
 
 @prompt_app.command("init")
 @friendly
+@options(CallOptions, "call")
 def prompt_init_cmd(
     task: Annotated[str, typer.Argument(help="Built-in task name or a task YAML file.")],
     source: Annotated[
@@ -1022,6 +1030,7 @@ def prompt_init_cmd(
         typer.Option("--from", help="Examples version to take labelled exemplars from: NAME or NAME@N."),
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="The prompt file to write (.yaml).")],
+    call: CallOptions,
     shots: Annotated[int, typer.Option("--shots", "-k", help="Exemplars, picked across the labels.")] = 6,
     seed: Annotated[
         int, typer.Option("--seed", help="Which rows are picked (the same seed, the same file).")
@@ -1042,10 +1051,6 @@ def prompt_init_cmd(
         bool, typer.Option("--json", help="Ask the teacher for {rationale, label} JSON.")
     ] = False,
     max_tokens: Annotated[int | None, typer.Option("--max-tokens", help="Completion token limit.")] = None,
-    max_usd: Annotated[float | None, typer.Option("--max-usd", help="Stop once this much is spent.")] = None,
-    offline: Annotated[
-        bool, typer.Option("--offline", help="Never call the network; fail on a cache miss.")
-    ] = False,
     prices: Annotated[
         Path | None, typer.Option("--prices", help="Model table instead of recipes/prices.yaml.")
     ] = None,
@@ -1055,17 +1060,15 @@ def prompt_init_cmd(
 ) -> None:
     """Write a few-shot prompt file for TASK from labelled rows of an examples version; use it with
     `generate --prompt FILE`."""
-    from sbs_data.generate.options import RequestSpec, RunOptions
+    from sbs_data.generate.options import RequestSpec
     from sbs_data.generate.prompt_init import prompt_init
-    from sbs_data.generate.run import Settings
 
     spec = run = None
     if teacher is not None:
         params = {"max_tokens": max_tokens}
         spec = RequestSpec(teacher, json_mode=json_mode, params=params, base_urls=tuple(base_url or ()),
                            prices_path=prices)  # fmt: skip
-        run = RunOptions(settings=Settings(), max_usd=max_usd, offline=offline,
-                         command=" ".join(["prompt", *sys.argv[2:]]) if len(sys.argv) > 2 else "prompt init")  # fmt: skip
+        run = call.run_options("prompt")  # its command: "prompt" + the arguments after it
     with Workspace.open(db) as ws:
         res = prompt_init(
             ws, task, source, out, shots=shots, seed=seed, split=split, force=force, teacher=spec, run=run

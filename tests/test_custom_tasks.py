@@ -177,6 +177,24 @@ def test_the_summary_counts_labels_in_the_label_space_and_agreeing_with_gold_per
 
 
 # -- 2. prompts for custom tasks ------------------------------------------------------------------------
+def raw_db(db, tmp_path, n: int) -> None:
+    """`raw@1`: n train rows of the topics task ingested with --no-labels (no gold labels)."""
+    src = write_rows(tmp_path / "raw.jsonl", topic_rows(n))
+    cli(
+        "ingest",
+        src,
+        "--task",
+        topic_task(tmp_path),
+        "--split",
+        "train",
+        "-n",
+        "raw",
+        "--no-labels",
+        "--db",
+        db,
+    )
+
+
 def news_db(db, tmp_path, n: int = 30):
     """`news@1`: n labelled train rows of the topics task (label field `topic`)."""
     task = topic_task(tmp_path, "topic")
@@ -379,20 +397,7 @@ def test_exporting_unlabelled_data_with_gold_labels_is_refused_with_the_fix(db, 
     shard row had a null label (and the card said the labels came from gold)."""
     import pyarrow.parquet as pq
 
-    src = write_rows(tmp_path / "raw.jsonl", topic_rows(6))
-    cli(
-        "ingest",
-        src,
-        "--task",
-        topic_task(tmp_path),
-        "--split",
-        "train",
-        "-n",
-        "raw",
-        "--no-labels",
-        "--db",
-        db,
-    )
+    raw_db(db, tmp_path, 6)
     server.set_faults({"answers": {"of the day": "A game. So the answer is sports."}})
     cli("generate", "raw", "--teacher", "openai:gpt-4o-mini", "--db", db)
     out = tmp_path / "out"
@@ -450,20 +455,7 @@ def test_a_prompt_written_for_another_task_is_warned_about(db, tmp_path, server)
 def test_rationalizing_unlabelled_data_is_refused(db, tmp_path, server):
     """Generations of rows ingested with --no-labels: `rationalize` asked nothing and built two empty-handed
     versions (GEN-hinted with 0 rows, GEN-rationalized) without a word about why."""
-    src = write_rows(tmp_path / "raw.jsonl", topic_rows(4))
-    cli(
-        "ingest",
-        src,
-        "--task",
-        topic_task(tmp_path),
-        "--split",
-        "train",
-        "-n",
-        "raw",
-        "--no-labels",
-        "--db",
-        db,
-    )
+    raw_db(db, tmp_path, 4)
     cli("generate", "raw", "--teacher", "openai:gpt-4o-mini", "--db", db)
     before = versions(db)
     r = cli("rationalize", "raw-gpt-4o-mini", "--teacher", "openai:gpt-4o-mini", "--db", db, ok=False)
