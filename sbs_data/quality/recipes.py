@@ -16,13 +16,13 @@ import yaml
 
 from sbs_data import RECIPES_DIR, SbsError
 from sbs_data.configfile import parse_yaml, read_text
+from sbs_data.ingest import SPLIT_ALIASES
 from sbs_data.quality.signals import SIGNAL_BY_NAME, THRESHOLD_SIGNALS
 from sbs_data.schemas import number_errors, validator
 from sbs_data.workspace import config_hash
 
 #: The split names a recipe's `splits` may list ("all" = every split), and the aliases ingest accepts too.
 RECIPE_SPLITS = ("train", "validation", "test", "all")
-_SPLIT_ALIASES = {"valid": "validation", "val": "validation", "dev": "validation"}
 _ORDERABLE = tuple(s.name for s in SIGNAL_BY_NAME.values() if s.dtype in ("bool", "int", "float"))
 _THRESHOLD_KEYS = ("name", "description", "signal", "min", "max", "equals", "missing")
 _SELECT_KEYS = {
@@ -143,7 +143,7 @@ def parse_recipe(text: str, where: str = "<recipe>") -> Recipe:
         source=where,
         description=data.get("description", ""),
         hash=config_hash(data),
-        splits=tuple(_SPLIT_ALIASES.get(x, x) for x in data.get("splits", ["train"])),
+        splits=tuple(SPLIT_ALIASES.get(x, x) for x in data.get("splits", ["train"])),
     )
 
 
@@ -251,7 +251,7 @@ def _semantic_errors(data: dict, root: yaml.Node) -> list[str]:
     """What the schema cannot say: types per signal, bounds order, order keys, unique names."""
     out: list[str] = []
     for i, split in enumerate(data.get("splits") or []):
-        if split not in RECIPE_SPLITS and split not in _SPLIT_ALIASES:
+        if split not in RECIPE_SPLITS and split not in SPLIT_ALIASES:
             out.append(
                 _at(
                     root,

@@ -149,7 +149,7 @@ def _applies(ws: Workspace, sel: Version, rec: Recipe, earlier: int | None) -> d
         params.append(earlier)
         alive_earlier = "coalesce(p.keep, false)"
     skip = "version_id, example_id, sample_idx, split, teacher, hinted"
-    splits = [{"valid": "validation", "val": "validation", "dev": "validation"}.get(x, x) for x in rec.splits]
+    splits = list(rec.splits)  # canonical already (parse_recipe)
     scope = "true" if "all" in splits else "_split IN (SELECT unnest(?::VARCHAR[]))"
     aggs = []
     for i, st in enumerate(rec.steps):
