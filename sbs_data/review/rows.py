@@ -10,7 +10,6 @@ per query with ILIKE (not the raw completion, which repeats the rationale). Ever
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -345,12 +344,12 @@ def describe(signal: str) -> str:
 
 
 class Tables:
-    """The narrow tables this server has built, one per version browsed, built on first use."""
+    """The narrow tables this server has built, one per version browsed, built on first use (callers hold
+    the server's lock)."""
 
     def __init__(self, ws: Workspace):
         self.ws = ws
         self._by_vid: dict[int, RowsTable] = {}
-        self.lock = threading.RLock()
 
     def get(self, v: Version) -> RowsTable:
         t = self._by_vid.get(v.version_id)
